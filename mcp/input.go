@@ -1,0 +1,228 @@
+package mcp
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+
+	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
+)
+
+// ErrInputRequired is returned by [Elicit] and [Sample] when the session
+// speaks protocol 2026-07-28 or later and the answer is not known yet. The
+// handler must return it (or any error wrapping it): the node then sends the
+// pending questions back as input requests, and the caller's client answers
+// them and calls again, running the handler once more from the start. That
+// time the same question, asked in the same order, gets its answer.
+//
+// A handler that asks for input must therefore be idempotent up to the point
+// where it asks.
+var ErrInputRequired = errors.New("mcp: input required from the caller (multi round-trip); return this error from the handler")
+
+// modernVersion is the first protocol version in which a server may not send
+// requests to its client and asks for input through results instead.
+const modernVersion = "2026-07-28"
+
+// Inputs asks callers for input on behalf of request handlers. It is
+// installed on a server as receiving middleware ([Inputs.Middleware]); one
+// Inputs serves every server of a node.
+type Inputs struct {
+	key []byte // authenticates RequestState, which round-trips through the client
+}
+
+// NewInputs returns an Inputs with a fresh random key.
+func NewInputs() *Inputs {
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		panic(fmt.Sprintf("mcp: read random key: %v", err)) // crypto/rand never fails on supported platforms
+	}
+	return &Inputs{key: key}
+}
+
+type inputStateKey struct{}
+
+// inputState is the per-request record of questions asked and answers known.
+type inputState struct {
+	session *sdkmcp.ServerSession
+	modern  bool
+
+	mu      sync.Mutex
+	next    int
+	answers map[string]json.RawMessage
+	pending sdkmcp.InputRequestMap
+}
+
+// Middleware returns the receiving middleware that lets the handlers of
+// tools/call, prompts/get and resources/read use [Elicit] and [Sample].
+func (in *Inputs) Middleware() sdkmcp.Middleware {
+	return func(next sdkmcp.MethodHandler) sdkmcp.MethodHandler {
+		return func(ctx context.Context, method string, req sdkmcp.Request) (sdkmcp.Result, error) {
+			var responses sdkmcp.InputResponseMap
+			var state string
+			switch p := req.GetParams().(type) {
+			case *sdkmcp.CallToolParamsRaw:
+				responses, state = p.InputResponses, p.RequestState
+			case *sdkmcp.GetPromptParams:
+				responses, state = p.InputResponses, p.RequestState
+			case *sdkmcp.ReadResourceParams:
+				responses, state = p.InputResponses, p.RequestState
+			default:
+				return next(ctx, method, req)
+			}
+			ss, _ := req.GetSession().(*sdkmcp.ServerSession)
+			st := &inputState{session: ss, modern: isModern(ss)}
+			if st.modern {
+				answers, err := in.decodeState(state)
+				if err != nil {
+					return nil, err
+				}
+				for id, r := range responses {
+					raw, err := json.Marshal(r)
+					if err != nil {
+						return nil, fmt.Errorf("encode input response %q: %w", id, err)
+					}
+					answers[id] = raw
+				}
+				st.answers = answers
+			}
+			res, err := next(context.WithValue(ctx, inputStateKey{}, st), method, req)
+			st.mu.Lock()
+			pending := st.pending
+			st.mu.Unlock()
+			if len(pending) == 0 {
+				return res, err
+			}
+			newState, serr := in.encodeState(st.answers)
+			if serr != nil {
+				return nil, serr
+			}
+			switch method {
+			case "tools/call":
+				return &sdkmcp.CallToolResult{Content: []sdkmcp.Content{}, InputRequests: pending, RequestState: newState}, nil
+			case "prompts/get":
+				return &sdkmcp.GetPromptResult{InputRequests: pending, RequestState: newState}, nil
+			default:
+				return &sdkmcp.ReadResourceResult{InputRequests: pending, RequestState: newState}, nil
+			}
+		}
+	}
+}
+
+func isModern(ss *sdkmcp.ServerSession) bool {
+	if ss == nil {
+		return false
+	}
+	ip := ss.InitializeParams()
+	// Sessions of 2026-07-28 and later have no initialize handshake.
+	return ip == nil || ip.ProtocolVersion >= modernVersion
+}
+
+func (in *Inputs) encodeState(answers map[string]json.RawMessage) (string, error) {
+	body, err := json.Marshal(answers)
+	if err != nil {
+		return "", fmt.Errorf("encode request state: %w", err)
+	}
+	mac := hmac.New(sha256.New, in.key)
+	mac.Write(body)
+	enc := base64.RawURLEncoding
+	return enc.EncodeToString(body) + "." + enc.EncodeToString(mac.Sum(nil)), nil
+}
+
+func (in *Inputs) decodeState(state string) (map[string]json.RawMessage, error) {
+	answers := map[string]json.RawMessage{}
+	if state == "" {
+		return answers, nil
+	}
+	enc := base64.RawURLEncoding
+	b64body, b64mac, ok := strings.Cut(state, ".")
+	body, err1 := enc.DecodeString(b64body)
+	sum, err2 := enc.DecodeString(b64mac)
+	if !ok || err1 != nil || err2 != nil {
+		return nil, errors.New("requestState is malformed: echo back the value the server sent")
+	}
+	mac := hmac.New(sha256.New, in.key)
+	mac.Write(body)
+	if !hmac.Equal(sum, mac.Sum(nil)) {
+		return nil, errors.New("requestState was not issued by this node (or the node restarted): call again without it")
+	}
+	if err := json.Unmarshal(body, &answers); err != nil {
+		return nil, fmt.Errorf("requestState: %w", err)
+	}
+	return answers, nil
+}
+
+// ask returns the answer to the next question of this request, or records
+// the question and returns ErrInputRequired.
+func (st *inputState) ask(q sdkmcp.InputRequest, answer any) error {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.next++
+	id := fmt.Sprintf("mcpmesh-%d", st.next)
+	if raw, ok := st.answers[id]; ok {
+		if err := json.Unmarshal(raw, answer); err != nil {
+			return fmt.Errorf("input response %q: %w", id, err)
+		}
+		return nil
+	}
+	if st.pending == nil {
+		st.pending = sdkmcp.InputRequestMap{}
+	}
+	st.pending[id] = q
+	return ErrInputRequired
+}
+
+func stateFrom(ctx context.Context) (*inputState, error) {
+	st, ok := ctx.Value(inputStateKey{}).(*inputState)
+	if !ok || st.session == nil {
+		return nil, errors.New("mcp: no caller to ask: Elicit and Sample work only inside a handler served by an mcpmesh node")
+	}
+	return st, nil
+}
+
+// Elicit asks the caller of the current request a question for its user and
+// returns the answer, whichever protocol version the session negotiated:
+// before 2026-07-28 as a direct elicitation/create request, from 2026-07-28 on
+// as an input request in the result (see [ErrInputRequired]).
+func Elicit(ctx context.Context, params *sdkmcp.ElicitParams) (*sdkmcp.ElicitResult, error) {
+	st, err := stateFrom(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if !st.modern {
+		return st.session.Elicit(ctx, params)
+	}
+	var res sdkmcp.ElicitResult
+	if err := st.ask(params, &res); err != nil {
+		return nil, err
+	}
+	return &res, nil
+}
+
+// Sample asks the caller of the current request for an LLM completion
+// (sampling/createMessage), whichever protocol version the session
+// negotiated; see [Elicit].
+func Sample(ctx context.Context, params *sdkmcp.CreateMessageParams) (*sdkmcp.CreateMessageResult, error) {
+	st, err := stateFrom(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if !st.modern {
+		return st.session.CreateMessage(ctx, params)
+	}
+	var res sdkmcp.CreateMessageWithToolsResult
+	if err := st.ask(params, &res); err != nil {
+		return nil, err
+	}
+	out := &sdkmcp.CreateMessageResult{Meta: res.Meta, Model: res.Model, Role: res.Role, StopReason: res.StopReason}
+	if len(res.Content) > 0 {
+		out.Content = res.Content[0]
+	}
+	return out, nil
+}

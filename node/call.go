@@ -1,0 +1,293 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	lpeer "github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+	"github.com/libp2p/go-libp2p/p2p/protocol/identify"
+	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
+	"github.com/multiformats/go-multistream"
+
+	"github.com/mcpmesh/mcpmesh/mcp"
+	"github.com/mcpmesh/mcpmesh/peer"
+)
+
+// Connect connects to a peer given as a peer ID or a full multiaddr (see
+// peer.ParseTarget) and returns its ID. A bare peer ID works only for a peer
+// whose addresses the node already knows.
+func (n *Node) Connect(ctx context.Context, target string) (lpeer.ID, error) {
+	info, err := peer.ParseTarget(target)
+	if err != nil {
+		return "", err
+	}
+	return info.ID, n.ConnectAddr(ctx, info)
+}
+
+// ConnectAddr connects to the peer info, within the node's dial timeout.
+func (n *Node) ConnectAddr(ctx context.Context, info lpeer.AddrInfo) error {
+	if info.ID == n.host.ID() {
+		return fmt.Errorf("connect %s: that is this node", info.ID)
+	}
+	ctx, cancel := context.WithTimeout(ctx, n.cfg.dialTimeout)
+	defer cancel()
+	if err := n.host.Connect(ctx, info); err != nil {
+		return n.dialError(info.ID, err)
+	}
+	return nil
+}
+
+func (n *Node) dialError(p lpeer.ID, err error) error {
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("peer %s unreachable: no answer within %v", p, n.cfg.dialTimeout)
+	case len(n.host.Peerstore().Addrs(p)) == 0 && n.host.Network().Connectedness(p) != network.Connected:
+		return fmt.Errorf("peer %s unreachable: no known address (give a full multiaddr ending in /p2p/%s)", p, p)
+	default:
+		return fmt.Errorf("peer %s unreachable: %w", p, err)
+	}
+}
+
+// dialSession opens a client session to server on p; it is the pool's
+// DialFunc.
+func (n *Node) dialSession(ctx context.Context, p lpeer.ID, server string) (*sdkmcp.ClientSession, error) {
+	ctx = network.WithDialPeerTimeout(ctx, n.cfg.dialTimeout)
+	s, err := n.host.NewStream(ctx, p, mcp.ProtocolID(server))
+	if err != nil {
+		var notSupported multistream.ErrNotSupported[protocol.ID]
+		if errors.As(err, &notSupported) {
+			return nil, fmt.Errorf("peer %s shares no server named %q (it shares: %s)", p, server, strings.Join(n.serversOf(p), ", "))
+		}
+		return nil, n.dialError(p, err)
+	}
+	cs, err := n.client.Connect(ctx, &mcp.StreamTransport{Stream: s, MaxMessageSize: n.cfg.maxMessageSize},
+		&sdkmcp.ClientSessionOptions{ProtocolVersion: n.cfg.protocolVersion})
+	if err != nil {
+		s.Reset()
+		return nil, fmt.Errorf("open mcp session to %s/%s: %w", p, server, err)
+	}
+	return cs, nil
+}
+
+// Session returns the open MCP client session to the server called server
+// on peer p, opening one if needed. The session is shared: do not close it.
+// Use it for anything the node has no shortcut for (resources, prompts,
+// completion).
+func (n *Node) Session(ctx context.Context, p lpeer.ID, server string) (*sdkmcp.ClientSession, error) {
+	if p == n.host.ID() {
+		return nil, fmt.Errorf("session to %s: that is this node", p)
+	}
+	if err := mcp.ValidateServerName(server); err != nil {
+		return nil, err
+	}
+	return n.pool.Get(ctx, peer.SessionKey{Peer: p, Server: server}, func() (context.Context, context.CancelFunc) {
+		// The dial serves every waiter: it runs on the node's context, with
+		// clean values (the session keeps them for its whole life).
+		return context.WithTimeout(peer.WithRemote(n.ctx, p), n.cfg.dialTimeout)
+	})
+}
+
+// Servers lists the names of the servers peer p shares, connecting to it
+// first if needed.
+func (n *Node) Servers(ctx context.Context, p lpeer.ID) ([]string, error) {
+	if n.host.Network().Connectedness(p) != network.Connected {
+		if err := n.ConnectAddr(ctx, lpeer.AddrInfo{ID: p}); err != nil {
+			return nil, err
+		}
+	}
+	for _, c := range n.host.Network().ConnsToPeer(p) {
+		if ids, ok := n.host.(interface{ IDService() identify.IDService }); ok {
+			select {
+			case <-ids.IDService().IdentifyWait(c):
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+	}
+	servers := n.serversOf(p)
+	if len(servers) == 0 {
+		return nil, fmt.Errorf("peer %s shares no MCP server (is it an mcpmesh node?)", p)
+	}
+	return servers, nil
+}
+
+// serversOf reads p's servers from the protocols it announced (identify).
+func (n *Node) serversOf(p lpeer.ID) []string {
+	protos, _ := n.host.Peerstore().GetProtocols(p)
+	var names []string
+	for _, id := range protos {
+		if name, ok := mcp.ServerName(id); ok {
+			names = append(names, name)
+		}
+	}
+	slices.Sort(names)
+	return names
+}
+
+// RemoteTool is a tool offered by one of a peer's servers.
+type RemoteTool struct {
+	Server string
+	*sdkmcp.Tool
+}
+
+// Ref returns the tool's SERVER/TOOL reference.
+func (t RemoteTool) Ref() string { return t.Server + "/" + t.Name }
+
+// ListTools lists the tools of every server peer p shares.
+func (n *Node) ListTools(ctx context.Context, p lpeer.ID) ([]RemoteTool, error) {
+	servers, err := n.Servers(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	var all []RemoteTool
+	for _, server := range servers {
+		tools, err := n.serverTools(ctx, p, server)
+		if err != nil {
+			return nil, err
+		}
+		for _, t := range tools {
+			all = append(all, RemoteTool{Server: server, Tool: t})
+		}
+	}
+	return all, nil
+}
+
+// serverTools returns the tools of one server, from the cache while the
+// session lives and the server has not announced a change.
+func (n *Node) serverTools(ctx context.Context, p lpeer.ID, server string) ([]*sdkmcp.Tool, error) {
+	cs, err := n.Session(ctx, p, server)
+	if err != nil {
+		return nil, err
+	}
+	if tools, ok := n.tools.get(cs); ok {
+		return tools, nil
+	}
+	var tools []*sdkmcp.Tool
+	for t, err := range cs.Tools(ctx, nil) {
+		if err != nil {
+			return nil, fmt.Errorf("list tools of %s/%s: %w", p, server, err)
+		}
+		tools = append(tools, t)
+	}
+	n.tools.put(cs, tools)
+	return tools, nil
+}
+
+// ResolveTool finds the tool that ref names on peer p. ref is TOOL, found
+// among all of p's servers (an error if none or several have it), or
+// SERVER/TOOL.
+func (n *Node) ResolveTool(ctx context.Context, p lpeer.ID, ref string) (RemoteTool, error) {
+	if server, tool, ok := strings.Cut(ref, "/"); ok && mcp.ValidateServerName(server) == nil {
+		tools, err := n.serverTools(ctx, p, server)
+		if err != nil {
+			return RemoteTool{}, err
+		}
+		for _, t := range tools {
+			if t.Name == tool {
+				return RemoteTool{Server: server, Tool: t}, nil
+			}
+		}
+		return RemoteTool{}, fmt.Errorf("server %s on peer %s has no tool named %q", server, p, tool)
+	}
+	all, err := n.ListTools(ctx, p)
+	if err != nil {
+		return RemoteTool{}, err
+	}
+	var found []RemoteTool
+	for _, t := range all {
+		if t.Name == ref {
+			found = append(found, t)
+		}
+	}
+	switch len(found) {
+	case 1:
+		return found[0], nil
+	case 0:
+		names := make([]string, 0, len(all))
+		for _, t := range all {
+			names = append(names, t.Ref())
+		}
+		return RemoteTool{}, fmt.Errorf("peer %s has no tool named %q (it has: %s)", p, ref, strings.Join(names, ", "))
+	default:
+		refs := make([]string, len(found))
+		for i, t := range found {
+			refs[i] = t.Ref()
+		}
+		return RemoteTool{}, fmt.Errorf("tool name %q is ambiguous on peer %s: name one of %s", ref, p, strings.Join(refs, ", "))
+	}
+}
+
+// CallTool calls the tool that ref names on peer p (see ResolveTool) with
+// args, any value that marshals to a JSON object (nil for none). A tool that
+// fails returns a result with IsError set and a nil error; err is for
+// failures to reach the tool at all.
+func (n *Node) CallTool(ctx context.Context, p lpeer.ID, ref string, args any) (*sdkmcp.CallToolResult, error) {
+	t, err := n.ResolveTool(ctx, p, ref)
+	if err != nil {
+		return nil, err
+	}
+	return n.CallServerTool(ctx, p, t.Server, t.Name, args)
+}
+
+// CallServerTool calls tool on the server called server on peer p, with no
+// lookup of the tool first.
+func (n *Node) CallServerTool(ctx context.Context, p lpeer.ID, server, tool string, args any) (*sdkmcp.CallToolResult, error) {
+	if raw, ok := args.(json.RawMessage); ok && len(raw) == 0 {
+		args = nil
+	}
+	cs, err := n.Session(ctx, p, server)
+	if err != nil {
+		return nil, err
+	}
+	res, err := cs.CallTool(ctx, &sdkmcp.CallToolParams{Name: tool, Arguments: args})
+	if err != nil {
+		if errors.Is(err, sdkmcp.ErrConnectionClosed) || ctx.Err() == nil && isConnectionLoss(err) {
+			n.pool.Drop(peer.SessionKey{Peer: p, Server: server}, cs)
+			return nil, fmt.Errorf("call %s/%s on %s: connection lost: %w", server, tool, p, err)
+		}
+		return nil, fmt.Errorf("call %s/%s on %s: %w", server, tool, p, err)
+	}
+	return res, nil
+}
+
+func isConnectionLoss(err error) bool {
+	var se *network.StreamError
+	return errors.As(err, &se) || errors.Is(err, network.ErrReset)
+}
+
+// toolIndex caches each client session's tool list until the session ends
+// or its server announces a change.
+type toolIndex struct {
+	mu sync.Mutex
+	m  map[*sdkmcp.ClientSession][]*sdkmcp.Tool
+}
+
+func newToolIndex() *toolIndex {
+	return &toolIndex{m: map[*sdkmcp.ClientSession][]*sdkmcp.Tool{}}
+}
+
+func (x *toolIndex) get(cs *sdkmcp.ClientSession) ([]*sdkmcp.Tool, bool) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	t, ok := x.m[cs]
+	return t, ok
+}
+
+func (x *toolIndex) put(cs *sdkmcp.ClientSession, tools []*sdkmcp.Tool) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.m[cs] = tools
+}
+
+func (x *toolIndex) invalidate(cs *sdkmcp.ClientSession) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	delete(x.m, cs)
+}

@@ -1,0 +1,300 @@
+// Package node composes an mcpmesh node: a libp2p host that serves MCP
+// servers to peers and calls theirs, over one authenticated connection per
+// peer.
+//
+// A node is both an MCP server and an MCP client. Each server it shares (its
+// own Go-registered tools under [mcp.DefaultServer], stdio programs, other
+// SDK servers) is reached on its own stream protocol; each peer the node
+// calls gets one client session per server, reused by concurrent calls.
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+
+	logging "github.com/ipfs/go-log/v2"
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	lpeer "github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/mcpmesh/mcpmesh/mcp"
+	"github.com/mcpmesh/mcpmesh/peer"
+)
+
+var log = logging.Logger("mcpmesh/node")
+
+// Node is one participant of the mesh.
+type Node struct {
+	cfg    *config
+	host   host.Host
+	client *sdkmcp.Client
+	inputs *mcp.Inputs
+	pool   *peer.Sessions
+	tools  *toolIndex
+	own    *sdkmcp.Server
+
+	ctx    context.Context // ends when Close starts
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // inbound sessions and shared-program supervisors
+
+	mu      sync.Mutex
+	servers map[string]*sharedServer
+	inbound map[*sdkmcp.ServerSession]string // open sessions served, by server name
+	closed  bool
+}
+
+type sharedServer struct {
+	server *sdkmcp.Server
+	stop   func() // stops what keeps the server alive (a program's supervisor), if anything
+}
+
+// New starts a node: its libp2p host listens, and its default server (for
+// tools registered with AddTool and friends) is shared under
+// mcp.DefaultServer.
+func New(opts ...Option) (*Node, error) {
+	cfg := defaults()
+	for _, o := range opts {
+		if err := o(cfg); err != nil {
+			return nil, err
+		}
+	}
+	key, err := cfg.identity()
+	if err != nil {
+		return nil, err
+	}
+	hostOpts := append([]libp2p.Option{
+		libp2p.Identity(key),
+		libp2p.ListenAddrStrings(cfg.listen...),
+		libp2p.UserAgent("mcpmesh/" + cfg.version),
+	}, cfg.libp2pOpts...)
+	h, err := libp2p.New(hostOpts...)
+	if err != nil {
+		return nil, fmt.Errorf("start libp2p host: %w", err)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	n := &Node{
+		cfg:     cfg,
+		host:    h,
+		inputs:  mcp.NewInputs(),
+		ctx:     ctx,
+		cancel:  cancel,
+		servers: map[string]*sharedServer{},
+		inbound: map[*sdkmcp.ServerSession]string{},
+	}
+	n.tools = newToolIndex()
+	n.client = sdkmcp.NewClient(n.implementation(), n.clientOptions())
+	n.pool = peer.NewSessions(n.dialSession, func(_ peer.SessionKey, cs *sdkmcp.ClientSession) { n.tools.invalidate(cs) })
+	n.own = sdkmcp.NewServer(n.implementation(), &sdkmcp.ServerOptions{Logger: sdkLogger()})
+	if err := n.Share(mcp.DefaultServer, n.own); err != nil {
+		n.Close()
+		return nil, err
+	}
+	return n, nil
+}
+
+func (n *Node) implementation() *sdkmcp.Implementation {
+	return &sdkmcp.Implementation{Name: n.cfg.name, Version: n.cfg.version}
+}
+
+// sdkLogger gives the SDK's own logging to go-log, under mcpmesh/sdk.
+func sdkLogger() *slog.Logger {
+	return slog.New(logging.SlogHandler()).With("logger", "mcpmesh/sdk")
+}
+
+func (n *Node) clientOptions() *sdkmcp.ClientOptions {
+	opts := &sdkmcp.ClientOptions{
+		Logger: sdkLogger(),
+		// A changed tool list on a peer's server makes our cached copy stale.
+		ToolListChangedHandler: func(_ context.Context, req *sdkmcp.ToolListChangedRequest) {
+			n.tools.invalidate(req.Session)
+		},
+		// Peers have no roots of ours to list.
+		Capabilities: &sdkmcp.ClientCapabilities{},
+	}
+	if h := n.cfg.elicit; h != nil {
+		opts.ElicitationHandler = h
+	}
+	if h := n.cfg.sample; h != nil {
+		opts.CreateMessageHandler = h
+	}
+	return opts
+}
+
+// ID returns the node's peer ID.
+func (n *Node) ID() lpeer.ID { return n.host.ID() }
+
+// Host returns the node's libp2p host.
+func (n *Node) Host() host.Host { return n.host }
+
+// Addrs returns the node's listen addresses as full multiaddrs, each ending
+// in /p2p/<peer ID>, ready to give to another node's Connect.
+func (n *Node) Addrs() []ma.Multiaddr {
+	addrs, err := lpeer.AddrInfoToP2pAddrs(&lpeer.AddrInfo{ID: n.host.ID(), Addrs: n.host.Addrs()})
+	if err != nil {
+		return nil
+	}
+	return addrs
+}
+
+// Server returns the node's default MCP server, shared under
+// mcp.DefaultServer. Register resources, prompts and tools on it with the
+// SDK's API; its handlers can learn the caller with peer.Remote and ask the
+// caller for input with mcp.Elicit and mcp.Sample.
+func (n *Node) Server() *sdkmcp.Server { return n.own }
+
+// AddTool registers a typed tool on the node's default server, exactly as
+// the SDK's mcp.AddTool does (input schema from In, output schema from Out,
+// arguments validated before h runs).
+func AddTool[In, Out any](n *Node, t *sdkmcp.Tool, h sdkmcp.ToolHandlerFor[In, Out]) {
+	sdkmcp.AddTool(n.own, t, h)
+}
+
+// Share makes server reachable by peers under name. The node adds its input
+// middleware to server, so that its handlers can use mcp.Elicit and
+// mcp.Sample. Sharing a name twice is an error; Unshare first.
+func (n *Node) Share(name string, server *sdkmcp.Server) error {
+	return n.share(name, server, nil)
+}
+
+func (n *Node) share(name string, server *sdkmcp.Server, stop func()) error {
+	if err := mcp.ValidateServerName(name); err != nil {
+		return err
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		return ErrClosed
+	}
+	if _, ok := n.servers[name]; ok {
+		return fmt.Errorf("a server named %q is already shared", name)
+	}
+	server.AddReceivingMiddleware(n.inputs.Middleware())
+	n.servers[name] = &sharedServer{server: server, stop: stop}
+	n.host.SetStreamHandler(mcp.ProtocolID(name), n.serve(name, server))
+	return nil
+}
+
+// Unshare stops sharing the server called name: new sessions are refused;
+// open sessions to it are closed.
+func (n *Node) Unshare(name string) error {
+	n.mu.Lock()
+	s, ok := n.servers[name]
+	if ok {
+		delete(n.servers, name)
+		n.host.RemoveStreamHandler(mcp.ProtocolID(name))
+	}
+	var toClose []*sdkmcp.ServerSession
+	for ss, served := range n.inbound {
+		if served == name {
+			toClose = append(toClose, ss)
+		}
+	}
+	n.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("no server named %q is shared", name)
+	}
+	if s.stop != nil {
+		s.stop()
+	}
+	for _, ss := range toClose {
+		ss.Close()
+	}
+	return nil
+}
+
+// Shared lists the names of the servers this node shares.
+func (n *Node) Shared() []string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	names := make([]string, 0, len(n.servers))
+	for name := range n.servers {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// serve returns the stream handler that runs one MCP server session per
+// inbound stream, with the caller's authenticated peer ID on its context.
+func (n *Node) serve(name string, server *sdkmcp.Server) network.StreamHandler {
+	return func(s network.Stream) {
+		n.mu.Lock()
+		if n.closed {
+			n.mu.Unlock()
+			s.Reset()
+			return
+		}
+		n.wg.Add(1)
+		n.mu.Unlock()
+		defer n.wg.Done()
+
+		remote := s.Conn().RemotePeer()
+		ctx := peer.WithRemote(n.ctx, remote)
+		ss, err := server.Connect(ctx, &mcp.StreamTransport{Stream: s, MaxMessageSize: n.cfg.maxMessageSize}, nil)
+		if err != nil {
+			log.Debugw("serve session", "peer", remote, "error", err)
+			s.Reset()
+			return
+		}
+		n.mu.Lock()
+		n.inbound[ss] = name
+		n.mu.Unlock()
+		err = ss.Wait()
+		n.mu.Lock()
+		delete(n.inbound, ss)
+		n.mu.Unlock()
+		log.Debugw("session ended", "peer", remote, "protocol", s.Protocol(), "error", err)
+	}
+}
+
+// ErrClosed is returned by a closed node.
+var ErrClosed = errors.New("node closed")
+
+// Close stops the node: it closes every session, stops shared programs and
+// the libp2p host, and waits for everything it started.
+func (n *Node) Close() error {
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		return nil
+	}
+	n.closed = true
+	var stops []func()
+	for _, s := range n.servers {
+		if s.stop != nil {
+			stops = append(stops, s.stop)
+		}
+	}
+	inbound := make([]*sdkmcp.ServerSession, 0, len(n.inbound))
+	for ss := range n.inbound {
+		inbound = append(inbound, ss)
+	}
+	n.mu.Unlock()
+
+	n.cancel()
+	var errs []error
+	if err := n.pool.Close(); err != nil {
+		errs = append(errs, err)
+	}
+	for _, stop := range stops {
+		stop()
+	}
+	// Closing the host resets every stream, which ends inbound sessions and
+	// cancels their handlers.
+	if err := n.host.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("close host: %w", err))
+	}
+	for _, ss := range inbound {
+		ss.Close()
+	}
+	n.wg.Wait()
+	return errors.Join(errs...)
+}

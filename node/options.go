@@ -1,0 +1,187 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/mcpmesh/mcpmesh/mcp"
+	"github.com/mcpmesh/mcpmesh/peer"
+)
+
+// ElicitationHandler answers a question that a peer serving one of this
+// node's calls asks for its user (elicitation/create).
+type ElicitationHandler func(context.Context, *sdkmcp.ElicitRequest) (*sdkmcp.ElicitResult, error)
+
+// SamplingHandler answers a peer's request for an LLM completion
+// (sampling/createMessage) made while serving one of this node's calls.
+type SamplingHandler func(context.Context, *sdkmcp.CreateMessageRequest) (*sdkmcp.CreateMessageResult, error)
+
+// Option configures a Node.
+type Option func(*config) error
+
+type config struct {
+	key             crypto.PrivKey
+	home            string
+	name            string
+	version         string
+	listen          []string
+	maxMessageSize  int
+	dialTimeout     time.Duration
+	protocolVersion string
+	elicit          ElicitationHandler
+	sample          SamplingHandler
+	libp2pOpts      []libp2p.Option
+}
+
+// DefaultListenAddrs are where a node listens when no WithListenAddrs is
+// given: every interface, TCP and QUIC, on ports the system picks.
+var DefaultListenAddrs = []string{
+	"/ip4/0.0.0.0/tcp/0",
+	"/ip4/0.0.0.0/udp/0/quic-v1",
+	"/ip6/::/tcp/0",
+	"/ip6/::/udp/0/quic-v1",
+}
+
+// DefaultProtocolVersion is the MCP protocol version a node asks for on the
+// sessions it opens to peers. 2025-11-25 keeps one stateful session per
+// stream, lets servers ask their caller directly (elicitation, sampling)
+// and sends less per request than 2026-07-28, which a node also serves and
+// can be asked to speak with WithProtocolVersion.
+const DefaultProtocolVersion = "2025-11-25"
+
+func defaults() *config {
+	return &config{
+		name:            "mcpmesh",
+		version:         "dev",
+		listen:          DefaultListenAddrs,
+		maxMessageSize:  mcp.DefaultMaxMessageSize,
+		dialTimeout:     10 * time.Second,
+		protocolVersion: DefaultProtocolVersion,
+	}
+}
+
+// WithIdentity sets the node's private key. Without it (and without
+// WithHome) the node has a fresh, ephemeral identity.
+func WithIdentity(key crypto.PrivKey) Option {
+	return func(c *config) error {
+		if key == nil {
+			return fmt.Errorf("WithIdentity: nil key")
+		}
+		c.key = key
+		return nil
+	}
+}
+
+// WithHome loads the node's identity from the folder dir, creating it on
+// first use (see peer.LoadOrCreateIdentity).
+func WithHome(dir string) Option {
+	return func(c *config) error {
+		if dir == "" {
+			return fmt.Errorf("WithHome: empty folder")
+		}
+		c.home = dir
+		return nil
+	}
+}
+
+// WithName sets the name the node gives as an MCP implementation (client
+// and default server), shown to peers.
+func WithName(name string) Option {
+	return func(c *config) error {
+		c.name = name
+		return nil
+	}
+}
+
+// WithVersion sets the software version the node reports to peers.
+func WithVersion(v string) Option {
+	return func(c *config) error {
+		c.version = v
+		return nil
+	}
+}
+
+// WithListenAddrs replaces the multiaddrs the node listens on.
+func WithListenAddrs(addrs ...string) Option {
+	return func(c *config) error {
+		c.listen = addrs
+		return nil
+	}
+}
+
+// WithMaxMessageSize bounds one JSON-RPC message on an MCP stream, in both
+// directions of every session. A peer that sends more has its stream reset.
+func WithMaxMessageSize(n int) Option {
+	return func(c *config) error {
+		if n < 1024 {
+			return fmt.Errorf("WithMaxMessageSize(%d): want at least 1024 bytes", n)
+		}
+		c.maxMessageSize = n
+		return nil
+	}
+}
+
+// WithDialTimeout bounds how long reaching a peer (connection, stream and
+// MCP handshake) may take. The default is 10 seconds.
+func WithDialTimeout(d time.Duration) Option {
+	return func(c *config) error {
+		if d <= 0 {
+			return fmt.Errorf("WithDialTimeout(%v): want a positive duration", d)
+		}
+		c.dialTimeout = d
+		return nil
+	}
+}
+
+// WithProtocolVersion sets the MCP protocol version this node asks for on
+// the sessions it opens; the serving peer may settle on another it supports.
+func WithProtocolVersion(v string) Option {
+	return func(c *config) error {
+		c.protocolVersion = v
+		return nil
+	}
+}
+
+// WithElicitationHandler answers questions that peers serving this node's
+// calls ask for its user. Without one the node tells peers it cannot answer.
+func WithElicitationHandler(h ElicitationHandler) Option {
+	return func(c *config) error {
+		c.elicit = h
+		return nil
+	}
+}
+
+// WithSamplingHandler answers peers' requests for LLM completions made while
+// serving this node's calls. Without one the node tells peers it cannot.
+func WithSamplingHandler(h SamplingHandler) Option {
+	return func(c *config) error {
+		c.sample = h
+		return nil
+	}
+}
+
+// WithLibp2pOptions adds options to the libp2p host the node builds, after
+// the node's own (identity, listen addresses).
+func WithLibp2pOptions(opts ...libp2p.Option) Option {
+	return func(c *config) error {
+		c.libp2pOpts = append(c.libp2pOpts, opts...)
+		return nil
+	}
+}
+
+func (c *config) identity() (crypto.PrivKey, error) {
+	switch {
+	case c.key != nil:
+		return c.key, nil
+	case c.home != "":
+		return peer.LoadOrCreateIdentity(c.home)
+	default:
+		key, _, err := crypto.GenerateEd25519Key(nil)
+		return key, err
+	}
+}
