@@ -9,8 +9,8 @@ import (
 	"sync"
 
 	"github.com/libp2p/go-libp2p/core/network"
-	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
+	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
 )
 
 // ErrFrameTooLarge is returned when a peer sends a JSON-RPC frame longer than

@@ -291,3 +291,6 @@ func (x *toolIndex) invalidate(cs *sdkmcp.ClientSession) {
 	defer x.mu.Unlock()
 	delete(x.m, cs)
 }
+
+// ServersKnown lists the servers peer p announced, without contacting it.
+func (n *Node) ServersKnown(p lpeer.ID) []string { return n.serversOf(p) }

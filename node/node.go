@@ -21,8 +21,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	lpeer "github.com/libp2p/go-libp2p/core/peer"
-	ma "github.com/multiformats/go-multiaddr"
 	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
+	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/mcpmesh/mcpmesh/mcp"
 	"github.com/mcpmesh/mcpmesh/peer"
@@ -44,10 +44,11 @@ type Node struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // inbound sessions and shared-program supervisors
 
-	mu      sync.Mutex
-	servers map[string]*sharedServer
-	inbound map[*sdkmcp.ServerSession]string // open sessions served, by server name
-	closed  bool
+	mu       sync.Mutex
+	servers  map[string]*sharedServer
+	inbound  map[*sdkmcp.ServerSession]string // open sessions served, by server name
+	programs map[string]*programShare
+	closed   bool
 }
 
 type sharedServer struct {
@@ -81,13 +82,14 @@ func New(opts ...Option) (*Node, error) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	n := &Node{
-		cfg:     cfg,
-		host:    h,
-		inputs:  mcp.NewInputs(),
-		ctx:     ctx,
-		cancel:  cancel,
-		servers: map[string]*sharedServer{},
-		inbound: map[*sdkmcp.ServerSession]string{},
+		cfg:      cfg,
+		host:     h,
+		inputs:   mcp.NewInputs(),
+		ctx:      ctx,
+		cancel:   cancel,
+		servers:  map[string]*sharedServer{},
+		inbound:  map[*sdkmcp.ServerSession]string{},
+		programs: map[string]*programShare{},
 	}
 	n.tools = newToolIndex()
 	n.client = sdkmcp.NewClient(n.implementation(), n.clientOptions())
@@ -189,6 +191,7 @@ func (n *Node) Unshare(name string) error {
 	s, ok := n.servers[name]
 	if ok {
 		delete(n.servers, name)
+		delete(n.programs, name)
 		n.host.RemoveStreamHandler(mcp.ProtocolID(name))
 	}
 	var toClose []*sdkmcp.ServerSession
@@ -298,3 +301,9 @@ func (n *Node) Close() error {
 	n.wg.Wait()
 	return errors.Join(errs...)
 }
+
+// Name returns the name the node gives peers.
+func (n *Node) Name() string { return n.cfg.name }
+
+// Version returns the software version the node reports.
+func (n *Node) Version() string { return n.cfg.version }

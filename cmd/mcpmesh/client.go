@@ -1,0 +1,282 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
+	"github.com/spf13/cobra"
+
+	"github.com/mcpmesh/mcpmesh/control"
+)
+
+func dial(cmd *cobra.Command, g *globals) (*control.Client, error) {
+	return control.Dial(cmd.Context(), g.home)
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func newIDCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "id",
+		Short: "Show the running daemon's peer ID, addresses and shared servers",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := dial(cmd, g)
+			if err != nil {
+				return err
+			}
+			id, err := c.ID(cmd.Context())
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			if g.json {
+				return printJSON(out, id)
+			}
+			fmt.Fprintln(out, id.ID)
+			fmt.Fprintf(out, "  name:    %s %s\n", id.Name, id.Version)
+			fmt.Fprintf(out, "  servers: %s\n", strings.Join(id.Servers, ", "))
+			for i, a := range id.Addrs {
+				label := "  addrs:   "
+				if i > 0 {
+					label = "           "
+				}
+				fmt.Fprintln(out, label+a)
+			}
+			for _, p := range id.Programs {
+				state := "running"
+				if !p.Running {
+					state = "restarting: " + p.LastError
+				}
+				fmt.Fprintf(out, "  share %s: %s (%d tools, %d restarts) — %s\n", p.Name, state, p.Tools, p.Restarts, p.Command)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&g.json, "json", false, "print JSON")
+	return cmd
+}
+
+func newPeersCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "peers",
+		Short: "List the peers the daemon is connected to",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := dial(cmd, g)
+			if err != nil {
+				return err
+			}
+			peers, err := c.Peers(cmd.Context())
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			if g.json {
+				return printJSON(out, peers)
+			}
+			if len(peers) == 0 {
+				fmt.Fprintln(out, "no peers connected (connect with `mcpmesh connect MULTIADDR`)")
+				return nil
+			}
+			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "PEER\tSERVERS\tADDRESS\tAGENT")
+			for _, p := range peers {
+				addr := ""
+				if len(p.Addrs) > 0 {
+					addr = p.Addrs[0]
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", p.ID, strings.Join(p.Servers, ","), addr, p.Agent)
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().BoolVar(&g.json, "json", false, "print JSON")
+	return cmd
+}
+
+func newConnectCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "connect MULTIADDR",
+		Short: "Connect the daemon to a peer",
+		Long:  "Connect the daemon to a peer given by a full multiaddr ending in /p2p/<peer ID>, as 'mcpmesh node' and 'mcpmesh id' print them.",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := dial(cmd, g)
+			if err != nil {
+				return err
+			}
+			res, err := c.Connect(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), "connected to", res.ID)
+			return nil
+		},
+	}
+}
+
+func newToolsCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "tools PEER",
+		Short: "List the tools a peer shares, server by server",
+		Long: `List the tools of every MCP server a peer shares.
+
+PEER is a peer ID the daemon knows or a full multiaddr ending in /p2p/<peer ID>.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := dial(cmd, g)
+			if err != nil {
+				return err
+			}
+			tools, err := c.Tools(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			if g.json {
+				return printJSON(out, tools)
+			}
+			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "TOOL\tDESCRIPTION")
+			for _, t := range tools {
+				fmt.Fprintf(tw, "%s/%s\t%s\n", t.Server, t.Tool.Name, firstLine(t.Tool.Description, 70))
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().BoolVar(&g.json, "json", false, "print JSON, with each tool's full schema")
+	return cmd
+}
+
+func firstLine(s string, max int) string {
+	s, _, _ = strings.Cut(strings.TrimSpace(s), "\n")
+	if len(s) > max {
+		s = s[:max-1] + "…"
+	}
+	return s
+}
+
+func newCallCmd(g *globals) *cobra.Command {
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "call PEER TOOL [JSON-ARGS]",
+		Short: "Call a tool on a peer and print its result",
+		Long: `Call a tool on a peer through the daemon and print the result: text content as
+text, other content described, structured content as JSON. --json prints the raw
+MCP result.
+
+PEER is a peer ID the daemon knows or a full multiaddr ending in /p2p/<peer ID>.
+TOOL is a tool name, looked up among all the peer's servers (an error lists the
+choices if several have it), or SERVER/TOOL. JSON-ARGS is a JSON object ('-'
+reads it from standard input).
+
+Exits 1 with a one-line reason if the peer is unreachable or the tool fails.`,
+		Example: `  mcpmesh call 12D3KooW... echo '{"text":"hello"}'
+  mcpmesh call /ip4/127.0.0.1/tcp/4001/p2p/12D3KooW... node/echo '{"text":"hi"}'`,
+		Args: cobra.RangeArgs(2, 3),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var raw json.RawMessage
+			if len(args) == 3 {
+				text := args[2]
+				if text == "-" {
+					b, err := io.ReadAll(os.Stdin)
+					if err != nil {
+						return err
+					}
+					text = string(b)
+				}
+				var obj map[string]any
+				if err := json.Unmarshal([]byte(text), &obj); err != nil || obj == nil {
+					return usageError("JSON-ARGS must be a JSON object, like '{\"text\":\"hi\"}': %q", text)
+				}
+				raw = json.RawMessage(text)
+			}
+			c, err := dial(cmd, g)
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+			defer cancel()
+			res, err := c.Call(ctx, args[0], args[1], raw)
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			if g.json {
+				if err := printJSON(out, res.Result); err != nil {
+					return err
+				}
+			} else {
+				printResult(out, res.Result)
+			}
+			if res.Result.IsError {
+				return &exitError{code: 1, err: fmt.Errorf("tool %s/%s on %s failed: %s", res.Server, res.Tool, shortID(res.Peer), firstLine(resultText(res.Result), 200))}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&g.json, "json", false, "print the raw MCP result as JSON")
+	cmd.Flags().DurationVar(&timeout, "timeout", 5*time.Minute, "give up after this long")
+	return cmd
+}
+
+func shortID(id string) string {
+	if len(id) > 16 {
+		return id[:8] + "…" + id[len(id)-6:]
+	}
+	return id
+}
+
+func resultText(r *sdkmcp.CallToolResult) string {
+	var parts []string
+	for _, c := range r.Content {
+		if t, ok := c.(*sdkmcp.TextContent); ok {
+			parts = append(parts, t.Text)
+		}
+	}
+	return strings.Join(parts, " ")
+}
+
+// printResult prints a tool result for people.
+func printResult(w io.Writer, r *sdkmcp.CallToolResult) {
+	if r.IsError {
+		return // the error line says it
+	}
+	printed := false
+	for _, c := range r.Content {
+		printed = true
+		switch c := c.(type) {
+		case *sdkmcp.TextContent:
+			fmt.Fprintln(w, c.Text)
+		case *sdkmcp.ImageContent:
+			fmt.Fprintf(w, "[image %s, %d bytes]\n", c.MIMEType, len(c.Data))
+		case *sdkmcp.AudioContent:
+			fmt.Fprintf(w, "[audio %s, %d bytes]\n", c.MIMEType, len(c.Data))
+		case *sdkmcp.ResourceLink:
+			fmt.Fprintf(w, "[resource link %s]\n", c.URI)
+		case *sdkmcp.EmbeddedResource:
+			if c.Resource != nil && c.Resource.Text != "" {
+				fmt.Fprintln(w, c.Resource.Text)
+			} else if c.Resource != nil {
+				fmt.Fprintf(w, "[resource %s, %d bytes]\n", c.Resource.URI, len(c.Resource.Blob))
+			}
+		default:
+			fmt.Fprintf(w, "[%T]\n", c)
+		}
+	}
+	if !printed && r.StructuredContent != nil {
+		printJSON(w, r.StructuredContent)
+	}
+}

@@ -1,0 +1,226 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"time"
+
+	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
+	"github.com/spf13/cobra"
+
+	"github.com/mcpmesh/mcpmesh/mcp"
+	"github.com/mcpmesh/mcpmesh/node"
+	"github.com/mcpmesh/mcpmesh/peer"
+)
+
+func newDemoCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "demo",
+		Short: "Run three nodes in this process and show them calling each other",
+		Long: `Start three nodes (alice, bob, carol) on loopback in this process and show, step
+by step: alice and bob calling each other at the same time over one connection,
+a tool on bob that calls carol (two hops), and bob asking alice's user a
+question (elicitation). Exits 0 if every step worked.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
+			defer cancel()
+			return runDemo(ctx, cmd.OutOrStdout())
+		},
+	}
+}
+
+type greetIn struct {
+	Name string `json:"name" jsonschema:"who to greet"`
+}
+
+type cityIn struct {
+	City string `json:"city" jsonschema:"a city"`
+}
+
+type bookIn struct {
+	Restaurant string `json:"restaurant" jsonschema:"where to book"`
+}
+
+// text returns a tool result holding one text block.
+func text(format string, args ...any) *sdkmcp.CallToolResult {
+	return &sdkmcp.CallToolResult{Content: []sdkmcp.Content{&sdkmcp.TextContent{Text: fmt.Sprintf(format, args...)}}}
+}
+
+// demoMesh holds the demo's nodes and prints the transcript.
+type demoMesh struct {
+	w                 io.Writer
+	alice, bob, carol *node.Node
+	names             map[string]string // peer ID → name
+	mu                sync.Mutex
+}
+
+func (d *demoMesh) name(ctx context.Context) string {
+	if p, ok := peer.Remote(ctx); ok {
+		return d.names[p.String()]
+	}
+	return "?"
+}
+
+func (d *demoMesh) say(format string, args ...any) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	fmt.Fprintf(d.w, format+"\n", args...)
+}
+
+func runDemo(ctx context.Context, w io.Writer) (err error) {
+	start := time.Now()
+	d := &demoMesh{w: w, names: map[string]string{}}
+	loopback := node.WithListenAddrs("/ip4/127.0.0.1/tcp/0")
+
+	// alice's user, played by the demo, answers bob's question.
+	answer := func(_ context.Context, req *sdkmcp.ElicitRequest) (*sdkmcp.ElicitResult, error) {
+		d.say("          bob asks alice's user: %q", req.Params.Message)
+		d.say("          alice's user answers: {\"people\": 4}")
+		return &sdkmcp.ElicitResult{Action: "accept", Content: map[string]any{"people": 4}}, nil
+	}
+	var nodes []*node.Node
+	defer func() {
+		for _, n := range nodes {
+			n.Close()
+		}
+	}()
+	for _, spec := range []struct {
+		name string
+		ptr  **node.Node
+		opts []node.Option
+	}{
+		{"alice", &d.alice, []node.Option{node.WithElicitationHandler(answer)}},
+		{"bob", &d.bob, nil},
+		{"carol", &d.carol, nil},
+	} {
+		n, err := node.New(append([]node.Option{loopback, node.WithName(spec.name)}, spec.opts...)...)
+		if err != nil {
+			return fmt.Errorf("start %s: %w", spec.name, err)
+		}
+		nodes = append(nodes, n)
+		*spec.ptr = n
+		d.names[n.ID().String()] = spec.name
+	}
+
+	greet := func(self string) sdkmcp.ToolHandlerFor[greetIn, any] {
+		return func(ctx context.Context, _ *sdkmcp.CallToolRequest, in greetIn) (*sdkmcp.CallToolResult, any, error) {
+			return text("hello %s, from %s (I see you as %s)", in.Name, self, d.name(ctx)), nil, nil
+		}
+	}
+	node.AddTool(d.alice, &sdkmcp.Tool{Name: "greet", Description: "Greets the caller"}, greet("alice"))
+	node.AddTool(d.bob, &sdkmcp.Tool{Name: "greet", Description: "Greets the caller"}, greet("bob"))
+	node.AddTool(d.carol, &sdkmcp.Tool{Name: "weather", Description: "Today's weather in a city"},
+		func(ctx context.Context, _ *sdkmcp.CallToolRequest, in cityIn) (*sdkmcp.CallToolResult, any, error) {
+			return text("sunny, 24°C in %s", in.City), nil, nil
+		})
+	node.AddTool(d.bob, &sdkmcp.Tool{Name: "plan_trip", Description: "Plans a trip, asking carol for the weather"},
+		func(ctx context.Context, _ *sdkmcp.CallToolRequest, in cityIn) (*sdkmcp.CallToolResult, any, error) {
+			d.say("          bob → carol  weather {\"city\":%q}", in.City)
+			res, err := d.bob.CallTool(ctx, d.carol.ID(), "weather", in)
+			if err != nil {
+				return nil, nil, fmt.Errorf("ask carol: %w", err)
+			}
+			return text("trip to %s: pack sunglasses (carol says: %s)", in.City, resultText(res)), nil, nil
+		})
+	node.AddTool(d.bob, &sdkmcp.Tool{Name: "book_table", Description: "Books a table, asking the caller's user how many people"},
+		func(ctx context.Context, _ *sdkmcp.CallToolRequest, in bookIn) (*sdkmcp.CallToolResult, any, error) {
+			res, err := mcp.Elicit(ctx, &sdkmcp.ElicitParams{
+				Message: "Book a table for how many people?",
+				RequestedSchema: map[string]any{
+					"type":       "object",
+					"properties": map[string]any{"people": map[string]any{"type": "integer", "minimum": 1}},
+					"required":   []string{"people"},
+				},
+			})
+			if err != nil {
+				return nil, nil, err
+			}
+			if res.Action != "accept" {
+				return text("not booked: the user chose %s", res.Action), nil, nil
+			}
+			return text("booked a table for %v at %s", res.Content["people"], in.Restaurant), nil, nil
+		})
+
+	fmt.Fprintln(w, "mcpmesh demo: three nodes in this process, talking MCP over libp2p on loopback")
+	fmt.Fprintln(w)
+	for _, n := range nodes {
+		fmt.Fprintf(w, "  %-6s %s\n", n.Name(), n.ID())
+	}
+	fmt.Fprintln(w)
+
+	// bob knows alice and carol; alice and carol do not know each other.
+	for _, other := range []*node.Node{d.alice, d.carol} {
+		if _, err := d.bob.Connect(ctx, other.Addrs()[0].String()); err != nil {
+			return fmt.Errorf("connect bob to %s: %w", other.Name(), err)
+		}
+	}
+
+	fmt.Fprintln(w, "1. alice and bob call each other at the same time, over one connection")
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	for i, pair := range [][2]*node.Node{{d.alice, d.bob}, {d.bob, d.alice}} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			from, to := pair[0], pair[1]
+			t0 := time.Now()
+			res, err := from.CallTool(ctx, to.ID(), "greet", greetIn{Name: from.Name()})
+			if err == nil && res.IsError {
+				err = fmt.Errorf("%s", resultText(res))
+			}
+			if err != nil {
+				errs[i] = fmt.Errorf("%s → %s greet: %w", from.Name(), to.Name(), err)
+				return
+			}
+			d.say("   %-5s → %-5s greet  ← %q (%v)", from.Name(), to.Name(), resultText(res), time.Since(t0).Round(10*time.Microsecond))
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	conns := len(d.alice.Host().Network().ConnsToPeer(d.bob.ID()))
+	fmt.Fprintf(w, "   connections between alice and bob: %d\n\n", conns)
+	if conns != 1 {
+		return fmt.Errorf("alice and bob have %d connections, want 1", conns)
+	}
+
+	fmt.Fprintln(w, "2. alice calls a tool on bob that calls carol (two hops; alice does not know carol)")
+	fmt.Fprintln(w, `   alice → bob   plan_trip {"city":"Lisbon"}`)
+	res, err := d.alice.CallTool(ctx, d.bob.ID(), "plan_trip", cityIn{City: "Lisbon"})
+	if err != nil {
+		return fmt.Errorf("plan_trip: %w", err)
+	}
+	if res.IsError || !strings.Contains(resultText(res), "sunny") {
+		return fmt.Errorf("plan_trip answered %q", resultText(res))
+	}
+	fmt.Fprintf(w, "   ← %q\n\n", resultText(res))
+
+	fmt.Fprintln(w, "3. a tool on bob asks alice's user a question (elicitation) and uses the answer")
+	fmt.Fprintln(w, `   alice → bob   book_table {"restaurant":"Time Out Market"}`)
+	res, err = d.alice.CallTool(ctx, d.bob.ID(), "book_table", bookIn{Restaurant: "Time Out Market"})
+	if err != nil {
+		return fmt.Errorf("book_table: %w", err)
+	}
+	if res.IsError || !strings.Contains(resultText(res), "for 4") {
+		return fmt.Errorf("book_table answered %q", resultText(res))
+	}
+	fmt.Fprintf(w, "   ← %q\n\n", resultText(res))
+
+	fmt.Fprintf(w, "All steps passed in %v.\n\n", time.Since(start).Round(time.Millisecond))
+	fmt.Fprint(w, `Next, two daemons on this machine (each command in its own terminal):
+
+  go run ./cmd/mcpmesh node --home /tmp/mcpmesh-a --listen /ip4/127.0.0.1/tcp/4001
+  go run ./cmd/mcpmesh node --home /tmp/mcpmesh-b --listen /ip4/127.0.0.1/tcp/4002 \
+      --peer /ip4/127.0.0.1/tcp/4001/p2p/<peer ID that the first node printed>
+  go run ./cmd/mcpmesh --home /tmp/mcpmesh-b tools <that peer ID>
+  go run ./cmd/mcpmesh --home /tmp/mcpmesh-b call <that peer ID> echo '{"text":"hello"}'
+`)
+	return nil
+}

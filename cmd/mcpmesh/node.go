@@ -1,0 +1,149 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	logging "github.com/ipfs/go-log/v2"
+	"github.com/spf13/cobra"
+
+	"github.com/mcpmesh/mcpmesh/control"
+	"github.com/mcpmesh/mcpmesh/mcp"
+	"github.com/mcpmesh/mcpmesh/node"
+	"github.com/mcpmesh/mcpmesh/peer"
+)
+
+func newNodeCmd(g *globals) *cobra.Command {
+	var (
+		listen  []string
+		peers   []string
+		shares  []string
+		name    string
+		api     string
+		maxMsg  int
+		timeout time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "node",
+		Short: "Run a node: serve and call MCP over libp2p until stopped",
+		Long: `Run an mcpmesh node in the foreground.
+
+The node's identity (an Ed25519 key) lives in its home folder and is created on
+first start. It listens on TCP and QUIC, prints its full multiaddrs (give one to
+another node's --peer or 'mcpmesh connect'), and serves a control API on
+127.0.0.1 that the other commands find through the home folder.
+
+Each --share NAME=COMMAND starts a stdio MCP server program and shares its tools,
+resources and prompts with the mesh under NAME, names unchanged. If the program
+exits, the node says so and restarts it with backoff.
+
+Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
+"mcpmesh/node=debug") for more.`,
+		Example: `  mcpmesh node
+  mcpmesh node --home /tmp/b --listen /ip4/127.0.0.1/tcp/4002 --peer /ip4/127.0.0.1/tcp/4001/p2p/12D3KooW...
+  mcpmesh node --share everything="npx -y @modelcontextprotocol/server-everything stdio"`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			type share struct{ name, command string }
+			var toShare []share
+			for _, s := range shares {
+				name, command, ok := strings.Cut(s, "=")
+				if !ok || strings.TrimSpace(command) == "" {
+					return usageError("--share %q: want NAME=COMMAND", s)
+				}
+				if err := mcp.ValidateServerName(name); err != nil {
+					return usageError("--share: %v", err)
+				}
+				toShare = append(toShare, share{name, command})
+			}
+			for _, p := range peers {
+				if _, err := peer.ParseTarget(p); err != nil {
+					return usageError("--peer: %v", err)
+				}
+			}
+			if len(listen) == 0 {
+				listen = node.DefaultListenAddrs
+			}
+			if os.Getenv("GOLOG_LOG_LEVEL") == "" {
+				// Quiet, but a daemon must say when a shared program dies or a peer is lost.
+				logging.SetLogLevelRegex("mcpmesh/.*", "warn")
+			}
+
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			if c, err := control.Dial(ctx, g.home); err == nil {
+				id, _ := c.ID(ctx)
+				return fmt.Errorf("a node (%s) already runs for home %s: stop it, or use another --home", id.ID, g.home)
+			}
+			n, err := node.New(
+				node.WithHome(g.home),
+				node.WithName(name),
+				node.WithVersion(version),
+				node.WithListenAddrs(listen...),
+				node.WithMaxMessageSize(maxMsg),
+				node.WithDialTimeout(timeout),
+			)
+			if err != nil {
+				return err
+			}
+			defer n.Close()
+			addBuiltins(n)
+
+			for _, s := range toShare {
+				fmt.Fprintf(os.Stderr, "starting shared server %s: %s\n", s.name, s.command)
+				if err := n.ShareCommand(ctx, s.name, node.ShellCommand(s.command)); err != nil {
+					fmt.Fprintf(os.Stderr, "warning: %v\n", err)
+				}
+			}
+			srv, err := control.Listen(n, g.home, api)
+			if err != nil {
+				return err
+			}
+			defer srv.Close()
+
+			out := cmd.OutOrStdout()
+			fmt.Fprintf(out, "mcpmesh node %s\n", n.ID())
+			fmt.Fprintf(out, "  home:    %s\n", g.home)
+			fmt.Fprintf(out, "  servers: %s\n", strings.Join(n.Shared(), ", "))
+			fmt.Fprintf(out, "  control: %s\n", srv.Addr())
+			for i, a := range n.Addrs() {
+				label := "  listen:  "
+				if i > 0 {
+					label = "           "
+				}
+				fmt.Fprintln(out, label+a.String())
+			}
+			for _, p := range peers {
+				info, _ := peer.ParseTarget(p)
+				cctx, cancel := context.WithTimeout(ctx, timeout)
+				err := n.ConnectAddr(cctx, info)
+				cancel()
+				if err != nil {
+					fmt.Fprintf(os.Stderr, "warning: %v (will keep trying)\n", err)
+				} else {
+					fmt.Fprintf(out, "connected to %s\n", info.ID)
+				}
+				n.KeepConnected(info)
+			}
+			fmt.Fprintln(out, "ready; Ctrl-C to stop")
+			<-ctx.Done()
+			stop() // a second Ctrl-C kills the process at once
+			fmt.Fprintln(out, "stopping")
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringArrayVar(&listen, "listen", nil, "multiaddr to listen on (repeatable; default all interfaces, TCP and QUIC, free ports)")
+	f.StringArrayVar(&peers, "peer", nil, "full multiaddr of a peer to connect to and stay connected to (repeatable)")
+	f.StringArrayVar(&shares, "share", nil, "NAME=COMMAND: share a stdio MCP server program under NAME (repeatable)")
+	f.StringVar(&name, "name", "mcpmesh", "the name this node gives peers")
+	f.StringVar(&api, "api", "127.0.0.1:0", "loopback address of the control API")
+	f.IntVar(&maxMsg, "max-message-size", mcp.DefaultMaxMessageSize, "largest MCP message accepted on a stream, in bytes")
+	f.DurationVar(&timeout, "dial-timeout", 10*time.Second, "how long reaching a peer may take")
+	return cmd
+}

@@ -1,0 +1,113 @@
+package control
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/http"
+	"os"
+	"path/filepath"
+)
+
+// ErrNoDaemon is returned by Dial when no daemon runs for the home folder.
+var ErrNoDaemon = errors.New("no mcpmesh daemon is running")
+
+// Client talks to a running daemon's control API.
+type Client struct {
+	base  string
+	token string
+	http  *http.Client
+}
+
+func readEndpoint(home string) (Endpoint, error) {
+	var ep Endpoint
+	data, err := os.ReadFile(filepath.Join(home, APIFile))
+	if err != nil {
+		return ep, err
+	}
+	if err := json.Unmarshal(data, &ep); err != nil {
+		return ep, fmt.Errorf("read %s: %w", filepath.Join(home, APIFile), err)
+	}
+	return ep, nil
+}
+
+// Dial finds the daemon whose home is home and checks that it answers.
+func Dial(ctx context.Context, home string) (*Client, error) {
+	ep, err := readEndpoint(home)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%w for home %s: start one with `mcpmesh node --home %s`", ErrNoDaemon, home, home)
+	}
+	if err != nil {
+		return nil, err
+	}
+	c := &Client{base: "http://" + ep.Addr, token: ep.Token, http: &http.Client{}}
+	var id Identity
+	if err := c.do(ctx, http.MethodGet, "/v1/id", nil, &id); err != nil {
+		return nil, fmt.Errorf("%w for home %s (the api file names %s, which does not answer: %v)", ErrNoDaemon, home, ep.Addr, err)
+	}
+	return c, nil
+}
+
+func (c *Client) do(ctx context.Context, method, path string, body, out any) error {
+	var rd io.Reader
+	if body != nil {
+		data, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(data)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		var e Error
+		if json.NewDecoder(resp.Body).Decode(&e) == nil && e.Error != "" {
+			return errors.New(e.Error)
+		}
+		return fmt.Errorf("daemon answered %s", resp.Status)
+	}
+	return json.NewDecoder(resp.Body).Decode(out)
+}
+
+// ID returns the daemon's identity.
+func (c *Client) ID(ctx context.Context) (Identity, error) {
+	var id Identity
+	return id, c.do(ctx, http.MethodGet, "/v1/id", nil, &id)
+}
+
+// Peers lists the peers the daemon is connected to.
+func (c *Client) Peers(ctx context.Context) ([]Peer, error) {
+	var peers []Peer
+	return peers, c.do(ctx, http.MethodGet, "/v1/peers", nil, &peers)
+}
+
+// Connect connects the daemon to peer.
+func (c *Client) Connect(ctx context.Context, peer string) (ConnectResponse, error) {
+	var out ConnectResponse
+	return out, c.do(ctx, http.MethodPost, "/v1/connect", ConnectRequest{Peer: peer}, &out)
+}
+
+// Tools lists peer's tools.
+func (c *Client) Tools(ctx context.Context, peer string) ([]Tool, error) {
+	var out []Tool
+	return out, c.do(ctx, http.MethodPost, "/v1/tools", ToolsRequest{Peer: peer}, &out)
+}
+
+// Call calls tool on peer with args (a JSON object, or nil).
+func (c *Client) Call(ctx context.Context, peer, tool string, args json.RawMessage) (CallResponse, error) {
+	var out CallResponse
+	return out, c.do(ctx, http.MethodPost, "/v1/call", CallRequest{Peer: peer, Tool: tool, Args: args}, &out)
+}

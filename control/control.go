@@ -1,0 +1,85 @@
+// Package control is the local API of a running mcpmesh daemon: an HTTP+JSON
+// endpoint on 127.0.0.1 that the CLI's commands use. The daemon writes the
+// endpoint's address and a random bearer token into its home folder (file
+// "api", mode 0600), so only users who can read that folder can drive it.
+package control
+
+import (
+	"encoding/json"
+	"time"
+
+	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/mcpmesh/mcpmesh/node"
+)
+
+// APIFile is the name of the file in the daemon's home that says where its
+// control endpoint listens.
+const APIFile = "api"
+
+// Endpoint is the content of the API file.
+type Endpoint struct {
+	Addr  string `json:"addr"`
+	Token string `json:"token"`
+	PID   int    `json:"pid"`
+}
+
+// Identity answers GET /v1/id.
+type Identity struct {
+	ID       string             `json:"id"`
+	Name     string             `json:"name"`
+	Version  string             `json:"version"`
+	Addrs    []string           `json:"addrs"`
+	Servers  []string           `json:"servers"`
+	Programs []node.ShareStatus `json:"programs,omitempty"`
+}
+
+// Peer is one entry of GET /v1/peers.
+type Peer struct {
+	ID      string        `json:"id"`
+	Addrs   []string      `json:"addrs"`
+	Servers []string      `json:"servers"`
+	Latency time.Duration `json:"latencyNs,omitempty"`
+	Agent   string        `json:"agent,omitempty"`
+}
+
+// ConnectRequest is the body of POST /v1/connect.
+type ConnectRequest struct {
+	Peer string `json:"peer"`
+}
+
+// ConnectResponse answers POST /v1/connect.
+type ConnectResponse struct {
+	ID string `json:"id"`
+}
+
+// ToolsRequest is the body of POST /v1/tools.
+type ToolsRequest struct {
+	Peer string `json:"peer"`
+}
+
+// Tool is one entry of the answer to POST /v1/tools.
+type Tool struct {
+	Server string       `json:"server"`
+	Tool   *sdkmcp.Tool `json:"tool"`
+}
+
+// CallRequest is the body of POST /v1/call.
+type CallRequest struct {
+	Peer string          `json:"peer"`
+	Tool string          `json:"tool"` // TOOL or SERVER/TOOL
+	Args json.RawMessage `json:"args,omitempty"`
+}
+
+// CallResponse answers POST /v1/call.
+type CallResponse struct {
+	Peer   string                 `json:"peer"`
+	Server string                 `json:"server"`
+	Tool   string                 `json:"tool"`
+	Result *sdkmcp.CallToolResult `json:"result"`
+}
+
+// Error is the body of every non-2xx answer.
+type Error struct {
+	Error string `json:"error"`
+}

@@ -1,0 +1,266 @@
+package control
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+
+	logging "github.com/ipfs/go-log/v2"
+	lpeer "github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/mcpmesh/mcpmesh/node"
+	"github.com/mcpmesh/mcpmesh/peer"
+)
+
+var log = logging.Logger("mcpmesh/control")
+
+// maxBody bounds a request body: tool arguments are the only large part.
+const maxBody = 8 << 20
+
+// Server serves a node's control API.
+type Server struct {
+	node  *node.Node
+	home  string
+	token string
+	ln    net.Listener
+	srv   *http.Server
+	done  chan error
+}
+
+// Listen starts the control API of n on addr (a loopback address; port 0
+// picks a free one) and writes the API file into home.
+func Listen(n *node.Node, home, addr string) (*Server, error) {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("control address %q: %w", addr, err)
+	}
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return nil, fmt.Errorf("control address %q: must be a loopback address (127.0.0.1 or ::1)", addr)
+	}
+	tok := make([]byte, 32)
+	if _, err := rand.Read(tok); err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen for control API on %s: %w", addr, err)
+	}
+	s := &Server{node: n, home: home, token: hex.EncodeToString(tok), ln: ln, done: make(chan error, 1)}
+	s.srv = &http.Server{Handler: s.routes()}
+	if err := s.writeEndpoint(); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	go func() { s.done <- s.srv.Serve(ln) }()
+	return s, nil
+}
+
+// Addr returns the address the API listens on.
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+func (s *Server) writeEndpoint() error {
+	data, err := json.Marshal(Endpoint{Addr: s.Addr(), Token: s.token, PID: os.Getpid()})
+	if err != nil {
+		return err
+	}
+	path := filepath.Join(s.home, APIFile)
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		return fmt.Errorf("write %s: %w", tmp, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
+
+// Close stops the API and removes the API file (if it is still ours).
+func (s *Server) Close() error {
+	path := filepath.Join(s.home, APIFile)
+	if ep, err := readEndpoint(s.home); err == nil && ep.Token == s.token {
+		os.Remove(path)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2e9)
+	defer cancel()
+	err := s.srv.Shutdown(ctx)
+	if serveErr := <-s.done; !errors.Is(serveErr, http.ErrServerClosed) && err == nil {
+		err = serveErr
+	}
+	return err
+}
+
+func (s *Server) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/id", s.handleID)
+	mux.HandleFunc("GET /v1/peers", s.handlePeers)
+	mux.HandleFunc("POST /v1/connect", s.handleConnect)
+	mux.HandleFunc("POST /v1/tools", s.handleTools)
+	mux.HandleFunc("POST /v1/call", s.handleCall)
+	return s.auth(mux)
+}
+
+// auth admits requests that carry the token, and only with a loopback Host
+// (no DNS rebinding from a browser page).
+func (s *Server) auth(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host, _, err := net.SplitHostPort(r.Host)
+		if err != nil {
+			host = r.Host
+		}
+		if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+			writeError(w, http.StatusForbidden, fmt.Errorf("host %q is not loopback", r.Host))
+			return
+		}
+		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(s.token)) != 1 {
+			writeError(w, http.StatusUnauthorized, errors.New("missing or wrong token (read it from the daemon's api file)"))
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+		next.ServeHTTP(w, r)
+	})
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	if err := json.NewEncoder(w).Encode(v); err != nil {
+		log.Debugw("write answer", "error", err)
+	}
+}
+
+func writeError(w http.ResponseWriter, code int, err error) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(Error{Error: err.Error()})
+}
+
+func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
+	if err := json.NewDecoder(r.Body).Decode(v); err != nil {
+		writeError(w, http.StatusBadRequest, fmt.Errorf("bad request body: %w", err))
+		return false
+	}
+	return true
+}
+
+func (s *Server) handleID(w http.ResponseWriter, r *http.Request) {
+	n := s.node
+	id := Identity{
+		ID:       n.ID().String(),
+		Name:     n.Name(),
+		Version:  n.Version(),
+		Servers:  n.Shared(),
+		Programs: n.Programs(),
+	}
+	for _, a := range n.Addrs() {
+		id.Addrs = append(id.Addrs, a.String())
+	}
+	writeJSON(w, id)
+}
+
+func (s *Server) handlePeers(w http.ResponseWriter, r *http.Request) {
+	h := s.node.Host()
+	peers := []Peer{}
+	for _, p := range h.Network().Peers() {
+		entry := Peer{ID: p.String(), Servers: s.node.ServersKnown(p), Latency: h.Peerstore().LatencyEWMA(p)}
+		for _, c := range h.Network().ConnsToPeer(p) {
+			entry.Addrs = append(entry.Addrs, c.RemoteMultiaddr().String())
+		}
+		if v, err := h.Peerstore().Get(p, "AgentVersion"); err == nil {
+			entry.Agent, _ = v.(string)
+		}
+		peers = append(peers, entry)
+	}
+	writeJSON(w, peers)
+}
+
+func (s *Server) handleConnect(w http.ResponseWriter, r *http.Request) {
+	var req ConnectRequest
+	if !readJSON(w, r, &req) {
+		return
+	}
+	id, err := s.node.Connect(r.Context(), req.Peer)
+	if err != nil {
+		writeError(w, http.StatusBadGateway, err)
+		return
+	}
+	writeJSON(w, ConnectResponse{ID: id.String()})
+}
+
+// target resolves a peer argument, connecting when it carries an address.
+func (s *Server) target(ctx context.Context, arg string) (lpeer.ID, error) {
+	info, err := peer.ParseTarget(arg)
+	if err != nil {
+		return "", err
+	}
+	if len(info.Addrs) > 0 {
+		if err := s.node.ConnectAddr(ctx, info); err != nil {
+			return "", err
+		}
+	}
+	return info.ID, nil
+}
+
+func (s *Server) handleTools(w http.ResponseWriter, r *http.Request) {
+	var req ToolsRequest
+	if !readJSON(w, r, &req) {
+		return
+	}
+	p, err := s.target(r.Context(), req.Peer)
+	if err != nil {
+		writeError(w, http.StatusBadGateway, err)
+		return
+	}
+	tools, err := s.node.ListTools(r.Context(), p)
+	if err != nil {
+		writeError(w, http.StatusBadGateway, err)
+		return
+	}
+	out := make([]Tool, len(tools))
+	for i, t := range tools {
+		out[i] = Tool{Server: t.Server, Tool: t.Tool}
+	}
+	writeJSON(w, out)
+}
+
+func (s *Server) handleCall(w http.ResponseWriter, r *http.Request) {
+	var req CallRequest
+	if !readJSON(w, r, &req) {
+		return
+	}
+	if len(req.Args) > 0 {
+		var obj map[string]any
+		if err := json.Unmarshal(req.Args, &obj); err != nil || obj == nil {
+			writeError(w, http.StatusBadRequest, fmt.Errorf("tool arguments must be a JSON object, like {\"text\": \"hi\"}"))
+			return
+		}
+	}
+	p, err := s.target(r.Context(), req.Peer)
+	if err != nil {
+		writeError(w, http.StatusBadGateway, err)
+		return
+	}
+	t, err := s.node.ResolveTool(r.Context(), p, req.Tool)
+	if err != nil {
+		writeError(w, http.StatusNotFound, err)
+		return
+	}
+	var args any
+	if len(req.Args) > 0 {
+		args = req.Args
+	}
+	res, err := s.node.CallServerTool(r.Context(), p, t.Server, t.Name, args)
+	if err != nil {
+		writeError(w, http.StatusBadGateway, err)
+		return
+	}
+	writeJSON(w, CallResponse{Peer: p.String(), Server: t.Server, Tool: t.Name, Result: res})
+}

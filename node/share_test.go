@@ -1,0 +1,282 @@
+package node_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/mcpmesh/mcpmesh/mcp"
+	"github.com/mcpmesh/mcpmesh/node"
+)
+
+// stdioServerEnv makes the test binary run as a stdio MCP server program:
+// a real separate process that the node starts, talks to and restarts.
+const stdioServerEnv = "MCPMESH_TEST_STDIO_SERVER"
+
+type addIn struct {
+	A int `json:"a"`
+	B int `json:"b"`
+}
+
+type slowIn struct {
+	Steps int `json:"steps"`
+}
+
+type confirmIn struct {
+	Question string `json:"question"`
+}
+
+func runStdioServer() {
+	s := sdkmcp.NewServer(&sdkmcp.Implementation{Name: "calc", Version: "1"}, nil)
+	// The program uses mcpmesh's helper to ask its caller, so that it works
+	// on either protocol version.
+	s.AddReceivingMiddleware(mcp.NewInputs().Middleware())
+	sdkmcp.AddTool(s, &sdkmcp.Tool{Name: "add", Description: "adds two numbers"},
+		func(_ context.Context, _ *sdkmcp.CallToolRequest, in addIn) (*sdkmcp.CallToolResult, map[string]int, error) {
+			return nil, map[string]int{"sum": in.A + in.B, "pid": os.Getpid()}, nil
+		})
+	sdkmcp.AddTool(s, &sdkmcp.Tool{Name: "crash", Description: "exits the program"},
+		func(context.Context, *sdkmcp.CallToolRequest, struct{}) (*sdkmcp.CallToolResult, any, error) {
+			fmt.Fprintln(os.Stderr, "crashing on purpose")
+			os.Exit(3)
+			return nil, nil, nil
+		})
+	sdkmcp.AddTool(s, &sdkmcp.Tool{Name: "slow", Description: "reports progress"},
+		func(ctx context.Context, req *sdkmcp.CallToolRequest, in slowIn) (*sdkmcp.CallToolResult, any, error) {
+			for i := 1; i <= in.Steps; i++ {
+				if tok := req.Params.GetProgressToken(); tok != nil {
+					req.Session.NotifyProgress(ctx, &sdkmcp.ProgressNotificationParams{ProgressToken: tok, Progress: float64(i), Total: float64(in.Steps), Message: fmt.Sprintf("step %d", i)})
+				}
+			}
+			return &sdkmcp.CallToolResult{Content: []sdkmcp.Content{&sdkmcp.TextContent{Text: "done"}}}, nil, nil
+		})
+	sdkmcp.AddTool(s, &sdkmcp.Tool{Name: "confirm", Description: "asks the caller's user"},
+		func(ctx context.Context, _ *sdkmcp.CallToolRequest, in confirmIn) (*sdkmcp.CallToolResult, any, error) {
+			res, err := mcp.Elicit(ctx, &sdkmcp.ElicitParams{Message: in.Question, RequestedSchema: map[string]any{
+				"type": "object", "properties": map[string]any{"ok": map[string]any{"type": "boolean"}},
+			}})
+			if err != nil {
+				return nil, nil, err
+			}
+			return &sdkmcp.CallToolResult{Content: []sdkmcp.Content{&sdkmcp.TextContent{Text: fmt.Sprintf("%s:%v", res.Action, res.Content["ok"])}}}, nil, nil
+		})
+	s.AddResource(&sdkmcp.Resource{URI: "calc://readme", Name: "readme", MIMEType: "text/plain"},
+		func(context.Context, *sdkmcp.ReadResourceRequest) (*sdkmcp.ReadResourceResult, error) {
+			return &sdkmcp.ReadResourceResult{Contents: []*sdkmcp.ResourceContents{{URI: "calc://readme", MIMEType: "text/plain", Text: "calc adds numbers"}}}, nil
+		})
+	s.AddPrompt(&sdkmcp.Prompt{Name: "sum_prompt", Arguments: []*sdkmcp.PromptArgument{{Name: "n", Required: true}}},
+		func(_ context.Context, req *sdkmcp.GetPromptRequest) (*sdkmcp.GetPromptResult, error) {
+			return &sdkmcp.GetPromptResult{Messages: []*sdkmcp.PromptMessage{{Role: "user", Content: &sdkmcp.TextContent{Text: "sum up to " + req.Params.Arguments["n"]}}}}, nil
+		})
+	if err := s.Run(context.Background(), &sdkmcp.StdioTransport{}); err != nil {
+		os.Exit(1)
+	}
+}
+
+// syncBuffer collects a shared program's standard error.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func shareCalc(t *testing.T, n *node.Node, stderr *syncBuffer) {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := node.Command{
+		Args:       []string{exe},
+		Env:        append(os.Environ(), stdioServerEnv+"=1"),
+		Stderr:     stderr,
+		MinBackoff: 50 * time.Millisecond,
+		MaxBackoff: 200 * time.Millisecond,
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := n.ShareCommand(ctx, "calc", cmd); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestSharedProgramServesToolsResourcesPrompts(t *testing.T) {
+	a, b := newNode(t), newNode(t)
+	shareCalc(t, b, &syncBuffer{})
+	connect(t, a, b)
+	ctx := context.Background()
+
+	servers, err := a.Servers(ctx, b.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(servers, ",") != "calc,node" {
+		t.Fatalf("servers = %v, want calc and node", servers)
+	}
+	res, err := a.CallTool(ctx, b.ID(), "add", map[string]int{"a": 2, "b": 40})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sc, _ := res.StructuredContent.(map[string]any); sc["sum"] != float64(42) {
+		t.Fatalf("add = %+v", res.StructuredContent)
+	}
+
+	cs, err := a.Session(ctx, b.ID(), "calc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	read, err := cs.ReadResource(ctx, &sdkmcp.ReadResourceParams{URI: "calc://readme"})
+	if err != nil || len(read.Contents) != 1 || read.Contents[0].Text != "calc adds numbers" {
+		t.Fatalf("read resource: %+v, %v", read, err)
+	}
+	prompt, err := cs.GetPrompt(ctx, &sdkmcp.GetPromptParams{Name: "sum_prompt", Arguments: map[string]string{"n": "7"}})
+	if err != nil || len(prompt.Messages) != 1 || prompt.Messages[0].Content.(*sdkmcp.TextContent).Text != "sum up to 7" {
+		t.Fatalf("get prompt: %+v, %v", prompt, err)
+	}
+}
+
+func TestSharedProgramRestartsAfterExit(t *testing.T) {
+	a, b := newNode(t), newNode(t)
+	stderr := &syncBuffer{}
+	shareCalc(t, b, stderr)
+	connect(t, a, b)
+	ctx := context.Background()
+
+	pidOf := func() (float64, error) {
+		res, err := a.CallTool(ctx, b.ID(), "calc/add", map[string]int{"a": 1, "b": 1})
+		if err != nil {
+			return 0, err
+		}
+		if res.IsError {
+			return 0, fmt.Errorf("add failed: %v", res.Content)
+		}
+		return res.StructuredContent.(map[string]any)["pid"].(float64), nil
+	}
+	first, err := pidOf()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The call that crashes the program fails; the node stays up.
+	if res, err := a.CallTool(ctx, b.ID(), "calc/crash", nil); err == nil && !res.IsError {
+		t.Fatal("crash call succeeded")
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		second, err := pidOf()
+		if err == nil && second != first {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("program not restarted: pid %v then %v, err %v", first, second, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	var st node.ShareStatus
+	for _, p := range b.Programs() {
+		if p.Name == "calc" {
+			st = p
+		}
+	}
+	if st.Restarts < 1 || !st.Running || st.Tools != 4 {
+		t.Errorf("status after restart = %+v", st)
+	}
+	if !strings.Contains(stderr.String(), "[calc] crashing on purpose") {
+		t.Errorf("program's stderr not relayed with its name: %q", stderr.String())
+	}
+}
+
+func TestSharedProgramRelaysProgress(t *testing.T) {
+	a, b := newNode(t), newNode(t)
+	shareCalc(t, b, &syncBuffer{})
+	connect(t, a, b)
+	ctx := context.Background()
+
+	var mu sync.Mutex
+	var got []string
+	// Progress reaches the caller through a client of its own, with its own token.
+	client := sdkmcp.NewClient(&sdkmcp.Implementation{Name: "progress-watcher"}, &sdkmcp.ClientOptions{
+		ProgressNotificationHandler: func(_ context.Context, r *sdkmcp.ProgressNotificationClientRequest) {
+			mu.Lock()
+			got = append(got, fmt.Sprintf("%v:%s", r.Params.ProgressToken, r.Params.Message))
+			mu.Unlock()
+		},
+	})
+	s, err := a.Host().NewStream(ctx, b.ID(), mcp.ProtocolID("calc"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pcs, err := client.Connect(ctx, &mcp.StreamTransport{Stream: s}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pcs.Close()
+	params := &sdkmcp.CallToolParams{Name: "slow", Arguments: map[string]int{"steps": 3}}
+	params.SetProgressToken("tok-1")
+	if _, err := pcs.CallTool(ctx, params); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		mu.Lock()
+		n := len(got)
+		mu.Unlock()
+		if n == 3 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if strings.Join(got, ",") != "tok-1:step 1,tok-1:step 2,tok-1:step 3" {
+		t.Fatalf("progress = %v", got)
+	}
+}
+
+func TestSharedProgramAsksTheCallersUser(t *testing.T) {
+	for _, version := range []string{"2025-11-25", "2026-07-28"} {
+		t.Run(version, func(t *testing.T) {
+			var asked []string
+			var mu sync.Mutex
+			a := newNode(t, node.WithProtocolVersion(version), node.WithElicitationHandler(
+				func(_ context.Context, req *sdkmcp.ElicitRequest) (*sdkmcp.ElicitResult, error) {
+					mu.Lock()
+					asked = append(asked, req.Params.Message)
+					mu.Unlock()
+					return &sdkmcp.ElicitResult{Action: "accept", Content: map[string]any{"ok": true}}, nil
+				}))
+			b := newNode(t)
+			shareCalc(t, b, &syncBuffer{})
+			connect(t, a, b)
+			res, err := a.CallTool(context.Background(), b.ID(), "confirm", map[string]string{"question": "proceed?"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.IsError || len(res.Content) != 1 || res.Content[0].(*sdkmcp.TextContent).Text != "accept:true" {
+				t.Fatalf("confirm = %+v", res.Content)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if len(asked) == 0 || asked[0] != "proceed?" {
+				t.Fatalf("user was asked %v", asked)
+			}
+		})
+	}
+}
