@@ -34,7 +34,7 @@ func (n *Node) Connect(ctx context.Context, target string) (lpeer.ID, error) {
 // ConnectAddr connects to the peer info, within the node's dial timeout.
 func (n *Node) ConnectAddr(ctx context.Context, info lpeer.AddrInfo) error {
 	if info.ID == n.host.ID() {
-		return fmt.Errorf("connect %s: that is this node", info.ID)
+		return nil // a node reaches its own servers in memory
 	}
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.dialTimeout)
 	defer cancel()
@@ -51,13 +51,26 @@ func (n *Node) dialError(p lpeer.ID, err error) error {
 	case len(n.host.Peerstore().Addrs(p)) == 0 && n.host.Network().Connectedness(p) != network.Connected:
 		return fmt.Errorf("peer %s unreachable: no known address (give a full multiaddr ending in /p2p/%s)", p, p)
 	default:
-		return fmt.Errorf("peer %s unreachable: %w", p, err)
+		return fmt.Errorf("peer %s unreachable: %w", p, oneLine{err})
 	}
 }
+
+// oneLine shows a multi-line error (libp2p lists every failed dial on a line
+// of its own) on one line, for logs and command output.
+type oneLine struct{ err error }
+
+func (e oneLine) Error() string {
+	return strings.Join(strings.Fields(strings.ReplaceAll(e.err.Error(), "\n  * ", "; ")), " ")
+}
+
+func (e oneLine) Unwrap() error { return e.err }
 
 // dialSession opens a client session to server on p; it is the pool's
 // DialFunc.
 func (n *Node) dialSession(ctx context.Context, p lpeer.ID, server string) (*sdkmcp.ClientSession, error) {
+	if p == n.host.ID() {
+		return n.dialSelf(ctx, server)
+	}
 	ctx = network.WithDialPeerTimeout(ctx, n.cfg.dialTimeout)
 	s, err := n.host.NewStream(ctx, p, mcp.ProtocolID(server))
 	if err != nil {
@@ -76,14 +89,33 @@ func (n *Node) dialSession(ctx context.Context, p lpeer.ID, server string) (*sdk
 	return cs, nil
 }
 
+// dialSelf connects the node's client to one of its own servers in
+// memory, so that a node's own tools are called like anyone else's.
+func (n *Node) dialSelf(ctx context.Context, server string) (*sdkmcp.ClientSession, error) {
+	n.mu.Lock()
+	s, ok := n.servers[server]
+	n.mu.Unlock()
+	if !ok {
+		return nil, fmt.Errorf("this node shares no server named %q (it shares: %s)", server, strings.Join(n.Shared(), ", "))
+	}
+	st, ct := sdkmcp.NewInMemoryTransports()
+	ss, err := s.server.Connect(peer.WithRemote(n.ctx, n.host.ID()), st, nil)
+	if err != nil {
+		return nil, fmt.Errorf("connect to own server %s: %w", server, err)
+	}
+	cs, err := n.client.Connect(ctx, ct, &sdkmcp.ClientSessionOptions{ProtocolVersion: n.cfg.protocolVersion})
+	if err != nil {
+		ss.Close()
+		return nil, fmt.Errorf("connect to own server %s: %w", server, err)
+	}
+	return cs, nil
+}
+
 // Session returns the open MCP client session to the server called server
 // on peer p, opening one if needed. The session is shared: do not close it.
 // Use it for anything the node has no shortcut for (resources, prompts,
-// completion).
+// completion). p may be the node itself.
 func (n *Node) Session(ctx context.Context, p lpeer.ID, server string) (*sdkmcp.ClientSession, error) {
-	if p == n.host.ID() {
-		return nil, fmt.Errorf("session to %s: that is this node", p)
-	}
 	if err := mcp.ValidateServerName(server); err != nil {
 		return nil, err
 	}
@@ -97,6 +129,9 @@ func (n *Node) Session(ctx context.Context, p lpeer.ID, server string) (*sdkmcp.
 // Servers lists the names of the servers peer p shares, connecting to it
 // first if needed.
 func (n *Node) Servers(ctx context.Context, p lpeer.ID) ([]string, error) {
+	if p == n.host.ID() {
+		return n.Shared(), nil
+	}
 	if n.host.Network().Connectedness(p) != network.Connected {
 		if err := n.ConnectAddr(ctx, lpeer.AddrInfo{ID: p}); err != nil {
 			return nil, err

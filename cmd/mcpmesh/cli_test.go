@@ -1,0 +1,258 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var binary string // the mcpmesh command, built once for the CLI tests
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "mcpmesh-cli")
+	if err != nil {
+		panic(err)
+	}
+	binary = filepath.Join(dir, "mcpmesh")
+	build := exec.Command("go", "build", "-o", binary, ".")
+	build.Stderr = os.Stderr
+	if err := build.Run(); err != nil {
+		panic("build mcpmesh: " + err.Error())
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func TestDemoPasses(t *testing.T) {
+	var out bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := runDemo(ctx, &out); err != nil {
+		t.Fatalf("demo: %v\n%s", err, out.String())
+	}
+	for _, want := range []string{"connections between alice and bob: 1", "bob → carol", "alice's user answers", "All steps passed", "mcpmesh node --home"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("demo transcript lacks %q:\n%s", want, out.String())
+		}
+	}
+}
+
+// run runs the command and returns its stdout, stderr and exit code.
+func run(t *testing.T, args ...string) (string, string, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, binary, args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return stdout.String(), stderr.String(), code
+}
+
+func TestEveryCommandHasHelp(t *testing.T) {
+	for _, c := range []string{"node", "id", "peers", "connect", "tools", "call", "demo"} {
+		out, _, code := run(t, c, "--help")
+		if code != 0 || !strings.Contains(out, "Usage:") || !strings.Contains(out, "mcpmesh "+c) {
+			t.Errorf("mcpmesh %s --help: exit %d\n%s", c, code, out)
+		}
+	}
+}
+
+// daemon is a running `mcpmesh node`.
+type daemon struct {
+	home string
+	id   string
+	addr string
+	cmd  *exec.Cmd
+	out  *bytes.Buffer
+}
+
+func startDaemon(t *testing.T, extra ...string) *daemon {
+	t.Helper()
+	home := t.TempDir()
+	args := append([]string{"--home", home, "node", "--listen", "/ip4/127.0.0.1/tcp/0", "--dial-timeout", "3s"}, extra...)
+	cmd := exec.Command(binary, args...)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	d := &daemon{home: home, cmd: cmd, out: &bytes.Buffer{}}
+	t.Cleanup(func() { d.stop(t) })
+
+	ready := make(chan error, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			line := sc.Text()
+			d.out.WriteString(line + "\n")
+			if id, ok := strings.CutPrefix(line, "mcpmesh node "); ok {
+				d.id = id
+			}
+			if a, ok := strings.CutPrefix(strings.TrimSpace(line), "listen:"); ok {
+				d.addr = strings.TrimSpace(a)
+			}
+			if line == "ready; Ctrl-C to stop" {
+				ready <- nil
+			}
+		}
+		io.Copy(io.Discard, stdout)
+		ready <- errors.New("daemon exited before it was ready")
+	}()
+	select {
+	case err := <-ready:
+		if err != nil {
+			t.Fatalf("%v\nstdout:\n%s\nstderr:\n%s", err, d.out, stderr.String())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatalf("daemon not ready after 20s:\n%s", d.out)
+	}
+	return d
+}
+
+func (d *daemon) stop(t *testing.T) {
+	if d.cmd.ProcessState != nil {
+		return
+	}
+	d.cmd.Process.Signal(syscall.SIGINT)
+	done := make(chan error, 1)
+	go func() { done <- d.cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("daemon exit: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		d.cmd.Process.Kill()
+		<-done
+		t.Errorf("daemon did not stop within 10s of SIGINT")
+	}
+}
+
+func TestTwoDaemonsCallEachOther(t *testing.T) {
+	a := startDaemon(t)
+	b := startDaemon(t, "--peer", a.addr)
+
+	out, _, code := run(t, "--home", b.home, "id", "--json")
+	var id struct {
+		ID      string   `json:"id"`
+		Servers []string `json:"servers"`
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &id) != nil || id.ID != b.id {
+		t.Fatalf("id --json: exit %d: %s", code, out)
+	}
+
+	out, _, code = run(t, "--home", b.home, "peers")
+	if code != 0 || !strings.Contains(out, a.id) {
+		t.Fatalf("peers: exit %d: %s", code, out)
+	}
+
+	out, _, code = run(t, "--home", b.home, "tools", a.id)
+	if code != 0 || !strings.Contains(out, "node/echo") {
+		t.Fatalf("tools: exit %d: %s", code, out)
+	}
+
+	// Both ways, by peer ID and by multiaddr.
+	out, stderr, code := run(t, "--home", b.home, "call", a.id, "echo", `{"text":"hello from b"}`)
+	if code != 0 || strings.TrimSpace(out) != "hello from b" {
+		t.Fatalf("call b→a: exit %d: %q %q", code, out, stderr)
+	}
+	out, stderr, code = run(t, "--home", a.home, "call", b.addr, "node/echo", `{"text":"hello from a"}`)
+	if code != 0 || strings.TrimSpace(out) != "hello from a" {
+		t.Fatalf("call a→b: exit %d: %q %q", code, out, stderr)
+	}
+	out, _, code = run(t, "--home", b.home, "call", a.id, "echo", `{"text":"x"}`, "--json")
+	var raw map[string]any
+	if code != 0 || json.Unmarshal([]byte(out), &raw) != nil || raw["structuredContent"].(map[string]any)["caller"] != b.id {
+		t.Fatalf("call --json: exit %d: %s", code, out)
+	}
+}
+
+func TestCallFailuresExitNonZeroWithOneLine(t *testing.T) {
+	a := startDaemon(t)
+	cases := []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"unknown tool", []string{"call", a.id, "nope"}, 1, `no tool named "nope"`},
+		{"schema mismatch", []string{"call", a.id, "echo", `{"text":5}`}, 1, "failed"},
+		{"args not an object", []string{"call", a.id, "echo", `[1]`}, 2, "JSON object"},
+		{"bad peer", []string{"call", "not-a-peer", "echo"}, 1, "parse peer ID"},
+		{"unreachable peer", []string{"call", "/ip4/127.0.0.1/tcp/1/p2p/12D3KooWEyoppNCUx8Yx66oV9fJnriXwCcXwDDUA2kj6vnc6iDEp", "echo"}, 1, "unreachable"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			start := time.Now()
+			_, stderr, code := run(t, append([]string{"--home", a.home}, c.args...)...)
+			if code != c.code || !strings.Contains(stderr, c.want) || strings.Count(strings.TrimSpace(stderr), "\n") != 0 {
+				t.Errorf("exit %d, stderr %q; want exit %d and one line with %q", code, stderr, c.code, c.want)
+			}
+			if time.Since(start) > 10*time.Second {
+				t.Errorf("took %v", time.Since(start))
+			}
+		})
+	}
+}
+
+func TestNoDaemonIsAClearError(t *testing.T) {
+	_, stderr, code := run(t, "--home", t.TempDir(), "peers")
+	if code == 0 || !strings.Contains(stderr, "no mcpmesh daemon is running") {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+}
+
+func TestSecondDaemonOnSameHomeRefused(t *testing.T) {
+	a := startDaemon(t)
+	_, stderr, code := run(t, "--home", a.home, "node", "--listen", "/ip4/127.0.0.1/tcp/0")
+	if code == 0 || !strings.Contains(stderr, "already runs") {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+}
+
+func TestCorruptIdentityRefused(t *testing.T) {
+	home := t.TempDir()
+	key := filepath.Join(home, "identity.key")
+	os.WriteFile(key, []byte("garbage"), 0o600)
+	_, stderr, code := run(t, "--home", home, "node", "--listen", "/ip4/127.0.0.1/tcp/0")
+	if code == 0 || !strings.Contains(stderr, "corrupt") {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	if b, _ := os.ReadFile(key); string(b) != "garbage" {
+		t.Fatal("corrupt identity was replaced")
+	}
+}
+
+func TestDaemonRemovesAPIFileOnStop(t *testing.T) {
+	a := startDaemon(t)
+	if _, err := os.Stat(filepath.Join(a.home, "api")); err != nil {
+		t.Fatal(err)
+	}
+	a.stop(t)
+	if _, err := os.Stat(filepath.Join(a.home, "api")); !os.IsNotExist(err) {
+		t.Fatalf("api file still there after stop: %v", err)
+	}
+}

@@ -1,0 +1,65 @@
+package node_test
+
+import (
+	"context"
+	"fmt"
+	"log"
+
+	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/mcpmesh/mcpmesh/node"
+	"github.com/mcpmesh/mcpmesh/peer"
+)
+
+type translateIn struct {
+	Text string `json:"text" jsonschema:"the text to translate"`
+}
+
+type translateOut struct {
+	French string `json:"french"`
+}
+
+// Two nodes in one program: one offers a typed tool, the other calls it over
+// libp2p. Either could call the other the same way.
+func Example() {
+	ctx := context.Background()
+	loopback := node.WithListenAddrs("/ip4/127.0.0.1/tcp/0")
+
+	server, err := node.New(loopback, node.WithName("translator"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer server.Close()
+	node.AddTool(server, &sdkmcp.Tool{Name: "translate", Description: "English to French"},
+		func(ctx context.Context, _ *sdkmcp.CallToolRequest, in translateIn) (*sdkmcp.CallToolResult, translateOut, error) {
+			caller, _ := peer.Remote(ctx) // authenticated by libp2p, never claimed
+			log.Printf("translate called by %s", caller)
+			return nil, translateOut{French: map[string]string{"hello": "bonjour"}[in.Text]}, nil
+		})
+
+	client, err := node.New(loopback)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer client.Close()
+
+	id, err := client.Connect(ctx, server.Addrs()[0].String())
+	if err != nil {
+		log.Fatal(err)
+	}
+	tools, err := client.ListTools(ctx, id)
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, t := range tools {
+		fmt.Println("tool:", t.Ref())
+	}
+	res, err := client.CallTool(ctx, id, "translate", translateIn{Text: "hello"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("french:", res.StructuredContent.(map[string]any)["french"])
+	// Output:
+	// tool: node/translate
+	// french: bonjour
+}
