@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/google/jsonschema-go/jsonschema"
 	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
 )
 
@@ -103,16 +104,39 @@ func (in *Inputs) Middleware() sdkmcp.Middleware {
 			if serr != nil {
 				return nil, serr
 			}
-			switch method {
-			case "tools/call":
-				return &sdkmcp.CallToolResult{Content: []sdkmcp.Content{}, InputRequests: pending, RequestState: newState}, nil
-			case "prompts/get":
-				return &sdkmcp.GetPromptResult{InputRequests: pending, RequestState: newState}, nil
-			default:
-				return &sdkmcp.ReadResourceResult{InputRequests: pending, RequestState: newState}, nil
-			}
+			return inputRequiredResult(method, pending, newState)
 		}
 	}
+}
+
+// inputRequiredResult builds the result that carries pending questions. It
+// goes through JSON because resultType, which tells clients that this is
+// not the final answer, is private to the SDK's result types.
+func inputRequiredResult(method string, pending sdkmcp.InputRequestMap, state string) (sdkmcp.Result, error) {
+	body, err := json.Marshal(map[string]any{
+		"content":       []any{},
+		"messages":      []any{},
+		"contents":      []any{},
+		"inputRequests": pending,
+		"requestState":  state,
+		"resultType":    "input_required",
+	})
+	if err != nil {
+		return nil, fmt.Errorf("encode input requests: %w", err)
+	}
+	var res sdkmcp.Result
+	switch method {
+	case "tools/call":
+		res = new(sdkmcp.CallToolResult)
+	case "prompts/get":
+		res = new(sdkmcp.GetPromptResult)
+	default:
+		res = new(sdkmcp.ReadResourceResult)
+	}
+	if err := json.Unmarshal(body, res); err != nil {
+		return nil, fmt.Errorf("encode input requests: %w", err)
+	}
+	return res, nil
 }
 
 func isModern(ss *sdkmcp.ServerSession) bool {
@@ -202,7 +226,37 @@ func Elicit(ctx context.Context, params *sdkmcp.ElicitParams) (*sdkmcp.ElicitRes
 	if err := st.ask(params, &res); err != nil {
 		return nil, err
 	}
+	// The SDK checks a direct answer against the requested schema; an
+	// answer that came back in a retry gets the same check here.
+	if err := checkElicitAnswer(params, &res); err != nil {
+		return nil, err
+	}
 	return &res, nil
+}
+
+func checkElicitAnswer(params *sdkmcp.ElicitParams, res *sdkmcp.ElicitResult) error {
+	if res.Action != "accept" || res.Content == nil || params.RequestedSchema == nil {
+		return nil
+	}
+	raw, err := json.Marshal(params.RequestedSchema)
+	if err != nil {
+		return fmt.Errorf("requested schema: %w", err)
+	}
+	var schema jsonschema.Schema
+	if err := json.Unmarshal(raw, &schema); err != nil {
+		return fmt.Errorf("requested schema: %w", err)
+	}
+	resolved, err := schema.Resolve(nil)
+	if err != nil {
+		return fmt.Errorf("requested schema: %w", err)
+	}
+	if err := resolved.Validate(res.Content); err != nil {
+		return fmt.Errorf("elicitation result content does not match requested schema: %v", err)
+	}
+	if err := resolved.ApplyDefaults(&res.Content); err != nil {
+		return fmt.Errorf("apply schema defaults to elicitation result: %v", err)
+	}
+	return nil
 }
 
 // Sample asks the caller of the current request for an LLM completion

@@ -81,6 +81,9 @@ func (c *streamConn) Read(context.Context) (jsonrpc.Message, error) {
 func (c *streamConn) readFrame() ([]byte, error) {
 	line, err := c.r.ReadSlice('\n')
 	if err == nil {
+		if len(line)-1 > c.limit {
+			return nil, c.tooLarge()
+		}
 		return line[:len(line)-1], nil
 	}
 	if !errors.Is(err, bufio.ErrBufferFull) {
@@ -93,9 +96,7 @@ func (c *streamConn) readFrame() ([]byte, error) {
 	c.long = append(c.long[:0], line...)
 	for {
 		if len(c.long) > c.limit {
-			err := fmt.Errorf("%w (%d bytes) from %s", ErrFrameTooLarge, c.limit, c.s.Conn().RemotePeer())
-			c.setBroken(err)
-			return nil, err
+			return nil, c.tooLarge()
 		}
 		line, err = c.r.ReadSlice('\n')
 		c.long = append(c.long, line...)
@@ -117,6 +118,12 @@ func (c *streamConn) readFrame() ([]byte, error) {
 			return nil, err
 		}
 	}
+}
+
+func (c *streamConn) tooLarge() error {
+	err := fmt.Errorf("%w (%d bytes) from %s", ErrFrameTooLarge, c.limit, c.s.Conn().RemotePeer())
+	c.setBroken(err)
+	return err
 }
 
 func (c *streamConn) Write(_ context.Context, msg jsonrpc.Message) error {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"strings"
 	"sync"
@@ -277,24 +278,40 @@ func (n *Node) CallServerTool(ctx context.Context, p lpeer.ID, server, tool stri
 	if raw, ok := args.(json.RawMessage); ok && len(raw) == 0 {
 		args = nil
 	}
-	cs, err := n.Session(ctx, p, server)
-	if err != nil {
-		return nil, err
-	}
-	res, err := cs.CallTool(ctx, &sdkmcp.CallToolParams{Name: tool, Arguments: args})
-	if err != nil {
-		if errors.Is(err, sdkmcp.ErrConnectionClosed) || ctx.Err() == nil && isConnectionLoss(err) {
-			n.pool.Drop(peer.SessionKey{Peer: p, Server: server}, cs)
+	key := peer.SessionKey{Peer: p, Server: server}
+	params := &sdkmcp.CallToolParams{Name: tool, Arguments: args}
+	for attempt := 0; ; attempt++ {
+		cs, err := n.Session(ctx, p, server)
+		if err != nil {
+			return nil, err
+		}
+		res, err := cs.CallTool(ctx, params)
+		if err == nil {
+			return res, nil
+		}
+		if ctx.Err() == nil && isConnectionLoss(err) {
+			n.pool.Drop(key, cs)
+			// A session found closing never sent the request: one more try
+			// on a fresh session is safe.
+			if attempt == 0 && errors.Is(err, sdkmcp.ErrConnectionClosed) {
+				continue
+			}
 			return nil, fmt.Errorf("call %s/%s on %s: connection lost: %w", server, tool, p, err)
 		}
 		return nil, fmt.Errorf("call %s/%s on %s: %w", server, tool, p, err)
 	}
-	return res, nil
 }
 
+// isConnectionLoss reports whether err means the session is gone (the
+// stream was reset or cut, or a frame broke it), not that the call failed.
 func isConnectionLoss(err error) bool {
 	var se *network.StreamError
-	return errors.As(err, &se) || errors.Is(err, network.ErrReset)
+	return errors.As(err, &se) ||
+		errors.Is(err, network.ErrReset) ||
+		errors.Is(err, sdkmcp.ErrConnectionClosed) ||
+		errors.Is(err, mcp.ErrFrameTooLarge) ||
+		errors.Is(err, io.EOF) ||
+		errors.Is(err, io.ErrUnexpectedEOF)
 }
 
 // toolIndex caches each client session's tool list until the session ends

@@ -284,16 +284,17 @@ func (n *Node) Close() error {
 
 	n.cancel()
 	var errs []error
+	// Closing the host first resets every stream: calls in flight both ways
+	// fail at once and remote handlers are cancelled, where a graceful
+	// session close would wait for them.
+	if err := n.host.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("close host: %w", err))
+	}
 	if err := n.pool.Close(); err != nil {
 		errs = append(errs, err)
 	}
 	for _, stop := range stops {
 		stop()
-	}
-	// Closing the host resets every stream, which ends inbound sessions and
-	// cancels their handlers.
-	if err := n.host.Close(); err != nil {
-		errs = append(errs, fmt.Errorf("close host: %w", err))
 	}
 	for _, ss := range inbound {
 		ss.Close()

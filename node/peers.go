@@ -50,4 +50,3 @@ func (n *Node) KeepConnected(info lpeer.AddrInfo) {
 		}
 	}()
 }
-

@@ -42,23 +42,34 @@ func LoadOrCreateIdentity(home string) (crypto.PrivKey, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encode identity: %w", err)
 	}
-	// O_EXCL: two daemons starting at once on a new home must not each write a
-	// different identity; the loser reads the winner's key.
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if errors.Is(err, fs.ErrExist) {
-		return LoadOrCreateIdentity(home)
-	}
+	// Write the key whole under a temporary name, then link it into place:
+	// the key file appears complete or not at all, and when two daemons
+	// start at once on a new home, the loser of the link reads the winner's
+	// key instead of a half-written file.
+	tmp, err := os.CreateTemp(home, ".identity-*.tmp")
 	if err != nil {
+		return nil, fmt.Errorf("create identity in %s: %w", home, err)
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
 		return nil, fmt.Errorf("create identity %s: %w", path, err)
 	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		os.Remove(path)
+	_, werr := tmp.Write(data)
+	serr := tmp.Sync()
+	cerr := tmp.Close()
+	if err := errors.Join(werr, serr, cerr); err != nil {
 		return nil, fmt.Errorf("write identity %s: %w", path, err)
 	}
-	if err := f.Close(); err != nil {
-		os.Remove(path)
-		return nil, fmt.Errorf("write identity %s: %w", path, err)
+	if err := os.Link(tmp.Name(), path); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			data, err := os.ReadFile(path)
+			if err != nil {
+				return nil, fmt.Errorf("read identity %s: %w", path, err)
+			}
+			return decodeKey(path, data)
+		}
+		return nil, fmt.Errorf("create identity %s: %w", path, err)
 	}
 	return key, nil
 }
