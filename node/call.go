@@ -109,6 +109,7 @@ func (n *Node) dialSelf(ctx context.Context, server string) (*sdkmcp.ClientSessi
 		ss.Close()
 		return nil, fmt.Errorf("connect to own server %s: %w", server, err)
 	}
+	n.self.Store(cs, struct{}{})
 	return cs, nil
 }
 

@@ -24,6 +24,7 @@ import (
 	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
 	ma "github.com/multiformats/go-multiaddr"
 
+	"github.com/mcpmesh/mcpmesh/discovery"
 	"github.com/mcpmesh/mcpmesh/mcp"
 	"github.com/mcpmesh/mcpmesh/peer"
 )
@@ -39,6 +40,8 @@ type Node struct {
 	pool   *peer.Sessions
 	tools  *toolIndex
 	own    *sdkmcp.Server
+	disc   *discovery.Service // nil without WithDiscovery
+	self   sync.Map           // client sessions to the node's own servers
 
 	ctx    context.Context // ends when Close starts
 	cancel context.CancelFunc
@@ -93,9 +96,16 @@ func New(opts ...Option) (*Node, error) {
 	}
 	n.tools = newToolIndex()
 	n.client = sdkmcp.NewClient(n.implementation(), n.clientOptions())
-	n.pool = peer.NewSessions(n.dialSession, func(_ peer.SessionKey, cs *sdkmcp.ClientSession) { n.tools.invalidate(cs) })
+	n.pool = peer.NewSessions(n.dialSession, func(_ peer.SessionKey, cs *sdkmcp.ClientSession) {
+		n.tools.invalidate(cs)
+		n.self.Delete(cs)
+	})
 	n.own = sdkmcp.NewServer(n.implementation(), &sdkmcp.ServerOptions{Logger: sdkLogger()})
 	if err := n.Share(mcp.DefaultServer, n.own); err != nil {
+		n.Close()
+		return nil, err
+	}
+	if err := n.startDiscovery(); err != nil {
 		n.Close()
 		return nil, err
 	}
@@ -114,9 +124,17 @@ func sdkLogger() *slog.Logger {
 func (n *Node) clientOptions() *sdkmcp.ClientOptions {
 	opts := &sdkmcp.ClientOptions{
 		Logger: sdkLogger(),
-		// A changed tool list on a peer's server makes our cached copy stale.
+		// A changed tool list on a peer's server makes our cached copy stale;
+		// on one of our own, our card too.
 		ToolListChangedHandler: func(_ context.Context, req *sdkmcp.ToolListChangedRequest) {
 			n.tools.invalidate(req.Session)
+			n.selfChanged(req.Session)
+		},
+		ResourceListChangedHandler: func(_ context.Context, req *sdkmcp.ResourceListChangedRequest) {
+			n.selfChanged(req.Session)
+		},
+		PromptListChangedHandler: func(_ context.Context, req *sdkmcp.PromptListChangedRequest) {
+			n.selfChanged(req.Session)
 		},
 		// Peers have no roots of ours to list.
 		Capabilities: &sdkmcp.ClientCapabilities{},
@@ -181,6 +199,7 @@ func (n *Node) share(name string, server *sdkmcp.Server, stop func()) error {
 	server.AddReceivingMiddleware(n.inputs.Middleware())
 	n.servers[name] = &sharedServer{server: server, stop: stop}
 	n.host.SetStreamHandler(mcp.ProtocolID(name), n.serve(name, server))
+	n.changed()
 	return nil
 }
 
@@ -210,6 +229,8 @@ func (n *Node) Unshare(name string) error {
 	for _, ss := range toClose {
 		ss.Close()
 	}
+	n.pool.Drop(peer.SessionKey{Peer: n.host.ID(), Server: name}, nil)
+	n.changed()
 	return nil
 }
 
@@ -284,6 +305,11 @@ func (n *Node) Close() error {
 
 	n.cancel()
 	var errs []error
+	if n.disc != nil {
+		if err := n.disc.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close discovery: %w", err))
+		}
+	}
 	// Closing the host first resets every stream: calls in flight both ways
 	// fail at once and remote handlers are cancelled, where a graceful
 	// session close would wait for them.
@@ -308,3 +334,11 @@ func (n *Node) Name() string { return n.cfg.name }
 
 // Version returns the software version the node reports.
 func (n *Node) Version() string { return n.cfg.version }
+
+// selfChanged republishes the card when cs, a session to one of the node's
+// own servers, reports a change.
+func (n *Node) selfChanged(cs *sdkmcp.ClientSession) {
+	if _, ok := n.self.Load(cs); ok {
+		n.changed()
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/crypto"
 	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/mcpmesh/mcpmesh/discovery"
 	"github.com/mcpmesh/mcpmesh/mcp"
 	"github.com/mcpmesh/mcpmesh/peer"
 )
@@ -36,6 +37,9 @@ type config struct {
 	elicit          ElicitationHandler
 	sample          SamplingHandler
 	libp2pOpts      []libp2p.Option
+	discovery       *discovery.Config
+	description     string
+	tags            []string
 }
 
 // DefaultListenAddrs are where a node listens when no WithListenAddrs is

@@ -1,0 +1,422 @@
+package discovery
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	logging "github.com/ipfs/go-log/v2"
+	dht "github.com/libp2p/go-libp2p-kad-dht"
+	"github.com/libp2p/go-libp2p-kad-dht/records"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/host"
+	lpeer "github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/peerstore"
+	"github.com/libp2p/go-libp2p/core/protocol"
+	"github.com/libp2p/go-libp2p/core/routing"
+	"github.com/libp2p/go-libp2p/p2p/discovery/mdns"
+
+	"github.com/mcpmesh/mcpmesh/proto/cardpb"
+)
+
+var log = logging.Logger("mcpmesh/discovery")
+
+// Config tunes discovery. The zero value is usable: every field has a
+// default.
+type Config struct {
+	// ProtocolPrefix keeps the mesh's DHT apart from the public IPFS one.
+	// Default "/mcpmesh".
+	ProtocolPrefix protocol.ID
+	// CardTTL is how long a published card stays valid; a node that leaves
+	// drops out of lookups within this time. Default 3 minutes.
+	CardTTL time.Duration
+	// RepublishEvery is how often the card is republished while nothing
+	// changes. Default CardTTL/3.
+	RepublishEvery time.Duration
+	// ReprovideEvery is how often provider records are renewed. Default 1h.
+	ReprovideEvery time.Duration
+	// ProviderValidity is how long other nodes keep a provider record.
+	// Default 4×ReprovideEvery.
+	ProviderValidity time.Duration
+	// MDNS finds peers on the local network and connects to them.
+	MDNS bool
+	// MDNSService is the mDNS service name; meshes that must not meet on a
+	// LAN use different names. Default "mcpmesh".
+	MDNSService string
+	// Debounce coalesces bursts of changes into one republish. Default 200ms.
+	Debounce time.Duration
+}
+
+func (c *Config) setDefaults() {
+	if c.ProtocolPrefix == "" {
+		c.ProtocolPrefix = "/mcpmesh"
+	}
+	if c.CardTTL <= 0 {
+		c.CardTTL = 3 * time.Minute
+	}
+	if c.RepublishEvery <= 0 {
+		c.RepublishEvery = c.CardTTL / 3
+	}
+	if c.ReprovideEvery <= 0 {
+		c.ReprovideEvery = time.Hour
+	}
+	if c.ProviderValidity <= 0 {
+		c.ProviderValidity = 4 * c.ReprovideEvery
+	}
+	if c.MDNSService == "" {
+		c.MDNSService = "mcpmesh"
+	}
+	if c.Debounce <= 0 {
+		c.Debounce = 200 * time.Millisecond
+	}
+}
+
+// CardBuilder returns the node's card as of now, unsigned and without
+// sequence number or times: the service fills those in.
+type CardBuilder func(ctx context.Context) (*cardpb.Card, error)
+
+// Service publishes a node's card and capabilities and looks up others'.
+type Service struct {
+	h   host.Host
+	key crypto.PrivKey
+	cfg Config
+	dht *dht.IpfsDHT
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	poke   chan struct{}
+	mdns   interface{ Close() error }
+
+	mu       sync.Mutex
+	closed   bool
+	provided map[Capability]time.Time // what we advertise, and when we last did
+	seq      uint64
+	last     *Card // the card last published
+}
+
+// New starts a DHT node in server mode on h (so that meshes of two or three
+// nodes work: a client-mode DHT on a LAN never fills its routing table) and,
+// if configured, mDNS. Publishing starts with Start.
+func New(h host.Host, key crypto.PrivKey, cfg Config) (*Service, error) {
+	cfg.setDefaults()
+	kad, err := dht.New(h,
+		dht.Mode(dht.ModeServer),
+		dht.ProtocolPrefix(cfg.ProtocolPrefix),
+		dht.Validator(Validator{}),
+		dht.MaxRecordAge(cfg.CardTTL),
+		dht.ProviderManagerOpts(records.ProvideValidity(cfg.ProviderValidity)),
+		dht.BootstrapPeers(), // the node brings its own peers; never the public IPFS ones
+	)
+	if err != nil {
+		return nil, fmt.Errorf("start DHT: %w", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Service{
+		h: h, key: key, cfg: cfg, dht: kad,
+		ctx: ctx, cancel: cancel,
+		poke:     make(chan struct{}, 1),
+		provided: map[Capability]time.Time{},
+		// Sequence numbers from the clock keep increasing across restarts
+		// without any state on disk.
+		seq: uint64(time.Now().UnixNano()),
+	}
+	if cfg.MDNS {
+		svc := mdns.NewMdnsService(h, cfg.MDNSService, &mdnsNotifee{s: s})
+		if err := svc.Start(); err != nil {
+			kad.Close()
+			cancel()
+			return nil, fmt.Errorf("start mDNS: %w", err)
+		}
+		s.mdns = svc
+	}
+	return s, nil
+}
+
+// DHT returns the underlying Kademlia DHT.
+func (s *Service) DHT() *dht.IpfsDHT { return s.dht }
+
+// Start begins publishing the card that build returns: now, on every
+// Changed, and before it expires.
+func (s *Service) Start(build CardBuilder) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.publishLoop(build)
+	}()
+}
+
+// Changed asks for the card to be rebuilt and republished soon.
+func (s *Service) Changed() {
+	select {
+	case s.poke <- struct{}{}:
+	default:
+	}
+}
+
+// Published returns the card last published, or nil.
+func (s *Service) Published() *Card {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.last
+}
+
+// Close stops publishing and the DHT. Records already stored elsewhere
+// expire on their own.
+func (s *Service) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	s.cancel()
+	var errs []error
+	if s.mdns != nil {
+		errs = append(errs, s.mdns.Close())
+	}
+	s.wg.Wait()
+	errs = append(errs, s.dht.Close())
+	return errors.Join(errs...)
+}
+
+func (s *Service) publishLoop(build CardBuilder) {
+	republish := time.NewTimer(0)
+	defer republish.Stop()
+	retry := time.Second
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-republish.C:
+		case <-s.poke:
+			// Let a burst of changes settle into one card.
+			select {
+			case <-time.After(s.cfg.Debounce):
+			case <-s.ctx.Done():
+				return
+			}
+		}
+		next := s.cfg.RepublishEvery
+		if err := s.publish(build); err != nil {
+			if s.ctx.Err() != nil {
+				return
+			}
+			log.Debugw("publish card", "error", err, "retry", retry)
+			next = min(retry, next)
+			retry = min(2*retry, s.cfg.RepublishEvery)
+		} else {
+			retry = time.Second
+		}
+		republish.Reset(next)
+	}
+}
+
+// publish builds, signs and stores the card, then advertises what it lists.
+func (s *Service) publish(build CardBuilder) error {
+	ctx, cancel := context.WithTimeout(s.ctx, 30*time.Second)
+	defer cancel()
+	card, err := build(ctx)
+	if err != nil {
+		return fmt.Errorf("build card: %w", err)
+	}
+	now := time.Now()
+	s.mu.Lock()
+	s.seq = max(s.seq+1, uint64(now.UnixNano()))
+	card.Seq = s.seq
+	s.mu.Unlock()
+	card.IssuedAtMs = now.UnixMilli()
+	card.ExpiresAtMs = now.Add(s.cfg.CardTTL).UnixMilli()
+	data, err := SealCard(card, s.key)
+	if err != nil {
+		return err
+	}
+	opened, err := OpenCard(data, s.h.ID(), now)
+	if err != nil {
+		return fmt.Errorf("check own card: %w", err)
+	}
+	s.mu.Lock()
+	s.last = opened
+	s.mu.Unlock()
+
+	// The card is stored locally first, so peers that ask us find it even
+	// when the put to others fails (no peers yet).
+	putErr := s.dht.PutValue(ctx, CardKey(s.h.ID()), data)
+	provErr := s.advertise(ctx, Capabilities(opened))
+	return errors.Join(putErr, provErr)
+}
+
+// Capabilities lists what a card advertises: its tool names and every tag.
+func Capabilities(c *Card) []Capability {
+	seen := map[Capability]bool{}
+	var out []Capability
+	add := func(kind, name string) {
+		c := Capability{Kind: kind, Name: name}
+		if name != "" && !seen[c] {
+			seen[c] = true
+			out = append(out, c)
+		}
+	}
+	for _, t := range c.Tags {
+		add("tag", t)
+	}
+	for _, srv := range c.Servers {
+		for _, t := range srv.Tools {
+			add("tool", t.Name)
+			for _, tag := range t.Tags {
+				add("tag", tag)
+			}
+		}
+	}
+	return out
+}
+
+// advertise provides new capabilities now and old ones when due; those no
+// longer listed are dropped and so expire from the DHT.
+func (s *Service) advertise(ctx context.Context, caps []Capability) error {
+	now := time.Now()
+	s.mu.Lock()
+	keep := map[Capability]time.Time{}
+	var due []Capability
+	for _, c := range caps {
+		last, ok := s.provided[c]
+		if !ok || now.Sub(last) >= s.cfg.ReprovideEvery {
+			due = append(due, c)
+			continue
+		}
+		keep[c] = last
+	}
+	s.provided = keep
+	s.mu.Unlock()
+
+	var errs []error
+	for _, c := range due {
+		if err := s.dht.Provide(ctx, c.CID(), true); err != nil {
+			errs = append(errs, fmt.Errorf("provide %s: %w", c, err))
+			continue // not recorded: retried on the next publish
+		}
+		s.mu.Lock()
+		s.provided[c] = now
+		s.mu.Unlock()
+	}
+	return errors.Join(errs...)
+}
+
+// Card fetches and verifies p's card from the DHT.
+func (s *Service) Card(ctx context.Context, p lpeer.ID) (*Card, error) {
+	if p == s.h.ID() {
+		if c := s.Published(); c != nil {
+			return c, nil
+		}
+	}
+	data, err := s.dht.GetValue(ctx, CardKey(p))
+	if err != nil {
+		if errors.Is(err, routing.ErrNotFound) {
+			return nil, fmt.Errorf("no card for %s in the mesh (it is not running, or has not published yet)", p)
+		}
+		return nil, fmt.Errorf("fetch card of %s: %w", p, err)
+	}
+	c, err := OpenCard(data, p, time.Now())
+	if err != nil {
+		return nil, fmt.Errorf("card of %s: %w", p, err)
+	}
+	// The card's addresses let us reach p without a further lookup.
+	s.h.Peerstore().AddAddrs(p, c.Multiaddrs(), peerstore.TempAddrTTL)
+	return c, nil
+}
+
+// Match is one thing on a card that a query matched.
+type Match struct {
+	Server string
+	Tool   *cardpb.Tool
+}
+
+// Found is a provider of a capability, with its verified card.
+type Found struct {
+	Card    *Card
+	Matches []Match
+}
+
+// Find looks up the providers of c and calls found for each one whose
+// current card still lists c, as results arrive, until the lookup ends or
+// ctx is done. found is called from one goroutine at a time.
+func (s *Service) Find(ctx context.Context, c Capability, found func(Found)) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		seen = map[lpeer.ID]bool{}
+	)
+	for info := range s.dht.FindProvidersAsync(ctx, c.CID(), 0) {
+		if seen[info.ID] {
+			continue
+		}
+		seen[info.ID] = true
+		s.h.Peerstore().AddAddrs(info.ID, info.Addrs, peerstore.TempAddrTTL)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			card, err := s.Card(ctx, info.ID)
+			if err != nil {
+				// A provider record outlives a node that left; its card does not.
+				log.Debugw("skip provider", "peer", info.ID, "capability", c, "error", err)
+				return
+			}
+			matches := MatchCard(card, c)
+			if len(matches) == 0 && !(c.Kind == "tag" && slices.Contains(card.Tags, c.Name)) {
+				return // no longer offered
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if ctx.Err() == nil {
+				found(Found{Card: card, Matches: matches})
+			}
+		}()
+	}
+	wg.Wait()
+	return ctx.Err()
+}
+
+// MatchCard returns what on card matches c.
+func MatchCard(card *Card, c Capability) []Match {
+	var out []Match
+	for _, srv := range card.Servers {
+		for _, t := range srv.Tools {
+			if (c.Kind == "tool" && t.Name == c.Name) || (c.Kind == "tag" && (slices.Contains(t.Tags, c.Name) || slices.Contains(card.Tags, c.Name))) {
+				out = append(out, Match{Server: srv.Name, Tool: t})
+			}
+		}
+	}
+	return out
+}
+
+// mdnsNotifee connects to peers that mDNS finds.
+type mdnsNotifee struct{ s *Service }
+
+func (m *mdnsNotifee) HandlePeerFound(info lpeer.AddrInfo) {
+	s := m.s
+	if info.ID == s.h.ID() || s.ctx.Err() != nil {
+		return
+	}
+	if len(s.h.Network().ConnsToPeer(info.ID)) > 0 {
+		return
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	go func() {
+		defer s.wg.Done()
+		ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
+		defer cancel()
+		if err := s.h.Connect(ctx, info); err != nil {
+			log.Debugw("connect to peer found by mDNS", "peer", info.ID, "error", err)
+			return
+		}
+		log.Infow("found peer on the local network", "peer", info.ID)
+	}()
+}

@@ -1,0 +1,296 @@
+package node
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	lpeer "github.com/libp2p/go-libp2p/core/peer"
+	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/mcpmesh/mcpmesh/discovery"
+	"github.com/mcpmesh/mcpmesh/proto/cardpb"
+)
+
+// TagsMetaKey is the key in a tool's _meta under which it lists its tags,
+// a JSON array of strings: {"_meta": {"io.mcpmesh/tags": ["github"]}}.
+const TagsMetaKey = "io.mcpmesh/tags"
+
+// WithDiscovery runs a DHT on the node: it publishes the node's signed card
+// and advertises every tool name and tag it shares, and can look up others'
+// (Find, Card, CallAny). cfg's zero value is a sane default.
+func WithDiscovery(cfg discovery.Config) Option {
+	return func(c *config) error {
+		c.discovery = &cfg
+		return nil
+	}
+}
+
+// WithDescription sets the description on the node's card.
+func WithDescription(d string) Option {
+	return func(c *config) error {
+		c.description = d
+		return nil
+	}
+}
+
+// WithTags sets tags that apply to the whole node, on its card.
+func WithTags(tags ...string) Option {
+	return func(c *config) error {
+		c.tags = tags
+		return nil
+	}
+}
+
+// ErrNoDiscovery is returned by lookups on a node started without
+// WithDiscovery.
+var ErrNoDiscovery = errors.New("discovery is off on this node (start it with node.WithDiscovery)")
+
+func (n *Node) startDiscovery() error {
+	if n.cfg.discovery == nil {
+		return nil
+	}
+	svc, err := discovery.New(n.host, n.host.Peerstore().PrivKey(n.host.ID()), *n.cfg.discovery)
+	if err != nil {
+		return err
+	}
+	n.disc = svc
+	svc.Start(n.buildCard)
+	return nil
+}
+
+// changed tells discovery that what the node shares may have changed.
+func (n *Node) changed() {
+	if n.disc != nil {
+		n.disc.Changed()
+	}
+}
+
+// Discovery returns the node's discovery service, or nil.
+func (n *Node) Discovery() *discovery.Service { return n.disc }
+
+// buildCard lists what every shared server offers, through the node's own
+// in-memory sessions to them.
+func (n *Node) buildCard(ctx context.Context) (*cardpb.Card, error) {
+	card := &cardpb.Card{
+		Name:        n.cfg.name,
+		Description: n.cfg.description,
+		Version:     n.cfg.version,
+		Tags:        n.cfg.tags,
+	}
+	for _, a := range n.host.Addrs() {
+		card.Addrs = append(card.Addrs, a.Bytes())
+	}
+	self := n.host.ID()
+	for _, name := range n.Shared() {
+		cs, err := n.Session(ctx, self, name)
+		if err != nil {
+			return nil, fmt.Errorf("list own server %s: %w", name, err)
+		}
+		srv := &cardpb.Server{Name: name}
+		tools, err := n.serverTools(ctx, self, name)
+		if err != nil {
+			return nil, err
+		}
+		tools = slices.Clone(tools)
+		slices.SortFunc(tools, func(a, b *sdkmcp.Tool) int { return strings.Compare(a.Name, b.Name) })
+		full, err := json.Marshal(tools)
+		if err != nil {
+			return nil, fmt.Errorf("hash tools of %s: %w", name, err)
+		}
+		sum := sha256.Sum256(full)
+		srv.ToolsHash = sum[:]
+		for _, t := range tools {
+			srv.Tools = append(srv.Tools, &cardpb.Tool{Name: t.Name, Title: t.Title, Description: summary(t.Description), Tags: toolTags(t)})
+		}
+		caps := cs.InitializeResult().Capabilities
+		if caps != nil && caps.Resources != nil {
+			for r, err := range cs.Resources(ctx, nil) {
+				if err != nil {
+					return nil, fmt.Errorf("list resources of %s: %w", name, err)
+				}
+				srv.Resources = append(srv.Resources, &cardpb.Resource{Uri: r.URI, Name: r.Name, Title: r.Title, Description: summary(r.Description), MimeType: r.MIMEType})
+			}
+			for r, err := range cs.ResourceTemplates(ctx, nil) {
+				if err != nil {
+					return nil, fmt.Errorf("list resource templates of %s: %w", name, err)
+				}
+				srv.ResourceTemplates = append(srv.ResourceTemplates, &cardpb.ResourceTemplate{UriTemplate: r.URITemplate, Name: r.Name, Title: r.Title, Description: summary(r.Description)})
+			}
+		}
+		if caps != nil && caps.Prompts != nil {
+			for p, err := range cs.Prompts(ctx, nil) {
+				if err != nil {
+					return nil, fmt.Errorf("list prompts of %s: %w", name, err)
+				}
+				srv.Prompts = append(srv.Prompts, &cardpb.Prompt{Name: p.Name, Title: p.Title, Description: summary(p.Description)})
+			}
+		}
+		card.Servers = append(card.Servers, srv)
+	}
+	return card, nil
+}
+
+// summary keeps a description's first sentence, at most 160 characters:
+// cards carry enough to choose, the schema is fetched on demand.
+func summary(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.Index(s, ". "); i >= 0 {
+		s = s[:i+1]
+	}
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		s = s[:i]
+	}
+	if len(s) > 160 {
+		cut := 157
+		for cut > 0 && s[cut]&0xC0 == 0x80 { // do not split a UTF-8 sequence
+			cut--
+		}
+		s = s[:cut] + "..."
+	}
+	return s
+}
+
+func toolTags(t *sdkmcp.Tool) []string {
+	raw, ok := t.Meta[TagsMetaKey].([]any)
+	if !ok {
+		if ss, ok := t.Meta[TagsMetaKey].([]string); ok {
+			return ss
+		}
+		return nil
+	}
+	var tags []string
+	for _, v := range raw {
+		if s, ok := v.(string); ok && s != "" {
+			tags = append(tags, s)
+		}
+	}
+	return tags
+}
+
+// Card returns p's verified card from the DHT.
+func (n *Node) Card(ctx context.Context, p lpeer.ID) (*discovery.Card, error) {
+	if n.disc == nil {
+		return nil, ErrNoDiscovery
+	}
+	return n.disc.Card(ctx, p)
+}
+
+// Find looks up the peers that offer query (a tool name, or "tag:NAME")
+// and calls found for each, as they are verified, until the lookup ends or
+// ctx is done.
+func (n *Node) Find(ctx context.Context, query string, found func(discovery.Found)) error {
+	if n.disc == nil {
+		return ErrNoDiscovery
+	}
+	c, err := discovery.ParseQuery(query)
+	if err != nil {
+		return err
+	}
+	return n.disc.Find(ctx, c, found)
+}
+
+// AnyResult is the outcome of CallAny.
+type AnyResult struct {
+	Peer   lpeer.ID
+	Server string
+	Result *sdkmcp.CallToolResult
+	// Tried lists the providers that failed before Peer answered.
+	Tried []error
+}
+
+// findWindow is how long CallAny keeps collecting providers after the
+// first one, before choosing.
+const findWindow = 300 * time.Millisecond
+
+// CallAny finds the providers of tool and calls one: a peer already
+// connected first, then the lowest measured latency. If the chosen peer
+// fails before answering (unreachable, refused, connection lost), it tries
+// the next. A tool that answers with an error result has answered.
+func (n *Node) CallAny(ctx context.Context, tool string, args any) (AnyResult, error) {
+	if n.disc == nil {
+		return AnyResult{}, ErrNoDiscovery
+	}
+	type candidate struct {
+		peer   lpeer.ID
+		server string
+	}
+	var cands []candidate
+	// "Already connected" means before the lookup, which itself connects
+	// to the peers it asks.
+	net := n.host.Network()
+	connected := map[lpeer.ID]bool{n.host.ID(): true}
+	for _, p := range net.Peers() {
+		connected[p] = true
+	}
+	findCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	first := make(chan struct{})
+	var once bool
+	go func() {
+		<-first
+		select {
+		case <-time.After(findWindow):
+			cancel()
+		case <-findCtx.Done():
+		}
+	}()
+	err := n.disc.Find(findCtx, discovery.Capability{Kind: "tool", Name: tool}, func(f discovery.Found) {
+		for _, m := range f.Matches {
+			cands = append(cands, candidate{peer: f.Card.Peer, server: m.Server})
+		}
+		if !once {
+			once = true
+			close(first)
+		}
+	})
+	if !once {
+		close(first)
+	}
+	if len(cands) == 0 {
+		if err != nil && ctx.Err() != nil {
+			return AnyResult{}, err
+		}
+		return AnyResult{}, fmt.Errorf("no peer in the mesh offers a tool named %q", tool)
+	}
+	// Connected peers first, then the rest; each group by measured latency,
+	// unmeasured last.
+	rank := func(p lpeer.ID) (int, time.Duration) {
+		group := 1
+		if connected[p] {
+			group = 0
+		}
+		l := n.host.Peerstore().LatencyEWMA(p)
+		if l <= 0 {
+			l = time.Hour
+		}
+		return group, l
+	}
+	slices.SortStableFunc(cands, func(a, b candidate) int {
+		ga, la := rank(a.peer)
+		gb, lb := rank(b.peer)
+		if ga != gb {
+			return ga - gb
+		}
+		return int(la - lb)
+	})
+
+	out := AnyResult{}
+	for _, c := range cands {
+		res, err := n.CallServerTool(ctx, c.peer, c.server, tool, args)
+		if err == nil {
+			out.Peer, out.Server, out.Result = c.peer, c.server, res
+			return out, nil
+		}
+		if ctx.Err() != nil {
+			return out, err
+		}
+		out.Tried = append(out.Tried, err)
+	}
+	return out, fmt.Errorf("every provider of %q failed: %w", tool, errors.Join(out.Tried...))
+}
