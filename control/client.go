@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"time"
 )
 
 // ErrNoDaemon is returned by Dial when no daemon runs for the home folder.
@@ -110,4 +111,49 @@ func (c *Client) Tools(ctx context.Context, peer string) ([]Tool, error) {
 func (c *Client) Call(ctx context.Context, peer, tool string, args json.RawMessage) (CallResponse, error) {
 	var out CallResponse
 	return out, c.do(ctx, http.MethodPost, "/v1/call", CallRequest{Peer: peer, Tool: tool, Args: args}, &out)
+}
+
+// Card returns peer's verified card.
+func (c *Client) Card(ctx context.Context, peer string) (CardResponse, error) {
+	var out CardResponse
+	return out, c.do(ctx, http.MethodPost, "/v1/card", CardRequest{Peer: peer}, &out)
+}
+
+// Find looks up the providers of query and calls found for each as the
+// daemon verifies them, until the lookup ends (within timeout).
+func (c *Client) Find(ctx context.Context, query string, timeout time.Duration, found func(FindResult)) error {
+	data, err := json.Marshal(FindRequest{Query: query, Timeout: timeout})
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+"/v1/find", bytes.NewReader(data))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		var e Error
+		if json.NewDecoder(resp.Body).Decode(&e) == nil && e.Error != "" {
+			return errors.New(e.Error)
+		}
+		return fmt.Errorf("daemon answered %s", resp.Status)
+	}
+	dec := json.NewDecoder(resp.Body)
+	for {
+		var r FindResult
+		if err := dec.Decode(&r); err == io.EOF {
+			return nil
+		} else if err != nil {
+			return fmt.Errorf("read lookup results: %w", err)
+		}
+		if r.Error != "" {
+			return errors.New(r.Error)
+		}
+		found(r)
+	}
 }

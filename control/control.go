@@ -77,6 +77,8 @@ type CallResponse struct {
 	Server string                 `json:"server"`
 	Tool   string                 `json:"tool"`
 	Result *sdkmcp.CallToolResult `json:"result"`
+	// Tried lists, for a call to "any", the providers that failed first.
+	Tried []string `json:"tried,omitempty"`
 }
 
 // Error is the body of every non-2xx answer.

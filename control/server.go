@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	logging "github.com/ipfs/go-log/v2"
 	lpeer "github.com/libp2p/go-libp2p/core/peer"
@@ -105,6 +106,8 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("POST /v1/connect", s.handleConnect)
 	mux.HandleFunc("POST /v1/tools", s.handleTools)
 	mux.HandleFunc("POST /v1/call", s.handleCall)
+	mux.HandleFunc("POST /v1/find", s.handleFind)
+	mux.HandleFunc("POST /v1/card", s.handleCard)
 	return s.auth(mux)
 }
 
@@ -243,6 +246,10 @@ func (s *Server) handleCall(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if req.Peer == AnyPeer {
+		s.handleCallAny(w, r, req)
+		return
+	}
 	p, err := s.target(r.Context(), req.Peer)
 	if err != nil {
 		writeError(w, http.StatusBadGateway, err)
@@ -263,4 +270,8 @@ func (s *Server) handleCall(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, CallResponse{Peer: p.String(), Server: t.Server, Tool: t.Name, Result: res})
+}
+
+func contextWithTimeout(r *http.Request, d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(r.Context(), d)
 }

@@ -68,7 +68,7 @@ func run(t *testing.T, args ...string) (string, string, int) {
 }
 
 func TestEveryCommandHasHelp(t *testing.T) {
-	for _, c := range []string{"node", "id", "peers", "connect", "tools", "call", "demo"} {
+	for _, c := range []string{"node", "id", "peers", "connect", "tools", "call", "find", "card", "demo"} {
 		out, _, code := run(t, c, "--help")
 		if code != 0 || !strings.Contains(out, "Usage:") || !strings.Contains(out, "mcpmesh "+c) {
 			t.Errorf("mcpmesh %s --help: exit %d\n%s", c, code, out)
@@ -88,7 +88,8 @@ type daemon struct {
 func startDaemon(t *testing.T, extra ...string) *daemon {
 	t.Helper()
 	home := t.TempDir()
-	args := append([]string{"--home", home, "node", "--listen", "/ip4/127.0.0.1/tcp/0", "--dial-timeout", "3s"}, extra...)
+	// --no-mdns: test daemons must not find each other, or a developer's own, on the LAN.
+	args := append([]string{"--home", home, "node", "--listen", "/ip4/127.0.0.1/tcp/0", "--dial-timeout", "3s", "--no-mdns"}, extra...)
 	cmd := exec.Command(binary, args...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -254,5 +255,44 @@ func TestDaemonRemovesAPIFileOnStop(t *testing.T) {
 	a.stop(t)
 	if _, err := os.Stat(filepath.Join(a.home, "api")); !os.IsNotExist(err) {
 		t.Fatalf("api file still there after stop: %v", err)
+	}
+}
+
+func TestFindCardAndCallAnyAcrossThreeDaemons(t *testing.T) {
+	a := startDaemon(t, "--no-mdns", "--name", "alpha")
+	b := startDaemon(t, "--no-mdns", "--peer", a.addr)
+	c := startDaemon(t, "--no-mdns", "--peer", b.addr, "--name", "gamma", "--tag", "weather", "--description", "the weather node")
+
+	// A knows only B; C joined through B. A finds C by its tag.
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		out, _, code := run(t, "--home", a.home, "find", "tag:weather", "--timeout", "3s")
+		if code == 0 && strings.Contains(out, c.id) && strings.Contains(out, "gamma") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("find tag:weather: exit %d:\n%s", code, out)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	out, _, code := run(t, "--home", a.home, "find", "echo", "--json", "--timeout", "3s")
+	if code != 0 || strings.Count(out, "\n") < 3 || !strings.Contains(out, `"tool":"echo"`) {
+		t.Fatalf("find echo --json: exit %d:\n%s", code, out)
+	}
+	out, _, code = run(t, "--home", a.home, "card", c.id)
+	if code != 0 || !strings.Contains(out, "gamma") || !strings.Contains(out, "the weather node") || !strings.Contains(out, "tool echo") {
+		t.Fatalf("card: exit %d:\n%s", code, out)
+	}
+	out, stderr, code := run(t, "--home", a.home, "call", "any", "echo", `{"text":"anyone?"}`)
+	if code != 0 || strings.TrimSpace(out) != "anyone?" || !strings.Contains(stderr, "answered by") {
+		t.Fatalf("call any: exit %d: %q %q", code, out, stderr)
+	}
+	_, stderr, code = run(t, "--home", a.home, "call", "any", "no_such_tool")
+	if code != 1 || !strings.Contains(stderr, "no peer in the mesh offers") {
+		t.Fatalf("call any unknown: exit %d: %q", code, stderr)
+	}
+	_, stderr, code = run(t, "--home", a.home, "find", "no_such_tool", "--timeout", "1s")
+	if code != 1 || !strings.Contains(stderr, "no peer offers") {
+		t.Fatalf("find unknown: exit %d: %q", code, stderr)
 	}
 }

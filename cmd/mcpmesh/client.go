@@ -20,6 +20,10 @@ func dial(cmd *cobra.Command, g *globals) (*control.Client, error) {
 	return control.Dial(cmd.Context(), g.home)
 }
 
+func printJSONLine(w io.Writer, v any) error {
+	return json.NewEncoder(w).Encode(v)
+}
+
 func printJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
@@ -177,13 +181,16 @@ func newCallCmd(g *globals) *cobra.Command {
 text, other content described, structured content as JSON. --json prints the raw
 MCP result.
 
-PEER is a peer ID the daemon knows or a full multiaddr ending in /p2p/<peer ID>.
+PEER is a peer ID the daemon knows, a full multiaddr ending in /p2p/<peer ID>, or
+"any": find the providers of TOOL in the mesh and call one (a connected peer
+first, then the lowest latency; the next one if it cannot be reached).
 TOOL is a tool name, looked up among all the peer's servers (an error lists the
 choices if several have it), or SERVER/TOOL. JSON-ARGS is a JSON object ('-'
 reads it from standard input).
 
 Exits 1 with a one-line reason if the peer is unreachable or the tool fails.`,
 		Example: `  mcpmesh call 12D3KooW... echo '{"text":"hello"}'
+  mcpmesh call any translate '{"text":"hello"}'
   mcpmesh call /ip4/127.0.0.1/tcp/4001/p2p/12D3KooW... node/echo '{"text":"hi"}'`,
 		Args: cobra.RangeArgs(2, 3),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -212,6 +219,12 @@ Exits 1 with a one-line reason if the peer is unreachable or the tool fails.`,
 			res, err := c.Call(ctx, args[0], args[1], raw)
 			if err != nil {
 				return err
+			}
+			if args[0] == control.AnyPeer {
+				for _, t := range res.Tried {
+					fmt.Fprintf(cmd.ErrOrStderr(), "skipped: %s\n", t)
+				}
+				fmt.Fprintf(cmd.ErrOrStderr(), "answered by %s (%s/%s)\n", res.Peer, res.Server, res.Tool)
 			}
 			out := cmd.OutOrStdout()
 			if g.json {

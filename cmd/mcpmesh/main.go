@@ -63,6 +63,8 @@ New here? Run 'mcpmesh demo'.`,
 		newConnectCmd(g),
 		newToolsCmd(g),
 		newCallCmd(g),
+		newFindCmd(g),
+		newCardCmd(g),
 		newDemoCmd(),
 	)
 	return root

@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/mcpmesh/mcpmesh/control"
+	"github.com/mcpmesh/mcpmesh/discovery"
 	"github.com/mcpmesh/mcpmesh/mcp"
 	"github.com/mcpmesh/mcpmesh/node"
 	"github.com/mcpmesh/mcpmesh/peer"
@@ -27,6 +28,11 @@ func newNodeCmd(g *globals) *cobra.Command {
 		api     string
 		maxMsg  int
 		timeout time.Duration
+		noMDNS  bool
+		noDHT   bool
+		cardTTL time.Duration
+		desc    string
+		tags    []string
 	)
 	cmd := &cobra.Command{
 		Use:   "node",
@@ -37,6 +43,11 @@ The node's identity (an Ed25519 key) lives in its home folder and is created on
 first start. It listens on TCP and QUIC, prints its full multiaddrs (give one to
 another node's --peer or 'mcpmesh connect'), and serves a control API on
 127.0.0.1 that the other commands find through the home folder.
+
+The node takes part in the mesh's DHT: it publishes a signed card of what it
+shares and advertises every tool name and tag, so that any node can find it
+('mcpmesh find', 'mcpmesh call any'). --peer addresses double as bootstrap
+peers, and mDNS finds nodes on the local network (--no-mdns to turn off).
 
 Each --share NAME=COMMAND starts a stdio MCP server program and shares its tools,
 resources and prompts with the mesh under NAME, names unchanged. If the program
@@ -80,14 +91,20 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 				id, _ := c.ID(ctx)
 				return fmt.Errorf("a node (%s) already runs for home %s: stop it, or use another --home", id.ID, g.home)
 			}
-			n, err := node.New(
+			opts := []node.Option{
 				node.WithHome(g.home),
 				node.WithName(name),
 				node.WithVersion(version),
 				node.WithListenAddrs(listen...),
 				node.WithMaxMessageSize(maxMsg),
 				node.WithDialTimeout(timeout),
-			)
+				node.WithDescription(desc),
+				node.WithTags(tags...),
+			}
+			if !noDHT {
+				opts = append(opts, node.WithDiscovery(discovery.Config{MDNS: !noMDNS, CardTTL: cardTTL}))
+			}
+			n, err := node.New(opts...)
 			if err != nil {
 				return err
 			}
@@ -145,5 +162,10 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 	f.StringVar(&api, "api", "127.0.0.1:0", "loopback address of the control API")
 	f.IntVar(&maxMsg, "max-message-size", mcp.DefaultMaxMessageSize, "largest MCP message accepted on a stream, in bytes")
 	f.DurationVar(&timeout, "dial-timeout", 10*time.Second, "how long reaching a peer may take")
+	f.BoolVar(&noMDNS, "no-mdns", false, "do not look for peers on the local network")
+	f.BoolVar(&noDHT, "no-dht", false, "take no part in the mesh's DHT: no card, no lookups (find, card, call any)")
+	f.DurationVar(&cardTTL, "card-ttl", 3*time.Minute, "how long this node's published card stays valid; a node that leaves drops out of lookups within this time")
+	f.StringVar(&desc, "description", "", "what this node offers, in a sentence, for its card")
+	f.StringArrayVar(&tags, "tag", nil, "a tag for this node on its card, found with 'mcpmesh find tag:NAME' (repeatable)")
 	return cmd
 }
