@@ -220,7 +220,7 @@ func Elicit(ctx context.Context, params *sdkmcp.ElicitParams) (*sdkmcp.ElicitRes
 		return nil, err
 	}
 	if !st.modern {
-		return st.session.Elicit(ctx, params)
+		return st.session.Elicit(ctx, elicitParams(ctx, params))
 	}
 	var res sdkmcp.ElicitResult
 	if err := st.ask(params, &res); err != nil {
@@ -268,7 +268,7 @@ func Sample(ctx context.Context, params *sdkmcp.CreateMessageParams) (*sdkmcp.Cr
 		return nil, err
 	}
 	if !st.modern {
-		return st.session.CreateMessage(ctx, params)
+		return st.session.CreateMessage(ctx, sampleParams(ctx, params))
 	}
 	var res sdkmcp.CreateMessageWithToolsResult
 	if err := st.ask(params, &res); err != nil {

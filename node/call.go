@@ -276,11 +276,16 @@ func (n *Node) CallTool(ctx context.Context, p lpeer.ID, ref string, args any) (
 // CallServerTool calls tool on the server called server on peer p, with no
 // lookup of the tool first.
 func (n *Node) CallServerTool(ctx context.Context, p lpeer.ID, server, tool string, args any) (*sdkmcp.CallToolResult, error) {
+	return n.callTracked(ctx, p, server, tool, args, n.callServerTool) // see tasks.go
+}
+
+// callServerTool makes the call, with meta as the request's _meta.
+func (n *Node) callServerTool(ctx context.Context, p lpeer.ID, server, tool string, args any, meta sdkmcp.Meta) (*sdkmcp.CallToolResult, error) {
 	if raw, ok := args.(json.RawMessage); ok && len(raw) == 0 {
 		args = nil
 	}
 	key := peer.SessionKey{Peer: p, Server: server}
-	params := &sdkmcp.CallToolParams{Name: tool, Arguments: args}
+	params := &sdkmcp.CallToolParams{Meta: meta, Name: tool, Arguments: args}
 	for attempt := 0; ; attempt++ {
 		cs, err := n.Session(ctx, p, server)
 		if err != nil {

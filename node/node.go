@@ -27,6 +27,7 @@ import (
 	"github.com/mcpmesh/mcpmesh/discovery"
 	"github.com/mcpmesh/mcpmesh/mcp"
 	"github.com/mcpmesh/mcpmesh/peer"
+	"github.com/mcpmesh/mcpmesh/tasks"
 )
 
 var log = logging.Logger("mcpmesh/node")
@@ -42,6 +43,10 @@ type Node struct {
 	own    *sdkmcp.Server
 	disc   *discovery.Service // nil without WithDiscovery
 	self   sync.Map           // client sessions to the node's own servers
+
+	taskReg  *tasks.Registry // see tasks.go
+	progress sync.Map        // progress token → *served, for calls tasks make
+	detached sync.Map        // task ID → *detached, for MCP Tasks
 
 	ctx    context.Context // ends when Close starts
 	cancel context.CancelFunc
@@ -96,6 +101,7 @@ func New(opts ...Option) (*Node, error) {
 	}
 	n.tools = newToolIndex()
 	n.client = sdkmcp.NewClient(n.implementation(), n.clientOptions())
+	n.initTasks()
 	n.pool = peer.NewSessions(n.dialSession, func(_ peer.SessionKey, cs *sdkmcp.ClientSession) {
 		n.tools.invalidate(cs)
 		n.self.Delete(cs)
@@ -145,6 +151,7 @@ func (n *Node) clientOptions() *sdkmcp.ClientOptions {
 	if h := n.cfg.sample; h != nil {
 		opts.CreateMessageHandler = h
 	}
+	n.taskClientOptions(opts)
 	return opts
 }
 
@@ -196,7 +203,7 @@ func (n *Node) share(name string, server *sdkmcp.Server, stop func()) error {
 	if _, ok := n.servers[name]; ok {
 		return fmt.Errorf("a server named %q is already shared", name)
 	}
-	server.AddReceivingMiddleware(n.inputs.Middleware())
+	n.trackTasks(name, server, n.inputs.Middleware()) // adds the input middleware inside the task layer
 	n.servers[name] = &sharedServer{server: server, stop: stop}
 	n.host.SetStreamHandler(mcp.ProtocolID(name), n.serve(name, server))
 	n.changed()

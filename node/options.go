@@ -40,6 +40,7 @@ type config struct {
 	discovery       *discovery.Config
 	description     string
 	tags            []string
+	tasks           taskConfig // see tasks.go
 }
 
 // DefaultListenAddrs are where a node listens when no WithListenAddrs is

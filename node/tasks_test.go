@@ -1,0 +1,498 @@
+package node_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	lpeer "github.com/libp2p/go-libp2p/core/peer"
+	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/mcpmesh/mcpmesh/mcp"
+	"github.com/mcpmesh/mcpmesh/node"
+	"github.com/mcpmesh/mcpmesh/tasks"
+)
+
+// chainIn asks the chain tool to call chain on Path[0] with the rest of the
+// path, and, at the end of the path, to do Leaf.
+type chainIn struct {
+	Path []string `json:"path,omitempty"`
+	Leaf string   `json:"leaf,omitempty"` // "echo" (default), "sleep", "ask", "progress"
+	Fan  []string `json:"fan,omitempty"`  // call chain with no path on each of these, at once
+}
+
+type chainOut struct {
+	Task   string `json:"task"`
+	Answer string `json:"answer,omitempty"`
+}
+
+// leafEvents lets a test see what the leaf handlers of a node saw.
+type leafEvents struct {
+	started chan string // task ID of a leaf that started
+	ctxDone chan string // task ID of a leaf whose context ended
+}
+
+// addChain gives n the chain tool.
+func addChain(t *testing.T, n *node.Node) *leafEvents {
+	ev := &leafEvents{started: make(chan string, 2000), ctxDone: make(chan string, 2000)}
+	node.AddTool(n, &sdkmcp.Tool{Name: "chain", Description: "calls along a path"},
+		func(ctx context.Context, req *sdkmcp.CallToolRequest, in chainIn) (*sdkmcp.CallToolResult, any, error) {
+			id, _ := node.CurrentTask(ctx)
+			if len(in.Fan) > 0 {
+				var wg sync.WaitGroup
+				errs := make([]error, len(in.Fan))
+				for i, p := range in.Fan {
+					wg.Go(func() {
+						res, err := n.CallServerTool(ctx, mustPeer(t, p), mcp.DefaultServer, "chain", chainIn{Leaf: in.Leaf})
+						if err == nil && res.IsError {
+							err = fmt.Errorf("%s", text(res))
+						}
+						errs[i] = err
+					})
+				}
+				wg.Wait()
+				return nil, chainOut{Task: id}, errors.Join(errs...)
+			}
+			if len(in.Path) > 0 {
+				res, err := n.CallServerTool(ctx, mustPeer(t, in.Path[0]), mcp.DefaultServer, "chain", chainIn{Path: in.Path[1:], Leaf: in.Leaf})
+				if err != nil {
+					return nil, nil, err
+				}
+				return res, nil, nil // the child's result, as is
+			}
+			ev.started <- id
+			switch in.Leaf {
+			case "sleep":
+				select {
+				case <-ctx.Done():
+					ev.ctxDone <- id
+					return nil, nil, ctx.Err()
+				case <-time.After(20 * time.Second):
+				}
+			case "progress", "ask":
+				if tok := req.Params.GetProgressToken(); tok != nil {
+					for i := range 3 {
+						req.Session.NotifyProgress(ctx, &sdkmcp.ProgressNotificationParams{ProgressToken: tok, Progress: float64(i + 1), Total: 3, Message: "step"})
+					}
+				}
+				if in.Leaf == "ask" {
+					r, err := mcp.Elicit(ctx, &sdkmcp.ElicitParams{Mode: "form", Message: "name?", RequestedSchema: nameSchema})
+					if err != nil {
+						return nil, nil, err
+					}
+					name, _ := r.Content["name"].(string)
+					return nil, chainOut{Task: id, Answer: name}, nil
+				}
+			}
+			return nil, chainOut{Task: id}, nil
+		})
+	return ev
+}
+
+func mustPeer(t *testing.T, s string) lpeer.ID {
+	p, err := lpeer.Decode(s)
+	if err != nil {
+		t.Error(err)
+	}
+	return p
+}
+
+func text(res *sdkmcp.CallToolResult) string {
+	var parts []string
+	for _, c := range res.Content {
+		if tc, ok := c.(*sdkmcp.TextContent); ok {
+			parts = append(parts, tc.Text)
+		}
+	}
+	return strings.Join(parts, " ")
+}
+
+// mesh starts k connected nodes (each connected to every other), each with
+// the chain tool.
+func mesh(t *testing.T, k int, opts ...node.Option) ([]*node.Node, []*leafEvents) {
+	t.Helper()
+	nodes := make([]*node.Node, k)
+	events := make([]*leafEvents, k)
+	for i := range nodes {
+		nodes[i] = newNode(t, opts...)
+		events[i] = addChain(t, nodes[i])
+	}
+	for i := range nodes {
+		for j := i + 1; j < k; j++ {
+			connect(t, nodes[i], nodes[j])
+		}
+	}
+	return nodes, events
+}
+
+func ids(nodes ...*node.Node) []string {
+	out := make([]string, len(nodes))
+	for i, n := range nodes {
+		out[i] = n.ID().String()
+	}
+	return out
+}
+
+func rootCall(t *testing.T, n *node.Node) tasks.Task {
+	t.Helper()
+	for _, tk := range n.Tasks() {
+		if tk.Role == tasks.Call {
+			return tk
+		}
+	}
+	t.Fatalf("no root call on %s", n.ID())
+	return tasks.Task{}
+}
+
+func waitUntil(t *testing.T, what string, d time.Duration, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestTaskChainIsOneTree(t *testing.T) {
+	ns, _ := mesh(t, 4)
+	a, b, c, d := ns[0], ns[1], ns[2], ns[3]
+	ctx := ctxFor(t, 10*time.Second)
+	res, err := a.CallServerTool(ctx, b.ID(), mcp.DefaultServer, "chain", chainIn{Path: ids(c, d)})
+	if err != nil || res.IsError {
+		t.Fatalf("call: %v %v", err, res)
+	}
+	root := rootCall(t, a)
+	if root.State != tasks.Completed || len(root.Children) != 1 {
+		t.Fatalf("root call: %+v", root)
+	}
+	// Each hop's task has the same root, its caller's task as parent, and
+	// the path so far.
+	parent := root.ID
+	for i, n := range []*node.Node{b, c, d} {
+		list := n.Tasks()
+		if len(list) != 1 {
+			t.Fatalf("node %d has %d tasks, want 1", i+1, len(list))
+		}
+		tk := list[0]
+		want := strings.Join(ids(ns[:i+1]...), ",")
+		if tk.Root != root.ID || tk.Parent != parent || strings.Join(tk.Path, ",") != want || tk.State != tasks.Completed {
+			t.Errorf("hop %d: %+v", i+1, tk)
+		}
+		if tk.Budget != tasks.DefaultBudget-i {
+			t.Errorf("hop %d: budget %d, want %d", i+1, tk.Budget, tasks.DefaultBudget-i)
+		}
+		parent = tk.ID
+	}
+	tree, err := a.TaskTree(ctx, root.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	depth := 0
+	for n := tree; n != nil; depth++ {
+		if n.Unreachable != "" || n.State != tasks.Completed {
+			t.Errorf("tree node %+v", n)
+		}
+		if len(n.Children) == 0 {
+			break
+		}
+		n = n.Children[0]
+	}
+	if depth != 3 {
+		t.Errorf("tree depth %d, want 3 below the root", depth)
+	}
+}
+
+func TestTaskFanOut(t *testing.T) {
+	ns, _ := mesh(t, 4)
+	a := ns[0]
+	ctx := ctxFor(t, 10*time.Second)
+	// A calls its own fan tool, which calls B, C and D at once.
+	res, err := a.CallServerTool(ctx, a.ID(), mcp.DefaultServer, "chain", chainIn{Fan: ids(ns[1:]...)})
+	if err != nil || res.IsError {
+		t.Fatalf("call: %v %v", err, text(res))
+	}
+	tree, err := a.TaskTree(ctx, rootCall(t, a).ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(tree.Children) != 1 || len(tree.Children[0].Children) != 3 {
+		t.Fatalf("tree: %+v", tree)
+	}
+	seen := map[string]bool{}
+	for _, c := range tree.Children[0].Children {
+		if c.State != tasks.Completed || c.Unreachable != "" {
+			t.Errorf("leaf %+v", c)
+		}
+		seen[c.Peer] = true
+	}
+	if len(seen) != 3 {
+		t.Errorf("leaves on %d peers, want 3", len(seen))
+	}
+}
+
+func TestTaskCancelAtRootReachesLeaf(t *testing.T) {
+	ns, ev := mesh(t, 4)
+	a, b, c, d := ns[0], ns[1], ns[2], ns[3]
+	ctx := ctxFor(t, 20*time.Second)
+	done := make(chan error, 1)
+	go func() {
+		_, err := a.CallServerTool(ctx, b.ID(), mcp.DefaultServer, "chain", chainIn{Path: ids(c, d), Leaf: "sleep"})
+		done <- err
+	}()
+	leaf := <-ev[3].started
+	start := time.Now()
+	if err := a.CancelTask(rootCall(t, a).ID); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case id := <-ev[3].ctxDone:
+		if id != leaf {
+			t.Errorf("leaf %s ended, want %s", id, leaf)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the leaf's context did not end after the root was cancelled")
+	}
+	t.Logf("cancel reached the leaf in %v", time.Since(start))
+	if err := <-done; err == nil {
+		t.Error("the cancelled call succeeded")
+	}
+	for i, n := range []*node.Node{a, b, c, d} {
+		waitUntil(t, fmt.Sprintf("node %d's task cancelled", i), 5*time.Second, func() bool {
+			for _, tk := range n.Tasks() {
+				if tk.State != tasks.Cancelled {
+					return false
+				}
+			}
+			return true
+		})
+	}
+}
+
+func TestTaskLeafKilledFailsRootNamingIt(t *testing.T) {
+	ns, ev := mesh(t, 4)
+	a, b, c, d := ns[0], ns[1], ns[2], ns[3]
+	ctx := ctxFor(t, 30*time.Second)
+	done := make(chan *sdkmcp.CallToolResult, 1)
+	go func() {
+		res, err := a.CallServerTool(ctx, b.ID(), mcp.DefaultServer, "chain", chainIn{Path: ids(c, d), Leaf: "sleep"})
+		if err != nil {
+			res = &sdkmcp.CallToolResult{IsError: true, Content: []sdkmcp.Content{&sdkmcp.TextContent{Text: err.Error()}}}
+		}
+		done <- res
+	}()
+	<-ev[3].started
+	start := time.Now()
+	d.Close()
+	select {
+	case res := <-done:
+		took := time.Since(start)
+		if !res.IsError || !strings.Contains(text(res), d.ID().String()) {
+			t.Errorf("got %q, want a failure naming %s", text(res), d.ID())
+		}
+		rm, ok := tasks.DecodeResult(res.Meta)
+		if !ok || rm.FailedAt == nil || rm.FailedAt.Peer != d.ID().String() || rm.FailedAt.Tool != "chain" {
+			t.Errorf("result meta %+v, want it to name D's chain as where it failed", rm)
+		}
+		if took > 5*time.Second {
+			t.Errorf("took %v", took)
+		}
+		t.Logf("A learnt of D's death in %v: %s", took, text(res))
+	case <-time.After(10 * time.Second):
+		t.Fatal("A's call did not fail after D died")
+	}
+}
+
+func TestTaskLoopRefused(t *testing.T) {
+	ns, _ := mesh(t, 2)
+	a, b := ns[0], ns[1]
+	ctx := ctxFor(t, 10*time.Second)
+	res, err := a.CallServerTool(ctx, b.ID(), mcp.DefaultServer, "chain", chainIn{Path: ids(a)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := text(res)
+	if !res.IsError || !strings.Contains(msg, "call loop") || !strings.Contains(msg, tasks.PathString(ids(a, b, a))) {
+		t.Errorf("got %q, want a loop refused naming the path %s", msg, tasks.PathString(ids(a, b, a)))
+	}
+	for _, tk := range a.Tasks() {
+		if tk.Role == tasks.Served {
+			t.Errorf("A served the looping call: %+v", tk)
+		}
+	}
+}
+
+func TestTaskHopBudget(t *testing.T) {
+	ns, ev := mesh(t, 4)
+	a, b, c, d := ns[0], ns[1], ns[2], ns[3]
+	ctx := node.WithHopBudget(ctxFor(t, 10*time.Second), 2)
+	res, err := a.CallServerTool(ctx, b.ID(), mcp.DefaultServer, "chain", chainIn{Path: ids(c, d)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.IsError || !strings.Contains(text(res), "hop budget exhausted") {
+		t.Errorf("got %q, want the budget to stop the third hop", text(res))
+	}
+	if len(d.Tasks()) != 0 || len(ev[3].started) != 0 {
+		t.Error("D was called")
+	}
+	if len(c.Tasks()) != 1 {
+		t.Error("C was not called")
+	}
+}
+
+func TestTaskDeadlineExpiresAtLeaf(t *testing.T) {
+	ns, ev := mesh(t, 4)
+	a, b, c, d := ns[0], ns[1], ns[2], ns[3]
+	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	res, err := a.CallServerTool(ctx, b.ID(), mcp.DefaultServer, "chain", chainIn{Path: ids(c, d), Leaf: "sleep"})
+	took := time.Since(start)
+	if err != nil {
+		t.Fatalf("want D's failure as a result, got error %v (after %v)", err, took)
+	}
+	rm, _ := tasks.DecodeResult(res.Meta)
+	if !res.IsError || rm.FailedAt == nil || rm.FailedAt.Peer != d.ID().String() {
+		t.Errorf("got %q (meta %+v), want D's deadline named", text(res), rm)
+	}
+	if took > 1500*time.Millisecond {
+		t.Errorf("took %v, want D to give up before A's deadline", took)
+	}
+	<-ev[3].ctxDone
+	waitUntil(t, "D's task failed", 2*time.Second, func() bool {
+		l := d.Tasks()
+		return len(l) == 1 && l[0].State == tasks.Failed && strings.Contains(l[0].Error, "deadline")
+	})
+	if dl := d.Tasks()[0].Deadline; dl.IsZero() || !dl.Before(b.Tasks()[0].Deadline) {
+		t.Errorf("D's deadline %v is not before B's %v", dl, b.Tasks()[0].Deadline)
+	}
+}
+
+func TestTaskProgressAndQuestionsFromLeaf(t *testing.T) {
+	for _, version := range []string{directVersion, modernVersion} {
+		t.Run(version, func(t *testing.T) {
+			var asked atomic.Int32
+			ns, _ := mesh(t, 4, node.WithProtocolVersion(version), node.WithElicitationHandler(
+				func(_ context.Context, r *sdkmcp.ElicitRequest) (*sdkmcp.ElicitResult, error) {
+					asked.Add(1)
+					return &sdkmcp.ElicitResult{Action: "accept", Content: map[string]any{"name": "Ada"}}, nil
+				}))
+			a, b, c, d := ns[0], ns[1], ns[2], ns[3]
+			var progress atomic.Int32
+			ctx := node.WithProgress(ctxFor(t, 10*time.Second), func(p *sdkmcp.ProgressNotificationParams) {
+				if p.Total == 3 && p.Message == "step" {
+					progress.Add(1)
+				}
+			})
+			res, err := a.CallServerTool(ctx, b.ID(), mcp.DefaultServer, "chain", chainIn{Path: ids(c, d), Leaf: "ask"})
+			if err != nil || res.IsError {
+				t.Fatalf("call: %v %v", err, text(res))
+			}
+			var out chainOut
+			raw, _ := json.Marshal(res.StructuredContent)
+			json.Unmarshal(raw, &out)
+			if out.Answer != "Ada" {
+				t.Errorf("D got answer %q, want Ada", out.Answer)
+			}
+			if asked.Load() == 0 {
+				t.Error("A's user was never asked")
+			}
+			waitUntil(t, "progress at A", 3*time.Second, func() bool { return progress.Load() >= 3 })
+			if p := rootCall(t, a).Progress; p == nil || p.Total != 3 {
+				t.Errorf("root call progress %+v", p)
+			}
+		})
+	}
+}
+
+func TestTaskOutlivesItsCall(t *testing.T) {
+	ns, _ := mesh(t, 3)
+	a, b, c := ns[0], ns[1], ns[2]
+	ctx := ctxFor(t, 10*time.Second)
+	callCtx, drop := context.WithCancel(ctx)
+	ref, err := a.StartTask(callCtx, b.ID(), mcp.DefaultServer, "chain", chainIn{Path: ids(c)})
+	drop() // the call is gone; the task is not
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := a.WaitTask(ctx, ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Status != tasks.Completed || len(r.Result) == 0 {
+		t.Fatalf("task ended %s: %+v", r.Status, r)
+	}
+	var res sdkmcp.CallToolResult
+	if err := json.Unmarshal(r.Result, &res); err != nil || res.IsError {
+		t.Fatalf("result %s: %v", r.Result, err)
+	}
+	if l := c.Tasks(); len(l) != 1 || l[0].Parent != ref.ID {
+		t.Errorf("C's tasks %+v, want one child of %s", l, ref.ID)
+	}
+}
+
+func TestTaskOutlivesItsCallCancelled(t *testing.T) {
+	ns, ev := mesh(t, 3)
+	a, b, c := ns[0], ns[1], ns[2]
+	ctx := ctxFor(t, 10*time.Second)
+	ref, err := a.StartTask(ctx, b.ID(), mcp.DefaultServer, "chain", chainIn{Path: ids(c), Leaf: "sleep"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-ev[2].started
+	if err := a.CancelRemoteTask(ctx, ref); err != nil {
+		t.Fatal(err)
+	}
+	r, err := a.WaitTask(ctx, ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Status != tasks.Cancelled {
+		t.Errorf("status %s, want cancelled", r.Status)
+	}
+	select {
+	case <-ev[2].ctxDone:
+	case <-time.After(5 * time.Second):
+		t.Error("C's handler was not cancelled")
+	}
+}
+
+func TestTaskThousandConcurrentNestedCalls(t *testing.T) {
+	ns, _ := mesh(t, 3)
+	a, b, c := ns[0], ns[1], ns[2]
+	ctx := ctxFor(t, 60*time.Second)
+	const calls = 1000
+	var wg sync.WaitGroup
+	var failed atomic.Int32
+	for range calls {
+		wg.Go(func() {
+			res, err := a.CallServerTool(ctx, b.ID(), mcp.DefaultServer, "chain", chainIn{Path: ids(c)})
+			if err != nil || res.IsError {
+				if failed.Add(1) < 5 {
+					t.Errorf("call: %v", err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	for i, n := range ns {
+		list := n.Tasks()
+		done := 0
+		for _, tk := range list {
+			if tk.State == tasks.Completed {
+				done++
+			}
+		}
+		if done != calls {
+			t.Errorf("node %d: %d tasks completed (of %d kept), want %d", i, done, len(list), calls)
+		}
+	}
+}
