@@ -108,6 +108,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("POST /v1/call", s.handleCall)
 	mux.HandleFunc("POST /v1/find", s.handleFind)
 	mux.HandleFunc("POST /v1/card", s.handleCard)
+	s.taskRoutes(mux) // see tasks.go
 	return s.auth(mux)
 }
 

@@ -1,0 +1,88 @@
+package control
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/url"
+
+	"github.com/mcpmesh/mcpmesh/node"
+	"github.com/mcpmesh/mcpmesh/tasks"
+)
+
+// CancelResponse answers POST /v1/tasks/{id}/cancel.
+type CancelResponse struct {
+	ID string `json:"id"`
+}
+
+// taskRoutes serves the daemon's tasks:
+//
+//	GET  /v1/tasks               every task the daemon holds, without results
+//	GET  /v1/tasks/{id}          one task, with its result once ended
+//	GET  /v1/tasks/{id}/tree     the tree below it, across nodes
+//	POST /v1/tasks/{id}/cancel   cancels it and everything below it
+func (s *Server) taskRoutes(mux *http.ServeMux) {
+	mux.HandleFunc("GET /v1/tasks", s.handleTasks)
+	mux.HandleFunc("GET /v1/tasks/{id}", s.handleTask)
+	mux.HandleFunc("GET /v1/tasks/{id}/tree", s.handleTaskTree)
+	mux.HandleFunc("POST /v1/tasks/{id}/cancel", s.handleTaskCancel)
+}
+
+func (s *Server) handleTasks(w http.ResponseWriter, r *http.Request) {
+	list := s.node.Tasks()
+	if list == nil {
+		list = []tasks.Task{}
+	}
+	writeJSON(w, list)
+}
+
+func (s *Server) handleTask(w http.ResponseWriter, r *http.Request) {
+	t, ok := s.node.Task(r.PathValue("id"))
+	if !ok {
+		writeError(w, http.StatusNotFound, fmt.Errorf("no task %s on this node (ended tasks are kept for a while only)", r.PathValue("id")))
+		return
+	}
+	writeJSON(w, t)
+}
+
+func (s *Server) handleTaskTree(w http.ResponseWriter, r *http.Request) {
+	tree, err := s.node.TaskTree(r.Context(), r.PathValue("id"))
+	if err != nil {
+		writeError(w, http.StatusNotFound, err)
+		return
+	}
+	writeJSON(w, tree)
+}
+
+func (s *Server) handleTaskCancel(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if err := s.node.CancelTask(id); err != nil {
+		writeError(w, http.StatusNotFound, err)
+		return
+	}
+	writeJSON(w, CancelResponse{ID: id})
+}
+
+// Tasks lists the daemon's tasks, oldest first.
+func (c *Client) Tasks(ctx context.Context) ([]tasks.Task, error) {
+	var out []tasks.Task
+	return out, c.do(ctx, http.MethodGet, "/v1/tasks", nil, &out)
+}
+
+// Task returns one of the daemon's tasks, with its result once ended.
+func (c *Client) Task(ctx context.Context, id string) (tasks.Task, error) {
+	var out tasks.Task
+	return out, c.do(ctx, http.MethodGet, "/v1/tasks/"+url.PathEscape(id), nil, &out)
+}
+
+// TaskTree returns the tree below one of the daemon's tasks, across nodes.
+func (c *Client) TaskTree(ctx context.Context, id string) (*node.TaskTree, error) {
+	var out node.TaskTree
+	return &out, c.do(ctx, http.MethodGet, "/v1/tasks/"+url.PathEscape(id)+"/tree", nil, &out)
+}
+
+// CancelTask cancels one of the daemon's tasks and every task below it.
+func (c *Client) CancelTask(ctx context.Context, id string) error {
+	var out CancelResponse
+	return c.do(ctx, http.MethodPost, "/v1/tasks/"+url.PathEscape(id)+"/cancel", nil, &out)
+}
