@@ -2,7 +2,9 @@ package mcp
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +13,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
+	segjson "github.com/segmentio/encoding/json"
 )
 
 // ErrFrameTooLarge is returned when a peer sends a JSON-RPC frame longer than
@@ -47,8 +50,7 @@ type streamConn struct {
 	limit int
 	long  []byte // reused for frames longer than the reader's buffer
 
-	wmu  sync.Mutex
-	wbuf []byte
+	wmu sync.Mutex
 
 	closeOnce sync.Once
 	mu        sync.Mutex
@@ -66,7 +68,7 @@ func (c *streamConn) Read(context.Context) (jsonrpc.Message, error) {
 		if len(line) == 0 || (len(line) == 1 && line[0] == '\r') {
 			continue // tolerate blank lines between frames
 		}
-		msg, err := jsonrpc.DecodeMessage(line)
+		msg, err := decodeFrame(line)
 		if err != nil {
 			err = fmt.Errorf("bad mcp frame from %s: %w", c.s.Conn().RemotePeer(), err)
 			c.setBroken(err)
@@ -131,15 +133,12 @@ func (c *streamConn) Write(_ context.Context, msg jsonrpc.Message) error {
 	if err != nil {
 		return fmt.Errorf("encode mcp message: %w", err)
 	}
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
 	// One Write per frame: a frame never interleaves with another and costs
 	// one muxer frame.
-	c.wbuf = append(append(c.wbuf[:0], data...), '\n')
-	_, err = c.s.Write(c.wbuf)
-	if cap(c.wbuf) > 1<<20 {
-		c.wbuf = nil
-	}
+	data = append(data, '\n')
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	_, err = c.s.Write(data)
 	return err
 }
 
@@ -166,4 +165,87 @@ func (c *streamConn) Close() error {
 		err = c.s.Close()
 	})
 	return err
+}
+
+// wireFrame is one JSON-RPC message as it crosses the stream. Method stays raw
+// so that a present but empty method is told apart from none.
+type wireFrame struct {
+	VersionTag string          `json:"jsonrpc"`
+	ID         any             `json:"id,omitempty"`
+	Method     json.RawMessage `json:"method"`
+	Params     json.RawMessage `json:"params,omitempty"`
+	Result     json.RawMessage `json:"result,omitempty"`
+	Error      *jsonrpc.Error  `json:"error,omitempty"`
+}
+
+// decodeFrame is jsonrpc.DecodeMessage without its 32 KiB decoder buffer per
+// call: the same parser (segmentio) with the same flags, straight from the
+// frame. RawMessage fields are copied, so line may be reused.
+func decodeFrame(line []byte) (jsonrpc.Message, error) {
+	if err := checkDepth(line, 1000); err != nil {
+		return nil, err
+	}
+	var f wireFrame
+	rest, err := segjson.Parse(line, &f, segjson.DontMatchCaseInsensitiveStructFields)
+	if err != nil {
+		return nil, fmt.Errorf("unmarshaling jsonrpc message: %w", err)
+	}
+	if len(bytes.TrimSpace(rest)) != 0 {
+		return nil, errors.New("unmarshaling jsonrpc message: data after the message")
+	}
+	if f.VersionTag != "2.0" {
+		return nil, fmt.Errorf("invalid message version tag %q; expected %q", f.VersionTag, "2.0")
+	}
+	id, err := jsonrpc.MakeID(f.ID)
+	if err != nil {
+		return nil, err
+	}
+	if len(f.Method) > 0 {
+		var method string
+		if _, err := segjson.Parse(f.Method, &method, segjson.DontMatchCaseInsensitiveStructFields); err != nil {
+			return nil, fmt.Errorf("unmarshaling jsonrpc message: %w", err)
+		}
+		return &jsonrpc.Request{Method: method, ID: id, Params: f.Params}, nil
+	}
+	if !id.IsValid() {
+		return nil, errors.New("JSON RPC invalid request")
+	}
+	resp := &jsonrpc.Response{ID: id, Result: f.Result}
+	if f.Error != nil {
+		resp.Error = f.Error
+	}
+	return resp, nil
+}
+
+// checkDepth bounds JSON nesting as the SDK's decoder does (1000 levels).
+func checkDepth(data []byte, maxDepth int) error {
+	var depth int
+	var inString, escaped bool
+	for _, b := range data {
+		if inString {
+			switch {
+			case escaped:
+				escaped = false
+			case b == '\\':
+				escaped = true
+			case b == '"':
+				inString = false
+			}
+			continue
+		}
+		switch b {
+		case '"':
+			inString = true
+		case '{', '[':
+			depth++
+			if depth > maxDepth {
+				return fmt.Errorf("json: exceeded maximum nesting depth of %d", maxDepth)
+			}
+		case '}', ']':
+			if depth > 0 {
+				depth--
+			}
+		}
+	}
+	return nil
 }
