@@ -1,6 +1,7 @@
 package control
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"time"
@@ -76,7 +77,7 @@ func (s *Server) handleFind(w http.ResponseWriter, r *http.Request) {
 	if timeout <= 0 || timeout > 5*time.Minute {
 		timeout = 10 * time.Second
 	}
-	ctx, cancel := contextWithTimeout(r, timeout)
+	ctx, cancel := context.WithTimeout(r.Context(), timeout)
 	defer cancel()
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	flusher, _ := w.(http.Flusher)

@@ -13,7 +13,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
 
 	logging "github.com/ipfs/go-log/v2"
 	lpeer "github.com/libp2p/go-libp2p/core/peer"
@@ -271,8 +270,4 @@ func (s *Server) handleCall(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, CallResponse{Peer: p.String(), Server: t.Server, Tool: t.Name, Result: res})
-}
-
-func contextWithTimeout(r *http.Request, d time.Duration) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(r.Context(), d)
 }
