@@ -333,14 +333,14 @@ func (n *Node) taskMiddleware(name string) sdkmcp.Middleware {
 				// values but not its cancellation, and ends with the node.
 				parentCtx = context.WithoutCancel(ctx)
 			}
-			work, cancel := context.WithCancel(parentCtx)
+			var work context.Context
+			var cancel context.CancelFunc
 			var deadline time.Time
 			if t := m.Timeout(); t > 0 {
 				deadline = time.Now().Add(t)
-				var cancelDeadline context.CancelFunc
-				work, cancelDeadline = context.WithDeadline(work, deadline)
-				inner := cancel
-				cancel = func() { cancelDeadline(); inner() }
+				work, cancel = context.WithDeadline(parentCtx, deadline)
+			} else {
+				work, cancel = context.WithCancel(parentCtx)
 			}
 			t := tasks.Task{
 				ID: m.ID, Root: m.Root, Role: tasks.Served, Caller: caller, Parent: m.Parent, Path: m.Path,
@@ -400,12 +400,16 @@ func (n *Node) finishServed(ctx context.Context, e *tasks.Entry, server, tool st
 	var result any
 	if ctr != nil {
 		result = ctr
-		meta := ctr.Meta
-		if meta == nil {
-			meta = sdkmcp.Meta{}
+		if state != tasks.Completed {
+			// Only a failure needs telling where it started: a result that
+			// went well stays as small as without tasks.
+			meta := ctr.Meta
+			if meta == nil {
+				meta = sdkmcp.Meta{}
+			}
+			meta[tasks.MetaKey] = &tasks.ResultMeta{Task: e.ID(), State: state, FailedAt: failedAt}
+			ctr.Meta = meta
 		}
-		meta[tasks.MetaKey] = &tasks.ResultMeta{Task: e.ID(), State: state, FailedAt: failedAt}
-		ctr.Meta = meta
 	}
 	e.Finish(state, result, err, failedAt)
 }
@@ -886,6 +890,7 @@ func (n *Node) StartTask(ctx context.Context, p lpeer.ID, server, tool string, a
 		func(ctx context.Context, p lpeer.ID, server, tool string, args any, meta sdkmcp.Meta) (*sdkmcp.CallToolResult, error) {
 			m, _ := tasks.Decode(meta)
 			m.Detach = true
+			m.Encode(meta)
 			ref = TaskRef{Peer: p, Server: server, ID: m.ID}
 			meta[sdkmcp.MetaKeyClientCapabilities] = map[string]any{
 				"elicitation": map[string]any{},

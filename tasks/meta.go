@@ -15,6 +15,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -39,7 +41,8 @@ const DefaultBudget = 8
 // ExtensionID names the MCP Tasks extension (SEP-2663).
 const ExtensionID = "io.modelcontextprotocol/tasks"
 
-// Meta is the task context of one call, as it travels in _meta[MetaKey].
+// Meta is the task context of one call, as it travels in _meta[MetaKey]
+// (see Encode for the wire form).
 type Meta struct {
 	// ID is the ID the caller gives the task that the call starts on the
 	// serving node, so that the caller knows its children without waiting for
@@ -130,16 +133,38 @@ func (m *Meta) Traceparent() string {
 }
 
 // Encode puts m and its traceparent into meta (which must not be nil).
+//
+// The task context travels as one string, not an object: every hop's SDK
+// decodes _meta into generic maps, and a string costs it a fraction of what
+// an object with a list inside does. Its fields, separated by spaces:
+//
+//	ID ROOT PARENT BUDGET TIMEOUT-MS DETACH PATH
+//
+// with PARENT "-" when empty, DETACH 0 or 1, and PATH the peer IDs joined by
+// commas.
 func (m *Meta) Encode(meta map[string]any) {
-	meta[MetaKey] = m
+	meta[MetaKey] = m.String()
 	if validHex(m.Root, 32) && validHex(m.ID, 32) {
 		meta[TraceparentKey] = m.Traceparent()
 	}
 }
 
-// Decode reads the task context of a call from its _meta, as the JSON
-// decoder left it (maps and float64s), or as Encode put it. It returns nil
-// and no error when meta carries none.
+// String returns the wire form of m (see Encode).
+func (m *Meta) String() string {
+	parent := m.Parent
+	if parent == "" {
+		parent = "-"
+	}
+	detach := "0"
+	if m.Detach {
+		detach = "1"
+	}
+	return m.ID + " " + m.Root + " " + parent + " " + strconv.Itoa(m.Budget) + " " +
+		strconv.FormatInt(m.TimeoutMs, 10) + " " + detach + " " + strings.Join(m.Path, ",")
+}
+
+// Decode reads the task context of a call from its _meta (see Encode). It
+// returns nil and no error when meta carries none.
 func Decode(meta map[string]any) (*Meta, error) {
 	v, ok := meta[MetaKey]
 	if !ok || v == nil {
@@ -148,56 +173,52 @@ func Decode(meta map[string]any) (*Meta, error) {
 	switch v := v.(type) {
 	case *Meta:
 		return v, nil
-	case map[string]any:
-		return decodeMap(v)
+	case string:
+		return Parse(v)
 	default:
-		return nil, fmt.Errorf("_meta %q: want an object, got %T", MetaKey, v)
+		return nil, fmt.Errorf("_meta %q: want a string, got %T", MetaKey, v)
 	}
 }
 
-func decodeMap(v map[string]any) (*Meta, error) {
-	m := &Meta{}
+// Parse reads the wire form of a task context (see Encode).
+func Parse(s string) (*Meta, error) {
+	f := strings.Split(s, " ")
 	bad := func(field, want string) error {
-		return fmt.Errorf("_meta %q: field %q: want %s", MetaKey, field, want)
+		return fmt.Errorf("_meta %q: %s: want %s (the value is \"ID ROOT PARENT BUDGET TIMEOUT-MS DETACH PATH\")", MetaKey, field, want)
 	}
-	var ok bool
-	if m.ID, ok = v["id"].(string); !ok || !validID(m.ID) {
-		return nil, bad("id", "a task ID of 16 to 64 letters, digits, '-' or '_'")
+	if len(f) != 7 {
+		return nil, bad("value", "7 fields separated by spaces")
 	}
-	if m.Root, ok = v["root"].(string); !ok || !validID(m.Root) {
-		return nil, bad("root", "a task ID of 16 to 64 letters, digits, '-' or '_'")
+	m := &Meta{ID: f[0], Root: f[1], Parent: f[2]}
+	const idWant = "a task ID of 16 to 64 letters, digits, '-' or '_'"
+	if !validID(m.ID) {
+		return nil, bad("ID", idWant)
 	}
-	if p, present := v["parent"]; present {
-		if m.Parent, ok = p.(string); !ok || (m.Parent != "" && !validID(m.Parent)) {
-			return nil, bad("parent", "a task ID")
-		}
+	if !validID(m.Root) {
+		return nil, bad("ROOT", idWant)
 	}
-	path, ok := v["path"].([]any)
-	if !ok || len(path) > 64 {
-		return nil, bad("path", "a list of at most 64 peer IDs")
+	if m.Parent == "-" {
+		m.Parent = ""
+	} else if !validID(m.Parent) {
+		return nil, bad("PARENT", idWant+", or -")
 	}
-	m.Path = make([]string, len(path))
-	for i, p := range path {
-		if m.Path[i], ok = p.(string); !ok || m.Path[i] == "" {
-			return nil, bad("path", "a list of peer IDs")
-		}
+	var err error
+	if m.Budget, err = strconv.Atoi(f[3]); err != nil {
+		return nil, bad("BUDGET", "an integer")
 	}
-	b, ok := v["budget"].(float64)
-	if !ok || b != float64(int(b)) {
-		return nil, bad("budget", "an integer")
+	if m.TimeoutMs, err = strconv.ParseInt(f[4], 10, 64); err != nil || m.TimeoutMs < 0 {
+		return nil, bad("TIMEOUT-MS", "a whole number of milliseconds, 0 for none")
 	}
-	m.Budget = int(b)
-	if t, present := v["timeoutMs"]; present {
-		f, ok := t.(float64)
-		if !ok || f < 0 || f != float64(int64(f)) {
-			return nil, bad("timeoutMs", "a whole number of milliseconds")
-		}
-		m.TimeoutMs = int64(f)
+	switch f[5] {
+	case "0":
+	case "1":
+		m.Detach = true
+	default:
+		return nil, bad("DETACH", "0 or 1")
 	}
-	if d, present := v["detach"]; present {
-		if m.Detach, ok = d.(bool); !ok {
-			return nil, bad("detach", "a boolean")
-		}
+	m.Path = strings.Split(f[6], ",")
+	if len(m.Path) > 64 || slices.Contains(m.Path, "") {
+		return nil, bad("PATH", "1 to 64 peer IDs separated by commas")
 	}
 	return m, nil
 }

@@ -119,7 +119,8 @@ type Registry struct {
 
 	mu    sync.Mutex
 	live  map[string]*Entry
-	ended []*Entry // oldest first
+	ended []*Entry // oldest first, from head on
+	head  int
 	byID  map[string]*Entry
 }
 
@@ -165,17 +166,20 @@ func (r *Registry) Begin(t Task, cancel context.CancelFunc) (*Entry, error) {
 
 // pruneLocked drops ended tasks past their TTL or beyond the count.
 func (r *Registry) pruneLocked(now time.Time) {
-	drop := 0
-	for drop < len(r.ended) {
-		e := r.ended[drop]
-		if len(r.ended)-drop <= r.retention.Max && now.Sub(e.endedAt()) < r.retention.TTL {
+	for r.head < len(r.ended) {
+		e := r.ended[r.head]
+		if len(r.ended)-r.head <= r.retention.Max && now.Sub(e.endedAt()) < r.retention.TTL {
 			break
 		}
 		delete(r.byID, e.id())
-		drop++
+		r.ended[r.head] = nil
+		r.head++
 	}
-	if drop > 0 {
-		r.ended = slices.Delete(r.ended, 0, drop)
+	// Compact now and then, not on every drop: a full registry drops one
+	// task per task it adds.
+	if r.head > 64 && r.head > len(r.ended)/2 {
+		r.ended = append(r.ended[:0], r.ended[r.head:]...)
+		r.head = 0
 	}
 }
 
@@ -418,8 +422,8 @@ func (r *Registry) Resume(id, caller string, cancel context.CancelFunc) (*Entry,
 }
 
 func (r *Registry) unparkLocked(e *Entry) {
-	if i := slices.Index(r.ended, e); i >= 0 {
-		r.ended = slices.Delete(r.ended, i, i+1)
+	if i := slices.Index(r.ended[r.head:], e); i >= 0 {
+		r.ended = slices.Delete(r.ended, r.head+i, r.head+i+1)
 	}
 }
 
