@@ -1,0 +1,85 @@
+package tasks
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestMetaWireRoundTrip(t *testing.T) {
+	root := Root(NewID(), "A", 3, 2*time.Second)
+	child := root.Child("B", 0, time.Second)
+	meta := map[string]any{}
+	child.Encode(meta)
+	got, err := Decode(map[string]any{MetaKey: meta[MetaKey].(string)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.ID != child.ID || got.Root != root.Root || got.Parent != root.ID || strings.Join(got.Path, ",") != "A,B" || got.Budget != 2 {
+		t.Errorf("got %+v, want %+v", got, child)
+	}
+	if got.TimeoutMs >= 1000 || got.TimeoutMs < 800 {
+		t.Errorf("timeout %d ms, want a margin off 1000", got.TimeoutMs)
+	}
+	if tp := meta[TraceparentKey]; tp != "00-"+root.Root+"-"+child.ID[:16]+"-01" {
+		t.Errorf("traceparent %v", tp)
+	}
+	for _, bad := range []string{"", "x y", strings.Repeat("a", 32) + " r - 1 0 0 A", child.String() + " extra"} {
+		if _, err := Decode(map[string]any{MetaKey: bad}); err == nil {
+			t.Errorf("%q decoded", bad)
+		}
+	}
+	if m, err := Decode(map[string]any{}); m != nil || err != nil {
+		t.Errorf("no context: %v %v", m, err)
+	}
+}
+
+func TestCheck(t *testing.T) {
+	m := &Meta{ID: NewID(), Root: NewID(), Path: []string{"A", "B"}, Budget: 1}
+	for _, tc := range []struct {
+		self, caller string
+		budget       int
+		want         error
+	}{
+		{"C", "B", 1, nil},
+		{"C", "A", 1, ErrCaller},
+		{"A", "B", 1, ErrLoop},
+		{"B", "B", 1, nil}, // B calling its own server
+		{"C", "B", 0, ErrBudget},
+	} {
+		m.Budget = tc.budget
+		if err := Check(m, tc.self, tc.caller); !errors.Is(err, tc.want) {
+			t.Errorf("Check(self %s, caller %s, budget %d) = %v, want %v", tc.self, tc.caller, tc.budget, err, tc.want)
+		}
+	}
+}
+
+func TestRegistryRetention(t *testing.T) {
+	r := NewRegistry("A", Retention{TTL: time.Hour, Max: 10})
+	for range 100 {
+		e, err := r.Begin(Task{ID: NewID()}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.Finish(Completed, "ok", nil, nil)
+	}
+	if n := len(r.List()); n != 10 {
+		t.Errorf("kept %d ended tasks, want 10", n)
+	}
+	live, _ := r.Begin(Task{ID: "live-task-0123456789"}, nil)
+	if _, err := r.Begin(Task{ID: live.ID()}, nil); err == nil {
+		t.Error("a task ID was used twice")
+	}
+	live.Park()
+	if _, ok := r.Resume(live.ID(), "someone else", nil); ok {
+		t.Error("another caller resumed a parked task")
+	}
+	r2 := NewRegistry("A", Retention{TTL: time.Millisecond, Max: 10})
+	e, _ := r2.Begin(Task{ID: NewID()}, nil)
+	e.Finish(Failed, nil, errors.New("boom"), nil)
+	time.Sleep(5 * time.Millisecond)
+	if _, ok := r2.Get(e.ID()); ok {
+		t.Error("an ended task outlived its TTL")
+	}
+}
