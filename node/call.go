@@ -100,13 +100,30 @@ func (n *Node) dialSelf(ctx context.Context, server string) (*sdkmcp.ClientSessi
 		return nil, fmt.Errorf("this node shares no server named %q (it shares: %s)", server, strings.Join(n.Shared(), ", "))
 	}
 	st, ct := sdkmcp.NewInMemoryTransports()
-	ss, err := s.server.Connect(peer.WithRemote(n.ctx, n.host.ID()), st, nil)
-	if err != nil {
-		return nil, fmt.Errorf("connect to own server %s: %w", server, err)
+	var closeServer func()
+	if s.relay != nil {
+		// A re-shared server: the session is relayed like a peer's.
+		down, _ := st.Connect(ctx)
+		if !n.goOwned() {
+			return nil, ErrClosed
+		}
+		go func() {
+			defer n.wg.Done()
+			if err := n.relay(s.relay, down, n.host.ID()); err != nil {
+				log.Debugw("relay of own session ended", "server", server, "error", err)
+			}
+		}()
+		closeServer = func() { down.Close() }
+	} else {
+		ss, err := s.server.Connect(peer.WithRemote(n.ctx, n.host.ID()), st, nil)
+		if err != nil {
+			return nil, fmt.Errorf("connect to own server %s: %w", server, err)
+		}
+		closeServer = func() { ss.Close() }
 	}
 	cs, err := n.client.Connect(ctx, ct, &sdkmcp.ClientSessionOptions{ProtocolVersion: n.cfg.protocolVersion})
 	if err != nil {
-		ss.Close()
+		closeServer()
 		return nil, fmt.Errorf("connect to own server %s: %w", server, err)
 	}
 	n.self.Store(cs, struct{}{})

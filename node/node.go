@@ -60,8 +60,9 @@ type Node struct {
 }
 
 type sharedServer struct {
-	server *sdkmcp.Server
-	stop   func() // stops what keeps the server alive (a program's supervisor), if anything
+	server *sdkmcp.Server // nil for a re-shared server of another peer
+	relay  *relayTarget   // set for a re-shared server
+	stop   func()         // stops what keeps the server alive (a program's supervisor), if anything
 }
 
 // New starts a node: its libp2p host listens, and its default server (for

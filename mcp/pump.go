@@ -1,0 +1,86 @@
+package mcp
+
+import (
+	"context"
+	"errors"
+	"io"
+	"sync"
+
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
+	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
+)
+
+// Rewrite may change a message on its way through a Pump. It sees every
+// message of one direction, decoded only to its JSON-RPC envelope (params
+// and results stay raw bytes), and returns the message to pass on (nil to
+// drop it) and a message to send back to where it came from instead (nil
+// for none): a relay refusing a request answers it with an error.
+type Rewrite func(jsonrpc.Message) (forward, reply jsonrpc.Message, err error)
+
+// Pump relays one MCP session between two connections, message by message,
+// in both directions, until either side ends or ctx is done; then it closes
+// both. Nothing is decoded beyond the JSON-RPC envelope, so a relay costs
+// the same whatever the payload, and every MCP feature (notifications,
+// subscriptions, requests from server to client, cancellation) passes
+// through as it is. toServer, if not nil, rewrites what the client sends.
+//
+// client is the side that opened the session (it sends initialize); server
+// is the side that serves it.
+func Pump(ctx context.Context, client, server sdkmcp.Connection, toServer Rewrite) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		wg   sync.WaitGroup
+		once sync.Once
+		end  error
+	)
+	finish := func(err error) {
+		once.Do(func() {
+			end = err
+			cancel()
+			// Closing both unblocks the other direction's Read.
+			client.Close()
+			server.Close()
+		})
+	}
+	pipe := func(from, to sdkmcp.Connection, rw Rewrite) {
+		defer wg.Done()
+		for {
+			msg, err := from.Read(ctx)
+			if err != nil {
+				finish(err)
+				return
+			}
+			if rw != nil {
+				var reply jsonrpc.Message
+				if msg, reply, err = rw(msg); err != nil {
+					finish(err)
+					return
+				}
+				if reply != nil {
+					if err := from.Write(ctx, reply); err != nil {
+						finish(err)
+						return
+					}
+				}
+				if msg == nil {
+					continue
+				}
+			}
+			if err := to.Write(ctx, msg); err != nil {
+				finish(err)
+				return
+			}
+		}
+	}
+	wg.Add(2)
+	go pipe(client, server, toServer)
+	go pipe(server, client, nil)
+	<-ctx.Done()
+	finish(ctx.Err())
+	wg.Wait()
+	if errors.Is(end, io.EOF) || errors.Is(end, context.Canceled) {
+		return nil
+	}
+	return end
+}

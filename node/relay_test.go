@@ -1,0 +1,146 @@
+package node_test
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/mcpmesh/mcpmesh/mcp"
+	"github.com/mcpmesh/mcpmesh/node"
+	"github.com/mcpmesh/mcpmesh/peer"
+)
+
+// relayChain starts A, B and C, A connected only to B, B re-sharing C's
+// default server as "far".
+func relayChain(t *testing.T, aOpts ...node.Option) (a, b, c *node.Node) {
+	t.Helper()
+	a, b, c = newNode(t, aOpts...), newNode(t), newNode(t)
+	connect(t, b, c)
+	connect(t, a, b)
+	if err := b.SharePeer("far", c.ID(), mcp.DefaultServer); err != nil {
+		t.Fatal(err)
+	}
+	return a, b, c
+}
+
+func TestSharePeerRelaysCallsToTheFarNode(t *testing.T) {
+	a, b, c := relayChain(t)
+	ctx := context.Background()
+	res, err := a.CallTool(ctx, b.ID(), "far/echo", map[string]string{"text": "through b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := res.StructuredContent.(map[string]any)
+	// C sees the authenticated hop that reached it: B.
+	if out["text"] != "through b" || out["caller"] != b.ID().String() {
+		t.Fatalf("far/echo = %v", out)
+	}
+	if len(a.Host().Network().ConnsToPeer(c.ID())) != 0 {
+		t.Fatal("A connected to C directly")
+	}
+	// The relayed server is listed, with C's tools under B's name for it.
+	tools, err := a.ListTools(ctx, b.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var refs []string
+	for _, tl := range tools {
+		refs = append(refs, tl.Ref())
+	}
+	if !strings.Contains(strings.Join(refs, ","), "far/echo") {
+		t.Fatalf("tools of B = %v", refs)
+	}
+}
+
+func TestSharePeerPassesQuestionsAndProgressBack(t *testing.T) {
+	var mu sync.Mutex
+	var asked []string
+	a, b, c := relayChain(t, node.WithElicitationHandler(func(_ context.Context, req *sdkmcp.ElicitRequest) (*sdkmcp.ElicitResult, error) {
+		mu.Lock()
+		asked = append(asked, req.Params.Message)
+		mu.Unlock()
+		return &sdkmcp.ElicitResult{Action: "accept", Content: map[string]any{"ok": true}}, nil
+	}))
+	sdkmcp.AddTool(c.Server(), &sdkmcp.Tool{Name: "ask"}, func(ctx context.Context, req *sdkmcp.CallToolRequest, _ struct{}) (*sdkmcp.CallToolResult, any, error) {
+		if tok := req.Params.GetProgressToken(); tok != nil {
+			req.Session.NotifyProgress(ctx, &sdkmcp.ProgressNotificationParams{ProgressToken: tok, Progress: 1, Total: 2, Message: "half"})
+		}
+		res, err := mcp.Elicit(ctx, &sdkmcp.ElicitParams{Message: "go on?", RequestedSchema: map[string]any{"type": "object", "properties": map[string]any{"ok": map[string]any{"type": "boolean"}}}})
+		if err != nil {
+			return nil, nil, err
+		}
+		caller, _ := peer.Remote(ctx)
+		return &sdkmcp.CallToolResult{Content: []sdkmcp.Content{&sdkmcp.TextContent{Text: res.Action + " via " + caller.String()}}}, nil, nil
+	})
+	var progress []string
+	ctx := node.WithProgress(context.Background(), func(p *sdkmcp.ProgressNotificationParams) {
+		mu.Lock()
+		progress = append(progress, p.Message)
+		mu.Unlock()
+	})
+	res, err := a.CallTool(ctx, b.ID(), "far/ask", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.IsError || res.Content[0].(*sdkmcp.TextContent).Text != "accept via "+b.ID().String() {
+		t.Fatalf("far/ask = %+v", res.Content)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(asked) != 1 || asked[0] != "go on?" {
+		t.Fatalf("A's user was asked %v", asked)
+	}
+	if len(progress) != 1 || progress[0] != "half" {
+		t.Fatalf("A got progress %v", progress)
+	}
+}
+
+func TestSharePeerRefusesALoopThroughTheRelay(t *testing.T) {
+	a, b, c := relayChain(t)
+	// C's tool calls back through B's relay to C itself: C→B→C.
+	node.AddTool(c, &sdkmcp.Tool{Name: "boomerang"}, func(ctx context.Context, _ *sdkmcp.CallToolRequest, _ struct{}) (*sdkmcp.CallToolResult, any, error) {
+		res, err := c.CallTool(ctx, b.ID(), "far/echo", map[string]string{"text": "x"})
+		if err != nil {
+			return nil, nil, err
+		}
+		if res.IsError {
+			return res, nil, nil
+		}
+		return &sdkmcp.CallToolResult{Content: []sdkmcp.Content{&sdkmcp.TextContent{Text: "came back"}}}, nil, nil
+	})
+	connect(t, a, c)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	res, err := a.CallTool(ctx, c.ID(), "boomerang", nil)
+	if err == nil && !res.IsError {
+		t.Fatalf("loop C→B→C was not refused: %+v", res.Content)
+	}
+	msg := ""
+	if err != nil {
+		msg = err.Error()
+	} else {
+		msg = res.Content[0].(*sdkmcp.TextContent).Text
+	}
+	if !strings.Contains(msg, "loop") && !strings.Contains(msg, "come back") {
+		t.Fatalf("refusal does not say it is a loop: %s", msg)
+	}
+}
+
+func TestUnsharePeerEndsRelayedSessions(t *testing.T) {
+	a, b, _ := relayChain(t)
+	ctx := context.Background()
+	if _, err := a.CallTool(ctx, b.ID(), "far/echo", map[string]string{"text": "x"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Unshare("far"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "relayed call refused after unshare", func() bool {
+		_, err := a.CallServerTool(ctx, b.ID(), "far", "echo", map[string]string{"text": "x"})
+		return err != nil
+	})
+}
