@@ -10,6 +10,7 @@ import (
 	"time"
 
 	logging "github.com/ipfs/go-log/v2"
+	lpeer "github.com/libp2p/go-libp2p/core/peer"
 	"github.com/spf13/cobra"
 
 	"github.com/mcpmesh/mcpmesh/control"
@@ -24,6 +25,7 @@ func newNodeCmd(g *globals) *cobra.Command {
 		listen  []string
 		peers   []string
 		shares  []string
+		relays  []string
 		name    string
 		api     string
 		maxMsg  int
@@ -53,6 +55,9 @@ Each --share NAME=COMMAND starts a stdio MCP server program and shares its tools
 resources and prompts with the mesh under NAME, names unchanged. If the program
 exits, the node says so and restarts it with backoff.
 
+Each --share-peer NAME=PEER/SERVER re-shares a server of another node under
+NAME: each session is relayed to PEER, message by message, unchanged.
+
 Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 "mcpmesh/node=debug") for more.`,
 		Example: `  mcpmesh node
@@ -76,6 +81,30 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 				if _, err := peer.ParseTarget(p); err != nil {
 					return usageError("--peer: %v", err)
 				}
+			}
+			type relay struct {
+				name   string
+				target lpeer.AddrInfo
+				server string
+			}
+			var toRelay []relay
+			for _, r := range relays {
+				name, ref, ok := strings.Cut(r, "=")
+				i := strings.LastIndex(ref, "/")
+				if !ok || i <= 0 {
+					return usageError("--share-peer %q: want NAME=PEER/SERVER", r)
+				}
+				info, err := peer.ParseTarget(ref[:i])
+				if err != nil {
+					return usageError("--share-peer %q: %v", r, err)
+				}
+				if err := mcp.ValidateServerName(name); err != nil {
+					return usageError("--share-peer: %v", err)
+				}
+				if err := mcp.ValidateServerName(ref[i+1:]); err != nil {
+					return usageError("--share-peer: %v", err)
+				}
+				toRelay = append(toRelay, relay{name, info, ref[i+1:]})
 			}
 			if len(listen) == 0 {
 				listen = node.DefaultListenAddrs
@@ -115,6 +144,14 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 				fmt.Fprintf(os.Stderr, "starting shared server %s: %s\n", s.name, s.command)
 				if err := n.ShareCommand(ctx, s.name, node.ShellCommand(s.command)); err != nil {
 					fmt.Fprintf(os.Stderr, "warning: %v\n", err)
+				}
+			}
+			for _, r := range toRelay {
+				if len(r.target.Addrs) > 0 {
+					n.KeepConnected(r.target)
+				}
+				if err := n.SharePeer(r.name, r.target.ID, r.server); err != nil {
+					return err
 				}
 			}
 			srv, err := control.Listen(n, g.home, api)
@@ -158,6 +195,7 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 	f.StringArrayVar(&listen, "listen", nil, "multiaddr to listen on (repeatable; default all interfaces, TCP and QUIC, free ports)")
 	f.StringArrayVar(&peers, "peer", nil, "full multiaddr of a peer to connect to and stay connected to (repeatable)")
 	f.StringArrayVar(&shares, "share", nil, "NAME=COMMAND: share a stdio MCP server program under NAME (repeatable)")
+	f.StringArrayVar(&relays, "share-peer", nil, "NAME=PEER/SERVER: re-share SERVER of another node under NAME, for peers that cannot reach it (repeatable; PEER is a peer ID or a full multiaddr)")
 	f.StringVar(&name, "name", "mcpmesh", "the name this node gives peers")
 	f.StringVar(&api, "api", "127.0.0.1:0", "loopback address of the control API")
 	f.IntVar(&maxMsg, "max-message-size", mcp.DefaultMaxMessageSize, "largest MCP message accepted on a stream, in bytes")
