@@ -1,0 +1,194 @@
+package gateway_test
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
+	"go.uber.org/goleak"
+
+	"github.com/mcpmesh/mcpmesh/discovery"
+	"github.com/mcpmesh/mcpmesh/gateway"
+	"github.com/mcpmesh/mcpmesh/node"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		goleak.IgnoreAnyFunction("github.com/ipfs/go-log/v2/writer.(*MirrorWriter).logRoutine"),
+		goleak.IgnoreTopFunction("github.com/libp2p/go-libp2p/p2p/transport/quicreuse.(*reuse).gc"),
+		goleak.IgnoreAnyFunction("go.opencensus.io/stats/view.(*worker).start"),
+	)
+}
+
+var fast = discovery.Config{CardTTL: 10 * time.Second, RepublishEvery: time.Second, Debounce: 10 * time.Millisecond}
+
+func newNode(t *testing.T, opts ...node.Option) *node.Node {
+	t.Helper()
+	n, err := node.New(append([]node.Option{node.WithListenAddrs("/ip4/127.0.0.1/tcp/0"), node.WithDiscovery(fast)}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	return n
+}
+
+type textIn struct {
+	Text string `json:"text" jsonschema:"the text"`
+}
+
+// meshOf starts A (the gateway's node), B, C in a chain; C offers
+// translate, tagged i18n. It returns an SDK client session to A's gateway.
+func meshOf(t *testing.T, pins ...gateway.Pin) (*sdkmcp.ClientSession, *node.Node, *node.Node) {
+	t.Helper()
+	a, b, c := newNode(t), newNode(t), newNode(t, node.WithName("carol"))
+	node.AddTool(c, &sdkmcp.Tool{Name: "translate", Description: "Translates English text into French.", Meta: sdkmcp.Meta{node.TagsMetaKey: []string{"i18n"}}},
+		func(_ context.Context, _ *sdkmcp.CallToolRequest, in textIn) (*sdkmcp.CallToolResult, any, error) {
+			return &sdkmcp.CallToolResult{Content: []sdkmcp.Content{&sdkmcp.TextContent{Text: "bonjour (" + in.Text + ")"}}}, nil, nil
+		})
+	ctx := context.Background()
+	if _, err := b.Connect(ctx, a.Addrs()[0].String()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Connect(ctx, b.Addrs()[0].String()); err != nil {
+		t.Fatal(err)
+	}
+	gctx, cancel := context.WithCancel(ctx)
+	t.Cleanup(cancel)
+	srv := gateway.NewMeshServer(gctx, a, gateway.MeshOptions{Pins: pins})
+	st, ct := sdkmcp.NewInMemoryTransports()
+	ss, err := srv.Connect(ctx, st, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ss.Close() })
+	cs, err := sdkmcp.NewClient(&sdkmcp.Implementation{Name: "host"}, nil).Connect(ctx, ct, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cs.Close() })
+	return cs, a, c
+}
+
+func callJSON(t *testing.T, cs *sdkmcp.ClientSession, tool string, args any, out any) *sdkmcp.CallToolResult {
+	t.Helper()
+	res, err := cs.CallTool(context.Background(), &sdkmcp.CallToolParams{Name: tool, Arguments: args})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.IsError {
+		t.Fatalf("%s: %v", tool, res.Content[0].(*sdkmcp.TextContent).Text)
+	}
+	if out != nil {
+		b, _ := json.Marshal(res.StructuredContent)
+		json.Unmarshal(b, out)
+	}
+	return res
+}
+
+func TestMeshModeSearchDescribeCall(t *testing.T) {
+	cs, _, c := meshOf(t)
+	ctx := context.Background()
+
+	list, err := cs.ListTools(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := json.Marshal(list)
+	if len(list.Tools) != 3 || len(raw) > 2048 {
+		t.Fatalf("mesh mode lists %d tools in %d bytes, want 3 in under 2 KB", len(list.Tools), len(raw))
+	}
+
+	var found gateway.SearchOut
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		callJSON(t, cs, "mesh_search", map[string]any{"query": "french translate"}, &found)
+		if len(found.Hits) > 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if len(found.Hits) == 0 || !strings.HasPrefix(found.Hits[0].Ref, c.ID().String()+"/node/translate") || found.Hits[0].Peer != "carol" {
+		t.Fatalf("search = %+v", found)
+	}
+	var byTag gateway.SearchOut
+	callJSON(t, cs, "mesh_search", map[string]any{"tags": []string{"i18n"}}, &byTag)
+	if len(byTag.Hits) != 1 {
+		t.Fatalf("tag search = %+v", byTag)
+	}
+
+	var desc gateway.DescribeOut
+	callJSON(t, cs, "mesh_describe", map[string]any{"ref": found.Hits[0].Ref}, &desc)
+	schema, _ := json.Marshal(desc.InputSchema)
+	if !strings.Contains(string(schema), `"text"`) {
+		t.Fatalf("describe = %+v", desc)
+	}
+
+	res := callJSON(t, cs, "mesh_call", map[string]any{"ref": found.Hits[0].Ref, "arguments": map[string]any{"text": "hello"}}, nil)
+	if res.Content[0].(*sdkmcp.TextContent).Text != "bonjour (hello)" {
+		t.Fatalf("call = %+v", res.Content)
+	}
+	res = callJSON(t, cs, "mesh_call", map[string]any{"ref": "any/translate", "arguments": map[string]any{"text": "hi"}}, nil)
+	if res.Content[0].(*sdkmcp.TextContent).Text != "bonjour (hi)" {
+		t.Fatalf("call any = %+v", res.Content)
+	}
+}
+
+func TestMeshModeRefusesBadRefs(t *testing.T) {
+	cs, _, _ := meshOf(t)
+	for _, ref := range []string{"", "nopeer", "notapeer/echo", "any/no_such_tool"} {
+		res, err := cs.CallTool(context.Background(), &sdkmcp.CallToolParams{Name: "mesh_call", Arguments: map[string]any{"ref": ref}})
+		if err == nil && !res.IsError {
+			t.Errorf("ref %q accepted", ref)
+		}
+	}
+}
+
+func TestPinnedToolIsFirstClass(t *testing.T) {
+	// The pin names C's tool by C's peer ID, which the test knows only after
+	// C starts: build the mesh, then a second gateway server with the pin.
+	_, a, c := meshOf(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	pin, err := gateway.ParsePin(c.ID().String() + "/translate")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := gateway.NewMeshServer(ctx, a, gateway.MeshOptions{Pins: []gateway.Pin{pin}})
+	st, ct := sdkmcp.NewInMemoryTransports()
+	ss, err := srv.Connect(ctx, st, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ss.Close()
+	cs, err := sdkmcp.NewClient(&sdkmcp.Implementation{Name: "host"}, nil).Connect(ctx, ct, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		list, err := cs.ListTools(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(list.Tools) == 4 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pin not listed: %d tools", len(list.Tools))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	res, err := cs.CallTool(ctx, &sdkmcp.CallToolParams{Name: "carol.translate", Arguments: map[string]any{"text": "pinned"}})
+	if err != nil || res.IsError || res.Content[0].(*sdkmcp.TextContent).Text != "bonjour (pinned)" {
+		t.Fatalf("pinned call: %+v %v", res, err)
+	}
+	for _, bad := range []string{"x", "a/b/c/d", "notapeer/tool"} {
+		if _, err := gateway.ParsePin(bad); err == nil {
+			t.Errorf("pin %q accepted", bad)
+		}
+	}
+}
