@@ -1,6 +1,7 @@
 package control
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -8,9 +9,11 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -157,3 +160,55 @@ func (c *Client) Find(ctx context.Context, query string, timeout time.Duration, 
 		found(r)
 	}
 }
+
+// OpenGateway asks the daemon to serve one MCP session on a connection of
+// its own (mesh mode, or relayed to req.To) and returns that connection:
+// newline-delimited JSON-RPC both ways, the daemon serving.
+func (c *Client) OpenGateway(ctx context.Context, req GatewayRequest) (io.ReadWriteCloser, error) {
+	body, err := json.Marshal(req)
+	if err != nil {
+		return nil, err
+	}
+	addr := strings.TrimPrefix(c.base, "http://")
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("reach daemon at %s: %w", addr, err)
+	}
+	hreq, err := http.NewRequest(http.MethodPost, c.base+"/v1/mcp", bytes.NewReader(body))
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	hreq.Header.Set("Authorization", "Bearer "+c.token)
+	hreq.Header.Set("Content-Type", "application/json")
+	hreq.Header.Set("Connection", "Upgrade")
+	hreq.Header.Set("Upgrade", UpgradeProtocol)
+	if err := hreq.Write(conn); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("ask daemon for a session: %w", err)
+	}
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, hreq)
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("ask daemon for a session: %w", err)
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		defer conn.Close()
+		var e Error
+		if json.NewDecoder(resp.Body).Decode(&e) == nil && e.Error != "" {
+			return nil, errors.New(e.Error)
+		}
+		return nil, fmt.Errorf("daemon answered %s", resp.Status)
+	}
+	return &upgraded{Reader: br, Conn: conn}, nil
+}
+
+// upgraded reads through the buffer that read the 101 answer.
+type upgraded struct {
+	*bufio.Reader
+	net.Conn
+}
+
+func (u *upgraded) Read(p []byte) (int, error) { return u.Reader.Read(p) }

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	logging "github.com/ipfs/go-log/v2"
 	lpeer "github.com/libp2p/go-libp2p/core/peer"
@@ -34,6 +35,10 @@ type Server struct {
 	ln    net.Listener
 	srv   *http.Server
 	done  chan error
+
+	ctx    context.Context // ends on Close: host sessions taken over from HTTP end too
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // host sessions (POST /v1/mcp), which Shutdown does not track
 }
 
 // Listen starts the control API of n on addr (a loopback address; port 0
@@ -55,6 +60,7 @@ func Listen(n *node.Node, home, addr string) (*Server, error) {
 		return nil, fmt.Errorf("listen for control API on %s: %w", addr, err)
 	}
 	s := &Server{node: n, home: home, token: hex.EncodeToString(tok), ln: ln, done: make(chan error, 1)}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.srv = &http.Server{Handler: s.routes()}
 	if err := s.writeEndpoint(); err != nil {
 		ln.Close()
@@ -95,6 +101,8 @@ func (s *Server) Close() error {
 	if serveErr := <-s.done; !errors.Is(serveErr, http.ErrServerClosed) && err == nil {
 		err = serveErr
 	}
+	s.cancel()
+	s.wg.Wait()
 	return err
 }
 
@@ -107,6 +115,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("POST /v1/call", s.handleCall)
 	mux.HandleFunc("POST /v1/find", s.handleFind)
 	mux.HandleFunc("POST /v1/card", s.handleCard)
+	mux.HandleFunc("POST /v1/mcp", s.handleGateway)
 	s.taskRoutes(mux) // see tasks.go
 	return s.auth(mux)
 }

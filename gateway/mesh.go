@@ -17,7 +17,6 @@ import (
 	"sync"
 	"time"
 
-	logging "github.com/ipfs/go-log/v2"
 	lpeer "github.com/libp2p/go-libp2p/core/peer"
 	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
 
@@ -25,8 +24,6 @@ import (
 	"github.com/mcpmesh/mcpmesh/node"
 	"github.com/mcpmesh/mcpmesh/peer"
 )
-
-var log = logging.Logger("mcpmesh/gateway")
 
 // Pin exposes one remote tool as a first-class tool of the mesh-mode server.
 type Pin struct {

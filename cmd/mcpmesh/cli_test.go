@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
 )
 
 var binary string // the mcpmesh command, built once for the CLI tests
@@ -68,7 +70,7 @@ func run(t *testing.T, args ...string) (string, string, int) {
 }
 
 func TestEveryCommandHasHelp(t *testing.T) {
-	for _, c := range []string{"node", "id", "peers", "connect", "tools", "call", "find", "card", "demo"} {
+	for _, c := range []string{"node", "id", "peers", "connect", "tools", "call", "find", "card", "stdio", "demo"} {
 		out, _, code := run(t, c, "--help")
 		if code != 0 || !strings.Contains(out, "Usage:") || !strings.Contains(out, "mcpmesh "+c) {
 			t.Errorf("mcpmesh %s --help: exit %d\n%s", c, code, out)
@@ -294,5 +296,92 @@ func TestFindCardAndCallAnyAcrossThreeDaemons(t *testing.T) {
 	_, stderr, code = run(t, "--home", a.home, "find", "no_such_tool", "--timeout", "1s")
 	if code != 1 || !strings.Contains(stderr, "no peer offers") {
 		t.Fatalf("find unknown: exit %d: %q", code, stderr)
+	}
+}
+
+// stdioClient starts `mcpmesh stdio` with args as an MCP host would and
+// connects an SDK client to it.
+func stdioClient(t *testing.T, args ...string) *sdkmcp.ClientSession {
+	t.Helper()
+	cmd := exec.Command(binary, args...)
+	cmd.Stderr = os.Stderr
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cs, err := sdkmcp.NewClient(&sdkmcp.Implementation{Name: "test-host"}, nil).Connect(ctx, &sdkmcp.CommandTransport{Command: cmd}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cs.Close() })
+	return cs
+}
+
+func callText(t *testing.T, cs *sdkmcp.ClientSession, tool string, args map[string]any) string {
+	t.Helper()
+	res, err := cs.CallTool(context.Background(), &sdkmcp.CallToolParams{Name: tool, Arguments: args})
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := res.Content[0].(*sdkmcp.TextContent).Text
+	if res.IsError {
+		t.Fatalf("%s: %s", tool, text)
+	}
+	return text
+}
+
+func TestStdioGatewayMeshAndTransparent(t *testing.T) {
+	a := startDaemon(t)
+	b := startDaemon(t, "--peer", a.addr)
+	c := startDaemon(t, "--peer", b.addr, "--name", "gamma")
+
+	// Mesh mode through A's daemon: three tools; C's echo found and called.
+	cs := stdioClient(t, "--home", a.home, "stdio")
+	list, err := cs.ListTools(context.Background(), nil)
+	if err != nil || len(list.Tools) != 3 {
+		t.Fatalf("mesh mode tools: %v, %v", list, err)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	var found string
+	for !strings.Contains(found, c.id) {
+		if time.Now().After(deadline) {
+			t.Fatalf("search never found C: %s", found)
+		}
+		found = callText(t, cs, "mesh_search", map[string]any{"query": "echo"})
+		time.Sleep(200 * time.Millisecond)
+	}
+	got := callText(t, cs, "mesh_call", map[string]any{"ref": c.id + "/node/echo", "arguments": map[string]any{"text": "via the gateway"}})
+	if got != "via the gateway" {
+		t.Fatalf("mesh_call = %q", got)
+	}
+
+	// Transparent mode: exactly C's server.
+	tc := stdioClient(t, "--home", a.home, "stdio", "--to", c.addr+"/node")
+	list, err = tc.ListTools(context.Background(), nil)
+	if err != nil || len(list.Tools) != 1 || list.Tools[0].Name != "echo" {
+		t.Fatalf("transparent tools: %+v, %v", list, err)
+	}
+	if got := callText(t, tc, "echo", map[string]any{"text": "direct"}); got != "direct" {
+		t.Fatalf("echo = %q", got)
+	}
+	if tc.InitializeResult().ServerInfo.Name != "gamma" { // C's own server, name and all
+		t.Fatalf("server info = %+v", tc.InitializeResult().ServerInfo)
+	}
+}
+
+func TestStdioGatewayWithoutDaemonRunsItsOwnNode(t *testing.T) {
+	a := startDaemon(t, "--name", "alpha")
+	cs := stdioClient(t, "--home", t.TempDir(), "stdio", "--no-mdns", "--peer", a.addr)
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		found := callText(t, cs, "mesh_search", map[string]any{"query": "echo"})
+		if strings.Contains(found, a.id) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("embedded node never found A: %s", found)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if got := callText(t, cs, "mesh_call", map[string]any{"ref": a.id + "/echo", "arguments": map[string]any{"text": "embedded"}}); got != "embedded" {
+		t.Fatalf("mesh_call = %q", got)
 	}
 }

@@ -65,6 +65,7 @@ New here? Run 'mcpmesh demo'.`,
 		newCallCmd(g),
 		newFindCmd(g),
 		newCardCmd(g),
+		newStdioCmd(g),
 		newTasksCmd(g),
 		newDemoCmd(),
 	)

@@ -1,0 +1,187 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	logging "github.com/ipfs/go-log/v2"
+	lpeer "github.com/libp2p/go-libp2p/core/peer"
+	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
+	"github.com/spf13/cobra"
+
+	"github.com/mcpmesh/mcpmesh/control"
+	"github.com/mcpmesh/mcpmesh/discovery"
+	"github.com/mcpmesh/mcpmesh/gateway"
+	"github.com/mcpmesh/mcpmesh/mcp"
+	"github.com/mcpmesh/mcpmesh/node"
+	"github.com/mcpmesh/mcpmesh/peer"
+)
+
+func newStdioCmd(g *globals) *cobra.Command {
+	var (
+		to     string
+		pins   []string
+		peers  []string
+		noMDNS bool
+	)
+	cmd := &cobra.Command{
+		Use:   "stdio",
+		Short: "Serve the mesh to an MCP host on stdin/stdout",
+		Long: `Serve MCP on standard input and output, for an MCP host (Claude Code, Claude
+Desktop, any MCP client) that starts it as a stdio server.
+
+Mesh mode (the default) offers three tools whatever the size of the mesh:
+mesh_search (find tools by words and tags), mesh_describe (one tool's input
+schema) and mesh_call (call it on a chosen peer, or "any"). --pin adds chosen
+remote tools as tools of their own, named LABEL.TOOL.
+
+Transparent mode (--to PEER/SERVER) is exactly the server SERVER that PEER
+shares, relayed unchanged: the host cannot tell it from the server itself.
+
+It goes through the daemon of --home when one runs; otherwise it starts a node
+of its own in this process (finding peers by mDNS and --peer).`,
+		Example: `  claude mcp add mesh -- mcpmesh stdio
+  mcpmesh stdio --to 12D3KooW.../everything
+  mcpmesh stdio --pin 12D3KooW.../translate`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if os.Getenv("GOLOG_LOG_LEVEL") == "" {
+				logging.SetLogLevelRegex("mcpmesh/.*", "warn")
+			}
+			for _, p := range pins {
+				if _, err := gateway.ParsePin(p); err != nil {
+					return usageError("--pin: %v", err)
+				}
+			}
+			if to != "" {
+				if _, _, err := control.SplitTarget(to); err != nil {
+					return usageError("--to: %v", err)
+				}
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			req := control.GatewayRequest{To: to, Pins: pins}
+			if c, err := control.Dial(ctx, g.home); err == nil {
+				conn, err := c.OpenGateway(ctx, req)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(os.Stderr, "mcpmesh stdio: %s, through the daemon of %s\n", modeOf(to), g.home)
+				return pipe(ctx, conn, os.Stdin, os.Stdout)
+			}
+			return runEmbedded(ctx, g, req, peers, noMDNS)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&to, "to", "", "PEER/SERVER: transparent mode, relaying that one server unchanged")
+	f.StringArrayVar(&pins, "pin", nil, "[NAME=]PEER/[SERVER/]TOOL: expose a remote tool as a tool of its own (repeatable)")
+	f.StringArrayVar(&peers, "peer", nil, "without a daemon: a peer to join the mesh through (repeatable)")
+	f.BoolVar(&noMDNS, "no-mdns", false, "without a daemon: do not look for peers on the local network")
+	return cmd
+}
+
+func modeOf(to string) string {
+	if to != "" {
+		return "transparent mode to " + to
+	}
+	return "mesh mode"
+}
+
+// pipe copies the host's stdin to conn and conn to stdout until either
+// side ends.
+func pipe(ctx context.Context, conn io.ReadWriteCloser, in io.Reader, out io.Writer) error {
+	var once sync.Once
+	done := make(chan error, 2)
+	finish := func(err error) { once.Do(func() { done <- err }) }
+	go func() { _, err := io.Copy(conn, in); finish(err) }()
+	go func() { _, err := io.Copy(out, conn); finish(err) }()
+	select {
+	case err := <-done:
+		conn.Close()
+		return err
+	case <-ctx.Done():
+		conn.Close()
+		return nil
+	}
+}
+
+// runEmbedded serves the host from a node of this process.
+func runEmbedded(ctx context.Context, g *globals, req control.GatewayRequest, peers []string, noMDNS bool) error {
+	n, err := node.New(
+		node.WithHome(g.home),
+		node.WithVersion(version),
+		node.WithListenAddrs(node.DefaultListenAddrs...),
+		node.WithDiscovery(discovery.Config{MDNS: !noMDNS}),
+	)
+	if err != nil {
+		return err
+	}
+	defer n.Close()
+	for _, p := range peers {
+		info, err := peer.ParseTarget(p)
+		if err != nil {
+			return usageError("--peer: %v", err)
+		}
+		n.KeepConnected(info)
+	}
+	fmt.Fprintf(os.Stderr, "mcpmesh stdio: %s, no daemon for %s: running node %s in this process\n", modeOf(req.To), g.home, n.ID())
+
+	host, _ := (&sdkmcp.StdioTransport{}).Connect(ctx)
+	if req.To != "" {
+		peerPart, server, _ := control.SplitTarget(req.To)
+		info, err := peer.ParseTarget(peerPart)
+		if err != nil {
+			return err
+		}
+		if len(info.Addrs) > 0 {
+			if err := n.ConnectAddr(ctx, info); err != nil {
+				return err
+			}
+		}
+		up, err := dialWithRetry(ctx, n, info, server)
+		if err != nil {
+			return err
+		}
+		return mcp.Pump(ctx, host, up, nil)
+	}
+	var pins []gateway.Pin
+	for _, p := range req.Pins {
+		pin, _ := gateway.ParsePin(p)
+		pins = append(pins, pin)
+	}
+	ss, err := gateway.NewMeshServer(ctx, n, gateway.MeshOptions{Pins: pins}).Connect(ctx, connTransport{host}, nil)
+	if err != nil {
+		return err
+	}
+	stop := context.AfterFunc(ctx, func() { ss.Close() })
+	defer stop()
+	ss.Wait()
+	return nil
+}
+
+// dialWithRetry gives a node that just started a few seconds to find the
+// target (mDNS, its peers) before giving up.
+func dialWithRetry(ctx context.Context, n *node.Node, info lpeer.AddrInfo, server string) (sdkmcp.Connection, error) {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		up, err := n.DialServer(ctx, info.ID, server)
+		if err == nil || time.Now().After(deadline) || ctx.Err() != nil {
+			return up, err
+		}
+		// Its card in the DHT gives its addresses, once we have peers.
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		n.Card(cctx, info.ID)
+		cancel()
+		time.Sleep(300 * time.Millisecond)
+	}
+}
+
+type connTransport struct{ c sdkmcp.Connection }
+
+func (t connTransport) Connect(context.Context) (sdkmcp.Connection, error) { return t.c, nil }
