@@ -35,6 +35,7 @@ func newNodeCmd(g *globals) *cobra.Command {
 		cardTTL time.Duration
 		desc    string
 		tags    []string
+		httpAt  string
 	)
 	cmd := &cobra.Command{
 		Use:   "node",
@@ -57,6 +58,11 @@ exits, the node says so and restarts it with backoff.
 
 Each --share-peer NAME=PEER/SERVER re-shares a server of another node under
 NAME: each session is relayed to PEER, message by message, unchanged.
+
+--http 127.0.0.1:PORT serves MCP hosts over Streamable HTTP: /mcp is mesh mode
+(search, describe and call tools across the mesh), /mcp/PEER/SERVER is the
+server SERVER of peer PEER exactly, relayed unchanged. Loopback only: requests
+whose Host or Origin is not loopback are refused (DNS-rebinding protection).
 
 Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 "mcpmesh/node=debug") for more.`,
@@ -105,6 +111,11 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 					return usageError("--share-peer: %v", err)
 				}
 				toRelay = append(toRelay, relay{name, info, ref[i+1:]})
+			}
+			if httpAt != "" {
+				if err := checkHTTPAddr(httpAt); err != nil {
+					return usageError("--http %v", err)
+				}
 			}
 			if len(listen) == 0 {
 				listen = node.DefaultListenAddrs
@@ -159,12 +170,25 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 				return err
 			}
 			defer srv.Close()
+			var gatewayURL string
+			if httpAt != "" {
+				url, stopGateway, err := serveGateway(ctx, n, httpAt)
+				if err != nil {
+					return err
+				}
+				defer stopGateway()
+				gatewayURL = url
+			}
 
 			out := cmd.OutOrStdout()
 			fmt.Fprintf(out, "mcpmesh node %s\n", n.ID())
 			fmt.Fprintf(out, "  home:    %s\n", g.home)
 			fmt.Fprintf(out, "  servers: %s\n", strings.Join(n.Shared(), ", "))
 			fmt.Fprintf(out, "  control: %s\n", srv.Addr())
+			if gatewayURL != "" {
+				fmt.Fprintf(out, "  http:    %s (mesh mode)\n", gatewayURL)
+				fmt.Fprintf(out, "           %s/PEER/SERVER (one peer's server, transparent)\n", gatewayURL)
+			}
 			for i, a := range n.Addrs() {
 				label := "  listen:  "
 				if i > 0 {
@@ -205,5 +229,6 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 	f.DurationVar(&cardTTL, "card-ttl", 3*time.Minute, "how long this node's published card stays valid; a node that leaves drops out of lookups within this time")
 	f.StringVar(&desc, "description", "", "what this node offers, in a sentence, for its card")
 	f.StringArrayVar(&tags, "tag", nil, "a tag for this node on its card, found with 'mcpmesh find tag:NAME' (repeatable)")
+	f.StringVar(&httpAt, "http", "", "loopback HOST:PORT to serve MCP over Streamable HTTP: /mcp (mesh mode) and /mcp/PEER/SERVER (one server, transparent)")
 	return cmd
 }

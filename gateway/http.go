@@ -1,0 +1,637 @@
+package gateway
+
+// The daemon's Streamable HTTP endpoint: transparent sessions relayed to a
+// peer's server, and the mesh-mode server.
+
+import (
+	"bytes"
+	"context"
+	crand "crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"reflect"
+	"strings"
+	"sync"
+	"time"
+
+	lpeer "github.com/libp2p/go-libp2p/core/peer"
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
+	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
+	segjson "github.com/segmentio/encoding/json"
+
+	"github.com/mcpmesh/mcpmesh/mcp"
+	"github.com/mcpmesh/mcpmesh/node"
+)
+
+// log is declared in log.go, shared by the package.
+
+// HTTPOptions configures the HTTP gateway.
+type HTTPOptions struct {
+	// MeshServer, if not nil, is served at /mcp (mesh mode) with the SDK's
+	// Streamable HTTP handler. Without it /mcp answers 404.
+	MeshServer *sdkmcp.Server
+	// SessionTimeout closes a transparent session that has seen no request
+	// for this long (its stream to the peer with it). Zero means 30 minutes;
+	// negative, never.
+	SessionTimeout time.Duration
+	// MaxRequestBodyBytes bounds one POST body; zero means 4 MiB.
+	MaxRequestBodyBytes int64
+	// EventStore, if set, lets clients resume a transparent session's SSE
+	// streams (Last-Event-ID), as with the SDK's own handler.
+	EventStore sdkmcp.EventStore
+}
+
+// HTTPHandler serves the gateway's Streamable HTTP endpoints:
+//
+//   - /mcp/PEER/SERVER: transparent mode, the server SERVER that peer PEER
+//     shares, exactly, relayed message by message;
+//   - /mcp: mesh mode (HTTPOptions.MeshServer).
+//
+// Every request whose Host is not a loopback name or address, or whose
+// Origin (when present) is not a loopback origin, is refused with 403
+// (DNS-rebinding protection). Close ends every transparent session.
+type HTTPHandler struct {
+	n    *node.Node
+	opts HTTPOptions
+	mesh http.Handler
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu       sync.Mutex
+	sessions map[string]*session
+	closed   bool
+}
+
+// NewHTTPHandler returns the gateway's HTTP handler for n.
+func NewHTTPHandler(n *node.Node, opts HTTPOptions) *HTTPHandler {
+	if opts.SessionTimeout == 0 {
+		opts.SessionTimeout = 30 * time.Minute
+	}
+	if opts.MaxRequestBodyBytes <= 0 {
+		opts.MaxRequestBodyBytes = sdkmcp.DefaultMaxRequestBodyBytes
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	h := &HTTPHandler{n: n, opts: opts, ctx: ctx, cancel: cancel, sessions: map[string]*session{}}
+	if opts.MeshServer != nil {
+		srv := opts.MeshServer
+		h.mesh = sdkmcp.NewStreamableHTTPHandler(func(*http.Request) *sdkmcp.Server { return srv },
+			&sdkmcp.StreamableHTTPOptions{MaxRequestBodyBytes: opts.MaxRequestBodyBytes})
+	}
+	return h
+}
+
+// Close ends every transparent session and waits for their relays.
+func (h *HTTPHandler) Close() error {
+	h.mu.Lock()
+	h.closed = true
+	h.mu.Unlock()
+	h.cancel()
+	h.wg.Wait()
+	return nil
+}
+
+// Sessions returns the number of open transparent sessions.
+func (h *HTTPHandler) Sessions() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.sessions)
+}
+
+func (h *HTTPHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if err := checkLocal(r); err != nil {
+		http.Error(w, "Forbidden: "+err.Error(), http.StatusForbidden)
+		return
+	}
+	rest, ok := strings.CutPrefix(r.URL.Path, "/mcp")
+	switch {
+	case !ok:
+		http.NotFound(w, r)
+	case rest == "" || rest == "/":
+		if h.mesh == nil {
+			http.Error(w, "mesh mode is not served here; use /mcp/PEER/SERVER", http.StatusNotFound)
+			return
+		}
+		h.mesh.ServeHTTP(w, r)
+	default:
+		ps, server, ok := strings.Cut(strings.TrimPrefix(rest, "/"), "/")
+		p, err := lpeer.Decode(ps)
+		if !ok || err != nil || mcp.ValidateServerName(server) != nil {
+			http.Error(w, "not found: want /mcp/PEER/SERVER (PEER a peer ID, SERVER a server name)", http.StatusNotFound)
+			return
+		}
+		h.serveTransparent(w, r, p, server)
+	}
+}
+
+// checkLocal refuses requests that a web page could have sent through DNS
+// rebinding or cross-origin: the Host must be a loopback name or address,
+// and so must the Origin's host, if there is an Origin.
+func checkLocal(r *http.Request) error {
+	if !loopbackHost(r.Host) {
+		return fmt.Errorf("Host %q is not a loopback address (DNS-rebinding protection)", r.Host)
+	}
+	if origin := r.Header.Get("Origin"); origin != "" {
+		u, err := url.Parse(origin)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || !loopbackHost(u.Host) {
+			return fmt.Errorf("Origin %q is not a loopback origin", origin)
+		}
+	}
+	return nil
+}
+
+func loopbackHost(hostport string) bool {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		host = hostport
+	}
+	host = strings.TrimSuffix(strings.Trim(host, "[]"), ".")
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Unmap().IsLoopback()
+}
+
+const (
+	headerSession  = "Mcp-Session-Id"
+	headerProtocol = "Mcp-Protocol-Version"
+	// statelessFrom is the first protocol version without sessions.
+	statelessFrom = "2026-07-28"
+)
+
+// session is one transparent MCP session: an HTTP session on one side, a
+// stream to the peer's server on the other.
+type session struct {
+	id        string
+	peer      lpeer.ID
+	server    string
+	transport *sdkmcp.StreamableServerTransport
+	conn      *routedConn
+	sent      *countingConn // the peer's side
+	end       context.CancelFunc
+	timer     *time.Timer // idle timeout, nil without one
+}
+
+func (h *HTTPHandler) serveTransparent(w http.ResponseWriter, r *http.Request, p lpeer.ID, server string) {
+	switch r.Method {
+	case http.MethodGet, http.MethodPost, http.MethodDelete:
+	default:
+		w.Header().Set("Allow", "GET, POST, DELETE")
+		http.Error(w, "Method Not Allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	version := r.Header.Get(headerProtocol)
+	if version != "" && version < statelessFrom && !knownVersion(version) {
+		http.Error(w, fmt.Sprintf("Bad Request: Unsupported protocol version (supported versions: %s)",
+			strings.Join(sdkmcp.SupportedProtocolVersions(), ",")), http.StatusBadRequest)
+		return
+	}
+	// The SDK's transport reads the protocol version header from the
+	// request context, where its own handler puts it.
+	r = r.WithContext(sdkContext{Context: r.Context(), protocolVersion: version})
+
+	if id := r.Header.Get(headerSession); id != "" {
+		h.mu.Lock()
+		s := h.sessions[id]
+		h.mu.Unlock()
+		if s == nil || s.peer != p || s.server != server {
+			http.Error(w, "session not found", http.StatusNotFound)
+			return
+		}
+		h.touch(s)
+		switch r.Method {
+		case http.MethodDelete:
+			h.endSession(s)
+			w.WriteHeader(http.StatusNoContent)
+		case http.MethodGet:
+			if !accepts(r, "text/event-stream") {
+				http.Error(w, "Accept must contain 'text/event-stream' for GET requests", http.StatusBadRequest)
+				return
+			}
+			s.transport.ServeHTTP(w, r)
+		default:
+			s.transport.ServeHTTP(w, r)
+		}
+		return
+	}
+
+	if r.Method != http.MethodPost {
+		if version >= statelessFrom {
+			w.Header().Set("Allow", "POST")
+			http.Error(w, "Method Not Allowed", http.StatusMethodNotAllowed)
+			return
+		}
+		http.Error(w, fmt.Sprintf("Bad Request: %s requires an %s header", r.Method, headerSession), http.StatusBadRequest)
+		return
+	}
+	// A POST without a session: a new session for an initialize, else a
+	// session for this request alone (stateless, or a request that comes
+	// before any session, such as a ping).
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.opts.MaxRequestBodyBytes))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			http.Error(w, fmt.Sprintf("request body exceeds %d bytes", mbe.Limit), http.StatusRequestEntityTooLarge)
+			return
+		}
+		http.Error(w, "failed to read body", http.StatusBadRequest)
+		return
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	first, isInit, count := peekRequest(body)
+	stateless := version >= statelessFrom
+	persistent := isInit && !stateless
+
+	t := &sdkmcp.StreamableServerTransport{Stateless: stateless, EventStore: h.opts.EventStore}
+	if persistent {
+		t.SessionID = crand.Text()
+	}
+	s, err := h.open(r.Context(), t, p, server)
+	if err != nil {
+		// The peer cannot be reached: answer the request itself, so that
+		// the client shows why.
+		log.Debugw("transparent session", "peer", p, "server", server, "error", err)
+		writeJSONRPCError(w, http.StatusBadGateway, first, &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: err.Error()})
+		return
+	}
+	if !persistent {
+		t.ServeHTTP(w, r)
+		// A body of notifications alone is answered (202) before the relay
+		// has passed it on: let it finish before the session ends.
+		s.sent.wait(count, 2*time.Second)
+		h.endSession(s)
+		return
+	}
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		h.endSession(s)
+		http.Error(w, "gateway closed", http.StatusServiceUnavailable)
+		return
+	}
+	h.sessions[s.id] = s
+	if h.opts.SessionTimeout > 0 {
+		s.timer = time.AfterFunc(h.opts.SessionTimeout, func() { h.endSession(s) })
+	}
+	h.mu.Unlock()
+	t.ServeHTTP(w, r)
+}
+
+// open connects a new session: the HTTP transport t on one side, a new
+// stream to server on p on the other, relayed by a Pump until either ends.
+func (h *HTTPHandler) open(ctx context.Context, t *sdkmcp.StreamableServerTransport, p lpeer.ID, server string) (*session, error) {
+	up, err := h.n.DialServer(ctx, p, server)
+	if err != nil {
+		return nil, err
+	}
+	down, err := t.Connect(h.ctx)
+	if err != nil {
+		up.Close()
+		return nil, err
+	}
+	sent := &countingConn{Connection: up, signal: make(chan struct{}, 1)}
+	rc := newRoutedConn(down, up)
+	pctx, end := context.WithCancel(h.ctx)
+	s := &session{id: t.SessionID, peer: p, server: server, transport: t, conn: rc, sent: sent, end: end}
+	h.wg.Add(1)
+	go func() {
+		defer h.wg.Done()
+		err := mcp.Pump(pctx, rc, sent, nil)
+		log.Debugw("transparent session ended", "session", s.id, "peer", p, "server", server, "error", err)
+		h.forget(s)
+	}()
+	return s, nil
+}
+
+// endSession ends s: its Pump closes both sides.
+func (h *HTTPHandler) endSession(s *session) {
+	h.forget(s)
+	s.end()
+}
+
+func (h *HTTPHandler) forget(s *session) {
+	h.mu.Lock()
+	if s.id != "" && h.sessions[s.id] == s {
+		delete(h.sessions, s.id)
+	}
+	if s.timer != nil {
+		s.timer.Stop()
+	}
+	h.mu.Unlock()
+}
+
+func (h *HTTPHandler) touch(s *session) {
+	h.mu.Lock()
+	if s.timer != nil {
+		s.timer.Reset(h.opts.SessionTimeout)
+	}
+	h.mu.Unlock()
+}
+
+func knownVersion(v string) bool {
+	for _, s := range sdkmcp.SupportedProtocolVersions() {
+		if s == v {
+			return true
+		}
+	}
+	return false
+}
+
+func accepts(r *http.Request, media string) bool {
+	for _, v := range r.Header.Values("Accept") {
+		for _, part := range strings.Split(v, ",") {
+			base, _, _ := strings.Cut(strings.TrimSpace(part), ";")
+			base = strings.ToLower(strings.TrimSpace(base))
+			if base == media || base == "*/*" || base == strings.Split(media, "/")[0]+"/*" {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// peekRequest returns the ID of the first request in a POST body (for an
+// error answer), whether the body holds an initialize, and how many
+// messages it holds.
+func peekRequest(body []byte) (jsonrpc.ID, bool, int) {
+	var one struct {
+		ID     any    `json:"id"`
+		Method string `json:"method"`
+	}
+	var many []struct {
+		ID     any    `json:"id"`
+		Method string `json:"method"`
+	}
+	trimmed := bytes.TrimSpace(body)
+	if len(trimmed) > 0 && trimmed[0] == '[' {
+		if json.Unmarshal(trimmed, &many) != nil || len(many) == 0 {
+			return jsonrpc.ID{}, false, 0
+		}
+		one = many[0]
+	} else if json.Unmarshal(trimmed, &one) != nil {
+		return jsonrpc.ID{}, false, 0
+	}
+	id, _ := jsonrpc.MakeID(one.ID)
+	init := one.Method == "initialize"
+	for _, m := range many {
+		init = init || m.Method == "initialize"
+	}
+	return id, init, max(len(many), 1)
+}
+
+// countingConn counts the messages written to it.
+type countingConn struct {
+	sdkmcp.Connection
+	mu     sync.Mutex
+	n      int
+	signal chan struct{}
+}
+
+func (c *countingConn) Write(ctx context.Context, msg jsonrpc.Message) error {
+	err := c.Connection.Write(ctx, msg)
+	c.mu.Lock()
+	c.n++
+	c.mu.Unlock()
+	select {
+	case c.signal <- struct{}{}:
+	default:
+	}
+	return err
+}
+
+// wait waits until n messages were written, or for d at most.
+func (c *countingConn) wait(n int, d time.Duration) {
+	deadline := time.NewTimer(d)
+	defer deadline.Stop()
+	for {
+		c.mu.Lock()
+		done := c.n >= n
+		c.mu.Unlock()
+		if done {
+			return
+		}
+		select {
+		case <-c.signal:
+		case <-deadline.C:
+			return
+		}
+	}
+}
+
+func writeJSONRPCError(w http.ResponseWriter, status int, id jsonrpc.ID, e *jsonrpc.Error) {
+	data, err := jsonrpc.EncodeMessage(&jsonrpc.Response{ID: id, Error: e})
+	if err != nil || !id.IsValid() {
+		http.Error(w, e.Message, status)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	w.Write(data)
+}
+
+// sdkContext carries, for the SDK's Streamable HTTP server transport, the
+// values its own handler and server sessions would put on a context: the
+// protocol version of the HTTP request, and the request a server message
+// relates to (which picks the HTTP response stream it goes out on). The
+// SDK keys them with unexported types; sdkContext recognizes those by name
+// (go-sdk v1.8.0, mcp.protocolVersionContextKey and mcp.idContextKey).
+// TestRelatedRouting fails if a new SDK version renames them.
+type sdkContext struct {
+	context.Context
+	protocolVersion string     // "" for none
+	related         jsonrpc.ID // invalid for none
+}
+
+const sdkPackage = "github.com/modelcontextprotocol/go-sdk/mcp"
+
+func (c sdkContext) Value(key any) any {
+	if t := reflect.TypeOf(key); t != nil && t.PkgPath() == sdkPackage {
+		switch t.Name() {
+		case "protocolVersionContextKey":
+			if c.protocolVersion != "" {
+				return c.protocolVersion
+			}
+		case "idContextKey":
+			if c.related.IsValid() {
+				return c.related
+			}
+		}
+	}
+	return c.Context.Value(key)
+}
+
+// routedConn wraps the HTTP side of a transparent session. It watches the
+// requests the client sends (Read) so that it can tell, for each message
+// the server sends (Write), which request in flight it belongs to: a
+// response by its ID, a progress notification by its token, and any other
+// request or notification from the server (logging, sampling, elicitation,
+// roots) to the one request in flight, if there is exactly one. The SDK's
+// transport then writes it on that request's SSE stream, as a server of its
+// own would; a message that belongs to no request goes to the session's GET
+// stream.
+type routedConn struct {
+	sdkmcp.Connection                   // the HTTP side
+	up                sdkmcp.Connection // the peer's side, to refuse requests the client cannot get
+
+	mu       sync.Mutex
+	inflight map[jsonrpc.ID]struct{}
+	tokens   map[any]jsonrpc.ID // progress token → request
+	closing  bool
+}
+
+func newRoutedConn(down, up sdkmcp.Connection) *routedConn {
+	return &routedConn{Connection: down, up: up, inflight: map[jsonrpc.ID]struct{}{}, tokens: map[any]jsonrpc.ID{}}
+}
+
+func (c *routedConn) Read(ctx context.Context) (jsonrpc.Message, error) {
+	msg, err := c.Connection.Read(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if req, ok := msg.(*jsonrpc.Request); ok && req.IsCall() {
+		token := progressToken(req.Params)
+		c.mu.Lock()
+		c.inflight[req.ID] = struct{}{}
+		if token != nil {
+			c.tokens[token] = req.ID
+		}
+		c.mu.Unlock()
+	}
+	return msg, nil
+}
+
+func (c *routedConn) Write(ctx context.Context, msg jsonrpc.Message) error {
+	var related jsonrpc.ID
+	switch m := msg.(type) {
+	case *jsonrpc.Response:
+		c.mu.Lock()
+		delete(c.inflight, m.ID)
+		for tok, id := range c.tokens {
+			if id == m.ID {
+				delete(c.tokens, tok)
+			}
+		}
+		c.mu.Unlock()
+	case *jsonrpc.Request:
+		related = c.relate(m)
+	}
+	err := c.Connection.Write(sdkContext{Context: ctx, related: related}, msg)
+	if err == nil {
+		return nil
+	}
+	c.mu.Lock()
+	closing := c.closing
+	c.mu.Unlock()
+	var werr *jsonrpc.Error
+	if closing || !errors.As(err, &werr) || werr.Code != rejectedCode {
+		return err
+	}
+	// Not delivered (no stream to carry it: the client has no GET stream
+	// open, or the request it related to has ended). The session goes on,
+	// as with the SDK's own server; a request from the server is answered
+	// with an error, so that the server does not wait for ever.
+	if req, ok := msg.(*jsonrpc.Request); ok && req.IsCall() {
+		c.up.Write(ctx, &jsonrpc.Response{ID: req.ID, Error: &jsonrpc.Error{
+			Code:    jsonrpc.CodeInternalError,
+			Message: fmt.Sprintf("mcpmesh gateway: the client has no open stream for %s", req.Method),
+		}})
+	}
+	log.Debugw("server message not delivered", "error", err)
+	return nil
+}
+
+// rejectedCode is the SDK transport's "rejected by transport" error: the
+// message was not delivered but the session goes on.
+const rejectedCode = -32005
+
+// relate picks the client request in flight that msg, sent by the server,
+// belongs to.
+func (c *routedConn) relate(msg *jsonrpc.Request) jsonrpc.ID {
+	switch msg.Method {
+	case "notifications/progress":
+		if tok := progressTokenOf(msg.Params); tok != nil {
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			return c.tokens[tok]
+		}
+		return jsonrpc.ID{}
+	case "notifications/resources/updated", "notifications/resources/list_changed",
+		"notifications/tools/list_changed", "notifications/prompts/list_changed",
+		"notifications/cancelled":
+		return jsonrpc.ID{} // about the session, not a request
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.inflight) == 1 {
+		for id := range c.inflight {
+			return id
+		}
+	}
+	return jsonrpc.ID{}
+}
+
+// Close answers the requests still in flight with an error (the session to
+// the peer is over, so their answers will never come), then closes the HTTP
+// side.
+func (c *routedConn) Close() error {
+	c.mu.Lock()
+	c.closing = true
+	ids := make([]jsonrpc.ID, 0, len(c.inflight))
+	for id := range c.inflight {
+		ids = append(ids, id)
+	}
+	clear(c.inflight)
+	c.mu.Unlock()
+	for _, id := range ids {
+		c.Connection.Write(context.Background(), &jsonrpc.Response{ID: id, Error: &jsonrpc.Error{
+			Code: jsonrpc.CodeInternalError, Message: "mcpmesh gateway: the session to the peer ended",
+		}})
+	}
+	return c.Connection.Close()
+}
+
+// progressToken returns params._meta.progressToken of a client request, or
+// nil. Params are decoded only if they mention one.
+func progressToken(params json.RawMessage) any {
+	if !bytes.Contains(params, []byte(`"progressToken"`)) {
+		return nil
+	}
+	var p struct {
+		Meta struct {
+			Token any `json:"progressToken"`
+		} `json:"_meta"`
+	}
+	if _, err := segjson.Parse(params, &p, segjson.DontMatchCaseInsensitiveStructFields); err != nil {
+		return nil
+	}
+	return normToken(p.Meta.Token)
+}
+
+// progressTokenOf returns params.progressToken of a progress notification.
+func progressTokenOf(params json.RawMessage) any {
+	var p struct {
+		Token any `json:"progressToken"`
+	}
+	if _, err := segjson.Parse(params, &p, segjson.DontMatchCaseInsensitiveStructFields); err != nil {
+		return nil
+	}
+	return normToken(p.Token)
+}
+
+// normToken makes a decoded token usable as a map key (a string or a
+// number; JSON numbers decode as float64 either way).
+func normToken(t any) any {
+	switch t.(type) {
+	case string, float64:
+		return t
+	}
+	return nil
+}

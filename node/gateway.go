@@ -1,0 +1,67 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	lpeer "github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
+	"github.com/multiformats/go-multistream"
+
+	"github.com/mcpmesh/mcpmesh/mcp"
+	"github.com/mcpmesh/mcpmesh/peer"
+)
+
+// DialServer opens a new raw MCP connection to the server called server on
+// peer p, for a relay (the HTTP gateway): the caller is the session's
+// client, sends initialize itself and owns the connection (Close ends the
+// session). Nothing is decoded or added on the way. p may be the node
+// itself, whose servers are then reached in memory.
+func (n *Node) DialServer(ctx context.Context, p lpeer.ID, server string) (sdkmcp.Connection, error) {
+	if err := mcp.ValidateServerName(server); err != nil {
+		return nil, err
+	}
+	if p == n.host.ID() {
+		return n.dialOwnServer(ctx, server)
+	}
+	s, err := n.host.NewStream(network.WithDialPeerTimeout(ctx, n.cfg.dialTimeout), p, mcp.ProtocolID(server))
+	if err != nil {
+		var notSupported multistream.ErrNotSupported[protocol.ID]
+		if errors.As(err, &notSupported) {
+			return nil, fmt.Errorf("peer %s shares no server named %q (it shares: %s)", p, server, strings.Join(n.serversOf(p), ", "))
+		}
+		return nil, n.dialError(p, err)
+	}
+	return (&mcp.StreamTransport{Stream: s, MaxMessageSize: n.cfg.maxMessageSize}).Connect(ctx)
+}
+
+// dialOwnServer connects a raw connection to one of the node's own servers
+// in memory, served as a session from the node itself.
+func (n *Node) dialOwnServer(ctx context.Context, server string) (sdkmcp.Connection, error) {
+	n.mu.Lock()
+	s, ok := n.servers[server]
+	n.mu.Unlock()
+	if !ok {
+		return nil, fmt.Errorf("this node shares no server named %q (it shares: %s)", server, strings.Join(n.Shared(), ", "))
+	}
+	st, ct := sdkmcp.NewInMemoryTransports()
+	if s.relay != nil {
+		down, _ := st.Connect(ctx)
+		if !n.goOwned() {
+			return nil, ErrClosed
+		}
+		go func() {
+			defer n.wg.Done()
+			if err := n.relay(s.relay, down, n.host.ID()); err != nil {
+				log.Debugw("relay of gateway session ended", "server", server, "error", err)
+			}
+		}()
+	} else if _, err := s.server.Connect(peer.WithRemote(n.ctx, n.host.ID()), st, nil); err != nil {
+		return nil, fmt.Errorf("connect to own server %s: %w", server, err)
+	}
+	return ct.Connect(ctx)
+}
