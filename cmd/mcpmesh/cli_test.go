@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -383,5 +384,56 @@ func TestStdioGatewayWithoutDaemonRunsItsOwnNode(t *testing.T) {
 	}
 	if got := callText(t, cs, "mesh_call", map[string]any{"ref": a.id + "/echo", "arguments": map[string]any{"text": "embedded"}}); got != "embedded" {
 		t.Fatalf("mesh_call = %q", got)
+	}
+}
+
+// interopDir returns the folder of an interop client with its npm packages
+// installed. Missing packages skip the test on a developer's machine; in CI
+// (.ci/run installs them) they fail it.
+func interopDir(t *testing.T, name string) string {
+	t.Helper()
+	dir, err := filepath.Abs(filepath.Join("..", "..", "interop", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "node_modules")); err != nil {
+		msg := fmt.Sprintf("npm packages of interop/%s not installed: run `npm install --no-package-lock --prefix interop/%s`", name, name)
+		if os.Getenv("CI") != "" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	if _, err := exec.LookPath("node"); err != nil {
+		t.Skip("node not installed")
+	}
+	return dir
+}
+
+// A host on the official TypeScript SDK uses `mcpmesh stdio` in mesh mode:
+// it finds a tool on a node two hops away and calls it.
+func TestTypeScriptHostThroughStdioMeshMode(t *testing.T) {
+	dir := interopDir(t, "tsclient")
+	a := startDaemon(t)
+	b := startDaemon(t, "--peer", a.addr)
+	c := startDaemon(t, "--peer", b.addr) // two hops from A
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "node", filepath.Join(dir, "client.mjs"), binary, a.home, "echo", `{"text":"from typescript"}`, c.id)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("ts client: %v\n%s", err, stderr.String())
+	}
+	var got struct {
+		Tools  []string `json:"tools"`
+		Ref    string   `json:"ref"`
+		Answer string   `json:"answer"`
+	}
+	if err := json.Unmarshal(out, &got); err != nil {
+		t.Fatalf("ts client printed %q: %v", out, err)
+	}
+	if strings.Join(got.Tools, ",") != "mesh_call,mesh_describe,mesh_search" || got.Answer != "from typescript" || !strings.HasPrefix(got.Ref, c.id) {
+		t.Fatalf("ts client saw %+v", got)
 	}
 }
