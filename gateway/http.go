@@ -443,7 +443,8 @@ func writeJSONRPCError(w http.ResponseWriter, status int, id jsonrpc.ID, e *json
 // relates to (which picks the HTTP response stream it goes out on). The
 // SDK keys them with unexported types; sdkContext recognizes those by name
 // (go-sdk v1.8.0, mcp.protocolVersionContextKey and mcp.idContextKey).
-// TestRelatedRouting fails if a new SDK version renames them.
+// TestTransparentSessionTwoHopsAway (no GET stream) fails if a new SDK
+// version renames them.
 type sdkContext struct {
 	context.Context
 	protocolVersion string     // "" for none
