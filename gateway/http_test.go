@@ -19,7 +19,7 @@ import (
 	"github.com/mcpmesh/mcpmesh/node"
 )
 
-func plainNode(t *testing.T) *node.Node {
+func plainNode(t testing.TB) *node.Node {
 	t.Helper()
 	n, err := node.New(node.WithListenAddrs("/ip4/127.0.0.1/tcp/0"))
 	if err != nil {
@@ -32,7 +32,7 @@ func plainNode(t *testing.T) *node.Node {
 // farFixture starts three nodes: C shares the conformance fixture, B
 // re-shares it (--share-peer), A serves the HTTP gateway. It returns the
 // gateway's URL for the fixture two hops away, and the handler.
-func farFixture(t *testing.T, opts gateway.HTTPOptions) (string, *gateway.HTTPHandler) {
+func farFixture(t testing.TB, opts gateway.HTTPOptions) (string, *gateway.HTTPHandler) {
 	t.Helper()
 	a, b, c := plainNode(t), plainNode(t), plainNode(t)
 	if err := c.Share("fixture", fixture.NewServer()); err != nil {
