@@ -429,3 +429,47 @@ func TestMeshEndpoint(t *testing.T) {
 		t.Errorf("server %q", got)
 	}
 }
+
+// A peer that goes away mid-call fails the call at once, not by timeout,
+// and ends the HTTP session.
+func TestTransparentPeerLost(t *testing.T) {
+	a, c := plainNode(t), plainNode(t)
+	slow := sdkmcp.NewServer(&sdkmcp.Implementation{Name: "slow", Version: "1"}, nil)
+	started := make(chan struct{})
+	sdkmcp.AddTool(slow, &sdkmcp.Tool{Name: "wait"}, func(ctx context.Context, _ *sdkmcp.CallToolRequest, _ any) (*sdkmcp.CallToolResult, any, error) {
+		close(started)
+		<-ctx.Done()
+		return nil, nil, ctx.Err()
+	})
+	if err := c.Share("slow", slow); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := a.Connect(ctx, c.Addrs()[0].String()); err != nil {
+		t.Fatal(err)
+	}
+	h := gateway.NewHTTPHandler(a, gateway.HTTPOptions{})
+	hs := httptest.NewServer(h)
+	defer func() { hs.CloseClientConnections(); hs.Close(); h.Close() }()
+	cs := connect(t, fmt.Sprintf("%s/mcp/%s/slow", hs.URL, c.ID()), &recorder{}, "2025-11-25", true)
+	defer cs.Close()
+	go func() {
+		<-started
+		c.Close()
+	}()
+	start := time.Now()
+	_, err := cs.CallTool(ctx, &sdkmcp.CallToolParams{Name: "wait"})
+	if err == nil || !strings.Contains(err.Error(), "session to the peer ended") {
+		t.Errorf("call on a lost peer: %v", err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("took %v", d)
+	}
+	for deadline := time.Now().Add(2 * time.Second); h.Sessions() != 0 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if h.Sessions() != 0 {
+		t.Errorf("%d sessions left", h.Sessions())
+	}
+}
