@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"strings"
@@ -58,10 +60,30 @@ type ShareStatus struct {
 	Prompts   int       `json:"prompts"`
 }
 
-// programShare supervises one shared program.
+// Remote describes a Streamable HTTP MCP server to share.
+type Remote struct {
+	// URL is the server's MCP endpoint.
+	URL string
+	// Header is sent with every request, e.g. an Authorization bearer token.
+	Header http.Header
+	// MinBackoff and MaxBackoff bound the wait before reconnecting after the
+	// session is lost, as for Command.
+	MinBackoff, MaxBackoff time.Duration
+	// HTTPClient, if not nil, makes the requests (its transport gets Header).
+	HTTPClient *http.Client
+}
+
+// upstream opens one session's transport to a shared server: a program
+// started anew, or a remote endpoint. proc is the program, if any; done
+// runs when the session has ended.
+type upstream func() (t sdkmcp.Transport, proc *exec.Cmd, done func())
+
+// programShare supervises one server shared from a program or a remote
+// endpoint.
 type programShare struct {
 	name   string
-	cmd    Command
+	cmd    Command // Line and backoffs; Args only for programs
+	open   upstream
 	mirror *mcp.Mirror
 	client *sdkmcp.Client
 	cancel context.CancelFunc
@@ -81,21 +103,77 @@ func (n *Node) ShareCommand(ctx context.Context, name string, cmd Command) error
 	if len(cmd.Args) == 0 {
 		return fmt.Errorf("share %s: empty command", name)
 	}
-	if cmd.MinBackoff <= 0 {
-		cmd.MinBackoff = 500 * time.Millisecond
-	}
-	if cmd.MaxBackoff <= 0 {
-		cmd.MaxBackoff = 30 * time.Second
-	}
 	if cmd.Stderr == nil {
 		cmd.Stderr = os.Stderr
 	}
 	if cmd.Line == "" {
 		cmd.Line = strings.Join(cmd.Args, " ")
 	}
+	open := func() (sdkmcp.Transport, *exec.Cmd, func()) {
+		c := exec.Command(cmd.Args[0], cmd.Args[1:]...)
+		c.Env, c.Dir = cmd.Env, cmd.Dir
+		stderr := newPrefixWriter(cmd.Stderr, "["+name+"] ")
+		c.Stderr = stderr
+		return &sdkmcp.CommandTransport{Command: c, TerminateDuration: 2 * time.Second}, c, stderr.Flush
+	}
+	return n.shareUpstream(ctx, name, cmd, open)
+}
+
+// ShareHTTP shares the Streamable HTTP MCP server r under name, names
+// unchanged, as ShareCommand does a program: if the session is lost, the
+// node reconnects with backoff.
+func (n *Node) ShareHTTP(ctx context.Context, name string, r Remote) error {
+	u, err := url.Parse(r.URL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("share %s: %q is not an http(s) URL", name, r.URL)
+	}
+	client := &http.Client{}
+	if r.HTTPClient != nil {
+		c := *r.HTTPClient
+		client = &c
+	}
+	if len(r.Header) > 0 {
+		base := client.Transport
+		if base == nil {
+			base = http.DefaultTransport
+		}
+		client.Transport = headerTransport{base: base, header: r.Header}
+	}
+	open := func() (sdkmcp.Transport, *exec.Cmd, func()) {
+		return &sdkmcp.StreamableClientTransport{Endpoint: r.URL, HTTPClient: client}, nil, func() {}
+	}
+	// The URL is shown in status and logs; its query may hold a secret.
+	shown := *u
+	shown.RawQuery, shown.User = "", nil
+	return n.shareUpstream(ctx, name, Command{Line: shown.String(), MinBackoff: r.MinBackoff, MaxBackoff: r.MaxBackoff}, open)
+}
+
+// headerTransport adds fixed headers to every request.
+type headerTransport struct {
+	base   http.RoundTripper
+	header http.Header
+}
+
+func (t headerTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	req = req.Clone(req.Context())
+	for k, vs := range t.header {
+		req.Header[k] = vs
+	}
+	return t.base.RoundTrip(req)
+}
+
+// shareUpstream shares the server that open reaches, supervising it.
+func (n *Node) shareUpstream(ctx context.Context, name string, cmd Command, open upstream) error {
+	if cmd.MinBackoff <= 0 {
+		cmd.MinBackoff = 500 * time.Millisecond
+	}
+	if cmd.MaxBackoff <= 0 {
+		cmd.MaxBackoff = 30 * time.Second
+	}
 	ps := &programShare{
 		name:   name,
 		cmd:    cmd,
+		open:   open,
 		mirror: mcp.NewMirror(name, &sdkmcp.Implementation{Name: name, Version: n.cfg.version}),
 		done:   make(chan struct{}),
 		status: ShareStatus{Name: name, Command: cmd.Line, Since: time.Now()},
@@ -190,14 +268,11 @@ func (ps *programShare) runOnce(ctx context.Context, first chan<- error) error {
 			first <- err
 		}
 	}
-	c := exec.Command(ps.cmd.Args[0], ps.cmd.Args[1:]...)
-	c.Env, c.Dir = ps.cmd.Env, ps.cmd.Dir
-	stderr := newPrefixWriter(ps.cmd.Stderr, "["+ps.name+"] ")
-	defer stderr.Flush()
-	c.Stderr = stderr
+	t, c, done := ps.open()
+	defer done()
 	startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	cs, err := ps.client.Connect(startCtx, &sdkmcp.CommandTransport{Command: c, TerminateDuration: 2 * time.Second}, nil)
+	cs, err := ps.client.Connect(startCtx, t, nil)
 	if err != nil {
 		err = fmt.Errorf("start %q: %w", ps.cmd.Line, err)
 		report(fmt.Errorf("share %s: %w (the node keeps retrying)", ps.name, err))
@@ -208,7 +283,7 @@ func (ps *programShare) runOnce(ctx context.Context, first chan<- error) error {
 	defer stopWatch()
 
 	pid := 0
-	if c.Process != nil {
+	if c != nil && c.Process != nil {
 		pid = c.Process.Pid
 	}
 	ps.update(func(s *ShareStatus) { s.Running, s.PID, s.Since = true, pid, time.Now() })
@@ -216,17 +291,17 @@ func (ps *programShare) runOnce(ctx context.Context, first chan<- error) error {
 		shareLog.Warnw("read what the shared server offers", "server", ps.name, "error", err)
 	}
 	tools, resources, prompts := ps.mirror.Counts()
-	shareLog.Infof("sharing %s (pid %d): %d tools, %d resources, %d prompts", ps.name, pid, tools, resources, prompts)
+	shareLog.Infof("sharing %s (%s, pid %d): %d tools, %d resources, %d prompts", ps.name, ps.cmd.Line, pid, tools, resources, prompts)
 	report(nil)
 
 	err = cs.Wait()
 	cs.Close() // ends the SDK's subscriptions/listen goroutine, see peer.Sessions
 	ps.mirror.Detach(cs)
-	if err == nil && c.ProcessState != nil && !c.ProcessState.Success() {
+	if err == nil && c != nil && c.ProcessState != nil && !c.ProcessState.Success() {
 		err = fmt.Errorf("program %s", c.ProcessState)
 	}
 	if err == nil {
-		err = fmt.Errorf("program ended its session")
+		err = fmt.Errorf("the session ended")
 	}
 	return err
 }

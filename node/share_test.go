@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -278,5 +281,46 @@ func TestSharedProgramAsksTheCallersUser(t *testing.T) {
 				t.Fatalf("user was asked %v", asked)
 			}
 		})
+	}
+}
+
+// A Streamable HTTP server that wants a bearer token, shared with --share-http.
+func TestSharedHTTPServerWithBearerToken(t *testing.T) {
+	srv := sdkmcp.NewServer(&sdkmcp.Implementation{Name: "remote", Version: "1"}, nil)
+	sdkmcp.AddTool(srv, &sdkmcp.Tool{Name: "add"}, func(_ context.Context, _ *sdkmcp.CallToolRequest, in addIn) (*sdkmcp.CallToolResult, map[string]int, error) {
+		return nil, map[string]int{"sum": in.A + in.B}, nil
+	})
+	handler := sdkmcp.NewStreamableHTTPHandler(func(*http.Request) *sdkmcp.Server { return srv }, nil)
+	var unauthorized atomic.Int32
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer s3cret" {
+			unauthorized.Add(1)
+			http.Error(w, "unauthorized", http.StatusUnauthorized)
+			return
+		}
+		handler.ServeHTTP(w, r)
+	}))
+	t.Cleanup(hs.Close) // after the nodes (cleanups run last first): b holds a stream open
+
+	a, b := newNode(t), newNode(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	err := b.ShareHTTP(ctx, "remote", node.Remote{URL: hs.URL, Header: http.Header{"Authorization": {"Bearer s3cret"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	connect(t, a, b)
+	res, err := a.CallTool(ctx, b.ID(), "remote/add", map[string]int{"a": 40, "b": 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sc, _ := res.StructuredContent.(map[string]any); sc["sum"] != float64(42) {
+		t.Fatalf("remote/add = %+v", res.StructuredContent)
+	}
+	if unauthorized.Load() != 0 {
+		t.Fatalf("%d requests without the token", unauthorized.Load())
+	}
+	if err := b.ShareHTTP(ctx, "bad", node.Remote{URL: "ftp://x"}); err == nil {
+		t.Fatal("non-http URL accepted")
 	}
 }

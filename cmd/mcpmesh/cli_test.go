@@ -90,7 +90,11 @@ type daemon struct {
 
 func startDaemon(t *testing.T, extra ...string) *daemon {
 	t.Helper()
-	home := t.TempDir()
+	return startDaemonAt(t, t.TempDir(), extra...)
+}
+
+func startDaemonAt(t *testing.T, home string, extra ...string) *daemon {
+	t.Helper()
 	// --no-mdns: test daemons must not find each other, or a developer's own, on the LAN.
 	args := append([]string{"--home", home, "node", "--listen", "/ip4/127.0.0.1/tcp/0", "--dial-timeout", "3s", "--no-mdns"}, extra...)
 	cmd := exec.Command(binary, args...)
@@ -435,5 +439,47 @@ func TestTypeScriptHostThroughStdioMeshMode(t *testing.T) {
 	}
 	if strings.Join(got.Tools, ",") != "mesh_call,mesh_describe,mesh_search" || got.Answer != "from typescript" || !strings.HasPrefix(got.Ref, c.id) {
 		t.Fatalf("ts client saw %+v", got)
+	}
+}
+
+func TestConfigFileSharesServers(t *testing.T) {
+	a := startDaemon(t, "--name", "far")
+	home := t.TempDir()
+	cfg := fmt.Sprintf(`{
+  "name": "configured",
+  "tags": ["from-file"],
+  "peers": [%q],
+  "shares": {
+    "relayed": {"peer": %q}
+  }
+}`, a.addr, a.id+"/node")
+	if err := os.WriteFile(filepath.Join(home, "config.json"), []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	b := startDaemonAt(t, home)
+	out, _, code := run(t, "--home", b.home, "id", "--json")
+	var id struct {
+		Name    string   `json:"name"`
+		Servers []string `json:"servers"`
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &id) != nil || id.Name != "configured" || strings.Join(id.Servers, ",") != "node,relayed" {
+		t.Fatalf("id: exit %d: %s", code, out)
+	}
+	// The re-shared server answers with A's tools.
+	out, _, code = run(t, "--home", b.home, "call", b.id, "relayed/echo", `{"text":"through the file"}`)
+	if code != 0 || strings.TrimSpace(out) != "through the file" {
+		t.Fatalf("call relayed/echo: exit %d: %s", code, out)
+	}
+
+	// A bad file is a clear error, not a silent default.
+	os.WriteFile(filepath.Join(home, "bad.json"), []byte(`{"shares": {"x": {"command": "a", "url": "http://b"}}}`), 0o600)
+	_, stderr, code := run(t, "--home", t.TempDir(), "node", "--config", filepath.Join(home, "bad.json"))
+	if code != 2 || !strings.Contains(stderr, "exactly one of") {
+		t.Fatalf("bad config: exit %d: %s", code, stderr)
+	}
+	os.WriteFile(filepath.Join(home, "typo.json"), []byte(`{"sahres": {}}`), 0o600)
+	_, stderr, code = run(t, "--home", t.TempDir(), "node", "--config", filepath.Join(home, "typo.json"))
+	if code != 2 || !strings.Contains(stderr, "unknown field") {
+		t.Fatalf("typo in config: exit %d: %s", code, stderr)
 	}
 }

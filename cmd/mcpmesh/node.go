@@ -10,7 +10,6 @@ import (
 	"time"
 
 	logging "github.com/ipfs/go-log/v2"
-	lpeer "github.com/libp2p/go-libp2p/core/peer"
 	"github.com/spf13/cobra"
 
 	"github.com/mcpmesh/mcpmesh/control"
@@ -26,6 +25,9 @@ func newNodeCmd(g *globals) *cobra.Command {
 		peers   []string
 		shares  []string
 		relays  []string
+		httpSh  []string
+		headers []string
+		cfgPath string
 		name    string
 		api     string
 		maxMsg  int
@@ -56,6 +58,11 @@ Each --share NAME=COMMAND starts a stdio MCP server program and shares its tools
 resources and prompts with the mesh under NAME, names unchanged. If the program
 exits, the node says so and restarts it with backoff.
 
+Each --share-http NAME=URL shares a Streamable HTTP MCP server the same way;
+--share-header NAME="Authorization: Bearer ${TOKEN}" adds a header to its
+requests (the value's ${VAR} read from the environment, so secrets stay out of
+the command line).
+
 Each --share-peer NAME=PEER/SERVER re-shares a server of another node under
 NAME: each session is relayed to PEER, message by message, unchanged.
 
@@ -64,6 +71,9 @@ NAME: each session is relayed to PEER, message by message, unchanged.
 server SERVER of peer PEER exactly, relayed unchanged. Loopback only: requests
 whose Host or Origin is not loopback are refused (DNS-rebinding protection).
 
+A configuration file (--config, default HOME/config.json when present) can list
+all of this instead of flags; see the README for its format.
+
 Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 "mcpmesh/node=debug") for more.`,
 		Example: `  mcpmesh node
@@ -71,46 +81,28 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
   mcpmesh node --share everything="npx -y @modelcontextprotocol/server-everything stdio"`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			type share struct{ name, command string }
-			var toShare []share
-			for _, s := range shares {
-				name, command, ok := strings.Cut(s, "=")
-				if !ok || strings.TrimSpace(command) == "" {
-					return usageError("--share %q: want NAME=COMMAND", s)
-				}
-				if err := mcp.ValidateServerName(name); err != nil {
-					return usageError("--share: %v", err)
-				}
-				toShare = append(toShare, share{name, command})
+			path, named := configPath(g.home, cfgPath)
+			file, err := loadConfig(path, named)
+			if err != nil {
+				return usageError("%v", err)
+			}
+			specs, err := shareSpecs(file, shares, httpSh, headers, relays)
+			if err != nil {
+				return err
+			}
+			peers = mergeStrings(file.Peers, peers)
+			listen = mergeStrings(file.Listen, listen)
+			tags = mergeStrings(file.Tags, tags)
+			if !cmd.Flags().Changed("name") && file.Name != "" {
+				name = file.Name
+			}
+			if desc == "" {
+				desc = file.Description
 			}
 			for _, p := range peers {
 				if _, err := peer.ParseTarget(p); err != nil {
 					return usageError("--peer: %v", err)
 				}
-			}
-			type relay struct {
-				name   string
-				target lpeer.AddrInfo
-				server string
-			}
-			var toRelay []relay
-			for _, r := range relays {
-				name, ref, ok := strings.Cut(r, "=")
-				i := strings.LastIndex(ref, "/")
-				if !ok || i <= 0 {
-					return usageError("--share-peer %q: want NAME=PEER/SERVER", r)
-				}
-				info, err := peer.ParseTarget(ref[:i])
-				if err != nil {
-					return usageError("--share-peer %q: %v", r, err)
-				}
-				if err := mcp.ValidateServerName(name); err != nil {
-					return usageError("--share-peer: %v", err)
-				}
-				if err := mcp.ValidateServerName(ref[i+1:]); err != nil {
-					return usageError("--share-peer: %v", err)
-				}
-				toRelay = append(toRelay, relay{name, info, ref[i+1:]})
 			}
 			if httpAt != "" {
 				if err := checkHTTPAddr(httpAt); err != nil {
@@ -151,19 +143,9 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 			defer n.Close()
 			addBuiltins(n)
 
-			for _, s := range toShare {
-				fmt.Fprintf(os.Stderr, "starting shared server %s: %s\n", s.name, s.command)
-				if err := n.ShareCommand(ctx, s.name, node.ShellCommand(s.command)); err != nil {
-					fmt.Fprintf(os.Stderr, "warning: %v\n", err)
-				}
-			}
-			for _, r := range toRelay {
-				if len(r.target.Addrs) > 0 {
-					n.KeepConnected(r.target)
-				}
-				if err := n.SharePeer(r.name, r.target.ID, r.server); err != nil {
-					return err
-				}
+			warn := func(format string, args ...any) { fmt.Fprintf(os.Stderr, format+"\n", args...) }
+			if err := applyShares(ctx, n, specs, warn); err != nil {
+				return err
 			}
 			srv, err := control.Listen(n, g.home, api)
 			if err != nil {
@@ -220,6 +202,9 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 	f.StringArrayVar(&peers, "peer", nil, "full multiaddr of a peer to connect to and stay connected to (repeatable)")
 	f.StringArrayVar(&shares, "share", nil, "NAME=COMMAND: share a stdio MCP server program under NAME (repeatable)")
 	f.StringArrayVar(&relays, "share-peer", nil, "NAME=PEER/SERVER: re-share SERVER of another node under NAME, for peers that cannot reach it (repeatable; PEER is a peer ID or a full multiaddr)")
+	f.StringArrayVar(&httpSh, "share-http", nil, "NAME=URL: share a Streamable HTTP MCP server under NAME (repeatable)")
+	f.StringArrayVar(&headers, "share-header", nil, "NAME=Header: value, sent to the --share-http server NAME (repeatable; ${VAR} is read from the environment)")
+	f.StringVar(&cfgPath, "config", "", "configuration file (JSON; default HOME/config.json if it exists): name, description, tags, listen, peers, shares")
 	f.StringVar(&name, "name", "mcpmesh", "the name this node gives peers")
 	f.StringVar(&api, "api", "127.0.0.1:0", "loopback address of the control API")
 	f.IntVar(&maxMsg, "max-message-size", mcp.DefaultMaxMessageSize, "largest MCP message accepted on a stream, in bytes")

@@ -1,0 +1,236 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+
+	lpeer "github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/mcpmesh/mcpmesh/control"
+	"github.com/mcpmesh/mcpmesh/mcp"
+	"github.com/mcpmesh/mcpmesh/node"
+	"github.com/mcpmesh/mcpmesh/peer"
+)
+
+// ConfigFile is the name of the daemon's configuration file in its home.
+const ConfigFile = "config.json"
+
+// fileConfig is the daemon's configuration file. Command-line flags add to
+// it; a flag sharing a name the file already shares is an error.
+type fileConfig struct {
+	Name        string                 `json:"name,omitempty"`
+	Description string                 `json:"description,omitempty"`
+	Tags        []string               `json:"tags,omitempty"`
+	Listen      []string               `json:"listen,omitempty"`
+	Peers       []string               `json:"peers,omitempty"`
+	Shares      map[string]shareConfig `json:"shares,omitempty"`
+}
+
+// shareConfig is one shared server: exactly one of Command, URL and Peer.
+type shareConfig struct {
+	// Command is a stdio MCP server program, run with /bin/sh.
+	Command string            `json:"command,omitempty"`
+	Env     map[string]string `json:"env,omitempty"` // added to the node's environment
+	Dir     string            `json:"dir,omitempty"`
+	// URL is a Streamable HTTP MCP server; Headers go with every request,
+	// ${VAR} in a value taken from the node's environment (keep secrets
+	// there, not in the file).
+	URL     string            `json:"url,omitempty"`
+	Headers map[string]string `json:"headers,omitempty"`
+	// Peer is PEER/SERVER: a server of another node, re-shared.
+	Peer string `json:"peer,omitempty"`
+}
+
+// loadConfig reads the configuration file at path. A missing file is an
+// error only if the user named it.
+func loadConfig(path string, named bool) (*fileConfig, error) {
+	cfg := &fileConfig{}
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) && !named {
+		return cfg, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(cfg); err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+func configPath(home, flag string) (string, bool) {
+	if flag != "" {
+		return flag, true
+	}
+	return filepath.Join(home, ConfigFile), false
+}
+
+// shareSpec is one server to share, from the file or a flag.
+type shareSpec struct {
+	name    string
+	command node.Command   // a program, if Args is set
+	remote  *node.Remote   // a Streamable HTTP server
+	target  lpeer.AddrInfo // a peer's server, re-shared
+	server  string
+	display string
+}
+
+// shareSpecs merges the file's shares with the flags' and checks them all.
+func shareSpecs(cfg *fileConfig, shares, httpShares, headers, relays []string) ([]shareSpec, error) {
+	all := map[string]shareConfig{}
+	for name, sc := range cfg.Shares {
+		all[name] = sc
+	}
+	add := func(flag, name string, sc shareConfig) error {
+		if _, dup := all[name]; dup {
+			return usageError("%s: a server named %q is already shared", flag, name)
+		}
+		all[name] = sc
+		return nil
+	}
+	for _, s := range shares {
+		name, command, ok := strings.Cut(s, "=")
+		if !ok || strings.TrimSpace(command) == "" {
+			return nil, usageError("--share %q: want NAME=COMMAND", s)
+		}
+		if err := add("--share", name, shareConfig{Command: command}); err != nil {
+			return nil, err
+		}
+	}
+	for _, s := range httpShares {
+		name, url, ok := strings.Cut(s, "=")
+		if !ok || url == "" {
+			return nil, usageError("--share-http %q: want NAME=URL", s)
+		}
+		if err := add("--share-http", name, shareConfig{URL: url}); err != nil {
+			return nil, err
+		}
+	}
+	for _, h := range headers {
+		name, header, ok := strings.Cut(h, "=")
+		key, value, ok2 := strings.Cut(header, ":")
+		sc, known := all[name]
+		if !ok || !ok2 || !known || sc.URL == "" {
+			return nil, usageError("--share-header %q: want NAME=Header: value, NAME shared with --share-http", h)
+		}
+		if sc.Headers == nil {
+			sc.Headers = map[string]string{}
+		}
+		sc.Headers[strings.TrimSpace(key)] = strings.TrimSpace(value)
+		all[name] = sc
+	}
+	for _, r := range relays {
+		name, ref, ok := strings.Cut(r, "=")
+		if !ok {
+			return nil, usageError("--share-peer %q: want NAME=PEER/SERVER", r)
+		}
+		if err := add("--share-peer", name, shareConfig{Peer: ref}); err != nil {
+			return nil, err
+		}
+	}
+
+	names := make([]string, 0, len(all))
+	for name := range all {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	var specs []shareSpec
+	for _, name := range names {
+		sc := all[name]
+		if err := mcp.ValidateServerName(name); err != nil {
+			return nil, usageError("share: %v", err)
+		}
+		spec := shareSpec{name: name}
+		kinds := 0
+		if sc.Command != "" {
+			kinds++
+			spec.command = node.ShellCommand(sc.Command)
+			spec.command.Dir = sc.Dir
+			if len(sc.Env) > 0 {
+				env := os.Environ()
+				for k, v := range sc.Env {
+					env = append(env, k+"="+os.ExpandEnv(v))
+				}
+				spec.command.Env = env
+			}
+			spec.display = sc.Command
+		}
+		if sc.URL != "" {
+			kinds++
+			h := http.Header{}
+			for k, v := range sc.Headers {
+				h.Set(k, os.ExpandEnv(v))
+			}
+			spec.remote = &node.Remote{URL: sc.URL, Header: h}
+			spec.display = sc.URL
+		}
+		if sc.Peer != "" {
+			kinds++
+			peerPart, server, err := control.SplitTarget(sc.Peer)
+			if err != nil {
+				return nil, usageError("share %s: peer %v", name, err)
+			}
+			info, err := peer.ParseTarget(peerPart)
+			if err != nil {
+				return nil, usageError("share %s: %v", name, err)
+			}
+			spec.target, spec.server, spec.display = info, server, sc.Peer
+		}
+		if kinds != 1 {
+			return nil, usageError("share %s: give exactly one of command, url and peer", name)
+		}
+		specs = append(specs, spec)
+	}
+	return specs, nil
+}
+
+// applyShares shares every spec on n. A program or remote server that fails
+// to start is a warning (the node keeps retrying); a bad re-share is an
+// error.
+func applyShares(ctx context.Context, n *node.Node, specs []shareSpec, warn func(string, ...any)) error {
+	for _, s := range specs {
+		switch {
+		case len(s.command.Args) > 0:
+			warn("starting shared server %s: %s", s.name, s.display)
+			if err := n.ShareCommand(ctx, s.name, s.command); err != nil {
+				warn("warning: %v", err)
+			}
+		case s.remote != nil:
+			warn("connecting shared server %s: %s", s.name, s.display)
+			if err := n.ShareHTTP(ctx, s.name, *s.remote); err != nil {
+				warn("warning: %v", err)
+			}
+		default:
+			if len(s.target.Addrs) > 0 {
+				n.KeepConnected(s.target)
+			}
+			if err := n.SharePeer(s.name, s.target.ID, s.server); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// mergeStrings appends the flag's values to the file's, without repeats.
+func mergeStrings(file, flag []string) []string {
+	out := slices.Clone(file)
+	for _, v := range flag {
+		if !slices.Contains(out, v) {
+			out = append(out, v)
+		}
+	}
+	return out
+}
