@@ -6,6 +6,7 @@ import (
 	"io"
 	"sync"
 
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
 )
@@ -84,3 +85,83 @@ func Pump(ctx context.Context, client, server sdkmcp.Connection, toServer Rewrit
 	}
 	return end
 }
+
+// FrameRewrite may change a frame from the client on its way through
+// RelayStreams: it returns the frame to pass on (nil to drop it) and a frame
+// to send back to the client instead (nil for none). frame is valid only
+// during the call.
+type FrameRewrite func(frame []byte) (forward, reply []byte, err error)
+
+// RelayStreams relays one MCP session from the stream down (a client's) to
+// the stream up (the server's), frame by frame, until either ends or ctx is
+// done; then it closes (or, after a bad frame, resets) both. Frames pass as
+// bytes: nothing is decoded unless toServer, which sees each frame from the
+// client, chooses to. It is Pump for two libp2p streams, at a fraction of
+// the cost.
+func RelayStreams(ctx context.Context, down, up network.Stream, maxMessageSize int, toServer FrameRewrite) error {
+	if maxMessageSize <= 0 {
+		maxMessageSize = DefaultMaxMessageSize
+	}
+	dc := newStreamConn(down, maxMessageSize)
+	uc := newStreamConn(up, maxMessageSize)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		wg   sync.WaitGroup
+		once sync.Once
+		end  error
+	)
+	finish := func(err error) {
+		once.Do(func() {
+			end = err
+			cancel()
+			dc.Close()
+			uc.Close()
+		})
+	}
+	stop := context.AfterFunc(ctx, func() { finish(ctx.Err()) })
+	defer stop()
+	copyFrames := func(from, to *streamConn, rw FrameRewrite) {
+		defer wg.Done()
+		for {
+			line, err := from.readFrame()
+			if err != nil {
+				finish(err)
+				return
+			}
+			if rw != nil {
+				fwd, reply, err := rw(line)
+				if err != nil {
+					from.setBroken(err)
+					finish(err)
+					return
+				}
+				if reply != nil {
+					if err := from.writeFrame(reply); err != nil {
+						finish(err)
+						return
+					}
+				}
+				if line = fwd; line == nil {
+					continue
+				}
+			}
+			if err := to.writeFrame(line); err != nil {
+				finish(err)
+				return
+			}
+		}
+	}
+	wg.Add(2)
+	go copyFrames(dc, uc, toServer)
+	go copyFrames(uc, dc, nil)
+	wg.Wait()
+	if errors.Is(end, io.EOF) || errors.Is(end, context.Canceled) {
+		return nil
+	}
+	return end
+}
+
+// DecodeFrame decodes one frame to its JSON-RPC envelope, exactly as the
+// SDK's jsonrpc.DecodeMessage does (and refusing data after the message).
+func DecodeFrame(frame []byte) (jsonrpc.Message, error) { return decodeFrame(frame) }

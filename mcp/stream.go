@@ -34,11 +34,11 @@ func (t *StreamTransport) Connect(context.Context) (sdkmcp.Connection, error) {
 	if limit <= 0 {
 		limit = DefaultMaxMessageSize
 	}
-	return &streamConn{
-		s:     t.Stream,
-		r:     bufio.NewReaderSize(t.Stream, 16<<10),
-		limit: limit,
-	}, nil
+	return newStreamConn(t.Stream, limit), nil
+}
+
+func newStreamConn(s network.Stream, limit int) *streamConn {
+	return &streamConn{s: s, r: bufio.NewReaderSize(s, 16<<10), limit: limit}
 }
 
 // streamConn reads frames on the caller's goroutine: the SDK reads from one
@@ -133,12 +133,18 @@ func (c *streamConn) Write(_ context.Context, msg jsonrpc.Message) error {
 	if err != nil {
 		return fmt.Errorf("encode mcp message: %w", err)
 	}
-	// One Write per frame: a frame never interleaves with another and costs
-	// one muxer frame.
-	data = append(data, '\n')
+	return c.writeFrame(data)
+}
+
+// writeFrame writes one frame and its newline in one Write: a frame never
+// interleaves with another and costs one muxer frame. It appends the newline
+// in frame's backing array: for a frame from readFrame that is where its own
+// newline was.
+func (c *streamConn) writeFrame(frame []byte) error {
+	frame = append(frame, '\n')
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	_, err = c.s.Write(data)
+	_, err := c.s.Write(frame)
 	return err
 }
 

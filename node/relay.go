@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -65,8 +66,13 @@ func (n *Node) serveRelay(name string, t *relayTarget) network.StreamHandler {
 			return
 		}
 		defer n.wg.Done()
-		down, _ := (&mcp.StreamTransport{Stream: s, MaxMessageSize: n.cfg.maxMessageSize}).Connect(t.ctx)
-		if err := n.relay(t, down, s.Conn().RemotePeer()); err != nil {
+		up, err := n.openRelay(t)
+		if err != nil {
+			s.Reset()
+			log.Debugw("relay session refused", "server", name, "error", err)
+			return
+		}
+		if err := mcp.RelayStreams(t.ctx, s, up, n.cfg.maxMessageSize, n.relayFrames(s.Conn().RemotePeer())); err != nil {
 			log.Debugw("relay session ended", "server", name, "to", t.peer, "error", err)
 		}
 	}
@@ -83,65 +89,100 @@ func (n *Node) goOwned() bool {
 	return true
 }
 
-// relay opens a session to the target and pumps down's session through it.
-func (n *Node) relay(t *relayTarget, down sdkmcp.Connection, caller lpeer.ID) error {
+// openRelay opens the stream to the target of a re-shared server.
+func (n *Node) openRelay(t *relayTarget) (network.Stream, error) {
 	dialCtx, cancel := context.WithTimeout(t.ctx, n.cfg.dialTimeout)
+	defer cancel()
 	s, err := n.host.NewStream(network.WithDialPeerTimeout(dialCtx, n.cfg.dialTimeout), t.peer, mcp.ProtocolID(t.server))
-	cancel()
 	if err != nil {
-		// The caller sees its session end; it cannot get a better answer
+		// The caller sees its session end: it cannot get a better answer
 		// before it has sent anything.
+		return nil, fmt.Errorf("relay to %s/%s: %w", t.peer, t.server, n.dialError(t.peer, err))
+	}
+	return s, nil
+}
+
+// relay pumps down's session (a connection in memory, from the node
+// itself) to the target.
+func (n *Node) relay(t *relayTarget, down sdkmcp.Connection, caller lpeer.ID) error {
+	s, err := n.openRelay(t)
+	if err != nil {
 		down.Close()
-		return fmt.Errorf("relay to %s/%s: %w", t.peer, t.server, n.dialError(t.peer, err))
+		return err
 	}
 	up, _ := (&mcp.StreamTransport{Stream: s, MaxMessageSize: n.cfg.maxMessageSize}).Connect(t.ctx)
 	return mcp.Pump(t.ctx, down, up, n.relayRewrite(caller))
 }
 
-// relayRewrite extends the task context of each tools/call by this hop, so
+// taskField marks a frame whose task context a relay must extend.
+var taskField = []byte(`"` + tasks.MetaKey + `"`)
+
+// relayFrames extends the task context of each tools/call by this hop, so
 // that the serving node's guard sees a path that ends with its caller (this
 // node), loops through this node are refused, and budgets and deadlines
-// shrink here too. Everything else passes untouched.
-func (n *Node) relayRewrite(caller lpeer.ID) mcp.Rewrite {
-	self := n.host.ID().String()
+// shrink here too. A frame without a task context passes undecoded; one with
+// it is decoded to its envelope, and the field is replaced in place.
+func (n *Node) relayFrames(caller lpeer.ID) mcp.FrameRewrite {
 	if caller == n.host.ID() {
 		return nil // the node's own calls already end their path with it
 	}
+	self, from := n.host.ID().String(), caller.String()
+	return func(frame []byte) ([]byte, []byte, error) {
+		if !bytes.Contains(frame, taskField) {
+			return frame, nil, nil
+		}
+		msg, err := mcp.DecodeFrame(frame)
+		if err != nil {
+			return nil, nil, err
+		}
+		req, ok := msg.(*jsonrpc.Request)
+		if !ok || req.Method != "tools/call" {
+			return frame, nil, nil
+		}
+		old, next, refusal := extendTask(req.Params, self, from)
+		switch {
+		case refusal != "":
+			return nil, refusalFrame(req, refusal), nil
+		case old == "":
+			return frame, nil, nil
+		}
+		if out, ok := spliceMeta(frame, old, next); ok {
+			return out, nil, nil
+		}
+		params, err := replaceMeta(req.Params, next)
+		if err != nil {
+			return nil, refusalFrame(req, err.Error()), nil
+		}
+		req.Params = params
+		out, err := jsonrpc.EncodeMessage(req)
+		return out, nil, err
+	}
+}
+
+// relayRewrite is relayFrames for a Pump, on decoded messages.
+func (n *Node) relayRewrite(caller lpeer.ID) mcp.Rewrite {
+	if caller == n.host.ID() {
+		return nil
+	}
+	self, from := n.host.ID().String(), caller.String()
 	return func(msg jsonrpc.Message) (jsonrpc.Message, jsonrpc.Message, error) {
 		req, ok := msg.(*jsonrpc.Request)
-		if !ok || req.Method != "tools/call" || len(req.Params) == 0 {
+		if !ok || req.Method != "tools/call" || !bytes.Contains(req.Params, taskField) {
 			return msg, nil, nil
 		}
-		var head struct {
-			Meta map[string]json.RawMessage `json:"_meta"`
+		old, next, refusal := extendTask(req.Params, self, from)
+		switch {
+		case refusal != "":
+			return nil, refusalMessage(req, refusal), nil
+		case old == "":
+			return msg, nil, nil
 		}
-		if _, err := segjson.Parse(req.Params, &head, segjson.DontMatchCaseInsensitiveStructFields); err != nil {
-			return msg, nil, nil // not the relay's to judge: the server answers bad params
-		}
-		raw, ok := head.Meta[tasks.MetaKey]
+		params, ok := spliceMeta(req.Params, old, next)
 		if !ok {
-			return msg, nil, nil
-		}
-		var wire string
-		if err := json.Unmarshal(raw, &wire); err != nil {
-			return refuse(req, fmt.Sprintf("bad task context: %v", err))
-		}
-		m, err := tasks.Parse(wire)
-		if err != nil {
-			return refuse(req, err.Error())
-		}
-		if err := tasks.Check(m, self, caller.String()); err != nil {
-			return refuse(req, err.Error())
-		}
-		next := *m
-		next.Path = append(append([]string(nil), m.Path...), self)
-		next.Budget--
-		if left := m.Timeout(); left > 0 {
-			next.TimeoutMs = max((left - tasks.Margin(left)).Milliseconds(), 1)
-		}
-		params, err := replaceMeta(req.Params, tasks.MetaKey, next.String())
-		if err != nil {
-			return refuse(req, err.Error())
+			var err error
+			if params, err = replaceMeta(req.Params, next); err != nil {
+				return nil, refusalMessage(req, err.Error()), nil
+			}
 		}
 		out := *req
 		out.Params = params
@@ -149,18 +190,74 @@ func (n *Node) relayRewrite(caller lpeer.ID) mcp.Rewrite {
 	}
 }
 
-// refuse answers a request the relay will not pass on (a notification,
-// having no ID, is dropped).
-func refuse(req *jsonrpc.Request, reason string) (jsonrpc.Message, jsonrpc.Message, error) {
-	if !req.ID.IsValid() {
-		return nil, nil, nil
+// extendTask reads the task context of a tools/call's params and returns
+// it and the context to pass on from self, or why the call is refused. old
+// is empty if the call carries no task context.
+func extendTask(params json.RawMessage, self, caller string) (old, next, refusal string) {
+	// Decode only the one _meta field the relay needs; the rest of the
+	// params, arguments included, is skipped.
+	var head struct {
+		Meta struct {
+			Task *string `json:"io.mcpmesh/task"`
+		} `json:"_meta"`
 	}
-	return nil, &jsonrpc.Response{ID: req.ID, Error: &jsonrpc.Error{Code: jsonrpc.CodeInvalidRequest, Message: reason}}, nil
+	if _, err := segjson.Parse(params, &head, segjson.DontMatchCaseInsensitiveStructFields); err != nil || head.Meta.Task == nil {
+		return "", "", "" // not the relay's to judge: the server answers bad params
+	}
+	m, err := tasks.Parse(*head.Meta.Task)
+	if err != nil {
+		return "", "", err.Error()
+	}
+	if err := tasks.Check(m, self, caller); err != nil {
+		return "", "", err.Error()
+	}
+	n := *m
+	n.Path = append(append([]string(nil), m.Path...), self)
+	n.Budget--
+	if left := m.Timeout(); left > 0 {
+		n.TimeoutMs = max((left - tasks.Margin(left)).Milliseconds(), 1)
+	}
+	return *head.Meta.Task, n.String(), ""
 }
 
-// replaceMeta sets params._meta[key] = value, leaving every other field as
-// raw bytes.
-func replaceMeta(params json.RawMessage, key, value string) (json.RawMessage, error) {
+// spliceMeta replaces the task field "key":"old" with "key":"next" in b,
+// where it is written the compact way (as Go and most encoders write it)
+// and only once; ok is false otherwise.
+func spliceMeta(b []byte, old, next string) ([]byte, bool) {
+	oldField, _ := json.Marshal(old)
+	newField, _ := json.Marshal(next)
+	oldField = append(append(append([]byte(nil), taskField...), ':'), oldField...)
+	newField = append(append(append([]byte(nil), taskField...), ':'), newField...)
+	i := bytes.Index(b, oldField)
+	if i < 0 || bytes.Index(b[i+len(oldField):], oldField) >= 0 {
+		return nil, false
+	}
+	out := make([]byte, 0, len(b)+len(newField)-len(oldField)+1) // +1: room for the frame's newline
+	out = append(append(append(out, b[:i]...), newField...), b[i+len(oldField):]...)
+	return out, true
+}
+
+// refusalFrame answers a request the relay will not pass on, as a frame
+// (nil for a notification, which has no answer).
+func refusalFrame(req *jsonrpc.Request, reason string) []byte {
+	msg := refusalMessage(req, reason)
+	if msg == nil {
+		return nil
+	}
+	out, _ := jsonrpc.EncodeMessage(msg)
+	return out
+}
+
+func refusalMessage(req *jsonrpc.Request, reason string) jsonrpc.Message {
+	if !req.ID.IsValid() {
+		return nil
+	}
+	return &jsonrpc.Response{ID: req.ID, Error: &jsonrpc.Error{Code: jsonrpc.CodeInvalidRequest, Message: reason}}
+}
+
+// replaceMeta sets params._meta[task key] to next, re-encoding the top
+// level of params (the other fields stay raw bytes).
+func replaceMeta(params json.RawMessage, next string) (json.RawMessage, error) {
 	var top map[string]json.RawMessage
 	if _, err := segjson.Parse(params, &top, segjson.DontMatchCaseInsensitiveStructFields); err != nil {
 		return nil, err
@@ -169,11 +266,11 @@ func replaceMeta(params json.RawMessage, key, value string) (json.RawMessage, er
 	if _, err := segjson.Parse(top["_meta"], &meta, segjson.DontMatchCaseInsensitiveStructFields); err != nil {
 		return nil, err
 	}
-	v, err := json.Marshal(value)
+	v, err := json.Marshal(next)
 	if err != nil {
 		return nil, err
 	}
-	meta[key] = v
+	meta[tasks.MetaKey] = v
 	if top["_meta"], err = segjson.Marshal(meta); err != nil {
 		return nil, err
 	}

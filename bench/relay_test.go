@@ -1,0 +1,80 @@
+package bench
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/mcpmesh/mcpmesh/mcp"
+)
+
+// relayCall calls C's echo from A: directly, or through B re-sharing C's
+// server (--share-peer), A connected only to B.
+func relayCall(tb testing.TB, viaRelay bool) call {
+	tb.Helper()
+	ctx := context.Background()
+	a, b, c := newNode(tb), newNode(tb), newNode(tb)
+	if _, err := b.Connect(ctx, c.Addrs()[0].String()); err != nil {
+		tb.Fatal(err)
+	}
+	if !viaRelay {
+		if _, err := a.Connect(ctx, c.Addrs()[0].String()); err != nil {
+			tb.Fatal(err)
+		}
+		return func(ctx context.Context) error {
+			return checkEcho(a.CallServerTool(ctx, c.ID(), mcp.DefaultServer, "echo", echoArgs))
+		}
+	}
+	if err := b.SharePeer("far", c.ID(), mcp.DefaultServer); err != nil {
+		tb.Fatal(err)
+	}
+	if _, err := a.Connect(ctx, b.Addrs()[0].String()); err != nil {
+		tb.Fatal(err)
+	}
+	return func(ctx context.Context) error {
+		return checkEcho(a.CallServerTool(ctx, b.ID(), "far", "echo", echoArgs))
+	}
+}
+
+// BenchmarkRelay measures what one relay hop (--share-peer) adds to a call:
+// the same call to C made directly and through B, in one run. B pumps the
+// session message by message, decoding only the JSON-RPC envelope (and the
+// _meta of a tools/call, to extend its task path).
+func BenchmarkRelay(b *testing.B) {
+	for _, via := range []bool{false, true} {
+		name := "direct"
+		if via {
+			name = "via-relay"
+		}
+		b.Run(name, func(b *testing.B) {
+			call := relayCall(b, via)
+			ctx := context.Background()
+			if err := call(ctx); err != nil { // warm: sessions open
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			start := cpuTime()
+			b.ResetTimer()
+			for b.Loop() {
+				if err := call(ctx); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			reportCPU(b, start)
+		})
+	}
+}
+
+func TestRelayPaths(t *testing.T) {
+	for _, via := range []bool{false, true} {
+		call := relayCall(t, via)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		for range 3 {
+			if err := call(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		cancel()
+	}
+}
