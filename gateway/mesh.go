@@ -111,7 +111,7 @@ type mesh struct {
 type SearchIn struct {
 	Query string   `json:"query,omitempty" jsonschema:"words to look for in tool names and descriptions"`
 	Tags  []string `json:"tags,omitempty" jsonschema:"tags the tools must have"`
-	Limit int      `json:"limit,omitempty" jsonschema:"most results to return (default 10)"`
+	Limit int      `json:"limit,omitempty" jsonschema:"most results to return (default 5)"`
 }
 
 // Hit is one result of mesh_search.
@@ -127,15 +127,15 @@ type SearchOut struct {
 	Hits []Hit `json:"hits"`
 }
 
-// structured returns v as both structured content and its JSON text. The
-// tools declare no output schema: in mesh mode every byte of tools/list is
-// paid in the host's context.
+// structured returns v as JSON text. Every byte a mesh-mode tool lists or
+// returns is paid in the host's context, so the tools declare no output
+// schema and do not repeat their answer as structured content.
 func structured(v any) (*sdkmcp.CallToolResult, any, error) {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return nil, nil, err
 	}
-	return &sdkmcp.CallToolResult{Content: []sdkmcp.Content{&sdkmcp.TextContent{Text: string(b)}}, StructuredContent: v}, nil, nil
+	return &sdkmcp.CallToolResult{Content: []sdkmcp.Content{&sdkmcp.TextContent{Text: string(b)}}}, nil, nil
 }
 
 func (g *mesh) search(ctx context.Context, _ *sdkmcp.CallToolRequest, in SearchIn) (*sdkmcp.CallToolResult, any, error) {
@@ -145,7 +145,7 @@ func (g *mesh) search(ctx context.Context, _ *sdkmcp.CallToolRequest, in SearchI
 	}
 	limit := in.Limit
 	if limit <= 0 || limit > 50 {
-		limit = 10
+		limit = 5
 	}
 	ctx, cancel := context.WithTimeout(ctx, g.opts.SearchTimeout)
 	defer cancel()

@@ -82,8 +82,9 @@ func callJSON(t *testing.T, cs *sdkmcp.ClientSession, tool string, args any, out
 		t.Fatalf("%s: %v", tool, res.Content[0].(*sdkmcp.TextContent).Text)
 	}
 	if out != nil {
-		b, _ := json.Marshal(res.StructuredContent)
-		json.Unmarshal(b, out)
+		if err := json.Unmarshal([]byte(res.Content[0].(*sdkmcp.TextContent).Text), out); err != nil {
+			t.Fatalf("%s answered %v: %v", tool, res.Content, err)
+		}
 	}
 	return res
 }
