@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -38,6 +39,9 @@ type Mirror struct {
 	templates map[string]bool
 	prompts   map[string]bool
 
+	subs  map[string]int // resource URI → sessions subscribed to it
+	level sdkmcp.LoggingLevel
+
 	callers   sync.Map // call id → *sdkmcp.ServerSession of a call in flight
 	callSeq   atomic.Int64
 	progress  sync.Map // upstream progress token → progressRoute
@@ -58,16 +62,44 @@ func NewMirror(name string, impl *sdkmcp.Implementation) *Mirror {
 	m := &Mirror{
 		name:      name,
 		tools:     map[string]bool{},
+		subs:      map[string]int{},
 		resources: map[string]bool{},
 		templates: map[string]bool{},
 		prompts:   map[string]bool{},
 	}
 	m.server = sdkmcp.NewServer(impl, &sdkmcp.ServerOptions{
 		Capabilities: &sdkmcp.ServerCapabilities{
-			Tools:     &sdkmcp.ToolCapabilities{ListChanged: true},
-			Resources: &sdkmcp.ResourceCapabilities{ListChanged: true},
-			Prompts:   &sdkmcp.PromptCapabilities{ListChanged: true},
+			Tools:       &sdkmcp.ToolCapabilities{ListChanged: true},
+			Resources:   &sdkmcp.ResourceCapabilities{ListChanged: true, Subscribe: true},
+			Prompts:     &sdkmcp.PromptCapabilities{ListChanged: true},
+			Completions: &sdkmcp.CompletionCapabilities{},
+			Logging:     &sdkmcp.LoggingCapabilities{},
 		},
+		CompletionHandler: func(ctx context.Context, req *sdkmcp.CompleteRequest) (*sdkmcp.CompleteResult, error) {
+			up, err := m.upstream()
+			if err != nil {
+				return nil, err
+			}
+			return up.Complete(ctx, req.Params)
+		},
+		SubscribeHandler: func(ctx context.Context, req *sdkmcp.SubscribeRequest) error {
+			return m.subscribe(ctx, req.Params.URI, +1)
+		},
+		UnsubscribeHandler: func(ctx context.Context, req *sdkmcp.UnsubscribeRequest) error {
+			return m.subscribe(ctx, req.Params.URI, -1)
+		},
+	})
+	// A caller's logging level is passed on: the upstream sends what the
+	// most verbose caller asked for, and each session gets what it asked for.
+	m.server.AddReceivingMiddleware(func(next sdkmcp.MethodHandler) sdkmcp.MethodHandler {
+		return func(ctx context.Context, method string, req sdkmcp.Request) (sdkmcp.Result, error) {
+			if p, ok := req.GetParams().(*sdkmcp.SetLoggingLevelParams); ok && method == "logging/setLevel" {
+				if err := m.setLevel(ctx, p.Level); err != nil {
+					return nil, err
+				}
+			}
+			return next(ctx, method, req)
+		}
 	})
 	return m
 }
@@ -95,6 +127,16 @@ func (m *Mirror) ClientOptions() *sdkmcp.ClientOptions {
 		},
 		PromptListChangedHandler: func(ctx context.Context, r *sdkmcp.PromptListChangedRequest) {
 			go resync(context.WithoutCancel(ctx), r.Session)
+		},
+		ResourceUpdatedHandler: func(ctx context.Context, r *sdkmcp.ResourceUpdatedNotificationRequest) {
+			if err := m.server.ResourceUpdated(ctx, r.Params); err != nil {
+				mirrorLog.Debugw("relay resource update", "server", m.name, "error", err)
+			}
+		},
+		LoggingMessageHandler: func(ctx context.Context, r *sdkmcp.LoggingMessageRequest) {
+			for ss := range m.server.Sessions() {
+				ss.Log(ctx, r.Params) // the SDK drops what is below the session's level
+			}
 		},
 		ProgressNotificationHandler: func(ctx context.Context, r *sdkmcp.ProgressNotificationClientRequest) {
 			route, ok := m.progress.Load(r.Params.ProgressToken)
@@ -160,11 +202,75 @@ func (m *Mirror) soleCaller() (*sdkmcp.ServerSession, error) {
 }
 
 // Attach makes cs the upstream session and re-reads everything it offers.
+// Subscriptions and the logging level callers asked for are set again on
+// it (a restarted program knows nothing of them).
 func (m *Mirror) Attach(ctx context.Context, cs *sdkmcp.ClientSession) error {
 	m.mu.Lock()
 	m.up = cs
+	var uris []string
+	for uri := range m.subs {
+		uris = append(uris, uri)
+	}
+	level := m.level
 	m.mu.Unlock()
-	return m.sync(ctx, cs)
+	var errs []error
+	for _, uri := range uris {
+		if err := cs.Subscribe(ctx, &sdkmcp.SubscribeParams{URI: uri}); err != nil {
+			errs = append(errs, fmt.Errorf("subscribe %s again: %w", uri, err))
+		}
+	}
+	if level != "" {
+		if err := cs.SetLoggingLevel(ctx, &sdkmcp.SetLoggingLevelParams{Level: level}); err != nil {
+			errs = append(errs, fmt.Errorf("set logging level again: %w", err))
+		}
+	}
+	return errors.Join(append(errs, m.sync(ctx, cs))...)
+}
+
+// subscribe counts the callers subscribed to uri and subscribes upstream
+// for the first, unsubscribes after the last.
+func (m *Mirror) subscribe(ctx context.Context, uri string, delta int) error {
+	up, err := m.upstream()
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	before := m.subs[uri]
+	after := max(before+delta, 0)
+	if after == 0 {
+		delete(m.subs, uri)
+	} else {
+		m.subs[uri] = after
+	}
+	m.mu.Unlock()
+	switch {
+	case before == 0 && after > 0:
+		return up.Subscribe(ctx, &sdkmcp.SubscribeParams{URI: uri})
+	case before > 0 && after == 0:
+		return up.Unsubscribe(ctx, &sdkmcp.UnsubscribeParams{URI: uri})
+	}
+	return nil
+}
+
+// logLevels orders MCP's logging levels, most verbose first.
+var logLevels = []sdkmcp.LoggingLevel{"debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"}
+
+// setLevel asks the upstream for level if it is more verbose than what it
+// was asked for so far.
+func (m *Mirror) setLevel(ctx context.Context, level sdkmcp.LoggingLevel) error {
+	up, err := m.upstream()
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	cur := m.level
+	if cur != "" && slices.Index(logLevels, level) >= slices.Index(logLevels, cur) {
+		m.mu.Unlock()
+		return nil
+	}
+	m.level = level
+	m.mu.Unlock()
+	return up.SetLoggingLevel(ctx, &sdkmcp.SetLoggingLevelParams{Level: level})
 }
 
 // Detach forgets the upstream session cs (if it is still the current one):
@@ -347,6 +453,22 @@ func (m *Mirror) syncPrompts(prompts []*sdkmcp.Prompt) {
 func (m *Mirror) track(ss *sdkmcp.ServerSession, meta sdkmcp.Meta, token any) (sdkmcp.Meta, func()) {
 	id := m.callSeq.Add(1)
 	m.callers.Store(id, ss)
+	m.mu.Lock()
+	level := m.level
+	m.mu.Unlock()
+	_, hasLevel := meta[sdkmcp.MetaKeyLogLevel]
+	addLevel := level != "" && !hasLevel
+	if token == nil && !addLevel {
+		return meta, func() { m.callers.Delete(id) }
+	}
+	meta = maps.Clone(meta)
+	if meta == nil {
+		meta = sdkmcp.Meta{}
+	}
+	if addLevel {
+		// An upstream on 2026-07-28 reads the level of each request.
+		meta[sdkmcp.MetaKeyLogLevel] = level
+	}
 	if token == nil {
 		return meta, func() { m.callers.Delete(id) }
 	}
@@ -354,10 +476,6 @@ func (m *Mirror) track(ss *sdkmcp.ServerSession, meta sdkmcp.Meta, token any) (s
 	// upstream sees one of ours.
 	up := fmt.Sprintf("mcpmesh-%d", m.nextToken.Add(1))
 	m.progress.Store(up, progressRoute{session: ss, token: token})
-	meta = maps.Clone(meta)
-	if meta == nil {
-		meta = sdkmcp.Meta{}
-	}
 	meta["progressToken"] = up
 	return meta, func() {
 		m.callers.Delete(id)

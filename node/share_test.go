@@ -37,7 +37,20 @@ type confirmIn struct {
 }
 
 func runStdioServer() {
-	s := sdkmcp.NewServer(&sdkmcp.Implementation{Name: "calc", Version: "1"}, nil)
+	var s *sdkmcp.Server
+	s = sdkmcp.NewServer(&sdkmcp.Implementation{Name: "calc", Version: "1"}, &sdkmcp.ServerOptions{
+		CompletionHandler: func(_ context.Context, req *sdkmcp.CompleteRequest) (*sdkmcp.CompleteResult, error) {
+			return &sdkmcp.CompleteResult{Completion: sdkmcp.CompletionResultDetails{Values: []string{req.Params.Argument.Value + "00"}}}, nil
+		},
+		SubscribeHandler:   func(context.Context, *sdkmcp.SubscribeRequest) error { return nil },
+		UnsubscribeHandler: func(context.Context, *sdkmcp.UnsubscribeRequest) error { return nil },
+	})
+	sdkmcp.AddTool(s, &sdkmcp.Tool{Name: "touch", Description: "logs, and updates the readme resource"},
+		func(ctx context.Context, req *sdkmcp.CallToolRequest, _ struct{}) (*sdkmcp.CallToolResult, any, error) {
+			req.Session.Log(ctx, &sdkmcp.LoggingMessageParams{Level: "info", Logger: "calc", Data: "touched"})
+			s.ResourceUpdated(ctx, &sdkmcp.ResourceUpdatedNotificationParams{URI: "calc://readme"})
+			return &sdkmcp.CallToolResult{Content: []sdkmcp.Content{&sdkmcp.TextContent{Text: "touched"}}}, nil, nil
+		})
 	// The program uses mcpmesh's helper to ask its caller, so that it works
 	// on either protocol version.
 	s.AddReceivingMiddleware(mcp.NewInputs().Middleware())
@@ -198,7 +211,7 @@ func TestSharedProgramRestartsAfterExit(t *testing.T) {
 			st = p
 		}
 	}
-	if st.Restarts < 1 || !st.Running || st.Tools != 4 {
+	if st.Restarts < 1 || !st.Running || st.Tools != 5 {
 		t.Errorf("status after restart = %+v", st)
 	}
 	if !strings.Contains(stderr.String(), "[calc] crashing on purpose") {
@@ -323,4 +336,60 @@ func TestSharedHTTPServerWithBearerToken(t *testing.T) {
 	if err := b.ShareHTTP(ctx, "bad", node.Remote{URL: "ftp://x"}); err == nil {
 		t.Fatal("non-http URL accepted")
 	}
+}
+
+// Completion, logging and resource subscriptions of a shared program reach
+// a caller on another node.
+func TestSharedProgramRelaysCompletionLoggingAndUpdates(t *testing.T) {
+	a, b := newNode(t), newNode(t)
+	shareCalc(t, b, &syncBuffer{})
+	connect(t, a, b)
+	ctx := context.Background()
+
+	var mu sync.Mutex
+	var logs, updates []string
+	client := sdkmcp.NewClient(&sdkmcp.Implementation{Name: "watcher"}, &sdkmcp.ClientOptions{
+		LoggingMessageHandler: func(_ context.Context, r *sdkmcp.LoggingMessageRequest) {
+			mu.Lock()
+			logs = append(logs, fmt.Sprint(r.Params.Data))
+			mu.Unlock()
+		},
+		ResourceUpdatedHandler: func(_ context.Context, r *sdkmcp.ResourceUpdatedNotificationRequest) {
+			mu.Lock()
+			updates = append(updates, r.Params.URI)
+			mu.Unlock()
+		},
+	})
+	s, err := a.Host().NewStream(ctx, b.ID(), mcp.ProtocolID("calc"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs, err := client.Connect(ctx, &mcp.StreamTransport{Stream: s}, &sdkmcp.ClientSessionOptions{ProtocolVersion: "2025-11-25"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+
+	comp, err := cs.Complete(ctx, &sdkmcp.CompleteParams{
+		Ref:      &sdkmcp.CompleteReference{Type: "ref/prompt", Name: "sum_prompt"},
+		Argument: sdkmcp.CompleteParamsArgument{Name: "n", Value: "1"},
+	})
+	if err != nil || len(comp.Completion.Values) != 1 || comp.Completion.Values[0] != "100" {
+		t.Fatalf("complete: %+v, %v", comp, err)
+	}
+	if err := cs.SetLoggingLevel(ctx, &sdkmcp.SetLoggingLevelParams{Level: "info"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := cs.Subscribe(ctx, &sdkmcp.SubscribeParams{URI: "calc://readme"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cs.CallTool(ctx, &sdkmcp.CallToolParams{Name: "touch"}); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { mu.Lock(); t.Logf("logs %v updates %v", logs, updates); mu.Unlock() }()
+	eventually(t, 5*time.Second, "log message and resource update relayed", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(logs) == 1 && logs[0] == "touched" && len(updates) == 1 && updates[0] == "calc://readme"
+	})
 }
