@@ -117,7 +117,7 @@ func (s *Server) serveGateway(conn net.Conn, buffered *bufio.Reader, upstream sd
 		return
 	}
 	srv := gateway.NewMeshServer(ctx, s.node, gateway.MeshOptions{Pins: pins})
-	ss, err := srv.Connect(ctx, transportOf(host), nil)
+	ss, err := srv.Connect(ctx, mcp.Connected(host), nil)
 	if err != nil {
 		host.Close()
 		return
@@ -129,10 +129,3 @@ type readCloser struct {
 	io.Reader
 	io.Closer
 }
-
-// transportOf hands an already connected Connection to the SDK.
-type connTransport struct{ c sdkmcp.Connection }
-
-func (t connTransport) Connect(context.Context) (sdkmcp.Connection, error) { return t.c, nil }
-
-func transportOf(c sdkmcp.Connection) sdkmcp.Transport { return connTransport{c} }

@@ -165,3 +165,11 @@ func RelayStreams(ctx context.Context, down, up network.Stream, maxMessageSize i
 // DecodeFrame decodes one frame to its JSON-RPC envelope, exactly as the
 // SDK's jsonrpc.DecodeMessage does (and refusing data after the message).
 func DecodeFrame(frame []byte) (jsonrpc.Message, error) { return decodeFrame(frame) }
+
+// Connected returns a Transport whose Connect returns c, to hand the SDK a
+// connection that is already open (a relay's end, a host's pipe).
+func Connected(c sdkmcp.Connection) sdkmcp.Transport { return connectedTransport{c} }
+
+type connectedTransport struct{ c sdkmcp.Connection }
+
+func (t connectedTransport) Connect(context.Context) (sdkmcp.Connection, error) { return t.c, nil }

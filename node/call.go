@@ -93,37 +93,13 @@ func (n *Node) dialSession(ctx context.Context, p lpeer.ID, server string) (*sdk
 // dialSelf connects the node's client to one of its own servers in
 // memory, so that a node's own tools are called like anyone else's.
 func (n *Node) dialSelf(ctx context.Context, server string) (*sdkmcp.ClientSession, error) {
-	n.mu.Lock()
-	s, ok := n.servers[server]
-	n.mu.Unlock()
-	if !ok {
-		return nil, fmt.Errorf("this node shares no server named %q (it shares: %s)", server, strings.Join(n.Shared(), ", "))
-	}
-	st, ct := sdkmcp.NewInMemoryTransports()
-	var closeServer func()
-	if s.relay != nil {
-		// A re-shared server: the session is relayed like a peer's.
-		down, _ := st.Connect(ctx)
-		if !n.goOwned() {
-			return nil, ErrClosed
-		}
-		go func() {
-			defer n.wg.Done()
-			if err := n.relay(s.relay, down, n.host.ID()); err != nil {
-				log.Debugw("relay of own session ended", "server", server, "error", err)
-			}
-		}()
-		closeServer = func() { down.Close() }
-	} else {
-		ss, err := s.server.Connect(peer.WithRemote(n.ctx, n.host.ID()), st, nil)
-		if err != nil {
-			return nil, fmt.Errorf("connect to own server %s: %w", server, err)
-		}
-		closeServer = func() { ss.Close() }
-	}
-	cs, err := n.client.Connect(ctx, ct, &sdkmcp.ClientSessionOptions{ProtocolVersion: n.cfg.protocolVersion})
+	conn, err := n.dialOwnServer(ctx, server)
 	if err != nil {
-		closeServer()
+		return nil, err
+	}
+	cs, err := n.client.Connect(ctx, mcp.Connected(conn), &sdkmcp.ClientSessionOptions{ProtocolVersion: n.cfg.protocolVersion})
+	if err != nil {
+		conn.Close()
 		return nil, fmt.Errorf("connect to own server %s: %w", server, err)
 	}
 	n.self.Store(cs, struct{}{})

@@ -155,7 +155,7 @@ func runEmbedded(ctx context.Context, g *globals, req control.GatewayRequest, pe
 		pin, _ := gateway.ParsePin(p)
 		pins = append(pins, pin)
 	}
-	ss, err := gateway.NewMeshServer(ctx, n, gateway.MeshOptions{Pins: pins}).Connect(ctx, connTransport{host}, nil)
+	ss, err := gateway.NewMeshServer(ctx, n, gateway.MeshOptions{Pins: pins}).Connect(ctx, mcp.Connected(host), nil)
 	if err != nil {
 		return err
 	}
@@ -181,7 +181,3 @@ func dialWithRetry(ctx context.Context, n *node.Node, info lpeer.AddrInfo, serve
 		time.Sleep(300 * time.Millisecond)
 	}
 }
-
-type connTransport struct{ c sdkmcp.Connection }
-
-func (t connTransport) Connect(context.Context) (sdkmcp.Connection, error) { return t.c, nil }
