@@ -46,7 +46,7 @@ fetched and verified; results print as they arrive, and the lookup ends within
 			if err != nil {
 				return err
 			}
-			if n == 0 && !g.json {
+			if n == 0 {
 				return &exitError{code: 1, err: fmt.Errorf("no peer offers %q (searched for %v)", args[0], timeout)}
 			}
 			return nil
