@@ -3,6 +3,7 @@ package main
 import (
 	"sync/atomic"
 
+	"github.com/libp2p/go-libp2p/core/connmgr"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/protocol"
@@ -57,9 +58,20 @@ func (s counts) total() int64 {
 // countingHost hands the DHT streams that count the requests read from
 // them: the serving side of every RPC, whoever sent it. discovery.New only
 // needs a host.Host, so the DHT it starts never knows.
+//
+// It also hands the DHT a connection manager: mocknet hosts have none, and
+// without one every node stays connected to every peer it ever queried.
 type countingHost struct {
 	host.Host
-	c *counter
+	c  *counter
+	cm connmgr.ConnManager
+}
+
+func (h *countingHost) ConnManager() connmgr.ConnManager {
+	if h.cm == nil {
+		return h.Host.ConnManager()
+	}
+	return h.cm
 }
 
 func (h *countingHost) SetStreamHandler(pid protocol.ID, handler network.StreamHandler) {

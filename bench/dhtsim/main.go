@@ -18,6 +18,7 @@ import (
 	"math"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -35,11 +36,36 @@ func main() {
 		popular   = flag.Int("popular", 5, "lookups of tools offered by many nodes, per size")
 		fresh     = flag.Int("fresh", 5, "new tools published and timed until findable, per size")
 		bootstrap = flag.Int("bootstrap", 3, "random peers each node connects to at start")
+		refresh   = flag.Int("refresh", 2, "forced routing table refreshes of every node after connecting; -1: none")
 		latency   = flag.Duration("latency", 10*time.Millisecond, "one-way latency of every link")
 		seed      = flag.Uint64("seed", 1, "random seed (which peers, which lookups)")
+		conns     = flag.String("conns", "160,192", "low,high watermarks of each node's connection manager (libp2p's defaults); 0: none")
+		grace     = flag.Duration("grace", time.Minute, "connection manager grace period for new connections")
+		settle    = flag.Duration("settle", 0, "idle time after setup before memory is measured (default grace+5s; -1s: none)")
+		cpuprof   = flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	)
 	flag.Parse()
+	if *cpuprof != "" {
+		f, err := os.Create(*cpuprof)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "dhtsim:", err)
+			os.Exit(1)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintln(os.Stderr, "dhtsim:", err)
+			os.Exit(1)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	logging.SetAllLoggers(logging.LevelError)
+
+	var low, high int
+	if *conns != "0" {
+		if _, err := fmt.Sscanf(*conns, "%d,%d", &low, &high); err != nil || low > high {
+			fmt.Fprintf(os.Stderr, "dhtsim: bad -conns %q: want LOW,HIGH\n", *conns)
+			os.Exit(2)
+		}
+	}
 
 	var results []*Result
 	for _, f := range strings.Split(*sizes, ",") {
@@ -49,13 +75,15 @@ func main() {
 			os.Exit(2)
 		}
 		r, err := Run(Params{
-			N: n, Bootstrap: *bootstrap, Latency: *latency,
+			N: n, Bootstrap: *bootstrap, Latency: *latency, RefreshRounds: *refresh,
+			ConnLow: low, ConnHigh: high, ConnGrace: *grace, Settle: *settle,
 			Lookups: *lookups, PopularFinds: *popular, Fresh: *fresh, Seed: *seed,
 			Discovery: discovery.Config{CardTTL: time.Hour},
 			Progress:  os.Stderr,
 		})
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "dhtsim: N=%d: %v\n", n, err)
+			pprof.StopCPUProfile()
 			os.Exit(1)
 		}
 		results = append(results, r)
@@ -70,21 +98,22 @@ func Report(w io.Writer, rs []*Result) {
 	}
 	p := rs[0].P
 	rtt := p.RTT()
-	fmt.Fprintf(w, "mcpmesh discovery on mocknet: %v one-way link latency (1 RTT = %v, one request and its answer), "+
-		"each node bootstrapped from %d random peers; %s/%s, %d CPUs\n\n",
-		p.Latency, rtt, p.Bootstrap, runtime.GOOS, runtime.GOARCH, runtime.NumCPU())
+	fmt.Fprintf(w, "mcpmesh discovery on mocknet: %v one-way link latency (1 RTT = %v: one request and its answer over one link), "+
+		"each node bootstrapped from %d random peers; %s; %s/%s, %d CPUs\n\n",
+		p.Latency, rtt, p.Bootstrap, connStr(p), runtime.GOOS, runtime.GOARCH, runtime.NumCPU())
 
-	fmt.Fprintln(w, "| N | single-provider found | first found p50 / p95 | Find returns p50 / p95 | DHT requests per lookup, mean (p95) | heap per node | goroutines per node | new tool findable p50 / max |")
+	fmt.Fprintln(w, "| N | single-provider found | first found p50 / p95 | Find returns p50 / p95 | DHT requests per lookup, mean (p95) | memory per node: heap + stacks | goroutines per node | new tool findable p50 / max |")
 	fmt.Fprintln(w, "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 	for _, r := range rs {
 		s := summarize(r)
-		fmt.Fprintf(w, "| %d | %d/%d (%.0f%%) | %s / %s | %s / %s | %.0f (%d) | %.2f MB | %.0f | %s / %s |\n",
+		heap, stack := r.perNode(r.Mem)
+		fmt.Fprintf(w, "| %d | %d/%d (%.0f%%) | %s / %s | %s / %s | %.0f (%d) | %.2f + %.2f = %.2f MB | %.0f | %s / %s |\n",
 			r.P.N, s.found, len(r.Single), 100*s.rate,
 			durRTT(s.firstP50, rtt), durRTT(s.firstP95, rtt),
 			durRTT(s.completeP50, rtt), durRTT(s.completeP95, rtt),
 			s.msgsMean, s.msgsP95,
-			mb(r.HeapTotal-r.HeapBase)/float64(r.P.N),
-			float64(r.Goroutines)/float64(r.P.N),
+			heap, stack, heap+stack,
+			float64(r.Mem.Goroutines)/float64(r.P.N),
 			freshStr(s.freshP50), freshStr(s.freshMax))
 	}
 
@@ -108,8 +137,7 @@ func Report(w io.Writer, rs []*Result) {
 			float64(sum[msgPutValue])/k, float64(other)/k, float64(sum.total())/k, float64(sent)/k, r.IdleMsgsPerSec)
 	}
 
-	fmt.Fprintln(w, "\nTools offered by many nodes (each by N/10 nodes):")
-	fmt.Fprintln(w)
+	fmt.Fprintf(w, "\nTools offered by many nodes (each by N/%d nodes):\n\n", p.Popular)
 	fmt.Fprintln(w, "| N | lookups | providers each | found per lookup, mean | first found p50 | Find returns p50 | DHT requests per lookup, mean |")
 	fmt.Fprintln(w, "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 	for _, r := range rs {
@@ -132,19 +160,26 @@ func Report(w io.Writer, rs []*Result) {
 			durRTT(pct(first, 50), rtt), durRTT(pct(complete, 50), rtt), float64(msgs)/k)
 	}
 
-	fmt.Fprintln(w, "\nSetup and cost:")
+	fmt.Fprintf(w, "\nSetup and cost (memory per node: heap + stacks; \"at setup\" as soon as every card is out, \"settled\" after idling %v: idle DHT streams closed, connections trimmed):\n", p.Settle)
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "| N | build / bootstrap / publish / shutdown | setup CPU | routing table min / median / max | conns per node | heap: mocknet hosts+links / DHT+discovery, per node | goroutines left after shutdown |")
-	fmt.Fprintln(w, "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+	fmt.Fprintln(w, "| N | build / bootstrap / publish / shutdown | setup CPU | publish retries | routing table min / median / max | at setup: conns, memory | settled: conns, memory | of which mocknet hosts+links | goroutines left after shutdown | load average during lookups |")
+	fmt.Fprintln(w, "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 	for _, r := range rs {
-		n := float64(r.P.N)
-		fmt.Fprintf(w, "| %d | %s / %s / %s / %s | %s | %d / %d / %d | %.1f | %.2f / %.2f MB | %d |\n", r.P.N,
-			secs(r.BuildTime), secs(r.BootstrapTime), secs(r.PublishTime), secs(r.ShutdownTime), secs(r.SetupCPU),
-			r.RTMin, r.RTMedian, r.RTMax, r.Conns,
-			mb(r.HeapMocknet-r.HeapBase)/n, mb(r.HeapTotal-r.HeapMocknet)/n, r.GoroutinesLeft)
+		h0, s0 := r.perNode(r.Setup)
+		h1, s1 := r.perNode(r.Mem)
+		fmt.Fprintf(w, "| %d | %s / %s / %s / %s | %s | %d | %d / %d / %d | %.0f, %.2f MB | %.0f, %.2f MB | %.2f MB | %d | %.1f → %.1f |\n", r.P.N,
+			secs(r.BuildTime), secs(r.BootstrapTime), secs(r.PublishTime), secs(r.ShutdownTime), secs(r.SetupCPU), r.PublishRetries,
+			r.RTMin, r.RTMedian, r.RTMax, r.Setup.Conns, h0+s0, r.Mem.Conns, h1+s1,
+			mb(r.HeapMocknet-r.HeapBase)/float64(r.P.N), r.GoroutinesLeft, r.LoadAvg[0], r.LoadAvg[1])
 	}
 
-	if len(rs) >= 2 {
+	for _, r := range rs {
+		if l := max(r.LoadAvg[0], r.LoadAvg[1]); l > float64(runtime.NumCPU()) {
+			fmt.Fprintf(w, "\nWARNING: at N=%d the load average reached %.1f on %d CPUs: other processes competed for the CPU and slowed the lookups.\n", r.P.N, l, runtime.NumCPU())
+		}
+	}
+
+	if len(rs) >= 2 && rs[0].P.N != rs[len(rs)-1].P.N {
 		a, b := rs[0], rs[len(rs)-1]
 		sa, sb := summarize(a), summarize(b)
 		na, nb := float64(a.P.N), float64(b.P.N)
@@ -155,18 +190,28 @@ func Report(w io.Writer, rs []*Result) {
 		row := func(name string, x, y float64, unit string) {
 			fmt.Fprintf(w, "| %s | %.2f%s | %.2f%s | %.2f× |\n", name, x, unit, y, unit, y/x)
 		}
+		ha, sta := a.perNode(a.Mem)
+		hb, stb := b.perNode(b.Mem)
 		row("first found p50", ms(sa.firstP50), ms(sb.firstP50), " ms")
 		row("first found p95", ms(sa.firstP95), ms(sb.firstP95), " ms")
 		row("Find returns p50", ms(sa.completeP50), ms(sb.completeP50), " ms")
 		row("DHT requests per lookup", sa.msgsMean, sb.msgsMean, "")
-		row("heap per node", mb(a.HeapTotal-a.HeapBase)/na, mb(b.HeapTotal-b.HeapBase)/nb, " MB")
-		row("DHT+discovery heap per node", mb(a.HeapTotal-a.HeapMocknet)/na, mb(b.HeapTotal-b.HeapMocknet)/nb, " MB")
-		row("goroutines per node", float64(a.Goroutines)/na, float64(b.Goroutines)/nb, "")
+		row("heap per node", ha, hb, " MB")
+		row("goroutine stacks per node", sta, stb, " MB")
+		row("goroutines per node", float64(a.Mem.Goroutines)/na, float64(b.Mem.Goroutines)/nb, "")
+		row("connections per node", a.Mem.Conns, b.Mem.Conns, "")
 		if sa.freshP50 > 0 && sb.freshP50 > 0 {
 			row("new tool findable p50", ms(sa.freshP50), ms(sb.freshP50), " ms")
 		}
 		row("setup CPU per node", ms(a.SetupCPU)/na, ms(b.SetupCPU)/nb, " ms")
 	}
+}
+
+// perNode returns the heap and stack memory of m per node, in MB, without
+// what the process held before the mesh.
+func (r *Result) perNode(m Snapshot) (heap, stack float64) {
+	n := float64(r.P.N)
+	return (float64(m.Heap) - float64(r.HeapBase)) / n / (1 << 20), (float64(m.Stack) - float64(r.StackBase)) / n / (1 << 20)
 }
 
 type summary struct {
@@ -245,6 +290,13 @@ func freshStr(d time.Duration) string {
 		return "–"
 	}
 	return fmt.Sprintf("%.2f s", d.Seconds())
+}
+
+func connStr(p Params) string {
+	if p.ConnHigh == 0 {
+		return "no connection manager"
+	}
+	return fmt.Sprintf("connection manager %d/%d, grace %v", p.ConnLow, p.ConnHigh, p.ConnGrace)
 }
 
 func secs(d time.Duration) string { return fmt.Sprintf("%.1f s", d.Seconds()) }

@@ -3,20 +3,24 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"io"
 	mrand "math/rand/v2"
 	"net"
+	"os"
 	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	kb "github.com/libp2p/go-libp2p-kbucket"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	lpeer "github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/routing"
+	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
 	mocknet "github.com/libp2p/go-libp2p/p2p/net/mock"
 	ma "github.com/multiformats/go-multiaddr"
 
@@ -30,6 +34,27 @@ type Params struct {
 	Bootstrap int           // random peers each node connects to at start
 	Latency   time.Duration // one-way latency of every mocknet link
 	Popular   int           // popular tool names; each is offered by N/Popular nodes
+
+	// ConnLow and ConnHigh are the watermarks of every node's connection
+	// manager (libp2p's defaults, which node.New keeps, are 160 and 192);
+	// ConnHigh 0: no connection manager, connections are never closed.
+	// ConnGrace protects new connections from trimming.
+	ConnLow, ConnHigh int
+	ConnGrace         time.Duration
+
+	// RefreshRounds is how many times every routing table is refreshed
+	// (ForceRefresh) after the bootstrap connections. Default 2; -1: none
+	// (the DHT refreshes on its own as it meets peers).
+	RefreshRounds int
+	// Settle is how long the mesh idles after setup before its memory is
+	// measured: kad-dht closes streams idle for a minute, and the
+	// connection manager trims connections older than ConnGrace. Default
+	// ConnGrace + 5 s; -1: measure at once.
+	Settle time.Duration
+	// Quiet is how long no card or provider record may arrive before the
+	// publishing is taken as done; Idle how long background traffic is
+	// counted. Default 2 s each.
+	Quiet, Idle time.Duration
 
 	Lookups       int // single-provider lookups, one after the other
 	PopularFinds  int // lookups of popular tools
@@ -53,6 +78,21 @@ func (p *Params) setDefaults() {
 	}
 	if p.Popular <= 0 {
 		p.Popular = 10
+	}
+	if p.RefreshRounds == 0 {
+		p.RefreshRounds = 2
+	}
+	if p.Quiet <= 0 {
+		p.Quiet = 2 * time.Second
+	}
+	if p.Idle <= 0 {
+		p.Idle = 2 * time.Second
+	}
+	if p.ConnGrace <= 0 {
+		p.ConnGrace = time.Minute
+	}
+	if p.Settle == 0 {
+		p.Settle = p.ConnGrace + 5*time.Second
 	}
 	if p.LookupTimeout <= 0 {
 		p.LookupTimeout = 20 * time.Second
@@ -86,30 +126,67 @@ type Result struct {
 	BuildTime, BootstrapTime, PublishTime, ShutdownTime time.Duration
 	SetupCPU                                            time.Duration // CPU time of the whole setup (2 cores: wall×2 at most)
 	RTMin, RTMedian, RTMax                              int           // routing table sizes after setup
-	Conns                                               float64       // connections per node after setup
 
-	HeapBase, HeapMocknet, HeapTotal uint64 // HeapInuse after GC: before, with hosts and links, with everything
-	Goroutines                       int    // after setup, minus before
-	GoroutinesLeft                   int    // after shutdown, minus before
-	IdleMsgsPerSec                   float64
+	// HeapInuse and StackInuse (goroutine stacks, not in the heap) after a
+	// GC, before anything and with the hosts and links only.
+	HeapBase, StackBase, HeapMocknet uint64
+	// Setup is measured as soon as every card is published; Mem once the
+	// connection managers could trim (the same as Setup if they need not).
+	Setup, Mem     Snapshot
+	GoroutinesLeft int // after shutdown, minus before
+	PublishRetries int // cards built again during setup: their first publish failed
+	// LoadAvg is the machine's 1-minute load average as the lookups begin
+	// and end (-1: unknown). Other processes' load slows the lookups too.
+	LoadAvg        [2]float64
+	IdleMsgsPerSec float64
 
 	Single  []Lookup
 	Popular []Lookup
 	Fresh   []time.Duration // -1: not findable in time
 }
 
+// Snapshot is the cost of the mesh at one moment.
+type Snapshot struct {
+	Heap, Stack uint64  // HeapInuse, StackInuse after GC
+	Goroutines  int     // minus those before the mesh
+	Conns       float64 // connections per node
+	MaxConns    int     // of the most connected node
+}
+
+func (s *sim) measure(m *Snapshot, gBefore int, what string) {
+	conns := 0
+	m.MaxConns = 0
+	for _, n := range s.nodes {
+		c := len(n.h.Network().Conns())
+		conns += c
+		m.MaxConns = max(m.MaxConns, c)
+	}
+	m.Conns = float64(conns) / float64(s.p.N)
+	m.Heap, m.Stack = memInuse()
+	m.Goroutines = runtime.NumGoroutine() - gBefore
+	n := float64(s.p.N)
+	s.logf("%s: heap %.0f MB (%.2f MB/node), stacks %.0f MB (%.2f MB/node), %d goroutines (%.0f/node), %.1f connections per node (max %d)", what,
+		mb(m.Heap-s.res.HeapBase), mb(m.Heap-s.res.HeapBase)/n, mb(m.Stack-s.res.StackBase), mb(m.Stack-s.res.StackBase)/n,
+		m.Goroutines, float64(m.Goroutines)/n, m.Conns, m.MaxConns)
+}
+
 type simNode struct {
 	idx  int
 	h    host.Host
+	cm   *connmgr.BasicConnMgr
 	svc  *discovery.Service
 	mu   sync.Mutex
 	more []string // tools added during the run
-	pop  string
+	// builds counts the cards built: one per publish attempt, so more
+	// than one before anything changed means a publish failed.
+	builds atomic.Int64
+	pop    string
 }
 
 func soloName(i int) string { return fmt.Sprintf("solo-%d", i) }
 
 func (n *simNode) build(context.Context) (*cardpb.Card, error) {
+	n.builds.Add(1)
 	n.mu.Lock()
 	more := slices.Clone(n.more)
 	n.mu.Unlock()
@@ -135,10 +212,11 @@ type sim struct {
 	nodes []*simNode
 	cnt   *counter
 	res   *Result
+	start time.Time
 }
 
 func (s *sim) logf(format string, args ...any) {
-	fmt.Fprintf(s.p.Progress, "[N=%d] "+format+"\n", append([]any{s.p.N}, args...)...)
+	fmt.Fprintf(s.p.Progress, "[N=%d %5.1fs] "+format+"\n", append([]any{s.p.N, time.Since(s.start).Seconds()}, args...)...)
 }
 
 // Run builds a mesh of p.N nodes, measures it and shuts it down.
@@ -147,9 +225,9 @@ func Run(p Params) (*Result, error) {
 	if p.N < 3 {
 		return nil, fmt.Errorf("need at least 3 nodes, not %d", p.N)
 	}
-	s := &sim{p: p, rng: mrand.New(mrand.NewPCG(p.Seed, uint64(p.N))), cnt: &counter{}, res: &Result{P: p}}
+	s := &sim{p: p, rng: mrand.New(mrand.NewPCG(p.Seed, uint64(p.N))), cnt: &counter{}, res: &Result{P: p}, start: time.Now()}
 	gBefore := runtime.NumGoroutine()
-	s.res.HeapBase = heapInuse()
+	s.res.HeapBase, s.res.StackBase = memInuse()
 	err := s.run()
 	t := time.Now()
 	s.shutdown()
@@ -190,21 +268,33 @@ func (s *sim) run() error {
 	s.res.PublishTime = time.Since(t)
 	s.res.SetupCPU = cpuTime() - cpu0
 
-	s.res.HeapTotal = heapInuse()
-	s.res.Goroutines = runtime.NumGoroutine() - gBefore
-	s.logf("setup done: heap %.0f MB (%.2f MB/node), %d goroutines (%.0f/node)",
-		mb(s.res.HeapTotal-s.res.HeapBase), mb(s.res.HeapTotal-s.res.HeapBase)/float64(p.N),
-		s.res.Goroutines, float64(s.res.Goroutines)/float64(p.N))
+	s.measure(&s.res.Setup, gBefore, "setup done")
+	// Right after the publishing storm the mesh holds what it no longer
+	// needs: DHT streams that the serving side closes after a minute idle,
+	// and connections too young for the connection manager to trim.
+	if p.Settle > 0 {
+		s.logf("waiting %v for idle streams to close and connections to be trimmed", p.Settle)
+		time.Sleep(p.Settle)
+		for _, n := range s.nodes {
+			if n.cm != nil {
+				n.cm.TrimOpenConns(context.Background())
+			}
+		}
+		s.measure(&s.res.Mem, gBefore, "settled")
+	} else {
+		s.res.Mem = s.res.Setup
+	}
 
 	// Background traffic, to know how much of a lookup's count is noise.
 	c0 := s.cnt.snapshot()
-	idle := 2 * time.Second
-	time.Sleep(idle)
-	s.res.IdleMsgsPerSec = float64(s.cnt.snapshot().sub(c0).total()) / idle.Seconds()
+	time.Sleep(p.Idle)
+	s.res.IdleMsgsPerSec = float64(s.cnt.snapshot().sub(c0).total()) / p.Idle.Seconds()
 
+	s.res.LoadAvg[0] = loadAvg()
 	s.lookups()
 	s.popular()
 	s.fresh()
+	s.res.LoadAvg[1] = loadAvg()
 	return nil
 }
 
@@ -243,11 +333,20 @@ func (s *sim) build() error {
 			s.logf("linking %d/%d", i+1, p.N)
 		}
 	}
-	s.res.HeapMocknet = heapInuse()
+	s.res.HeapMocknet, _ = memInuse()
 	s.logf("%d hosts, %d links: heap %.0f MB", p.N, p.N*(p.N-1)/2, mb(s.res.HeapMocknet-s.res.HeapBase))
 	for i, n := range s.nodes {
+		ch := &countingHost{Host: n.h, c: s.cnt}
+		if p.ConnHigh > 0 {
+			cm, err := connmgr.NewConnManager(p.ConnLow, p.ConnHigh, connmgr.WithGracePeriod(p.ConnGrace))
+			if err != nil {
+				return err
+			}
+			n.h.Network().Notify(cm.Notifee())
+			n.cm, ch.cm = cm, cm
+		}
 		key := n.h.Peerstore().PrivKey(n.h.ID())
-		svc, err := discovery.New(&countingHost{Host: n.h, c: s.cnt}, key, p.Discovery)
+		svc, err := discovery.New(ch, key, p.Discovery)
 		if err != nil {
 			return fmt.Errorf("node %d: %w", i, err)
 		}
@@ -260,21 +359,34 @@ func (s *sim) build() error {
 }
 
 // bootstrap connects each node to a few random others, then refreshes every
-// routing table (twice: the second round finds the peers that joined the
-// first one late) until lookups can reach anyone.
+// routing table (by default twice: the second round finds the peers that
+// joined the first one late).
 func (s *sim) bootstrap() error {
 	p := s.p
 	ctx := context.Background()
-	for i, n := range s.nodes {
+	// Connect waits for identify (a round trip): dial many at once.
+	peers := make([][]int, p.N)
+	for i := range peers {
 		for _, j := range s.rng.Perm(p.N)[:p.Bootstrap+1] {
-			if j == i || len(n.h.Network().ConnsToPeer(s.nodes[j].h.ID())) > 0 {
-				continue
-			}
-			o := s.nodes[j].h
-			if err := n.h.Connect(ctx, lpeer.AddrInfo{ID: o.ID(), Addrs: o.Addrs()}); err != nil {
-				return fmt.Errorf("connect %d to %d: %w", i, j, err)
+			if j != i && len(peers[i]) < p.Bootstrap {
+				peers[i] = append(peers[i], j)
 			}
 		}
+	}
+	var mu sync.Mutex
+	var errs []error
+	forEach(s.nodes, 64, func(n *simNode) {
+		for _, j := range peers[n.idx] {
+			o := s.nodes[j].h
+			if err := n.h.Connect(ctx, lpeer.AddrInfo{ID: o.ID(), Addrs: o.Addrs()}); err != nil {
+				mu.Lock()
+				errs = append(errs, fmt.Errorf("connect %d to %d: %w", n.idx, j, err))
+				mu.Unlock()
+			}
+		}
+	})
+	if err := errors.Join(errs...); err != nil {
+		return err
 	}
 	s.logf("connected each node to %d random others", p.Bootstrap)
 	// Wait for identify to put the first peers in the routing tables.
@@ -286,9 +398,9 @@ func (s *sim) bootstrap() error {
 		}
 		return true
 	})
-	for round := 1; round <= 2; round++ {
+	for round := 1; round <= p.RefreshRounds; round++ {
 		var done atomic.Int64
-		forEach(s.nodes, 32, func(n *simNode) {
+		forEach(s.nodes, 64, func(n *simNode) {
 			<-n.svc.DHT().ForceRefresh()
 			if d := done.Add(1); d%100 == 0 || int(d) == p.N {
 				s.logf("routing table refresh, round %d: %d/%d", round, d, p.N)
@@ -303,36 +415,100 @@ func (s *sim) bootstrap() error {
 	}
 	slices.Sort(sizes)
 	s.res.RTMin, s.res.RTMedian, s.res.RTMax = sizes[0], sizes[p.N/2], sizes[p.N-1]
-	s.res.Conns = float64(conns) / float64(p.N)
-	s.logf("routing tables: min %d, median %d, max %d peers; %.1f connections per node", s.res.RTMin, s.res.RTMedian, s.res.RTMax, s.res.Conns)
+	s.logf("routing tables: min %d, median %d, max %d peers; %.1f connections per node", s.res.RTMin, s.res.RTMedian, s.res.RTMax, float64(conns)/float64(p.N))
 	return nil
 }
 
-// publish starts every service and waits until every card is out and the
-// provider records stop arriving.
+// record is a provider record that publishing must store: provider's
+// record for key, on at least one of the nodes closest to key.
+type record struct {
+	key      []byte // the capability's multihash: the DHT key
+	provider lpeer.ID
+	closest  []*simNode
+	stored   bool
+}
+
+// records lists the provider records of every node's card, each with the
+// bucket-size nodes closest to its key (but the provider, which stores its
+// own records locally).
+func (s *sim) records() []*record {
+	ids := make([]lpeer.ID, len(s.nodes))
+	byID := map[lpeer.ID]*simNode{}
+	for i, n := range s.nodes {
+		ids[i] = n.h.ID()
+		byID[ids[i]] = n
+	}
+	k := s.nodes[0].svc.DHT().BucketSize()
+	var out []*record
+	for _, n := range s.nodes {
+		for _, name := range []string{soloName(n.idx), n.pop} {
+			key := discovery.Capability{Kind: "tool", Name: name}.CID().Hash()
+			r := &record{key: key, provider: n.h.ID()}
+			for _, id := range kb.SortClosestPeers(slices.Clone(ids), kb.ConvertKey(string(key))) {
+				if id != n.h.ID() && len(r.closest) < k {
+					r.closest = append(r.closest, byID[id])
+				}
+			}
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// check reports whether r is in the provider store of one of the nodes
+// closest to its key, as a lookup would find it.
+func (r *record) check(ctx context.Context) bool {
+	if r.stored {
+		return true
+	}
+	for _, n := range r.closest {
+		provs, err := n.svc.DHT().ProviderStore().GetProviders(ctx, r.key)
+		if err != nil {
+			continue
+		}
+		for _, p := range provs {
+			if p.ID == r.provider {
+				r.stored = true
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// publish starts every service and waits until every node's provider
+// records are stored where lookups look (the card is stored before them),
+// and no card or provider record has arrived anywhere for a while.
 func (s *sim) publish() error {
+	ctx := context.Background()
+	recs := s.records()
 	for _, n := range s.nodes {
 		n.svc.Start(n.build)
 	}
 	last, stable, begin := s.cnt.snapshot(), time.Now(), time.Now()
 	for {
 		time.Sleep(250 * time.Millisecond)
-		published := 0
-		for _, n := range s.nodes {
-			if n.svc.Published() != nil {
-				published++
+		missing := 0
+		for _, r := range recs {
+			if !r.check(ctx) {
+				missing++
 			}
 		}
 		now := s.cnt.snapshot()
-		if now[msgPutValue] != last[msgPutValue] || now[msgAddProvider] != last[msgAddProvider] || published < s.p.N {
+		if now[msgPutValue] != last[msgPutValue] || now[msgAddProvider] != last[msgAddProvider] || missing > 0 {
 			last, stable = now, time.Now()
 		}
-		if time.Since(stable) > 2*time.Second {
-			s.logf("published: %d cards, %d PUT_VALUE and %d ADD_PROVIDER requests received", published, now[msgPutValue], now[msgAddProvider])
+		if time.Since(stable) > s.p.Quiet {
+			s.res.PublishRetries = 0
+			for _, n := range s.nodes {
+				s.res.PublishRetries += int(n.builds.Load()) - 1
+			}
+			s.logf("published: %d provider records stored, %d PUT_VALUE and %d ADD_PROVIDER requests received; %d publish attempts retried",
+				len(recs), now[msgPutValue], now[msgAddProvider], s.res.PublishRetries)
 			return nil
 		}
-		if published < s.p.N && time.Since(begin) > 2*time.Minute {
-			return fmt.Errorf("only %d of %d cards published after two minutes", published, s.p.N)
+		if time.Since(begin) > 5*time.Minute {
+			return fmt.Errorf("%d of %d provider records not stored after five minutes", missing, len(recs))
 		}
 	}
 }
@@ -483,7 +659,12 @@ func (s *sim) shutdown() {
 			n.svc.Close()
 		}
 	})
-	forEach(s.nodes, 64, func(n *simNode) { n.h.Close() })
+	forEach(s.nodes, 64, func(n *simNode) {
+		if n.cm != nil {
+			n.cm.Close()
+		}
+		n.h.Close()
+	})
 	s.mn.Close()
 	s.nodes = nil
 }
@@ -517,12 +698,26 @@ func waitUntil(d time.Duration, f func() bool) bool {
 	return true
 }
 
-func heapInuse() uint64 {
+// memInuse returns HeapInuse and StackInuse after a full GC.
+func memInuse() (heap, stack uint64) {
 	runtime.GC()
 	runtime.GC()
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
-	return m.HeapInuse
+	return m.HeapInuse, m.StackInuse
+}
+
+// loadAvg returns the 1-minute load average, or -1 where it is unknown.
+func loadAvg() float64 {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return -1
+	}
+	var l float64
+	if _, err := fmt.Sscan(string(b), &l); err != nil {
+		return -1
+	}
+	return l
 }
 
 func mb(b uint64) float64 { return float64(b) / (1 << 20) }
