@@ -179,6 +179,9 @@ func (in *Inputs) decodeState(state string) (map[string]json.RawMessage, error) 
 	if err := json.Unmarshal(body, &answers); err != nil {
 		return nil, fmt.Errorf("requestState: %w", err)
 	}
+	if answers == nil { // a body of null: the middleware adds answers to the map
+		answers = map[string]json.RawMessage{}
+	}
 	return answers, nil
 }
 

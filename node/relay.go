@@ -117,6 +117,19 @@ func (n *Node) relay(t *relayTarget, down sdkmcp.Connection, caller lpeer.ID) er
 // taskField marks a frame whose task context a relay must extend.
 var taskField = []byte(`"` + tasks.MetaKey + `"`)
 
+// mayHoldTask reports whether b may hold the task field: written plainly,
+// or with a JSON escape that spells some of its characters (\uXXXX, \/),
+// which the next node's decoder reads as the same key. A frame for which it
+// is false passes undecoded; one that hides the key behind escapes must
+// not, or the next node would read a path the relay never checked.
+func mayHoldTask(b []byte) bool {
+	return bytes.Contains(b, taskField) || hasKeyEscape(b)
+}
+
+func hasKeyEscape(b []byte) bool {
+	return bytes.Contains(b, []byte(`\u`)) || bytes.Contains(b, []byte(`\/`))
+}
+
 // relayFrames extends the task context of each tools/call by this hop, so
 // that the serving node's guard sees a path that ends with its caller (this
 // node), loops through this node are refused, and budgets and deadlines
@@ -128,7 +141,7 @@ func (n *Node) relayFrames(caller lpeer.ID) mcp.FrameRewrite {
 	}
 	self, from := n.host.ID().String(), caller.String()
 	return func(frame []byte) ([]byte, []byte, error) {
-		if !bytes.Contains(frame, taskField) {
+		if !mayHoldTask(frame) {
 			return frame, nil, nil
 		}
 		msg, err := mcp.DecodeFrame(frame)
@@ -167,7 +180,7 @@ func (n *Node) relayRewrite(caller lpeer.ID) mcp.Rewrite {
 	self, from := n.host.ID().String(), caller.String()
 	return func(msg jsonrpc.Message) (jsonrpc.Message, jsonrpc.Message, error) {
 		req, ok := msg.(*jsonrpc.Request)
-		if !ok || req.Method != "tools/call" || !bytes.Contains(req.Params, taskField) {
+		if !ok || req.Method != "tools/call" || !mayHoldTask(req.Params) {
 			return msg, nil, nil
 		}
 		old, next, refusal := extendTask(req.Params, self, from)
@@ -195,16 +208,31 @@ func (n *Node) relayRewrite(caller lpeer.ID) mcp.Rewrite {
 // is empty if the call carries no task context.
 func extendTask(params json.RawMessage, self, caller string) (old, next, refusal string) {
 	// Decode only the one _meta field the relay needs; the rest of the
-	// params, arguments included, is skipped.
+	// params, arguments included, is skipped. The field is read as the next
+	// node's SDK reads it (same parser; the last of duplicate keys wins,
+	// whatever its type), so the relay judges the very value the next node
+	// will see.
+	// (A pointer, as the SDK's map: "_meta": null clears what came before.)
 	var head struct {
-		Meta struct {
-			Task *string `json:"io.mcpmesh/task"`
+		Meta *struct {
+			Task json.RawMessage `json:"io.mcpmesh/task"`
 		} `json:"_meta"`
 	}
-	if _, err := segjson.Parse(params, &head, segjson.DontMatchCaseInsensitiveStructFields); err != nil || head.Meta.Task == nil {
+	if _, err := segjson.Parse(params, &head, segjson.DontMatchCaseInsensitiveStructFields); err != nil {
 		return "", "", "" // not the relay's to judge: the server answers bad params
 	}
-	m, err := tasks.Parse(*head.Meta.Task)
+	if head.Meta == nil {
+		return "", "", ""
+	}
+	raw := head.Meta.Task
+	if len(raw) == 0 || string(raw) == "null" {
+		return "", "", "" // no task context: the next node makes the relay's call a root
+	}
+	var task string
+	if _, err := segjson.Parse(raw, &task, 0); err != nil {
+		return "", "", fmt.Sprintf("_meta %q: want a string", tasks.MetaKey)
+	}
+	m, err := tasks.Parse(task)
 	if err != nil {
 		return "", "", err.Error()
 	}
@@ -217,13 +245,18 @@ func extendTask(params json.RawMessage, self, caller string) (old, next, refusal
 	if left := m.Timeout(); left > 0 {
 		n.TimeoutMs = max((left - tasks.Margin(left)).Milliseconds(), 1)
 	}
-	return *head.Meta.Task, n.String(), ""
+	return task, n.String(), ""
 }
 
 // spliceMeta replaces the task field "key":"old" with "key":"next" in b,
 // where it is written the compact way (as Go and most encoders write it)
-// and only once; ok is false otherwise.
+// and only once; ok is false otherwise. The key must appear once in b, and
+// b hold no escape that could spell it another way: then that one key is
+// the one the next node reads, and not, say, a field of the arguments.
 func spliceMeta(b []byte, old, next string) ([]byte, bool) {
+	if bytes.Count(b, taskField) != 1 || hasKeyEscape(b) {
+		return nil, false
+	}
 	oldField, _ := json.Marshal(old)
 	newField, _ := json.Marshal(next)
 	oldField = append(append(append([]byte(nil), taskField...), ':'), oldField...)
@@ -265,6 +298,9 @@ func replaceMeta(params json.RawMessage, next string) (json.RawMessage, error) {
 	var meta map[string]json.RawMessage
 	if _, err := segjson.Parse(top["_meta"], &meta, segjson.DontMatchCaseInsensitiveStructFields); err != nil {
 		return nil, err
+	}
+	if meta == nil { // "_meta": null, or missing
+		meta = map[string]json.RawMessage{}
 	}
 	v, err := json.Marshal(next)
 	if err != nil {

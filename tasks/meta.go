@@ -15,6 +15,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -122,8 +123,15 @@ func ms(d time.Duration) int64 {
 	return max(d.Milliseconds(), 1)
 }
 
-// Timeout returns the time the task has, 0 for no deadline.
-func (m *Meta) Timeout() time.Duration { return time.Duration(m.TimeoutMs) * time.Millisecond }
+// Timeout returns the time the task has, 0 for no deadline. A time left too
+// long for a Duration (over 292 years) is the longest Duration, not a
+// product that overflows to a negative or short one.
+func (m *Meta) Timeout() time.Duration {
+	if m.TimeoutMs > math.MaxInt64/int64(time.Millisecond) {
+		return math.MaxInt64
+	}
+	return time.Duration(m.TimeoutMs) * time.Millisecond
+}
 
 // Traceparent returns the W3C traceparent of the call that starts task m:
 // version 00, the root's ID as trace ID, the first 16 hex digits of m.ID as
