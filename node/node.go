@@ -75,6 +75,9 @@ func New(opts ...Option) (*Node, error) {
 			return nil, err
 		}
 	}
+	if err := cfg.applyPrivateNetwork(); err != nil {
+		return nil, err
+	}
 	key, err := cfg.identity()
 	if err != nil {
 		return nil, err

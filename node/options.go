@@ -7,6 +7,7 @@ import (
 
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/pnet"
 	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/mcpmesh/mcpmesh/discovery"
@@ -41,6 +42,7 @@ type config struct {
 	description     string
 	tags            []string
 	tasks           taskConfig // see tasks.go
+	psk             pnet.PSK   // see pnet.go
 }
 
 // DefaultListenAddrs are where a node listens when no WithListenAddrs is

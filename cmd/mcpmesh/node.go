@@ -38,6 +38,7 @@ func newNodeCmd(g *globals) *cobra.Command {
 		desc    string
 		tags    []string
 		httpAt  string
+		meshKey string
 	)
 	cmd := &cobra.Command{
 		Use:   "node",
@@ -53,6 +54,10 @@ The node takes part in the mesh's DHT: it publishes a signed card of what it
 shares and advertises every tool name and tag, so that any node can find it
 ('mcpmesh find', 'mcpmesh call any'). --peer addresses double as bootstrap
 peers, and mDNS finds nodes on the local network (--no-mdns to turn off).
+
+--mesh-key FILE (default HOME/swarm.key when present; see 'mcpmesh init-mesh')
+makes the node a member of a private mesh: it connects only to nodes holding
+the same key, over TCP and WebSocket only (no QUIC listen addresses).
 
 Each --share NAME=COMMAND starts a stdio MCP server program and shares its tools,
 resources and prompts with the mesh under NAME, names unchanged. If the program
@@ -123,6 +128,11 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 				id, _ := c.ID(ctx)
 				return fmt.Errorf("a node (%s) already runs for home %s: stop it, or use another --home", id.ID, g.home)
 			}
+			var meshSaid string
+			meshOpts, err := meshKeyOptions(g.home, meshKey, listen, func(s string) { meshSaid = s })
+			if err != nil {
+				return usageError("%v", err)
+			}
 			opts := []node.Option{
 				node.WithHome(g.home),
 				node.WithName(name),
@@ -133,6 +143,7 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 				node.WithDescription(desc),
 				node.WithTags(tags...),
 			}
+			opts = append(opts, meshOpts...)
 			if !noDHT {
 				opts = append(opts, node.WithDiscovery(discovery.Config{MDNS: !noMDNS, CardTTL: cardTTL}))
 			}
@@ -167,6 +178,9 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 			fmt.Fprintf(out, "  home:    %s\n", g.home)
 			fmt.Fprintf(out, "  servers: %s\n", strings.Join(n.Shared(), ", "))
 			fmt.Fprintf(out, "  control: %s\n", srv.Addr())
+			if meshSaid != "" {
+				fmt.Fprintf(out, "  mesh:    %s\n", meshSaid)
+			}
 			if gatewayURL != "" {
 				fmt.Fprintf(out, "  http:    %s (mesh mode)\n", gatewayURL)
 				fmt.Fprintf(out, "           %s/PEER/SERVER (one peer's server, transparent)\n", gatewayURL)
@@ -214,6 +228,7 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 	f.DurationVar(&cardTTL, "card-ttl", 3*time.Minute, "how long this node's published card stays valid; a node that leaves drops out of lookups within this time")
 	f.StringVar(&desc, "description", "", "what this node offers, in a sentence, for its card")
 	f.StringArrayVar(&tags, "tag", nil, "a tag for this node on its card, found with 'mcpmesh find tag:NAME' (repeatable)")
+	f.StringVar(&meshKey, "mesh-key", "", "private mesh: the key file from 'mcpmesh init-mesh' (default HOME/swarm.key if it exists); TCP/WebSocket only, no QUIC")
 	f.StringVar(&httpAt, "http", "", "loopback HOST:PORT to serve MCP over Streamable HTTP: /mcp (mesh mode) and /mcp/PEER/SERVER (one server, transparent)")
 	return cmd
 }

@@ -25,10 +25,11 @@ import (
 
 func newStdioCmd(g *globals) *cobra.Command {
 	var (
-		to     string
-		pins   []string
-		peers  []string
-		noMDNS bool
+		to      string
+		pins    []string
+		peers   []string
+		noMDNS  bool
+		meshKey string
 	)
 	cmd := &cobra.Command{
 		Use:   "stdio",
@@ -75,7 +76,7 @@ of its own in this process (finding peers by mDNS and --peer).`,
 				fmt.Fprintf(os.Stderr, "mcpmesh stdio: %s, through the daemon of %s\n", modeOf(to), g.home)
 				return pipe(ctx, conn, os.Stdin, os.Stdout)
 			}
-			return runEmbedded(ctx, g, req, peers, noMDNS)
+			return runEmbedded(ctx, g, req, peers, noMDNS, meshKey)
 		},
 	}
 	f := cmd.Flags()
@@ -83,6 +84,7 @@ of its own in this process (finding peers by mDNS and --peer).`,
 	f.StringArrayVar(&pins, "pin", nil, "[NAME=]PEER/[SERVER/]TOOL: expose a remote tool as a tool of its own (repeatable)")
 	f.StringArrayVar(&peers, "peer", nil, "without a daemon: a peer to join the mesh through (repeatable)")
 	f.BoolVar(&noMDNS, "no-mdns", false, "without a daemon: do not look for peers on the local network")
+	f.StringVar(&meshKey, "mesh-key", "", "without a daemon: private mesh key file (default HOME/swarm.key if it exists)")
 	return cmd
 }
 
@@ -112,13 +114,20 @@ func pipe(ctx context.Context, conn io.ReadWriteCloser, in io.Reader, out io.Wri
 }
 
 // runEmbedded serves the host from a node of this process.
-func runEmbedded(ctx context.Context, g *globals, req control.GatewayRequest, peers []string, noMDNS bool) error {
-	n, err := node.New(
+func runEmbedded(ctx context.Context, g *globals, req control.GatewayRequest, peers []string, noMDNS bool, meshKey string) error {
+	// stdout is the host's MCP stream: everything said goes to stderr.
+	meshOpts, err := meshKeyOptions(g.home, meshKey, node.DefaultListenAddrs, func(s string) {
+		fmt.Fprintf(os.Stderr, "mcpmesh stdio: %s\n", s)
+	})
+	if err != nil {
+		return usageError("%v", err)
+	}
+	n, err := node.New(append([]node.Option{
 		node.WithHome(g.home),
 		node.WithVersion(version),
 		node.WithListenAddrs(node.DefaultListenAddrs...),
 		node.WithDiscovery(discovery.Config{MDNS: !noMDNS}),
-	)
+	}, meshOpts...)...)
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,150 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/pnet"
+)
+
+func TestInitMeshWritesAKeyOnce(t *testing.T) {
+	home := t.TempDir()
+	out, stderr, code := run(t, "--home", home, "init-mesh")
+	path := filepath.Join(home, "swarm.key")
+	if code != 0 || !strings.Contains(out, path) || !strings.Contains(out, "--mesh-key") {
+		t.Fatalf("init-mesh: exit %d: %s %s", code, out, stderr)
+	}
+	st, err := os.Stat(path)
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("key file: %v, %v", st, err)
+	}
+	data, _ := os.ReadFile(path)
+	psk, err := pnet.DecodeV1PSK(bytes.NewReader(data))
+	if err != nil || len(psk) != 32 {
+		t.Fatalf("DecodeV1PSK: %d bytes, %v", len(psk), err)
+	}
+
+	_, stderr, code = run(t, "--home", home, "init-mesh")
+	if code == 0 || !strings.Contains(stderr, "already exists") || !strings.Contains(stderr, "--force") {
+		t.Fatalf("second init-mesh: exit %d: %s", code, stderr)
+	}
+	if again, _ := os.ReadFile(path); !bytes.Equal(again, data) {
+		t.Fatal("a refused init-mesh changed the key")
+	}
+	if _, _, code = run(t, "--home", home, "init-mesh", "--force"); code != 0 {
+		t.Fatalf("init-mesh --force: exit %d", code)
+	}
+	if again, _ := os.ReadFile(path); bytes.Equal(again, data) {
+		t.Fatal("init-mesh --force kept the old key")
+	}
+
+	other := filepath.Join(t.TempDir(), "team.key")
+	if out, _, code = run(t, "init-mesh", "--out", other); code != 0 || !strings.Contains(out, other) {
+		t.Fatalf("init-mesh --out: exit %d: %s", code, out)
+	}
+	if st, err := os.Stat(other); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("--out file: %v, %v", st, err)
+	}
+}
+
+// Three daemons: a and b hold the same key (a in its home, b by
+// --mesh-key), c none. a and b call each other; c cannot reach a.
+func TestPrivateMeshDaemons(t *testing.T) {
+	homeA := t.TempDir()
+	if _, _, code := run(t, "--home", homeA, "init-mesh"); code != 0 {
+		t.Fatal("init-mesh failed")
+	}
+	key := filepath.Join(homeA, "swarm.key")
+	a, banner := startBanner(t, homeA)
+	if !strings.Contains(banner, "private mesh: key "+key) {
+		t.Errorf("daemon a does not say it uses the home's key:\n%s", banner)
+	}
+	b, banner := startBanner(t, t.TempDir(), "--mesh-key", key, "--peer", a.addr, "--listen", "/ip4/127.0.0.1/udp/0/quic-v1")
+	if !strings.Contains(banner, "not listening on /ip4/127.0.0.1/udp/0/quic-v1") {
+		t.Errorf("daemon b does not say it drops QUIC:\n%s", banner)
+	}
+	out, stderr, code := run(t, "--home", b.home, "call", a.id, "echo", `{"text":"members only"}`)
+	if code != 0 || strings.TrimSpace(out) != "members only" {
+		t.Fatalf("call b→a: exit %d: %q %q", code, out, stderr)
+	}
+	out, stderr, code = run(t, "--home", a.home, "call", b.id, "echo", `{"text":"and back"}`)
+	if code != 0 || strings.TrimSpace(out) != "and back" {
+		t.Fatalf("call a→b: exit %d: %q %q", code, out, stderr)
+	}
+
+	c, banner := startBanner(t, t.TempDir())
+	if strings.Contains(banner, "private mesh") {
+		t.Errorf("a daemon without a key says it is private:\n%s", banner)
+	}
+	_, stderr, code = run(t, "--home", c.home, "call", a.addr, "echo", `{"text":"let me in"}`)
+	if code == 0 || !strings.Contains(stderr, "unreachable") {
+		t.Fatalf("call c→a: exit %d: %q", code, stderr)
+	}
+
+	if _, stderr, code = run(t, "--home", t.TempDir(), "node", "--mesh-key", filepath.Join(t.TempDir(), "missing.key")); code != 2 || !strings.Contains(stderr, "mesh key") {
+		t.Errorf("node with a missing key file: exit %d: %q", code, stderr)
+	}
+}
+
+// startBanner starts a daemon as startDaemonAt does and returns what it
+// printed up to "ready" (startDaemonAt's buffer keeps growing while the
+// daemon runs, so reading it from the test would race).
+func startBanner(t *testing.T, home string, extra ...string) (*daemon, string) {
+	t.Helper()
+	args := append([]string{"--home", home, "node", "--listen", "/ip4/127.0.0.1/tcp/0", "--dial-timeout", "3s", "--no-mdns"}, extra...)
+	cmd := exec.Command(binary, args...)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	d := &daemon{home: home, cmd: cmd, out: &bytes.Buffer{}}
+	t.Cleanup(func() { d.stop(t) })
+	type result struct {
+		id, addr, banner string
+		ok               bool
+	}
+	done := make(chan result, 1)
+	go func() {
+		var r result
+		var banner strings.Builder
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			line := sc.Text()
+			banner.WriteString(line + "\n")
+			if id, ok := strings.CutPrefix(line, "mcpmesh node "); ok {
+				r.id = id
+			}
+			if a, ok := strings.CutPrefix(strings.TrimSpace(line), "listen:"); ok {
+				r.addr = strings.TrimSpace(a)
+			}
+			if line == "ready; Ctrl-C to stop" {
+				r.ok = true
+				break
+			}
+		}
+		r.banner = banner.String()
+		done <- r
+		io.Copy(io.Discard, stdout)
+	}()
+	select {
+	case r := <-done:
+		if !r.ok {
+			t.Fatalf("daemon exited before it was ready:\n%s", r.banner)
+		}
+		d.id, d.addr = r.id, r.addr
+		return d, r.banner
+	case <-time.After(20 * time.Second):
+		t.Fatal("daemon not ready after 20s")
+	}
+	return nil, ""
+}
