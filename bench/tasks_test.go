@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -126,5 +127,42 @@ func TestTaskHops(t *testing.T) {
 	}
 	if n := len(untracked.nodes[3].Tasks()); n != 0 {
 		t.Errorf("D of the untracked chain holds %d tasks, want none", n)
+	}
+}
+
+// BenchmarkTaskHop times each path of BenchmarkTaskHops on its own, so that
+// B/op and allocs/op (which the interleaved run can only sum) are per path,
+// for comparing tracked and untracked calls, and for profiling one of them
+// (-bench 'TaskHop/1hop-tracked' -cpuprofile ...).
+func BenchmarkTaskHop(b *testing.B) {
+	for _, tracking := range []bool{true, false} {
+		for _, hops := range []int{1, 3} {
+			name := fmt.Sprintf("%dhop-tracked", hops)
+			if !tracking {
+				name = fmt.Sprintf("%dhop-untracked", hops)
+			}
+			b.Run(name, func(b *testing.B) {
+				ctx := context.Background()
+				c := newChain(b, tracking)
+				call := c.oneHop
+				if hops == 3 {
+					call = c.threeHops
+				}
+				for range 20 { // warm up sessions and caches
+					if err := call(ctx); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.ReportAllocs()
+				cpu := cpuTime()
+				for b.Loop() {
+					if err := call(ctx); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.StopTimer()
+				reportCPU(b, cpu)
+			})
+		}
 	}
 }

@@ -111,15 +111,15 @@ func (n *Node) CancelTask(id string) error { return n.taskReg.Cancel(id) }
 
 // --- context helpers ---
 
-type servedKey struct{}
 type budgetKey struct{}
 type progressKey struct{}
 
-// served is a task the node serves (or a call it makes outside any task),
-// as the context of its handler carries it.
+// served is a task the node serves, as the context of its handler carries
+// it (under the tasks package's key: see tasks.WithAsker), or a call it
+// makes outside any task whose progress is routed.
 type served struct {
 	entry *tasks.Entry
-	meta  *tasks.Meta // the task's own context (its ID is entry's)
+	meta  *tasks.Meta // the task's own context (its ID is entry's); nil for a call outside any task
 	// where progress from below goes: the caller's session and token, or a
 	// function (a root call's caller).
 	session *sdkmcp.ServerSession
@@ -128,7 +128,39 @@ type served struct {
 }
 
 func servedFrom(ctx context.Context) *served {
-	s, _ := ctx.Value(servedKey{}).(*served)
+	s, _ := tasks.AskerFrom(ctx).(*served)
+	return s
+}
+
+// AskParent names the calling node's task, for tasks.AskMeta.
+func (s *served) AskParent() string {
+	if s.meta == nil {
+		return ""
+	}
+	return s.meta.Parent
+}
+
+// peerStrings caches the text form of peer IDs, which the task layer needs
+// on every call and which costs microseconds to make (base58).
+var peerStrings struct {
+	mu sync.RWMutex
+	m  map[lpeer.ID]string
+}
+
+func peerString(p lpeer.ID) string {
+	peerStrings.mu.RLock()
+	s, ok := peerStrings.m[p]
+	peerStrings.mu.RUnlock()
+	if ok {
+		return s
+	}
+	s = p.String()
+	peerStrings.mu.Lock()
+	if peerStrings.m == nil || len(peerStrings.m) >= 4096 {
+		peerStrings.m = make(map[lpeer.ID]string) // bounded: start over
+	}
+	peerStrings.m[p] = s
+	peerStrings.mu.Unlock()
 	return s
 }
 
@@ -175,15 +207,21 @@ func (n *Node) callTracked(ctx context.Context, p lpeer.ID, server, tool string,
 			return nil, fmt.Errorf("call %s/%s on %s: %w", server, tool, p, context.DeadlineExceeded)
 		}
 	}
-	parent := servedFrom(ctx)
-	var root *tasks.Entry
+	parent := servedFrom(ctx) // the calling task, if any
+	target := peerString(p)
+	var root, caller *tasks.Entry
 	var m *tasks.Meta
+	var route *served // where progress from below goes, if anywhere
 	if parent != nil {
+		caller = parent.entry
 		m = parent.meta.Child(self, budget, left)
 		if m.Budget < 1 {
 			t := parent.entry.Snapshot(false)
 			return nil, &tasks.HopError{Hop: tasks.Hop{Task: t.ID, Peer: self, Server: t.Server, Tool: t.Tool},
 				Err: fmt.Errorf("%w: path %s has made its %d hops; not calling %s/%s on %s", tasks.ErrBudget, tasks.PathString(m.Path), len(m.Path)-1, server, tool, p)}
+		}
+		if parent.session != nil && parent.token != nil {
+			route = parent
 		}
 	} else {
 		id := tasks.NewID()
@@ -195,25 +233,27 @@ func (n *Node) callTracked(ctx context.Context, p lpeer.ID, server, tool string,
 			b = tasks.DefaultBudget
 		}
 		var err error
-		root, err = n.taskReg.Begin(tasks.Task{ID: id, Root: id, Role: tasks.Call, Server: server, Tool: tool, Target: p.String(), Budget: b}, cancel)
+		root, err = n.taskReg.Begin(tasks.Task{ID: id, Root: id, Role: tasks.Call, Server: server, Tool: tool, Target: target, Budget: b}, cancel)
 		if err != nil {
 			return nil, err
 		}
+		caller = root
 		m = tasks.Root(id, self, budget, left) // the root gives its callee all its time
-		onProg, _ := ctx.Value(progressKey{}).(func(*sdkmcp.ProgressNotificationParams))
-		parent = &served{entry: root, meta: &tasks.Meta{ID: id, Root: id}, onProg: onProg}
+		if onProg, _ := ctx.Value(progressKey{}).(func(*sdkmcp.ProgressNotificationParams)); onProg != nil {
+			route = &served{entry: root, onProg: onProg}
+		}
 	}
-	hop := tasks.Hop{Task: m.ID, Peer: p.String(), Server: server, Tool: tool}
-	parent.entry.AddChild(hop)
-	meta := sdkmcp.Meta{}
+	hop := tasks.Hop{Task: m.ID, Peer: target, Server: server, Tool: tool}
+	caller.AddChild(hop)
+	meta := make(sdkmcp.Meta, 3)
 	m.Encode(meta)
-	if parent.session != nil && parent.token != nil || parent.onProg != nil {
+	if route != nil {
 		tok := progressPrefix + m.ID
 		meta["progressToken"] = tok
-		n.progress.Store(tok, parent)
+		n.progress.Store(tok, route)
 		defer time.AfterFunc(progressGrace, func() { n.progress.Delete(tok) })
 	}
-	ctx = withCallHop(ctx, parent.entry)
+	ctx = withCallHop(ctx, caller)
 	res, err := call(ctx, p, server, tool, args, meta)
 	if err != nil {
 		if _, ok := tasks.FailedAt(err); !ok {
@@ -223,7 +263,8 @@ func (n *Node) callTracked(ctx context.Context, p lpeer.ID, server, tool string,
 	if root != nil {
 		state, failedAt := outcome(ctx, res, err)
 		if failedAt == nil && state == tasks.Failed {
-			failedAt = &hop
+			h := hop // a copy, so that hop stays off the heap when all goes well
+			failedAt = &h
 		}
 		var result any
 		if res != nil {
@@ -310,7 +351,7 @@ func (n *Node) taskMiddleware(name string) sdkmcp.Middleware {
 			}
 			self := n.taskReg.Self()
 			callerID, _ := peer.Remote(ctx)
-			caller := callerID.String()
+			caller := peerString(callerID)
 			m, err := tasks.Decode(p.Meta)
 			if err != nil {
 				return nil, rpcError(jsonrpc.CodeInvalidParams, "%v", err)
@@ -355,10 +396,7 @@ func (n *Node) taskMiddleware(name string) sdkmcp.Middleware {
 				}
 			}
 			s := &served{entry: e, meta: m, session: ss, token: p.GetProgressToken()}
-			work = context.WithValue(work, servedKey{}, s)
-			if m.Parent != "" {
-				work = tasks.WithAsk(work, m.Parent)
-			}
+			work = tasks.WithAsker(work, s) // for servedFrom and tasks.AskMeta alike
 			e.SetContext(work)
 			if detach {
 				return n.runDetached(ctx, work, cancel, e, m.Detach, next, method, req)

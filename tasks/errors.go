@@ -64,10 +64,32 @@ func DecodeResult(meta map[string]any) (ResultMeta, bool) {
 
 type askKey struct{}
 
+// Asker is what the context of a served task carries for [AskMeta]:
+// AskParent names the task of the calling node that the task belongs to
+// (Meta.Parent), "" for none.
+type Asker interface{ AskParent() string }
+
+type askParent string
+
+func (p askParent) AskParent() string { return string(p) }
+
 // WithAsk records on ctx the task of the calling node that the task served
 // under ctx belongs to (Meta.Parent), for [AskMeta].
 func WithAsk(ctx context.Context, parent string) context.Context {
-	return context.WithValue(ctx, askKey{}, parent)
+	return WithAsker(ctx, askParent(parent))
+}
+
+// WithAsker puts a on ctx, for [AskMeta] and [AskerFrom]. A node puts its
+// own record of a served task there, so that one context value serves both
+// it and AskMeta.
+func WithAsker(ctx context.Context, a Asker) context.Context {
+	return context.WithValue(ctx, askKey{}, a)
+}
+
+// AskerFrom returns what WithAsker or WithAsk put on ctx, or nil.
+func AskerFrom(ctx context.Context) Asker {
+	a, _ := ctx.Value(askKey{}).(Asker)
+	return a
 }
 
 // AskMeta returns meta with _meta[AskKey] naming the calling node's task,
@@ -77,7 +99,11 @@ func WithAsk(ctx context.Context, parent string) context.Context {
 // meta is copied, never changed; it is returned as is when there is nothing
 // to add.
 func AskMeta(ctx context.Context, meta map[string]any) map[string]any {
-	parent, _ := ctx.Value(askKey{}).(string)
+	a := AskerFrom(ctx)
+	if a == nil {
+		return meta
+	}
+	parent := a.AskParent()
 	if parent == "" {
 		return meta
 	}

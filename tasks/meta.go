@@ -190,45 +190,58 @@ func Decode(meta map[string]any) (*Meta, error) {
 
 // Parse reads the wire form of a task context (see Encode).
 func Parse(s string) (*Meta, error) {
-	f := strings.Split(s, " ")
-	bad := func(field, want string) error {
-		return fmt.Errorf("_meta %q: %s: want %s (the value is \"ID ROOT PARENT BUDGET TIMEOUT-MS DETACH PATH\")", MetaKey, field, want)
+	var f [7]string // split by hand: every served call parses one
+	n := 0
+	for rest := s; ; n++ {
+		field, more, ok := strings.Cut(rest, " ")
+		if n < len(f) {
+			f[n] = field
+		}
+		if !ok {
+			n++
+			break
+		}
+		rest = more
 	}
-	if len(f) != 7 {
-		return nil, bad("value", "7 fields separated by spaces")
+	if n != len(f) {
+		return nil, parseError("value", "7 fields separated by spaces")
 	}
 	m := &Meta{ID: f[0], Root: f[1], Parent: f[2]}
 	const idWant = "a task ID of 16 to 64 letters, digits, '-' or '_'"
 	if !validID(m.ID) {
-		return nil, bad("ID", idWant)
+		return nil, parseError("ID", idWant)
 	}
 	if !validID(m.Root) {
-		return nil, bad("ROOT", idWant)
+		return nil, parseError("ROOT", idWant)
 	}
 	if m.Parent == "-" {
 		m.Parent = ""
 	} else if !validID(m.Parent) {
-		return nil, bad("PARENT", idWant+", or -")
+		return nil, parseError("PARENT", idWant+", or -")
 	}
 	var err error
 	if m.Budget, err = strconv.Atoi(f[3]); err != nil {
-		return nil, bad("BUDGET", "an integer")
+		return nil, parseError("BUDGET", "an integer")
 	}
 	if m.TimeoutMs, err = strconv.ParseInt(f[4], 10, 64); err != nil || m.TimeoutMs < 0 {
-		return nil, bad("TIMEOUT-MS", "a whole number of milliseconds, 0 for none")
+		return nil, parseError("TIMEOUT-MS", "a whole number of milliseconds, 0 for none")
 	}
 	switch f[5] {
 	case "0":
 	case "1":
 		m.Detach = true
 	default:
-		return nil, bad("DETACH", "0 or 1")
+		return nil, parseError("DETACH", "0 or 1")
 	}
 	m.Path = strings.Split(f[6], ",")
 	if len(m.Path) > 64 || slices.Contains(m.Path, "") {
-		return nil, bad("PATH", "1 to 64 peer IDs separated by commas")
+		return nil, parseError("PATH", "1 to 64 peer IDs separated by commas")
 	}
 	return m, nil
+}
+
+func parseError(field, want string) error {
+	return fmt.Errorf("_meta %q: %s: want %s (the value is \"ID ROOT PARENT BUDGET TIMEOUT-MS DETACH PATH\")", MetaKey, field, want)
 }
 
 func validID(s string) bool {

@@ -98,11 +98,11 @@ func (t *Task) Duration() time.Duration {
 // Entry is a live task in a registry. Its methods are safe for concurrent
 // use.
 type Entry struct {
-	reg    *Registry
-	cancel context.CancelFunc
-	done   chan struct{}
+	reg *Registry
 
 	mu     sync.Mutex
+	cancel context.CancelFunc // nil once the task has ended
+	done   chan struct{}      // made when first asked for (see Done)
 	t      Task
 	result any // the final result, encoded when someone asks for it
 	// Values for the node that serves the task (routing questions and
@@ -147,15 +147,16 @@ func (r *Registry) Self() string { return r.self }
 // Begin records a new task in state Working. cancel stops its work. It
 // fails if a task with t.ID is already known.
 func (r *Registry) Begin(t Task, cancel context.CancelFunc) (*Entry, error) {
+	now := time.Now()
 	t.Peer = r.self
 	t.State = Working
 	if t.Started.IsZero() {
-		t.Started = time.Now()
+		t.Started = now
 	}
-	e := &Entry{reg: r, t: t, cancel: cancel, done: make(chan struct{})}
+	e := &Entry{reg: r, t: t, cancel: cancel}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.pruneLocked(time.Now())
+	r.pruneLocked(now)
 	if _, ok := r.byID[t.ID]; ok {
 		return nil, fmt.Errorf("task ID %s is already in use on this node", t.ID)
 	}
@@ -257,7 +258,24 @@ func (e *Entry) Cancel() {
 }
 
 // Done is closed when the task has ended.
-func (e *Entry) Done() <-chan struct{} { return e.done }
+func (e *Entry) Done() <-chan struct{} {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.done == nil {
+		// Made on demand: most tasks are never waited on this way.
+		if e.t.State.Terminal() {
+			return closedChan
+		}
+		e.done = make(chan struct{})
+	}
+	return e.done
+}
+
+var closedChan = func() chan struct{} {
+	c := make(chan struct{})
+	close(c)
+	return c
+}()
 
 // ID returns the task's ID.
 func (e *Entry) ID() string { return e.t.ID }
@@ -350,18 +368,25 @@ func (e *Entry) Finish(s State, result any, err error, failedAt *Hop) {
 		e.mu.Unlock()
 		return
 	}
+	now := time.Now()
 	e.t.State = s
-	e.t.Ended = time.Now()
+	e.t.Ended = now
 	e.result = result
 	if err != nil {
 		e.t.Error = err.Error()
 	}
 	e.t.FailedAt = failedAt
+	// An ended task keeps neither its handler's context nor the cancel
+	// function (and so the contexts) of its work: the registry holds up to
+	// Retention.Max of them, which the GC would scan for nothing.
 	e.ctx = nil
+	e.cancel = nil
 	parked := e.parked
 	e.parked = false
+	if e.done != nil {
+		close(e.done)
+	}
 	e.mu.Unlock()
-	close(e.done)
 
 	r := e.reg
 	r.mu.Lock()
@@ -370,7 +395,7 @@ func (e *Entry) Finish(s State, result any, err error, failedAt *Hop) {
 	}
 	delete(r.live, e.t.ID)
 	r.ended = append(r.ended, e)
-	r.pruneLocked(time.Now())
+	r.pruneLocked(now)
 	r.mu.Unlock()
 }
 
