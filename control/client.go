@@ -57,33 +57,44 @@ func Dial(ctx context.Context, home string) (*Client, error) {
 }
 
 func (c *Client) do(ctx context.Context, method, path string, body, out any) error {
+	resp, err := c.request(ctx, method, path, body)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	return json.NewDecoder(resp.Body).Decode(out)
+}
+
+// request sends body as JSON with the token and returns a 2xx answer; any
+// other becomes the daemon's error message.
+func (c *Client) request(ctx context.Context, method, path string, body any) (*http.Response, error) {
 	var rd io.Reader
 	if body != nil {
 		data, err := json.Marshal(body)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		rd = bytes.NewReader(data)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	req.Header.Set("Authorization", "Bearer "+c.token)
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
+		defer resp.Body.Close()
 		var e Error
 		if json.NewDecoder(resp.Body).Decode(&e) == nil && e.Error != "" {
-			return errors.New(e.Error)
+			return nil, errors.New(e.Error)
 		}
-		return fmt.Errorf("daemon answered %s", resp.Status)
+		return nil, fmt.Errorf("daemon answered %s", resp.Status)
 	}
-	return json.NewDecoder(resp.Body).Decode(out)
+	return resp, nil
 }
 
 // ID returns the daemon's identity.
@@ -125,27 +136,11 @@ func (c *Client) Card(ctx context.Context, peer string) (CardResponse, error) {
 // Find looks up the providers of query and calls found for each as the
 // daemon verifies them, until the lookup ends (within timeout).
 func (c *Client) Find(ctx context.Context, query string, timeout time.Duration, found func(FindResult)) error {
-	data, err := json.Marshal(FindRequest{Query: query, Timeout: timeout})
-	if err != nil {
-		return err
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+"/v1/find", bytes.NewReader(data))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+c.token)
-	resp, err := c.http.Do(req)
+	resp, err := c.request(ctx, http.MethodPost, "/v1/find", FindRequest{Query: query, Timeout: timeout})
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode/100 != 2 {
-		var e Error
-		if json.NewDecoder(resp.Body).Decode(&e) == nil && e.Error != "" {
-			return errors.New(e.Error)
-		}
-		return fmt.Errorf("daemon answered %s", resp.Status)
-	}
 	dec := json.NewDecoder(resp.Body)
 	for {
 		var r FindResult

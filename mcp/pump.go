@@ -28,6 +28,41 @@ type Rewrite func(jsonrpc.Message) (forward, reply jsonrpc.Message, err error)
 // client is the side that opened the session (it sends initialize); server
 // is the side that serves it.
 func Pump(ctx context.Context, client, server sdkmcp.Connection, toServer Rewrite) error {
+	pipe := func(from, to sdkmcp.Connection, rw Rewrite) func(context.Context) error {
+		return func(ctx context.Context) error {
+			for {
+				msg, err := from.Read(ctx)
+				if err != nil {
+					return err
+				}
+				if rw != nil {
+					var reply jsonrpc.Message
+					if msg, reply, err = rw(msg); err != nil {
+						return err
+					}
+					if reply != nil {
+						if err := from.Write(ctx, reply); err != nil {
+							return err
+						}
+					}
+					if msg == nil {
+						continue
+					}
+				}
+				if err := to.Write(ctx, msg); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return bothWays(ctx, func() { client.Close(); server.Close() },
+		pipe(client, server, toServer), pipe(server, client, nil))
+}
+
+// bothWays runs the two directions of a relay until the first one ends (or
+// ctx does), then closes both sides, which unblocks the other direction's
+// read, and waits for it. A clean end (EOF, cancellation) is no error.
+func bothWays(ctx context.Context, closeBoth func(), there, back func(context.Context) error) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var (
@@ -39,46 +74,14 @@ func Pump(ctx context.Context, client, server sdkmcp.Connection, toServer Rewrit
 		once.Do(func() {
 			end = err
 			cancel()
-			// Closing both unblocks the other direction's Read.
-			client.Close()
-			server.Close()
+			closeBoth()
 		})
 	}
-	pipe := func(from, to sdkmcp.Connection, rw Rewrite) {
-		defer wg.Done()
-		for {
-			msg, err := from.Read(ctx)
-			if err != nil {
-				finish(err)
-				return
-			}
-			if rw != nil {
-				var reply jsonrpc.Message
-				if msg, reply, err = rw(msg); err != nil {
-					finish(err)
-					return
-				}
-				if reply != nil {
-					if err := from.Write(ctx, reply); err != nil {
-						finish(err)
-						return
-					}
-				}
-				if msg == nil {
-					continue
-				}
-			}
-			if err := to.Write(ctx, msg); err != nil {
-				finish(err)
-				return
-			}
-		}
-	}
+	stop := context.AfterFunc(ctx, func() { finish(ctx.Err()) })
+	defer stop()
 	wg.Add(2)
-	go pipe(client, server, toServer)
-	go pipe(server, client, nil)
-	<-ctx.Done()
-	finish(ctx.Err())
+	go func() { defer wg.Done(); finish(there(ctx)) }()
+	go func() { defer wg.Done(); finish(back(ctx)) }()
 	wg.Wait()
 	if errors.Is(end, io.EOF) || errors.Is(end, context.Canceled) {
 		return nil
@@ -104,62 +107,36 @@ func RelayStreams(ctx context.Context, down, up network.Stream, maxMessageSize i
 	}
 	dc := newStreamConn(down, maxMessageSize)
 	uc := newStreamConn(up, maxMessageSize)
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var (
-		wg   sync.WaitGroup
-		once sync.Once
-		end  error
-	)
-	finish := func(err error) {
-		once.Do(func() {
-			end = err
-			cancel()
-			dc.Close()
-			uc.Close()
-		})
-	}
-	stop := context.AfterFunc(ctx, func() { finish(ctx.Err()) })
-	defer stop()
-	copyFrames := func(from, to *streamConn, rw FrameRewrite) {
-		defer wg.Done()
-		for {
-			line, err := from.readFrame()
-			if err != nil {
-				finish(err)
-				return
-			}
-			if rw != nil {
-				fwd, reply, err := rw(line)
+	copyFrames := func(from, to *streamConn, rw FrameRewrite) func(context.Context) error {
+		return func(context.Context) error {
+			for {
+				line, err := from.readFrame()
 				if err != nil {
-					from.setBroken(err)
-					finish(err)
-					return
+					return err
 				}
-				if reply != nil {
-					if err := from.writeFrame(reply); err != nil {
-						finish(err)
-						return
+				if rw != nil {
+					fwd, reply, err := rw(line)
+					if err != nil {
+						from.setBroken(err)
+						return err
+					}
+					if reply != nil {
+						if err := from.writeFrame(reply); err != nil {
+							return err
+						}
+					}
+					if line = fwd; line == nil {
+						continue
 					}
 				}
-				if line = fwd; line == nil {
-					continue
+				if err := to.writeFrame(line); err != nil {
+					return err
 				}
-			}
-			if err := to.writeFrame(line); err != nil {
-				finish(err)
-				return
 			}
 		}
 	}
-	wg.Add(2)
-	go copyFrames(dc, uc, toServer)
-	go copyFrames(uc, dc, nil)
-	wg.Wait()
-	if errors.Is(end, io.EOF) || errors.Is(end, context.Canceled) {
-		return nil
-	}
-	return end
+	return bothWays(ctx, func() { dc.Close(); uc.Close() },
+		copyFrames(dc, uc, toServer), copyFrames(uc, dc, nil))
 }
 
 // DecodeFrame decodes one frame to its JSON-RPC envelope, exactly as the
