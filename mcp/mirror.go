@@ -112,7 +112,11 @@ func (m *Mirror) Server() *sdkmcp.Server { return m.server }
 // notifications, and pass its questions (elicitation, sampling) to the
 // caller whose call is in flight.
 func (m *Mirror) ClientOptions() *sdkmcp.ClientOptions {
+	// Handlers must not block the session's reader, so the re-read runs on
+	// its own; it is bounded, and fails at once if the session ends.
 	resync := func(ctx context.Context, cs *sdkmcp.ClientSession) {
+		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
 		if err := m.sync(ctx, cs); err != nil {
 			mirrorLog.Warnw("re-read shared server after a change", "server", m.name, "error", err)
 		}
