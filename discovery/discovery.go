@@ -357,7 +357,12 @@ func (s *Service) Find(ctx context.Context, c Capability, found func(Found)) err
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			card, err := s.Card(ctx, info.ID)
+			// The provider answers for its own card in one request; a DHT
+			// lookup is the fallback when it cannot be reached.
+			card, err := s.cardFromPeer(ctx, info.ID)
+			if err != nil {
+				card, err = s.Card(ctx, info.ID)
+			}
 			if err != nil {
 				// A provider record outlives a node that left; its card does not.
 				log.Debugw("skip provider", "peer", info.ID, "capability", c, "error", err)
