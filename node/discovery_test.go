@@ -183,8 +183,17 @@ func TestCallAnyTriesTheNextProvider(t *testing.T) {
 	// D's card still lists translate, but D refuses MCP streams: A's first
 	// choice (connected) fails before answering.
 	d.Host().RemoveStreamHandler(mcp.ProtocolID(mcp.DefaultServer))
-	a.Host().Network().ClosePeer(c.ID())
-	res, err := a.CallAny(context.Background(), "translate", transIn{Text: "hi"})
+	// A lookup on this small mesh may now and then miss C's provider record
+	// (it is stored on the few peers closest to the key); the fallback is
+	// what is tested, so look again until C is among the candidates.
+	var res node.AnyResult
+	var err error
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		a.Host().Network().ClosePeer(c.ID())
+		if res, err = a.CallAny(context.Background(), "translate", transIn{Text: "hi"}); err == nil || time.Now().After(deadline) {
+			break
+		}
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
