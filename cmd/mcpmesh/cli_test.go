@@ -110,8 +110,12 @@ func startDaemonAt(t *testing.T, home string, extra ...string) *daemon {
 	d := &daemon{home: home, cmd: cmd, out: &bytes.Buffer{}}
 	t.Cleanup(func() { d.stop(t) })
 
+	// The reader fills d (banner, id, addr) only until the daemon is ready:
+	// the test reads d afterwards, and what the daemon prints later is
+	// discarded.
 	ready := make(chan error, 1)
 	go func() {
+		defer io.Copy(io.Discard, stdout)
 		sc := bufio.NewScanner(stdout)
 		for sc.Scan() {
 			line := sc.Text()
@@ -124,9 +128,9 @@ func startDaemonAt(t *testing.T, home string, extra ...string) *daemon {
 			}
 			if line == "ready; Ctrl-C to stop" {
 				ready <- nil
+				return
 			}
 		}
-		io.Copy(io.Discard, stdout)
 		ready <- errors.New("daemon exited before it was ready")
 	}()
 	select {

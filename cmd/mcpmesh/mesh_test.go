@@ -1,15 +1,11 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
-	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/libp2p/go-libp2p/core/pnet"
 )
@@ -93,58 +89,10 @@ func TestPrivateMeshDaemons(t *testing.T) {
 	}
 }
 
-// startBanner starts a daemon as startDaemonAt does and returns what it
-// printed up to "ready" (startDaemonAt's buffer keeps growing while the
-// daemon runs, so reading it from the test would race).
+// startBanner starts a daemon and returns it with what it printed up to
+// "ready".
 func startBanner(t *testing.T, home string, extra ...string) (*daemon, string) {
 	t.Helper()
-	args := append([]string{"--home", home, "node", "--listen", "/ip4/127.0.0.1/tcp/0", "--dial-timeout", "3s", "--no-mdns"}, extra...)
-	cmd := exec.Command(binary, args...)
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	d := &daemon{home: home, cmd: cmd, out: &bytes.Buffer{}}
-	t.Cleanup(func() { d.stop(t) })
-	type result struct {
-		id, addr, banner string
-		ok               bool
-	}
-	done := make(chan result, 1)
-	go func() {
-		var r result
-		var banner strings.Builder
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			line := sc.Text()
-			banner.WriteString(line + "\n")
-			if id, ok := strings.CutPrefix(line, "mcpmesh node "); ok {
-				r.id = id
-			}
-			if a, ok := strings.CutPrefix(strings.TrimSpace(line), "listen:"); ok {
-				r.addr = strings.TrimSpace(a)
-			}
-			if line == "ready; Ctrl-C to stop" {
-				r.ok = true
-				break
-			}
-		}
-		r.banner = banner.String()
-		done <- r
-		io.Copy(io.Discard, stdout)
-	}()
-	select {
-	case r := <-done:
-		if !r.ok {
-			t.Fatalf("daemon exited before it was ready:\n%s", r.banner)
-		}
-		d.id, d.addr = r.id, r.addr
-		return d, r.banner
-	case <-time.After(20 * time.Second):
-		t.Fatal("daemon not ready after 20s")
-	}
-	return nil, ""
+	d := startDaemonAt(t, home, extra...)
+	return d, d.out.String()
 }
