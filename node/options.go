@@ -43,6 +43,7 @@ type config struct {
 	tags            []string
 	tasks           taskConfig // see tasks.go
 	psk             pnet.PSK   // see pnet.go
+	trust           trustConfig // see trust.go
 }
 
 // DefaultListenAddrs are where a node listens when no WithListenAddrs is
