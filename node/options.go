@@ -41,8 +41,8 @@ type config struct {
 	discovery       *discovery.Config
 	description     string
 	tags            []string
-	tasks           taskConfig // see tasks.go
-	psk             pnet.PSK   // see pnet.go
+	tasks           taskConfig  // see tasks.go
+	psk             pnet.PSK    // see pnet.go
 	trust           trustConfig // see trust.go
 }
 
