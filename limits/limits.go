@@ -1,0 +1,374 @@
+// Package limits keeps one peer from taking a node's service away from the
+// others: a bound on the calls a peer may have in flight, a rate of calls per
+// peer, strikes for refusals and broken frames that get a peer that persists
+// banned (refused and disconnected) for a while, and libp2p resource manager
+// limits per peer and per MCP protocol.
+//
+// A [Limiter] holds the per-peer state; the node asks it to [Limiter.Admit]
+// each call it serves and tells it of each [Limiter.Strike]. Its
+// [Limiter.Gater] keeps banned peers from connecting again, and
+// [ResourceManager] bounds what any peer can make libp2p hold (streams,
+// memory) before a call is even read.
+package limits
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"sync"
+	"time"
+
+	logging "github.com/ipfs/go-log/v2"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"golang.org/x/time/rate"
+)
+
+var log = logging.Logger("mcpmesh/limits")
+
+// Config sets a node's limits. A zero field takes its default (see
+// DefaultConfig); a negative MaxConcurrentPerPeer, Rate or Strikes turns that
+// limit off.
+type Config struct {
+	// MaxConcurrentPerPeer bounds the calls one peer may have in flight at
+	// once (default 32).
+	MaxConcurrentPerPeer int
+	// Rate is how many calls per second one peer may start, on average
+	// (default 50), with bursts of up to Burst calls (default 100): a token
+	// bucket per peer.
+	Rate  float64
+	Burst int
+	// Strikes is how many strikes (refused calls, broken or oversized
+	// frames) within about StrikeWindow get a peer banned (default 50 within
+	// 10s). Strikes leak away at Strikes per StrikeWindow.
+	Strikes      int
+	StrikeWindow time.Duration
+	// BanFor is how long a banned peer is refused and disconnected (default
+	// one minute).
+	BanFor time.Duration
+	// MaxPeers bounds how many peers the limiter keeps state for (default
+	// 10000). Peers whose state is back to that of a newcomer are forgotten
+	// first; past the bound, the least recently seen peer without calls in
+	// flight is.
+	MaxPeers int
+
+	// MaxStreamsPerPeer bounds the inbound streams one peer may hold open on
+	// the node, all protocols together (default 256).
+	MaxStreamsPerPeer int
+	// MaxMemoryPerPeer bounds the memory libp2p may reserve for one peer
+	// (default 64 MiB).
+	MaxMemoryPerPeer int64
+	// MaxStreamsPerProtocolPeer bounds the inbound streams one peer may hold
+	// open on one shared MCP server (default 64; a node needs one per server
+	// it calls).
+	MaxStreamsPerProtocolPeer int
+	// MaxStreamsPerProtocol bounds the inbound streams all peers together
+	// may hold open on one shared MCP server (default 2048).
+	MaxStreamsPerProtocol int
+}
+
+// DefaultConfig returns the default limits.
+func DefaultConfig() Config {
+	return Config{
+		MaxConcurrentPerPeer:      32,
+		Rate:                      50,
+		Burst:                     100,
+		Strikes:                   50,
+		StrikeWindow:              10 * time.Second,
+		BanFor:                    time.Minute,
+		MaxPeers:                  10000,
+		MaxStreamsPerPeer:         256,
+		MaxMemoryPerPeer:          64 << 20,
+		MaxStreamsPerProtocolPeer: 64,
+		MaxStreamsPerProtocol:     2048,
+	}
+}
+
+// withDefaults fills the zero fields of c from DefaultConfig.
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	setInt := func(v *int, def int) {
+		if *v == 0 {
+			*v = def
+		}
+	}
+	setDur := func(v *time.Duration, def time.Duration) {
+		if *v <= 0 {
+			*v = def
+		}
+	}
+	setInt(&c.MaxConcurrentPerPeer, d.MaxConcurrentPerPeer)
+	if c.Rate == 0 {
+		c.Rate = d.Rate
+	}
+	if c.Burst <= 0 {
+		c.Burst = max(d.Burst, int(math.Ceil(c.Rate)))
+	}
+	setInt(&c.Strikes, d.Strikes)
+	setDur(&c.StrikeWindow, d.StrikeWindow)
+	setDur(&c.BanFor, d.BanFor)
+	if c.MaxPeers <= 0 {
+		c.MaxPeers = d.MaxPeers
+	}
+	if c.MaxStreamsPerPeer <= 0 {
+		c.MaxStreamsPerPeer = d.MaxStreamsPerPeer
+	}
+	if c.MaxMemoryPerPeer <= 0 {
+		c.MaxMemoryPerPeer = d.MaxMemoryPerPeer
+	}
+	if c.MaxStreamsPerProtocolPeer <= 0 {
+		c.MaxStreamsPerProtocolPeer = d.MaxStreamsPerProtocolPeer
+	}
+	if c.MaxStreamsPerProtocol <= 0 {
+		c.MaxStreamsPerProtocol = d.MaxStreamsPerProtocol
+	}
+	return c
+}
+
+// Reasons a call is refused, in [Refusal.Reason].
+const (
+	ReasonRate        = "rate"
+	ReasonConcurrency = "concurrency"
+	ReasonBanned      = "banned"
+)
+
+// CodeRefused is the JSON-RPC error code of a call refused for a limit (in
+// the range JSON-RPC leaves to implementations).
+const CodeRefused = -32029
+
+// Refusal is the error of a call refused for one of the caller's limits.
+type Refusal struct {
+	// Reason is ReasonRate, ReasonConcurrency or ReasonBanned.
+	Reason string
+	// Peer is the refused caller.
+	Peer peer.ID
+	// Limit describes the limit in force, e.g. "32 in flight".
+	Limit string
+	// RetryAfter is when a call may succeed again, if known (0 if not).
+	RetryAfter time.Duration
+}
+
+// Error implements error.
+func (r *Refusal) Error() string {
+	switch r.Reason {
+	case ReasonConcurrency:
+		return fmt.Sprintf("too many concurrent calls from %s: limit %s", r.Peer, r.Limit)
+	case ReasonRate:
+		return fmt.Sprintf("rate limit: %s for %s; retry in %v", r.Limit, r.Peer, r.RetryAfter.Round(time.Millisecond))
+	case ReasonBanned:
+		return fmt.Sprintf("%s is banned for %v (persisted over its limits)", r.Peer, r.RetryAfter.Round(time.Second))
+	default:
+		return fmt.Sprintf("call from %s refused: %s (%s)", r.Peer, r.Reason, r.Limit)
+	}
+}
+
+// IsRefusal reports whether err is or wraps a *Refusal, and returns it.
+func IsRefusal(err error) (*Refusal, bool) {
+	var r *Refusal
+	ok := errors.As(err, &r)
+	return r, ok
+}
+
+// Limiter holds the limits' state for each peer. It is safe for concurrent
+// use and starts no goroutine: bans end when they are next looked at, and
+// idle peers are forgotten as new ones come.
+type Limiter struct {
+	cfg  Config
+	self peer.ID
+	now  func() time.Time // time.Now; tests change it
+
+	mu      sync.Mutex
+	peers   map[peer.ID]*peerState
+	sweepAt int // sweep forgettable peers when the map grows past this
+	onBan   []func(peer.ID, time.Time, string)
+}
+
+// peerState is what the limiter knows of one peer.
+type peerState struct {
+	calls    *rate.Limiter // nil when Rate is off
+	strikes  *rate.Limiter // nil when Strikes is off
+	inflight int
+	seen     time.Time
+	banned   time.Time // banned until then
+}
+
+// minSweep is the map size below which the limiter does not bother sweeping.
+const minSweep = 256
+
+// New returns a limiter with cfg's limits (zero fields take their defaults).
+// self, the node's own ID, is never limited.
+func New(cfg Config, self peer.ID) *Limiter {
+	return &Limiter{
+		cfg:     cfg.withDefaults(),
+		self:    self,
+		now:     time.Now,
+		peers:   make(map[peer.ID]*peerState),
+		sweepAt: minSweep,
+	}
+}
+
+// Config returns the limits in force, defaults filled in.
+func (l *Limiter) Config() Config { return l.cfg }
+
+// Admit asks to start one call from p. It returns a *Refusal if p is banned,
+// has MaxConcurrentPerPeer calls in flight, or is over its rate; otherwise
+// the caller must call release (once) when the call ends.
+func (l *Limiter) Admit(p peer.ID) (release func(), err error) {
+	if p == l.self {
+		return func() {}, nil
+	}
+	now := l.now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	s := l.state(p, now)
+	if now.Before(s.banned) {
+		return nil, &Refusal{Reason: ReasonBanned, Peer: p, Limit: l.cfg.BanFor.String(), RetryAfter: s.banned.Sub(now)}
+	}
+	if max := l.cfg.MaxConcurrentPerPeer; max > 0 && s.inflight >= max {
+		return nil, &Refusal{Reason: ReasonConcurrency, Peer: p, Limit: fmt.Sprintf("%d in flight", max)}
+	}
+	if s.calls != nil && !s.calls.AllowN(now, 1) {
+		wait := time.Duration((1 - s.calls.TokensAt(now)) / l.cfg.Rate * float64(time.Second))
+		return nil, &Refusal{Reason: ReasonRate, Peer: p, Limit: fmt.Sprintf("%g calls/s", l.cfg.Rate), RetryAfter: wait}
+	}
+	s.inflight++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			l.mu.Lock()
+			s.inflight--
+			l.mu.Unlock()
+		})
+	}, nil
+}
+
+// Strike records that p misbehaved (why says how: a refused call, a broken
+// frame...). Strikes enough within the strike window ban p for BanFor: the
+// OnBan functions run, once per ban, before Strike returns.
+func (l *Limiter) Strike(p peer.ID, why string) {
+	if p == l.self || l.cfg.Strikes < 0 {
+		return
+	}
+	now := l.now()
+	l.mu.Lock()
+	s := l.state(p, now)
+	if now.Before(s.banned) || s.strikes.AllowN(now, 1) {
+		l.mu.Unlock()
+		return
+	}
+	s.banned = now.Add(l.cfg.BanFor)
+	s.strikes = l.newStrikes() // a full allowance when the ban ends
+	until := s.banned
+	onBan := l.onBan
+	l.mu.Unlock()
+	log.Warnw("peer banned", "peer", p, "for", l.cfg.BanFor, "why", why)
+	for _, f := range onBan {
+		f(p, until, why)
+	}
+}
+
+// Banned reports whether p is banned, and until when.
+func (l *Limiter) Banned(p peer.ID) (until time.Time, ok bool) {
+	if p == l.self {
+		return time.Time{}, false
+	}
+	now := l.now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	s, found := l.peers[p]
+	if !found || !now.Before(s.banned) {
+		return time.Time{}, false
+	}
+	return s.banned, true
+}
+
+// OnBan adds f to the functions run when a peer gets banned, with the peer,
+// the end of its ban and the reason of its last strike. f runs on the
+// goroutine of the strike that banned the peer and must not block.
+func (l *Limiter) OnBan(f func(p peer.ID, until time.Time, why string)) {
+	l.mu.Lock()
+	l.onBan = append(l.onBan, f)
+	l.mu.Unlock()
+}
+
+// Peers returns how many peers the limiter holds state for.
+func (l *Limiter) Peers() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.peers)
+}
+
+func (l *Limiter) newStrikes() *rate.Limiter {
+	if l.cfg.Strikes < 0 {
+		return nil
+	}
+	// Strikes-1 in a burst are forgiven; the Strikes-th bans.
+	leak := rate.Limit(float64(l.cfg.Strikes) / l.cfg.StrikeWindow.Seconds())
+	return rate.NewLimiter(leak, l.cfg.Strikes-1)
+}
+
+// state returns p's state, creating it. l.mu must be held.
+func (l *Limiter) state(p peer.ID, now time.Time) *peerState {
+	s, ok := l.peers[p]
+	if !ok {
+		if len(l.peers) >= l.sweepAt || len(l.peers) >= l.cfg.MaxPeers {
+			l.sweep(now)
+		}
+		s = &peerState{strikes: l.newStrikes()}
+		if l.cfg.Rate > 0 {
+			s.calls = rate.NewLimiter(rate.Limit(l.cfg.Rate), l.cfg.Burst)
+		}
+		l.peers[p] = s
+	}
+	s.seen = now
+	return s
+}
+
+// sweep forgets the peers whose state is that of a newcomer (nothing in
+// flight, not banned, full buckets), then, if the map is still at MaxPeers,
+// the least recently seen peers without calls in flight, bans included.
+// l.mu must be held. Sweeps are amortized: the next one waits until the map
+// has doubled.
+func (l *Limiter) sweep(now time.Time) {
+	for p, s := range l.peers {
+		if l.fresh(s, now) {
+			delete(l.peers, p)
+		}
+	}
+	if len(l.peers) >= l.cfg.MaxPeers {
+		// Forget an eighth of the peers at once, the least recently seen
+		// first, so that a flood of new peers costs a sort now and then.
+		idle := make([]peer.ID, 0, len(l.peers))
+		for p, s := range l.peers {
+			if s.inflight == 0 {
+				idle = append(idle, p)
+			}
+		}
+		slices.SortFunc(idle, func(a, b peer.ID) int { return l.peers[a].seen.Compare(l.peers[b].seen) })
+		n := min(len(idle), max(1, l.cfg.MaxPeers/8))
+		bans := 0
+		for _, p := range idle[:n] {
+			if now.Before(l.peers[p].banned) {
+				bans++
+			}
+			delete(l.peers, p)
+		}
+		if bans > 0 {
+			log.Warnw("too many peers tracked: forgot some bans", "bans", bans, "max", l.cfg.MaxPeers)
+		}
+		// With every peer in flight, the map outgrows MaxPeers: their calls
+		// are bounded by the stream limits.
+	}
+	l.sweepAt = max(minSweep, 2*len(l.peers))
+}
+
+// fresh reports whether s is what a newcomer's state would be.
+func (l *Limiter) fresh(s *peerState, now time.Time) bool {
+	if s.inflight > 0 || now.Before(s.banned) {
+		return false
+	}
+	if s.calls != nil && s.calls.TokensAt(now) < float64(s.calls.Burst()) {
+		return false
+	}
+	return s.strikes == nil || s.strikes.TokensAt(now) >= float64(s.strikes.Burst())
+}

@@ -1,0 +1,85 @@
+package limits
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/protocol"
+	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
+
+	"github.com/mcpmesh/mcpmesh/mcp"
+)
+
+// ResourceManager returns a libp2p resource manager with go-libp2p's default
+// limits scaled to the machine (as libp2p.New builds by default, its own
+// services' limits included), lowered per peer to cfg's MaxStreamsPerPeer
+// inbound streams and MaxMemoryPerPeer, and with limits of their own for
+// the mcpmesh MCP protocols: MaxStreamsPerProtocol inbound streams per
+// shared server, MaxStreamsPerProtocolPeer per server and peer. opts go to
+// rcmgr.NewResourceManager.
+//
+// The MCP protocols are one per shared server (mcp.ProtocolPrefix + name),
+// and servers come and go while the node runs, so they are matched by
+// prefix: each server has the same limits, counted apart.
+func ResourceManager(cfg Config, opts ...rcmgr.Option) (network.ResourceManager, error) {
+	cfg = cfg.withDefaults()
+	scaling := rcmgr.DefaultLimits // a copy: its maps are nil, filled below in the copy only
+	libp2p.SetDefaultServiceLimits(&scaling)
+	partial := rcmgr.PartialLimitConfig{
+		PeerDefault: rcmgr.ResourceLimits{
+			StreamsInbound: rcmgr.LimitVal(cfg.MaxStreamsPerPeer),
+			Memory:         rcmgr.LimitVal64(cfg.MaxMemoryPerPeer),
+		},
+	}
+	base := rcmgr.NewFixedLimiter(partial.Build(scaling.AutoScale()))
+	l := &mcpLimiter{
+		Limiter:   base,
+		proto:     withInbound(base.GetProtocolLimits(""), cfg.MaxStreamsPerProtocol),
+		protoPeer: withInbound(base.GetProtocolPeerLimits(""), min(cfg.MaxStreamsPerProtocolPeer, cfg.MaxStreamsPerPeer)),
+	}
+	rm, err := rcmgr.NewResourceManager(l, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("resource manager: %w", err)
+	}
+	return rm, nil
+}
+
+// mcpLimiter is a limiter with the same limits for every protocol ID that
+// starts with mcp.ProtocolPrefix: rcmgr only knows exact IDs.
+type mcpLimiter struct {
+	rcmgr.Limiter
+	proto, protoPeer rcmgr.BaseLimit
+}
+
+func isMCP(id protocol.ID) bool { return strings.HasPrefix(string(id), mcp.ProtocolPrefix) }
+
+func (l *mcpLimiter) GetProtocolLimits(id protocol.ID) rcmgr.Limit {
+	if isMCP(id) {
+		return &l.proto
+	}
+	return l.Limiter.GetProtocolLimits(id)
+}
+
+func (l *mcpLimiter) GetProtocolPeerLimits(id protocol.ID) rcmgr.Limit {
+	if isMCP(id) {
+		return &l.protoPeer
+	}
+	return l.Limiter.GetProtocolPeerLimits(id)
+}
+
+// withInbound is lim with inbound streams bounded by in; the total is no
+// less than that, outbound streams and memory stay.
+func withInbound(lim rcmgr.Limit, in int) rcmgr.BaseLimit {
+	return rcmgr.BaseLimit{
+		StreamsInbound:  in,
+		StreamsOutbound: lim.GetStreamLimit(network.DirOutbound),
+		Streams:         max(lim.GetStreamTotalLimit(), in),
+		Conns:           lim.GetConnTotalLimit(),
+		ConnsInbound:    lim.GetConnLimit(network.DirInbound),
+		ConnsOutbound:   lim.GetConnLimit(network.DirOutbound),
+		FD:              lim.GetFDLimit(),
+		Memory:          lim.GetMemoryLimit(),
+	}
+}
