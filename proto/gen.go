@@ -4,3 +4,4 @@
 package proto
 
 //go:generate sh -c "protoc --go_out=. --go_opt=paths=source_relative card.proto && mv card.pb.go cardpb/"
+//go:generate sh -c "cd .. && protoc --go_out=. --go_opt=paths=source_relative proto/delegation.proto && mv proto/delegation.pb.go proto/delegationpb/"
