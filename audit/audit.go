@@ -29,6 +29,16 @@ const (
 	Cancelled Outcome = "cancelled" // the caller or a task cancellation ended the call
 )
 
+// ParseOutcome checks that s names an outcome; "" is the empty outcome
+// (any, in a Filter).
+func ParseOutcome(s string) (Outcome, error) {
+	switch o := Outcome(s); o {
+	case "", OK, Error, Refused, Cancelled:
+		return o, nil
+	}
+	return "", fmt.Errorf("%q: want ok, error, refused or cancelled", s)
+}
+
 // maxReason bounds Record.Reason when it is added: it is a reason key or the
 // first part of an error text, not a place for payloads.
 const maxReason = 200

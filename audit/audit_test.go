@@ -348,3 +348,24 @@ func BenchmarkAdd(b *testing.B) {
 		}
 	})
 }
+
+func TestDiskFailureKeepsRecordsInMemory(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "gone")
+	path := filepath.Join(dir, "audit.jsonl")
+	l, err := audit.Open(path, audit.Options{MaxBytes: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(dir); err != nil { // rotation and reopening now fail
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		l.Add(rec(i))
+	}
+	if err := l.Close(); err == nil || !strings.Contains(err.Error(), "writes failed") {
+		t.Fatalf("Close after failed writes: %v", err)
+	}
+	if n := len(l.Recent(audit.Filter{})); n != 5 {
+		t.Fatalf("Recent: %d records, want 5", n)
+	}
+}

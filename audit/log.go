@@ -299,9 +299,11 @@ func (l *Log) failed(err error) {
 func ReadFile(path string, f Filter) ([]Record, error) {
 	var out []Record
 	found := false
+	var missing error
 	for _, p := range []string{path + ".1", path} {
 		file, err := os.Open(p)
 		if errors.Is(err, fs.ErrNotExist) {
+			missing = err
 			continue
 		}
 		if err != nil {
@@ -315,7 +317,7 @@ func ReadFile(path string, f Filter) ([]Record, error) {
 		}
 	}
 	if !found {
-		return nil, fmt.Errorf("read audit file: %w", &fs.PathError{Op: "open", Path: path, Err: fs.ErrNotExist})
+		return nil, fmt.Errorf("read audit file: %w", missing)
 	}
 	if f.Limit > 0 && len(out) > f.Limit {
 		out = out[len(out)-f.Limit:]

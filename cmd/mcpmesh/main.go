@@ -67,6 +67,7 @@ New here? Run 'mcpmesh demo'.`,
 		newCardCmd(g),
 		newStdioCmd(g),
 		newTasksCmd(g),
+		newAuditCmd(g),
 		newInitMeshCmd(g),
 		newDemoCmd(),
 	)
