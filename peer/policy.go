@@ -158,16 +158,35 @@ func ParsePolicy(data []byte) (*Policy, error) {
 		}
 		return OpenPolicy(), nil
 	}
-	var src policyJSON
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&src); err != nil {
+	// The grants are decoded one by one, so that an error names the grant.
+	var top struct {
+		Groups map[string][]string `json:"groups"`
+		Grants []json.RawMessage   `json:"grants"`
+	}
+	if err := decodeStrict(data, &top); err != nil {
 		return nil, fmt.Errorf("policy: %w", err)
 	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, errors.New("policy: data after the policy object")
+	src := policyJSON{Groups: top.Groups, Grants: make([]grantJSON, len(top.Grants))}
+	for i, g := range top.Grants {
+		if err := decodeStrict(g, &src.Grants[i]); err != nil {
+			return nil, fmt.Errorf("policy: grant %d: %w", i+1, err)
+		}
 	}
 	return compilePolicy(src)
+}
+
+// decodeStrict decodes one JSON value into v, refusing unknown fields and
+// anything after the value.
+func decodeStrict(data []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return errors.New("data after the value")
+	}
+	return nil
 }
 
 func compilePolicy(src policyJSON) (*Policy, error) {
@@ -556,10 +575,4 @@ func globMatch(parts []string, name string) bool {
 		rest = rest[i+len(part):]
 	}
 	return true
-}
-
-// matchPattern reports whether name matches the pattern s.
-func matchPattern(s, name string) bool {
-	p := compilePattern(s)
-	return p.match(name)
 }
