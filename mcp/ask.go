@@ -31,3 +31,14 @@ func sampleParams(ctx context.Context, params *sdkmcp.CreateMessageParams) *sdkm
 	p.Meta = meta
 	return &p
 }
+
+// sampleWithToolsParams is elicitParams for sampling requests with tools.
+func sampleWithToolsParams(ctx context.Context, params *sdkmcp.CreateMessageWithToolsParams) *sdkmcp.CreateMessageWithToolsParams {
+	meta := tasks.AskMeta(ctx, params.Meta)
+	if meta == nil || len(meta) == len(params.Meta) {
+		return params
+	}
+	p := *params
+	p.Meta = meta
+	return &p
+}

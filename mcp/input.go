@@ -283,3 +283,22 @@ func Sample(ctx context.Context, params *sdkmcp.CreateMessageParams) (*sdkmcp.Cr
 	}
 	return out, nil
 }
+
+// SampleWithTools asks the caller of the current request for an LLM
+// completion that may use tools (sampling/createMessage with tools, protocol
+// 2025-11-25 and later): the answer may hold several content blocks, text
+// and tool_use among them. See [Elicit] for the protocol versions.
+func SampleWithTools(ctx context.Context, params *sdkmcp.CreateMessageWithToolsParams) (*sdkmcp.CreateMessageWithToolsResult, error) {
+	st, err := stateFrom(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if !st.modern {
+		return st.session.CreateMessageWithTools(ctx, sampleWithToolsParams(ctx, params))
+	}
+	var res sdkmcp.CreateMessageWithToolsResult
+	if err := st.ask(params, &res); err != nil {
+		return nil, err
+	}
+	return &res, nil
+}

@@ -152,7 +152,9 @@ func (n *Node) clientOptions() *sdkmcp.ClientOptions {
 	if h := n.cfg.elicit; h != nil {
 		opts.ElicitationHandler = h
 	}
-	if h := n.cfg.sample; h != nil {
+	if h := n.cfg.sampleTools; h != nil {
+		opts.CreateMessageWithToolsHandler = h
+	} else if h := n.cfg.sample; h != nil {
 		opts.CreateMessageHandler = h
 	}
 	n.taskClientOptions(opts)

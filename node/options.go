@@ -37,6 +37,7 @@ type config struct {
 	protocolVersion string
 	elicit          ElicitationHandler
 	sample          SamplingHandler
+	sampleTools     SamplingWithToolsHandler
 	libp2pOpts      []libp2p.Option
 	discovery       *discovery.Config
 	description     string
@@ -169,6 +170,22 @@ func WithElicitationHandler(h ElicitationHandler) Option {
 func WithSamplingHandler(h SamplingHandler) Option {
 	return func(c *config) error {
 		c.sample = h
+		return nil
+	}
+}
+
+// SamplingWithToolsHandler answers a peer's request for an LLM completion
+// that may use tools (sampling/createMessage with tools), made while serving
+// one of this node's calls: the answer may hold several content blocks,
+// tool_use among them.
+type SamplingWithToolsHandler func(context.Context, *sdkmcp.CreateMessageWithToolsRequest) (*sdkmcp.CreateMessageWithToolsResult, error)
+
+// WithSamplingWithToolsHandler answers peers' sampling requests, tools
+// included (an agent on a peer running on this node's model, for one). It
+// replaces WithSamplingHandler, which sees requests without their tools.
+func WithSamplingWithToolsHandler(h SamplingWithToolsHandler) Option {
+	return func(c *config) error {
+		c.sampleTools = h
 		return nil
 	}
 }

@@ -521,15 +521,47 @@ func (n *Node) taskClientOptions(opts *sdkmcp.ClientOptions) {
 		}
 		return nil, fmt.Errorf("node %s cannot answer elicitation requests: it has no user to ask (no elicitation handler)", n.host.ID())
 	}
-	opts.CreateMessageHandler = func(ctx context.Context, r *sdkmcp.CreateMessageRequest) (*sdkmcp.CreateMessageResult, error) {
+	// The with-tools form carries every sampling request, tools and
+	// multi-block content included, so that nothing is lost on the way up.
+	opts.CreateMessageHandler = nil
+	opts.CreateMessageWithToolsHandler = func(ctx context.Context, r *sdkmcp.CreateMessageWithToolsRequest) (*sdkmcp.CreateMessageWithToolsResult, error) {
 		if tctx, ok := n.askThrough(ctx, r.Params.Meta); ok {
-			return mcp.Sample(tctx, r.Params)
+			return mcp.SampleWithTools(tctx, r.Params)
+		}
+		if h := n.cfg.sampleTools; h != nil {
+			return h(ctx, r)
 		}
 		if h := n.cfg.sample; h != nil {
-			return h(ctx, r)
+			return sampleWithout(ctx, h, r)
 		}
 		return nil, fmt.Errorf("node %s cannot answer sampling requests: it has no model to ask (no sampling handler)", n.host.ID())
 	}
+}
+
+// sampleWithout answers a sampling request with a handler that knows no
+// tools: the request goes without them, each message with its one content
+// block.
+func sampleWithout(ctx context.Context, h SamplingHandler, r *sdkmcp.CreateMessageWithToolsRequest) (*sdkmcp.CreateMessageWithToolsResult, error) {
+	p := r.Params
+	base := &sdkmcp.CreateMessageParams{
+		Meta: p.Meta, IncludeContext: p.IncludeContext, MaxTokens: p.MaxTokens, Metadata: p.Metadata,
+		ModelPreferences: p.ModelPreferences, StopSequences: p.StopSequences, SystemPrompt: p.SystemPrompt, Temperature: p.Temperature,
+	}
+	for _, m := range p.Messages {
+		if len(m.Content) != 1 {
+			return nil, fmt.Errorf("sampling: a message has %d content blocks; this node's sampling handler takes one (use WithSamplingWithToolsHandler)", len(m.Content))
+		}
+		base.Messages = append(base.Messages, &sdkmcp.SamplingMessage{Role: m.Role, Content: m.Content[0]})
+	}
+	res, err := h(ctx, &sdkmcp.CreateMessageRequest{Session: r.Session, Params: base})
+	if err != nil {
+		return nil, err
+	}
+	out := &sdkmcp.CreateMessageWithToolsResult{Meta: res.Meta, Model: res.Model, Role: res.Role, StopReason: res.StopReason}
+	if res.Content != nil {
+		out.Content = []sdkmcp.Content{res.Content}
+	}
+	return out, nil
 }
 
 // askThrough finds the served task whose caller should answer a question
