@@ -58,11 +58,26 @@ func ParsePin(s string) (Pin, error) {
 	return p, nil
 }
 
-// MeshOptions configures the mesh-mode server.
+// MeshOptions configures the mesh-mode server and a Mesh.
 type MeshOptions struct {
+	// Pins are remote tools the mesh-mode server lists as its own.
 	Pins []Pin
 	// SearchTimeout bounds one search of the mesh. Default 3s.
 	SearchTimeout time.Duration
+	// Allow, if set, limits the tools that searches find and that describe
+	// and call reach: a tool for which it returns an error is neither found
+	// nor reached, and the error says why to whoever asked.
+	Allow func(ToolInfo) error
+}
+
+// ToolInfo is a tool of the mesh as MeshOptions.Allow sees it.
+type ToolInfo struct {
+	Peer   lpeer.ID
+	Server string
+	Tool   string
+	// Tags are the tool's own tags and its node's (from its card, when it
+	// is known).
+	Tags []string
 }
 
 // NewMeshServer returns the MCP server of mesh mode, acting through n.
@@ -70,10 +85,7 @@ type MeshOptions struct {
 // yet); the server announces each with listChanged. ctx bounds that
 // resolving.
 func NewMeshServer(ctx context.Context, n *node.Node, opts MeshOptions) *sdkmcp.Server {
-	if opts.SearchTimeout <= 0 {
-		opts.SearchTimeout = 3 * time.Second
-	}
-	g := &mesh{n: n, opts: opts, cards: map[lpeer.ID]*discovery.Card{}}
+	g := NewMesh(n, opts)
 	s := sdkmcp.NewServer(&sdkmcp.Implementation{Name: "mcpmesh", Title: "mcpmesh gateway", Version: n.Version()}, &sdkmcp.ServerOptions{
 		Instructions: "Tools of a peer-to-peer mesh of MCP servers. Search the mesh for what you need (mesh_search), " +
 			"read the one tool's input schema (mesh_describe), then call it (mesh_call).",
@@ -83,28 +95,59 @@ func NewMeshServer(ctx context.Context, n *node.Node, opts MeshOptions) *sdkmcp.
 		Name:        "mesh_search",
 		Description: "Search the mesh for tools by words and tags. Returns tool refs (PEER/SERVER/TOOL) with one line each.",
 		Annotations: &sdkmcp.ToolAnnotations{ReadOnlyHint: true},
-	}, g.search)
+	}, func(ctx context.Context, _ *sdkmcp.CallToolRequest, in SearchIn) (*sdkmcp.CallToolResult, any, error) {
+		out, err := g.Search(ctx, in)
+		if err != nil {
+			return nil, nil, err
+		}
+		return structured(out)
+	})
 	sdkmcp.AddTool(s, &sdkmcp.Tool{
 		Name:        "mesh_describe",
 		Description: "Get one tool's full description and input schema, by its ref from mesh_search.",
 		Annotations: &sdkmcp.ToolAnnotations{ReadOnlyHint: true},
-	}, g.describe)
+	}, func(ctx context.Context, _ *sdkmcp.CallToolRequest, in RefIn) (*sdkmcp.CallToolResult, any, error) {
+		out, err := g.Describe(ctx, in.Ref)
+		if err != nil {
+			return nil, nil, err
+		}
+		return structured(out)
+	})
 	sdkmcp.AddTool(s, &sdkmcp.Tool{
 		Name:        "mesh_call",
 		Description: "Call a tool by its ref (PEER/SERVER/TOOL), or by name on any peer that offers it (ref \"any/TOOL\").",
-	}, g.call)
+	}, func(ctx context.Context, _ *sdkmcp.CallToolRequest, in CallIn) (*sdkmcp.CallToolResult, any, error) {
+		var args any
+		if in.Arguments != nil {
+			args = in.Arguments
+		}
+		res, err := g.Call(ctx, in.Ref, args)
+		return res, nil, err
+	})
 	for _, p := range opts.Pins {
 		go g.pin(ctx, s, p)
 	}
 	return s
 }
 
-type mesh struct {
+// Mesh searches the mesh for tools, describes them and calls them through a
+// node: what mesh mode's three tools do, as a Go API. One Mesh keeps the
+// verified cards it has seen until they expire; it is safe for concurrent
+// use.
+type Mesh struct {
 	n    *node.Node
 	opts MeshOptions
 
 	mu    sync.Mutex
 	cards map[lpeer.ID]*discovery.Card // verified cards seen, until they expire
+}
+
+// NewMesh returns a Mesh acting through n. opts.Pins is not used.
+func NewMesh(n *node.Node, opts MeshOptions) *Mesh {
+	if opts.SearchTimeout <= 0 {
+		opts.SearchTimeout = 3 * time.Second
+	}
+	return &Mesh{n: n, opts: opts, cards: map[lpeer.ID]*discovery.Card{}}
 }
 
 // SearchIn is the input of mesh_search.
@@ -138,10 +181,13 @@ func structured(v any) (*sdkmcp.CallToolResult, any, error) {
 	return &sdkmcp.CallToolResult{Content: []sdkmcp.Content{&sdkmcp.TextContent{Text: string(b)}}}, nil, nil
 }
 
-func (g *mesh) search(ctx context.Context, _ *sdkmcp.CallToolRequest, in SearchIn) (*sdkmcp.CallToolResult, any, error) {
+// Search finds the tools whose names and descriptions hold the words of
+// in.Query and that have every tag of in.Tags, among the cards of the peers
+// the node knows and of those the DHT names, best matches first.
+func (g *Mesh) Search(ctx context.Context, in SearchIn) (SearchOut, error) {
 	words := strings.Fields(strings.ToLower(in.Query))
 	if len(words) == 0 && len(in.Tags) == 0 {
-		return nil, nil, errors.New("give a query, tags, or both")
+		return SearchOut{}, errors.New("give a query, tags, or both")
 	}
 	limit := in.Limit
 	if limit <= 0 || limit > 50 {
@@ -162,6 +208,9 @@ func (g *mesh) search(ctx context.Context, _ *sdkmcp.CallToolRequest, in SearchI
 			for _, t := range srv.Tools {
 				tags := append(slices.Clone(t.Tags), c.Tags...)
 				if !hasAll(tags, in.Tags) {
+					continue
+				}
+				if g.opts.Allow != nil && g.opts.Allow(ToolInfo{Peer: c.Peer, Server: srv.Name, Tool: t.Name, Tags: tags}) != nil {
 					continue
 				}
 				score := 1
@@ -185,18 +234,13 @@ func (g *mesh) search(ctx context.Context, _ *sdkmcp.CallToolRequest, in SearchI
 	for i := 0; i < len(found) && i < limit; i++ {
 		out.Hits = append(out.Hits, found[i].hit)
 	}
-	return structured(out)
+	return out, nil
 }
 
 // gather returns the verified cards of the peers this node knows, plus those
 // that the DHT names as providers of a word (as a tool name) or a tag.
-func (g *mesh) gather(ctx context.Context, words, tags []string) []*discovery.Card {
+func (g *Mesh) gather(ctx context.Context, words, tags []string) []*discovery.Card {
 	var wg sync.WaitGroup
-	add := func(c *discovery.Card) {
-		g.mu.Lock()
-		g.cards[c.Peer] = c
-		g.mu.Unlock()
-	}
 	if g.n.Discovery() != nil {
 		known := g.n.Host().Peerstore().Peers()
 		if rt := g.n.Discovery().DHT().RoutingTable(); rt != nil {
@@ -205,10 +249,7 @@ func (g *mesh) gather(ctx context.Context, words, tags []string) []*discovery.Ca
 		known = append(known, g.n.ID())
 		sem := make(chan struct{}, 16) // bounds the card fetches in flight
 		for _, p := range known {
-			g.mu.Lock()
-			c, ok := g.cards[p]
-			g.mu.Unlock()
-			if ok && time.Now().Before(c.Expires()) {
+			if _, ok := g.card(p); ok {
 				continue
 			}
 			wg.Add(1)
@@ -221,7 +262,7 @@ func (g *mesh) gather(ctx context.Context, words, tags []string) []*discovery.Ca
 					return
 				}
 				if c, err := g.n.Card(ctx, p); err == nil {
-					add(c)
+					g.remember(c)
 				}
 			}()
 		}
@@ -233,7 +274,7 @@ func (g *mesh) gather(ctx context.Context, words, tags []string) []*discovery.Ca
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				g.n.Find(ctx, q, func(f discovery.Found) { add(f.Card) })
+				g.n.Find(ctx, q, func(f discovery.Found) { g.remember(f.Card) })
 			}()
 		}
 	}
@@ -251,6 +292,23 @@ func (g *mesh) gather(ctx context.Context, words, tags []string) []*discovery.Ca
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Peer < out[j].Peer })
 	return out
+}
+
+func (g *Mesh) remember(c *discovery.Card) {
+	g.mu.Lock()
+	g.cards[c.Peer] = c
+	g.mu.Unlock()
+}
+
+// card returns p's card, if one seen has not expired.
+func (g *Mesh) card(p lpeer.ID) (*discovery.Card, bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	c, ok := g.cards[p]
+	if !ok || time.Now().After(c.Expires()) {
+		return nil, false
+	}
+	return c, true
 }
 
 func cardLabel(c *discovery.Card) string {
@@ -319,42 +377,74 @@ func parseRef(ref string) (p string, tool string, err error) {
 	return p, tool, nil
 }
 
-func (g *mesh) describe(ctx context.Context, _ *sdkmcp.CallToolRequest, in RefIn) (*sdkmcp.CallToolResult, any, error) {
-	ps, tool, err := parseRef(in.Ref)
+// Describe returns the full description and input schema of the tool ref
+// names (PEER/SERVER/TOOL, PEER/TOOL or any/TOOL).
+func (g *Mesh) Describe(ctx context.Context, ref string) (DescribeOut, error) {
+	p, t, err := g.resolve(ctx, ref)
 	if err != nil {
-		return nil, nil, err
+		return DescribeOut{}, err
+	}
+	return DescribeOut{Ref: p.String() + "/" + t.Ref(), Description: t.Description, InputSchema: t.InputSchema}, nil
+}
+
+// resolve finds the tool ref names and checks it against Allow.
+func (g *Mesh) resolve(ctx context.Context, ref string) (lpeer.ID, node.RemoteTool, error) {
+	ps, tool, err := parseRef(ref)
+	if err != nil {
+		return "", node.RemoteTool{}, err
 	}
 	p, err := g.peerOf(ctx, ps, tool)
 	if err != nil {
-		return nil, nil, err
+		return "", node.RemoteTool{}, err
 	}
 	t, err := g.n.ResolveTool(ctx, p, tool)
 	if err != nil {
-		return nil, nil, err
+		return "", node.RemoteTool{}, err
 	}
-	return structured(DescribeOut{Ref: p.String() + "/" + t.Ref(), Description: t.Description, InputSchema: t.InputSchema})
+	if err := g.allow(p, t); err != nil {
+		return "", node.RemoteTool{}, err
+	}
+	return p, t, nil
 }
 
-// peerOf resolves the PEER part of a ref; "any" picks a provider of tool.
-func (g *mesh) peerOf(ctx context.Context, ps, tool string) (lpeer.ID, error) {
-	if ps == "any" {
-		var found lpeer.ID
-		ctx, cancel := context.WithTimeout(ctx, g.opts.SearchTimeout)
-		defer cancel()
-		name := tool
-		if _, t, ok := strings.Cut(tool, "/"); ok {
-			name = t
-		}
-		g.n.Find(ctx, name, func(f discovery.Found) {
-			if found == "" {
-				found = f.Card.Peer
-				cancel()
+// allow checks a resolved tool against Allow.
+func (g *Mesh) allow(p lpeer.ID, t node.RemoteTool) error {
+	if g.opts.Allow == nil {
+		return nil
+	}
+	tags := metaTags(t.Meta)
+	if c, ok := g.card(p); ok {
+		tags = append(tags, c.Tags...)
+	}
+	return g.opts.Allow(ToolInfo{Peer: p, Server: t.Server, Tool: t.Name, Tags: tags})
+}
+
+// metaTags reads a tool's tags from its _meta (node.TagsMetaKey).
+func metaTags(meta sdkmcp.Meta) []string {
+	switch v := meta[node.TagsMetaKey].(type) {
+	case []string:
+		return slices.Clone(v)
+	case []any:
+		var tags []string
+		for _, t := range v {
+			if s, ok := t.(string); ok && s != "" {
+				tags = append(tags, s)
 			}
-		})
-		if found == "" {
-			return "", fmt.Errorf("no peer in the mesh offers a tool named %q", name)
 		}
-		return found, nil
+		return tags
+	}
+	return nil
+}
+
+// peerOf resolves the PEER part of a ref; "any" picks a provider of tool
+// (one that Allow lets through).
+func (g *Mesh) peerOf(ctx context.Context, ps, tool string) (lpeer.ID, error) {
+	if ps == "any" {
+		found, err := g.providers(ctx, tool, true)
+		if err != nil {
+			return "", err
+		}
+		return found[0], nil
 	}
 	info, err := peer.ParseTarget(ps)
 	if err != nil {
@@ -363,42 +453,79 @@ func (g *mesh) peerOf(ctx context.Context, ps, tool string) (lpeer.ID, error) {
 	return info.ID, nil
 }
 
+// providers looks up the peers that offer tool (TOOL or SERVER/TOOL) and
+// that Allow lets through; with first, it stops at the first one.
+func (g *Mesh) providers(ctx context.Context, tool string, first bool) ([]lpeer.ID, error) {
+	var found []lpeer.ID
+	ctx, cancel := context.WithTimeout(ctx, g.opts.SearchTimeout)
+	defer cancel()
+	server, name, ok := strings.Cut(tool, "/")
+	if !ok {
+		server, name = "", tool
+	}
+	var refused error
+	g.n.Find(ctx, name, func(f discovery.Found) {
+		g.remember(f.Card)
+		for _, m := range f.Matches {
+			if server != "" && m.Server != server {
+				continue
+			}
+			if g.opts.Allow != nil {
+				tags := append(slices.Clone(m.Tool.Tags), f.Card.Tags...)
+				if err := g.opts.Allow(ToolInfo{Peer: f.Card.Peer, Server: m.Server, Tool: name, Tags: tags}); err != nil {
+					refused = err
+					continue
+				}
+			}
+			found = append(found, f.Card.Peer)
+			if first {
+				cancel()
+			}
+			return
+		}
+	})
+	if len(found) == 0 {
+		if refused != nil {
+			return nil, refused
+		}
+		return nil, fmt.Errorf("no peer in the mesh offers a tool named %q", name)
+	}
+	return found, nil
+}
+
 // CallIn is the input of mesh_call.
 type CallIn struct {
 	Ref       string         `json:"ref" jsonschema:"the tool ref: PEER/SERVER/TOOL, or any/TOOL"`
 	Arguments map[string]any `json:"arguments,omitempty" jsonschema:"the tool's arguments, as its input schema says"`
 }
 
-func (g *mesh) call(ctx context.Context, _ *sdkmcp.CallToolRequest, in CallIn) (*sdkmcp.CallToolResult, any, error) {
-	ps, tool, err := parseRef(in.Ref)
+// Call calls the tool ref names (PEER/SERVER/TOOL, PEER/TOOL, or any/TOOL:
+// a provider found in the mesh) with args, a value that marshals to a JSON
+// object or nil. As with node.CallTool, a tool that fails answers with
+// IsError set; err is for failing to reach it. Called from a served tool's
+// handler, with its context, the call is a child task of it.
+func (g *Mesh) Call(ctx context.Context, ref string, args any) (*sdkmcp.CallToolResult, error) {
+	ps, tool, err := parseRef(ref)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	var args any
-	if in.Arguments != nil {
-		args = in.Arguments
-	}
-	if ps == "any" {
+	if ps == "any" && g.opts.Allow == nil {
 		res, err := g.n.CallAny(ctx, tool, args)
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
-		return res.Result, nil, nil
+		return res.Result, nil
 	}
-	info, err := peer.ParseTarget(ps)
+	p, t, err := g.resolve(ctx, ref)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	res, err := g.n.CallTool(ctx, info.ID, tool, args)
-	if err != nil {
-		return nil, nil, err
-	}
-	return res, nil, nil
+	return g.n.CallServerTool(ctx, p, t.Server, t.Name, args)
 }
 
 // pin resolves p and adds it to s as a tool of its own, retrying until the
 // peer answers or ctx ends.
-func (g *mesh) pin(ctx context.Context, s *sdkmcp.Server, p Pin) {
+func (g *Mesh) pin(ctx context.Context, s *sdkmcp.Server, p Pin) {
 	ref := p.Tool
 	if p.Server != "" {
 		ref = p.Server + "/" + p.Tool

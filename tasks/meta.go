@@ -287,7 +287,8 @@ var (
 //
 //   - the path must end with caller (a caller cannot speak for another);
 //   - self must not be on the path, except as the caller of its own
-//     server (a node calling its own tools), so a loop such as A→B→A is
+//     server (a node calling its own tools, also from a tool of its own
+//     that a call of its own started: A→A→A), so a loop such as A→B→A is
 //     refused;
 //   - the hop budget must not be exhausted;
 //   - the deadline, if any, must not have passed.
@@ -296,8 +297,8 @@ func Check(m *Meta, self, caller string) error {
 		return fmt.Errorf("%w: the call came from %s but its path is %s", ErrCaller, short(caller), PathString(m.Path))
 	}
 	earlier := m.Path
-	if caller == self {
-		earlier = m.Path[:len(m.Path)-1] // a node may call its own server
+	for len(earlier) > 0 && earlier[len(earlier)-1] == self {
+		earlier = earlier[:len(earlier)-1] // a node may call its own server
 	}
 	for _, p := range earlier {
 		if p == self {
