@@ -216,19 +216,24 @@ func (b *openAIBackend) fail(err error) error {
 }
 
 // modelError is the error of a model backend. Its text never holds the API
-// key. It unwraps to its cause only when the cause's own text is free of
-// the key too, so that errors.Is(err, context.Canceled) works while an
-// error echoing the key is never handed out.
+// key. It does not keep the client library's error: that error carries the
+// HTTP request, whose headers hold the key, and may echo the server's
+// answer, which may too. It unwraps only to context.Canceled or
+// context.DeadlineExceeded, when the request ended for that reason.
 type modelError struct {
 	msg   string
 	cause error
 }
 
-// newModelError returns a modelError with message msg (redacted) and cause.
+// newModelError returns a modelError with message msg (redacted) for the
+// library error cause.
 func newModelError(msg string, cause error, redact func(string) string) error {
 	e := &modelError{msg: redact(msg)}
-	if cause != nil && redact(cause.Error()) == cause.Error() {
-		e.cause = cause
+	switch {
+	case errors.Is(cause, context.Canceled):
+		e.cause = context.Canceled
+	case errors.Is(cause, context.DeadlineExceeded):
+		e.cause = context.DeadlineExceeded
 	}
 	return e
 }
