@@ -26,6 +26,9 @@ type StreamTransport struct {
 	Stream network.Stream
 	// MaxMessageSize bounds one inbound frame; 0 means DefaultMaxMessageSize.
 	MaxMessageSize int
+	// OnBadFrame, if set, is told of each frame the peer broke (one that
+	// does not decode, or is over MaxMessageSize) before the stream is reset.
+	OnBadFrame func(error)
 }
 
 // Connect implements [sdkmcp.Transport].
@@ -34,7 +37,9 @@ func (t *StreamTransport) Connect(context.Context) (sdkmcp.Connection, error) {
 	if limit <= 0 {
 		limit = DefaultMaxMessageSize
 	}
-	return newStreamConn(t.Stream, limit), nil
+	c := newStreamConn(t.Stream, limit)
+	c.onBad = t.OnBadFrame
+	return c, nil
 }
 
 func newStreamConn(s network.Stream, limit int) *streamConn {
@@ -55,6 +60,7 @@ type streamConn struct {
 	closeOnce sync.Once
 	mu        sync.Mutex
 	broken    error // set when the peer broke the framing: Close resets
+	onBad     func(error)
 }
 
 func (c *streamConn) SessionID() string { return "" }
@@ -71,7 +77,7 @@ func (c *streamConn) Read(context.Context) (jsonrpc.Message, error) {
 		msg, err := decodeFrame(line)
 		if err != nil {
 			err = fmt.Errorf("bad mcp frame from %s: %w", c.s.Conn().RemotePeer(), err)
-			c.setBroken(err)
+			c.badFrame(err)
 			return nil, err
 		}
 		return msg, nil
@@ -124,8 +130,16 @@ func (c *streamConn) readFrame() ([]byte, error) {
 
 func (c *streamConn) tooLarge() error {
 	err := fmt.Errorf("%w (%d bytes) from %s", ErrFrameTooLarge, c.limit, c.s.Conn().RemotePeer())
-	c.setBroken(err)
+	c.badFrame(err)
 	return err
+}
+
+// badFrame marks the stream broken by the peer and tells OnBadFrame.
+func (c *streamConn) badFrame(err error) {
+	c.setBroken(err)
+	if c.onBad != nil {
+		c.onBad(err)
+	}
 }
 
 func (c *streamConn) Write(_ context.Context, msg jsonrpc.Message) error {

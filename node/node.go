@@ -25,6 +25,7 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/mcpmesh/mcpmesh/discovery"
+	"github.com/mcpmesh/mcpmesh/limits"
 	"github.com/mcpmesh/mcpmesh/mcp"
 	"github.com/mcpmesh/mcpmesh/peer"
 	"github.com/mcpmesh/mcpmesh/tasks"
@@ -43,6 +44,7 @@ type Node struct {
 	own    *sdkmcp.Server
 	disc   *discovery.Service // nil without WithDiscovery
 	self   sync.Map           // client sessions to the node's own servers
+	limits *limits.Limiter
 
 	taskReg  *tasks.Registry // see tasks.go
 	progress sync.Map        // progress token → *served, for calls tasks make
@@ -87,6 +89,11 @@ func New(opts ...Option) (*Node, error) {
 		libp2p.ListenAddrStrings(cfg.listen...),
 		libp2p.UserAgent("mcpmesh/" + cfg.version),
 	}, cfg.libp2pOpts...)
+	lim, limitOpts, err := cfg.limitOptions(key)
+	if err != nil {
+		return nil, err
+	}
+	hostOpts = append(hostOpts, limitOpts...) // last: see limitOptions
 	h, err := libp2p.New(hostOpts...)
 	if err != nil {
 		return nil, fmt.Errorf("start libp2p host: %w", err)
@@ -102,7 +109,9 @@ func New(opts ...Option) (*Node, error) {
 		servers:  map[string]*sharedServer{},
 		inbound:  map[*sdkmcp.ServerSession]string{},
 		programs: map[string]*programShare{},
+		limits:   lim,
 	}
+	n.initLimits()
 	n.tools = newToolIndex()
 	n.client = sdkmcp.NewClient(n.implementation(), n.clientOptions())
 	n.initTasks()
@@ -275,7 +284,8 @@ func (n *Node) serve(name string, server *sdkmcp.Server) network.StreamHandler {
 
 		remote := s.Conn().RemotePeer()
 		ctx := peer.WithRemote(n.ctx, remote)
-		ss, err := server.Connect(ctx, &mcp.StreamTransport{Stream: s, MaxMessageSize: n.cfg.maxMessageSize}, nil)
+		ss, err := server.Connect(ctx, &mcp.StreamTransport{Stream: s, MaxMessageSize: n.cfg.maxMessageSize,
+			OnBadFrame: func(err error) { n.badFrame(remote, err) }}, nil)
 		if err != nil {
 			log.Debugw("serve session", "peer", remote, "error", err)
 			s.Reset()

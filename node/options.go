@@ -11,6 +11,7 @@ import (
 	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/mcpmesh/mcpmesh/discovery"
+	"github.com/mcpmesh/mcpmesh/limits"
 	"github.com/mcpmesh/mcpmesh/mcp"
 	"github.com/mcpmesh/mcpmesh/peer"
 )
@@ -45,6 +46,7 @@ type config struct {
 	tasks           taskConfig  // see tasks.go
 	psk             pnet.PSK    // see pnet.go
 	trust           trustConfig // see trust.go
+	limits          *limits.Config
 }
 
 // DefaultListenAddrs are where a node listens when no WithListenAddrs is

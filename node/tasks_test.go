@@ -14,6 +14,7 @@ import (
 	lpeer "github.com/libp2p/go-libp2p/core/peer"
 	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/mcpmesh/mcpmesh/limits"
 	"github.com/mcpmesh/mcpmesh/mcp"
 	"github.com/mcpmesh/mcpmesh/node"
 	"github.com/mcpmesh/mcpmesh/tasks"
@@ -466,7 +467,8 @@ func TestTaskOutlivesItsCallCancelled(t *testing.T) {
 }
 
 func TestTaskThousandConcurrentNestedCalls(t *testing.T) {
-	ns, _ := mesh(t, 3)
+	// A thousand calls in flight from one peer: over the default limits.
+	ns, _ := mesh(t, 3, node.WithLimits(limits.Config{MaxConcurrentPerPeer: -1, Rate: -1}))
 	a, b, c := ns[0], ns[1], ns[2]
 	ctx := ctxFor(t, 60*time.Second)
 	const calls = 1000

@@ -1,0 +1,160 @@
+package node_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	lpeer "github.com/libp2p/go-libp2p/core/peer"
+	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/mcpmesh/mcpmesh/limits"
+	"github.com/mcpmesh/mcpmesh/mcp"
+	"github.com/mcpmesh/mcpmesh/node"
+)
+
+// addGateTool gives n a tool "gate" that signals started and waits until
+// open is closed (or its call ends).
+func addGateTool(n *node.Node) (started chan struct{}, open chan struct{}) {
+	started, open = make(chan struct{}, 64), make(chan struct{})
+	node.AddTool(n, &sdkmcp.Tool{Name: "gate"}, func(ctx context.Context, _ *sdkmcp.CallToolRequest, _ struct{}) (*sdkmcp.CallToolResult, echoOut, error) {
+		started <- struct{}{}
+		select {
+		case <-open:
+			return nil, echoOut{Text: "through"}, nil
+		case <-ctx.Done():
+			return nil, echoOut{}, ctx.Err()
+		}
+	})
+	return started, open
+}
+
+func TestCallsOverTheConcurrencyLimitAreRefusedWhileOtherPeersAreServed(t *testing.T) {
+	const max = 4
+	b := newNode(t, node.WithLimits(limits.Config{MaxConcurrentPerPeer: max, Rate: -1, Strikes: -1}))
+	started, open := addGateTool(b)
+	a, c := newNode(t), newNode(t)
+	connect(t, a, b)
+	connect(t, c, b)
+
+	var wg sync.WaitGroup
+	held := make(chan string, max+1)
+	for range max {
+		wg.Go(func() {
+			held <- failure(a.CallTool(ctxFor(t, 10*time.Second), b.ID(), "gate", nil))
+		})
+	}
+	for range max {
+		waitFor(t, started, "a held call")
+	}
+	for i := range 3 {
+		msg := failure(a.CallTool(ctxFor(t, 5*time.Second), b.ID(), "gate", nil))
+		if !strings.Contains(msg, "too many concurrent calls from "+a.ID().String()) {
+			t.Errorf("call %d over the limit: got %q, want a refusal for too many concurrent calls", i, msg)
+		}
+	}
+	// Another peer is served all the while, even on the same tool.
+	mustEcho(t, c, b, "meanwhile")
+	wg.Go(func() { held <- failure(c.CallTool(ctxFor(t, 10*time.Second), b.ID(), "gate", nil)) })
+	waitFor(t, started, "c's call")
+
+	close(open)
+	wg.Wait()
+	close(held)
+	for msg := range held {
+		if msg != "" {
+			t.Errorf("a call within the limit failed: %s", msg)
+		}
+	}
+	mustEcho(t, a, b, "after the held calls ended")
+}
+
+func TestPeerPersistingOverItsRateIsDisconnectedUntilItsBanEnds(t *testing.T) {
+	const banFor = 1500 * time.Millisecond
+	b := newNode(t, node.WithLimits(limits.Config{Rate: 5, Burst: 5, Strikes: 5, BanFor: banFor}))
+	a, c := newNode(t), newNode(t)
+	connect(t, a, b)
+	connect(t, c, b)
+
+	var refused, rateRefused int
+	for i := 0; ; i++ {
+		if _, banned := b.Limits().Banned(a.ID()); banned {
+			break
+		}
+		if i == 100 {
+			t.Fatalf("not banned after %d calls (%d refused)", i, refused)
+		}
+		msg := failure(a.CallTool(ctxFor(t, 5*time.Second), b.ID(), "echo", map[string]any{"text": "again"}))
+		if msg != "" {
+			refused++
+			if strings.Contains(msg, "rate limit: 5 calls/s for "+a.ID().String()) {
+				rateRefused++
+			}
+		}
+	}
+	bannedAt := time.Now()
+	if rateRefused < 4 {
+		t.Errorf("%d calls refused for the rate before the ban (of %d refused), want at least 4", rateRefused, refused)
+	}
+	eventually(t, 5*time.Second, "b closes its connections to a", func() bool {
+		return b.Host().Network().Connectedness(a.ID()) != network.Connected
+	})
+	// While banned, a can neither connect nor call.
+	ctx := network.WithForceDirectDial(ctxFor(t, 5*time.Second), "test")
+	if err := a.ConnectAddr(ctx, lpeer.AddrInfo{ID: b.ID(), Addrs: b.Host().Addrs()}); err == nil {
+		// a's side of the handshake may finish before b refuses: the
+		// connection must not stay, and no call may pass.
+		if msg := failure(a.CallTool(ctxFor(t, 5*time.Second), b.ID(), "echo", map[string]any{"text": "banned"})); msg == "" && time.Since(bannedAt) < banFor {
+			t.Fatal("a banned peer's call went through")
+		}
+	}
+	// The other peer keeps its service.
+	mustEcho(t, c, b, "during a's ban")
+
+	time.Sleep(time.Until(bannedAt.Add(banFor)))
+	eventually(t, 5*time.Second, "a reconnects after its ban", func() bool {
+		return a.ConnectAddr(network.WithForceDirectDial(ctxFor(t, 5*time.Second), "ban over"), lpeer.AddrInfo{ID: b.ID(), Addrs: b.Host().Addrs()}) == nil &&
+			callEcho(t, a, b, "echo", "after the ban") == nil
+	})
+	mustEcho(t, c, b, "after a's ban")
+}
+
+func TestPeerSendingBrokenFramesIsBanned(t *testing.T) {
+	b := newNode(t, node.WithMaxMessageSize(4096), node.WithLimits(limits.Config{Strikes: 4, BanFor: time.Minute}))
+	a, c := newNode(t), newNode(t)
+	connect(t, a, b)
+	connect(t, c, b)
+	mustEcho(t, a, b, "before")
+
+	oversize := []byte(`{"jsonrpc":"2.0","id":1,"method":"ping","params":{"pad":"` + strings.Repeat("a", 8192) + `"}}` + "\n")
+	frames := [][]byte{[]byte("GET / HTTP/1.1\r\n\r\n"), oversize, []byte("{not json}\n"), oversize}
+	for i, data := range frames {
+		if _, banned := b.Limits().Banned(a.ID()); banned {
+			t.Fatalf("banned after %d broken frames, want %d", i, len(frames))
+		}
+		s, err := a.Host().NewStream(ctxFor(t, 3*time.Second), b.ID(), mcp.ProtocolID(mcp.DefaultServer))
+		if err != nil {
+			t.Fatalf("stream %d: %v", i, err)
+		}
+		s.Write(data)
+		if err := readUntilFail(t, s); !errors.Is(err, network.ErrReset) {
+			t.Errorf("frame %d: the stream ended with %v, want a reset", i, err)
+		}
+		s.Reset()
+	}
+	eventually(t, 5*time.Second, "a banned", func() bool {
+		_, banned := b.Limits().Banned(a.ID())
+		return banned
+	})
+	eventually(t, 5*time.Second, "b closes its connections to a", func() bool {
+		return b.Host().Network().Connectedness(a.ID()) != network.Connected
+	})
+	if msg := failure(a.CallTool(ctxFor(t, 5*time.Second), b.ID(), "echo", map[string]any{"text": "banned"})); msg == "" {
+		t.Error("a banned peer's call went through")
+	}
+	mustEcho(t, c, b, "c is still served")
+}
