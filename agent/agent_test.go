@@ -209,7 +209,7 @@ func TestDelegationThreeHops(t *testing.T) {
 		mu.Lock()
 		got := slices.Clone(progress)
 		mu.Unlock()
-		want := []string{"step 2/10: calling forecaster on peer ", "step 3/10: calling weather on peer ", "step 3/10: answering"}
+		want := []string{"planner: step 2/10: calling forecaster on peer " + short(d.c), "forecaster: step 3/10: calling weather on peer " + short(d.d), "planner: step 3/10: answering"}
 		if hasAll(got, want) {
 			break
 		}
@@ -218,6 +218,11 @@ func TestDelegationThreeHops(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+func short(n *node.Node) string {
+	s := n.ID().String()
+	return s[:4] + "…" + s[len(s)-4:]
 }
 
 func hasAll(got, prefixes []string) bool {

@@ -157,11 +157,11 @@ func (r *run) loop(ctx context.Context, in Input) (string, *Outcome, error) {
 		}
 		req.Messages = append(req.Messages, Message{Role: Assistant, Text: reply.Text, ToolCalls: reply.ToolCalls})
 		if len(reply.ToolCalls) == 0 {
-			r.progress.report(ctx, step, maxSteps, fmt.Sprintf("step %d/%d: answering", step, maxSteps))
+			r.progress.report(ctx, step, maxSteps, fmt.Sprintf("%s: step %d/%d: answering", cfg.Name, step, maxSteps))
 			r.out.StopReason = StopAnswer
 			return reply.Text, &r.out, nil
 		}
-		r.progress.report(ctx, step, maxSteps, fmt.Sprintf("step %d/%d: %s", step, maxSteps, r.describeStep(reply.ToolCalls)))
+		r.progress.report(ctx, step, maxSteps, fmt.Sprintf("%s: step %d/%d: %s", cfg.Name, step, maxSteps, r.describeStep(reply.ToolCalls)))
 		results := make([]ToolResult, 0, len(reply.ToolCalls))
 		outOfCalls := false
 		for _, c := range reply.ToolCalls {

@@ -16,6 +16,7 @@ import (
 
 	lpeer "github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/mcpmesh/mcpmesh/agent"
 	"github.com/mcpmesh/mcpmesh/control"
 	"github.com/mcpmesh/mcpmesh/mcp"
 	"github.com/mcpmesh/mcpmesh/node"
@@ -34,6 +35,8 @@ type fileConfig struct {
 	Listen      []string               `json:"listen,omitempty"`
 	Peers       []string               `json:"peers,omitempty"`
 	Shares      map[string]shareConfig `json:"shares,omitempty"`
+	// Agents are LLM agents the node shares, each as one tool.
+	Agents []agent.Config `json:"agents,omitempty"`
 }
 
 // shareConfig is one shared server: exactly one of Command, URL and Peer.

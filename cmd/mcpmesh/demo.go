@@ -11,9 +11,11 @@ import (
 	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/spf13/cobra"
 
+	"github.com/mcpmesh/mcpmesh/agent"
 	"github.com/mcpmesh/mcpmesh/mcp"
 	"github.com/mcpmesh/mcpmesh/node"
 	"github.com/mcpmesh/mcpmesh/peer"
+	"github.com/mcpmesh/mcpmesh/tasks"
 )
 
 func newDemoCmd() *cobra.Command {
@@ -22,8 +24,10 @@ func newDemoCmd() *cobra.Command {
 		Short: "Run three nodes in this process and show them calling each other",
 		Long: `Start three nodes (alice, bob, carol) on loopback in this process and show, step
 by step: alice and bob calling each other at the same time over one connection,
-a tool on bob that calls carol (two hops), and bob asking alice's user a
-question (elicitation). Exits 0 if every step worked.`,
+a tool on bob that calls carol (two hops), bob asking alice's user a
+question (elicitation), and an agent on alice that delegates to an agent on
+bob, which calls a tool on carol (scripted models: no network, no key), with
+the task tree of that request. Exits 0 if every step worked.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
@@ -75,6 +79,7 @@ func runDemo(ctx context.Context, w io.Writer) (err error) {
 	start := time.Now()
 	d := &demoMesh{w: w, names: map[string]string{}}
 	loopback := node.WithListenAddrs("/ip4/127.0.0.1/tcp/0")
+	open := node.WithOpen() // the demo's nodes trust each other: no policy to write
 
 	// alice's user, played by the demo, answers bob's question.
 	answer := func(_ context.Context, req *sdkmcp.ElicitRequest) (*sdkmcp.ElicitResult, error) {
@@ -97,7 +102,7 @@ func runDemo(ctx context.Context, w io.Writer) (err error) {
 		{"bob", &d.bob, nil},
 		{"carol", &d.carol, nil},
 	} {
-		n, err := node.New(append([]node.Option{loopback, node.WithName(spec.name)}, spec.opts...)...)
+		n, err := node.New(append([]node.Option{loopback, open, node.WithName(spec.name)}, spec.opts...)...)
 		if err != nil {
 			return fmt.Errorf("start %s: %w", spec.name, err)
 		}
@@ -144,6 +149,10 @@ func runDemo(ctx context.Context, w io.Writer) (err error) {
 			}
 			return text("booked a table for %v at %s", res.Content["people"], in.Restaurant), nil, nil
 		})
+
+	if err := d.addAgents(); err != nil {
+		return err
+	}
 
 	fmt.Fprintln(w, "mcpmesh demo: three nodes in this process, talking MCP over libp2p on loopback")
 	fmt.Fprintln(w)
@@ -213,6 +222,10 @@ func runDemo(ctx context.Context, w io.Writer) (err error) {
 	}
 	fmt.Fprintf(w, "   ← %q\n\n", resultText(res))
 
+	if err := d.agentStep(ctx); err != nil {
+		return err
+	}
+
 	fmt.Fprintf(w, "All steps passed in %v.\n\n", time.Since(start).Round(time.Millisecond))
 	fmt.Fprint(w, `Next, two daemons on this machine (each command in its own terminal):
 
@@ -224,3 +237,115 @@ func runDemo(ctx context.Context, w io.Writer) (err error) {
 `)
 	return nil
 }
+
+// addAgents adds the agents of the demo's agent step: alice's concierge
+// delegates the weather to bob's forecaster, which reads the schema of
+// carol's weather tool and calls it. Both think with scripted models.
+func (d *demoMesh) addAgents() error {
+	bobRef := d.bob.ID().String() + "/" + mcp.DefaultServer + "/forecaster"
+	carolRef := d.carol.ID().String() + "/" + mcp.DefaultServer + "/weather"
+	concierge := agent.Config{
+		Name:        "concierge",
+		Description: "Answers travel questions, delegating to agents that know more.",
+		Model: agent.ModelConfig{Backend: "scripted", Script: []agent.ScriptStep{
+			{Call: "call", Args: map[string]any{"ref": bobRef, "arguments": map[string]any{"task": "{{task}}"}}},
+			{Answer: "For your trip to {{task}}: {{last}}"},
+		}},
+		Capabilities: agent.Capabilities{Tags: []string{agent.Tag}},
+	}
+	forecaster := agent.Config{
+		Name:        "forecaster",
+		Description: "Forecasts the weather in a city.",
+		Model: agent.ModelConfig{Backend: "scripted", Script: []agent.ScriptStep{
+			{Call: "describe", Args: map[string]any{"ref": carolRef}},
+			{Call: "call", Args: map[string]any{"ref": "{{last.ref}}", "arguments": map[string]any{"city": "{{task}}"}}},
+			{Answer: "the forecast says {{last}}"},
+		}},
+		Capabilities: agent.Capabilities{Tools: []string{"weather"}},
+	}
+	if err := agent.Add(d.alice, concierge); err != nil {
+		return fmt.Errorf("add concierge: %w", err)
+	}
+	if err := agent.Add(d.bob, forecaster); err != nil {
+		return fmt.Errorf("add forecaster: %w", err)
+	}
+	return nil
+}
+
+// agentStep runs the demo's agent step (see addAgents).
+func (d *demoMesh) agentStep(ctx context.Context) error {
+	w := d.w
+	fmt.Fprintln(w, "4. an agent on alice delegates to an agent on bob, which calls a tool on carol")
+	fmt.Fprintln(w, `   alice → alice concierge {"task":"Lisbon"}   (alice's caller sees one tool, not the toolbox behind it)`)
+	var mu sync.Mutex
+	var steps []string
+	pctx := node.WithProgress(ctx, func(p *sdkmcp.ProgressNotificationParams) {
+		mu.Lock()
+		steps = append(steps, p.Message)
+		mu.Unlock()
+	})
+	res, err := d.alice.CallTool(pctx, d.alice.ID(), "concierge", agent.Input{Task: "Lisbon"})
+	if err != nil {
+		return fmt.Errorf("concierge: %w", err)
+	}
+	if res.IsError || !strings.Contains(resultText(res), "sunny") {
+		return fmt.Errorf("concierge answered %q", resultText(res))
+	}
+	fmt.Fprintf(w, "   ← %q\n", resultText(res))
+	// Progress is relayed concurrently with the answer: the last of it may
+	// land just after.
+	for wait := time.Now().Add(300 * time.Millisecond); time.Now().Before(wait); time.Sleep(5 * time.Millisecond) {
+		mu.Lock()
+		n := len(steps)
+		mu.Unlock()
+		if n == 5 {
+			break
+		}
+	}
+	mu.Lock()
+	fmt.Fprintln(w, "   the agents' progress, as alice received it:")
+	for _, s := range steps {
+		for id, name := range d.names {
+			s = strings.ReplaceAll(s, shortPeer(id), name)
+		}
+		fmt.Fprintln(w, "     "+s)
+	}
+	mu.Unlock()
+	var root string
+	for _, t := range d.alice.Tasks() {
+		if t.Role == tasks.Call && t.Tool == "concierge" {
+			root = t.ID
+		}
+	}
+	tree, err := d.alice.TaskTree(ctx, root)
+	if err != nil {
+		return fmt.Errorf("task tree: %w", err)
+	}
+	if depth(tree) != 4 {
+		return fmt.Errorf("the task tree is %d levels deep, want 4 (call, concierge, forecaster, weather)", depth(tree))
+	}
+	var b strings.Builder
+	drawTree(&b, tree)
+	out := b.String()
+	for id, name := range d.names {
+		out = strings.ReplaceAll(out, id, name)
+	}
+	fmt.Fprintln(w, "   the task tree of that request, across the three nodes:")
+	for _, line := range strings.Split(strings.TrimRight(out, "\n"), "\n") {
+		fmt.Fprintln(w, "     "+line)
+	}
+	fmt.Fprintln(w)
+	return nil
+}
+
+// depth counts the levels of a task tree.
+func depth(t *node.TaskTree) int {
+	most := 0
+	for _, c := range t.Children {
+		most = max(most, depth(c))
+	}
+	return most + 1
+}
+
+// shortPeer is how agents name a peer in their progress: "12D3…abcd".
+func shortPeer(id string) string { return id[:4] + "…" + id[len(id)-4:] }

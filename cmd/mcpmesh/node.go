@@ -12,6 +12,7 @@ import (
 	logging "github.com/ipfs/go-log/v2"
 	"github.com/spf13/cobra"
 
+	"github.com/mcpmesh/mcpmesh/agent"
 	"github.com/mcpmesh/mcpmesh/control"
 	"github.com/mcpmesh/mcpmesh/discovery"
 	"github.com/mcpmesh/mcpmesh/mcp"
@@ -153,6 +154,11 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 			}
 			defer n.Close()
 			addBuiltins(n)
+			for _, a := range file.Agents {
+				if err := agent.Add(n, a); err != nil {
+					return usageError("%v", err)
+				}
+			}
 
 			warn := func(format string, args ...any) { fmt.Fprintf(os.Stderr, format+"\n", args...) }
 			if err := applyShares(ctx, n, specs, warn); err != nil {
