@@ -2,7 +2,7 @@
 # A short run of every fuzz target: each decoder that reads bytes from the
 # network. Go runs one fuzz target per invocation, so they run one after
 # another. FUZZTIME is the time per target (default 8s: under two minutes for
-# the eight). A crash fails the run; go test writes the crashing input to the
+# the nine). A crash fails the run; go test writes the crashing input to the
 # package's testdata/fuzz/<Target>/, where it stays as a regression test once
 # the bug is fixed.
 set -euo pipefail
@@ -18,6 +18,7 @@ targets=(
   "./tasks/ FuzzParse"
   "./tasks/ FuzzDecodeMeta"
   "./node/ FuzzRelayFrames"
+  "./peer/ FuzzDecodeChain"
 )
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
@@ -25,7 +26,7 @@ start=$SECONDS
 for t in "${targets[@]}"; do
   read -r pkg name <<<"$t"
   echo "fuzz $name ($pkg, $fuzztime)"
-  if ! go test -run XXX -fuzz "^${name}\$" -fuzztime "$fuzztime" "$pkg" >"$log" 2>&1; then
+  if ! go test -run XXX -fuzz "^${name}\$" -fuzztime "$fuzztime" -fuzzminimizetime 2s "$pkg" >"$log" 2>&1; then
     cat "$log"
     echo "fuzz $name failed: the failing input is in ${pkg}testdata/fuzz/$name/" >&2
     exit 1

@@ -323,7 +323,7 @@ func newNode(tb testing.TB, opts ...node.Option) *node.Node {
 
 // startNode starts a node on loopback TCP serving the echo tool.
 func startNode(opts ...node.Option) (*node.Node, error) {
-	opts = append([]node.Option{node.WithListenAddrs(loopback), node.WithDialTimeout(5 * time.Second)}, opts...)
+	opts = append([]node.Option{node.WithListenAddrs(loopback), node.WithDialTimeout(5 * time.Second), node.WithOpen()}, opts...)
 	n, err := node.New(opts...)
 	if err != nil {
 		return nil, err

@@ -21,7 +21,7 @@ import (
 
 func plainNode(t testing.TB) *node.Node {
 	t.Helper()
-	n, err := node.New(node.WithListenAddrs("/ip4/127.0.0.1/tcp/0"))
+	n, err := node.New(node.WithListenAddrs("/ip4/127.0.0.1/tcp/0"), node.WithOpen())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -27,7 +27,7 @@ var fast = discovery.Config{CardTTL: 10 * time.Second, RepublishEvery: time.Seco
 
 func newNode(t *testing.T, opts ...node.Option) *node.Node {
 	t.Helper()
-	n, err := node.New(append([]node.Option{node.WithListenAddrs("/ip4/127.0.0.1/tcp/0"), node.WithDiscovery(fast)}, opts...)...)
+	n, err := node.New(append([]node.Option{node.WithListenAddrs("/ip4/127.0.0.1/tcp/0"), node.WithDiscovery(fast), node.WithOpen()}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -258,7 +258,15 @@ func (n *Node) ResolveTool(ctx context.Context, p lpeer.ID, ref string) (RemoteT
 // args, any value that marshals to a JSON object (nil for none). A tool that
 // fails returns a result with IsError set and a nil error; err is for
 // failures to reach the tool at all.
+//
+// A SERVER/TOOL ref is called as it is, listed or not: a tool the peer's
+// policy does not show this node may still be granted to it when it acts
+// for another peer, and one that is not granted gets the peer's "not
+// permitted" answer rather than a guess from here.
 func (n *Node) CallTool(ctx context.Context, p lpeer.ID, ref string, args any) (*sdkmcp.CallToolResult, error) {
+	if server, tool, ok := strings.Cut(ref, "/"); ok && mcp.ValidateServerName(server) == nil {
+		return n.CallServerTool(ctx, p, server, tool, args)
+	}
 	t, err := n.ResolveTool(ctx, p, ref)
 	if err != nil {
 		return nil, err

@@ -14,6 +14,7 @@ import (
 	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/mcpmesh/mcpmesh/discovery"
+	"github.com/mcpmesh/mcpmesh/peer"
 	"github.com/mcpmesh/mcpmesh/proto/cardpb"
 )
 
@@ -97,7 +98,9 @@ func (n *Node) buildCard(ctx context.Context) (*cardpb.Card, error) {
 		if err != nil {
 			return nil, err
 		}
-		tools = slices.Clone(tools)
+		// The card shows what the policy lets some peer see (and does not
+		// hide); each peer's own lists show what it may use.
+		tools = slices.DeleteFunc(slices.Clone(tools), func(t *sdkmcp.Tool) bool { return !n.advertised(name, peer.Tool, t.Name) })
 		slices.SortFunc(tools, func(a, b *sdkmcp.Tool) int { return strings.Compare(a.Name, b.Name) })
 		full, err := json.Marshal(tools)
 		if err != nil {
@@ -114,11 +117,17 @@ func (n *Node) buildCard(ctx context.Context) (*cardpb.Card, error) {
 				if err != nil {
 					return nil, fmt.Errorf("list resources of %s: %w", name, err)
 				}
+				if !n.advertised(name, peer.Resource, r.URI) {
+					continue
+				}
 				srv.Resources = append(srv.Resources, &cardpb.Resource{Uri: r.URI, Name: r.Name, Title: r.Title, Description: summary(r.Description), MimeType: r.MIMEType})
 			}
 			for r, err := range cs.ResourceTemplates(ctx, nil) {
 				if err != nil {
 					return nil, fmt.Errorf("list resource templates of %s: %w", name, err)
+				}
+				if !n.advertised(name, peer.Resource, r.URITemplate) {
+					continue
 				}
 				srv.ResourceTemplates = append(srv.ResourceTemplates, &cardpb.ResourceTemplate{UriTemplate: r.URITemplate, Name: r.Name, Title: r.Title, Description: summary(r.Description)})
 			}
@@ -127,6 +136,9 @@ func (n *Node) buildCard(ctx context.Context) (*cardpb.Card, error) {
 			for p, err := range cs.Prompts(ctx, nil) {
 				if err != nil {
 					return nil, fmt.Errorf("list prompts of %s: %w", name, err)
+				}
+				if !n.advertised(name, peer.Prompt, p.Name) {
+					continue
 				}
 				srv.Prompts = append(srv.Prompts, &cardpb.Prompt{Name: p.Name, Title: p.Title, Description: summary(p.Description)})
 			}

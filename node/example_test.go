@@ -25,7 +25,18 @@ func Example() {
 	ctx := context.Background()
 	loopback := node.WithListenAddrs("/ip4/127.0.0.1/tcp/0")
 
-	server, err := node.New(loopback, node.WithName("translator"))
+	client, err := node.New(loopback)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer client.Close()
+
+	// Closed by default: the server grants the client its one tool.
+	grants, err := peer.ParsePolicy([]byte(`{"grants": [{"peers": ["` + client.ID().String() + `"], "tools": ["translate"]}]}`))
+	if err != nil {
+		log.Fatal(err)
+	}
+	server, err := node.New(loopback, node.WithName("translator"), node.WithPolicy(grants))
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -36,12 +47,6 @@ func Example() {
 			log.Printf("translate called by %s", caller)
 			return nil, translateOut{French: map[string]string{"hello": "bonjour"}[in.Text]}, nil
 		})
-
-	client, err := node.New(loopback)
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer client.Close()
 
 	id, err := client.Connect(ctx, server.Addrs()[0].String())
 	if err != nil {

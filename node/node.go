@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	logging "github.com/ipfs/go-log/v2"
 	"github.com/libp2p/go-libp2p"
@@ -24,6 +25,7 @@ import (
 	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
 	ma "github.com/multiformats/go-multiaddr"
 
+	"github.com/mcpmesh/mcpmesh/audit"
 	"github.com/mcpmesh/mcpmesh/discovery"
 	"github.com/mcpmesh/mcpmesh/limits"
 	"github.com/mcpmesh/mcpmesh/mcp"
@@ -45,6 +47,11 @@ type Node struct {
 	disc   *discovery.Service // nil without WithDiscovery
 	self   sync.Map           // client sessions to the node's own servers
 	limits *limits.Limiter
+
+	policy atomic.Pointer[peer.Policy] // see trust.go
+	audit  *audit.Log
+	chains chainCache  // delegation chains verified
+	issued issuedCache // delegations signed
 
 	taskReg  *tasks.Registry // see tasks.go
 	progress sync.Map        // progress token → *served, for calls tasks make
@@ -89,6 +96,11 @@ func New(opts ...Option) (*Node, error) {
 		libp2p.ListenAddrStrings(cfg.listen...),
 		libp2p.UserAgent("mcpmesh/" + cfg.version),
 	}, cfg.libp2pOpts...)
+	if m := cfg.trust.metrics; m != nil {
+		hostOpts = append(hostOpts, libp2p.PrometheusRegisterer(m.Registerer()))
+	} else {
+		hostOpts = append(hostOpts, libp2p.DisableMetrics())
+	}
 	lim, limitOpts, err := cfg.limitOptions(key)
 	if err != nil {
 		return nil, err
@@ -112,6 +124,11 @@ func New(opts ...Option) (*Node, error) {
 		limits:   lim,
 	}
 	n.initLimits()
+	if err := n.initTrust(); err != nil {
+		h.Close()
+		cancel()
+		return nil, err
+	}
 	n.tools = newToolIndex()
 	n.client = sdkmcp.NewClient(n.implementation(), n.clientOptions())
 	n.initTasks()
@@ -218,7 +235,8 @@ func (n *Node) share(name string, server *sdkmcp.Server, stop func()) error {
 	if _, ok := n.servers[name]; ok {
 		return fmt.Errorf("a server named %q is already shared", name)
 	}
-	n.trackTasks(name, server, n.inputs.Middleware()) // adds the input middleware inside the task layer
+	n.trackTasks(name, server, n.inputs.Middleware())      // adds the input middleware inside the task layer
+	server.AddReceivingMiddleware(n.trustMiddleware(name)) // outermost: added last
 	n.servers[name] = &sharedServer{server: server, stop: stop}
 	n.host.SetStreamHandler(mcp.ProtocolID(name), n.serve(name, server))
 	n.changed()
@@ -349,6 +367,9 @@ func (n *Node) Close() error {
 		ss.Close()
 	}
 	n.wg.Wait()
+	if err := n.audit.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("close audit log: %w", err))
+	}
 	return errors.Join(errs...)
 }
 

@@ -41,7 +41,7 @@ type echoOut struct {
 // caller, closed when the test ends.
 func newNode(t *testing.T, opts ...node.Option) *node.Node {
 	t.Helper()
-	opts = append([]node.Option{node.WithListenAddrs("/ip4/127.0.0.1/tcp/0"), node.WithDialTimeout(3 * time.Second)}, opts...)
+	opts = append([]node.Option{node.WithListenAddrs("/ip4/127.0.0.1/tcp/0"), node.WithDialTimeout(3 * time.Second), node.WithOpen()}, opts...)
 	n, err := node.New(opts...)
 	if err != nil {
 		t.Fatal(err)

@@ -40,7 +40,7 @@ func TestKeepConnectedReconnectsWithBackoff(t *testing.T) {
 	connected := func() bool { return len(a.Host().Network().ConnsToPeer(id)) > 0 }
 	for round := range 2 {
 		time.Sleep(300 * time.Millisecond) // a is already failing and backing off
-		b, err := node.New(node.WithIdentity(key), node.WithListenAddrs(listen))
+		b, err := node.New(node.WithIdentity(key), node.WithListenAddrs(listen), node.WithOpen())
 		if err != nil {
 			t.Fatal(err)
 		}

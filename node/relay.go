@@ -66,13 +66,18 @@ func (n *Node) serveRelay(name string, t *relayTarget) network.StreamHandler {
 			return
 		}
 		defer n.wg.Done()
+		caller := s.Conn().RemotePeer()
+		if !n.mayOpenRelay(caller, name) {
+			s.Reset()
+			return
+		}
 		up, err := n.openRelay(t)
 		if err != nil {
 			s.Reset()
 			log.Debugw("relay session refused", "server", name, "error", err)
 			return
 		}
-		if err := mcp.RelayStreams(t.ctx, s, up, n.cfg.maxMessageSize, n.relayFrames(s.Conn().RemotePeer())); err != nil {
+		if err := mcp.RelayStreams(t.ctx, s, up, n.cfg.maxMessageSize, n.relayTrust(caller, name, t, n.relayFrames(caller))); err != nil {
 			log.Debugw("relay session ended", "server", name, "to", t.peer, "error", err)
 		}
 	}
@@ -291,24 +296,9 @@ func refusalMessage(req *jsonrpc.Request, reason string) jsonrpc.Message {
 // replaceMeta sets params._meta[task key] to next, re-encoding the top
 // level of params (the other fields stay raw bytes).
 func replaceMeta(params json.RawMessage, next string) (json.RawMessage, error) {
-	var top map[string]json.RawMessage
-	if _, err := segjson.Parse(params, &top, segjson.DontMatchCaseInsensitiveStructFields); err != nil {
-		return nil, err
-	}
-	var meta map[string]json.RawMessage
-	if _, err := segjson.Parse(top["_meta"], &meta, segjson.DontMatchCaseInsensitiveStructFields); err != nil {
-		return nil, err
-	}
-	if meta == nil { // "_meta": null, or missing
-		meta = map[string]json.RawMessage{}
-	}
 	v, err := json.Marshal(next)
 	if err != nil {
 		return nil, err
 	}
-	meta[tasks.MetaKey] = v
-	if top["_meta"], err = segjson.Marshal(meta); err != nil {
-		return nil, err
-	}
-	return segjson.Marshal(top)
+	return setMetaField(params, tasks.MetaKey, v)
 }

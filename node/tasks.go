@@ -195,8 +195,16 @@ type callFunc func(ctx context.Context, p lpeer.ID, server, tool string, args an
 // the call among the task's children, routes progress, and names the hop in
 // failures.
 func (n *Node) callTracked(ctx context.Context, p lpeer.ID, server, tool string, args any, call callFunc) (*sdkmcp.CallToolResult, error) {
+	deleg, err := n.delegationFor(ctx, p, server, tool)
+	if err != nil {
+		return nil, err
+	}
 	if n.cfg.tasks.off {
-		return call(ctx, p, server, tool, args, nil)
+		var meta sdkmcp.Meta
+		if deleg != nil {
+			meta = sdkmcp.Meta{peer.DelegationMetaKey: deleg}
+		}
+		return call(ctx, p, server, tool, args, meta)
 	}
 	self := n.taskReg.Self()
 	budget, _ := ctx.Value(budgetKey{}).(int)
@@ -232,7 +240,6 @@ func (n *Node) callTracked(ctx context.Context, p lpeer.ID, server, tool string,
 		if b <= 0 || b > tasks.DefaultBudget {
 			b = tasks.DefaultBudget
 		}
-		var err error
 		root, err = n.taskReg.Begin(tasks.Task{ID: id, Root: id, Role: tasks.Call, Server: server, Tool: tool, Target: target, Budget: b}, cancel)
 		if err != nil {
 			return nil, err
@@ -245,8 +252,11 @@ func (n *Node) callTracked(ctx context.Context, p lpeer.ID, server, tool string,
 	}
 	hop := tasks.Hop{Task: m.ID, Peer: target, Server: server, Tool: tool}
 	caller.AddChild(hop)
-	meta := make(sdkmcp.Meta, 3)
+	meta := make(sdkmcp.Meta, 4)
 	m.Encode(meta)
+	if deleg != nil {
+		meta[peer.DelegationMetaKey] = deleg
+	}
 	if route != nil {
 		tok := progressPrefix + m.ID
 		meta["progressToken"] = tok
@@ -395,6 +405,7 @@ func (n *Node) taskMiddleware(name string) sdkmcp.Middleware {
 					return nil, rpcError(jsonrpc.CodeInvalidRequest, "%s/%s on %s: %v", name, p.Name, self, err)
 				}
 			}
+			noteTask(ctx, e.ID())
 			s := &served{entry: e, meta: m, session: ss, token: p.GetProgressToken()}
 			work = tasks.WithAsker(work, s) // for servedFrom and tasks.AskMeta alike
 			e.SetContext(work)

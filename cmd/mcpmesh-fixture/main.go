@@ -74,7 +74,7 @@ func run() error {
 	}
 
 	if len(listen) > 0 {
-		opts := []node.Option{node.WithListenAddrs(listen...), node.WithName("mcpmesh-fixture")}
+		opts := []node.Option{node.WithListenAddrs(listen...), node.WithName("mcpmesh-fixture"), node.WithOpen()}
 		if *home != "" {
 			opts = append(opts, node.WithHome(*home))
 		}

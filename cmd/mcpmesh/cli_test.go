@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -96,7 +97,11 @@ func startDaemon(t *testing.T, extra ...string) *daemon {
 func startDaemonAt(t *testing.T, home string, extra ...string) *daemon {
 	t.Helper()
 	// --no-mdns: test daemons must not find each other, or a developer's own, on the LAN.
-	args := append([]string{"--home", home, "node", "--listen", "/ip4/127.0.0.1/tcp/0", "--dial-timeout", "3s", "--no-mdns"}, extra...)
+	args := []string{"--home", home, "node", "--listen", "/ip4/127.0.0.1/tcp/0", "--dial-timeout", "3s", "--no-mdns"}
+	if !slices.Contains(extra, "--config") {
+		args = append(args, "--open") // a daemon with a policy of its own is a test's choice
+	}
+	args = append(args, extra...)
 	cmd := exec.Command(binary, args...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {

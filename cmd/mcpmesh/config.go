@@ -37,6 +37,9 @@ type fileConfig struct {
 	Shares      map[string]shareConfig `json:"shares,omitempty"`
 	// Agents are LLM agents the node shares, each as one tool.
 	Agents []agent.Config `json:"agents,omitempty"`
+	// Policy says which peers may see and call what the node shares
+	// (absent: none). Reread when the file changes or on SIGHUP.
+	Policy *peer.Policy `json:"policy,omitempty"`
 }
 
 // shareConfig is one shared server: exactly one of Command, URL and Peer.

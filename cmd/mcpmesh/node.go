@@ -16,30 +16,33 @@ import (
 	"github.com/mcpmesh/mcpmesh/control"
 	"github.com/mcpmesh/mcpmesh/discovery"
 	"github.com/mcpmesh/mcpmesh/mcp"
+	"github.com/mcpmesh/mcpmesh/metrics"
 	"github.com/mcpmesh/mcpmesh/node"
 	"github.com/mcpmesh/mcpmesh/peer"
 )
 
 func newNodeCmd(g *globals) *cobra.Command {
 	var (
-		listen  []string
-		peers   []string
-		shares  []string
-		relays  []string
-		httpSh  []string
-		headers []string
-		cfgPath string
-		name    string
-		api     string
-		maxMsg  int
-		timeout time.Duration
-		noMDNS  bool
-		noDHT   bool
-		cardTTL time.Duration
-		desc    string
-		tags    []string
-		httpAt  string
-		meshKey string
+		listen    []string
+		peers     []string
+		shares    []string
+		relays    []string
+		httpSh    []string
+		headers   []string
+		cfgPath   string
+		name      string
+		api       string
+		maxMsg    int
+		timeout   time.Duration
+		noMDNS    bool
+		noDHT     bool
+		cardTTL   time.Duration
+		desc      string
+		tags      []string
+		httpAt    string
+		meshKey   string
+		open      bool
+		metricsAt string
 	)
 	cmd := &cobra.Command{
 		Use:   "node",
@@ -76,6 +79,16 @@ NAME: each session is relayed to PEER, message by message, unchanged.
 (search, describe and call tools across the mesh), /mcp/PEER/SERVER is the
 server SERVER of peer PEER exactly, relayed unchanged. Loopback only: requests
 whose Host or Origin is not loopback are refused (DNS-rebinding protection).
+
+Closed by default: peers see and may call only what the "policy" of the
+configuration file grants them, by peer ID or group, per server, tool, resource
+and prompt, for their own calls or when acting for another peer (see README).
+The policy is reread when the file changes, or on SIGHUP. --open lets every
+peer see and call everything: for demos and labs only.
+
+Every call the node serves (or refuses) is recorded in HOME/audit.log; 'mcpmesh
+audit' shows recent records. --metrics 127.0.0.1:PORT serves Prometheus
+metrics (calls, latencies, refusals, tasks, DHT lookups, libp2p's own).
 
 A configuration file (--config, default HOME/config.json when present) can list
 all of this instead of flags; see the README for its format.
@@ -145,6 +158,17 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 				node.WithTags(tags...),
 			}
 			opts = append(opts, meshOpts...)
+			if open {
+				opts = append(opts, node.WithOpen())
+				fmt.Fprintln(os.Stderr, "WARNING: --open: every peer that connects may see and call everything this node shares. Use it for demos and labs only.")
+			} else {
+				opts = append(opts, node.WithPolicy(file.Policy))
+			}
+			var reg *metrics.Metrics
+			if metricsAt != "" {
+				reg = metrics.New()
+				opts = append(opts, node.WithMetrics(reg))
+			}
 			if !noDHT {
 				opts = append(opts, node.WithDiscovery(discovery.Config{MDNS: !noMDNS, CardTTL: cardTTL}))
 			}
@@ -169,6 +193,17 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 				return err
 			}
 			defer srv.Close()
+			var metricsURL string
+			if reg != nil {
+				addr, err := reg.Serve(ctx, metricsAt)
+				if err != nil {
+					return fmt.Errorf("--metrics: %w", err)
+				}
+				metricsURL = "http://" + addr.String() + "/metrics"
+			}
+			if !open {
+				go watchPolicy(ctx, n, path, named, cmd.OutOrStdout())
+			}
 			var gatewayURL string
 			if httpAt != "" {
 				url, stopGateway, err := serveGateway(ctx, n, httpAt)
@@ -184,6 +219,10 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 			fmt.Fprintf(out, "  home:    %s\n", g.home)
 			fmt.Fprintf(out, "  servers: %s\n", strings.Join(n.Shared(), ", "))
 			fmt.Fprintf(out, "  control: %s\n", srv.Addr())
+			fmt.Fprintf(out, "  policy:  %s\n", describePolicy(file.Policy, open))
+			if metricsURL != "" {
+				fmt.Fprintf(out, "  metrics: %s\n", metricsURL)
+			}
 			if meshSaid != "" {
 				fmt.Fprintf(out, "  mesh:    %s\n", meshSaid)
 			}
@@ -235,6 +274,8 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 	f.StringVar(&desc, "description", "", "what this node offers, in a sentence, for its card")
 	f.StringArrayVar(&tags, "tag", nil, "a tag for this node on its card, found with 'mcpmesh find tag:NAME' (repeatable)")
 	f.StringVar(&meshKey, "mesh-key", "", "private mesh: the key file from 'mcpmesh init-mesh' (default HOME/swarm.key if it exists); TCP/WebSocket only, no QUIC")
+	f.BoolVar(&open, "open", false, "let every peer see and call everything this node shares, ignoring the policy (demos and labs only)")
+	f.StringVar(&metricsAt, "metrics", "", "HOST:PORT to serve Prometheus metrics on (/metrics; e.g. 127.0.0.1:9464)")
 	f.StringVar(&httpAt, "http", "", "loopback HOST:PORT to serve MCP over Streamable HTTP: /mcp (mesh mode) and /mcp/PEER/SERVER (one server, transparent)")
 	return cmd
 }

@@ -1,0 +1,356 @@
+package node_test
+
+import (
+	"context"
+	"encoding/base64"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	lpeer "github.com/libp2p/go-libp2p/core/peer"
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
+	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/mcpmesh/mcpmesh/audit"
+	"github.com/mcpmesh/mcpmesh/node"
+	"github.com/mcpmesh/mcpmesh/peer"
+	"github.com/mcpmesh/mcpmesh/tasks"
+)
+
+// policy parses a policy written with %s for peer IDs.
+func policy(t *testing.T, format string, ids ...any) *peer.Policy {
+	t.Helper()
+	p, err := peer.ParsePolicy([]byte(fmt.Sprintf(format, ids...)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// sideEffect is a tool that counts its runs: a refused call must never run.
+func sideEffect(n *node.Node, name string) *atomic.Int32 {
+	var runs atomic.Int32
+	node.AddTool(n, &sdkmcp.Tool{Name: name, Description: "does something that matters"},
+		func(ctx context.Context, _ *sdkmcp.CallToolRequest, _ struct{}) (*sdkmcp.CallToolResult, struct{}, error) {
+			runs.Add(1)
+			return nil, struct{}{}, nil
+		})
+	return &runs
+}
+
+func notPermitted(t *testing.T, err error, res *sdkmcp.CallToolResult) {
+	t.Helper()
+	if err == nil {
+		t.Fatalf("call went through: %+v", res)
+	}
+	if !strings.Contains(err.Error(), "not permitted") {
+		t.Fatalf("want a not-permitted error, got: %v", err)
+	}
+	var je *jsonrpc.Error
+	if !errorsAs(err, &je) || je.Code != node.CodeNotPermitted {
+		t.Fatalf("want JSON-RPC code %d, got %v", node.CodeNotPermitted, err)
+	}
+}
+
+func toolNames(t *testing.T, a *node.Node, p lpeer.ID) []string {
+	t.Helper()
+	tools, err := a.ListTools(context.Background(), p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, tl := range tools {
+		names = append(names, tl.Name)
+	}
+	return names
+}
+
+// lastAudit returns the newest audit record of n for tool name.
+func lastAudit(t *testing.T, n *node.Node, name string) audit.Record {
+	t.Helper()
+	var rec audit.Record
+	waitUntil(t, "audit record of "+name, 3*time.Second, func() bool {
+		recs := n.Audit().Recent(audit.Filter{Tool: name})
+		if len(recs) == 0 {
+			return false
+		}
+		rec = recs[len(recs)-1]
+		return true
+	})
+	return rec
+}
+
+func TestClosedByDefault(t *testing.T) {
+	b := newNode(t, node.WithPolicy(nil)) // no grants: closed
+	runs := sideEffect(b, "pay")
+	a := newNode(t)
+	connect(t, a, b)
+
+	if names := toolNames(t, a, b.ID()); len(names) != 0 {
+		t.Fatalf("a closed node listed %v to a stranger", names)
+	}
+	res, err := a.CallTool(context.Background(), b.ID(), "node/pay", nil)
+	notPermitted(t, err, res)
+	if runs.Load() != 0 {
+		t.Fatal("the refused call ran")
+	}
+	rec := lastAudit(t, b, "pay")
+	if rec.Outcome != audit.Refused || rec.Reason != "policy" || rec.Caller != a.ID().String() {
+		t.Fatalf("audit: %+v", rec)
+	}
+	// The owner still calls its own node.
+	if _, err := b.CallTool(context.Background(), b.ID(), "node/pay", nil); err != nil {
+		t.Fatalf("own call: %v", err)
+	}
+}
+
+func TestPolicyGrantsPerToolAndGroup(t *testing.T) {
+	a, c := newNode(t), newNode(t)
+	b := newNode(t)
+	runs := sideEffect(b, "pay")
+	b.SetPolicy(policy(t, `{"groups":{"friends":["%s"]},"grants":[{"peers":["friends"],"server":"node","tools":["echo"]}]}`, a.ID()))
+	connect(t, a, b)
+	connect(t, c, b)
+
+	if names := toolNames(t, a, b.ID()); len(names) != 1 || names[0] != "echo" {
+		t.Fatalf("a (a friend) sees %v, want [echo]", names)
+	}
+	if _, err := a.CallTool(context.Background(), b.ID(), "echo", echoIn{Text: "hi"}); err != nil {
+		t.Fatalf("granted call: %v", err)
+	}
+	res, err := a.CallTool(context.Background(), b.ID(), "node/pay", nil)
+	notPermitted(t, err, res)
+	if names := toolNames(t, c, b.ID()); len(names) != 0 {
+		t.Fatalf("c (no grant) sees %v", names)
+	}
+
+	// A new policy applies at once, without restart.
+	b.SetPolicy(policy(t, `{"grants":[{"peers":["%s"],"tools":["*"]}]}`, c.ID()))
+	if _, err := c.CallTool(context.Background(), b.ID(), "node/pay", nil); err != nil {
+		t.Fatalf("after reload: %v", err)
+	}
+	res, err = a.CallTool(context.Background(), b.ID(), "echo", echoIn{Text: "hi"})
+	notPermitted(t, err, res)
+	if runs.Load() != 1 {
+		t.Fatalf("pay ran %d times, want 1", runs.Load())
+	}
+}
+
+func TestPolicyResourcesAndPrompts(t *testing.T) {
+	b, a := newNode(t), newNode(t)
+	docs := sdkmcp.NewServer(&sdkmcp.Implementation{Name: "docs"}, nil)
+	for _, uri := range []string{"file:///pub/a.txt", "file:///secret/b.txt"} {
+		docs.AddResource(&sdkmcp.Resource{URI: uri, Name: uri},
+			func(ctx context.Context, req *sdkmcp.ReadResourceRequest) (*sdkmcp.ReadResourceResult, error) {
+				return &sdkmcp.ReadResourceResult{Contents: []*sdkmcp.ResourceContents{{URI: req.Params.URI, Text: "x"}}}, nil
+			})
+	}
+	for _, name := range []string{"greet", "admin"} {
+		docs.AddPrompt(&sdkmcp.Prompt{Name: name}, func(context.Context, *sdkmcp.GetPromptRequest) (*sdkmcp.GetPromptResult, error) {
+			return &sdkmcp.GetPromptResult{Messages: []*sdkmcp.PromptMessage{{Role: "user", Content: &sdkmcp.TextContent{Text: "hi"}}}}, nil
+		})
+	}
+	if err := b.Share("docs", docs); err != nil {
+		t.Fatal(err)
+	}
+	b.SetPolicy(policy(t, `{"grants":[{"peers":["%s"],"server":"docs","resources":["file:///pub/*"],"prompts":["greet"]}]}`, a.ID()))
+	connect(t, a, b)
+	ctx := context.Background()
+	cs, err := a.Session(ctx, b.ID(), "docs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rl, err := cs.ListResources(ctx, nil)
+	if err != nil || len(rl.Resources) != 1 || rl.Resources[0].URI != "file:///pub/a.txt" {
+		t.Fatalf("resources: %v %+v", err, rl)
+	}
+	if _, err := cs.ReadResource(ctx, &sdkmcp.ReadResourceParams{URI: "file:///pub/a.txt"}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = cs.ReadResource(ctx, &sdkmcp.ReadResourceParams{URI: "file:///secret/b.txt"})
+	if err == nil || !strings.Contains(err.Error(), "not permitted") {
+		t.Fatalf("secret resource: %v", err)
+	}
+	pl, err := cs.ListPrompts(ctx, nil)
+	if err != nil || len(pl.Prompts) != 1 || pl.Prompts[0].Name != "greet" {
+		t.Fatalf("prompts: %v %+v", err, pl)
+	}
+	if _, err := cs.GetPrompt(ctx, &sdkmcp.GetPromptParams{Name: "admin"}); err == nil || !strings.Contains(err.Error(), "not permitted") {
+		t.Fatalf("admin prompt: %v", err)
+	}
+}
+
+// delegationChain starts A → B → C: B's tool "relay" calls C's "pay" while
+// serving A's call. It returns the nodes and pay's run counter.
+func delegationChain(t *testing.T, aOpts ...node.Option) (a, b, c *node.Node, runs *atomic.Int32) {
+	a, b, c = newNode(t, aOpts...), newNode(t), newNode(t)
+	runs = sideEffect(c, "pay")
+	cID := c.ID()
+	node.AddTool(b, &sdkmcp.Tool{Name: "relay"}, func(ctx context.Context, _ *sdkmcp.CallToolRequest, _ struct{}) (*sdkmcp.CallToolResult, struct{}, error) {
+		_, err := b.CallTool(ctx, cID, "node/pay", nil)
+		return nil, struct{}{}, err
+	})
+	connect(t, a, b)
+	connect(t, b, c)
+	return a, b, c, runs
+}
+
+func TestDelegationActingForDiffersFromAlone(t *testing.T) {
+	a, b, c, runs := delegationChain(t)
+	var seenFor atomic.Value
+	node.AddTool(c, &sdkmcp.Tool{Name: "whofor"}, func(ctx context.Context, _ *sdkmcp.CallToolRequest, _ struct{}) (*sdkmcp.CallToolResult, struct{}, error) {
+		p, _ := node.OnBehalfOf(ctx)
+		seenFor.Store(p)
+		return nil, struct{}{}, nil
+	})
+	// C lets B pay only when B acts for A; B alone may call whofor only.
+	c.SetPolicy(policy(t, `{"grants":[
+		{"peers":["%s"],"for":["%s"],"tools":["pay"]},
+		{"peers":["%s"],"tools":["whofor"]}]}`, b.ID(), a.ID(), b.ID()))
+	ctx := context.Background()
+
+	if _, err := a.CallTool(ctx, b.ID(), "relay", nil); err != nil {
+		t.Fatalf("A → B → C acting for A: %v", err)
+	}
+	if runs.Load() != 1 {
+		t.Fatalf("pay ran %d times", runs.Load())
+	}
+	rec := lastAudit(t, c, "pay")
+	if rec.Outcome != audit.OK || rec.Caller != b.ID().String() || rec.For != a.ID().String() || rec.Chain == "" {
+		t.Fatalf("C's audit of the delegated call: %+v", rec)
+	}
+	res, err := b.CallTool(ctx, c.ID(), "node/pay", nil)
+	notPermitted(t, err, res)
+	if runs.Load() != 1 {
+		t.Fatal("B alone got pay to run")
+	}
+	if _, err := b.CallTool(ctx, c.ID(), "whofor", nil); err != nil {
+		t.Fatal(err)
+	}
+	if p := seenFor.Load().(lpeer.ID); p != "" {
+		t.Fatalf("B's own call seen as acting for %s", p)
+	}
+}
+
+func TestDelegationCannotBeWidened(t *testing.T) {
+	// A delegates only "echo": B may not call pay on A's behalf. B refuses
+	// to send such a call; C would refuse it anyway.
+	scope := peer.Scope{Tools: []string{"echo"}, Peers: []string{"*"}}
+	a, b, c, runs := delegationChain(t, node.WithDelegation(scope, time.Minute))
+	c.SetPolicy(policy(t, `{"grants":[{"peers":["%s"],"for":["*"],"tools":["*"]}]}`, b.ID()))
+	_, err := a.CallTool(context.Background(), b.ID(), "relay", nil)
+	if err == nil || !strings.Contains(err.Error(), "does not cover") {
+		t.Fatalf("widened call: %v", err)
+	}
+	if runs.Load() != 0 {
+		t.Fatal("pay ran")
+	}
+}
+
+// presentChain calls tool on to from from with a delegation it builds.
+func presentChain(t *testing.T, from, to *node.Node, tool string, wire []string) (*sdkmcp.CallToolResult, error) {
+	t.Helper()
+	ctx := context.Background()
+	cs, err := from.Session(ctx, to.ID(), "node")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cs.CallTool(ctx, &sdkmcp.CallToolParams{Name: tool, Meta: sdkmcp.Meta{peer.DelegationMetaKey: wire}})
+}
+
+func TestDelegationReplayExpiryForgeryRefusedAndAudited(t *testing.T) {
+	a, b, c, d := newNode(t), newNode(t), newNode(t), newNode(t)
+	runsC, runsD := sideEffect(c, "pay"), sideEffect(d, "pay")
+	for _, n := range []*node.Node{c, d} {
+		n.SetPolicy(policy(t, `{"grants":[{"peers":["%s", "%s"],"for":["%s"],"tools":["pay"]}]}`, b.ID(), a.ID(), a.ID()))
+		connect(t, b, n)
+	}
+	connect(t, a, c)
+	privA, privB := a.Host().Peerstore().PrivKey(a.ID()), b.Host().Peerstore().PrivKey(b.ID())
+	chain := func(ttl time.Duration) []string {
+		ab, err := peer.Delegate(privA, b.ID(), peer.FullScope(), time.Now().Add(ttl))
+		if err != nil {
+			t.Fatal(err)
+		}
+		bc, err := ab.Extend(privB, c.ID(), peer.Scope{}, time.Time{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return bc.Encode()
+	}
+	good := chain(time.Minute)
+	if _, err := presentChain(t, b, c, "pay", good); err != nil {
+		t.Fatalf("valid chain: %v", err)
+	}
+	if runsC.Load() != 1 {
+		t.Fatalf("pay ran %d times at C", runsC.Load())
+	}
+
+	res, err := presentChain(t, b, d, "pay", good) // replayed to another peer
+	notPermitted(t, err, res)
+	res, err = presentChain(t, a, c, "pay", good) // presented by someone it was not given to
+	notPermitted(t, err, res)
+
+	short := chain(200 * time.Millisecond)
+	time.Sleep(300 * time.Millisecond)
+	res, err = presentChain(t, b, c, "pay", short) // expired
+	notPermitted(t, err, res)
+
+	forged := append([]string(nil), good...)
+	raw, err := base64.StdEncoding.DecodeString(forged[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw[len(raw)-1] ^= 1 // the signature of A's link
+	forged[0] = base64.StdEncoding.EncodeToString(raw)
+	res, err = presentChain(t, b, c, "pay", forged)
+	notPermitted(t, err, res)
+
+	// A forged task path: B claims the call comes from A.
+	m := tasks.Root(tasks.NewID(), a.ID().String(), 0, 0)
+	meta := sdkmcp.Meta{peer.DelegationMetaKey: good} // with a valid delegation: only the path is wrong
+	m.Encode(meta)
+	cs, err := b.Session(context.Background(), c.ID(), "node")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cs.CallTool(context.Background(), &sdkmcp.CallToolParams{Name: "pay", Meta: meta}); err == nil {
+		t.Fatal("forged path accepted")
+	}
+
+	if runsC.Load() != 1 || runsD.Load() != 0 {
+		t.Fatalf("refused calls ran: C %d, D %d", runsC.Load(), runsD.Load())
+	}
+	refused := c.Audit().Recent(audit.Filter{Tool: "pay", Outcome: audit.Refused})
+	if len(refused) != 3 {
+		t.Fatalf("C audited %d refusals, want 3 (other peer, expired, forged): %+v", len(refused), refused)
+	}
+	for _, r := range refused {
+		if r.Reason != "delegation" {
+			t.Fatalf("refusal reason %q", r.Reason)
+		}
+	}
+	if recs := d.Audit().Recent(audit.Filter{Tool: "pay", Outcome: audit.Refused}); len(recs) != 1 {
+		t.Fatalf("D audited %d refusals of the replay, want 1", len(recs))
+	}
+	if recs := c.Audit().Recent(audit.Filter{Tool: "pay", Outcome: audit.Error}); len(recs) != 1 {
+		t.Fatalf("C audited %d failed calls (the forged path), want 1: %+v", len(recs), recs)
+	}
+}
+
+func errorsAs(err error, target **jsonrpc.Error) bool {
+	for err != nil {
+		if je, ok := err.(*jsonrpc.Error); ok {
+			*target = je
+			return true
+		}
+		u, ok := err.(interface{ Unwrap() error })
+		if !ok {
+			return false
+		}
+		err = u.Unwrap()
+	}
+	return false
+}
