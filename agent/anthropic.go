@@ -27,7 +27,9 @@ type anthropicBackend struct {
 }
 
 // newAnthropic returns a backend speaking the Anthropic Messages API at
-// cfg.URL (empty: Anthropic's own; a URL is the base without "/v1").
+// cfg.URL (empty: Anthropic's own). The library adds "/v1/messages" to the
+// URL; a URL written ending in "/v1", as OpenAI-style URLs are, has it
+// taken off.
 // cfg.Model and apiKey are required.
 //
 // The client reads nothing from the environment (no ANTHROPIC_API_KEY,
@@ -37,7 +39,7 @@ func newAnthropic(cfg ModelConfig, apiKey string) (Backend, error) {
 	if cfg.Model == "" {
 		return nil, errors.New(`anthropic backend: no model: set "model" (e.g. "claude-sonnet-4-5")`)
 	}
-	url := cfg.URL
+	url := strings.TrimSuffix(strings.TrimSuffix(cfg.URL, "/"), "/v1")
 	if url == "" {
 		url = anthropicDefaultURL
 	}

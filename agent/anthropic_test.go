@@ -131,7 +131,8 @@ func TestAnthropicToolConversation(t *testing.T) {
 // block with is_error set, next to the user's text.
 func TestAnthropicToolError(t *testing.T) {
 	api := newFakeAnthropic(t, func(int, *fakeRequest) fakeResponse { return anthropicTextAnswer("claude-x", "sorry") })
-	b, err := newAnthropic(ModelConfig{Backend: "anthropic", Model: "claude-x", URL: api.baseURL(), MaxTokens: 300}, testKey)
+	// A URL written with /v1, as for OpenAI, works too.
+	b, err := newAnthropic(ModelConfig{Backend: "anthropic", Model: "claude-x", URL: api.baseURL() + "/v1/", MaxTokens: 300}, testKey)
 	if err != nil {
 		t.Fatal(err)
 	}

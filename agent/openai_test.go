@@ -290,3 +290,38 @@ func TestOpenAIBadArguments(t *testing.T) {
 		t.Errorf("err = %v, want one naming the tool and the bad JSON", err)
 	}
 }
+
+// TestOpenAIToolErrorAndText: each tool result goes back as its own tool
+// message, a failed one marked as an error, and text sent with the results
+// follows them as a user message.
+func TestOpenAIToolErrorAndText(t *testing.T) {
+	api := newFakeOpenAI(t, func(int, *fakeRequest) fakeResponse { return openAITextAnswer("m", "ok") })
+	b, err := newOpenAI(ModelConfig{Backend: "openai", Model: "m", URL: api.baseURL()}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = b.Complete(context.Background(), &Request{Messages: []Message{
+		{Role: User, Text: "translate hello twice"},
+		{Role: Assistant, Text: "On it.", ToolCalls: []ToolCall{{ID: "c1", Name: "translate"}, {ID: "c2", Name: "translate", Args: []byte(`{"text":"hello"}`)}}},
+		{Role: User, Text: "please hurry", ToolResults: []ToolResult{{CallID: "c1", Text: "peer unreachable", IsError: true}, {CallID: "c2", Text: "bonjour"}}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs, _ := dig(api.requests()[0].Body, "messages").([]any)
+	if len(msgs) != 5 {
+		t.Fatalf("sent %d messages, want 5: %s", len(msgs), api.requests()[0].Raw)
+	}
+	if c, a := dig(msgs, 1, "content"), dig(msgs, 1, "tool_calls", 0, "function", "arguments"); c != "On it." || a != "{}" {
+		t.Errorf("assistant message: content %v, first call's arguments %v; want the text and {}", c, a)
+	}
+	if id, c := dig(msgs, 2, "tool_call_id"), dig(msgs, 2, "content"); id != "c1" || c != "error: peer unreachable" {
+		t.Errorf("messages[2] = %v %v, want c1's failure", id, c)
+	}
+	if id, c := dig(msgs, 3, "tool_call_id"), dig(msgs, 3, "content"); id != "c2" || c != "bonjour" {
+		t.Errorf("messages[3] = %v %v, want c2's result", id, c)
+	}
+	if r, c := dig(msgs, 4, "role"), dig(msgs, 4, "content"); r != "user" || c != "please hurry" {
+		t.Errorf("messages[4] = %v %v, want the user's text after the results", r, c)
+	}
+}
