@@ -99,6 +99,7 @@ type agent struct {
 	n       *node.Node
 	backend Backend
 	mesh    *gateway.Mesh // nil when the agent has no capabilities
+	tools   []ToolSpec    // what the model is offered
 }
 
 // Add validates cfg and registers the agent on n's default server as one
@@ -125,6 +126,7 @@ func Add(n *node.Node, cfg Config, opts ...Option) error {
 	if !cfg.Capabilities.empty() {
 		a.mesh = gateway.NewMesh(n, gateway.MeshOptions{SearchTimeout: o.searchTimeout, Allow: a.allow})
 	}
+	a.tools = loopTools(a.mesh != nil)
 	tags := append([]string{Tag}, cfg.Tags...)
 	node.AddTool(n, &sdkmcp.Tool{
 		Name:        cfg.Name,

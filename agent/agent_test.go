@@ -130,14 +130,13 @@ func forecasterConfig() agent.Config {
 	}
 }
 
+// newDelegation starts the delegation mesh, each node with opts too.
 func newDelegation(t testing.TB, weather sdkmcp.ToolHandlerFor[cityIn, any], opts ...node.Option) *delegation {
 	t.Helper()
-	d := &delegation{
-		a: newNode(t, append([]node.Option{node.WithDiscovery(fast), node.WithName("alice")}, opts...)...),
-		b: newNode(t, node.WithDiscovery(fast), node.WithName("bob")),
-		c: newNode(t, node.WithDiscovery(fast), node.WithName("carol")),
-		d: newNode(t, node.WithDiscovery(fast), node.WithName("dave")),
+	named := func(name string) []node.Option {
+		return append([]node.Option{node.WithDiscovery(fast), node.WithName(name)}, opts...)
 	}
+	d := &delegation{a: newNode(t, named("alice")...), b: newNode(t, named("bob")...), c: newNode(t, named("carol")...), d: newNode(t, named("dave")...)}
 	node.AddTool(d.d, &sdkmcp.Tool{Name: "weather", Description: "Today's weather in a city."}, weather)
 	if err := agent.Add(d.b, plannerConfig()); err != nil {
 		t.Fatal(err)

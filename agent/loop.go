@@ -125,7 +125,7 @@ func (r *run) loop(ctx context.Context, in Input) (string, *Outcome, error) {
 	req := &Request{
 		System:   cfg.Instructions,
 		Messages: []Message{{Role: User, Text: first}},
-		Tools:    loopTools(r.a.mesh != nil),
+		Tools:    r.a.tools,
 	}
 	maxSteps := cfg.Budgets.MaxSteps
 	for {
