@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	neturl "net/url"
 	"strings"
 	"time"
 
@@ -79,9 +80,16 @@ func newOpenAI(cfg ModelConfig, apiKey string) (Backend, error) {
 		model:     cfg.Model,
 		url:       url,
 		maxTokens: cfg.MaxTokens,
-		official:  cfg.URL == "",
+		official:  isOpenAI(url),
 		redact:    redactor(apiKey),
 	}, nil
+}
+
+// isOpenAI reports whether base is OpenAI's own API, whose newer models
+// take max_completion_tokens and refuse max_tokens.
+func isOpenAI(base string) bool {
+	u, err := neturl.Parse(base)
+	return err == nil && strings.EqualFold(u.Hostname(), "api.openai.com")
 }
 
 // Complete asks the model for the next turn of the conversation.
