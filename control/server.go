@@ -18,6 +18,7 @@ import (
 	logging "github.com/ipfs/go-log/v2"
 	lpeer "github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/mcpmesh/mcpmesh/mcp"
 	"github.com/mcpmesh/mcpmesh/node"
 	"github.com/mcpmesh/mcpmesh/peer"
 )
@@ -265,19 +266,25 @@ func (s *Server) handleCall(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadGateway, err)
 		return
 	}
-	t, err := s.node.ResolveTool(r.Context(), p, req.Tool)
-	if err != nil {
-		writeError(w, http.StatusNotFound, err)
-		return
+	// SERVER/TOOL is called as named: the peer answers, "not permitted"
+	// included; a bare TOOL is looked up among what the peer lists.
+	server, tool, named := strings.Cut(req.Tool, "/")
+	if !named || mcp.ValidateServerName(server) != nil {
+		t, err := s.node.ResolveTool(r.Context(), p, req.Tool)
+		if err != nil {
+			writeError(w, http.StatusNotFound, err)
+			return
+		}
+		server, tool = t.Server, t.Name
 	}
 	var args any
 	if len(req.Args) > 0 {
 		args = req.Args
 	}
-	res, err := s.node.CallServerTool(r.Context(), p, t.Server, t.Name, args)
+	res, err := s.node.CallServerTool(r.Context(), p, server, tool, args)
 	if err != nil {
 		writeError(w, http.StatusBadGateway, err)
 		return
 	}
-	writeJSON(w, CallResponse{Peer: p.String(), Server: t.Server, Tool: t.Name, Result: res})
+	writeJSON(w, CallResponse{Peer: p.String(), Server: server, Tool: tool, Result: res})
 }

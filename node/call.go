@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
 	lpeer "github.com/libp2p/go-libp2p/core/peer"
@@ -277,7 +278,21 @@ func (n *Node) CallTool(ctx context.Context, p lpeer.ID, ref string, args any) (
 // CallServerTool calls tool on the server called server on peer p, with no
 // lookup of the tool first.
 func (n *Node) CallServerTool(ctx context.Context, p lpeer.ID, server, tool string, args any) (*sdkmcp.CallToolResult, error) {
-	return n.callTracked(ctx, p, server, tool, args, n.callServerTool) // see tasks.go
+	m := n.cfg.trust.metrics
+	if m == nil {
+		return n.callTracked(ctx, p, server, tool, args, n.callServerTool) // see tasks.go
+	}
+	start := time.Now()
+	res, err := n.callTracked(ctx, p, server, tool, args, n.callServerTool)
+	outcome := "ok"
+	switch {
+	case err != nil:
+		outcome = "error"
+	case res.IsError:
+		outcome = "tool_error"
+	}
+	m.OutboundCall(peerString(p), server, tool, outcome, time.Since(start))
+	return res, err
 }
 
 // callServerTool makes the call, with meta as the request's _meta.

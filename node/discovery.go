@@ -204,7 +204,21 @@ func (n *Node) Find(ctx context.Context, query string, found func(discovery.Foun
 	if err != nil {
 		return err
 	}
-	return n.disc.Find(ctx, c, found)
+	m := n.cfg.trust.metrics
+	if m == nil {
+		return n.disc.Find(ctx, c, found)
+	}
+	start, hit := time.Now(), false
+	err = n.disc.Find(ctx, c, func(f discovery.Found) {
+		hit = true
+		found(f)
+	})
+	if err != nil && !hit {
+		m.LookupFailed(time.Since(start))
+	} else {
+		m.Lookup(hit, time.Since(start))
+	}
+	return err
 }
 
 // AnyResult is the outcome of CallAny.

@@ -184,6 +184,14 @@ func (n *Node) clientOptions() *sdkmcp.ClientOptions {
 		opts.CreateMessageHandler = h
 	}
 	n.taskClientOptions(opts)
+	if opts.ElicitationHandler != nil {
+		// URL mode too: a hop that needs its user's consent or a login
+		// sends a link, which reaches the root's user like any question.
+		opts.Capabilities.Elicitation = &sdkmcp.ElicitationCapabilities{
+			Form: &sdkmcp.FormElicitationCapabilities{},
+			URL:  &sdkmcp.URLElicitationCapabilities{},
+		}
+	}
 	return opts
 }
 

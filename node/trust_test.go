@@ -4,6 +4,9 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -14,6 +17,8 @@ import (
 	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/mcpmesh/mcpmesh/audit"
+	"github.com/mcpmesh/mcpmesh/mcp"
+	"github.com/mcpmesh/mcpmesh/metrics"
 	"github.com/mcpmesh/mcpmesh/node"
 	"github.com/mcpmesh/mcpmesh/peer"
 	"github.com/mcpmesh/mcpmesh/tasks"
@@ -353,4 +358,79 @@ func errorsAs(err error, target **jsonrpc.Error) bool {
 		err = u.Unwrap()
 	}
 	return false
+}
+
+func TestURLElicitationReachesTheRootsUser(t *testing.T) {
+	var asked atomic.Value
+	a := newNode(t, node.WithElicitationHandler(func(_ context.Context, r *sdkmcp.ElicitRequest) (*sdkmcp.ElicitResult, error) {
+		asked.Store(r.Params)
+		return &sdkmcp.ElicitResult{Action: "accept"}, nil
+	}))
+	b, c := newNode(t), newNode(t)
+	node.AddTool(c, &sdkmcp.Tool{Name: "pay"}, func(ctx context.Context, _ *sdkmcp.CallToolRequest, _ struct{}) (*sdkmcp.CallToolResult, struct{}, error) {
+		res, err := mcp.Elicit(ctx, &sdkmcp.ElicitParams{Mode: "url", ElicitationID: "consent-1",
+			URL: "https://bank.example/consent?payment=42", Message: "Approve the payment of 42 EUR"})
+		if err != nil {
+			return nil, struct{}{}, err
+		}
+		if res.Action != "accept" {
+			return nil, struct{}{}, fmt.Errorf("consent: %s", res.Action)
+		}
+		return nil, struct{}{}, nil
+	})
+	cID := c.ID()
+	node.AddTool(b, &sdkmcp.Tool{Name: "relay"}, func(ctx context.Context, _ *sdkmcp.CallToolRequest, _ struct{}) (*sdkmcp.CallToolResult, struct{}, error) {
+		res, err := b.CallTool(ctx, cID, "node/pay", nil)
+		if err == nil && res.IsError {
+			err = res.GetError()
+		}
+		return nil, struct{}{}, err
+	})
+	connect(t, a, b)
+	connect(t, b, c)
+	res, err := a.CallTool(context.Background(), b.ID(), "node/relay", nil)
+	if err != nil || res.IsError {
+		t.Fatalf("call: %v %+v", err, res)
+	}
+	p, _ := asked.Load().(*sdkmcp.ElicitParams)
+	if p == nil || p.Mode != "url" || p.URL != "https://bank.example/consent?payment=42" || p.ElicitationID != "consent-1" {
+		t.Fatalf("A's user was asked %+v", p)
+	}
+}
+
+func TestMetricsCountCallsRefusalsAndLibp2p(t *testing.T) {
+	m := metrics.New()
+	b := newNode(t, node.WithMetrics(m), node.WithPolicy(nil))
+	a := newNode(t)
+	b.SetPolicy(policy(t, `{"grants":[{"peers":["%s"],"tools":["echo"]}]}`, a.ID()))
+	sideEffect(b, "pay")
+	connect(t, a, b)
+	ctx := context.Background()
+	for range 3 {
+		if _, err := a.CallTool(ctx, b.ID(), "node/echo", echoIn{Text: "x"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := a.CallTool(ctx, b.ID(), "node/pay", nil); err == nil {
+		t.Fatal("pay allowed")
+	}
+	srv := httptest.NewServer(m.Handler())
+	defer srv.Close()
+	resp, err := http.Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	page := string(body)
+	for _, want := range []string{
+		`mcpmesh_calls_total{outcome="ok",peer="` + a.ID().String() + `",server="node",tool="echo"} 3`,
+		`mcpmesh_refusals_total{reason="policy"} 1`,
+		`mcpmesh_call_duration_seconds_count{peer="` + a.ID().String() + `",server="node",tool="echo"} 3`,
+		`libp2p_swarm_`,
+	} {
+		if !strings.Contains(page, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
 }

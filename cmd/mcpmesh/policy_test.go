@@ -1,0 +1,64 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestPolicyFromConfigReloadsWithoutRestart runs a closed daemon, sees a
+// peer refused, grants it in the configuration file, and sees the call go
+// through without a restart; refusals and calls are in the audit trail.
+func TestPolicyFromConfigReloadsWithoutRestart(t *testing.T) {
+	home := t.TempDir()
+	cfg := filepath.Join(home, "config.json")
+	if err := os.WriteFile(cfg, []byte(`{"policy": {"grants": []}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a := startDaemonAt(t, home, "--config", cfg)
+	if !strings.Contains(a.out.String(), "policy:  closed") {
+		t.Fatalf("a closed daemon does not say so:\n%s", a.out)
+	}
+	b := startDaemon(t)
+	if !strings.Contains(b.out.String(), "policy:  OPEN") {
+		t.Fatalf("an --open daemon does not say so:\n%s", b.out)
+	}
+
+	_, stderr, code := run(t, "--home", b.home, "call", a.addr, "node/echo", `{"text":"let me in"}`)
+	if code != 1 || !strings.Contains(stderr, "not permitted") {
+		t.Fatalf("closed daemon: exit %d, stderr %q", code, stderr)
+	}
+
+	grant := fmt.Sprintf(`{"policy": {"groups": {"friends": [%q]}, "grants": [{"peers": ["friends"], "tools": ["echo"]}]}}`, b.id)
+	if err := os.WriteFile(cfg, []byte(grant), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		out, stderr, code := run(t, "--home", b.home, "call", a.id, "node/echo", `{"text":"hello"}`)
+		if code == 0 && strings.Contains(out, "hello") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("grant not applied within 10s: exit %d, %s %s", code, out, stderr)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+
+	// A file that does not parse leaves the policy as it was.
+	if err := os.WriteFile(cfg, []byte(`{"policy": {"grants": [{"peers": ["nobody-we-know"], "tools": ["*"]}]}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2500 * time.Millisecond) // one poll of the file
+	if out, stderr, code := run(t, "--home", b.home, "call", a.id, "node/echo", `{"text":"still"}`); code != 0 {
+		t.Fatalf("a bad file changed the policy: exit %d, %s %s", code, out, stderr)
+	}
+
+	out, _, code := run(t, "--home", a.home, "audit", "--json")
+	if code != 0 || !strings.Contains(out, `"outcome":"refused"`) || !strings.Contains(out, `"outcome":"ok"`) {
+		t.Fatalf("audit: exit %d\n%s", code, out)
+	}
+}
