@@ -2,10 +2,12 @@ package limits
 
 import (
 	"fmt"
+	"math"
 	"strings"
 
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
 
@@ -39,12 +41,55 @@ func ResourceManager(cfg Config, opts ...rcmgr.Option) (network.ResourceManager,
 		proto:     withInbound(base.GetProtocolLimits(""), cfg.MaxStreamsPerProtocol),
 		protoPeer: withInbound(base.GetProtocolPeerLimits(""), min(cfg.MaxStreamsPerProtocolPeer, cfg.MaxStreamsPerPeer)),
 	}
+	// Outbound MCP streams are bounded per peer only (the node opens one
+	// per server it calls, a relay one per session it relays): so a stream
+	// refused at the MCP per-peer scope is always an inbound one, which
+	// the reporter of Limiter.ResourceManager counts as a strike.
+	l.protoPeer.StreamsOutbound = math.MaxInt
+	l.protoPeer.Streams = math.MaxInt
 	rm, err := rcmgr.NewResourceManager(l, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("resource manager: %w", err)
 	}
 	return rm, nil
 }
+
+// ResourceManager returns the resource manager of the package-level
+// ResourceManager with l's limits, which also tells l of each inbound
+// stream it refuses a peer (over its streams in all, or on one MCP server):
+// each is a strike against that peer.
+func (l *Limiter) ResourceManager(opts ...rcmgr.Option) (network.ResourceManager, error) {
+	return ResourceManager(l.cfg, append(opts, rcmgr.WithMetrics(striker{l}))...)
+}
+
+// striker is a metrics reporter that strikes the peers whose inbound
+// streams the resource manager refuses.
+type striker struct{ l *Limiter }
+
+func (s striker) BlockStream(p peer.ID, dir network.Direction) {
+	if dir == network.DirInbound {
+		s.l.Strike(p, "streams")
+	}
+}
+
+func (s striker) BlockProtocolPeer(proto protocol.ID, p peer.ID) {
+	if isMCP(proto) {
+		s.l.Strike(p, "streams")
+	}
+}
+
+func (striker) AllowConn(network.Direction, bool)      {}
+func (striker) BlockConn(network.Direction, bool)      {}
+func (striker) AllowStream(peer.ID, network.Direction) {}
+func (striker) AllowPeer(peer.ID)                      {}
+func (striker) BlockPeer(peer.ID)                      {}
+func (striker) AllowProtocol(protocol.ID)              {}
+func (striker) BlockProtocol(protocol.ID)              {}
+func (striker) AllowService(string)                    {}
+func (striker) BlockService(string)                    {}
+func (striker) BlockServicePeer(string, peer.ID)       {}
+func (striker) AllowMemory(int)                        {}
+func (striker) BlockMemory(int)                        {}
 
 // mcpLimiter is a limiter with the same limits for every protocol ID that
 // starts with mcp.ProtocolPrefix: rcmgr only knows exact IDs.

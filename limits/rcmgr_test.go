@@ -133,3 +133,40 @@ func TestGaterKeepsABannedPeerOut(t *testing.T) {
 		t.Fatalf("stream after the ban: %v", err)
 	}
 }
+
+func TestStreamsRefusedByTheResourceManagerAreStrikes(t *testing.T) {
+	l, _ := newLimiter(t, Config{MaxStreamsPerProtocolPeer: 2, MaxStreamsPerPeer: 10, Strikes: 3})
+	rm, err := l.ResourceManager()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rm.Close()
+	a, b := test.RandPeerIDFatal(t), test.RandPeerIDFatal(t)
+
+	// Outbound streams (the node's own calls, a relay's sessions) are
+	// bounded per peer only, and never a strike against the peer.
+	for range 9 {
+		s, err := rm.OpenStream(b, network.DirOutbound)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Done()
+		if err := s.SetProtocol(mcp.ProtocolID("x")); err != nil {
+			t.Fatalf("outbound MCP stream refused: %v", err)
+		}
+	}
+	if _, banned := l.Banned(b); banned {
+		t.Fatal("banned for the node's own streams")
+	}
+
+	if got := openInbound(t, rm, a, mcp.ProtocolID("x"), 4); got != 2 {
+		t.Fatalf("got %d inbound streams, want 2", got)
+	}
+	if _, banned := l.Banned(a); banned {
+		t.Fatal("banned after 2 refused streams of 3 strikes")
+	}
+	openInbound(t, rm, a, "/other/1.0.0", 10) // 8 more of 10 per peer: 2 more strikes
+	if _, banned := l.Banned(a); !banned {
+		t.Fatal("not banned after 3 refused streams")
+	}
+}

@@ -46,7 +46,7 @@ func (c *config) limitOptions(key crypto.PrivKey) (*limits.Limiter, []libp2p.Opt
 	lim := limits.New(cfg, self)
 	opt := func(lc *lconfig.Config) error {
 		if lc.ResourceManager == nil {
-			rm, err := limits.ResourceManager(cfg)
+			rm, err := lim.ResourceManager()
 			if err != nil {
 				return err
 			}
