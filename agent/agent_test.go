@@ -423,7 +423,9 @@ func TestCapabilitiesBoundWhatTheAgentReaches(t *testing.T) {
 	if err := agent.Add(n, cfg, agent.WithBackend(rec)); err != nil {
 		t.Fatal(err)
 	}
+	// Once the node's card lists the agent, its own view of its tools does.
 	waitFound(t, n, gateway.SearchIn{Query: "weather"}, "secret_weather")
+	waitFound(t, n, gateway.SearchIn{Query: "weather"}, "bounded")
 
 	res, err := n.CallTool(context.Background(), n.ID(), "bounded", map[string]any{"task": "x"})
 	if err != nil {
