@@ -31,10 +31,10 @@ var log = logging.Logger("mcpmesh/limits")
 // limit off.
 type Config struct {
 	// MaxConcurrentPerPeer bounds the calls one peer may have in flight at
-	// once (default 32).
+	// once (default 256).
 	MaxConcurrentPerPeer int
 	// Rate is how many calls per second one peer may start, on average
-	// (default 50), with bursts of up to Burst calls (default 100): a token
+	// (default 1000), with bursts of up to Burst calls (default 2000): a token
 	// bucket per peer.
 	Rate  float64
 	Burst int
@@ -70,9 +70,9 @@ type Config struct {
 // DefaultConfig returns the default limits.
 func DefaultConfig() Config {
 	return Config{
-		MaxConcurrentPerPeer:      32,
-		Rate:                      50,
-		Burst:                     100,
+		MaxConcurrentPerPeer:      256,
+		Rate:                      1000,
+		Burst:                     2000,
 		Strikes:                   50,
 		StrikeWindow:              10 * time.Second,
 		BanFor:                    time.Minute,
