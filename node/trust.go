@@ -350,11 +350,12 @@ func accessOf(method string, req sdkmcp.Request) (peer.Kind, string, sdkmcp.Meta
 	return 0, method, nil
 }
 
-// filterList leaves out of a list result what the policy does not grant a.
+// filterList leaves out of a list result what the policy does not let the
+// caller use, for itself or for anyone.
 func filterList(pol *peer.Policy, a peer.Access, res sdkmcp.Result) {
 	allowed := func(k peer.Kind, name string) bool {
 		a.Kind, a.Name = k, name
-		return pol.Allows(a)
+		return pol.Shows(a)
 	}
 	switch r := res.(type) {
 	case *sdkmcp.ListToolsResult:

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -215,6 +216,10 @@ func TestDelegationActingForDiffersFromAlone(t *testing.T) {
 		{"peers":["%s"],"for":["%s"],"tools":["pay"]},
 		{"peers":["%s"],"tools":["whofor"]}]}`, b.ID(), a.ID(), b.ID()))
 	ctx := context.Background()
+	// B sees pay listed: it may call it, acting for A.
+	if names := toolNames(t, b, c.ID()); !slices.Contains(names, "pay") || slices.Contains(names, "echo") {
+		t.Fatalf("B sees %v on C, want pay and whofor", names)
+	}
 
 	if _, err := a.CallTool(ctx, b.ID(), "relay", nil); err != nil {
 		t.Fatalf("A → B → C acting for A: %v", err)

@@ -13,6 +13,9 @@ import (
 	lpeer "github.com/libp2p/go-libp2p/core/peer"
 )
 
+// Anyone stands for any principal in [Policy.AllowsServer].
+const Anyone lpeer.ID = "*"
+
 // Kind is the kind of capability an [Access] asks for.
 type Kind int
 
@@ -439,11 +442,37 @@ func (p *Policy) Allows(a Access) bool {
 	return false
 }
 
-func (g *grant) allows(a *Access) bool {
-	if g.server != "" && g.server != a.Server {
+// Shows reports whether p lets a.Caller use the capability a names for
+// itself or on anyone's behalf (a.For is ignored): whether the capability is
+// listed to the caller. A peer sees what it may use in some capacity; each
+// call is then checked with Allows.
+func (p *Policy) Shows(a Access) bool {
+	if p == nil {
 		return false
 	}
-	if !g.coversFor(a.For) {
+	if p.open || (p.self != "" && a.Caller == p.self) {
+		return true
+	}
+	if a.Kind < Tool || a.Kind > Prompt {
+		return false
+	}
+	for _, gs := range [2][]*grant{p.byPeer[a.Caller], p.anyPeer} {
+		for _, g := range gs {
+			if g.covers(&a) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func (g *grant) allows(a *Access) bool {
+	return g.coversFor(a.For) && g.covers(a)
+}
+
+// covers reports whether g names a's capability, for whomever.
+func (g *grant) covers(a *Access) bool {
+	if g.server != "" && g.server != a.Server {
 		return false
 	}
 	for i := range g.kinds[a.Kind] {
@@ -467,6 +496,8 @@ func (g *grant) coversFor(principal lpeer.ID) bool {
 
 // AllowsServer reports whether p grants caller, calling for forPeer ("" for
 // itself), anything at all on server: whether a session to it may be opened.
+//
+// forPeer may be [Anyone]: any grant on server for caller, whoever it acts for.
 func (p *Policy) AllowsServer(caller, forPeer lpeer.ID, server string) bool {
 	if p == nil {
 		return false
@@ -478,7 +509,7 @@ func (p *Policy) AllowsServer(caller, forPeer lpeer.ID, server string) bool {
 		forPeer = ""
 	}
 	ok := func(g *grant) bool {
-		return (g.server == "" || g.server == server) && g.coversFor(forPeer)
+		return (g.server == "" || g.server == server) && (forPeer == Anyone || g.coversFor(forPeer))
 	}
 	return slices.ContainsFunc(p.byPeer[caller], ok) || slices.ContainsFunc(p.anyPeer, ok)
 }

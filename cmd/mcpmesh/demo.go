@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/mcpmesh/mcpmesh/agent"
+	"github.com/mcpmesh/mcpmesh/audit"
 	"github.com/mcpmesh/mcpmesh/mcp"
 	"github.com/mcpmesh/mcpmesh/node"
 	"github.com/mcpmesh/mcpmesh/peer"
@@ -225,16 +226,59 @@ func runDemo(ctx context.Context, w io.Writer) (err error) {
 	if err := d.agentStep(ctx); err != nil {
 		return err
 	}
+	if err := d.trustStep(ctx); err != nil {
+		return err
+	}
 
 	fmt.Fprintf(w, "All steps passed in %v.\n\n", time.Since(start).Round(time.Millisecond))
 	fmt.Fprint(w, `Next, two daemons on this machine (each command in its own terminal):
 
-  go run ./cmd/mcpmesh node --home /tmp/mcpmesh-a --listen /ip4/127.0.0.1/tcp/4001
-  go run ./cmd/mcpmesh node --home /tmp/mcpmesh-b --listen /ip4/127.0.0.1/tcp/4002 \
+  go run ./cmd/mcpmesh node --home /tmp/mcpmesh-a --listen /ip4/127.0.0.1/tcp/4001 --open
+  go run ./cmd/mcpmesh node --home /tmp/mcpmesh-b --listen /ip4/127.0.0.1/tcp/4002 --open \
       --peer /ip4/127.0.0.1/tcp/4001/p2p/<peer ID that the first node printed>
   go run ./cmd/mcpmesh --home /tmp/mcpmesh-b tools <that peer ID>
   go run ./cmd/mcpmesh --home /tmp/mcpmesh-b call <that peer ID> echo '{"text":"hello"}'
 `)
+	return nil
+}
+
+// trustStep closes carol: bob may call her weather tool only when acting
+// for alice, which bob proves with the delegation alice signed for her call.
+func (d *demoMesh) trustStep(ctx context.Context) error {
+	w := d.w
+	fmt.Fprintln(w, "5. carol closes up: bob may call weather only when acting for alice")
+	pol, err := peer.ParsePolicy(fmt.Appendf(nil, `{"grants": [{"peers": [%q], "for": [%q], "tools": ["weather"]}]}`, d.bob.ID(), d.alice.ID()))
+	if err != nil {
+		return err
+	}
+	d.carol.SetPolicy(pol)
+	fmt.Fprintln(w, `   carol's policy: {"peers": [bob], "for": [alice], "tools": ["weather"]}`)
+	res, err := d.alice.CallTool(ctx, d.bob.ID(), "plan_trip", cityIn{City: "Porto"})
+	if err != nil || res.IsError {
+		return fmt.Errorf("plan_trip for alice under carol's policy: %v %s", err, resultText(res))
+	}
+	fmt.Fprintf(w, "   alice → bob plan_trip → carol weather, bob acting for alice (signed delegation alice → bob → carol)\n   ← %q\n", resultText(res))
+	_, err = d.bob.CallTool(ctx, d.carol.ID(), "node/weather", cityIn{City: "Porto"})
+	if err == nil || !strings.Contains(err.Error(), "not permitted") {
+		return fmt.Errorf("bob alone should have been refused, got %v", err)
+	}
+	msg := err.Error()
+	if i := strings.Index(msg, "not permitted"); i >= 0 {
+		msg = msg[i:]
+	}
+	if i := strings.Index(msg, " ["); i >= 0 {
+		msg = msg[:i]
+	}
+	fmt.Fprintf(w, "   bob → carol weather, bob alone: refused (%s)\n", msg)
+	fmt.Fprintln(w, "   carol's audit trail:")
+	for _, r := range d.carol.Audit().Recent(audit.Filter{Tool: "weather", Limit: 2}) {
+		who := d.names[r.Caller]
+		if r.For != "" {
+			who += " for " + d.names[r.For]
+		}
+		fmt.Fprintf(w, "     %s  %-8s weather  caller %s\n", r.Time.Format("15:04:05.000"), r.Outcome, who)
+	}
+	fmt.Fprintln(w)
 	return nil
 }
 
