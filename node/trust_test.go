@@ -2,7 +2,9 @@ package node_test
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -14,14 +16,17 @@ import (
 	"time"
 
 	lpeer "github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/record"
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/mcpmesh/mcpmesh/audit"
 	"github.com/mcpmesh/mcpmesh/mcp"
 	"github.com/mcpmesh/mcpmesh/metrics"
 	"github.com/mcpmesh/mcpmesh/node"
 	"github.com/mcpmesh/mcpmesh/peer"
+	"github.com/mcpmesh/mcpmesh/proto/delegationpb"
 	"github.com/mcpmesh/mcpmesh/tasks"
 )
 
@@ -437,5 +442,65 @@ func TestMetricsCountCallsRefusalsAndLibp2p(t *testing.T) {
 		if !strings.Contains(page, want) {
 			t.Errorf("metrics lack %s", want)
 		}
+	}
+}
+
+// widenedRecord seals a delegation link as a malicious delegate would: by
+// hand, wider than what it was given.
+type widenedRecord struct{ link *delegationpb.Link }
+
+func (r *widenedRecord) Domain() string { return peer.DelegationDomain }
+func (r *widenedRecord) Codec() []byte  { return []byte("/mcpmesh/delegation/1") }
+func (r *widenedRecord) MarshalRecord() ([]byte, error) {
+	return proto.MarshalOptions{Deterministic: true}.Marshal(r.link)
+}
+func (r *widenedRecord) UnmarshalRecord(data []byte) error {
+	r.link = new(delegationpb.Link)
+	return proto.Unmarshal(data, r.link)
+}
+
+func TestWidenedDelegationRefusedAtTheCallee(t *testing.T) {
+	a, b, c := newNode(t), newNode(t), newNode(t)
+	runs := sideEffect(c, "pay")
+	c.SetPolicy(policy(t, `{"grants":[{"peers":["%s"],"for":["%s"],"tools":["*"]}]}`, b.ID(), a.ID()))
+	connect(t, b, c)
+	privA, privB := a.Host().Peerstore().PrivKey(a.ID()), b.Host().Peerstore().PrivKey(b.ID())
+
+	// A lets B read only; B claims "*" for C.
+	ab, err := peer.Delegate(privA, b.ID(), peer.Scope{Tools: []string{"read_*"}, Peers: []string{"*"}}, time.Now().Add(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ab.Extend(privB, c.ID(), peer.Scope{Tools: []string{"*"}, Peers: []string{"*"}}, time.Time{}); !errors.Is(err, peer.ErrDelegationWidened) {
+		t.Fatalf("Extend widened: %v", err)
+	}
+	abWire := ab.Encode()
+	abRaw, err := base64.StdEncoding.DecodeString(abWire[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	parent := sha256.Sum256(abRaw)
+	now := time.Now()
+	env, err := record.Seal(&widenedRecord{link: &delegationpb.Link{
+		Issuer: []byte(b.ID()), Audience: []byte(c.ID()), Tools: []string{"*"}, Peers: []string{"*"},
+		IssuedAtMs: now.UnixMilli(), ExpiresAtMs: now.Add(time.Minute).UnixMilli(), Parent: parent[:],
+	}}, privB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := env.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := presentChain(t, b, c, "pay", append(abWire, base64.StdEncoding.EncodeToString(raw)))
+	notPermitted(t, err, res)
+	if !strings.Contains(err.Error(), "widens") {
+		t.Fatalf("refused for another reason: %v", err)
+	}
+	if runs.Load() != 0 {
+		t.Fatal("pay ran on a widened delegation")
+	}
+	if rec := lastAudit(t, c, "pay"); rec.Outcome != audit.Refused || rec.Reason != "delegation" {
+		t.Fatalf("audit: %+v", rec)
 	}
 }
