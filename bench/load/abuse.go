@@ -34,13 +34,25 @@ type abuseStats struct {
 	connFails         atomic.Int64 // failed (re)connections
 }
 
+// abuseCounts are the abuser's counts, as its process reports them.
+type abuseCounts struct {
+	Huge, Garbage, Calls, Answered, Refused, Streams, StreamsLost, ConnFails int64
+}
+
+func (s *abuseStats) counts() abuseCounts {
+	return abuseCounts{
+		Huge: s.huge.Load(), Garbage: s.garbage.Load(), Calls: s.calls.Load(), Answered: s.answered.Load(),
+		Refused: s.refused.Load(), Streams: s.streams.Load(), StreamsLost: s.streamsLost.Load(), ConnFails: s.connFails.Load(),
+	}
+}
+
 // Sizes of the abuse.
 const (
 	hugeFrame      = 6 << 20 // over the default 4 MiB limit
 	floodCalls     = 2000    // pipelined tools/call per flood round
 	floodStreams   = 4       // streams flooding calls at once
 	garbageStreams = 4       // streams sending garbage at once
-	heldStreams    = 2000    // streams opened and held per round
+	heldStreams    = 100     // streams held per round: over the 64 per server and peer; far more would kill the connection (see README)
 )
 
 func newAbuser() (*abuser, error) {
@@ -181,20 +193,25 @@ func (a *abuser) floodCalls(ctx context.Context, target lpeer.AddrInfo) {
 			}
 		}
 	})
-	w := bufio.NewWriterSize(s, 64<<10)
-	w.WriteString(initialized)
+	// Batches of 100 calls per write; a call counts once its batch is out.
+	var batch bytes.Buffer
+	batch.WriteString(initialized)
 	for i := 1; i <= floodCalls && ctx.Err() == nil; i++ {
-		fmt.Fprintf(w, `{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"work","arguments":{"text":"%s"}}}`+"\n", i, strings.Repeat("x", 32))
-		a.stats.calls.Add(1)
-	}
-	if w.Flush() != nil {
-		s.Reset()
+		fmt.Fprintf(&batch, `{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"work","arguments":{"text":"%s"}}}`+"\n", i, strings.Repeat("x", 32))
+		if i%100 == 0 {
+			if _, err := s.Write(batch.Bytes()); err != nil {
+				s.Reset()
+				break
+			}
+			a.stats.calls.Add(100)
+			batch.Reset()
+		}
 	}
 	read.Wait()
 }
 
 // holdStreams opens heldStreams streams, starts a session on each, and
-// holds them a moment.
+// holds them a moment; one round every two seconds.
 func (a *abuser) holdStreams(ctx context.Context, target lpeer.AddrInfo) {
 	held := make([]network.Stream, 0, heldStreams)
 	defer func() {
@@ -218,8 +235,18 @@ func (a *abuser) holdStreams(ctx context.Context, target lpeer.AddrInfo) {
 		}
 		held = append(held, s)
 	}
+	// Hold them half a second, release, and leave the other abuses room
+	// for a second and a half before the next round.
 	select {
 	case <-ctx.Done():
 	case <-time.After(500 * time.Millisecond):
+	}
+	for _, s := range held {
+		s.Reset()
+	}
+	held = held[:0]
+	select {
+	case <-ctx.Done():
+	case <-time.After(1500 * time.Millisecond):
 	}
 }
