@@ -132,10 +132,6 @@ const (
 	ReasonBanned      = "banned"
 )
 
-// CodeRefused is the JSON-RPC error code of a call refused for a limit (in
-// the range JSON-RPC leaves to implementations).
-const CodeRefused = -32029
-
 // Refusal is the error of a call refused for one of the caller's limits.
 type Refusal struct {
 	// Reason is ReasonRate, ReasonConcurrency or ReasonBanned.
