@@ -214,7 +214,33 @@ func (n *Node) serverTools(ctx context.Context, p lpeer.ID, server string) ([]*s
 // ResolveTool finds the tool that ref names on peer p. ref is TOOL, found
 // among all of p's servers (an error if none or several have it), or
 // SERVER/TOOL.
+//
+// Tool lists are cached until the peer says they changed; a name not found
+// in the cache is looked up once more in fresh lists, as the notification
+// of a tool just added may still be on its way.
 func (n *Node) ResolveTool(ctx context.Context, p lpeer.ID, ref string) (RemoteTool, error) {
+	t, err := n.resolveTool(ctx, p, ref)
+	if !errors.Is(err, errNoSuchTool) {
+		return t, err
+	}
+	for _, server := range n.serversOf(p) {
+		if cs, err := n.Session(ctx, p, server); err == nil {
+			n.tools.invalidate(cs)
+		}
+	}
+	return n.resolveTool(ctx, p, ref)
+}
+
+// errNoSuchTool marks a tool name a peer does not list.
+var errNoSuchTool = errors.New("no such tool")
+
+// unsaid wraps an error for errors.Is without adding to the message.
+type unsaid struct{ err error }
+
+func (unsaid) Error() string   { return "" }
+func (u unsaid) Unwrap() error { return u.err }
+
+func (n *Node) resolveTool(ctx context.Context, p lpeer.ID, ref string) (RemoteTool, error) {
 	if server, tool, ok := strings.Cut(ref, "/"); ok && mcp.ValidateServerName(server) == nil {
 		tools, err := n.serverTools(ctx, p, server)
 		if err != nil {
@@ -225,7 +251,7 @@ func (n *Node) ResolveTool(ctx context.Context, p lpeer.ID, ref string) (RemoteT
 				return RemoteTool{Server: server, Tool: t}, nil
 			}
 		}
-		return RemoteTool{}, fmt.Errorf("server %s on peer %s has no tool named %q", server, p, tool)
+		return RemoteTool{}, fmt.Errorf("server %s on peer %s has no tool named %q%w", server, p, tool, unsaid{errNoSuchTool})
 	}
 	all, err := n.ListTools(ctx, p)
 	if err != nil {
@@ -245,7 +271,7 @@ func (n *Node) ResolveTool(ctx context.Context, p lpeer.ID, ref string) (RemoteT
 		for _, t := range all {
 			names = append(names, t.Ref())
 		}
-		return RemoteTool{}, fmt.Errorf("peer %s has no tool named %q (it has: %s)", p, ref, strings.Join(names, ", "))
+		return RemoteTool{}, fmt.Errorf("peer %s has no tool named %q (it has: %s)%w", p, ref, strings.Join(names, ", "), unsaid{errNoSuchTool})
 	default:
 		refs := make([]string, len(found))
 		for i, t := range found {

@@ -222,6 +222,12 @@ func (n *Node) Server() *sdkmcp.Server { return n.own }
 // arguments validated before h runs).
 func AddTool[In, Out any](n *Node, t *sdkmcp.Tool, h sdkmcp.ToolHandlerFor[In, Out]) {
 	sdkmcp.AddTool(n.own, t, h)
+	// The list_changed notification reaches the node's own sessions a
+	// little later: a call by name right after must not see the old list.
+	n.self.Range(func(k, _ any) bool {
+		n.tools.invalidate(k.(*sdkmcp.ClientSession))
+		return true
+	})
 }
 
 // Share makes server reachable by peers under name. The node adds its input
