@@ -279,9 +279,6 @@ func (n *Node) trustMiddleware(name string) sdkmcp.Middleware {
 				return nil, n.refuse(rec, &refusal{reason: "policy", code: CodeNotPermitted,
 					msg: fmt.Sprintf("not permitted: %s may not use %s/%s on %s", who, name, what, shortPeer(n.host.ID()))})
 			}
-			if method != "tools/call" {
-				return next(ctx, method, req)
-			}
 			release, err := n.admitCall(ctx, caller)
 			if err != nil {
 				r := &refusal{reason: "limit", code: CodeLimited, msg: err.Error()}
@@ -292,6 +289,9 @@ func (n *Node) trustMiddleware(name string) sdkmcp.Middleware {
 				return nil, n.refuse(rec, r)
 			}
 			defer release()
+			if method != "tools/call" {
+				return next(ctx, method, req)
+			}
 			note := &auditNote{}
 			ctx = context.WithValue(ctx, auditNoteKey{}, note)
 			res, err := next(ctx, method, req)
