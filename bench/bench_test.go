@@ -13,11 +13,14 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -27,6 +30,7 @@ import (
 	"github.com/a2aproject/a2a-go/a2asrv"
 	"github.com/a2aproject/a2a-go/a2asrv/eventqueue"
 	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	lpeer "github.com/libp2p/go-libp2p/core/peer"
@@ -34,8 +38,10 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/mcpmesh/mcpmesh/limits"
 	"github.com/mcpmesh/mcpmesh/mcp"
 	"github.com/mcpmesh/mcpmesh/node"
+	"github.com/mcpmesh/mcpmesh/peer"
 )
 
 // loopback is where every libp2p host of these benchmarks listens.
@@ -94,6 +100,8 @@ type path struct {
 var paths = []path{
 	{"mesh", func(tb testing.TB) call { return meshCall(tb, false) }},
 	{"mesh-CallTool", func(tb testing.TB) call { return meshCall(tb, true) }},
+	{"mesh-no-trust", func(tb testing.TB) call { return meshCall(tb, false, node.WithoutDelegation()) }},
+	{"mesh-closed-policy", meshClosedCall},
 	{"mesh-" + modern, func(tb testing.TB) call { return meshCall(tb, false, node.WithProtocolVersion(modern)) }},
 	{"streamable-http", func(tb testing.TB) call { return httpCall(tb, node.DefaultProtocolVersion) }},
 	{"streamable-http-" + modern, func(tb testing.TB) call { return httpCall(tb, modern) }},
@@ -323,7 +331,9 @@ func newNode(tb testing.TB, opts ...node.Option) *node.Node {
 
 // startNode starts a node on loopback TCP serving the echo tool.
 func startNode(opts ...node.Option) (*node.Node, error) {
-	opts = append([]node.Option{node.WithListenAddrs(loopback), node.WithDialTimeout(5 * time.Second), node.WithOpen()}, opts...)
+	// Benchmarks call faster than a peer's default rate limit (1000 calls/s).
+	unlimited := node.WithLimits(limits.Config{Rate: -1})
+	opts = append([]node.Option{node.WithListenAddrs(loopback), node.WithDialTimeout(5 * time.Second), node.WithOpen(), unlimited}, opts...)
 	n, err := node.New(opts...)
 	if err != nil {
 		return nil, err
@@ -360,6 +370,50 @@ func meshCall(tb testing.TB, resolve bool, opts ...node.Option) call {
 	return func(ctx context.Context) error {
 		return checkEcho(caller.CallServerTool(ctx, id, mcp.DefaultServer, "echo", echoArgs))
 	}
+}
+
+// meshClosedCall is meshCall against a closed node whose policy has 20
+// grants in 3 groups of 10 peers, the caller in one of them: the cost of a
+// real policy next to the open one of the other mesh paths.
+func meshClosedCall(tb testing.TB) call {
+	caller, server := meshPair(tb)
+	var groups [3][]string
+	for g := range groups {
+		for range 10 {
+			groups[g] = append(groups[g], randomPeer(tb).String())
+		}
+	}
+	groups[1][5] = caller.ID().String()
+	var grants []string
+	for i := range 19 {
+		grants = append(grants, fmt.Sprintf(`{"peers": ["g%d"], "server": "node", "tools": ["tool%d", "other_*"]}`, i%3, i))
+	}
+	grants = append(grants, `{"peers": ["g1"], "for": ["*"], "server": "node", "tools": ["echo"]}`)
+	g, err := json.Marshal(map[string][]string{"g0": groups[0], "g1": groups[1], "g2": groups[2]})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	pol, err := peer.ParsePolicy(fmt.Appendf(nil, `{"groups": %s, "grants": [%s]}`, g, strings.Join(grants, ",")))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	server.SetPolicy(pol)
+	id := server.ID()
+	return func(ctx context.Context) error {
+		return checkEcho(caller.CallServerTool(ctx, id, mcp.DefaultServer, "echo", echoArgs))
+	}
+}
+
+func randomPeer(tb testing.TB) lpeer.ID {
+	_, pub, err := crypto.GenerateEd25519Key(rand.Reader)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	id, err := lpeer.IDFromPublicKey(pub)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return id
 }
 
 // --- (b) Streamable HTTP and (c) in-memory, plain SDK ---
