@@ -417,29 +417,10 @@ func (p *Policy) String() string {
 // Allows reports whether p lets a.Caller, calling for a.For, use or see the
 // capability a names. A nil policy allows nothing.
 func (p *Policy) Allows(a Access) bool {
-	if p == nil {
-		return false
-	}
-	if p.open || (p.self != "" && a.Caller == p.self) {
-		return true
-	}
-	if a.Kind < Tool || a.Kind > Prompt {
-		return false
-	}
 	if a.For == a.Caller {
 		a.For = ""
 	}
-	for _, g := range p.byPeer[a.Caller] {
-		if g.allows(&a) {
-			return true
-		}
-	}
-	for _, g := range p.anyPeer {
-		if g.allows(&a) {
-			return true
-		}
-	}
-	return false
+	return p.check(&a, (*grant).allows)
 }
 
 // Shows reports whether p lets a.Caller use the capability a names for
@@ -447,6 +428,11 @@ func (p *Policy) Allows(a Access) bool {
 // listed to the caller. A peer sees what it may use in some capacity; each
 // call is then checked with Allows.
 func (p *Policy) Shows(a Access) bool {
+	return p.check(&a, (*grant).covers)
+}
+
+// check reports whether a grant to a.Caller (or to anyone) passes ok.
+func (p *Policy) check(a *Access, ok func(*grant, *Access) bool) bool {
 	if p == nil {
 		return false
 	}
@@ -458,7 +444,7 @@ func (p *Policy) Shows(a Access) bool {
 	}
 	for _, gs := range [2][]*grant{p.byPeer[a.Caller], p.anyPeer} {
 		for _, g := range gs {
-			if g.covers(&a) {
+			if ok(g, a) {
 				return true
 			}
 		}
