@@ -13,11 +13,13 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	lpeer "github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/mcpmesh/mcpmesh/agent"
 	"github.com/mcpmesh/mcpmesh/control"
+	"github.com/mcpmesh/mcpmesh/limits"
 	"github.com/mcpmesh/mcpmesh/mcp"
 	"github.com/mcpmesh/mcpmesh/node"
 	"github.com/mcpmesh/mcpmesh/peer"
@@ -40,6 +42,81 @@ type fileConfig struct {
 	// Policy says which peers may see and call what the node shares
 	// (absent: none). Reread when the file changes or on SIGHUP.
 	Policy *peer.Policy `json:"policy,omitempty"`
+	// Delegation narrows what the node delegates to the peers it calls
+	// (default: every tool, on every peer, for an hour).
+	Delegation *delegationConfig `json:"delegation,omitempty"`
+	// Limits changes the limits each peer gets (zero fields: defaults).
+	Limits *limitsConfig `json:"limits,omitempty"`
+}
+
+// delegationConfig is the "delegation" section of the configuration file.
+type delegationConfig struct {
+	Tools []string `json:"tools,omitempty"` // tool patterns: TOOL or SERVER/TOOL, * for any run of characters
+	Peers []string `json:"peers,omitempty"` // peer IDs or "*": where the delegate may use them
+	TTL   string   `json:"ttl,omitempty"`   // how long a delegation stays valid, e.g. "10m"
+	Off   bool     `json:"off,omitempty"`   // delegate nothing: peers act as themselves only
+}
+
+// limitsConfig is the "limits" section of the configuration file; -1 turns
+// a limit off.
+type limitsConfig struct {
+	MaxConcurrentPerPeer int     `json:"maxConcurrentPerPeer,omitempty"`
+	Rate                 float64 `json:"rate,omitempty"` // calls per second per peer
+	Burst                int     `json:"burst,omitempty"`
+	Strikes              int     `json:"strikes,omitempty"`      // refusals and bad frames that get a peer banned…
+	StrikeWindow         string  `json:"strikeWindow,omitempty"` // …within this time, e.g. "10s"
+	BanFor               string  `json:"banFor,omitempty"`       // e.g. "1m"
+}
+
+// trustOptions turns the file's delegation and limits sections into node
+// options.
+func (c *fileConfig) trustOptions() ([]node.Option, error) {
+	var opts []node.Option
+	if d := c.Delegation; d != nil {
+		switch {
+		case d.Off:
+			opts = append(opts, node.WithoutDelegation())
+		default:
+			ttl, err := optionalDuration("delegation.ttl", d.TTL)
+			if err != nil {
+				return nil, err
+			}
+			scope := peer.Scope{Tools: d.Tools, Peers: d.Peers}
+			if len(scope.Tools) == 0 {
+				scope.Tools = []string{"*"}
+			}
+			if len(scope.Peers) == 0 {
+				scope.Peers = []string{"*"}
+			}
+			opts = append(opts, node.WithDelegation(scope, ttl))
+		}
+	}
+	if l := c.Limits; l != nil {
+		window, err := optionalDuration("limits.strikeWindow", l.StrikeWindow)
+		if err != nil {
+			return nil, err
+		}
+		ban, err := optionalDuration("limits.banFor", l.BanFor)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, node.WithLimits(limits.Config{
+			MaxConcurrentPerPeer: l.MaxConcurrentPerPeer, Rate: l.Rate, Burst: l.Burst,
+			Strikes: l.Strikes, StrikeWindow: window, BanFor: ban,
+		}))
+	}
+	return opts, nil
+}
+
+func optionalDuration(field, s string) (time.Duration, error) {
+	if s == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("config %s: %q is not a duration like \"10m\"", field, s)
+	}
+	return d, nil
 }
 
 // shareConfig is one shared server: exactly one of Command, URL and Peer.

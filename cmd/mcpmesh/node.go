@@ -164,6 +164,11 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 			} else {
 				opts = append(opts, node.WithPolicy(file.Policy))
 			}
+			trustOpts, err := file.trustOptions()
+			if err != nil {
+				return usageError("%v", err)
+			}
+			opts = append(opts, trustOpts...)
 			var reg *metrics.Metrics
 			if metricsAt != "" {
 				reg = metrics.New()

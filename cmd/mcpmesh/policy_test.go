@@ -62,3 +62,22 @@ func TestPolicyFromConfigReloadsWithoutRestart(t *testing.T) {
 		t.Fatalf("audit: exit %d\n%s", code, out)
 	}
 }
+
+func TestTrustConfigErrorsNameTheField(t *testing.T) {
+	for _, c := range []struct{ file, want string }{
+		{`{"delegation": {"ttl": "soon"}}`, `delegation.ttl: "soon" is not a duration`},
+		{`{"limits": {"banFor": "-1m"}}`, `limits.banFor`},
+		{`{"policy": {"grants": [{"peers": ["friends"], "tools": ["*"]}]}}`, `grant 1`},
+		{`{"policy": {"grants": [{"peers": ["*"]}]}}`, `grant 1`},
+	} {
+		home := t.TempDir()
+		cfg := filepath.Join(home, "config.json")
+		if err := os.WriteFile(cfg, []byte(c.file), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, stderr, code := run(t, "--home", home, "node", "--config", cfg, "--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns")
+		if code != 2 || !strings.Contains(stderr, c.want) {
+			t.Errorf("%s: exit %d, stderr %q, want 2 and %q", c.file, code, stderr, c.want)
+		}
+	}
+}
