@@ -89,7 +89,7 @@ suite baseline "$(field direct http)"
 #    serves the gateway.
 start c "$work/mcpmesh-fixture" --listen /ip4/127.0.0.1/tcp/0
 c_addr=$(field c addr)
-start b "$work/mcpmesh" --home "$work/home-b" node --no-mdns --no-dht \
+start b "$work/mcpmesh" --home "$work/home-b" node --no-mdns --no-dht --open \
   --listen /ip4/127.0.0.1/tcp/0 --share-peer "fixture=$c_addr/fixture"
 b_id=$(sed -n 's/^mcpmesh node //p' "$work/b.log" | head -1)
 b_addr=$(sed -n 's/^  listen: *//p' "$work/b.log" | head -1)
