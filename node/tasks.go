@@ -125,6 +125,47 @@ type served struct {
 	session *sdkmcp.ServerSession
 	token   any
 	onProg  func(*sdkmcp.ProgressNotificationParams)
+
+	progMu   sync.Mutex
+	lastProg float64 // the last progress sent with token
+	sentProg bool
+}
+
+// increasing makes p's progress greater than the last one sent with the
+// task's token, as MCP asks: the handler's own progress and the progress
+// its calls relay share the token, each counting on its own (and a handler
+// run again on protocol 2026-07-28 counts from the start again). A value
+// pushed past its total leaves the total unknown.
+func (s *served) increasing(p *sdkmcp.ProgressNotificationParams) {
+	s.progMu.Lock()
+	defer s.progMu.Unlock()
+	if s.sentProg && p.Progress <= s.lastProg {
+		p.Progress = s.lastProg + 1e-3
+		if p.Total != 0 && p.Total < p.Progress {
+			p.Total = 0
+		}
+	}
+	s.lastProg, s.sentProg = p.Progress, true
+}
+
+// sameToken compares progress tokens, which JSON makes strings or numbers
+// (anything else never matches, rather than panicking on ==).
+func sameToken(a, b any) bool {
+	switch x := a.(type) {
+	case string:
+		y, ok := b.(string)
+		return ok && x == y
+	case float64:
+		y, ok := b.(float64)
+		return ok && x == y
+	case int64:
+		y, ok := b.(int64)
+		return ok && x == y
+	case int:
+		y, ok := b.(int)
+		return ok && x == y
+	}
+	return false
 }
 
 func servedFrom(ctx context.Context) *served {
@@ -478,6 +519,9 @@ func (n *Node) progressRecorder(next sdkmcp.MethodHandler) sdkmcp.MethodHandler 
 	return func(ctx context.Context, method string, req sdkmcp.Request) (sdkmcp.Result, error) {
 		if method == "notifications/progress" {
 			if p, ok := req.GetParams().(*sdkmcp.ProgressNotificationParams); ok {
+				if s := servedFrom(ctx); s != nil && s.session != nil && sameToken(p.ProgressToken, s.token) {
+					s.increasing(p)
+				}
 				if tok, ok := p.ProgressToken.(string); ok && strings.HasPrefix(tok, progressPrefix) {
 					if e, ok := n.taskReg.Lookup(strings.TrimPrefix(tok, progressPrefix)); ok {
 						e.SetProgress(p.Progress, p.Total, p.Message)
@@ -503,10 +547,13 @@ func (n *Node) relayProgress(ctx context.Context, r *sdkmcp.ProgressNotification
 	p := *r.Params
 	switch {
 	case s.onProg != nil:
+		s.increasing(&p)
 		s.onProg(&p)
 	case s.session != nil && s.token != nil:
 		p.ProgressToken = s.token
-		if err := s.session.NotifyProgress(ctx, &p); err != nil {
+		// With the task on ctx, so that the sending side keeps the token's
+		// progress increasing.
+		if err := s.session.NotifyProgress(tasks.WithAsker(ctx, s), &p); err != nil {
 			taskLog.Debugw("relay progress", "task", s.entry.ID(), "error", err)
 		}
 	}

@@ -388,10 +388,15 @@ func TestTaskProgressAndQuestionsFromLeaf(t *testing.T) {
 				}))
 			a, b, c, d := ns[0], ns[1], ns[2], ns[3]
 			var progress atomic.Int32
+			var mu sync.Mutex
+			var values []float64
 			ctx := node.WithProgress(ctxFor(t, 10*time.Second), func(p *sdkmcp.ProgressNotificationParams) {
-				if p.Total == 3 && p.Message == "step" {
+				if p.Message == "step" && (p.Total == 3 || version == modernVersion) {
 					progress.Add(1)
 				}
+				mu.Lock()
+				values = append(values, p.Progress)
+				mu.Unlock()
 			})
 			res, err := a.CallServerTool(ctx, b.ID(), mcp.DefaultServer, "chain", chainIn{Path: ids(c, d), Leaf: "ask"})
 			if err != nil || res.IsError {
@@ -407,8 +412,19 @@ func TestTaskProgressAndQuestionsFromLeaf(t *testing.T) {
 				t.Error("A's user was never asked")
 			}
 			waitUntil(t, "progress at A", 3*time.Second, func() bool { return progress.Load() >= 3 })
-			if p := rootCall(t, a).Progress; p == nil || p.Total != 3 {
+			// On 2026-07-28 the leaf runs again once answered and counts from
+			// 1 again: the hops keep the values increasing, as MCP asks, and
+			// a value pushed past its total leaves it unknown.
+			if p := rootCall(t, a).Progress; p == nil || (version == directVersion && p.Total != 3) {
 				t.Errorf("root call progress %+v", p)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			for i := 1; i < len(values); i++ {
+				if values[i] <= values[i-1] {
+					t.Errorf("progress at A does not increase: %v", values)
+					break
+				}
 			}
 		})
 	}
