@@ -55,6 +55,7 @@ type Node struct {
 
 	taskReg  *tasks.Registry // see tasks.go
 	progress sync.Map        // progress token → *served, for calls tasks make
+	urlAsks  urlQuestions    // URL-mode questions passed up, for their completion
 	detached sync.Map        // task ID → *detached, for MCP Tasks
 
 	ctx    context.Context // ends when Close starts
@@ -177,6 +178,9 @@ func (n *Node) clientOptions() *sdkmcp.ClientOptions {
 	}
 	if h := n.cfg.elicit; h != nil {
 		opts.ElicitationHandler = h
+	}
+	if h := n.cfg.elicitDone; h != nil {
+		opts.ElicitationCompleteHandler = h
 	}
 	if h := n.cfg.sampleTools; h != nil {
 		opts.CreateMessageWithToolsHandler = h

@@ -37,6 +37,7 @@ type config struct {
 	dialTimeout     time.Duration
 	protocolVersion string
 	elicit          ElicitationHandler
+	elicitDone      ElicitationCompleteHandler
 	sample          SamplingHandler
 	sampleTools     SamplingWithToolsHandler
 	libp2pOpts      []libp2p.Option
@@ -163,6 +164,20 @@ func WithProtocolVersion(v string) Option {
 func WithElicitationHandler(h ElicitationHandler) Option {
 	return func(c *config) error {
 		c.elicit = h
+		return nil
+	}
+}
+
+// ElicitationCompleteHandler learns that a URL-mode question a peer asked
+// (a consent page, a login) has been completed out of band
+// (notifications/elicitation/complete).
+type ElicitationCompleteHandler func(context.Context, *sdkmcp.ElicitationCompleteNotificationRequest)
+
+// WithElicitationCompleteHandler tells the node's user when a URL-mode
+// question asked of it has been completed on the peer's side.
+func WithElicitationCompleteHandler(h ElicitationCompleteHandler) Option {
+	return func(c *config) error {
+		c.elicitDone = h
 		return nil
 	}
 }

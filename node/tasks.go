@@ -559,6 +559,65 @@ func (n *Node) relayProgress(ctx context.Context, r *sdkmcp.ProgressNotification
 	}
 }
 
+// relayElicitationComplete passes the completion of a URL-mode question up
+// to whoever the node passed the question on to, or to its own user.
+func (n *Node) relayElicitationComplete(ctx context.Context, r *sdkmcp.ElicitationCompleteNotificationRequest) {
+	if ss, ok := n.urlAsks.take(r.Params.ElicitationID); ok {
+		if err := ss.NotifyElicitationComplete(ctx, r.Params); err != nil {
+			taskLog.Debugw("relay elicitation complete", "id", r.Params.ElicitationID, "error", err)
+		}
+		return
+	}
+	if h := n.cfg.elicitDone; h != nil {
+		h(ctx, r)
+	}
+}
+
+// urlQuestions remembers where the node passed each URL-mode question, by
+// elicitation ID, until it completes or an hour has passed. Bounded.
+type urlQuestions struct {
+	mu sync.Mutex
+	m  map[string]urlQuestion
+}
+
+type urlQuestion struct {
+	to    *sdkmcp.ServerSession
+	until time.Time
+}
+
+const maxURLQuestions = 4096
+
+func (q *urlQuestions) remember(id string, ss *sdkmcp.ServerSession) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	now := time.Now()
+	if q.m == nil {
+		q.m = map[string]urlQuestion{}
+	}
+	if len(q.m) >= maxURLQuestions {
+		for k, v := range q.m {
+			if now.After(v.until) {
+				delete(q.m, k)
+			}
+		}
+		if len(q.m) >= maxURLQuestions {
+			return // too many open questions: their completions go unrelayed
+		}
+	}
+	q.m[id] = urlQuestion{to: ss, until: now.Add(time.Hour)}
+}
+
+func (q *urlQuestions) take(id string) (*sdkmcp.ServerSession, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	v, ok := q.m[id]
+	delete(q.m, id)
+	if !ok || time.Now().After(v.until) {
+		return nil, false
+	}
+	return v.to, true
+}
+
 // --- questions from below ---
 
 // taskClientOptions routes the questions (elicitation, sampling) and
@@ -570,8 +629,14 @@ func (n *Node) taskClientOptions(opts *sdkmcp.ClientOptions) {
 		return
 	}
 	opts.ProgressNotificationHandler = n.relayProgress
+	opts.ElicitationCompleteHandler = n.relayElicitationComplete
 	opts.ElicitationHandler = func(ctx context.Context, r *sdkmcp.ElicitRequest) (*sdkmcp.ElicitResult, error) {
 		if tctx, ok := n.askThrough(ctx, r.Params.Meta); ok {
+			if id := r.Params.ElicitationID; r.Params.Mode == "url" && id != "" {
+				if s := servedFrom(tctx); s != nil && s.session != nil {
+					n.urlAsks.remember(id, s.session)
+				}
+			}
 			return mcp.Elicit(tctx, r.Params)
 		}
 		if h := n.cfg.elicit; h != nil {

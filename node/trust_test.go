@@ -372,12 +372,15 @@ func errorsAs(err error, target **jsonrpc.Error) bool {
 
 func TestURLElicitationReachesTheRootsUser(t *testing.T) {
 	var asked atomic.Value
+	done := make(chan string, 1)
 	a := newNode(t, node.WithElicitationHandler(func(_ context.Context, r *sdkmcp.ElicitRequest) (*sdkmcp.ElicitResult, error) {
 		asked.Store(r.Params)
 		return &sdkmcp.ElicitResult{Action: "accept"}, nil
+	}), node.WithElicitationCompleteHandler(func(_ context.Context, r *sdkmcp.ElicitationCompleteNotificationRequest) {
+		done <- r.Params.ElicitationID
 	}))
 	b, c := newNode(t), newNode(t)
-	node.AddTool(c, &sdkmcp.Tool{Name: "pay"}, func(ctx context.Context, _ *sdkmcp.CallToolRequest, _ struct{}) (*sdkmcp.CallToolResult, struct{}, error) {
+	node.AddTool(c, &sdkmcp.Tool{Name: "pay"}, func(ctx context.Context, req *sdkmcp.CallToolRequest, _ struct{}) (*sdkmcp.CallToolResult, struct{}, error) {
 		res, err := mcp.Elicit(ctx, &sdkmcp.ElicitParams{Mode: "url", ElicitationID: "consent-1",
 			URL: "https://bank.example/consent?payment=42", Message: "Approve the payment of 42 EUR"})
 		if err != nil {
@@ -385,6 +388,10 @@ func TestURLElicitationReachesTheRootsUser(t *testing.T) {
 		}
 		if res.Action != "accept" {
 			return nil, struct{}{}, fmt.Errorf("consent: %s", res.Action)
+		}
+		// The user finished on the bank's page: say so, up the same path.
+		if err := req.Session.NotifyElicitationComplete(ctx, &sdkmcp.ElicitationCompleteParams{ElicitationID: "consent-1"}); err != nil {
+			return nil, struct{}{}, err
 		}
 		return nil, struct{}{}, nil
 	})
@@ -405,6 +412,14 @@ func TestURLElicitationReachesTheRootsUser(t *testing.T) {
 	p, _ := asked.Load().(*sdkmcp.ElicitParams)
 	if p == nil || p.Mode != "url" || p.URL != "https://bank.example/consent?payment=42" || p.ElicitationID != "consent-1" {
 		t.Fatalf("A's user was asked %+v", p)
+	}
+	select {
+	case id := <-done:
+		if id != "consent-1" {
+			t.Fatalf("completion of %q", id)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("the completion of the URL question did not reach A's user")
 	}
 }
 
