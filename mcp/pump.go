@@ -89,19 +89,19 @@ func bothWays(ctx context.Context, closeBoth func(), there, back func(context.Co
 	return end
 }
 
-// FrameRewrite may change a frame from the client on its way through
-// RelayStreams: it returns the frame to pass on (nil to drop it) and a frame
-// to send back to the client instead (nil for none). frame is valid only
-// during the call.
+// FrameRewrite may change a frame on its way through RelayStreams: it
+// returns the frame to pass on (nil to drop it) and a frame to send back to
+// where it came from instead (nil for none). frame is valid only during the
+// call.
 type FrameRewrite func(frame []byte) (forward, reply []byte, err error)
 
 // RelayStreams relays one MCP session from the stream down (a client's) to
 // the stream up (the server's), frame by frame, until either ends or ctx is
 // done; then it closes (or, after a bad frame, resets) both. Frames pass as
 // bytes: nothing is decoded unless toServer, which sees each frame from the
-// client, chooses to. It is Pump for two libp2p streams, at a fraction of
-// the cost.
-func RelayStreams(ctx context.Context, down, up network.Stream, maxMessageSize int, toServer FrameRewrite) error {
+// client, or toClient, each frame from the server, chooses to (either may be
+// nil). It is Pump for two libp2p streams, at a fraction of the cost.
+func RelayStreams(ctx context.Context, down, up network.Stream, maxMessageSize int, toServer, toClient FrameRewrite) error {
 	if maxMessageSize <= 0 {
 		maxMessageSize = DefaultMaxMessageSize
 	}
@@ -136,7 +136,7 @@ func RelayStreams(ctx context.Context, down, up network.Stream, maxMessageSize i
 		}
 	}
 	return bothWays(ctx, func() { dc.Close(); uc.Close() },
-		copyFrames(dc, uc, toServer), copyFrames(uc, dc, nil))
+		copyFrames(dc, uc, toServer), copyFrames(uc, dc, toClient))
 }
 
 // DecodeFrame decodes one frame to its JSON-RPC envelope, exactly as the

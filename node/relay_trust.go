@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"sync"
 	"time"
 
 	lpeer "github.com/libp2p/go-libp2p/core/peer"
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
+	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
 	segjson "github.com/segmentio/encoding/json"
 
 	"github.com/mcpmesh/mcpmesh/audit"
@@ -15,22 +17,66 @@ import (
 	"github.com/mcpmesh/mcpmesh/peer"
 )
 
-// A re-shared server is relayed frame by frame, undecoded, so the policy
-// applies to it at two points: a peer needs some grant on it to open a
-// session (its lists then come unfiltered from the server behind), and each
-// tools/call is checked by tool name. A delegation that comes with a call is
-// verified here and extended to the peer behind, which sees this node acting
-// for the delegation's principal.
+// A re-shared server is relayed frame by frame, undecoded where possible, so
+// the policy applies to it at three points: a peer needs some grant on it to
+// open a session; each tools/call is checked by tool name; and the answers
+// to its list requests are filtered on their way back. A delegation that
+// comes with a call is verified here and extended to the peer behind, which
+// sees this node acting for the delegation's principal.
 
 var (
 	toolsCallField  = []byte(`tools/call`)
+	listField       = []byte(`/list`)
 	delegationField = []byte(`"` + peer.DelegationMetaKey + `"`)
+	resultField     = []byte(`"result"`)
 )
 
-// mayNeedTrust reports whether a frame may be a tools/call or carry a
-// delegation, written plainly or behind JSON escapes.
+// mayNeedTrust reports whether a frame may be a tools/call or a list
+// request, or carry a delegation, written plainly or behind JSON escapes.
 func mayNeedTrust(b []byte) bool {
-	return bytes.Contains(b, toolsCallField) || bytes.Contains(b, delegationField) || hasKeyEscape(b)
+	return bytes.Contains(b, toolsCallField) || bytes.Contains(b, listField) ||
+		bytes.Contains(b, delegationField) || hasKeyEscape(b)
+}
+
+// listMethods are the requests whose answers the relay filters.
+var listMethods = map[string]bool{"tools/list": true, "prompts/list": true, "resources/list": true, "resources/templates/list": true}
+
+// pendingLists remembers the list requests of one relayed session until
+// their answers pass.
+type pendingLists struct {
+	mu sync.Mutex
+	m  map[jsonrpc.ID]string // request ID → method
+}
+
+// maxPendingLists bounds what a client that never reads its answers can
+// make the relay hold; past it, list requests are refused.
+const maxPendingLists = 256
+
+func (p *pendingLists) add(id jsonrpc.ID, method string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.m == nil {
+		p.m = map[jsonrpc.ID]string{}
+	}
+	if len(p.m) >= maxPendingLists {
+		return false
+	}
+	p.m[id] = method
+	return true
+}
+
+func (p *pendingLists) take(id jsonrpc.ID) (string, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	m, ok := p.m[id]
+	delete(p.m, id)
+	return m, ok
+}
+
+func (p *pendingLists) any() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.m) > 0
 }
 
 // mayOpenRelay reports whether caller may open a session on the re-shared
@@ -44,19 +90,27 @@ func (n *Node) mayOpenRelay(caller lpeer.ID, name string) bool {
 	return false
 }
 
-// relayTrust is the frame rewrite that applies the policy and delegations
-// to the calls relayed from caller to t, before the task layer's rewrite.
-func (n *Node) relayTrust(caller lpeer.ID, name string, t *relayTarget, then mcp.FrameRewrite) mcp.FrameRewrite {
+// relayTrust returns the frame rewrites that apply the policy and
+// delegations to a session relayed from caller to t: toServer (before the
+// task layer's rewrite, then) and toClient.
+func (n *Node) relayTrust(caller lpeer.ID, name string, t *relayTarget, then mcp.FrameRewrite) (toServer, toClient mcp.FrameRewrite) {
 	if caller == n.host.ID() {
-		return then
+		return then, nil
 	}
-	return func(frame []byte) ([]byte, []byte, error) {
+	lists := &pendingLists{}
+	toServer = func(frame []byte) ([]byte, []byte, error) {
 		if mayNeedTrust(frame) {
 			msg, err := mcp.DecodeFrame(frame)
 			if err != nil {
 				return nil, nil, err
 			}
-			if req, ok := msg.(*jsonrpc.Request); ok && req.Method == "tools/call" {
+			req, ok := msg.(*jsonrpc.Request)
+			if ok && listMethods[req.Method] && req.ID.IsValid() && !n.policy.Load().IsOpen() {
+				if !lists.add(req.ID, req.Method) {
+					return nil, refusalReply(req, &jsonrpc.Error{Code: CodeLimited, Message: "too many list requests waiting for their answers"}), nil
+				}
+			}
+			if ok && req.Method == "tools/call" {
 				params, reason := n.relayCallTrust(req.Params, caller, name, t)
 				if reason != nil {
 					return nil, refusalReply(req, reason), nil
@@ -75,6 +129,59 @@ func (n *Node) relayTrust(caller lpeer.ID, name string, t *relayTarget, then mcp
 		}
 		return then(frame)
 	}
+	toClient = func(frame []byte) ([]byte, []byte, error) {
+		if !lists.any() || !bytes.Contains(frame, resultField) && !hasKeyEscape(frame) {
+			return frame, nil, nil
+		}
+		msg, err := mcp.DecodeFrame(frame)
+		if err != nil {
+			return nil, nil, err
+		}
+		resp, ok := msg.(*jsonrpc.Response)
+		if !ok || resp.Error != nil {
+			if ok {
+				lists.take(resp.ID)
+			}
+			return frame, nil, nil
+		}
+		method, ok := lists.take(resp.ID)
+		if !ok {
+			return frame, nil, nil
+		}
+		out, err := filterRelayedList(n.policy.Load(), peer.Access{Caller: caller, Server: name}, method, resp)
+		if err != nil {
+			return nil, nil, fmt.Errorf("filter %s answer from %s/%s: %w", method, t.peer, t.server, err)
+		}
+		return out, nil, nil
+	}
+	return toServer, toClient
+}
+
+// filterRelayedList re-encodes the answer to a list request with what the
+// policy does not show a left out.
+func filterRelayedList(pol *peer.Policy, a peer.Access, method string, resp *jsonrpc.Response) ([]byte, error) {
+	var res sdkmcp.Result
+	switch method {
+	case "tools/list":
+		res = &sdkmcp.ListToolsResult{}
+	case "prompts/list":
+		res = &sdkmcp.ListPromptsResult{}
+	case "resources/list":
+		res = &sdkmcp.ListResourcesResult{}
+	default:
+		res = &sdkmcp.ListResourceTemplatesResult{}
+	}
+	if err := json.Unmarshal(resp.Result, res); err != nil {
+		return nil, err
+	}
+	filterList(pol, a, res)
+	raw, err := json.Marshal(res)
+	if err != nil {
+		return nil, err
+	}
+	out := *resp
+	out.Result = raw
+	return jsonrpc.EncodeMessage(&out)
 }
 
 // relayCallTrust checks one relayed tools/call: the policy on its tool, and

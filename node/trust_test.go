@@ -519,3 +519,45 @@ func TestWidenedDelegationRefusedAtTheCallee(t *testing.T) {
 		t.Fatalf("audit: %+v", rec)
 	}
 }
+
+func TestPolicyOnAReSharedServer(t *testing.T) {
+	a, b, c := newNode(t), newNode(t), newNode(t)
+	pay := sideEffect(c, "pay")
+	connect(t, a, b)
+	connect(t, b, c)
+	if err := b.SharePeer("far", c.ID(), "node"); err != nil {
+		t.Fatal(err)
+	}
+	b.SetPolicy(policy(t, `{"grants":[{"peers":["%s"],"server":"far","tools":["echo"]}]}`, a.ID()))
+	ctx := context.Background()
+	cs, err := a.Session(ctx, b.ID(), "far")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lt, err := cs.ListTools(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(lt.Tools) != 1 || lt.Tools[0].Name != "echo" {
+		var names []string
+		for _, tl := range lt.Tools {
+			names = append(names, tl.Name)
+		}
+		t.Fatalf("A sees %v on the re-shared server, want [echo]", names)
+	}
+	if _, err := a.CallTool(ctx, b.ID(), "far/echo", echoIn{Text: "hi"}); err != nil {
+		t.Fatalf("granted relayed call: %v", err)
+	}
+	res, err := a.CallTool(ctx, b.ID(), "far/pay", nil)
+	notPermitted(t, err, res)
+	if pay.Load() != 0 {
+		t.Fatal("a refused relayed call ran")
+	}
+
+	// A peer with no grant on the server cannot open a session on it.
+	d := newNode(t)
+	connect(t, d, b)
+	if _, err := d.CallTool(ctx, b.ID(), "far/echo", echoIn{Text: "hi"}); err == nil {
+		t.Fatal("a peer with no grant reached the re-shared server")
+	}
+}
