@@ -6,14 +6,15 @@ import (
 	"time"
 
 	"github.com/mcpmesh/mcpmesh/mcp"
+	"github.com/mcpmesh/mcpmesh/node"
 )
 
 // relayCall calls C's echo from A: directly, or through B re-sharing C's
 // server (--share-peer), A connected only to B.
-func relayCall(tb testing.TB, viaRelay bool) call {
+func relayCall(tb testing.TB, viaRelay bool, callerOpts ...node.Option) call {
 	tb.Helper()
 	ctx := context.Background()
-	a, b, c := newNode(tb), newNode(tb), newNode(tb)
+	a, b, c := newNode(tb, callerOpts...), newNode(tb), newNode(tb)
 	if _, err := b.Connect(ctx, c.Addrs()[0].String()); err != nil {
 		tb.Fatal(err)
 	}
@@ -41,13 +42,18 @@ func relayCall(tb testing.TB, viaRelay bool) call {
 // session message by message, decoding only the JSON-RPC envelope (and the
 // _meta of a tools/call, to extend its task path).
 func BenchmarkRelay(b *testing.B) {
-	for _, via := range []bool{false, true} {
-		name := "direct"
-		if via {
-			name = "via-relay"
-		}
-		b.Run(name, func(b *testing.B) {
-			call := relayCall(b, via)
+	for _, c := range []struct {
+		name string
+		via  bool
+		opts []node.Option
+	}{
+		{"direct", false, nil},
+		{"via-relay", true, nil},
+		{"direct-no-delegation", false, []node.Option{node.WithoutDelegation()}},
+		{"via-relay-no-delegation", true, []node.Option{node.WithoutDelegation()}},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			call := relayCall(b, c.via, c.opts...)
 			ctx := context.Background()
 			if err := call(ctx); err != nil { // warm: sessions open
 				b.Fatal(err)

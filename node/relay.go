@@ -260,13 +260,19 @@ func extendTask(params json.RawMessage, self, caller string) (old, next, refusal
 // b hold no escape that could spell it another way: then that one key is
 // the one the next node reads, and not, say, a field of the arguments.
 func spliceMeta(b []byte, old, next string) ([]byte, bool) {
-	if bytes.Count(b, taskField) != 1 || hasKeyEscape(b) {
+	oldValue, _ := json.Marshal(old)
+	newValue, _ := json.Marshal(next)
+	return spliceField(b, taskField, oldValue, newValue)
+}
+
+// spliceField replaces "key":old with "key":next in b (key quoted, values
+// raw JSON), on the terms of spliceMeta.
+func spliceField(b, key, old, next []byte) ([]byte, bool) {
+	if bytes.Count(b, key) != 1 || hasKeyEscape(b) {
 		return nil, false
 	}
-	oldField, _ := json.Marshal(old)
-	newField, _ := json.Marshal(next)
-	oldField = append(append(append([]byte(nil), taskField...), ':'), oldField...)
-	newField = append(append(append([]byte(nil), taskField...), ':'), newField...)
+	oldField := append(append(append([]byte(nil), key...), ':'), old...)
+	newField := append(append(append([]byte(nil), key...), ':'), next...)
 	i := bytes.Index(b, oldField)
 	if i < 0 || bytes.Index(b[i+len(oldField):], oldField) >= 0 {
 		return nil, false

@@ -111,15 +111,25 @@ func (n *Node) relayTrust(caller lpeer.ID, name string, t *relayTarget, then mcp
 				}
 			}
 			if ok && req.Method == "tools/call" {
-				params, reason := n.relayCallTrust(req.Params, caller, name, t)
+				old, next, reason := n.relayCallTrust(req.Params, caller, name, t)
 				if reason != nil {
 					return nil, refusalReply(req, reason), nil
 				}
-				if params != nil {
-					out := *req
-					out.Params = params
-					if frame, err = jsonrpc.EncodeMessage(&out); err != nil {
-						return nil, nil, err
+				if next != nil {
+					// In place when the field is written once, plainly;
+					// else through a re-encoding of the params.
+					if out, ok := spliceField(frame, delegationField, old, next); ok {
+						frame = out
+					} else {
+						params, err := setMetaField(req.Params, peer.DelegationMetaKey, next)
+						if err != nil {
+							return nil, refusalReply(req, &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: err.Error()}), nil
+						}
+						out := *req
+						out.Params = params
+						if frame, err = jsonrpc.EncodeMessage(&out); err != nil {
+							return nil, nil, err
+						}
 					}
 				}
 			}
@@ -185,9 +195,9 @@ func filterRelayedList(pol *peer.Policy, a peer.Access, method string, resp *jso
 }
 
 // relayCallTrust checks one relayed tools/call: the policy on its tool, and
-// its delegation, which it replaces with the delegation extended to the peer
-// behind (params nil: unchanged).
-func (n *Node) relayCallTrust(params json.RawMessage, caller lpeer.ID, name string, t *relayTarget) (json.RawMessage, *jsonrpc.Error) {
+// its delegation, old, for which it returns the delegation extended to the
+// peer behind, next (nil: none came).
+func (n *Node) relayCallTrust(params json.RawMessage, caller lpeer.ID, name string, t *relayTarget) (old, next json.RawMessage, refusal *jsonrpc.Error) {
 	// Read as the next node's SDK reads it (see extendTask).
 	var head struct {
 		Name string `json:"name"`
@@ -196,11 +206,10 @@ func (n *Node) relayCallTrust(params json.RawMessage, caller lpeer.ID, name stri
 		} `json:"_meta"`
 	}
 	if _, err := segjson.Parse(params, &head, segjson.DontMatchCaseInsensitiveStructFields); err != nil {
-		return nil, nil // not the relay's to judge: the server answers bad params
+		return nil, nil, nil // not the relay's to judge: the server answers bad params
 	}
 	rec := audit.Record{Time: time.Now(), Caller: caller.String(), Server: name, Method: "tools/call", Name: head.Name}
 	a := peer.Access{Caller: caller, Server: name, Kind: peer.Tool, Name: head.Name}
-	var next json.RawMessage
 	if head.Meta != nil && len(head.Meta.Delegation) > 0 && string(head.Meta.Delegation) != "null" {
 		var wire []string
 		err := json.Unmarshal(head.Meta.Delegation, &wire)
@@ -216,8 +225,9 @@ func (n *Node) relayCallTrust(params json.RawMessage, caller lpeer.ID, name stri
 			}
 		}
 		if err != nil {
-			return nil, n.refuseRelayed(rec, "delegation", fmt.Sprintf("not permitted: %s/%s on %s: %v", name, head.Name, shortPeer(n.host.ID()), err))
+			return nil, nil, n.refuseRelayed(rec, "delegation", fmt.Sprintf("not permitted: %s/%s on %s: %v", name, head.Name, shortPeer(n.host.ID()), err))
 		}
+		old = head.Meta.Delegation
 		if d.principal != caller {
 			a.For, rec.For = d.principal, d.principal.String()
 		}
@@ -227,16 +237,9 @@ func (n *Node) relayCallTrust(params json.RawMessage, caller lpeer.ID, name stri
 		if a.For != "" {
 			who += " acting for " + shortPeer(a.For)
 		}
-		return nil, n.refuseRelayed(rec, "policy", fmt.Sprintf("not permitted: %s may not use %s/%s on %s", who, name, head.Name, shortPeer(n.host.ID())))
+		return nil, nil, n.refuseRelayed(rec, "policy", fmt.Sprintf("not permitted: %s may not use %s/%s on %s", who, name, head.Name, shortPeer(n.host.ID())))
 	}
-	if next == nil {
-		return nil, nil
-	}
-	out, err := setMetaField(params, peer.DelegationMetaKey, next)
-	if err != nil {
-		return nil, &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: err.Error()}
-	}
-	return out, nil
+	return old, next, nil
 }
 
 func (n *Node) refuseRelayed(rec audit.Record, reason, msg string) *jsonrpc.Error {
