@@ -208,7 +208,7 @@ func (n *Node) relayCallTrust(params json.RawMessage, caller lpeer.ID, name stri
 	if _, err := segjson.Parse(params, &head, segjson.DontMatchCaseInsensitiveStructFields); err != nil {
 		return nil, nil, nil // not the relay's to judge: the server answers bad params
 	}
-	rec := audit.Record{Time: time.Now(), Caller: caller.String(), Server: name, Method: "tools/call", Name: head.Name}
+	rec := audit.Record{Time: time.Now(), Caller: peerString(caller), Server: name, Method: "tools/call", Name: head.Name}
 	a := peer.Access{Caller: caller, Server: name, Kind: peer.Tool, Name: head.Name}
 	if head.Meta != nil && len(head.Meta.Delegation) > 0 && string(head.Meta.Delegation) != "null" {
 		var wire []string
@@ -229,7 +229,7 @@ func (n *Node) relayCallTrust(params json.RawMessage, caller lpeer.ID, name stri
 		}
 		old = head.Meta.Delegation
 		if d.principal != caller {
-			a.For, rec.For = d.principal, d.principal.String()
+			a.For, rec.For = d.principal, d.principalText
 		}
 	}
 	if !n.policy.Load().Allows(a) {

@@ -187,8 +187,10 @@ type delegationKey struct{}
 
 // delegated is the verified delegation a served call came with.
 type delegated struct {
-	chain     *peer.Chain
-	principal lpeer.ID
+	chain         *peer.Chain
+	principal     lpeer.ID
+	text          string // chain.String()
+	principalText string // principal.String()
 }
 
 func delegationFrom(ctx context.Context) *delegated {
@@ -254,7 +256,7 @@ func (n *Node) trustMiddleware(name string) sdkmcp.Middleware {
 			}
 			kind, what, meta := accessOf(method, req)
 			start := time.Now()
-			rec := audit.Record{Time: start, Caller: caller.String(), Server: name, Method: method, Name: what}
+			rec := audit.Record{Time: start, Caller: peerString(caller), Server: name, Method: method, Name: what}
 			a := peer.Access{Caller: caller, Server: name, Kind: kind, Name: what}
 			var d *delegated
 			// Delegations scope tool calls; other requests are the caller's own.
@@ -267,7 +269,7 @@ func (n *Node) trustMiddleware(name string) sdkmcp.Middleware {
 				}
 				if d.principal != caller { // else the chain says no more than the connection
 					a.For = d.principal
-					rec.For, rec.Chain = d.principal.String(), d.chain.String()
+					rec.For, rec.Chain = d.principalText, d.text
 				}
 				ctx = context.WithValue(ctx, delegationKey{}, d)
 			}
@@ -421,24 +423,33 @@ func shortPeer(p lpeer.ID) string {
 // checked again.
 func (n *Node) verifyDelegation(v any, caller lpeer.ID, server, tool string) (*delegated, error) {
 	key, ok := chainKey(v)
-	var c *peer.Chain
+	var dc *decodedChain
 	if ok {
-		c = n.chains.get(key)
+		dc = n.chains.get(key)
 	}
-	if c == nil {
-		var err error
-		if c, err = peer.DecodeChain(v); err != nil {
+	if dc == nil {
+		c, err := peer.DecodeChain(v)
+		if err != nil {
 			return nil, err
 		}
+		dc = &decodedChain{chain: c, text: c.String(), principal: c.Principal().String()}
 		if ok {
-			n.chains.put(key, c)
+			n.chains.put(key, dc)
 		}
 	}
-	principal, err := c.Verify(caller, n.host.ID(), server, tool, time.Now())
+	principal, err := dc.chain.Verify(caller, n.host.ID(), server, tool, time.Now())
 	if err != nil {
 		return nil, err
 	}
-	return &delegated{chain: c, principal: principal}, nil
+	return &delegated{chain: dc.chain, principal: principal, text: dc.text, principalText: dc.principal}, nil
+}
+
+// decodedChain is a chain whose signatures were checked, with its text
+// forms for audit records (base58 peer IDs cost microseconds to make).
+type decodedChain struct {
+	chain     *peer.Chain
+	text      string
+	principal string
 }
 
 // chainKey is the cache key of a chain's wire form.
@@ -513,22 +524,22 @@ func (n *Node) extendDelegation(d *delegated, p lpeer.ID, server, tool string) (
 // form. Bounded: it starts over when full.
 type chainCache struct {
 	mu sync.Mutex
-	m  map[string]*peer.Chain
+	m  map[string]*decodedChain
 }
 
 const chainCacheSize = 4096
 
-func (c *chainCache) get(k string) *peer.Chain {
+func (c *chainCache) get(k string) *decodedChain {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.m[k]
 }
 
-func (c *chainCache) put(k string, v *peer.Chain) {
+func (c *chainCache) put(k string, v *decodedChain) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.m == nil || len(c.m) >= chainCacheSize {
-		c.m = make(map[string]*peer.Chain)
+		c.m = make(map[string]*decodedChain)
 	}
 	c.m[k] = v
 }
