@@ -223,7 +223,7 @@ func Elicit(ctx context.Context, params *sdkmcp.ElicitParams) (*sdkmcp.ElicitRes
 		return nil, err
 	}
 	if !st.modern {
-		return st.session.Elicit(ctx, elicitParams(ctx, params))
+		return st.session.Elicit(ctx, askParams(ctx, params))
 	}
 	var res sdkmcp.ElicitResult
 	if err := st.ask(params, &res); err != nil {
@@ -271,7 +271,7 @@ func Sample(ctx context.Context, params *sdkmcp.CreateMessageParams) (*sdkmcp.Cr
 		return nil, err
 	}
 	if !st.modern {
-		return st.session.CreateMessage(ctx, sampleParams(ctx, params))
+		return st.session.CreateMessage(ctx, askParams(ctx, params))
 	}
 	var res sdkmcp.CreateMessageWithToolsResult
 	if err := st.ask(params, &res); err != nil {
@@ -294,7 +294,7 @@ func SampleWithTools(ctx context.Context, params *sdkmcp.CreateMessageWithToolsP
 		return nil, err
 	}
 	if !st.modern {
-		return st.session.CreateMessageWithTools(ctx, sampleWithToolsParams(ctx, params))
+		return st.session.CreateMessageWithTools(ctx, askParams(ctx, params))
 	}
 	var res sdkmcp.CreateMessageWithToolsResult
 	if err := st.ask(params, &res); err != nil {
