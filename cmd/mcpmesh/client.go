@@ -152,6 +152,11 @@ PEER is a peer ID the daemon knows or a full multiaddr ending in /p2p/<peer ID>.
 			if g.json {
 				return printJSON(out, tools)
 			}
+			if len(tools) == 0 {
+				// Nodes are closed by default: say why the list may be empty.
+				fmt.Fprintf(out, "%s lists no tools to this node (its policy may grant it none: see 'Who may call what' in the README)\n", args[0])
+				return nil
+			}
 			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "TOOL\tDESCRIPTION")
 			for _, t := range tools {

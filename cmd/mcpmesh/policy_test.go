@@ -27,6 +27,10 @@ func TestPolicyFromConfigReloadsWithoutRestart(t *testing.T) {
 		t.Fatalf("an --open daemon does not say so:\n%s", b.out)
 	}
 
+	out, _, code := run(t, "--home", b.home, "tools", a.addr)
+	if code != 0 || !strings.Contains(out, "lists no tools") {
+		t.Fatalf("tools of a closed daemon: exit %d\n%s", code, out)
+	}
 	_, stderr, code := run(t, "--home", b.home, "call", a.addr, "node/echo", `{"text":"let me in"}`)
 	if code != 1 || !strings.Contains(stderr, "not permitted") {
 		t.Fatalf("closed daemon: exit %d, stderr %q", code, stderr)
@@ -57,7 +61,7 @@ func TestPolicyFromConfigReloadsWithoutRestart(t *testing.T) {
 		t.Fatalf("a bad file changed the policy: exit %d, %s %s", code, out, stderr)
 	}
 
-	out, _, code := run(t, "--home", a.home, "audit", "--json")
+	out, _, code = run(t, "--home", a.home, "audit", "--json")
 	if code != 0 || !strings.Contains(out, `"outcome":"refused"`) || !strings.Contains(out, `"outcome":"ok"`) {
 		t.Fatalf("audit: exit %d\n%s", code, out)
 	}
