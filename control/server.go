@@ -117,8 +117,9 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("POST /v1/find", s.handleFind)
 	mux.HandleFunc("POST /v1/card", s.handleCard)
 	mux.HandleFunc("POST /v1/mcp", s.handleGateway)
-	s.taskRoutes(mux)  // see tasks.go
-	s.auditRoutes(mux) // see audit.go
+	s.taskRoutes(mux)   // see tasks.go
+	s.auditRoutes(mux)  // see audit.go
+	s.policyRoutes(mux) // see policy.go
 	return s.auth(mux)
 }
 

@@ -411,7 +411,15 @@ func (p *Policy) String() string {
 	if p.IsOpen() {
 		return "open"
 	}
-	return fmt.Sprintf("%d grants, %d groups", p.Grants(), p.Groups())
+	return count(p.Grants(), "grant") + ", " + count(p.Groups(), "group")
+}
+
+// count says n things: "1 grant", "3 grants".
+func count(n int, thing string) string {
+	if n == 1 {
+		return "1 " + thing
+	}
+	return fmt.Sprintf("%d %ss", n, thing)
 }
 
 // Allows reports whether p lets a.Caller, calling for a.For, use or see the

@@ -68,6 +68,7 @@ New here? Run 'mcpmesh demo'.`,
 		newStdioCmd(g),
 		newTasksCmd(g),
 		newAuditCmd(g),
+		newPolicyCmd(g),
 		newInitMeshCmd(g),
 		newDemoCmd(),
 	)

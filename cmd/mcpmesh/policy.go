@@ -26,7 +26,7 @@ func describePolicy(p *peer.Policy, open bool) string {
 	case p == nil || p.Grants() == 0:
 		return "closed: no peer may see or call anything (add grants to the config's \"policy\"; see README)"
 	}
-	return fmt.Sprintf("%d grants, %d groups", p.Grants(), p.Groups())
+	return p.String()
 }
 
 // watchPolicy rereads the policy from the configuration file at path when

@@ -52,6 +52,19 @@ func TestPolicyFromConfigReloadsWithoutRestart(t *testing.T) {
 		time.Sleep(300 * time.Millisecond)
 	}
 
+	out, _, code = run(t, "--home", a.home, "policy")
+	if code != 0 || !strings.Contains(out, "1 grant, 1 group") || !strings.Contains(out, b.id) {
+		t.Fatalf("policy: exit %d\n%s", code, out)
+	}
+	out, _, code = run(t, "--home", a.home, "policy", "check", b.id, "node/echo")
+	if code != 0 || !strings.Contains(out, "allowed node/echo; listed to it") {
+		t.Fatalf("policy check echo: exit %d\n%s", code, out)
+	}
+	out, stderr, code = run(t, "--home", a.home, "policy", "check", b.id, "node/pay")
+	if code != 1 || !strings.Contains(out, "refused (not permitted) node/pay; not listed to it") || !strings.Contains(stderr, "not permitted") {
+		t.Fatalf("policy check pay: exit %d\n%s%s", code, out, stderr)
+	}
+
 	// A file that does not parse leaves the policy as it was.
 	if err := os.WriteFile(cfg, []byte(`{"policy": {"grants": [{"peers": ["nobody-we-know"], "tools": ["*"]}]}}`), 0o600); err != nil {
 		t.Fatal(err)
