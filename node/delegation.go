@@ -80,11 +80,17 @@ type decodedChain struct {
 	principal string
 }
 
-// chainKey is the cache key of a chain's wire form.
+// chainKey is the cache key of a chain's wire form, the same whether the
+// JSON decoder gave it as []any (served calls) or []string (relayed ones).
 func chainKey(v any) (string, bool) {
 	switch l := v.(type) {
 	case []string:
-		return strings.Join(l, "\n"), true
+		var b strings.Builder
+		for _, s := range l {
+			b.WriteString(s)
+			b.WriteByte('\n')
+		}
+		return b.String(), true
 	case []any:
 		var b strings.Builder
 		for _, e := range l {
@@ -114,7 +120,7 @@ func (n *Node) delegationFor(ctx context.Context, p lpeer.ID, server, tool strin
 	if d := delegationFrom(ctx); d != nil {
 		return n.extendDelegation(d, p, server, tool)
 	}
-	key := string(p)
+	key := issuedKey{to: p}
 	if enc, ok := n.issued.get(key, now); ok {
 		return enc, nil
 	}
@@ -134,8 +140,9 @@ func (n *Node) extendDelegation(d *delegated, p lpeer.ID, server, tool string) (
 	if err := d.chain.Covers(p, server, tool, now); err != nil {
 		return nil, fmt.Errorf("call %s/%s on %s for %s: %w", server, tool, shortPeer(p), shortPeer(d.principal), err)
 	}
-	wire := d.chain.Encode()
-	key := string(p) + "|" + strings.Join(wire, ",")
+	// Chains come from the decoded-chain cache: the same pointer for the
+	// same chain, so no need to encode it again to know it.
+	key := issuedKey{from: d.chain, to: p}
 	if enc, ok := n.issued.get(key, now); ok {
 		return enc, nil
 	}
@@ -176,7 +183,14 @@ func (c *chainCache) put(k string, v *decodedChain) {
 // their life is gone (a call never goes out with one about to expire).
 type issuedCache struct {
 	mu sync.Mutex
-	m  map[string]issuedEntry
+	m  map[issuedKey]issuedEntry
+}
+
+// issuedKey names a signed delegation: to a peer, from the node's own
+// authority (from nil) or extending a chain it was given.
+type issuedKey struct {
+	from *peer.Chain
+	to   lpeer.ID
 }
 
 type issuedEntry struct {
@@ -184,7 +198,7 @@ type issuedEntry struct {
 	renewAt time.Time
 }
 
-func (c *issuedCache) get(k string, now time.Time) ([]string, bool) {
+func (c *issuedCache) get(k issuedKey, now time.Time) ([]string, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e, ok := c.m[k]
@@ -194,11 +208,11 @@ func (c *issuedCache) get(k string, now time.Time) ([]string, bool) {
 	return e.enc, true
 }
 
-func (c *issuedCache) put(k string, enc []string, expires time.Time) {
+func (c *issuedCache) put(k issuedKey, enc []string, expires time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.m == nil || len(c.m) >= chainCacheSize {
-		c.m = make(map[string]issuedEntry)
+		c.m = make(map[issuedKey]issuedEntry)
 	}
 	now := time.Now()
 	c.m[k] = issuedEntry{enc: enc, renewAt: now.Add(expires.Sub(now) / 2)}

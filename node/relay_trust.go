@@ -233,11 +233,7 @@ func (n *Node) relayCallTrust(params json.RawMessage, caller lpeer.ID, name stri
 		}
 	}
 	if !n.policy.Load().Allows(a) {
-		who := shortPeer(caller)
-		if a.For != "" {
-			who += " acting for " + shortPeer(a.For)
-		}
-		return nil, nil, n.refuseRelayed(rec, "policy", fmt.Sprintf("not permitted: %s may not use %s/%s on %s", who, name, head.Name, shortPeer(n.host.ID())))
+		return nil, nil, n.refuseRelayed(rec, "policy", n.notPermitted(a))
 	}
 	return old, next, nil
 }

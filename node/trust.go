@@ -243,12 +243,7 @@ func (n *Node) trustMiddleware(name string) sdkmcp.Middleware {
 				ctx = context.WithValue(ctx, delegationKey{}, d)
 			}
 			if kind != 0 && !pol.Allows(a) {
-				who := shortPeer(caller)
-				if a.For != "" {
-					who += " acting for " + shortPeer(a.For)
-				}
-				return nil, n.refuse(rec, &refusal{reason: "policy", code: CodeNotPermitted,
-					msg: fmt.Sprintf("not permitted: %s may not use %s/%s on %s", who, name, what, shortPeer(n.host.ID()))})
+				return nil, n.refuse(rec, &refusal{reason: "policy", code: CodeNotPermitted, msg: n.notPermitted(a)})
 			}
 			release, err := n.admitCall(ctx, caller)
 			if err != nil {
@@ -279,6 +274,15 @@ func (n *Node) trustMiddleware(name string) sdkmcp.Middleware {
 			return res, err
 		}
 	}
+}
+
+// notPermitted says why the policy refuses a.
+func (n *Node) notPermitted(a peer.Access) string {
+	who := shortPeer(a.Caller)
+	if a.For != "" {
+		who += " acting for " + shortPeer(a.For)
+	}
+	return fmt.Sprintf("not permitted: %s may not use %s/%s on %s", who, a.Server, a.Name, shortPeer(n.host.ID()))
 }
 
 // refuse audits and counts a refusal, and returns it as the JSON-RPC error
