@@ -64,7 +64,7 @@ type Node struct {
 
 	mu       sync.Mutex
 	servers  map[string]*sharedServer
-	inbound  map[*sdkmcp.ServerSession]string // open sessions served, by server name
+	inbound  map[*sdkmcp.ServerSession]*servedSession // open sessions served
 	programs map[string]*programShare
 	closed   bool
 }
@@ -120,7 +120,7 @@ func New(opts ...Option) (*Node, error) {
 		ctx:      ctx,
 		cancel:   cancel,
 		servers:  map[string]*sharedServer{},
-		inbound:  map[*sdkmcp.ServerSession]string{},
+		inbound:  map[*sdkmcp.ServerSession]*servedSession{},
 		programs: map[string]*programShare{},
 		limits:   lim,
 	}
@@ -273,7 +273,7 @@ func (n *Node) Unshare(name string) error {
 	}
 	var toClose []*sdkmcp.ServerSession
 	for ss, served := range n.inbound {
-		if served == name {
+		if served.server == name {
 			toClose = append(toClose, ss)
 		}
 	}
@@ -319,16 +319,17 @@ func (n *Node) serve(name string, server *sdkmcp.Server) network.StreamHandler {
 		defer n.wg.Done()
 
 		remote := s.Conn().RemotePeer()
-		ctx := peer.WithRemote(n.ctx, remote)
-		ss, err := server.Connect(ctx, &mcp.StreamTransport{Stream: s, MaxMessageSize: n.cfg.maxMessageSize,
-			OnBadFrame: func(err error) { n.badFrame(remote, err) }}, nil)
+		served := &servedSession{server: name, caller: remote}
+		ctx := context.WithValue(peer.WithRemote(n.ctx, remote), servedKey{}, served)
+		ss, err := server.Connect(ctx, capturingTransport{&mcp.StreamTransport{Stream: s, MaxMessageSize: n.cfg.maxMessageSize,
+			OnBadFrame: func(err error) { n.badFrame(remote, err) }}, served}, nil)
 		if err != nil {
 			log.Debugw("serve session", "peer", remote, "error", err)
 			s.Reset()
 			return
 		}
 		n.mu.Lock()
-		n.inbound[ss] = name
+		n.inbound[ss] = served
 		n.mu.Unlock()
 		err = ss.Wait()
 		n.mu.Lock()

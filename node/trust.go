@@ -153,13 +153,16 @@ func (n *Node) initTrust() error {
 }
 
 // SetPolicy replaces the node's policy at once: calls are checked against it
-// from now on, and lists made from now on show what it grants. A nil policy
-// closes the node. The node's card is republished.
+// from now on, and lists made from now on show what it grants. Connected
+// peers whose lists it changes are sent the MCP list_changed notification
+// of each kind that changed for them. A nil policy closes the node. The
+// node's card is republished.
 func (n *Node) SetPolicy(p *peer.Policy) {
 	if p == nil {
 		p = peer.ClosedPolicy()
 	}
-	n.policy.Store(p.WithSelf(n.host.ID()))
+	old := n.policy.Swap(p.WithSelf(n.host.ID()))
+	n.notifyListChanges(old, n.policy.Load())
 	n.changed()
 }
 
@@ -216,6 +219,9 @@ func (n *Node) trustMiddleware(name string) sdkmcp.Middleware {
 			case "tools/call", "prompts/get", "resources/read", "resources/subscribe", "resources/unsubscribe", "completion/complete":
 			case "tools/list", "prompts/list", "resources/list", "resources/templates/list":
 				res, err := next(ctx, method, req)
+				if s := sessionServed(ctx); s != nil && err == nil {
+					s.remember(method, req, res)
+				}
 				if err == nil && !pol.IsOpen() {
 					filterList(pol, peer.Access{Caller: caller, Server: name}, res)
 				}

@@ -142,8 +142,20 @@ func TestPolicyGrantsPerToolAndGroup(t *testing.T) {
 	if _, err := c.CallTool(context.Background(), b.ID(), "node/pay", nil); err != nil {
 		t.Fatalf("after reload: %v", err)
 	}
-	res, err = a.CallTool(context.Background(), b.ID(), "echo", echoIn{Text: "hi"})
+	res, err = a.CallTool(context.Background(), b.ID(), "node/echo", echoIn{Text: "hi"})
 	notPermitted(t, err, res)
+	// a is told its list changed (asynchronously): a bare name is then no
+	// longer found in it.
+	for deadline := time.Now().Add(3 * time.Second); ; {
+		_, err := a.CallTool(context.Background(), b.ID(), "echo", echoIn{Text: "hi"})
+		if err != nil && strings.Contains(err.Error(), `no tool named "echo"`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("bare name after the change: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	if runs.Load() != 1 {
 		t.Fatalf("pay ran %d times, want 1", runs.Load())
 	}
@@ -560,4 +572,92 @@ func TestPolicyOnAReSharedServer(t *testing.T) {
 	if _, err := d.CallTool(ctx, b.ID(), "far/echo", echoIn{Text: "hi"}); err == nil {
 		t.Fatal("a peer with no grant reached the re-shared server")
 	}
+}
+
+// TestPolicyChangeTellsPeersWhoseListsChange: a peer that listed a server is
+// sent tools/list_changed when a new policy shows it more or less, and only
+// then; its next list shows the new grants.
+func TestPolicyChangeTellsPeersWhoseListsChange(t *testing.T) {
+	b := newNode(t)
+	sideEffect(b, "pay")
+	a, c := newNode(t), newNode(t)
+	connect(t, a, b)
+	connect(t, c, b)
+	b.SetPolicy(policy(t, `{"grants":[{"peers":["%s","%s"],"tools":["echo"]}]}`, a.ID(), c.ID()))
+
+	// A session of a plain SDK client, as any MCP host would hold.
+	session := func(from *node.Node) (*sdkmcp.ClientSession, chan struct{}) {
+		changed := make(chan struct{}, 8)
+		client := sdkmcp.NewClient(&sdkmcp.Implementation{Name: "lister"}, &sdkmcp.ClientOptions{
+			ToolListChangedHandler: func(context.Context, *sdkmcp.ToolListChangedRequest) { changed <- struct{}{} },
+		})
+		s, err := from.Host().NewStream(ctxFor(t, 3*time.Second), b.ID(), mcp.ProtocolID(mcp.DefaultServer))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cs, err := client.Connect(ctxFor(t, 3*time.Second), &mcp.StreamTransport{Stream: s}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cs.Close() })
+		return cs, changed
+	}
+	names := func(cs *sdkmcp.ClientSession) []string {
+		res, err := cs.ListTools(ctxFor(t, 3*time.Second), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, tl := range res.Tools {
+			out = append(out, tl.Name)
+		}
+		slices.Sort(out)
+		return out
+	}
+	told := func(ch chan struct{}) bool {
+		select {
+		case <-ch:
+			return true
+		case <-time.After(500 * time.Millisecond):
+			return false
+		}
+	}
+	aSession, aChanged := session(a)
+	cSession, cChanged := session(c)
+	if got := names(aSession); !slices.Equal(got, []string{"echo"}) {
+		t.Fatalf("a sees %v, want [echo]", got)
+	}
+	names(cSession)
+	_, dChanged := session(newNodeConnectedTo(t, b)) // never lists: nothing to refresh
+
+	// a gains pay; c's view is the same.
+	b.SetPolicy(policy(t, `{"grants":[{"peers":["%s"],"tools":["*"]},{"peers":["%s"],"tools":["echo"]}]}`, a.ID(), c.ID()))
+	if !told(aChanged) {
+		t.Fatal("a was not told its tool list changed")
+	}
+	if got := names(aSession); !slices.Equal(got, []string{"echo", "pay"}) {
+		t.Fatalf("after the change a sees %v, want [echo pay]", got)
+	}
+	if told(cChanged) || told(dChanged) {
+		t.Fatal("a peer whose list did not change was told it did")
+	}
+
+	// c loses everything.
+	b.SetPolicy(policy(t, `{"grants":[{"peers":["%s"],"tools":["*"]}]}`, a.ID()))
+	if !told(cChanged) {
+		t.Fatal("c was not told its tool list changed")
+	}
+	if got := names(cSession); len(got) != 0 {
+		t.Fatalf("c still sees %v", got)
+	}
+	if told(aChanged) {
+		t.Fatal("a was told of a change that left its list alone")
+	}
+}
+
+func newNodeConnectedTo(t *testing.T, to *node.Node) *node.Node {
+	t.Helper()
+	n := newNode(t)
+	connect(t, n, to)
+	return n
 }

@@ -1,0 +1,193 @@
+package node
+
+import (
+	"context"
+	"slices"
+	"sync"
+
+	lpeer "github.com/libp2p/go-libp2p/core/peer"
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
+	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/mcpmesh/mcpmesh/peer"
+)
+
+// When the policy changes, a peer may see more or less of a shared server
+// than it was last shown. Each served session remembers the names it was
+// last listed (before filtering), so that a new policy tells exactly which
+// peers' lists changed, and of what kind: those peers get the MCP
+// list_changed notification and list again. A peer that never listed a kind
+// has nothing to refresh and is not told.
+
+// servedSession is one session a shared server serves to a peer.
+type servedSession struct {
+	server string
+	caller lpeer.ID
+	conn   sdkmcp.Connection // to write notifications the SDK has no call for
+
+	mu     sync.Mutex
+	listed map[string]*listedNames // by list method
+}
+
+// listedNames are the names in a session's last full answer to one list
+// method, unfiltered.
+type listedNames struct {
+	names   []string
+	tooMany bool // past maxListedNames: not kept, the peer is told of every change
+}
+
+type servedKey struct{}
+
+func sessionServed(ctx context.Context) *servedSession {
+	s, _ := ctx.Value(servedKey{}).(*servedSession)
+	return s
+}
+
+// capturingTransport keeps the connection it makes, so that the node can
+// write to the session's peer beside the SDK (the connection's writes are
+// serialized).
+type capturingTransport struct {
+	sdkmcp.Transport
+	into *servedSession
+}
+
+func (t capturingTransport) Connect(ctx context.Context) (sdkmcp.Connection, error) {
+	c, err := t.Transport.Connect(ctx)
+	t.into.conn = c
+	return c, err
+}
+
+// maxListedNames bounds what one session remembers per list method; a
+// server listing more is told of every policy change.
+const maxListedNames = 10000
+
+// remember records the names in a list answer, before the policy filters
+// it: a first page (no cursor) starts over, later pages add to it.
+func (s *servedSession) remember(method string, req sdkmcp.Request, res sdkmcp.Result) {
+	var names []string
+	switch r := res.(type) {
+	case *sdkmcp.ListToolsResult:
+		for _, t := range r.Tools {
+			names = append(names, t.Name)
+		}
+	case *sdkmcp.ListPromptsResult:
+		for _, p := range r.Prompts {
+			names = append(names, p.Name)
+		}
+	case *sdkmcp.ListResourcesResult:
+		for _, x := range r.Resources {
+			names = append(names, x.URI)
+		}
+	case *sdkmcp.ListResourceTemplatesResult:
+		for _, x := range r.ResourceTemplates {
+			names = append(names, x.URITemplate)
+		}
+	default:
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.listed == nil {
+		s.listed = map[string]*listedNames{}
+	}
+	l := s.listed[method]
+	if l == nil || listCursor(req.GetParams()) == "" {
+		l = &listedNames{}
+		s.listed[method] = l
+	}
+	if len(l.names)+len(names) > maxListedNames {
+		l.names, l.tooMany = nil, true
+	} else if !l.tooMany {
+		l.names = append(l.names, names...)
+	}
+}
+
+// listCursor is the cursor of a list request's params.
+func listCursor(p sdkmcp.Params) string {
+	switch p := p.(type) {
+	case *sdkmcp.ListToolsParams:
+		return p.Cursor
+	case *sdkmcp.ListPromptsParams:
+		return p.Cursor
+	case *sdkmcp.ListResourcesParams:
+		return p.Cursor
+	case *sdkmcp.ListResourceTemplatesParams:
+		return p.Cursor
+	}
+	return ""
+}
+
+// listChangedNotice is the notification that tells a client to list a kind
+// again, by the list method that shows it.
+var listChangedNotice = map[string]string{
+	"tools/list":               "notifications/tools/list_changed",
+	"prompts/list":             "notifications/prompts/list_changed",
+	"resources/list":           "notifications/resources/list_changed",
+	"resources/templates/list": "notifications/resources/list_changed",
+}
+
+var kindOfList = map[string]peer.Kind{
+	"tools/list":               peer.Tool,
+	"prompts/list":             peer.Prompt,
+	"resources/list":           peer.Resource,
+	"resources/templates/list": peer.Resource,
+}
+
+// changedLists returns the notifications the session's peer needs when the
+// policy goes from old to new: one per kind whose shown names differ.
+func (s *servedSession) changedLists(old, new *peer.Policy) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var notes []string
+	for method, l := range s.listed {
+		a := peer.Access{Caller: s.caller, Server: s.server, Kind: kindOfList[method]}
+		differs := l.tooMany
+		for _, name := range l.names {
+			a.Name = name
+			if old.Shows(a) != new.Shows(a) {
+				differs = true
+				break
+			}
+		}
+		if differs {
+			notes = append(notes, listChangedNotice[method])
+		}
+	}
+	slices.Sort(notes)
+	return slices.Compact(notes)
+}
+
+// notifyListChanges tells each served peer whose lists the policy change
+// from old to new alters to list again. The writes run on goroutines the
+// node waits for: a peer that does not read must not hold up SetPolicy.
+func (n *Node) notifyListChanges(old, new *peer.Policy) {
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		return
+	}
+	type notice struct {
+		s     *servedSession
+		notes []string
+	}
+	var todo []notice
+	for _, s := range n.inbound {
+		if notes := s.changedLists(old, new); len(notes) > 0 && s.conn != nil {
+			todo = append(todo, notice{s, notes})
+		}
+	}
+	n.wg.Add(len(todo))
+	n.mu.Unlock()
+	for _, t := range todo {
+		go func() {
+			defer n.wg.Done()
+			for _, method := range t.notes {
+				if err := t.s.conn.Write(n.ctx, &jsonrpc.Request{Method: method}); err != nil {
+					trustLog.Debugw("list_changed", "peer", t.s.caller, "server", t.s.server, "error", err)
+					return
+				}
+			}
+			trustLog.Debugw("list_changed", "peer", t.s.caller, "server", t.s.server, "lists", t.notes)
+		}()
+	}
+}
