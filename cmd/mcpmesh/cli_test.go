@@ -389,6 +389,50 @@ func TestStdioGatewayMeshAndTransparent(t *testing.T) {
 	}
 }
 
+// TestHTTPGatewayWithPins: a daemon's --http gateway serves mesh mode to an
+// MCP host over Streamable HTTP, with --http-pin tools listed as its own.
+func TestHTTPGatewayWithPins(t *testing.T) {
+	b := startDaemon(t)
+	a := startDaemon(t, "--peer", b.addr, "--http", "127.0.0.1:0", "--http-pin", "shout="+b.id+"/node/echo")
+	var url string
+	for _, line := range strings.Split(a.out.String(), "\n") {
+		if u, ok := strings.CutPrefix(line, "  http:"); ok {
+			url, _, _ = strings.Cut(strings.TrimSpace(u), " ")
+		}
+	}
+	if !strings.HasPrefix(url, "http://127.0.0.1:") {
+		t.Fatalf("no gateway URL in the banner:\n%s", a.out)
+	}
+	client := sdkmcp.NewClient(&sdkmcp.Implementation{Name: "host"}, nil)
+	cs, err := client.Connect(context.Background(), &sdkmcp.StreamableClientTransport{Endpoint: url}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+	list, err := cs.ListTools(context.Background(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, tl := range list.Tools {
+		names = append(names, tl.Name)
+	}
+	if len(names) != 4 || !slices.Contains(names, "shout") || !slices.Contains(names, "mesh_call") {
+		t.Fatalf("gateway tools = %v, want the three mesh tools and shout", names)
+	}
+	if got := callText(t, cs, "shout", map[string]any{"text": "pinned"}); got != "pinned" {
+		t.Fatalf("shout = %q", got)
+	}
+
+	// A pin without --http, or a bad one, is a usage error.
+	for _, args := range [][]string{{"--http-pin", b.id + "/node/echo"}, {"--http", "127.0.0.1:0", "--http-pin", "nobody/echo"}} {
+		out, err := exec.Command(binary, append([]string{"--home", t.TempDir(), "node", "--open", "--no-mdns"}, args...)...).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "--http-pin") {
+			t.Fatalf("%v: want a usage error naming --http-pin, got %v:\n%s", args, err, out)
+		}
+	}
+}
+
 func TestStdioGatewayWithoutDaemonRunsItsOwnNode(t *testing.T) {
 	a := startDaemon(t, "--name", "alpha")
 	cs := stdioClient(t, "--home", t.TempDir(), "stdio", "--no-mdns", "--peer", a.addr)

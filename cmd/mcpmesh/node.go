@@ -17,6 +17,7 @@ import (
 	"github.com/mcpmesh/mcpmesh/discovery"
 	"github.com/mcpmesh/mcpmesh/mcp"
 	"github.com/mcpmesh/mcpmesh/metrics"
+	"github.com/mcpmesh/mcpmesh/gateway"
 	"github.com/mcpmesh/mcpmesh/node"
 	"github.com/mcpmesh/mcpmesh/peer"
 )
@@ -40,6 +41,7 @@ func newNodeCmd(g *globals) *cobra.Command {
 		desc      string
 		tags      []string
 		httpAt    string
+		httpPins  []string
 		meshKey   string
 		open      bool
 		metricsAt string
@@ -79,6 +81,8 @@ NAME: each session is relayed to PEER, message by message, unchanged.
 (search, describe and call tools across the mesh), /mcp/PEER/SERVER is the
 server SERVER of peer PEER exactly, relayed unchanged. Loopback only: requests
 whose Host or Origin is not loopback are refused (DNS-rebinding protection).
+Each --http-pin [NAME=]PEER/[SERVER/]TOOL adds a remote tool to /mcp as a tool
+of its own, as 'mcpmesh stdio --pin' does.
 
 Closed by default: peers see and may call only what the "policy" of the
 configuration file grants them, by peer ID or group, per server, tool, resource
@@ -127,6 +131,17 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 				if err := checkHTTPAddr(httpAt); err != nil {
 					return usageError("--http %v", err)
 				}
+			}
+			var pins []gateway.Pin
+			for _, s := range httpPins {
+				if httpAt == "" {
+					return usageError("--http-pin: pins a tool on the --http gateway; give --http too")
+				}
+				p, err := gateway.ParsePin(s)
+				if err != nil {
+					return usageError("--http-pin: %v", err)
+				}
+				pins = append(pins, p)
 			}
 			if len(listen) == 0 {
 				listen = node.DefaultListenAddrs
@@ -211,7 +226,7 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 			}
 			var gatewayURL string
 			if httpAt != "" {
-				url, stopGateway, err := serveGateway(ctx, n, httpAt)
+				url, stopGateway, err := serveGateway(ctx, n, httpAt, pins)
 				if err != nil {
 					return err
 				}
@@ -282,5 +297,6 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 	f.BoolVar(&open, "open", false, "let every peer see and call everything this node shares, ignoring the policy (demos and labs only)")
 	f.StringVar(&metricsAt, "metrics", "", "HOST:PORT to serve Prometheus metrics on (/metrics; e.g. 127.0.0.1:9464)")
 	f.StringVar(&httpAt, "http", "", "loopback HOST:PORT to serve MCP over Streamable HTTP: /mcp (mesh mode) and /mcp/PEER/SERVER (one server, transparent)")
+	f.StringArrayVar(&httpPins, "http-pin", nil, "[NAME=]PEER/[SERVER/]TOOL: list a remote tool on --http's /mcp as a tool of its own (repeatable)")
 	return cmd
 }
