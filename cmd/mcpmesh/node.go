@@ -15,9 +15,9 @@ import (
 	"github.com/mcpmesh/mcpmesh/agent"
 	"github.com/mcpmesh/mcpmesh/control"
 	"github.com/mcpmesh/mcpmesh/discovery"
+	"github.com/mcpmesh/mcpmesh/gateway"
 	"github.com/mcpmesh/mcpmesh/mcp"
 	"github.com/mcpmesh/mcpmesh/metrics"
-	"github.com/mcpmesh/mcpmesh/gateway"
 	"github.com/mcpmesh/mcpmesh/node"
 	"github.com/mcpmesh/mcpmesh/peer"
 )
