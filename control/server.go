@@ -18,7 +18,6 @@ import (
 	logging "github.com/ipfs/go-log/v2"
 	lpeer "github.com/libp2p/go-libp2p/core/peer"
 
-	"github.com/mcpmesh/mcpmesh/mcp"
 	"github.com/mcpmesh/mcpmesh/node"
 	"github.com/mcpmesh/mcpmesh/peer"
 )
@@ -269,8 +268,8 @@ func (s *Server) handleCall(w http.ResponseWriter, r *http.Request) {
 	}
 	// SERVER/TOOL is called as named: the peer answers, "not permitted"
 	// included; a bare TOOL is looked up among what the peer lists.
-	server, tool, named := strings.Cut(req.Tool, "/")
-	if !named || mcp.ValidateServerName(server) != nil {
+	server, tool, named := node.SplitRef(req.Tool)
+	if !named {
 		t, err := s.node.ResolveTool(r.Context(), p, req.Tool)
 		if err != nil {
 			writeError(w, http.StatusNotFound, err)

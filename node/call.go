@@ -240,8 +240,19 @@ type unsaid struct{ err error }
 func (unsaid) Error() string   { return "" }
 func (u unsaid) Unwrap() error { return u.err }
 
+// SplitRef splits a tool ref written SERVER/TOOL into its server and tool.
+// ok is false for a bare TOOL, or a first part that is no valid server name:
+// such a ref is looked up among the tools a peer lists (see ResolveTool).
+func SplitRef(ref string) (server, tool string, ok bool) {
+	server, tool, ok = strings.Cut(ref, "/")
+	if !ok || mcp.ValidateServerName(server) != nil {
+		return "", ref, false
+	}
+	return server, tool, true
+}
+
 func (n *Node) resolveTool(ctx context.Context, p lpeer.ID, ref string) (RemoteTool, error) {
-	if server, tool, ok := strings.Cut(ref, "/"); ok && mcp.ValidateServerName(server) == nil {
+	if server, tool, ok := SplitRef(ref); ok {
 		tools, err := n.serverTools(ctx, p, server)
 		if err != nil {
 			return RemoteTool{}, err
@@ -291,7 +302,7 @@ func (n *Node) resolveTool(ctx context.Context, p lpeer.ID, ref string) (RemoteT
 // for another peer, and one that is not granted gets the peer's "not
 // permitted" answer rather than a guess from here.
 func (n *Node) CallTool(ctx context.Context, p lpeer.ID, ref string, args any) (*sdkmcp.CallToolResult, error) {
-	if server, tool, ok := strings.Cut(ref, "/"); ok && mcp.ValidateServerName(server) == nil {
+	if server, tool, ok := SplitRef(ref); ok {
 		return n.CallServerTool(ctx, p, server, tool, args)
 	}
 	t, err := n.ResolveTool(ctx, p, ref)

@@ -68,3 +68,14 @@ func Example() {
 	// tool: node/translate
 	// french: bonjour
 }
+
+func ExampleSplitRef() {
+	for _, ref := range []string{"files/read", "translate", "not a server/x"} {
+		server, tool, ok := node.SplitRef(ref)
+		fmt.Printf("%q → server %q, tool %q, named %v\n", ref, server, tool, ok)
+	}
+	// Output:
+	// "files/read" → server "files", tool "read", named true
+	// "translate" → server "", tool "translate", named false
+	// "not a server/x" → server "", tool "not a server/x", named false
+}
