@@ -70,8 +70,9 @@ func BenchmarkDelegation(b *testing.B) {
 	})
 }
 
-// unlimited lifts the per-peer call rate limit, which a benchmark exceeds.
-var unlimited = node.WithLimits(limits.Config{Rate: 1e9, Burst: 1 << 30})
+// unlimited lifts the call rate limits (per peer and per principal), which a
+// benchmark exceeds.
+var unlimited = node.WithLimits(limits.Config{Rate: 1e9, Burst: 1 << 30, PrincipalRate: 1e9, PrincipalBurst: 1 << 30})
 
 func ref(n *node.Node, tool string) string {
 	return n.ID().String() + "/" + mcp.DefaultServer + "/" + tool

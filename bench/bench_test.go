@@ -331,8 +331,9 @@ func newNode(tb testing.TB, opts ...node.Option) *node.Node {
 
 // startNode starts a node on loopback TCP serving the echo tool.
 func startNode(opts ...node.Option) (*node.Node, error) {
-	// Benchmarks call faster than a peer's default rate limit (1000 calls/s).
-	unlimited := node.WithLimits(limits.Config{Rate: -1})
+	// Benchmarks call faster than the default limits (1000 calls/s per peer,
+	// 250 calls/s and 64 in flight per principal).
+	unlimited := node.WithLimits(limits.Config{Rate: -1, PrincipalRate: -1, MaxConcurrentPerPrincipal: -1})
 	opts = append([]node.Option{node.WithListenAddrs(loopback), node.WithDialTimeout(5 * time.Second), node.WithOpen(), unlimited}, opts...)
 	n, err := node.New(opts...)
 	if err != nil {

@@ -27,8 +27,8 @@ import (
 var log = logging.Logger("mcpmesh/limits")
 
 // Config sets a node's limits. A zero field takes its default (see
-// DefaultConfig); a negative MaxConcurrentPerPeer, Rate or Strikes turns that
-// limit off.
+// DefaultConfig); a negative MaxConcurrentPerPeer, Rate, Strikes,
+// MaxConcurrentPerPrincipal or PrincipalRate turns that limit off.
 type Config struct {
 	// MaxConcurrentPerPeer bounds the calls one peer may have in flight at
 	// once (default 256).
@@ -46,8 +46,20 @@ type Config struct {
 	// BanFor is how long a banned peer is refused and disconnected (default
 	// one minute).
 	BanFor time.Duration
-	// MaxPeers bounds how many peers the limiter keeps state for (default
-	// 10000). Peers whose state is back to that of a newcomer are forgotten
+	// MaxConcurrentPerPrincipal, PrincipalRate and PrincipalBurst bound the
+	// calls made on behalf of one principal (the peer at the root of a
+	// verified delegation) through other peers: a gateway, a relay, an agent.
+	// They keep one user of a shared relay from using up the relay's own
+	// limits here (defaults 64 in flight, 250 calls/s, bursts of 500: a
+	// quarter of a peer's). Such a call counts against both the peer that
+	// makes it and its principal; a principal's own calls count against its
+	// peer limits only. Refusals for a principal's limits are not strikes:
+	// the peer carrying its calls is not at fault.
+	MaxConcurrentPerPrincipal int
+	PrincipalRate             float64
+	PrincipalBurst            int
+	// MaxPeers bounds how many peers (and, apart, principals) the limiter
+	// keeps state for (default 10000). Peers whose state is back to that of a newcomer are forgotten
 	// first; past the bound, the least recently seen peer without calls in
 	// flight is.
 	MaxPeers int
@@ -73,6 +85,9 @@ func DefaultConfig() Config {
 		MaxConcurrentPerPeer:      256,
 		Rate:                      1000,
 		Burst:                     2000,
+		MaxConcurrentPerPrincipal: 64,
+		PrincipalRate:             250,
+		PrincipalBurst:            500,
 		Strikes:                   50,
 		StrikeWindow:              10 * time.Second,
 		BanFor:                    time.Minute,
@@ -103,6 +118,13 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Burst <= 0 {
 		c.Burst = max(d.Burst, int(math.Ceil(c.Rate)))
+	}
+	setInt(&c.MaxConcurrentPerPrincipal, d.MaxConcurrentPerPrincipal)
+	if c.PrincipalRate == 0 {
+		c.PrincipalRate = d.PrincipalRate
+	}
+	if c.PrincipalBurst <= 0 {
+		c.PrincipalBurst = max(d.PrincipalBurst, int(math.Ceil(c.PrincipalRate)))
 	}
 	setInt(&c.Strikes, d.Strikes)
 	setDur(&c.StrikeWindow, d.StrikeWindow)
@@ -138,6 +160,9 @@ type Refusal struct {
 	Reason string
 	// Peer is the refused caller.
 	Peer peer.ID
+	// For is the principal whose limit refused the call, when the call was
+	// made on its behalf and its limit (not Peer's) was reached.
+	For peer.ID
 	// Limit describes the limit in force, e.g. "32 in flight".
 	Limit string
 	// RetryAfter is when a call may succeed again, if known (0 if not).
@@ -146,6 +171,14 @@ type Refusal struct {
 
 // Error implements error.
 func (r *Refusal) Error() string {
+	if r.For != "" {
+		switch r.Reason {
+		case ReasonConcurrency:
+			return fmt.Sprintf("too many concurrent calls for %s (through %s): limit %s", r.For, r.Peer, r.Limit)
+		case ReasonRate:
+			return fmt.Sprintf("rate limit: %s for %s (through %s); retry in %v", r.Limit, r.For, r.Peer, r.RetryAfter.Round(time.Millisecond))
+		}
+	}
 	switch r.Reason {
 	case ReasonConcurrency:
 		return fmt.Sprintf("too many concurrent calls from %s: limit %s", r.Peer, r.Limit)
@@ -173,10 +206,16 @@ type Limiter struct {
 	self peer.ID
 	now  func() time.Time // time.Now; tests change it
 
-	mu      sync.Mutex
-	peers   map[peer.ID]*peerState
-	sweepAt int // sweep forgettable peers when the map grows past this
-	onBan   []func(peer.ID, time.Time, string)
+	mu         sync.Mutex
+	peers      table
+	principals table // calls on behalf of a principal, through other peers
+	onBan      []func(peer.ID, time.Time, string)
+}
+
+// table is the state of peers, or of principals, by ID.
+type table struct {
+	m       map[peer.ID]*peerState
+	sweepAt int // sweep forgettable entries when the map grows past this
 }
 
 // peerState is what the limiter knows of one peer.
@@ -197,9 +236,9 @@ func New(cfg Config, self peer.ID) *Limiter {
 	return &Limiter{
 		cfg:     cfg.withDefaults(),
 		self:    self,
-		now:     time.Now,
-		peers:   make(map[peer.ID]*peerState),
-		sweepAt: minSweep,
+		now:        time.Now,
+		peers:      table{m: make(map[peer.ID]*peerState), sweepAt: minSweep},
+		principals: table{m: make(map[peer.ID]*peerState), sweepAt: minSweep},
 	}
 }
 
@@ -210,6 +249,15 @@ func (l *Limiter) Config() Config { return l.cfg }
 // has MaxConcurrentPerPeer calls in flight, or is over its rate; otherwise
 // the caller must call release (once) when the call ends.
 func (l *Limiter) Admit(p peer.ID) (release func(), err error) {
+	return l.AdmitFor(p, "")
+}
+
+// AdmitFor asks to start one call from p on behalf of principal, as Admit
+// does, and also against principal's limits (MaxConcurrentPerPrincipal,
+// PrincipalRate) when principal is neither "" nor p. A refusal for
+// principal's limits has For set; nothing is counted unless the call is
+// admitted.
+func (l *Limiter) AdmitFor(p, principal peer.ID) (release func(), err error) {
 	if p == l.self {
 		return func() {}, nil
 	}
@@ -220,22 +268,54 @@ func (l *Limiter) Admit(p peer.ID) (release func(), err error) {
 	if now.Before(s.banned) {
 		return nil, &Refusal{Reason: ReasonBanned, Peer: p, Limit: l.cfg.BanFor.String(), RetryAfter: s.banned.Sub(now)}
 	}
-	if max := l.cfg.MaxConcurrentPerPeer; max > 0 && s.inflight >= max {
-		return nil, &Refusal{Reason: ReasonConcurrency, Peer: p, Limit: fmt.Sprintf("%d in flight", max)}
+	if r := l.check(s, now, l.cfg.MaxConcurrentPerPeer, l.cfg.Rate); r != nil {
+		r.Peer = p
+		return nil, r
 	}
-	if s.calls != nil && !s.calls.AllowN(now, 1) {
-		wait := time.Duration((1 - s.calls.TokensAt(now)) / l.cfg.Rate * float64(time.Second))
-		return nil, &Refusal{Reason: ReasonRate, Peer: p, Limit: fmt.Sprintf("%g calls/s", l.cfg.Rate), RetryAfter: wait}
+	var ps *peerState
+	if principal != "" && principal != p && principal != l.self {
+		ps = l.principalState(principal, now)
+		if r := l.check(ps, now, l.cfg.MaxConcurrentPerPrincipal, l.cfg.PrincipalRate); r != nil {
+			r.Peer, r.For = p, principal
+			return nil, r
+		}
+		ps.take(now)
 	}
-	s.inflight++
+	s.take(now)
 	var once sync.Once
 	return func() {
 		once.Do(func() {
 			l.mu.Lock()
 			s.inflight--
+			if ps != nil {
+				ps.inflight--
+			}
 			l.mu.Unlock()
 		})
 	}, nil
+}
+
+// check returns the refusal a call would get from s's limits, or nil; it
+// changes nothing. l.mu must be held.
+func (l *Limiter) check(s *peerState, now time.Time, maxInflight int, perSecond float64) *Refusal {
+	if maxInflight > 0 && s.inflight >= maxInflight {
+		return &Refusal{Reason: ReasonConcurrency, Limit: fmt.Sprintf("%d in flight", maxInflight)}
+	}
+	if s.calls != nil {
+		if tokens := s.calls.TokensAt(now); tokens < 1 {
+			wait := time.Duration((1 - tokens) / perSecond * float64(time.Second))
+			return &Refusal{Reason: ReasonRate, Limit: fmt.Sprintf("%g calls/s", perSecond), RetryAfter: wait}
+		}
+	}
+	return nil
+}
+
+// take counts one admitted call in s. l.mu must be held.
+func (s *peerState) take(now time.Time) {
+	if s.calls != nil {
+		s.calls.AllowN(now, 1)
+	}
+	s.inflight++
 }
 
 // Strike records that p misbehaved (why says how: a refused call, a broken
@@ -271,7 +351,7 @@ func (l *Limiter) Banned(p peer.ID) (until time.Time, ok bool) {
 	now := l.now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	s, found := l.peers[p]
+	s, found := l.peers.m[p]
 	if !found || !now.Before(s.banned) {
 		return time.Time{}, false
 	}
@@ -291,7 +371,14 @@ func (l *Limiter) OnBan(f func(p peer.ID, until time.Time, why string)) {
 func (l *Limiter) Peers() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return len(l.peers)
+	return len(l.peers.m)
+}
+
+// Principals returns how many principals the limiter holds state for.
+func (l *Limiter) Principals() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.principals.m)
 }
 
 func (l *Limiter) newStrikes() *rate.Limiter {
@@ -305,49 +392,69 @@ func (l *Limiter) newStrikes() *rate.Limiter {
 
 // state returns p's state, creating it. l.mu must be held.
 func (l *Limiter) state(p peer.ID, now time.Time) *peerState {
-	s, ok := l.peers[p]
-	if !ok {
-		if len(l.peers) >= l.sweepAt || len(l.peers) >= l.cfg.MaxPeers {
-			l.sweep(now)
-		}
-		s = &peerState{strikes: l.newStrikes()}
+	return l.entry(&l.peers, p, now, func() *peerState {
+		s := &peerState{strikes: l.newStrikes()}
 		if l.cfg.Rate > 0 {
 			s.calls = rate.NewLimiter(rate.Limit(l.cfg.Rate), l.cfg.Burst)
 		}
-		l.peers[p] = s
+		return s
+	})
+}
+
+// principalState returns the state of principal, creating it. l.mu must be
+// held.
+func (l *Limiter) principalState(principal peer.ID, now time.Time) *peerState {
+	return l.entry(&l.principals, principal, now, func() *peerState {
+		s := &peerState{}
+		if l.cfg.PrincipalRate > 0 {
+			s.calls = rate.NewLimiter(rate.Limit(l.cfg.PrincipalRate), l.cfg.PrincipalBurst)
+		}
+		return s
+	})
+}
+
+// entry returns p's entry in t, creating it with newState. l.mu must be held.
+func (l *Limiter) entry(t *table, p peer.ID, now time.Time, newState func() *peerState) *peerState {
+	s, ok := t.m[p]
+	if !ok {
+		if len(t.m) >= t.sweepAt || len(t.m) >= l.cfg.MaxPeers {
+			l.sweep(t, now)
+		}
+		s = newState()
+		t.m[p] = s
 	}
 	s.seen = now
 	return s
 }
 
-// sweep forgets the peers whose state is that of a newcomer (nothing in
-// flight, not banned, full buckets), then, if the map is still at MaxPeers,
-// the least recently seen peers without calls in flight, bans included.
-// l.mu must be held. Sweeps are amortized: the next one waits until the map
-// has doubled.
-func (l *Limiter) sweep(now time.Time) {
-	for p, s := range l.peers {
+// sweep forgets the entries of t whose state is that of a newcomer (nothing
+// in flight, not banned, full buckets), then, if the map is still at
+// MaxPeers, the least recently seen entries without calls in flight, bans
+// included. l.mu must be held. Sweeps are amortized: the next one waits
+// until the map has doubled.
+func (l *Limiter) sweep(t *table, now time.Time) {
+	for p, s := range t.m {
 		if l.fresh(s, now) {
-			delete(l.peers, p)
+			delete(t.m, p)
 		}
 	}
-	if len(l.peers) >= l.cfg.MaxPeers {
-		// Forget an eighth of the peers at once, the least recently seen
+	if len(t.m) >= l.cfg.MaxPeers {
+		// Forget an eighth of the entries at once, the least recently seen
 		// first, so that a flood of new peers costs a sort now and then.
-		idle := make([]peer.ID, 0, len(l.peers))
-		for p, s := range l.peers {
+		idle := make([]peer.ID, 0, len(t.m))
+		for p, s := range t.m {
 			if s.inflight == 0 {
 				idle = append(idle, p)
 			}
 		}
-		slices.SortFunc(idle, func(a, b peer.ID) int { return l.peers[a].seen.Compare(l.peers[b].seen) })
+		slices.SortFunc(idle, func(a, b peer.ID) int { return t.m[a].seen.Compare(t.m[b].seen) })
 		n := min(len(idle), max(1, l.cfg.MaxPeers/8))
 		bans := 0
 		for _, p := range idle[:n] {
-			if now.Before(l.peers[p].banned) {
+			if now.Before(t.m[p].banned) {
 				bans++
 			}
-			delete(l.peers, p)
+			delete(t.m, p)
 		}
 		if bans > 0 {
 			log.Warnw("too many peers tracked: forgot some bans", "bans", bans, "max", l.cfg.MaxPeers)
@@ -355,7 +462,7 @@ func (l *Limiter) sweep(now time.Time) {
 		// With every peer in flight, the map outgrows MaxPeers: their calls
 		// are bounded by the stream limits.
 	}
-	l.sweepAt = max(minSweep, 2*len(l.peers))
+	t.sweepAt = max(minSweep, 2*len(t.m))
 }
 
 // fresh reports whether s is what a newcomer's state would be.

@@ -97,6 +97,85 @@ func TestConcurrencyLimitRefusesOneTooManyAndAdmitsAfterRelease(t *testing.T) {
 	releases[2]()
 }
 
+// TestPrincipalLimitsBoundOneUserOfARelay: calls a relay makes for one
+// principal stop at the principal's limits, while the relay's other
+// principals and its own calls go on; a refusal counts nothing.
+func TestPrincipalLimitsBoundOneUserOfARelay(t *testing.T) {
+	l, c := newLimiter(t, Config{MaxConcurrentPerPeer: 10, Rate: -1, MaxConcurrentPerPrincipal: 2, PrincipalRate: 10, PrincipalBurst: 4})
+	relay, alice, bob := test.RandPeerIDFatal(t), test.RandPeerIDFatal(t), test.RandPeerIDFatal(t)
+
+	r1, err := l.AdmitFor(relay, alice)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2, err := l.AdmitFor(relay, alice)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = l.AdmitFor(relay, alice)
+	r := refusal(t, err, ReasonConcurrency)
+	if r.For != alice || r.Peer != relay || !strings.Contains(r.Error(), "too many concurrent calls for "+alice.String()+" (through "+relay.String()+")") {
+		t.Errorf("refusal %+v: %q", r, r.Error())
+	}
+	// Bob through the same relay, and the relay on its own, are not held up.
+	for _, who := range []peer.ID{bob, "", relay} {
+		release, err := l.AdmitFor(relay, who)
+		if err != nil {
+			t.Fatalf("for %q: %v", who, err)
+		}
+		release()
+	}
+	r1()
+	r2()
+
+	// Alice's rate: 4 in a burst (2 taken), then refused until a token comes.
+	for i := range 2 {
+		release, err := l.AdmitFor(relay, alice)
+		if err != nil {
+			t.Fatalf("call %d: %v", i, err)
+		}
+		release()
+	}
+	_, err = l.AdmitFor(relay, alice)
+	r = refusal(t, err, ReasonRate)
+	if r.For != alice || r.RetryAfter <= 0 || !strings.Contains(r.Error(), "10 calls/s for "+alice.String()) {
+		t.Errorf("refusal %+v: %q", r, r.Error())
+	}
+	c.advance(r.RetryAfter)
+	release, err := l.AdmitFor(relay, alice)
+	if err != nil {
+		t.Fatalf("after RetryAfter: %v", err)
+	}
+	release()
+
+	// A refusal for the relay's own limit takes nothing from the principal.
+	held := make([]func(), 0, 10)
+	for range 10 {
+		release, err := l.AdmitFor(relay, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, release)
+	}
+	c.advance(time.Second)
+	for range 20 {
+		if _, err := l.AdmitFor(relay, bob); err == nil {
+			t.Fatal("admitted past the relay's own limit")
+		}
+	}
+	for _, release := range held {
+		release()
+	}
+	for i := range 2 { // bob's burst is whole: his concurrency was never taken
+		if _, err := l.AdmitFor(relay, bob); err != nil {
+			t.Fatalf("bob's call %d after the relay's refusals: %v", i, err)
+		}
+	}
+	if l.Principals() != 2 {
+		t.Errorf("%d principals tracked, want 2", l.Principals())
+	}
+}
+
 func TestRateLimitRefusesBeyondBurstAndAdmitsLater(t *testing.T) {
 	l, c := newLimiter(t, Config{MaxConcurrentPerPeer: -1, Rate: 10, Burst: 5})
 	p := test.RandPeerIDFatal(t)
@@ -270,7 +349,7 @@ func TestPeerStateIsBounded(t *testing.T) {
 		t.Errorf("%d peers tracked after a flood, want at most %d", n, max)
 	}
 	l.mu.Lock()
-	s, ok := l.peers[held]
+	s, ok := l.peers.m[held]
 	l.mu.Unlock()
 	if !ok || s.inflight != 1 {
 		t.Error("a peer with a call in flight was forgotten")
@@ -314,7 +393,7 @@ func TestConcurrentUse(t *testing.T) {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	for p, s := range l.peers {
+	for p, s := range l.peers.m {
 		if s.inflight != 0 {
 			t.Errorf("%s: %d in flight after every release", p, s.inflight)
 		}
@@ -326,15 +405,38 @@ func TestDefaults(t *testing.T) {
 	if got != DefaultConfig() {
 		t.Errorf("zero config became %+v, want %+v", got, DefaultConfig())
 	}
-	off := New(Config{MaxConcurrentPerPeer: -1, Rate: -1, Strikes: -1}, "")
+	off := New(Config{MaxConcurrentPerPeer: -1, Rate: -1, Strikes: -1, MaxConcurrentPerPrincipal: -1, PrincipalRate: -1}, "")
 	p := peer.ID("p")
 	for range 1000 {
-		if _, err := off.Admit(p); err != nil {
+		if _, err := off.AdmitFor(p, "q"); err != nil {
 			t.Fatalf("limits off: %v", err)
 		}
 		off.Strike(p, "rate")
 	}
 	if _, ok := off.Banned(p); ok {
 		t.Error("banned with strikes off")
+	}
+}
+
+// BenchmarkAdmit is the limiter's cost per served call: a peer's own call,
+// and one made for a principal through it (both checked under one lock).
+func BenchmarkAdmit(b *testing.B) {
+	l := New(Config{}, "")
+	p, principal := peer.ID("caller"), peer.ID("principal")
+	for _, bc := range []struct {
+		name string
+		for_ peer.ID
+	}{{"own", ""}, {"for-principal", principal}} {
+		b.Run(bc.name, func(b *testing.B) {
+			t := time.Unix(1_700_000_000, 0)
+			l.now = func() time.Time { t = t.Add(10 * time.Millisecond); return t } // tokens never run out
+			for b.Loop() {
+				release, err := l.AdmitFor(p, bc.for_)
+				if err != nil {
+					b.Fatal(err)
+				}
+				release()
+			}
+		})
 	}
 }

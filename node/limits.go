@@ -86,16 +86,23 @@ func (n *Node) Limits() *limits.Limiter { return n.limits }
 
 // admitCall admits a call that caller asks the node to serve (tools/call,
 // resources/read, prompts/get), or refuses it with a *limits.Refusal when
-// the caller is over its limits; a refusal is a strike. The caller must call
-// release when the call ends.
+// the caller, or the principal it acts for, is over its limits; a refusal
+// for the caller's own limits is a strike. The caller must call release when
+// the call ends.
 func (n *Node) admitCall(ctx context.Context, caller lpeer.ID) (release func(), err error) {
 	if n.limits == nil {
 		return func() {}, nil
 	}
-	release, err = n.limits.Admit(caller)
+	var principal lpeer.ID
+	if d := delegationFrom(ctx); d != nil {
+		principal = d.principal
+	}
+	release, err = n.limits.AdmitFor(caller, principal)
 	if err != nil {
+		// A principal over its limits is not the fault of the peer that
+		// carries its calls: no strike.
 		var r *limits.Refusal
-		if errors.As(err, &r) && r.Reason != limits.ReasonBanned {
+		if errors.As(err, &r) && r.Reason != limits.ReasonBanned && r.For == "" {
 			n.limits.Strike(caller, r.Reason)
 		}
 		log.Debugw("call refused", "peer", caller, "error", err)

@@ -73,6 +73,60 @@ func TestCallsOverTheConcurrencyLimitAreRefusedWhileOtherPeersAreServed(t *testi
 	mustEcho(t, a, b, "after the held calls ended")
 }
 
+// TestPrincipalLimitsHoldOneUserOfAnIntermediary: A and D call C through
+// B's tool, each call carrying its principal's delegation. C holds A's calls
+// to A's own limit; D's calls through the same B, and B's own, go on; B
+// gets no strike for it (one strike would ban it here).
+func TestPrincipalLimitsHoldOneUserOfAnIntermediary(t *testing.T) {
+	c := newNode(t, node.WithLimits(limits.Config{MaxConcurrentPerPrincipal: 2, PrincipalRate: -1, Strikes: 1}))
+	started, open := addGateTool(c)
+	b := newNode(t)
+	cID := c.ID()
+	node.AddTool(b, &sdkmcp.Tool{Name: "forward"}, func(ctx context.Context, _ *sdkmcp.CallToolRequest, _ struct{}) (*sdkmcp.CallToolResult, struct{}, error) {
+		res, err := b.CallTool(ctx, cID, "node/gate", nil)
+		if msg := failure(res, err); msg != "" {
+			return nil, struct{}{}, errors.New(msg)
+		}
+		return nil, struct{}{}, nil
+	})
+	a, d := newNode(t), newNode(t)
+	connect(t, a, b)
+	connect(t, d, b)
+	connect(t, b, c)
+
+	var wg sync.WaitGroup
+	held := make(chan string, 3)
+	for range 2 {
+		wg.Go(func() { held <- failure(a.CallTool(ctxFor(t, 10*time.Second), b.ID(), "forward", nil)) })
+	}
+	waitFor(t, started, "A's first call")
+	waitFor(t, started, "A's second call")
+
+	msg := failure(a.CallTool(ctxFor(t, 5*time.Second), b.ID(), "forward", nil))
+	if !strings.Contains(msg, "too many concurrent calls for "+a.ID().String()+" (through "+b.ID().String()+")") {
+		t.Fatalf("A's third call: got %q, want a refusal for A's limit", msg)
+	}
+	wg.Go(func() { held <- failure(d.CallTool(ctxFor(t, 10*time.Second), b.ID(), "forward", nil)) })
+	waitFor(t, started, "D's call through the same B")
+	mustEcho(t, b, c, "B on its own")
+	if _, banned := c.Limits().Banned(b.ID()); banned {
+		t.Fatal("B was struck for A's limit")
+	}
+	rec := lastAudit(t, c, "gate")
+	if rec.Outcome != "refused" || rec.Reason != limits.ReasonConcurrency || rec.For != a.ID().String() {
+		t.Errorf("C's audit of the refusal: %+v", rec)
+	}
+
+	close(open)
+	wg.Wait()
+	close(held)
+	for msg := range held {
+		if msg != "" {
+			t.Errorf("a call within the limits failed: %s", msg)
+		}
+	}
+}
+
 func TestPeerPersistingOverItsRateIsDisconnectedUntilItsBanEnds(t *testing.T) {
 	const banFor = 1500 * time.Millisecond
 	b := newNode(t, node.WithLimits(limits.Config{Rate: 5, Burst: 5, Strikes: 5, BanFor: banFor}))

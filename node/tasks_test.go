@@ -483,8 +483,9 @@ func TestTaskOutlivesItsCallCancelled(t *testing.T) {
 }
 
 func TestTaskThousandConcurrentNestedCalls(t *testing.T) {
-	// A thousand calls in flight from one peer: over the default limits.
-	ns, _ := mesh(t, 3, node.WithLimits(limits.Config{MaxConcurrentPerPeer: -1, Rate: -1}))
+	// A thousand calls in flight from one peer, for one principal: over the
+	// default limits.
+	ns, _ := mesh(t, 3, node.WithLimits(limits.Config{MaxConcurrentPerPeer: -1, Rate: -1, MaxConcurrentPerPrincipal: -1, PrincipalRate: -1}))
 	a, b, c := ns[0], ns[1], ns[2]
 	ctx := ctxFor(t, 60*time.Second)
 	const calls = 1000

@@ -66,6 +66,10 @@ type limitsConfig struct {
 	Strikes              int     `json:"strikes,omitempty"`      // refusals and bad frames that get a peer banned…
 	StrikeWindow         string  `json:"strikeWindow,omitempty"` // …within this time, e.g. "10s"
 	BanFor               string  `json:"banFor,omitempty"`       // e.g. "1m"
+	// For calls made on behalf of one principal through other peers.
+	MaxConcurrentPerPrincipal int     `json:"maxConcurrentPerPrincipal,omitempty"`
+	PrincipalRate             float64 `json:"principalRate,omitempty"`
+	PrincipalBurst            int     `json:"principalBurst,omitempty"`
 }
 
 // trustOptions turns the file's delegation and limits sections into node
@@ -103,6 +107,7 @@ func (c *fileConfig) trustOptions() ([]node.Option, error) {
 		opts = append(opts, node.WithLimits(limits.Config{
 			MaxConcurrentPerPeer: l.MaxConcurrentPerPeer, Rate: l.Rate, Burst: l.Burst,
 			Strikes: l.Strikes, StrikeWindow: window, BanFor: ban,
+			MaxConcurrentPerPrincipal: l.MaxConcurrentPerPrincipal, PrincipalRate: l.PrincipalRate, PrincipalBurst: l.PrincipalBurst,
 		}))
 	}
 	return opts, nil
