@@ -234,8 +234,8 @@ const minSweep = 256
 // self, the node's own ID, is never limited.
 func New(cfg Config, self peer.ID) *Limiter {
 	return &Limiter{
-		cfg:     cfg.withDefaults(),
-		self:    self,
+		cfg:        cfg.withDefaults(),
+		self:       self,
 		now:        time.Now,
 		peers:      table{m: make(map[peer.ID]*peerState), sweepAt: minSweep},
 		principals: table{m: make(map[peer.ID]*peerState), sweepAt: minSweep},
