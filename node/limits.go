@@ -1,7 +1,6 @@
 package node
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"time"
@@ -85,30 +84,30 @@ func (n *Node) initLimits() {
 func (n *Node) Limits() *limits.Limiter { return n.limits }
 
 // admitCall admits a call that caller asks the node to serve (tools/call,
-// resources/read, prompts/get), or refuses it with a *limits.Refusal when
-// the caller, or the principal it acts for, is over its limits; a refusal
-// for the caller's own limits is a strike. The caller must call release when
-// the call ends.
-func (n *Node) admitCall(ctx context.Context, caller lpeer.ID) (release func(), err error) {
+// resources/read, prompts/get, or a tools/call it relays), for principal
+// ("" or caller for its own call), or refuses it when the caller or the
+// principal is over its limits; a refusal for the caller's own limits is a
+// strike. The caller must call release when the call ends.
+func (n *Node) admitCall(caller, principal lpeer.ID) (release func(), r *refusal) {
 	if n.limits == nil {
 		return func() {}, nil
 	}
-	var principal lpeer.ID
-	if d := delegationFrom(ctx); d != nil {
-		principal = d.principal
+	release, err := n.limits.AdmitFor(caller, principal)
+	if err == nil {
+		return release, nil
 	}
-	release, err = n.limits.AdmitFor(caller, principal)
-	if err != nil {
+	r = &refusal{reason: "limit", code: CodeLimited, msg: err.Error()}
+	var lr *limits.Refusal
+	if errors.As(err, &lr) {
+		r.reason = lr.Reason
 		// A principal over its limits is not the fault of the peer that
 		// carries its calls: no strike.
-		var r *limits.Refusal
-		if errors.As(err, &r) && r.Reason != limits.ReasonBanned && r.For == "" {
-			n.limits.Strike(caller, r.Reason)
+		if lr.Reason != limits.ReasonBanned && lr.For == "" {
+			n.limits.Strike(caller, lr.Reason)
 		}
-		log.Debugw("call refused", "peer", caller, "error", err)
-		return nil, err
 	}
-	return release, nil
+	log.Debugw("call refused", "peer", caller, "error", err)
+	return nil, r
 }
 
 // badFrame records a strike against p, whose stream was reset because it

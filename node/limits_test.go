@@ -127,6 +127,84 @@ func TestPrincipalLimitsHoldOneUserOfAnIntermediary(t *testing.T) {
 	}
 }
 
+// TestRelayedCallsCountAgainstTheCallersLimits: a --share-peer relay holds
+// a caller's relayed calls to its limits as it does its own served calls,
+// and frees a call's place when its answer passes or it is cancelled.
+func TestRelayedCallsCountAgainstTheCallersLimits(t *testing.T) {
+	const max = 2
+	c := newNode(t)
+	started, open := addGateTool(c)
+	b := newNode(t, node.WithLimits(limits.Config{MaxConcurrentPerPeer: max, Rate: -1, Strikes: -1}))
+	a, d := newNode(t), newNode(t)
+	connect(t, a, b)
+	connect(t, d, b)
+	connect(t, b, c)
+	if err := b.SharePeer("far", c.ID(), "node"); err != nil {
+		t.Fatal(err)
+	}
+
+	var wg sync.WaitGroup
+	held := make(chan string, max+1)
+	for range max - 1 {
+		wg.Go(func() { held <- failure(a.CallTool(ctxFor(t, 10*time.Second), b.ID(), "far/gate", nil)) })
+	}
+	cancelled, cancel := context.WithCancel(ctxFor(t, 10*time.Second))
+	cancelDone := make(chan string, 1)
+	go func() { cancelDone <- failure(a.CallTool(cancelled, b.ID(), "far/gate", nil)) }()
+	for range max {
+		waitFor(t, started, "a held relayed call")
+	}
+	msg := failure(a.CallTool(ctxFor(t, 5*time.Second), b.ID(), "far/gate", nil))
+	if !strings.Contains(msg, "too many concurrent calls from "+a.ID().String()) {
+		t.Fatalf("relayed call over the limit: got %q, want a refusal for too many concurrent calls", msg)
+	}
+	// Another peer's relayed calls go on.
+	wg.Go(func() { held <- failure(d.CallTool(ctxFor(t, 10*time.Second), b.ID(), "far/gate", nil)) })
+	waitFor(t, started, "d's relayed call")
+
+	// A cancelled call frees its place at once, answered or not.
+	cancel()
+	if msg := <-cancelDone; msg == "" {
+		t.Fatal("the cancelled call succeeded")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		ctx, stop := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		msg := failure(a.CallTool(ctx, b.ID(), "far/echo", echoIn{Text: "x"}))
+		stop()
+		if msg == "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a cancelled relayed call kept its place: %s", msg)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	close(open)
+	wg.Wait()
+	close(held)
+	for msg := range held {
+		if msg != "" {
+			t.Errorf("a call within the limit failed: %s", msg)
+		}
+	}
+	// Every answer freed its place: a can fill its limit again.
+	for range max + 2 {
+		mustEchoVia(t, a, b, "far/echo")
+	}
+	if got := lastAudit(t, b, "gate"); got.Reason != limits.ReasonConcurrency {
+		t.Errorf("the relay's audit of the refusal: %+v", got)
+	}
+}
+
+func mustEchoVia(t *testing.T, from, to *node.Node, ref string) {
+	t.Helper()
+	if msg := failure(from.CallTool(ctxFor(t, 5*time.Second), to.ID(), ref, echoIn{Text: "x"})); msg != "" {
+		t.Fatal(msg)
+	}
+}
+
 func TestPeerPersistingOverItsRateIsDisconnectedUntilItsBanEnds(t *testing.T) {
 	const banFor = 1500 * time.Millisecond
 	b := newNode(t, node.WithLimits(limits.Config{Rate: 5, Burst: 5, Strikes: 5, BanFor: banFor}))

@@ -77,7 +77,8 @@ func (n *Node) serveRelay(name string, t *relayTarget) network.StreamHandler {
 			log.Debugw("relay session refused", "server", name, "error", err)
 			return
 		}
-		toServer, toClient := n.relayTrust(caller, name, t, n.relayFrames(caller))
+		toServer, toClient, end := n.relayTrust(caller, name, t, n.relayFrames(caller))
+		defer end()
 		if err := mcp.RelayStreams(t.ctx, s, up, n.cfg.maxMessageSize, toServer, toClient); err != nil {
 			log.Debugw("relay session ended", "server", name, "to", t.peer, "error", err)
 		}

@@ -29,6 +29,8 @@ var (
 	listField       = []byte(`/list`)
 	delegationField = []byte(`"` + peer.DelegationMetaKey + `"`)
 	resultField     = []byte(`"result"`)
+	errorField      = []byte(`"error"`)
+	cancelledField  = []byte(`notifications/cancelled`)
 )
 
 // mayNeedTrust reports whether a frame may be a tools/call or a list
@@ -79,6 +81,75 @@ func (p *pendingLists) any() bool {
 	return len(p.m) > 0
 }
 
+// pendingCalls holds the admissions (see admitCall) of one relayed
+// session's tools/call requests until their answers pass, so that relayed
+// calls count against the caller's limits like the calls the node serves.
+type pendingCalls struct {
+	mu sync.Mutex
+	m  map[jsonrpc.ID]func() // request ID → release
+}
+
+func (p *pendingCalls) add(id jsonrpc.ID, release func()) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.m == nil {
+		p.m = map[jsonrpc.ID]func(){}
+	}
+	if old, ok := p.m[id]; ok {
+		old() // an ID reused while in flight: the client broke the protocol
+	}
+	p.m[id] = release
+}
+
+// answered releases the call whose answer is resp.
+func (p *pendingCalls) answered(id jsonrpc.ID) {
+	p.mu.Lock()
+	release, ok := p.m[id]
+	delete(p.m, id)
+	p.mu.Unlock()
+	if ok {
+		release()
+	}
+}
+
+func (p *pendingCalls) any() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.m) > 0
+}
+
+// releaseAll releases every call still waiting: the session ended.
+func (p *pendingCalls) releaseAll() {
+	p.mu.Lock()
+	m := p.m
+	p.m = nil
+	p.mu.Unlock()
+	for _, release := range m {
+		release()
+	}
+}
+
+// cancelledRequest returns the ID of the request a notifications/cancelled
+// frame cancels.
+func cancelledRequest(frame []byte) (jsonrpc.ID, bool) {
+	msg, err := mcp.DecodeFrame(frame)
+	if err != nil {
+		return jsonrpc.ID{}, false
+	}
+	req, ok := msg.(*jsonrpc.Request)
+	if !ok || req.Method != "notifications/cancelled" {
+		return jsonrpc.ID{}, false
+	}
+	var p struct {
+		RequestID any `json:"requestId"`
+	}
+	if json.Unmarshal(req.Params, &p) != nil {
+		return jsonrpc.ID{}, false
+	}
+	id, err := jsonrpc.MakeID(p.RequestID)
+	return id, err == nil && id.IsValid()
+}
+
 // mayOpenRelay reports whether caller may open a session on the re-shared
 // server name, and audits a refusal.
 func (n *Node) mayOpenRelay(caller lpeer.ID, name string) bool {
@@ -90,15 +161,22 @@ func (n *Node) mayOpenRelay(caller lpeer.ID, name string) bool {
 	return false
 }
 
-// relayTrust returns the frame rewrites that apply the policy and
-// delegations to a session relayed from caller to t: toServer (before the
-// task layer's rewrite, then) and toClient.
-func (n *Node) relayTrust(caller lpeer.ID, name string, t *relayTarget, then mcp.FrameRewrite) (toServer, toClient mcp.FrameRewrite) {
+// relayTrust returns the frame rewrites that apply the policy, delegations
+// and limits to a session relayed from caller to t: toServer (before the
+// task layer's rewrite, then) and toClient; end must be called when the
+// session ends.
+func (n *Node) relayTrust(caller lpeer.ID, name string, t *relayTarget, then mcp.FrameRewrite) (toServer, toClient mcp.FrameRewrite, end func()) {
 	if caller == n.host.ID() {
-		return then, nil
+		return then, nil, func() {}
 	}
-	lists := &pendingLists{}
+	lists, calls := &pendingLists{}, &pendingCalls{}
 	toServer = func(frame []byte) ([]byte, []byte, error) {
+		if calls.any() && bytes.Contains(frame, cancelledField) {
+			// A cancelled request may get no answer: its admission ends here.
+			if id, ok := cancelledRequest(frame); ok {
+				calls.answered(id)
+			}
+		}
 		if mayNeedTrust(frame) {
 			msg, err := mcp.DecodeFrame(frame)
 			if err != nil {
@@ -111,9 +189,14 @@ func (n *Node) relayTrust(caller lpeer.ID, name string, t *relayTarget, then mcp
 				}
 			}
 			if ok && req.Method == "tools/call" {
-				old, next, reason := n.relayCallTrust(req.Params, caller, name, t)
+				old, next, release, reason := n.relayCallTrust(req.Params, caller, name, t)
 				if reason != nil {
 					return nil, refusalReply(req, reason), nil
+				}
+				if req.ID.IsValid() {
+					calls.add(req.ID, release)
+				} else {
+					release() // a call without an ID gets no answer to wait for
 				}
 				if next != nil {
 					// In place when the field is written once, plainly;
@@ -140,7 +223,8 @@ func (n *Node) relayTrust(caller lpeer.ID, name string, t *relayTarget, then mcp
 		return then(frame)
 	}
 	toClient = func(frame []byte) ([]byte, []byte, error) {
-		if !lists.any() || !bytes.Contains(frame, resultField) && !hasKeyEscape(frame) {
+		if !lists.any() && !calls.any() ||
+			!bytes.Contains(frame, resultField) && !bytes.Contains(frame, errorField) && !hasKeyEscape(frame) {
 			return frame, nil, nil
 		}
 		msg, err := mcp.DecodeFrame(frame)
@@ -148,6 +232,9 @@ func (n *Node) relayTrust(caller lpeer.ID, name string, t *relayTarget, then mcp
 			return nil, nil, err
 		}
 		resp, ok := msg.(*jsonrpc.Response)
+		if ok {
+			calls.answered(resp.ID)
+		}
 		if !ok || resp.Error != nil {
 			if ok {
 				lists.take(resp.ID)
@@ -164,7 +251,7 @@ func (n *Node) relayTrust(caller lpeer.ID, name string, t *relayTarget, then mcp
 		}
 		return out, nil, nil
 	}
-	return toServer, toClient
+	return toServer, toClient, calls.releaseAll
 }
 
 // filterRelayedList re-encodes the answer to a list request with what the
@@ -194,10 +281,11 @@ func filterRelayedList(pol *peer.Policy, a peer.Access, method string, resp *jso
 	return jsonrpc.EncodeMessage(&out)
 }
 
-// relayCallTrust checks one relayed tools/call: the policy on its tool, and
-// its delegation, old, for which it returns the delegation extended to the
-// peer behind, next (nil: none came).
-func (n *Node) relayCallTrust(params json.RawMessage, caller lpeer.ID, name string, t *relayTarget) (old, next json.RawMessage, refusal *jsonrpc.Error) {
+// relayCallTrust checks one relayed tools/call: the policy on its tool, its
+// delegation, old, for which it returns the delegation extended to the peer
+// behind, next (nil: none came), and the caller's limits, whose admission
+// the relay releases when the answer passes.
+func (n *Node) relayCallTrust(params json.RawMessage, caller lpeer.ID, name string, t *relayTarget) (old, next json.RawMessage, release func(), refused *jsonrpc.Error) {
 	// Read as the next node's SDK reads it (see extendTask).
 	var head struct {
 		Name string `json:"name"`
@@ -206,7 +294,7 @@ func (n *Node) relayCallTrust(params json.RawMessage, caller lpeer.ID, name stri
 		} `json:"_meta"`
 	}
 	if _, err := segjson.Parse(params, &head, segjson.DontMatchCaseInsensitiveStructFields); err != nil {
-		return nil, nil, nil // not the relay's to judge: the server answers bad params
+		return nil, nil, func() {}, nil // not the relay's to judge: the server answers bad params
 	}
 	rec := audit.Record{Time: time.Now(), Caller: peerString(caller), Server: name, Method: "tools/call", Name: head.Name}
 	a := peer.Access{Caller: caller, Server: name, Kind: peer.Tool, Name: head.Name}
@@ -225,7 +313,8 @@ func (n *Node) relayCallTrust(params json.RawMessage, caller lpeer.ID, name stri
 			}
 		}
 		if err != nil {
-			return nil, nil, n.refuseRelayed(rec, "delegation", fmt.Sprintf("not permitted: %s/%s on %s: %v", name, head.Name, shortPeer(n.host.ID()), err))
+			return nil, nil, nil, n.refuseRelayed(rec, &refusal{reason: "delegation", code: CodeNotPermitted,
+				msg: fmt.Sprintf("not permitted: %s/%s on %s: %v", name, head.Name, shortPeer(n.host.ID()), err)})
 		}
 		old = head.Meta.Delegation
 		if d.principal != caller {
@@ -233,14 +322,17 @@ func (n *Node) relayCallTrust(params json.RawMessage, caller lpeer.ID, name stri
 		}
 	}
 	if !n.policy.Load().Allows(a) {
-		return nil, nil, n.refuseRelayed(rec, "policy", n.notPermitted(a))
+		return nil, nil, nil, n.refuseRelayed(rec, &refusal{reason: "policy", code: CodeNotPermitted, msg: n.notPermitted(a)})
 	}
-	return old, next, nil
+	release, r := n.admitCall(caller, a.For)
+	if r != nil {
+		return nil, nil, nil, n.refuseRelayed(rec, r)
+	}
+	return old, next, release, nil
 }
 
-func (n *Node) refuseRelayed(rec audit.Record, reason, msg string) *jsonrpc.Error {
-	err := n.refuse(rec, &refusal{reason: reason, code: CodeNotPermitted, msg: msg})
-	return err.(*jsonrpc.Error)
+func (n *Node) refuseRelayed(rec audit.Record, r *refusal) *jsonrpc.Error {
+	return n.refuse(rec, r).(*jsonrpc.Error)
 }
 
 // refusalReply answers a request the relay will not pass on (nil for a

@@ -14,7 +14,6 @@ import (
 	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/mcpmesh/mcpmesh/audit"
-	"github.com/mcpmesh/mcpmesh/limits"
 	"github.com/mcpmesh/mcpmesh/metrics"
 	"github.com/mcpmesh/mcpmesh/peer"
 )
@@ -251,13 +250,8 @@ func (n *Node) trustMiddleware(name string) sdkmcp.Middleware {
 			if kind != 0 && !pol.Allows(a) {
 				return nil, n.refuse(rec, &refusal{reason: "policy", code: CodeNotPermitted, msg: n.notPermitted(a)})
 			}
-			release, err := n.admitCall(ctx, caller)
-			if err != nil {
-				r := &refusal{reason: "limit", code: CodeLimited, msg: err.Error()}
-				var lr *limits.Refusal
-				if errors.As(err, &lr) {
-					r.reason = lr.Reason
-				}
+			release, r := n.admitCall(caller, a.For)
+			if r != nil {
 				return nil, n.refuse(rec, r)
 			}
 			defer release()
