@@ -12,6 +12,7 @@ import (
 	lpeer "github.com/libp2p/go-libp2p/core/peer"
 	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/mcpmesh/mcpmesh/audit"
 	"github.com/mcpmesh/mcpmesh/limits"
 	"github.com/mcpmesh/mcpmesh/mcp"
 	"github.com/mcpmesh/mcpmesh/node"
@@ -193,8 +194,17 @@ func TestRelayedCallsCountAgainstTheCallersLimits(t *testing.T) {
 	for range max + 2 {
 		mustEchoVia(t, a, b, "far/echo")
 	}
-	if got := lastAudit(t, b, "gate"); got.Reason != limits.ReasonConcurrency {
-		t.Errorf("the relay's audit of the refusal: %+v", got)
+	// The relay audited each relayed call as it ended: a's held call and d's
+	// ok, the cancelled one, the refusal.
+	outcomes := map[audit.Outcome]int{}
+	for _, rec := range b.Audit().Recent(audit.Filter{Tool: "gate"}) {
+		outcomes[rec.Outcome]++
+		if rec.Server != "far" || rec.Outcome == audit.Refused && rec.Reason != limits.ReasonConcurrency {
+			t.Errorf("the relay's audit: %+v", rec)
+		}
+	}
+	if outcomes[audit.OK] != 2 || outcomes[audit.Cancelled]+outcomes[audit.Error] != 1 || outcomes[audit.Refused] != 1 {
+		t.Errorf("the relay's audit of gate: %v, want 2 ok, 1 cancelled (or an error), 1 refused", outcomes)
 	}
 }
 

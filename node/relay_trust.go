@@ -81,35 +81,37 @@ func (p *pendingLists) any() bool {
 	return len(p.m) > 0
 }
 
-// pendingCalls holds the admissions (see admitCall) of one relayed
-// session's tools/call requests until their answers pass, so that relayed
-// calls count against the caller's limits like the calls the node serves.
+// pendingCalls holds the relayed tools/call requests of one session until
+// their answers pass: each holds its admission (see admitCall), so relayed
+// calls count against the caller's limits like the calls the node serves,
+// and is audited when it ends.
 type pendingCalls struct {
 	mu sync.Mutex
-	m  map[jsonrpc.ID]func() // request ID → release
+	m  map[jsonrpc.ID]endCall // by request ID
 }
 
-func (p *pendingCalls) add(id jsonrpc.ID, release func()) {
+// endCall ends a relayed call: it releases its admission and audits it.
+type endCall func(audit.Outcome, string)
+
+func (p *pendingCalls) add(id jsonrpc.ID, end endCall) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.m == nil {
-		p.m = map[jsonrpc.ID]func(){}
+		p.m = map[jsonrpc.ID]endCall{}
 	}
 	if old, ok := p.m[id]; ok {
-		old() // an ID reused while in flight: the client broke the protocol
+		old(audit.Error, "request ID reused while in flight")
 	}
-	p.m[id] = release
+	p.m[id] = end
 }
 
-// answered releases the call whose answer is resp.
-func (p *pendingCalls) answered(id jsonrpc.ID) {
+// take removes and returns the call with request ID id.
+func (p *pendingCalls) take(id jsonrpc.ID) (endCall, bool) {
 	p.mu.Lock()
-	release, ok := p.m[id]
+	defer p.mu.Unlock()
+	end, ok := p.m[id]
 	delete(p.m, id)
-	p.mu.Unlock()
-	if ok {
-		release()
-	}
+	return end, ok
 }
 
 func (p *pendingCalls) any() bool {
@@ -118,15 +120,29 @@ func (p *pendingCalls) any() bool {
 	return len(p.m) > 0
 }
 
-// releaseAll releases every call still waiting: the session ended.
-func (p *pendingCalls) releaseAll() {
+// endAll ends every call still waiting: the session ended.
+func (p *pendingCalls) endAll() {
 	p.mu.Lock()
 	m := p.m
 	p.m = nil
 	p.mu.Unlock()
-	for _, release := range m {
-		release()
+	for _, end := range m {
+		end(audit.Error, "session ended before the answer")
 	}
+}
+
+// relayedOutcome is how a relayed call's answer is audited.
+func relayedOutcome(resp *jsonrpc.Response) (audit.Outcome, string) {
+	if resp.Error != nil {
+		return audit.Error, firstLine(resp.Error.Error())
+	}
+	var r struct {
+		IsError bool `json:"isError"`
+	}
+	if _, err := segjson.Parse(resp.Result, &r, segjson.DontMatchCaseInsensitiveStructFields); err == nil && r.IsError {
+		return audit.Error, "tool error"
+	}
+	return audit.OK, ""
 }
 
 // cancelledRequest returns the ID of the request a notifications/cancelled
@@ -172,9 +188,11 @@ func (n *Node) relayTrust(caller lpeer.ID, name string, t *relayTarget, then mcp
 	lists, calls := &pendingLists{}, &pendingCalls{}
 	toServer = func(frame []byte) ([]byte, []byte, error) {
 		if calls.any() && bytes.Contains(frame, cancelledField) {
-			// A cancelled request may get no answer: its admission ends here.
+			// A cancelled request may get no answer: it ends here.
 			if id, ok := cancelledRequest(frame); ok {
-				calls.answered(id)
+				if end, ok := calls.take(id); ok {
+					end(audit.Cancelled, "")
+				}
 			}
 		}
 		if mayNeedTrust(frame) {
@@ -189,14 +207,14 @@ func (n *Node) relayTrust(caller lpeer.ID, name string, t *relayTarget, then mcp
 				}
 			}
 			if ok && req.Method == "tools/call" {
-				old, next, release, reason := n.relayCallTrust(req.Params, caller, name, t)
+				old, next, end, reason := n.relayCallTrust(req.Params, caller, name, t)
 				if reason != nil {
 					return nil, refusalReply(req, reason), nil
 				}
 				if req.ID.IsValid() {
-					calls.add(req.ID, release)
+					calls.add(req.ID, end)
 				} else {
-					release() // a call without an ID gets no answer to wait for
+					end(audit.Error, "sent as a notification: no answer") // nothing to wait for
 				}
 				if next != nil {
 					// In place when the field is written once, plainly;
@@ -233,7 +251,9 @@ func (n *Node) relayTrust(caller lpeer.ID, name string, t *relayTarget, then mcp
 		}
 		resp, ok := msg.(*jsonrpc.Response)
 		if ok {
-			calls.answered(resp.ID)
+			if end, found := calls.take(resp.ID); found {
+				end(relayedOutcome(resp))
+			}
 		}
 		if !ok || resp.Error != nil {
 			if ok {
@@ -251,7 +271,7 @@ func (n *Node) relayTrust(caller lpeer.ID, name string, t *relayTarget, then mcp
 		}
 		return out, nil, nil
 	}
-	return toServer, toClient, calls.releaseAll
+	return toServer, toClient, calls.endAll
 }
 
 // filterRelayedList re-encodes the answer to a list request with what the
@@ -283,9 +303,9 @@ func filterRelayedList(pol *peer.Policy, a peer.Access, method string, resp *jso
 
 // relayCallTrust checks one relayed tools/call: the policy on its tool, its
 // delegation, old, for which it returns the delegation extended to the peer
-// behind, next (nil: none came), and the caller's limits, whose admission
-// the relay releases when the answer passes.
-func (n *Node) relayCallTrust(params json.RawMessage, caller lpeer.ID, name string, t *relayTarget) (old, next json.RawMessage, release func(), refused *jsonrpc.Error) {
+// behind, next (nil: none came), and the caller's limits. end, called once
+// when the call ends, releases its admission and audits it.
+func (n *Node) relayCallTrust(params json.RawMessage, caller lpeer.ID, name string, t *relayTarget) (old, next json.RawMessage, end endCall, refused *jsonrpc.Error) {
 	// Read as the next node's SDK reads it (see extendTask).
 	var head struct {
 		Name string `json:"name"`
@@ -294,7 +314,7 @@ func (n *Node) relayCallTrust(params json.RawMessage, caller lpeer.ID, name stri
 		} `json:"_meta"`
 	}
 	if _, err := segjson.Parse(params, &head, segjson.DontMatchCaseInsensitiveStructFields); err != nil {
-		return nil, nil, func() {}, nil // not the relay's to judge: the server answers bad params
+		return nil, nil, func(audit.Outcome, string) {}, nil // not the relay's to judge: the server answers bad params
 	}
 	rec := audit.Record{Time: time.Now(), Caller: peerString(caller), Server: name, Method: "tools/call", Name: head.Name}
 	a := peer.Access{Caller: caller, Server: name, Kind: peer.Tool, Name: head.Name}
@@ -328,7 +348,15 @@ func (n *Node) relayCallTrust(params json.RawMessage, caller lpeer.ID, name stri
 	if r != nil {
 		return nil, nil, nil, n.refuseRelayed(rec, r)
 	}
-	return old, next, release, nil
+	end = func(o audit.Outcome, reason string) {
+		release()
+		rec.Outcome, rec.Reason, rec.Duration = o, reason, time.Since(rec.Time)
+		n.audit.Add(rec)
+		if m := n.cfg.trust.metrics; m != nil {
+			m.Call(name, head.Name, rec.Caller, string(o), rec.Duration)
+		}
+	}
+	return old, next, end, nil
 }
 
 func (n *Node) refuseRelayed(rec audit.Record, r *refusal) *jsonrpc.Error {
