@@ -34,6 +34,20 @@ func addGateTool(n *node.Node) (started chan struct{}, open chan struct{}) {
 	return started, open
 }
 
+// openGate lets the calls held at the gate through, waits for them, and
+// checks that each succeeded.
+func openGate(t *testing.T, open chan struct{}, wg *sync.WaitGroup, held chan string) {
+	t.Helper()
+	close(open)
+	wg.Wait()
+	close(held)
+	for msg := range held {
+		if msg != "" {
+			t.Errorf("a call within the limits failed: %s", msg)
+		}
+	}
+}
+
 func TestCallsOverTheConcurrencyLimitAreRefusedWhileOtherPeersAreServed(t *testing.T) {
 	const max = 4
 	b := newNode(t, node.WithLimits(limits.Config{MaxConcurrentPerPeer: max, Rate: -1, Strikes: -1}))
@@ -63,14 +77,7 @@ func TestCallsOverTheConcurrencyLimitAreRefusedWhileOtherPeersAreServed(t *testi
 	wg.Go(func() { held <- failure(c.CallTool(ctxFor(t, 10*time.Second), b.ID(), "gate", nil)) })
 	waitFor(t, started, "c's call")
 
-	close(open)
-	wg.Wait()
-	close(held)
-	for msg := range held {
-		if msg != "" {
-			t.Errorf("a call within the limit failed: %s", msg)
-		}
-	}
+	openGate(t, open, &wg, held)
 	mustEcho(t, a, b, "after the held calls ended")
 }
 
@@ -118,14 +125,7 @@ func TestPrincipalLimitsHoldOneUserOfAnIntermediary(t *testing.T) {
 		t.Errorf("C's audit of the refusal: %+v", rec)
 	}
 
-	close(open)
-	wg.Wait()
-	close(held)
-	for msg := range held {
-		if msg != "" {
-			t.Errorf("a call within the limits failed: %s", msg)
-		}
-	}
+	openGate(t, open, &wg, held)
 }
 
 // TestRelayedCallsCountAgainstTheCallersLimits: a --share-peer relay holds
@@ -182,14 +182,7 @@ func TestRelayedCallsCountAgainstTheCallersLimits(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 
-	close(open)
-	wg.Wait()
-	close(held)
-	for msg := range held {
-		if msg != "" {
-			t.Errorf("a call within the limit failed: %s", msg)
-		}
-	}
+	openGate(t, open, &wg, held)
 	// Every answer freed its place: a can fill its limit again.
 	for range max + 2 {
 		mustEchoVia(t, a, b, "far/echo")

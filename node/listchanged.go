@@ -67,21 +67,13 @@ func (s *servedSession) remember(method string, req sdkmcp.Request, res sdkmcp.R
 	var names []string
 	switch r := res.(type) {
 	case *sdkmcp.ListToolsResult:
-		for _, t := range r.Tools {
-			names = append(names, t.Name)
-		}
+		names = namesOf(r.Tools, func(t *sdkmcp.Tool) string { return t.Name })
 	case *sdkmcp.ListPromptsResult:
-		for _, p := range r.Prompts {
-			names = append(names, p.Name)
-		}
+		names = namesOf(r.Prompts, func(p *sdkmcp.Prompt) string { return p.Name })
 	case *sdkmcp.ListResourcesResult:
-		for _, x := range r.Resources {
-			names = append(names, x.URI)
-		}
+		names = namesOf(r.Resources, func(x *sdkmcp.Resource) string { return x.URI })
 	case *sdkmcp.ListResourceTemplatesResult:
-		for _, x := range r.ResourceTemplates {
-			names = append(names, x.URITemplate)
-		}
+		names = namesOf(r.ResourceTemplates, func(x *sdkmcp.ResourceTemplate) string { return x.URITemplate })
 	default:
 		return
 	}
@@ -100,6 +92,14 @@ func (s *servedSession) remember(method string, req sdkmcp.Request, res sdkmcp.R
 	} else if !l.tooMany {
 		l.names = append(l.names, names...)
 	}
+}
+
+func namesOf[T any](items []T, name func(T) string) []string {
+	names := make([]string, len(items))
+	for i, x := range items {
+		names[i] = name(x)
+	}
+	return names
 }
 
 // listCursor is the cursor of a list request's params.

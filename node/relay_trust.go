@@ -43,93 +43,62 @@ func mayNeedTrust(b []byte) bool {
 // listMethods are the requests whose answers the relay filters.
 var listMethods = map[string]bool{"tools/list": true, "prompts/list": true, "resources/list": true, "resources/templates/list": true}
 
-// pendingLists remembers the list requests of one relayed session until
-// their answers pass.
-type pendingLists struct {
+// pending holds a value per request of one relayed session, by JSON-RPC
+// request ID, until the request's answer passes: the method of a list
+// request (its answer is filtered), the end of a tools/call (it holds the
+// caller's admission, and is audited when it ends).
+type pending[V any] struct {
 	mu sync.Mutex
-	m  map[jsonrpc.ID]string // request ID → method
+	m  map[jsonrpc.ID]V
+}
+
+// put holds v under id, unless max (if > 0) values are held already. It
+// returns the value id held before, if any.
+func (p *pending[V]) put(id jsonrpc.ID, v V, max int) (old V, replaced, ok bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.m == nil {
+		p.m = map[jsonrpc.ID]V{}
+	}
+	if max > 0 && len(p.m) >= max {
+		return old, false, false
+	}
+	old, replaced = p.m[id]
+	p.m[id] = v
+	return old, replaced, true
+}
+
+// take removes and returns the value held under id.
+func (p *pending[V]) take(id jsonrpc.ID) (V, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	v, ok := p.m[id]
+	delete(p.m, id)
+	return v, ok
+}
+
+func (p *pending[V]) any() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.m) > 0
+}
+
+// takeAll removes and returns every value held.
+func (p *pending[V]) takeAll() map[jsonrpc.ID]V {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	m := p.m
+	p.m = nil
+	return m
 }
 
 // maxPendingLists bounds what a client that never reads its answers can
-// make the relay hold; past it, list requests are refused.
+// make the relay hold; past it, list requests are refused. (Calls are
+// bounded by the caller's limits.)
 const maxPendingLists = 256
-
-func (p *pendingLists) add(id jsonrpc.ID, method string) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.m == nil {
-		p.m = map[jsonrpc.ID]string{}
-	}
-	if len(p.m) >= maxPendingLists {
-		return false
-	}
-	p.m[id] = method
-	return true
-}
-
-func (p *pendingLists) take(id jsonrpc.ID) (string, bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	m, ok := p.m[id]
-	delete(p.m, id)
-	return m, ok
-}
-
-func (p *pendingLists) any() bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return len(p.m) > 0
-}
-
-// pendingCalls holds the relayed tools/call requests of one session until
-// their answers pass: each holds its admission (see admitCall), so relayed
-// calls count against the caller's limits like the calls the node serves,
-// and is audited when it ends.
-type pendingCalls struct {
-	mu sync.Mutex
-	m  map[jsonrpc.ID]endCall // by request ID
-}
 
 // endCall ends a relayed call: it releases its admission and audits it.
 type endCall func(audit.Outcome, string)
-
-func (p *pendingCalls) add(id jsonrpc.ID, end endCall) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.m == nil {
-		p.m = map[jsonrpc.ID]endCall{}
-	}
-	if old, ok := p.m[id]; ok {
-		old(audit.Error, "request ID reused while in flight")
-	}
-	p.m[id] = end
-}
-
-// take removes and returns the call with request ID id.
-func (p *pendingCalls) take(id jsonrpc.ID) (endCall, bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	end, ok := p.m[id]
-	delete(p.m, id)
-	return end, ok
-}
-
-func (p *pendingCalls) any() bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return len(p.m) > 0
-}
-
-// endAll ends every call still waiting: the session ended.
-func (p *pendingCalls) endAll() {
-	p.mu.Lock()
-	m := p.m
-	p.m = nil
-	p.mu.Unlock()
-	for _, end := range m {
-		end(audit.Error, "session ended before the answer")
-	}
-}
 
 // relayedOutcome is how a relayed call's answer is audited.
 func relayedOutcome(resp *jsonrpc.Response) (audit.Outcome, string) {
@@ -185,13 +154,13 @@ func (n *Node) relayTrust(caller lpeer.ID, name string, t *relayTarget, then mcp
 	if caller == n.host.ID() {
 		return then, nil, func() {}
 	}
-	lists, calls := &pendingLists{}, &pendingCalls{}
+	lists, calls := &pending[string]{}, &pending[endCall]{}
 	toServer = func(frame []byte) ([]byte, []byte, error) {
 		if calls.any() && bytes.Contains(frame, cancelledField) {
 			// A cancelled request may get no answer: it ends here.
 			if id, ok := cancelledRequest(frame); ok {
-				if end, ok := calls.take(id); ok {
-					end(audit.Cancelled, "")
+				if finish, ok := calls.take(id); ok {
+					finish(audit.Cancelled, "")
 				}
 			}
 		}
@@ -202,19 +171,21 @@ func (n *Node) relayTrust(caller lpeer.ID, name string, t *relayTarget, then mcp
 			}
 			req, ok := msg.(*jsonrpc.Request)
 			if ok && listMethods[req.Method] && req.ID.IsValid() && !n.policy.Load().IsOpen() {
-				if !lists.add(req.ID, req.Method) {
+				if _, _, ok := lists.put(req.ID, req.Method, maxPendingLists); !ok {
 					return nil, refusalReply(req, &jsonrpc.Error{Code: CodeLimited, Message: "too many list requests waiting for their answers"}), nil
 				}
 			}
 			if ok && req.Method == "tools/call" {
-				old, next, end, reason := n.relayCallTrust(req.Params, caller, name, t)
+				old, next, finish, reason := n.relayCallTrust(req.Params, caller, name, t)
 				if reason != nil {
 					return nil, refusalReply(req, reason), nil
 				}
 				if req.ID.IsValid() {
-					calls.add(req.ID, end)
+					if old, replaced, _ := calls.put(req.ID, finish, 0); replaced {
+						old(audit.Error, "request ID reused while in flight")
+					}
 				} else {
-					end(audit.Error, "sent as a notification: no answer") // nothing to wait for
+					finish(audit.Error, "sent as a notification: no answer") // nothing to wait for
 				}
 				if next != nil {
 					// In place when the field is written once, plainly;
@@ -251,8 +222,8 @@ func (n *Node) relayTrust(caller lpeer.ID, name string, t *relayTarget, then mcp
 		}
 		resp, ok := msg.(*jsonrpc.Response)
 		if ok {
-			if end, found := calls.take(resp.ID); found {
-				end(relayedOutcome(resp))
+			if finish, found := calls.take(resp.ID); found {
+				finish(relayedOutcome(resp))
 			}
 		}
 		if !ok || resp.Error != nil {
@@ -271,7 +242,12 @@ func (n *Node) relayTrust(caller lpeer.ID, name string, t *relayTarget, then mcp
 		}
 		return out, nil, nil
 	}
-	return toServer, toClient, calls.endAll
+	end = func() {
+		for _, finish := range calls.takeAll() {
+			finish(audit.Error, "session ended before the answer")
+		}
+	}
+	return toServer, toClient, end
 }
 
 // filterRelayedList re-encodes the answer to a list request with what the
