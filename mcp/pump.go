@@ -102,11 +102,39 @@ type FrameRewrite func(frame []byte) (forward, reply []byte, err error)
 // client, or toClient, each frame from the server, chooses to (either may be
 // nil). It is Pump for two libp2p streams, at a fraction of the cost.
 func RelayStreams(ctx context.Context, down, up network.Stream, maxMessageSize int, toServer, toClient FrameRewrite) error {
+	return NewStreamRelay(down, up, maxMessageSize).Run(ctx, toServer, toClient)
+}
+
+// A StreamRelay relays one MCP session between two libp2p streams, as
+// RelayStreams does, and lets the relaying side send the client messages of
+// its own (a notification) between the frames it relays.
+type StreamRelay struct {
+	down, up *streamConn
+}
+
+// NewStreamRelay returns the relay of the session from down (the client's
+// stream) to up (the server's). maxMessageSize bounds one frame either way
+// (0: DefaultMaxMessageSize).
+func NewStreamRelay(down, up network.Stream, maxMessageSize int) *StreamRelay {
 	if maxMessageSize <= 0 {
 		maxMessageSize = DefaultMaxMessageSize
 	}
-	dc := newStreamConn(down, maxMessageSize)
-	uc := newStreamConn(up, maxMessageSize)
+	return &StreamRelay{down: newStreamConn(down, maxMessageSize), up: newStreamConn(up, maxMessageSize)}
+}
+
+// SendToClient writes one message to the client, whole, between relayed
+// frames. It is safe to call while Run runs, and fails once the session has
+// ended.
+func (r *StreamRelay) SendToClient(msg jsonrpc.Message) error {
+	frame, err := jsonrpc.EncodeMessage(msg)
+	if err != nil {
+		return err
+	}
+	return r.down.writeFrame(frame)
+}
+
+// Run relays until either side ends or ctx is done, as RelayStreams does.
+func (r *StreamRelay) Run(ctx context.Context, toServer, toClient FrameRewrite) error {
 	copyFrames := func(from, to *streamConn, rw FrameRewrite) func(context.Context) error {
 		return func(context.Context) error {
 			for {
@@ -135,8 +163,8 @@ func RelayStreams(ctx context.Context, down, up network.Stream, maxMessageSize i
 			}
 		}
 	}
-	return bothWays(ctx, func() { dc.Close(); uc.Close() },
-		copyFrames(dc, uc, toServer), copyFrames(uc, dc, toClient))
+	return bothWays(ctx, func() { r.down.Close(); r.up.Close() },
+		copyFrames(r.down, r.up, toServer), copyFrames(r.up, r.down, toClient))
 }
 
 // DecodeFrame decodes one frame to its JSON-RPC envelope, exactly as the

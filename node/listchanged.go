@@ -13,17 +13,18 @@ import (
 )
 
 // When the policy changes, a peer may see more or less of a shared server
-// than it was last shown. Each served session remembers the names it was
-// last listed (before filtering), so that a new policy tells exactly which
-// peers' lists changed, and of what kind: those peers get the MCP
-// list_changed notification and list again. A peer that never listed a kind
-// has nothing to refresh and is not told.
+// than it was last shown. Each session served (or relayed, for a re-shared
+// server) remembers the names it was last listed (before filtering), so that
+// a new policy tells exactly which peers' lists changed, and of what kind:
+// those peers get the MCP list_changed notification and list again. A peer
+// that never listed a kind has nothing to refresh and is not told.
 
-// servedSession is one session a shared server serves to a peer.
+// servedSession is one session a shared server serves, or a re-shared
+// server relays, to a peer.
 type servedSession struct {
 	server string
 	caller lpeer.ID
-	conn   sdkmcp.Connection // to write notifications the SDK has no call for
+	notify func(method string) error // sends the peer a notification; set before the session is registered
 
 	mu     sync.Mutex
 	listed map[string]*listedNames // by list method
@@ -44,8 +45,8 @@ func sessionServed(ctx context.Context) *servedSession {
 }
 
 // capturingTransport keeps the connection it makes, so that the node can
-// write to the session's peer beside the SDK (the connection's writes are
-// serialized).
+// write notifications the SDK has no call for to the session's peer (the
+// connection's writes are serialized).
 type capturingTransport struct {
 	sdkmcp.Transport
 	into *servedSession
@@ -53,7 +54,9 @@ type capturingTransport struct {
 
 func (t capturingTransport) Connect(ctx context.Context) (sdkmcp.Connection, error) {
 	c, err := t.Transport.Connect(ctx)
-	t.into.conn = c
+	if err == nil {
+		t.into.notify = func(method string) error { return c.Write(ctx, &jsonrpc.Request{Method: method}) }
+	}
 	return c, err
 }
 
@@ -62,8 +65,8 @@ func (t capturingTransport) Connect(ctx context.Context) (sdkmcp.Connection, err
 const maxListedNames = 10000
 
 // remember records the names in a list answer, before the policy filters
-// it: a first page (no cursor) starts over, later pages add to it.
-func (s *servedSession) remember(method string, req sdkmcp.Request, res sdkmcp.Result) {
+// it: a first page (asked with no cursor) starts over, later pages add to it.
+func (s *servedSession) remember(method string, firstPage bool, res sdkmcp.Result) {
 	var names []string
 	switch r := res.(type) {
 	case *sdkmcp.ListToolsResult:
@@ -83,7 +86,7 @@ func (s *servedSession) remember(method string, req sdkmcp.Request, res sdkmcp.R
 		s.listed = map[string]*listedNames{}
 	}
 	l := s.listed[method]
-	if l == nil || listCursor(req.GetParams()) == "" {
+	if l == nil || firstPage {
 		l = &listedNames{}
 		s.listed[method] = l
 	}
@@ -171,10 +174,16 @@ func (n *Node) notifyListChanges(old, new *peer.Policy) {
 		notes []string
 	}
 	var todo []notice
-	for _, s := range n.inbound {
-		if notes := s.changedLists(old, new); len(notes) > 0 && s.conn != nil {
+	add := func(s *servedSession) {
+		if notes := s.changedLists(old, new); len(notes) > 0 && s.notify != nil {
 			todo = append(todo, notice{s, notes})
 		}
+	}
+	for _, s := range n.inbound {
+		add(s)
+	}
+	for s := range n.relayed {
+		add(s)
 	}
 	n.wg.Add(len(todo))
 	n.mu.Unlock()
@@ -182,7 +191,7 @@ func (n *Node) notifyListChanges(old, new *peer.Policy) {
 		go func() {
 			defer n.wg.Done()
 			for _, method := range t.notes {
-				if err := t.s.conn.Write(n.ctx, &jsonrpc.Request{Method: method}); err != nil {
+				if err := t.s.notify(method); err != nil {
 					trustLog.Debugw("list_changed", "peer", t.s.caller, "server", t.s.server, "error", err)
 					return
 				}

@@ -65,6 +65,7 @@ type Node struct {
 	mu       sync.Mutex
 	servers  map[string]*sharedServer
 	inbound  map[*sdkmcp.ServerSession]*servedSession // open sessions served
+	relayed  map[*servedSession]struct{}              // open sessions relayed (re-shared servers)
 	programs map[string]*programShare
 	closed   bool
 }
@@ -121,6 +122,7 @@ func New(opts ...Option) (*Node, error) {
 		cancel:   cancel,
 		servers:  map[string]*sharedServer{},
 		inbound:  map[*sdkmcp.ServerSession]*servedSession{},
+		relayed:  map[*servedSession]struct{}{},
 		programs: map[string]*programShare{},
 		limits:   lim,
 	}

@@ -77,9 +77,10 @@ func (n *Node) serveRelay(name string, t *relayTarget) network.StreamHandler {
 			log.Debugw("relay session refused", "server", name, "error", err)
 			return
 		}
-		toServer, toClient, end := n.relayTrust(caller, name, t, n.relayFrames(caller))
+		relay := mcp.NewStreamRelay(s, up, n.cfg.maxMessageSize)
+		toServer, toClient, end := n.relayTrust(caller, name, t, n.relayFrames(caller), relay.SendToClient)
 		defer end()
-		if err := mcp.RelayStreams(t.ctx, s, up, n.cfg.maxMessageSize, toServer, toClient); err != nil {
+		if err := relay.Run(t.ctx, toServer, toClient); err != nil {
 			log.Debugw("relay session ended", "server", name, "to", t.peer, "error", err)
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	lpeer "github.com/libp2p/go-libp2p/core/peer"
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 
 	"github.com/mcpmesh/mcpmesh/limits"
 )
@@ -19,7 +20,8 @@ func TestRelayAdmissionEndsOnAnswerCancelOrSessionEnd(t *testing.T) {
 	}
 	defer n.Close()
 	caller := lpeer.ID("caller-node-id")
-	toServer, toClient, end := n.relayTrust(caller, "far", &relayTarget{peer: lpeer.ID("far-node-id"), server: "node"}, nil)
+	toServer, toClient, end := n.relayTrust(caller, "far", &relayTarget{peer: lpeer.ID("far-node-id"), server: "node"}, nil,
+		func(jsonrpc.Message) error { return nil })
 
 	call := func(id string) (refused bool) {
 		t.Helper()

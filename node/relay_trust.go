@@ -150,11 +150,14 @@ func (n *Node) mayOpenRelay(caller lpeer.ID, name string) bool {
 // and limits to a session relayed from caller to t: toServer (before the
 // task layer's rewrite, then) and toClient; end must be called when the
 // session ends.
-func (n *Node) relayTrust(caller lpeer.ID, name string, t *relayTarget, then mcp.FrameRewrite) (toServer, toClient mcp.FrameRewrite, end func()) {
+func (n *Node) relayTrust(caller lpeer.ID, name string, t *relayTarget, then mcp.FrameRewrite, send func(jsonrpc.Message) error) (toServer, toClient mcp.FrameRewrite, end func()) {
 	if caller == n.host.ID() {
 		return then, nil, func() {}
 	}
-	lists, calls := &pending[string]{}, &pending[endCall]{}
+	lists, calls := &pending[listAsk]{}, &pending[endCall]{}
+	session := &servedSession{server: name, caller: caller,
+		notify: func(method string) error { return send(&jsonrpc.Request{Method: method}) }}
+	n.registerRelayed(session)
 	toServer = func(frame []byte) ([]byte, []byte, error) {
 		if calls.any() && bytes.Contains(frame, cancelledField) {
 			// A cancelled request may get no answer: it ends here.
@@ -170,8 +173,8 @@ func (n *Node) relayTrust(caller lpeer.ID, name string, t *relayTarget, then mcp
 				return nil, nil, err
 			}
 			req, ok := msg.(*jsonrpc.Request)
-			if ok && listMethods[req.Method] && req.ID.IsValid() && !n.policy.Load().IsOpen() {
-				if _, _, ok := lists.put(req.ID, req.Method, maxPendingLists); !ok {
+			if ok && listMethods[req.Method] && req.ID.IsValid() {
+				if _, _, ok := lists.put(req.ID, listAsk{req.Method, firstPage(req.Params)}, maxPendingLists); !ok {
 					return nil, refusalReply(req, &jsonrpc.Error{Code: CodeLimited, Message: "too many list requests waiting for their answers"}), nil
 				}
 			}
@@ -232,17 +235,30 @@ func (n *Node) relayTrust(caller lpeer.ID, name string, t *relayTarget, then mcp
 			}
 			return frame, nil, nil
 		}
-		method, ok := lists.take(resp.ID)
+		ask, ok := lists.take(resp.ID)
 		if !ok {
 			return frame, nil, nil
 		}
-		out, err := filterRelayedList(n.policy.Load(), peer.Access{Caller: caller, Server: name}, method, resp)
+		res, err := decodeList(ask.method, resp)
 		if err != nil {
-			return nil, nil, fmt.Errorf("filter %s answer from %s/%s: %w", method, t.peer, t.server, err)
+			return nil, nil, fmt.Errorf("read %s answer from %s/%s: %w", ask.method, t.peer, t.server, err)
+		}
+		session.remember(ask.method, ask.firstPage, res)
+		pol := n.policy.Load()
+		if pol.IsOpen() {
+			return frame, nil, nil
+		}
+		filterList(pol, peer.Access{Caller: caller, Server: name}, res)
+		out, err := encodeList(resp, res)
+		if err != nil {
+			return nil, nil, fmt.Errorf("filter %s answer from %s/%s: %w", ask.method, t.peer, t.server, err)
 		}
 		return out, nil, nil
 	}
 	end = func() {
+		n.mu.Lock()
+		delete(n.relayed, session)
+		n.mu.Unlock()
 		for _, finish := range calls.takeAll() {
 			finish(audit.Error, "session ended before the answer")
 		}
@@ -250,9 +266,31 @@ func (n *Node) relayTrust(caller lpeer.ID, name string, t *relayTarget, then mcp
 	return toServer, toClient, end
 }
 
-// filterRelayedList re-encodes the answer to a list request with what the
-// policy does not show a left out.
-func filterRelayedList(pol *peer.Policy, a peer.Access, method string, resp *jsonrpc.Response) ([]byte, error) {
+// listAsk is a list request waiting for its answer.
+type listAsk struct {
+	method    string
+	firstPage bool // asked with no cursor
+}
+
+// firstPage reports whether list params ask for the first page.
+func firstPage(params json.RawMessage) bool {
+	var p struct {
+		Cursor string `json:"cursor"`
+	}
+	segjson.Parse(params, &p, segjson.DontMatchCaseInsensitiveStructFields)
+	return p.Cursor == ""
+}
+
+// registerRelayed adds a relayed session to those a policy change tells of
+// list changes.
+func (n *Node) registerRelayed(s *servedSession) {
+	n.mu.Lock()
+	n.relayed[s] = struct{}{}
+	n.mu.Unlock()
+}
+
+// decodeList decodes the answer to a list request.
+func decodeList(method string, resp *jsonrpc.Response) (sdkmcp.Result, error) {
 	var res sdkmcp.Result
 	switch method {
 	case "tools/list":
@@ -267,7 +305,12 @@ func filterRelayedList(pol *peer.Policy, a peer.Access, method string, resp *jso
 	if err := json.Unmarshal(resp.Result, res); err != nil {
 		return nil, err
 	}
-	filterList(pol, a, res)
+	return res, nil
+}
+
+// encodeList re-encodes the answer resp to a list request with the result
+// res.
+func encodeList(resp *jsonrpc.Response, res sdkmcp.Result) ([]byte, error) {
 	raw, err := json.Marshal(res)
 	if err != nil {
 		return nil, err

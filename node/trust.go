@@ -219,7 +219,7 @@ func (n *Node) trustMiddleware(name string) sdkmcp.Middleware {
 			case "tools/list", "prompts/list", "resources/list", "resources/templates/list":
 				res, err := next(ctx, method, req)
 				if s := sessionServed(ctx); s != nil && err == nil {
-					s.remember(method, req, res)
+					s.remember(method, listCursor(req.GetParams()) == "", res)
 				}
 				if err == nil && !pol.IsOpen() {
 					filterList(pol, peer.Access{Caller: caller, Server: name}, res)

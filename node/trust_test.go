@@ -585,43 +585,10 @@ func TestPolicyChangeTellsPeersWhoseListsChange(t *testing.T) {
 	connect(t, c, b)
 	b.SetPolicy(policy(t, `{"grants":[{"peers":["%s","%s"],"tools":["echo"]}]}`, a.ID(), c.ID()))
 
-	// A session of a plain SDK client, as any MCP host would hold.
 	session := func(from *node.Node) (*sdkmcp.ClientSession, chan struct{}) {
-		changed := make(chan struct{}, 8)
-		client := sdkmcp.NewClient(&sdkmcp.Implementation{Name: "lister"}, &sdkmcp.ClientOptions{
-			ToolListChangedHandler: func(context.Context, *sdkmcp.ToolListChangedRequest) { changed <- struct{}{} },
-		})
-		s, err := from.Host().NewStream(ctxFor(t, 3*time.Second), b.ID(), mcp.ProtocolID(mcp.DefaultServer))
-		if err != nil {
-			t.Fatal(err)
-		}
-		cs, err := client.Connect(ctxFor(t, 3*time.Second), &mcp.StreamTransport{Stream: s}, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { cs.Close() })
-		return cs, changed
+		return listerSession(t, from, b, mcp.DefaultServer)
 	}
-	names := func(cs *sdkmcp.ClientSession) []string {
-		res, err := cs.ListTools(ctxFor(t, 3*time.Second), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var out []string
-		for _, tl := range res.Tools {
-			out = append(out, tl.Name)
-		}
-		slices.Sort(out)
-		return out
-	}
-	told := func(ch chan struct{}) bool {
-		select {
-		case <-ch:
-			return true
-		case <-time.After(500 * time.Millisecond):
-			return false
-		}
-	}
+	names := func(cs *sdkmcp.ClientSession) []string { return sessionToolNames(t, cs) }
 	aSession, aChanged := session(a)
 	cSession, cChanged := session(c)
 	if got := names(aSession); !slices.Equal(got, []string{"echo"}) {
@@ -632,25 +599,25 @@ func TestPolicyChangeTellsPeersWhoseListsChange(t *testing.T) {
 
 	// a gains pay; c's view is the same.
 	b.SetPolicy(policy(t, `{"grants":[{"peers":["%s"],"tools":["*"]},{"peers":["%s"],"tools":["echo"]}]}`, a.ID(), c.ID()))
-	if !told(aChanged) {
+	if !toldListChanged(aChanged) {
 		t.Fatal("a was not told its tool list changed")
 	}
 	if got := names(aSession); !slices.Equal(got, []string{"echo", "pay"}) {
 		t.Fatalf("after the change a sees %v, want [echo pay]", got)
 	}
-	if told(cChanged) || told(dChanged) {
+	if toldListChanged(cChanged) || toldListChanged(dChanged) {
 		t.Fatal("a peer whose list did not change was told it did")
 	}
 
 	// c loses everything.
 	b.SetPolicy(policy(t, `{"grants":[{"peers":["%s"],"tools":["*"]}]}`, a.ID()))
-	if !told(cChanged) {
+	if !toldListChanged(cChanged) {
 		t.Fatal("c was not told its tool list changed")
 	}
 	if got := names(cSession); len(got) != 0 {
 		t.Fatalf("c still sees %v", got)
 	}
-	if told(aChanged) {
+	if toldListChanged(aChanged) {
 		t.Fatal("a was told of a change that left its list alone")
 	}
 }
@@ -660,4 +627,89 @@ func newNodeConnectedTo(t *testing.T, to *node.Node) *node.Node {
 	n := newNode(t)
 	connect(t, n, to)
 	return n
+}
+
+// listerSession opens a session of a plain SDK client (as any MCP host
+// would hold) from from's host to server on to; the channel gets a value for
+// each tools/list_changed notification.
+func listerSession(t *testing.T, from, to *node.Node, server string) (*sdkmcp.ClientSession, chan struct{}) {
+	t.Helper()
+	changed := make(chan struct{}, 8)
+	client := sdkmcp.NewClient(&sdkmcp.Implementation{Name: "lister"}, &sdkmcp.ClientOptions{
+		ToolListChangedHandler: func(context.Context, *sdkmcp.ToolListChangedRequest) { changed <- struct{}{} },
+	})
+	s, err := from.Host().NewStream(ctxFor(t, 3*time.Second), to.ID(), mcp.ProtocolID(server))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs, err := client.Connect(ctxFor(t, 3*time.Second), &mcp.StreamTransport{Stream: s}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cs.Close() })
+	return cs, changed
+}
+
+func sessionToolNames(t *testing.T, cs *sdkmcp.ClientSession) []string {
+	t.Helper()
+	res, err := cs.ListTools(ctxFor(t, 3*time.Second), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, tl := range res.Tools {
+		out = append(out, tl.Name)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// toldListChanged reports whether a list_changed came within half a second.
+func toldListChanged(ch chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	case <-time.After(500 * time.Millisecond):
+		return false
+	}
+}
+
+// TestPolicyChangeTellsPeersOfAReSharedServer: the same, through a
+// --share-peer relay: the relay filters the lists, so it is the relay that
+// tells its callers when its policy changes what they see.
+func TestPolicyChangeTellsPeersOfAReSharedServer(t *testing.T) {
+	a, b, c := newNode(t), newNode(t), newNode(t)
+	sideEffect(c, "pay")
+	connect(t, a, b)
+	connect(t, b, c)
+	if err := b.SharePeer("far", c.ID(), "node"); err != nil {
+		t.Fatal(err)
+	}
+	b.SetPolicy(policy(t, `{"grants":[{"peers":["%s"],"server":"far","tools":["echo"]}]}`, a.ID()))
+	cs, changed := listerSession(t, a, b, "far")
+	if got := sessionToolNames(t, cs); !slices.Equal(got, []string{"echo"}) {
+		t.Fatalf("a sees %v through the relay, want [echo]", got)
+	}
+	b.SetPolicy(policy(t, `{"grants":[{"peers":["%s"],"server":"far","tools":["*"]}]}`, a.ID()))
+	if !toldListChanged(changed) {
+		t.Fatal("a was not told its list of the re-shared server changed")
+	}
+	if got := sessionToolNames(t, cs); !slices.Equal(got, []string{"echo", "pay"}) {
+		t.Fatalf("after the change a sees %v, want [echo pay]", got)
+	}
+	// A grant on another server changes nothing a sees here.
+	b.SetPolicy(policy(t, `{"grants":[{"peers":["%s"],"server":"far","tools":["*"]},{"peers":["%s"],"server":"node","tools":["*"]}]}`, a.ID(), a.ID()))
+	if toldListChanged(changed) {
+		t.Fatal("a was told of a change that left its list alone")
+	}
+	// Open, then closed again: both change a's view... open shows the same
+	// two tools, so only the closing tells.
+	b.SetPolicy(peer.OpenPolicy())
+	if toldListChanged(changed) {
+		t.Fatal("opening the node changed nothing a sees, yet a was told")
+	}
+	b.SetPolicy(nil)
+	if !toldListChanged(changed) {
+		t.Fatal("a was not told when the node closed")
+	}
 }
