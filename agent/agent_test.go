@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -562,5 +563,83 @@ func TestBorrowedModelTwoHopsUp(t *testing.T) {
 	}
 	if second := asked[1].Messages; len(second) != 3 || len(second[1].Content) != 2 {
 		t.Fatalf("second sampling request has %d messages (want task, tool use, tool result)", len(second))
+	}
+}
+
+// moodyModel stands for a real model: its wording and call IDs differ on
+// every completion. It pays, then asks the user to confirm, then answers.
+type moodyModel struct {
+	payRef string
+	calls  atomic.Int32
+}
+
+func (m *moodyModel) Complete(_ context.Context, req *agent.Request) (*agent.Reply, error) {
+	n := m.calls.Add(1)
+	id := fmt.Sprintf("c%d", n)
+	last := req.Messages[len(req.Messages)-1]
+	switch {
+	case len(req.Messages) == 1:
+		return &agent.Reply{Text: fmt.Sprintf("paying (take %d)", n), ToolCalls: []agent.ToolCall{
+			{ID: id, Name: "call", Args: json.RawMessage(`{"ref":"` + m.payRef + `"}`)}}}, nil
+	case len(req.Messages) == 3:
+		return &agent.Reply{ToolCalls: []agent.ToolCall{
+			{ID: id, Name: "ask_user", Args: json.RawMessage(fmt.Sprintf(`{"question":"Paid (take %d). Anything else?"}`, n))}}}, nil
+	default:
+		return &agent.Reply{Text: "done; the user said " + last.ToolResults[0].Text}, nil
+	}
+}
+
+// TestAskingAgentIsNotRunTwice: on protocol 2026-07-28 a question goes up
+// in the result, and the agent runs again once it is answered. That second
+// run replays the model's replies and the tool results of the first (pay
+// runs once, the model is asked three times in all) instead of doing them
+// again, and the user's answer reaches the question it answers.
+func TestAskingAgentIsNotRunTwice(t *testing.T) {
+	for _, version := range []string{"2025-11-25", "2026-07-28"} {
+		t.Run(version, func(t *testing.T) {
+			var questions []string
+			var mu sync.Mutex
+			a := newNode(t, node.WithProtocolVersion(version), node.WithElicitationHandler(
+				func(_ context.Context, req *sdkmcp.ElicitRequest) (*sdkmcp.ElicitResult, error) {
+					mu.Lock()
+					questions = append(questions, req.Params.Message)
+					mu.Unlock()
+					return &sdkmcp.ElicitResult{Action: "accept", Content: map[string]any{"answer": "no, thanks"}}, nil
+				}))
+			b, c := newNode(t), newNode(t)
+			var paid atomic.Int32
+			node.AddTool(c, &sdkmcp.Tool{Name: "pay", Description: "Pays."},
+				func(context.Context, *sdkmcp.CallToolRequest, struct{}) (*sdkmcp.CallToolResult, any, error) {
+					paid.Add(1)
+					return &sdkmcp.CallToolResult{Content: []sdkmcp.Content{&sdkmcp.TextContent{Text: "paid"}}}, nil, nil
+				})
+			model := &moodyModel{payRef: c.ID().String() + "/" + mcp.DefaultServer + "/pay"}
+			cfg := agent.Config{Name: "payer", Description: "Pays.", Model: agent.ModelConfig{Backend: "borrowed"}, // replaced by model
+				Capabilities: agent.Capabilities{Tools: []string{"pay"}}}
+			if err := agent.Add(b, cfg, agent.WithBackend(model)); err != nil {
+				t.Fatal(err)
+			}
+			connect(t, a, b)
+			connect(t, b, c)
+
+			res, err := a.CallTool(context.Background(), b.ID(), "payer", map[string]any{"task": "pay the bill"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.IsError || text(res) != "done; the user said no, thanks" {
+				t.Fatalf("answer = %q (error %v)", text(res), res.IsError)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if paid.Load() != 1 || model.calls.Load() != 3 {
+				t.Errorf("pay ran %d times and the model was asked %d times, want 1 and 3", paid.Load(), model.calls.Load())
+			}
+			if len(questions) != 1 || questions[0] != "Paid (take 2). Anything else?" {
+				t.Errorf("the user was asked %q, want the model's one question", questions)
+			}
+			if out := outcome(t, res); len(out.Calls) != 1 || out.Steps != 3 {
+				t.Errorf("outcome = %+v", out)
+			}
+		})
 	}
 }

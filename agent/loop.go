@@ -137,7 +137,11 @@ func (r *run) loop(ctx context.Context, in Input) (string, *Outcome, error) {
 		}
 		r.out.Steps++
 		step := r.out.Steps
-		reply, err := r.a.backend.Complete(ctx, req)
+		// Replayed on a 2026-07-28 retry after a question: the model's
+		// earlier replies, not new ones (see mcp.Replay).
+		reply, err := mcp.Replay(ctx, fmt.Sprintf("model step %d", step), func() (*Reply, error) {
+			return r.a.backend.Complete(ctx, req)
+		})
 		if err != nil {
 			switch {
 			case parent.Err() != nil:
@@ -288,7 +292,7 @@ func (r *run) runTool(ctx context.Context, c ToolCall) (ToolResult, error) {
 		if err := json.Unmarshal(args, &in); err != nil {
 			return fail("search: bad arguments: %v", err)
 		}
-		out, err := mesh.Search(ctx, in)
+		out, err := mcp.Replay(ctx, "search "+string(args), func() (gateway.SearchOut, error) { return mesh.Search(ctx, in) })
 		if err != nil {
 			return fail("search: %v", err)
 		}
@@ -298,7 +302,7 @@ func (r *run) runTool(ctx context.Context, c ToolCall) (ToolResult, error) {
 		if err := json.Unmarshal(args, &in); err != nil {
 			return fail("describe: bad arguments: %v", err)
 		}
-		out, err := mesh.Describe(ctx, in.Ref)
+		out, err := mcp.Replay(ctx, "describe "+in.Ref, func() (gateway.DescribeOut, error) { return mesh.Describe(ctx, in.Ref) })
 		if err != nil {
 			return fail("describe %s: %v", in.Ref, err)
 		}
@@ -312,7 +316,10 @@ func (r *run) runTool(ctx context.Context, c ToolCall) (ToolResult, error) {
 		if in.Arguments != nil {
 			callArgs = in.Arguments
 		}
-		res, err := mesh.Call(ctx, in.Ref, callArgs)
+		// Never twice for one run, retries after a question included.
+		res, err := mcp.Replay(ctx, "call "+in.Ref+" "+string(args), func() (*sdkmcp.CallToolResult, error) {
+			return mesh.Call(ctx, in.Ref, callArgs)
+		})
 		if err != nil {
 			if ctx.Err() != nil {
 				return ToolResult{}, ctx.Err()

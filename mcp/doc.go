@@ -8,7 +8,9 @@
 //
 // The package also holds what a server needs beyond the SDK to work on the
 // mesh: [Elicit] and [Sample], which ask the caller for input whichever
-// protocol version the session speaks, and [Mirror], which shares an MCP
+// protocol version the session speaks; [Replay], which keeps a handler that
+// asked from doing twice what it did before asking; [StreamRelay], which
+// relays a session between two streams; and [Mirror], which shares an MCP
 // server reached through a client session (a stdio program) as a server of
 // the node's own.
 package mcp

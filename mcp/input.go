@@ -24,7 +24,8 @@ import (
 // time the same question, asked in the same order, gets its answer.
 //
 // A handler that asks for input must therefore be idempotent up to the point
-// where it asks.
+// where it asks, or wrap what is not (a tool call, a model's completion) in
+// [Replay], which gives the run again the values the first run got.
 var ErrInputRequired = errors.New("mcp: input required from the caller (multi round-trip); return this error from the handler")
 
 // modernVersion is the first protocol version in which a server may not send
@@ -49,7 +50,8 @@ func NewInputs() *Inputs {
 
 type inputStateKey struct{}
 
-// inputState is the per-request record of questions asked and answers known.
+// inputState is the per-request record of questions asked and answers known,
+// and of the values Replay remembers.
 type inputState struct {
 	session *sdkmcp.ServerSession
 	modern  bool
@@ -58,7 +60,33 @@ type inputState struct {
 	next    int
 	answers map[string]json.RawMessage
 	pending sdkmcp.InputRequestMap
+
+	// Replay: what earlier runs of the request remembered, by sequence
+	// number, and what this run remembers for the next one.
+	replayed  map[int]memo
+	memos     map[int]memo
+	nextMemo  int
+	memoBytes int
+	diverged  bool // a Replay label differed from the earlier run's: replay no more
 }
+
+// memo is a value Replay remembered: the JSON of the value, or the message
+// of the error compute returned.
+type memo struct {
+	Label string          `json:"label"`
+	Value json.RawMessage `json:"value,omitempty"`
+	Err   string          `json:"err,omitempty"`
+}
+
+// requestState is what a requestState string carries, signed.
+type requestState struct {
+	Answers map[string]json.RawMessage `json:"answers"`
+	Memos   map[int]memo               `json:"memos,omitempty"`
+}
+
+// maxMemoBytes bounds what Replay keeps in one request's state, which the
+// caller sends back with each retry; a value past it is computed again.
+const maxMemoBytes = 512 << 10
 
 // Middleware returns the receiving middleware that lets the handlers of
 // tools/call, prompts/get and resources/read use [Elicit] and [Sample].
@@ -80,7 +108,7 @@ func (in *Inputs) Middleware() sdkmcp.Middleware {
 			ss, _ := req.GetSession().(*sdkmcp.ServerSession)
 			st := &inputState{session: ss, modern: isModern(ss)}
 			if st.modern {
-				answers, err := in.decodeState(state)
+				rs, err := in.decodeState(state)
 				if err != nil {
 					return nil, err
 				}
@@ -89,9 +117,9 @@ func (in *Inputs) Middleware() sdkmcp.Middleware {
 					if err != nil {
 						return nil, fmt.Errorf("encode input response %q: %w", id, err)
 					}
-					answers[id] = raw
+					rs.Answers[id] = raw
 				}
-				st.answers = answers
+				st.answers, st.replayed = rs.Answers, rs.Memos
 			}
 			res, err := next(context.WithValue(ctx, inputStateKey{}, st), method, req)
 			st.mu.Lock()
@@ -100,7 +128,10 @@ func (in *Inputs) Middleware() sdkmcp.Middleware {
 			if len(pending) == 0 {
 				return res, err
 			}
-			newState, serr := in.encodeState(st.answers)
+			st.mu.Lock()
+			next := requestState{Answers: st.answers, Memos: st.memos}
+			st.mu.Unlock()
+			newState, serr := in.encodeState(next)
 			if serr != nil {
 				return nil, serr
 			}
@@ -148,8 +179,8 @@ func isModern(ss *sdkmcp.ServerSession) bool {
 	return ip == nil || ip.ProtocolVersion >= modernVersion
 }
 
-func (in *Inputs) encodeState(answers map[string]json.RawMessage) (string, error) {
-	body, err := json.Marshal(answers)
+func (in *Inputs) encodeState(rs requestState) (string, error) {
+	body, err := json.Marshal(rs)
 	if err != nil {
 		return "", fmt.Errorf("encode request state: %w", err)
 	}
@@ -159,30 +190,32 @@ func (in *Inputs) encodeState(answers map[string]json.RawMessage) (string, error
 	return enc.EncodeToString(body) + "." + enc.EncodeToString(mac.Sum(nil)), nil
 }
 
-func (in *Inputs) decodeState(state string) (map[string]json.RawMessage, error) {
-	answers := map[string]json.RawMessage{}
+// decodeState decodes a requestState this node signed. Its Answers map is
+// never nil: the middleware adds answers to it.
+func (in *Inputs) decodeState(state string) (requestState, error) {
+	rs := requestState{Answers: map[string]json.RawMessage{}}
 	if state == "" {
-		return answers, nil
+		return rs, nil
 	}
 	enc := base64.RawURLEncoding
 	b64body, b64mac, ok := strings.Cut(state, ".")
 	body, err1 := enc.DecodeString(b64body)
 	sum, err2 := enc.DecodeString(b64mac)
 	if !ok || err1 != nil || err2 != nil {
-		return nil, errors.New("requestState is malformed: echo back the value the server sent")
+		return rs, errors.New("requestState is malformed: echo back the value the server sent")
 	}
 	mac := hmac.New(sha256.New, in.key)
 	mac.Write(body)
 	if !hmac.Equal(sum, mac.Sum(nil)) {
-		return nil, errors.New("requestState was not issued by this node (or the node restarted): call again without it")
+		return rs, errors.New("requestState was not issued by this node (or the node restarted): call again without it")
 	}
-	if err := json.Unmarshal(body, &answers); err != nil {
-		return nil, fmt.Errorf("requestState: %w", err)
+	if err := json.Unmarshal(body, &rs); err != nil {
+		return requestState{Answers: map[string]json.RawMessage{}}, fmt.Errorf("requestState: %w", err)
 	}
-	if answers == nil { // a body of null: the middleware adds answers to the map
-		answers = map[string]json.RawMessage{}
+	if rs.Answers == nil { // null, or missing
+		rs.Answers = map[string]json.RawMessage{}
 	}
-	return answers, nil
+	return rs, nil
 }
 
 // ask returns the answer to the next question of this request, or records
@@ -211,6 +244,77 @@ func stateFrom(ctx context.Context) (*inputState, error) {
 		return nil, errors.New("mcp: no caller to ask: Elicit and Sample work only inside a handler served by an mcpmesh node")
 	}
 	return st, nil
+}
+
+// Replay returns what compute returns. Inside a handler served by an
+// mcpmesh node, on a session of protocol 2026-07-28 or later, it also
+// remembers the value in the request's state, so that when the handler runs
+// again after its caller answered a question (see [ErrInputRequired]), the
+// same Replay (the n-th of the run, with the same label) returns the
+// remembered value instead of computing it again: a tool is not called
+// twice, and a model's completions come out as they did, so the run asks the
+// same questions in the same order. A label that differs from the earlier
+// run's at the same place means the run went another way: from there on,
+// everything is computed afresh.
+//
+// T must round-trip through JSON. An error is remembered by its message
+// (and comes back as a plain error); ErrInputRequired is never remembered.
+// A value past the state's bound (512 KiB for all of a request's values) is
+// computed again on each run. Elsewhere Replay just calls compute.
+func Replay[T any](ctx context.Context, label string, compute func() (T, error)) (T, error) {
+	st, ok := ctx.Value(inputStateKey{}).(*inputState)
+	if !ok || !st.modern {
+		return compute()
+	}
+	st.mu.Lock()
+	n := st.nextMemo
+	st.nextMemo++
+	m, found := st.replayed[n]
+	if found && m.Label != label {
+		st.diverged = true
+	}
+	replay := found && !st.diverged
+	st.mu.Unlock()
+
+	var v T
+	if replay {
+		st.keep(n, m)
+		if m.Err != "" {
+			return v, errors.New(m.Err)
+		}
+		if err := json.Unmarshal(m.Value, &v); err != nil {
+			return v, fmt.Errorf("replay %s: %w", label, err)
+		}
+		return v, nil
+	}
+	v, err := compute()
+	if errors.Is(err, ErrInputRequired) {
+		return v, err
+	}
+	m = memo{Label: label}
+	if err != nil {
+		m.Err = err.Error()
+	} else if m.Value, _ = json.Marshal(v); m.Value == nil {
+		return v, err // not JSON: computed again on the next run
+	}
+	st.keep(n, m)
+	return v, err
+}
+
+// keep remembers m as the n-th Replay value for the next run, within the
+// state's bound.
+func (st *inputState) keep(n int, m memo) {
+	size := len(m.Label) + len(m.Value) + len(m.Err)
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.memoBytes+size > maxMemoBytes {
+		return
+	}
+	if st.memos == nil {
+		st.memos = map[int]memo{}
+	}
+	st.memos[n] = m
+	st.memoBytes += size
 }
 
 // Elicit asks the caller of the current request a question for its user and

@@ -25,14 +25,19 @@ func (in *Inputs) sign(body []byte) string {
 // decoded state encodes and decodes back to itself.
 func FuzzDecodeState(f *testing.F) {
 	in := &Inputs{key: []byte("fuzz key, 32 bytes long, exactly")}
-	valid, err := in.encodeState(map[string]json.RawMessage{"mcpmesh-1": json.RawMessage(`{"action":"accept"}`)})
+	valid, err := in.encodeState(requestState{
+		Answers: map[string]json.RawMessage{"mcpmesh-1": json.RawMessage(`{"action":"accept"}`)},
+		Memos:   map[int]memo{0: {Label: "call pay", Value: json.RawMessage(`{"content":[]}`)}, 1: {Label: "model", Err: "refused"}},
+	})
 	if err != nil {
 		f.Fatal(err)
 	}
 	for _, body := range []string{
 		`{}`,
-		`{"mcpmesh-1":{"action":"accept","content":{"name":"Ada"}}}`,
-		`{"mcpmesh-1":{"action":"decline"},"mcpmesh-2":{"model":"m","role":"assistant","content":[{"type":"text","text":"hi"}]}}`,
+		`{"answers":{"mcpmesh-1":{"action":"accept","content":{"name":"Ada"}}}}`,
+		`{"answers":{"mcpmesh-1":{"action":"decline"},"mcpmesh-2":{"model":"m","role":"assistant","content":[{"type":"text","text":"hi"}]}}}`,
+		`{"answers":null,"memos":{"0":{"label":"x","value":1},"-3":{"label":"y","err":"e"}}}`,
+		`{"memos":{"zz":{}}}`,
 		`[]`,
 		`"x"`,
 	} {
@@ -45,29 +50,29 @@ func FuzzDecodeState(f *testing.F) {
 
 	f.Fuzz(func(t *testing.T, state string, body []byte) {
 		// An arbitrary state: refused unless it is one this node signed.
-		if answers, err := in.decodeState(state); err == nil {
-			if answers == nil {
-				t.Fatalf("state %q accepted as a nil map", state)
+		if rs, err := in.decodeState(state); err == nil {
+			if rs.Answers == nil {
+				t.Fatalf("state %q accepted with a nil answers map", state)
 			}
-			checkStateRoundTrip(t, in, answers)
+			checkStateRoundTrip(t, in, rs)
 		}
 		// An arbitrary body this node signed: decoded, or refused, never a
 		// panic; decoded, it must take answers and encode back to itself.
-		answers, err := in.decodeState(in.sign(body))
+		rs, err := in.decodeState(in.sign(body))
 		if err != nil {
 			return
 		}
-		if answers == nil {
-			t.Fatalf("body %q decoded to a nil map: adding an answer to it would panic", body)
+		if rs.Answers == nil {
+			t.Fatalf("body %q decoded to a nil answers map: adding an answer to it would panic", body)
 		}
-		answers["mcpmesh-fuzz"] = []byte(`{"action":"cancel"}`)
-		checkStateRoundTrip(t, in, answers)
+		rs.Answers["mcpmesh-fuzz"] = []byte(`{"action":"cancel"}`)
+		checkStateRoundTrip(t, in, rs)
 	})
 }
 
-func checkStateRoundTrip(t *testing.T, in *Inputs, answers map[string]json.RawMessage) {
+func checkStateRoundTrip(t *testing.T, in *Inputs, rs requestState) {
 	t.Helper()
-	enc, err := in.encodeState(answers)
+	enc, err := in.encodeState(rs)
 	if err != nil {
 		return // raw values the decoder kept but JSON cannot re-encode: refused when sent
 	}
