@@ -253,11 +253,12 @@ func (d *demoMesh) trustStep(ctx context.Context) error {
 	}
 	d.carol.SetPolicy(pol)
 	fmt.Fprintln(w, `   carol's policy: {"peers": [bob], "for": [alice], "tools": ["weather"]}`)
+	fmt.Fprintln(w, `   alice → bob   plan_trip {"city":"Porto"}   (bob acts for alice: signed delegation alice → bob → carol)`)
 	res, err := d.alice.CallTool(ctx, d.bob.ID(), "plan_trip", cityIn{City: "Porto"})
 	if err != nil || res.IsError {
 		return fmt.Errorf("plan_trip for alice under carol's policy: %v %s", err, resultText(res))
 	}
-	fmt.Fprintf(w, "   alice → bob plan_trip → carol weather, bob acting for alice (signed delegation alice → bob → carol)\n   ← %q\n", resultText(res))
+	fmt.Fprintf(w, "   ← %q\n", resultText(res))
 	_, err = d.bob.CallTool(ctx, d.carol.ID(), "node/weather", cityIn{City: "Porto"})
 	if err == nil || !strings.Contains(err.Error(), "not permitted") {
 		return fmt.Errorf("bob alone should have been refused, got %v", err)

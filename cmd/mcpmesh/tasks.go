@@ -3,6 +3,8 @@ package main
 import (
 	"fmt"
 	"io"
+	"math"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -176,14 +178,24 @@ func progress(p *tasks.Progress) string {
 	if p == nil {
 		return ""
 	}
-	s := fmt.Sprintf("%g", p.Progress)
+	s := number(p.Progress)
 	if p.Total > 0 {
-		s += fmt.Sprintf("/%g", p.Total)
+		s += "/" + number(p.Total)
 	}
 	if p.Message != "" {
 		s += " " + firstLine(p.Message, 30)
 	}
 	return s
+}
+
+// number shows a progress value as people count: whole when it is nearly
+// whole (relayed progress is nudged a hair above the last value to keep it
+// increasing), else to one decimal.
+func number(v float64) string {
+	if r := math.Round(v); math.Abs(v-r) < 0.01 {
+		return strconv.FormatFloat(r, 'f', -1, 64)
+	}
+	return strconv.FormatFloat(v, 'f', 1, 64)
 }
 
 func round(d time.Duration) time.Duration {
