@@ -82,7 +82,7 @@ func (n *Node) dialSession(ctx context.Context, p lpeer.ID, server string) (*sdk
 		}
 		return nil, n.dialError(p, err)
 	}
-	cs, err := n.client.Connect(ctx, &mcp.StreamTransport{Stream: s, MaxMessageSize: n.cfg.maxMessageSize},
+	cs, err := n.client.Connect(ctx, progressTransport{&mcp.StreamTransport{Stream: s, MaxMessageSize: n.cfg.maxMessageSize}, n},
 		&sdkmcp.ClientSessionOptions{ProtocolVersion: n.cfg.protocolVersion})
 	if err != nil {
 		s.Reset()
@@ -98,7 +98,7 @@ func (n *Node) dialSelf(ctx context.Context, server string) (*sdkmcp.ClientSessi
 	if err != nil {
 		return nil, err
 	}
-	cs, err := n.client.Connect(ctx, mcp.Connected(conn), &sdkmcp.ClientSessionOptions{ProtocolVersion: n.cfg.protocolVersion})
+	cs, err := n.client.Connect(ctx, progressTransport{mcp.Connected(conn), n}, &sdkmcp.ClientSessionOptions{ProtocolVersion: n.cfg.protocolVersion})
 	if err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("connect to own server %s: %w", server, err)

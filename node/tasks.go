@@ -298,14 +298,19 @@ func (n *Node) callTracked(ctx context.Context, p lpeer.ID, server, tool string,
 	if deleg != nil {
 		meta[peer.DelegationMetaKey] = deleg
 	}
+	var progress *progressRoute
 	if route != nil {
 		tok := progressPrefix + m.ID
 		meta["progressToken"] = tok
-		n.progress.Store(tok, route)
+		progress = &progressRoute{to: route}
+		n.progress.Store(tok, progress)
 		defer time.AfterFunc(progressGrace, func() { n.progress.Delete(tok) })
 	}
 	ctx = withCallHop(ctx, caller)
 	res, err := call(ctx, p, server, tool, args, meta)
+	if progress != nil {
+		progress.drain() // the call's progress goes up before its result
+	}
 	if err != nil {
 		if _, ok := tasks.FailedAt(err); !ok {
 			err = &tasks.HopError{Hop: hop, Err: err}
@@ -326,9 +331,9 @@ func (n *Node) callTracked(ctx context.Context, p lpeer.ID, server, tool string,
 	return res, err
 }
 
-// progressGrace is how long a progress route outlives its call: the client
-// hands notifications to handlers concurrently, so the last ones may be
-// handled after the result.
+// progressGrace is how long a progress route outlives its call: a peer may
+// send progress after its result (it should not), and the route must still
+// be found by then to be dropped quietly.
 const progressGrace = 2 * time.Second
 
 type callHopKey struct{}
@@ -542,7 +547,9 @@ func (n *Node) relayProgress(ctx context.Context, r *sdkmcp.ProgressNotification
 	if !ok {
 		return
 	}
-	s := v.(*served)
+	route := v.(*progressRoute)
+	defer route.relayed()
+	s := route.to
 	s.entry.SetProgress(r.Params.Progress, r.Params.Total, r.Params.Message)
 	p := *r.Params
 	switch {

@@ -515,3 +515,71 @@ func TestTaskThousandConcurrentNestedCalls(t *testing.T) {
 		}
 	}
 }
+
+// TestTaskProgressComesBeforeTheResult: a leaf that sends a burst of
+// progress just before its result, two hops down. Each hop passes every
+// notification up before the result it came ahead of: A has them all, in
+// order, before its own hop's last word and before its call returns, and
+// none comes after (MCP: progress stops at completion).
+func TestTaskProgressComesBeforeTheResult(t *testing.T) {
+	a, b, c := newNode(t), newNode(t), newNode(t)
+	const burst = 200
+	node.AddTool(c, &sdkmcp.Tool{Name: "busy"}, func(ctx context.Context, req *sdkmcp.CallToolRequest, _ struct{}) (*sdkmcp.CallToolResult, struct{}, error) {
+		for i := 1; i <= burst; i++ {
+			req.Session.NotifyProgress(ctx, &sdkmcp.ProgressNotificationParams{ProgressToken: req.Params.GetProgressToken(),
+				Progress: float64(i), Total: burst, Message: "leaf"})
+		}
+		return nil, struct{}{}, nil
+	})
+	cID := c.ID()
+	node.AddTool(b, &sdkmcp.Tool{Name: "middle"}, func(ctx context.Context, req *sdkmcp.CallToolRequest, _ struct{}) (*sdkmcp.CallToolResult, struct{}, error) {
+		if _, err := b.CallTool(ctx, cID, "node/busy", nil); err != nil {
+			return nil, struct{}{}, err
+		}
+		err := req.Session.NotifyProgress(ctx, &sdkmcp.ProgressNotificationParams{ProgressToken: req.Params.GetProgressToken(),
+			Progress: burst + 1, Message: "middle done"})
+		return nil, struct{}{}, err
+	})
+	connect(t, a, b)
+	connect(t, b, c)
+
+	var mu sync.Mutex
+	var got []string
+	ctx := node.WithProgress(ctxFor(t, 10*time.Second), func(p *sdkmcp.ProgressNotificationParams) {
+		mu.Lock()
+		got = append(got, p.Message)
+		mu.Unlock()
+	})
+	for round := range 3 {
+		mu.Lock()
+		got = nil
+		mu.Unlock()
+		if _, err := a.CallTool(ctx, b.ID(), "node/middle", nil); err != nil {
+			t.Fatal(err)
+		}
+		mu.Lock()
+		atReturn := len(got)
+		last := ""
+		if atReturn > 0 {
+			last = got[atReturn-1]
+		}
+		leaf := 0
+		for _, m := range got {
+			if m == "leaf" {
+				leaf++
+			}
+		}
+		mu.Unlock()
+		if atReturn != burst+1 || leaf != burst || last != "middle done" {
+			t.Fatalf("round %d: when the call returned A had %d notifications (%d from the leaf), the last %q; want %d, the leaf's first, then the middle's",
+				round, atReturn, leaf, last, burst+1)
+		}
+		time.Sleep(100 * time.Millisecond)
+		mu.Lock()
+		late := len(got) - atReturn
+		mu.Unlock()
+		if late != 0 {
+			t.Fatalf("round %d: %d progress notifications came after the result", round, late)
+		}
+	}
+}

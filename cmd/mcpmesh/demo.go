@@ -337,16 +337,8 @@ func (d *demoMesh) agentStep(ctx context.Context) error {
 		return fmt.Errorf("concierge answered %q", resultText(res))
 	}
 	fmt.Fprintf(w, "   ← %q\n", resultText(res))
-	// Progress is relayed concurrently with the answer: the last of it may
-	// land just after.
-	for wait := time.Now().Add(300 * time.Millisecond); time.Now().Before(wait); time.Sleep(5 * time.Millisecond) {
-		mu.Lock()
-		n := len(steps)
-		mu.Unlock()
-		if n == 5 {
-			break
-		}
-	}
+	// Each hop passes progress up before the result it came ahead of: all
+	// of it is here.
 	mu.Lock()
 	fmt.Fprintln(w, "   the agents' progress, as alice received it:")
 	for _, s := range steps {
