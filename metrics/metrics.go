@@ -93,7 +93,7 @@ func New() *Metrics {
 		}, []string{"peer", "server", "tool"}),
 		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mcpmesh_refusals_total",
-			Help: "Calls refused before being served, by reason (policy, delegation, rate, concurrency, banned, loop, budget, deadline, ...).",
+			Help: "Calls refused before being served, by reason (policy, delegation, rate, concurrency, principal-rate, principal-concurrency, banned, loop, budget, deadline, ...).",
 		}, []string{"reason"}),
 		lookups: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mcpmesh_dht_lookups_total",

@@ -100,9 +100,12 @@ func (n *Node) admitCall(caller, principal lpeer.ID) (release func(), r *refusal
 	var lr *limits.Refusal
 	if errors.As(err, &lr) {
 		r.reason = lr.Reason
-		// A principal over its limits is not the fault of the peer that
-		// carries its calls: no strike.
-		if lr.Reason != limits.ReasonBanned && lr.For == "" {
+		switch {
+		case lr.For != "":
+			// A principal over its limits is not the fault of the peer
+			// that carries its calls: no strike.
+			r.reason = "principal-" + lr.Reason
+		case lr.Reason != limits.ReasonBanned:
 			n.limits.Strike(caller, lr.Reason)
 		}
 	}

@@ -121,7 +121,7 @@ func TestPrincipalLimitsHoldOneUserOfAnIntermediary(t *testing.T) {
 		t.Fatal("B was struck for A's limit")
 	}
 	rec := lastAudit(t, c, "gate")
-	if rec.Outcome != "refused" || rec.Reason != limits.ReasonConcurrency || rec.For != a.ID().String() {
+	if rec.Outcome != "refused" || rec.Reason != "principal-"+limits.ReasonConcurrency || rec.For != a.ID().String() {
 		t.Errorf("C's audit of the refusal: %+v", rec)
 	}
 
