@@ -129,6 +129,8 @@ var listChangedNotice = map[string]string{
 	"resources/templates/list": "notifications/resources/list_changed",
 }
 
+// kindOfList is what each list method lists: the requests whose answers
+// are filtered and remembered.
 var kindOfList = map[string]peer.Kind{
 	"tools/list":               peer.Tool,
 	"prompts/list":             peer.Prompt,

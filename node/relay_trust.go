@@ -40,8 +40,6 @@ func mayNeedTrust(b []byte) bool {
 		bytes.Contains(b, delegationField) || hasKeyEscape(b)
 }
 
-// listMethods are the requests whose answers the relay filters.
-var listMethods = map[string]bool{"tools/list": true, "prompts/list": true, "resources/list": true, "resources/templates/list": true}
 
 // pending holds a value per request of one relayed session, by JSON-RPC
 // request ID, until the request's answer passes: the method of a list
@@ -173,7 +171,7 @@ func (n *Node) relayTrust(caller lpeer.ID, name string, t *relayTarget, then mcp
 				return nil, nil, err
 			}
 			req, ok := msg.(*jsonrpc.Request)
-			if ok && listMethods[req.Method] && req.ID.IsValid() {
+			if _, list := kindOfList[req.Method]; ok && list && req.ID.IsValid() {
 				if _, _, ok := lists.put(req.ID, listAsk{req.Method, firstPage(req.Params)}, maxPendingLists); !ok {
 					return nil, refusalReply(req, &jsonrpc.Error{Code: CodeLimited, Message: "too many list requests waiting for their answers"}), nil
 				}
