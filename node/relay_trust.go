@@ -156,6 +156,12 @@ func (n *Node) relayTrust(caller lpeer.ID, name string, t *relayTarget, then mcp
 	session := &servedSession{server: name, caller: caller,
 		notify: func(method string) error { return send(&jsonrpc.Request{Method: method}) }}
 	n.registerRelayed(session)
+	pass := func(frame []byte) ([]byte, []byte, error) {
+		if then == nil {
+			return frame, nil, nil
+		}
+		return then(frame)
+	}
 	toServer = func(frame []byte) ([]byte, []byte, error) {
 		if calls.any() && bytes.Contains(frame, cancelledField) {
 			// A cancelled request may get no answer: it ends here.
@@ -170,13 +176,16 @@ func (n *Node) relayTrust(caller lpeer.ID, name string, t *relayTarget, then mcp
 			if err != nil {
 				return nil, nil, err
 			}
-			req, ok := msg.(*jsonrpc.Request)
-			if _, list := kindOfList[req.Method]; ok && list && req.ID.IsValid() {
+			req, _ := msg.(*jsonrpc.Request)
+			if req == nil { // an answer to the server's own request: nothing to check
+				return pass(frame)
+			}
+			if _, list := kindOfList[req.Method]; list && req.ID.IsValid() {
 				if _, _, ok := lists.put(req.ID, listAsk{req.Method, firstPage(req.Params)}, maxPendingLists); !ok {
 					return nil, refusalReply(req, &jsonrpc.Error{Code: CodeLimited, Message: "too many list requests waiting for their answers"}), nil
 				}
 			}
-			if ok && req.Method == "tools/call" {
+			if req.Method == "tools/call" {
 				old, next, finish, reason := n.relayCallTrust(req.Params, caller, name, t)
 				if reason != nil {
 					return nil, refusalReply(req, reason), nil
@@ -207,10 +216,7 @@ func (n *Node) relayTrust(caller lpeer.ID, name string, t *relayTarget, then mcp
 				}
 			}
 		}
-		if then == nil {
-			return frame, nil, nil
-		}
-		return then(frame)
+		return pass(frame)
 	}
 	toClient = func(frame []byte) ([]byte, []byte, error) {
 		if !lists.any() && !calls.any() ||
