@@ -257,8 +257,11 @@ func stateFrom(ctx context.Context) (*inputState, error) {
 // run's at the same place means the run went another way: from there on,
 // everything is computed afresh.
 //
-// T must round-trip through JSON. An error is remembered by its message
-// (and comes back as a plain error); ErrInputRequired is never remembered.
+// Values are matched by their order in the run, so a handler's Replays
+// must come in the same order each time (not from goroutines racing each
+// other). T must round-trip through JSON. An error is remembered by its
+// message (and comes back as a plain error, with T's zero value);
+// ErrInputRequired is never remembered.
 // A value past the state's bound (512 KiB for all of a request's values) is
 // computed again on each run. Elsewhere Replay just calls compute.
 func Replay[T any](ctx context.Context, label string, compute func() (T, error)) (T, error) {
