@@ -40,7 +40,6 @@ func mayNeedTrust(b []byte) bool {
 		bytes.Contains(b, delegationField) || hasKeyEscape(b)
 }
 
-
 // pending holds a value per request of one relayed session, by JSON-RPC
 // request ID, until the request's answer passes: the method of a list
 // request (its answer is filtered), the end of a tools/call (it holds the
