@@ -1,0 +1,184 @@
+package sessions
+
+import (
+	"context"
+	"errors"
+	"sync"
+
+	lpeer "github.com/libp2p/go-libp2p/core/peer"
+	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
+)
+
+// ErrClosed is returned by a closed [Sessions].
+var ErrClosed = errors.New("session pool closed")
+
+// DialFunc opens a new MCP client session to the server called server on
+// peer p. ctx bounds the dial and handshake only.
+type DialFunc func(ctx context.Context, p lpeer.ID, server string) (*sdkmcp.ClientSession, error)
+
+// SessionKey names one client session: a peer and one of its servers.
+type SessionKey struct {
+	Peer   lpeer.ID
+	Server string
+}
+
+func (k SessionKey) String() string { return k.Peer.String() + "/" + k.Server }
+
+// Sessions keeps at most one open MCP client session per peer and server,
+// shared by every concurrent caller. A session that ends (the peer closed
+// it, the connection dropped) is forgotten, and the next Get dials anew.
+type Sessions struct {
+	dial  DialFunc
+	onEnd func(SessionKey, *sdkmcp.ClientSession)
+
+	mu     sync.Mutex
+	m      map[SessionKey]*sessionEntry
+	closed bool
+	wg     sync.WaitGroup // one watcher per open session
+}
+
+type sessionEntry struct {
+	ready chan struct{} // closed when cs or err is set
+	cs    *sdkmcp.ClientSession
+	err   error
+}
+
+// NewSessions returns an empty pool that opens sessions with dial. onEnd,
+// if not nil, is called once for each session after it has ended.
+func NewSessions(dial DialFunc, onEnd func(SessionKey, *sdkmcp.ClientSession)) *Sessions {
+	return &Sessions{dial: dial, onEnd: onEnd, m: map[SessionKey]*sessionEntry{}}
+}
+
+// Get returns the open session to key, dialing one if there is none. Callers
+// that ask for the same key while a dial is in flight wait for that dial.
+// The dial itself runs under dialCtx, not ctx, so that one caller giving up
+// does not fail the others; ctx only bounds this caller's wait.
+func (s *Sessions) Get(ctx context.Context, key SessionKey, dialCtx func() (context.Context, context.CancelFunc)) (*sdkmcp.ClientSession, error) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil, ErrClosed
+	}
+	e, ok := s.m[key]
+	if !ok {
+		e = &sessionEntry{ready: make(chan struct{})}
+		s.m[key] = e
+		s.wg.Add(1)
+		go s.open(key, e, dialCtx)
+	}
+	s.mu.Unlock()
+
+	select {
+	case <-e.ready:
+		return e.cs, e.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// open dials key and, on success, watches the session until it ends.
+func (s *Sessions) open(key SessionKey, e *sessionEntry, dialCtx func() (context.Context, context.CancelFunc)) {
+	defer s.wg.Done()
+	ctx, cancel := dialCtx()
+	cs, err := s.dial(ctx, key.Peer, key.Server)
+	cancel()
+
+	s.mu.Lock()
+	if err == nil && s.closed {
+		err = ErrClosed
+		cs.Close()
+		cs = nil
+	}
+	e.cs, e.err = cs, err
+	if err != nil {
+		delete(s.m, key) // failures are not cached: the next Get dials again
+	}
+	close(e.ready)
+	s.mu.Unlock()
+	if err != nil {
+		return
+	}
+	cs.Wait()
+	// Close even so: on 2026-07-28 sessions the SDK's subscriptions/listen
+	// goroutine ends only on Close, not when the peer ends the session.
+	cs.Close()
+	s.forget(key, cs)
+	if s.onEnd != nil {
+		s.onEnd(key, cs)
+	}
+}
+
+func (s *Sessions) forget(key SessionKey, cs *sdkmcp.ClientSession) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e, ok := s.m[key]; ok && e.cs == cs {
+		delete(s.m, key)
+	}
+}
+
+// Drop closes the session to key if it is cs (or any session, if cs is nil).
+// The next Get dials anew.
+func (s *Sessions) Drop(key SessionKey, cs *sdkmcp.ClientSession) {
+	s.mu.Lock()
+	e, ok := s.m[key]
+	if !ok || (cs != nil && e.cs != cs) {
+		s.mu.Unlock()
+		return
+	}
+	select {
+	case <-e.ready:
+	default:
+		s.mu.Unlock()
+		return // still dialing: nothing to drop yet
+	}
+	delete(s.m, key)
+	s.mu.Unlock()
+	if e.cs != nil {
+		e.cs.Close()
+	}
+}
+
+// Open lists the keys of the sessions open now.
+func (s *Sessions) Open() []SessionKey {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var keys []SessionKey
+	for k, e := range s.m {
+		select {
+		case <-e.ready:
+			if e.cs != nil {
+				keys = append(keys, k)
+			}
+		default:
+		}
+	}
+	return keys
+}
+
+// Close closes every session and waits for in-flight dials to finish.
+func (s *Sessions) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	var open []*sdkmcp.ClientSession
+	for _, e := range s.m {
+		select {
+		case <-e.ready:
+			if e.cs != nil {
+				open = append(open, e.cs)
+			}
+		default:
+		}
+	}
+	s.mu.Unlock()
+	// A session the peer already ended fails to close with EOF or a reset:
+	// nothing to report, the session is gone either way.
+	for _, cs := range open {
+		cs.Close()
+	}
+	s.wg.Wait()
+	return nil
+}

@@ -1,0 +1,418 @@
+package trust
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"time"
+
+	lpeer "github.com/libp2p/go-libp2p/core/peer"
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
+	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
+	segjson "github.com/segmentio/encoding/json"
+
+	"github.com/mcpmesh/mcpmesh/audit"
+	"github.com/mcpmesh/mcpmesh/mcp"
+	"github.com/mcpmesh/mcpmesh/peer"
+)
+
+// A re-shared server is relayed frame by frame, undecoded where possible, so
+// the policy applies to it at three points: a peer needs some grant on it to
+// open a session; each tools/call is checked by tool name; and the answers
+// to its list requests are filtered on their way back. A delegation that
+// comes with a call is verified here and extended to the peer behind, which
+// sees this node acting for the delegation's principal.
+
+var (
+	toolsCallField  = []byte(`tools/call`)
+	listField       = []byte(`/list`)
+	delegationField = []byte(`"` + peer.DelegationMetaKey + `"`)
+	resultField     = []byte(`"result"`)
+	errorField      = []byte(`"error"`)
+	cancelledField  = []byte(`notifications/cancelled`)
+)
+
+// mayNeedTrust reports whether a frame may be a tools/call or a list
+// request, or carry a delegation, written plainly or behind JSON escapes.
+func mayNeedTrust(b []byte) bool {
+	return bytes.Contains(b, toolsCallField) || bytes.Contains(b, listField) ||
+		bytes.Contains(b, delegationField) || hasKeyEscape(b)
+}
+
+// pending holds a value per request of one relayed session, by JSON-RPC
+// request ID, until the request's answer passes: the method of a list
+// request (its answer is filtered), the end of a tools/call (it holds the
+// caller's admission, and is audited when it ends).
+type pending[V any] struct {
+	mu sync.Mutex
+	m  map[jsonrpc.ID]V
+}
+
+// put holds v under id, unless max (if > 0) values are held already. It
+// returns the value id held before, if any.
+func (p *pending[V]) put(id jsonrpc.ID, v V, max int) (old V, replaced, ok bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.m == nil {
+		p.m = map[jsonrpc.ID]V{}
+	}
+	if max > 0 && len(p.m) >= max {
+		return old, false, false
+	}
+	old, replaced = p.m[id]
+	p.m[id] = v
+	return old, replaced, true
+}
+
+// take removes and returns the value held under id.
+func (p *pending[V]) take(id jsonrpc.ID) (V, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	v, ok := p.m[id]
+	delete(p.m, id)
+	return v, ok
+}
+
+func (p *pending[V]) any() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.m) > 0
+}
+
+// takeAll removes and returns every value held.
+func (p *pending[V]) takeAll() map[jsonrpc.ID]V {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	m := p.m
+	p.m = nil
+	return m
+}
+
+// maxPendingLists bounds what a client that never reads its answers can
+// make the relay hold; past it, list requests are refused. (Calls are
+// bounded by the caller's limits.)
+const maxPendingLists = 256
+
+// endCall ends a relayed call: it releases its admission and audits it.
+type endCall func(audit.Outcome, string)
+
+// relayedOutcome is how a relayed call's answer is audited.
+func relayedOutcome(resp *jsonrpc.Response) (audit.Outcome, string) {
+	if resp.Error != nil {
+		return audit.Error, firstLine(resp.Error.Error())
+	}
+	var r struct {
+		IsError bool `json:"isError"`
+	}
+	if _, err := segjson.Parse(resp.Result, &r, segjson.DontMatchCaseInsensitiveStructFields); err == nil && r.IsError {
+		return audit.Error, "tool error"
+	}
+	return audit.OK, ""
+}
+
+// cancelledRequest returns the ID of the request a notifications/cancelled
+// frame cancels.
+func cancelledRequest(frame []byte) (jsonrpc.ID, bool) {
+	msg, err := mcp.DecodeFrame(frame)
+	if err != nil {
+		return jsonrpc.ID{}, false
+	}
+	req, ok := msg.(*jsonrpc.Request)
+	if !ok || req.Method != "notifications/cancelled" {
+		return jsonrpc.ID{}, false
+	}
+	var p struct {
+		RequestID any `json:"requestId"`
+	}
+	if json.Unmarshal(req.Params, &p) != nil {
+		return jsonrpc.ID{}, false
+	}
+	id, err := jsonrpc.MakeID(p.RequestID)
+	return id, err == nil && id.IsValid()
+}
+
+// mayOpenRelay reports whether caller may open a session on the re-shared
+// server name, and audits a refusal.
+func (n *Node) mayOpenRelay(caller lpeer.ID, name string) bool {
+	if n.policy.Load().AllowsServer(caller, peer.Anyone, name) {
+		return true
+	}
+	n.refuse(audit.Record{Time: time.Now(), Caller: caller.String(), Server: name, Method: "session"},
+		&refusal{reason: "policy", msg: fmt.Sprintf("not permitted: %s may not use server %s", shortPeer(caller), name)})
+	return false
+}
+
+// relayTrust returns the frame rewrites that apply the policy, delegations
+// and limits to a session relayed from caller to t: toServer (before the
+// task layer's rewrite, then) and toClient; end must be called when the
+// session ends.
+func (n *Node) relayTrust(caller lpeer.ID, name string, t *relayTarget, then mcp.FrameRewrite, send func(jsonrpc.Message) error) (toServer, toClient mcp.FrameRewrite, end func()) {
+	if caller == n.host.ID() {
+		return then, nil, func() {}
+	}
+	lists, calls := &pending[listAsk]{}, &pending[endCall]{}
+	session := &servedSession{server: name, caller: caller,
+		notify: func(method string) error { return send(&jsonrpc.Request{Method: method}) }}
+	n.registerRelayed(session)
+	pass := func(frame []byte) ([]byte, []byte, error) {
+		if then == nil {
+			return frame, nil, nil
+		}
+		return then(frame)
+	}
+	toServer = func(frame []byte) ([]byte, []byte, error) {
+		if calls.any() && bytes.Contains(frame, cancelledField) {
+			// A cancelled request may get no answer: it ends here.
+			if id, ok := cancelledRequest(frame); ok {
+				if finish, ok := calls.take(id); ok {
+					finish(audit.Cancelled, "")
+				}
+			}
+		}
+		if mayNeedTrust(frame) {
+			msg, err := mcp.DecodeFrame(frame)
+			if err != nil {
+				return nil, nil, err
+			}
+			req, _ := msg.(*jsonrpc.Request)
+			if req == nil { // an answer to the server's own request: nothing to check
+				return pass(frame)
+			}
+			if _, list := kindOfList[req.Method]; list && req.ID.IsValid() {
+				if _, _, ok := lists.put(req.ID, listAsk{req.Method, firstPage(req.Params)}, maxPendingLists); !ok {
+					return nil, refusalReply(req, &jsonrpc.Error{Code: CodeLimited, Message: "too many list requests waiting for their answers"}), nil
+				}
+			}
+			if req.Method == "tools/call" {
+				old, next, finish, reason := n.relayCallTrust(req.Params, caller, name, t)
+				if reason != nil {
+					return nil, refusalReply(req, reason), nil
+				}
+				if req.ID.IsValid() {
+					if old, replaced, _ := calls.put(req.ID, finish, 0); replaced {
+						old(audit.Error, "request ID reused while in flight")
+					}
+				} else {
+					finish(audit.Error, "sent as a notification: no answer") // nothing to wait for
+				}
+				if next != nil {
+					// In place when the field is written once, plainly;
+					// else through a re-encoding of the params.
+					if out, ok := spliceField(frame, delegationField, old, next); ok {
+						frame = out
+					} else {
+						params, err := setMetaField(req.Params, peer.DelegationMetaKey, next)
+						if err != nil {
+							return nil, refusalReply(req, &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: err.Error()}), nil
+						}
+						out := *req
+						out.Params = params
+						if frame, err = jsonrpc.EncodeMessage(&out); err != nil {
+							return nil, nil, err
+						}
+					}
+				}
+			}
+		}
+		return pass(frame)
+	}
+	toClient = func(frame []byte) ([]byte, []byte, error) {
+		if !lists.any() && !calls.any() ||
+			!bytes.Contains(frame, resultField) && !bytes.Contains(frame, errorField) && !hasKeyEscape(frame) {
+			return frame, nil, nil
+		}
+		msg, err := mcp.DecodeFrame(frame)
+		if err != nil {
+			return nil, nil, err
+		}
+		resp, ok := msg.(*jsonrpc.Response)
+		if ok {
+			if finish, found := calls.take(resp.ID); found {
+				finish(relayedOutcome(resp))
+			}
+		}
+		if !ok || resp.Error != nil {
+			if ok {
+				lists.take(resp.ID)
+			}
+			return frame, nil, nil
+		}
+		ask, ok := lists.take(resp.ID)
+		if !ok {
+			return frame, nil, nil
+		}
+		res, err := decodeList(ask.method, resp)
+		if err != nil {
+			return nil, nil, fmt.Errorf("read %s answer from %s/%s: %w", ask.method, t.peer, t.server, err)
+		}
+		session.remember(ask.method, ask.firstPage, res)
+		pol := n.policy.Load()
+		if pol.IsOpen() {
+			return frame, nil, nil
+		}
+		filterList(pol, peer.Access{Caller: caller, Server: name}, res)
+		out, err := encodeList(resp, res)
+		if err != nil {
+			return nil, nil, fmt.Errorf("filter %s answer from %s/%s: %w", ask.method, t.peer, t.server, err)
+		}
+		return out, nil, nil
+	}
+	end = func() {
+		n.mu.Lock()
+		delete(n.relayed, session)
+		n.mu.Unlock()
+		for _, finish := range calls.takeAll() {
+			finish(audit.Error, "session ended before the answer")
+		}
+	}
+	return toServer, toClient, end
+}
+
+// listAsk is a list request waiting for its answer.
+type listAsk struct {
+	method    string
+	firstPage bool // asked with no cursor
+}
+
+// firstPage reports whether list params ask for the first page.
+func firstPage(params json.RawMessage) bool {
+	var p struct {
+		Cursor string `json:"cursor"`
+	}
+	segjson.Parse(params, &p, segjson.DontMatchCaseInsensitiveStructFields)
+	return p.Cursor == ""
+}
+
+// registerRelayed adds a relayed session to those a policy change tells of
+// list changes.
+func (n *Node) registerRelayed(s *servedSession) {
+	n.mu.Lock()
+	n.relayed[s] = struct{}{}
+	n.mu.Unlock()
+}
+
+// decodeList decodes the answer to a list request.
+func decodeList(method string, resp *jsonrpc.Response) (sdkmcp.Result, error) {
+	var res sdkmcp.Result
+	switch method {
+	case "tools/list":
+		res = &sdkmcp.ListToolsResult{}
+	case "prompts/list":
+		res = &sdkmcp.ListPromptsResult{}
+	case "resources/list":
+		res = &sdkmcp.ListResourcesResult{}
+	default:
+		res = &sdkmcp.ListResourceTemplatesResult{}
+	}
+	if err := json.Unmarshal(resp.Result, res); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// encodeList re-encodes the answer resp to a list request with the result
+// res.
+func encodeList(resp *jsonrpc.Response, res sdkmcp.Result) ([]byte, error) {
+	raw, err := json.Marshal(res)
+	if err != nil {
+		return nil, err
+	}
+	out := *resp
+	out.Result = raw
+	return jsonrpc.EncodeMessage(&out)
+}
+
+// relayCallTrust checks one relayed tools/call: the policy on its tool, its
+// delegation, old, for which it returns the delegation extended to the peer
+// behind, next (nil: none came), and the caller's limits. end, called once
+// when the call ends, releases its admission and audits it.
+func (n *Node) relayCallTrust(params json.RawMessage, caller lpeer.ID, name string, t *relayTarget) (old, next json.RawMessage, end endCall, refused *jsonrpc.Error) {
+	// Read as the next node's SDK reads it (see extendTask).
+	var head struct {
+		Name string `json:"name"`
+		Meta *struct {
+			Delegation json.RawMessage `json:"io.mcpmesh/delegation"`
+		} `json:"_meta"`
+	}
+	if _, err := segjson.Parse(params, &head, segjson.DontMatchCaseInsensitiveStructFields); err != nil {
+		return nil, nil, func(audit.Outcome, string) {}, nil // not the relay's to judge: the server answers bad params
+	}
+	rec := audit.Record{Time: time.Now(), Caller: peerString(caller), Server: name, Method: "tools/call", Name: head.Name}
+	a := peer.Access{Caller: caller, Server: name, Kind: peer.Tool, Name: head.Name}
+	if head.Meta != nil && len(head.Meta.Delegation) > 0 && string(head.Meta.Delegation) != "null" {
+		var wire []string
+		err := json.Unmarshal(head.Meta.Delegation, &wire)
+		var d *delegated
+		if err == nil {
+			d, err = n.verifyDelegation(wire, caller, name, head.Name)
+		}
+		if err == nil {
+			var enc []string
+			enc, err = n.extendDelegation(d, t.peer, t.server, head.Name)
+			if err == nil {
+				next, err = json.Marshal(enc)
+			}
+		}
+		if err != nil {
+			return nil, nil, nil, n.refuseRelayed(rec, &refusal{reason: "delegation", code: CodeNotPermitted,
+				msg: fmt.Sprintf("not permitted: %s/%s on %s: %v", name, head.Name, shortPeer(n.host.ID()), err)})
+		}
+		old = head.Meta.Delegation
+		if d.principal != caller {
+			a.For, rec.For = d.principal, d.principalText
+		}
+	}
+	if !n.policy.Load().Allows(a) {
+		return nil, nil, nil, n.refuseRelayed(rec, &refusal{reason: "policy", code: CodeNotPermitted, msg: n.notPermitted(a)})
+	}
+	release, r := n.admitCall(caller, a.For)
+	if r != nil {
+		return nil, nil, nil, n.refuseRelayed(rec, r)
+	}
+	end = func(o audit.Outcome, reason string) {
+		release()
+		rec.Outcome, rec.Reason, rec.Duration = o, reason, time.Since(rec.Time)
+		n.audit.Add(rec)
+		if m := n.cfg.trust.metrics; m != nil {
+			m.Call(name, head.Name, rec.Caller, string(o), rec.Duration)
+		}
+	}
+	return old, next, end, nil
+}
+
+func (n *Node) refuseRelayed(rec audit.Record, r *refusal) *jsonrpc.Error {
+	return n.refuse(rec, r).(*jsonrpc.Error)
+}
+
+// refusalReply answers a request the relay will not pass on (nil for a
+// notification).
+func refusalReply(req *jsonrpc.Request, e *jsonrpc.Error) []byte {
+	if !req.ID.IsValid() {
+		return nil
+	}
+	out, _ := jsonrpc.EncodeMessage(&jsonrpc.Response{ID: req.ID, Error: e})
+	return out
+}
+
+// setMetaField sets params._meta[key] to v, re-encoding the top level of
+// params (the other fields stay raw bytes).
+func setMetaField(params json.RawMessage, key string, v json.RawMessage) (json.RawMessage, error) {
+	var top map[string]json.RawMessage
+	if _, err := segjson.Parse(params, &top, segjson.DontMatchCaseInsensitiveStructFields); err != nil {
+		return nil, err
+	}
+	var meta map[string]json.RawMessage
+	if _, err := segjson.Parse(top["_meta"], &meta, segjson.DontMatchCaseInsensitiveStructFields); err != nil {
+		return nil, err
+	}
+	if meta == nil { // "_meta": null, or missing
+		meta = map[string]json.RawMessage{}
+	}
+	meta[key] = v
+	var err error
+	if top["_meta"], err = segjson.Marshal(meta); err != nil {
+		return nil, err
+	}
+	return segjson.Marshal(top)
+}
