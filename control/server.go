@@ -18,8 +18,9 @@ import (
 	logging "github.com/ipfs/go-log/v2"
 	lpeer "github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/mcpmesh/mcpmesh/internal/loopback"
 	"github.com/mcpmesh/mcpmesh/node"
-	"github.com/mcpmesh/mcpmesh/peer"
+	"github.com/mcpmesh/mcpmesh/peer/identity"
 )
 
 var log = logging.Logger("mcpmesh/control")
@@ -48,7 +49,7 @@ func Listen(n *node.Node, home, addr string) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("control address %q: %w", addr, err)
 	}
-	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+	if !loopback.Host(host) {
 		return nil, fmt.Errorf("control address %q: must be a loopback address (127.0.0.1 or ::1)", addr)
 	}
 	tok := make([]byte, 32)
@@ -123,15 +124,11 @@ func (s *Server) routes() http.Handler {
 }
 
 // auth admits requests that carry the token, and only with a loopback Host
-// (no DNS rebinding from a browser page).
+// and Origin (no DNS rebinding or cross-origin request from a browser page).
 func (s *Server) auth(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		host, _, err := net.SplitHostPort(r.Host)
-		if err != nil {
-			host = r.Host
-		}
-		if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
-			writeError(w, http.StatusForbidden, fmt.Errorf("host %q is not loopback", r.Host))
+		if err := loopback.CheckRequest(r); err != nil {
+			writeError(w, http.StatusForbidden, err)
 			return
 		}
 		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
@@ -211,7 +208,7 @@ func (s *Server) handleConnect(w http.ResponseWriter, r *http.Request) {
 
 // target resolves a peer argument, connecting when it carries an address.
 func (s *Server) target(ctx context.Context, arg string) (lpeer.ID, error) {
-	info, err := peer.ParseTarget(arg)
+	info, err := identity.ParseTarget(arg)
 	if err != nil {
 		return "", err
 	}

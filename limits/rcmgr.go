@@ -11,7 +11,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/protocol"
 	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
 
-	"github.com/mcpmesh/mcpmesh/mcp"
+	"github.com/mcpmesh/mcpmesh/mcp/transport"
 )
 
 // ResourceManager returns a libp2p resource manager with go-libp2p's default
@@ -22,7 +22,7 @@ import (
 // shared server, MaxStreamsPerProtocolPeer per server and peer. opts go to
 // rcmgr.NewResourceManager.
 //
-// The MCP protocols are one per shared server (mcp.ProtocolPrefix + name),
+// The MCP protocols are one per shared server (transport.ProtocolPrefix + name),
 // and servers come and go while the node runs, so they are matched by
 // prefix: each server has the same limits, counted apart.
 func ResourceManager(cfg Config, opts ...rcmgr.Option) (network.ResourceManager, error) {
@@ -92,13 +92,13 @@ func (striker) AllowMemory(int)                        {}
 func (striker) BlockMemory(int)                        {}
 
 // mcpLimiter is a limiter with the same limits for every protocol ID that
-// starts with mcp.ProtocolPrefix: rcmgr only knows exact IDs.
+// starts with transport.ProtocolPrefix: rcmgr only knows exact IDs.
 type mcpLimiter struct {
 	rcmgr.Limiter
 	proto, protoPeer rcmgr.BaseLimit
 }
 
-func isMCP(id protocol.ID) bool { return strings.HasPrefix(string(id), mcp.ProtocolPrefix) }
+func isMCP(id protocol.ID) bool { return strings.HasPrefix(string(id), transport.ProtocolPrefix) }
 
 func (l *mcpLimiter) GetProtocolLimits(id protocol.ID) rcmgr.Limit {
 	if isMCP(id) {

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -12,8 +13,12 @@ import (
 
 	"github.com/mcpmesh/mcpmesh/discovery"
 	"github.com/mcpmesh/mcpmesh/limits"
-	"github.com/mcpmesh/mcpmesh/mcp"
-	"github.com/mcpmesh/mcpmesh/peer"
+	"github.com/mcpmesh/mcpmesh/mcp/transport"
+	"github.com/mcpmesh/mcpmesh/metrics"
+	"github.com/mcpmesh/mcpmesh/peer/delegation"
+	"github.com/mcpmesh/mcpmesh/peer/identity"
+	"github.com/mcpmesh/mcpmesh/peer/policy"
+	"github.com/mcpmesh/mcpmesh/tasks"
 )
 
 // ElicitationHandler answers a question that a peer serving one of this
@@ -24,7 +29,8 @@ type ElicitationHandler func(context.Context, *sdkmcp.ElicitRequest) (*sdkmcp.El
 // (sampling/createMessage) made while serving one of this node's calls.
 type SamplingHandler func(context.Context, *sdkmcp.CreateMessageRequest) (*sdkmcp.CreateMessageResult, error)
 
-// Option configures a Node.
+// Option configures a Node. Every option of a node is in this file; New
+// validates them once, in order.
 type Option func(*config) error
 
 type config struct {
@@ -44,9 +50,9 @@ type config struct {
 	discovery       *discovery.Config
 	description     string
 	tags            []string
-	tasks           taskConfig  // see tasks.go
-	psk             pnet.PSK    // see pnet.go
-	trust           trustConfig // see trust.go
+	tasks           taskConfig
+	psk             pnet.PSK // see pnet.go
+	trust           trustConfig
 	limits          *limits.Config
 }
 
@@ -71,7 +77,7 @@ func defaults() *config {
 		name:            "mcpmesh",
 		version:         "dev",
 		listen:          DefaultListenAddrs,
-		maxMessageSize:  mcp.DefaultMaxMessageSize,
+		maxMessageSize:  transport.DefaultMaxMessageSize,
 		dialTimeout:     10 * time.Second,
 		protocolVersion: DefaultProtocolVersion,
 	}
@@ -90,7 +96,7 @@ func WithIdentity(key crypto.PrivKey) Option {
 }
 
 // WithHome loads the node's identity from the folder dir, creating it on
-// first use (see peer.LoadOrCreateIdentity).
+// first use (see identity.LoadOrCreate).
 func WithHome(dir string) Option {
 	return func(c *config) error {
 		if dir == "" {
@@ -221,9 +227,211 @@ func (c *config) identity() (crypto.PrivKey, error) {
 	case c.key != nil:
 		return c.key, nil
 	case c.home != "":
-		return peer.LoadOrCreateIdentity(c.home)
+		return identity.LoadOrCreate(c.home)
 	default:
 		key, _, err := crypto.GenerateEd25519Key(nil)
 		return key, err
+	}
+}
+
+// --- discovery ---
+
+// WithDiscovery runs a DHT on the node: it publishes the node's signed card
+// and advertises every tool name and tag it shares, and can look up others'
+// (Find, Card, CallAny). cfg's zero value is a sane default.
+func WithDiscovery(cfg discovery.Config) Option {
+	return func(c *config) error {
+		c.discovery = &cfg
+		return nil
+	}
+}
+
+// WithDescription sets the description on the node's card.
+func WithDescription(d string) Option {
+	return func(c *config) error {
+		c.description = d
+		return nil
+	}
+}
+
+// WithTags sets tags that apply to the whole node, on its card.
+func WithTags(tags ...string) Option {
+	return func(c *config) error {
+		c.tags = tags
+		return nil
+	}
+}
+
+// --- private mesh ---
+
+// WithPrivateNetwork makes the node a member of a private mesh: its libp2p
+// connections are encrypted with psk (libp2p's private networks, on top of
+// the usual Noise or TLS), so it can reach and be reached only by nodes
+// holding the same key. A node without the key cannot even complete a
+// connection.
+//
+// Private networks work over TCP and WebSocket only: libp2p has no QUIC (nor
+// WebTransport, WebRTC) with a pre-shared key. The node therefore drops its
+// QUIC listen addresses (see PrivateNetworkAddrs); with none left it fails
+// to start. The cost: no QUIC, so no 0-RTT connection setup, no UDP hole
+// punching, and one TCP connection's head-of-line blocking for all streams.
+func WithPrivateNetwork(psk pnet.PSK) Option {
+	return func(c *config) error {
+		if len(psk) != 32 {
+			return fmt.Errorf("WithPrivateNetwork: key of %d bytes, want 32", len(psk))
+		}
+		c.psk = psk
+		return nil
+	}
+}
+
+// --- trust: policy, delegation, audit, limits ---
+
+// DefaultDelegationTTL is how long the delegation a node gives with a call it
+// starts stays valid, unless WithDelegation says otherwise.
+const DefaultDelegationTTL = time.Hour
+
+// AuditFile is the name of the audit log in a node's home.
+const AuditFile = "audit.log"
+
+// trustConfig is who may see and call what the node shares, and what the
+// node delegates with the calls it makes.
+type trustConfig struct {
+	open       bool
+	policy     *policy.Policy
+	scope      delegation.Scope // delegated with the calls the node starts
+	ttl        time.Duration
+	noDelegate bool
+	auditPath  string // "" with no home: in memory only
+	auditSet   bool
+	metrics    *metrics.Metrics
+}
+
+// WithOpen lets every peer that can connect see and call everything the node
+// shares, as if its policy granted everything to everyone. For demos and
+// labs; a node started this way says so in its log.
+func WithOpen() Option {
+	return func(c *config) error {
+		c.trust.open, c.trust.policy = true, nil
+		return nil
+	}
+}
+
+// WithPolicy sets who may see and call what the node shares. Without it
+// (and without WithOpen) a node is closed: peers see and may call nothing.
+// SetPolicy replaces it while the node runs.
+func WithPolicy(p *policy.Policy) Option {
+	return func(c *config) error {
+		c.trust.policy, c.trust.open = p, false
+		return nil
+	}
+}
+
+// WithDelegation sets what the node delegates to the peer it calls with each
+// call it starts (not one it makes while serving a call: that one passes on,
+// narrowed, the delegation it was given): the tools the peer may use on the
+// node's behalf, on which peers, for how long. The default is everything,
+// everywhere, for DefaultDelegationTTL: the serving peers' policies decide.
+// A zero ttl keeps the default; WithoutDelegation sends none.
+func WithDelegation(scope delegation.Scope, ttl time.Duration) Option {
+	return func(c *config) error {
+		if len(scope.Tools) == 0 || len(scope.Peers) == 0 {
+			return errors.New("delegation scope: name at least one tool pattern and one peer (or \"*\")")
+		}
+		c.trust.scope = scope
+		if ttl > 0 {
+			c.trust.ttl = ttl
+		}
+		return nil
+	}
+}
+
+// WithoutDelegation makes the node call as itself only: peers it calls see
+// no delegation, and cannot act for it further down.
+func WithoutDelegation() Option {
+	return func(c *config) error {
+		c.trust.noDelegate = true
+		return nil
+	}
+}
+
+// WithAuditFile sets where the node writes its audit log (one JSON record
+// per served call). The default is AuditFile in the node's home, or memory
+// only without a home; "" keeps it in memory only.
+func WithAuditFile(path string) Option {
+	return func(c *config) error {
+		c.trust.auditPath, c.trust.auditSet = path, true
+		return nil
+	}
+}
+
+// WithMetrics makes the node count its calls, refusals, tasks and lookups in
+// m, and libp2p its own. Serve m.Handler() where Prometheus can scrape it.
+func WithMetrics(m *metrics.Metrics) Option {
+	return func(c *config) error {
+		c.trust.metrics = m
+		return nil
+	}
+}
+
+// WithLimits sets what one peer may ask of the node: calls in flight and
+// per second, strikes before a ban and how long a ban lasts, and the
+// streams and memory libp2p may hold for it. The default is
+// limits.DefaultConfig(); zero fields take their default.
+func WithLimits(cfg limits.Config) Option {
+	return func(c *config) error {
+		if cfg.Rate > 0 && cfg.Burst < 0 || cfg.StrikeWindow < 0 || cfg.BanFor < 0 {
+			return fmt.Errorf("WithLimits: negative burst, strike window or ban duration")
+		}
+		c.limits = &cfg
+		return nil
+	}
+}
+
+// --- tasks ---
+
+// taskConfig is the task layer's part of the node's configuration.
+type taskConfig struct {
+	off       bool
+	retention tasks.Retention
+	promote   time.Duration
+}
+
+// WithTaskTracking turns the task layer on (the default) or off. Off, the
+// node neither records the calls it serves and makes nor passes a task
+// context on: no tree, no loop, budget or deadline guards. For comparison
+// and for nodes that must not keep any record of calls.
+func WithTaskTracking(on bool) Option {
+	return func(c *config) error {
+		c.tasks.off = !on
+		return nil
+	}
+}
+
+// WithTaskRetention sets how long (default 10 minutes) and how many (default
+// 1000) ended tasks the node keeps, with their results, for listing and
+// polling.
+func WithTaskRetention(ttl time.Duration, max int) Option {
+	return func(c *config) error {
+		if ttl < 0 || max < 0 {
+			return fmt.Errorf("WithTaskRetention(%v, %d): want positive values", ttl, max)
+		}
+		c.tasks.retention = tasks.Retention{TTL: ttl, Max: max}
+		return nil
+	}
+}
+
+// WithTaskPromotion makes a tools/call from a client that declares the MCP
+// Tasks extension (io.modelcontextprotocol/tasks) and that has not finished
+// within d become a task: the call is answered with a task handle
+// (resultType "task") and the client polls tasks/get. 0 (the default) means
+// only calls that ask for it (StartTask) become tasks.
+func WithTaskPromotion(d time.Duration) Option {
+	return func(c *config) error {
+		if d < 0 {
+			return fmt.Errorf("WithTaskPromotion(%v): want a positive duration", d)
+		}
+		c.tasks.promote = d
+		return nil
 	}
 }

@@ -16,10 +16,10 @@ import (
 	"github.com/mcpmesh/mcpmesh/control"
 	"github.com/mcpmesh/mcpmesh/discovery"
 	"github.com/mcpmesh/mcpmesh/gateway"
-	"github.com/mcpmesh/mcpmesh/mcp"
+	"github.com/mcpmesh/mcpmesh/mcp/transport"
 	"github.com/mcpmesh/mcpmesh/metrics"
 	"github.com/mcpmesh/mcpmesh/node"
-	"github.com/mcpmesh/mcpmesh/peer"
+	"github.com/mcpmesh/mcpmesh/peer/identity"
 )
 
 func newNodeCmd(g *globals) *cobra.Command {
@@ -123,7 +123,7 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 				desc = file.Description
 			}
 			for _, p := range peers {
-				if _, err := peer.ParseTarget(p); err != nil {
+				if _, err := identity.ParseTarget(p); err != nil {
 					return usageError("--peer: %v", err)
 				}
 			}
@@ -215,11 +215,12 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 			defer srv.Close()
 			var metricsURL string
 			if reg != nil {
-				addr, err := reg.Serve(ctx, metricsAt)
+				ms, err := reg.Serve(metricsAt)
 				if err != nil {
 					return fmt.Errorf("--metrics: %w", err)
 				}
-				metricsURL = "http://" + addr.String() + "/metrics"
+				defer ms.Close()
+				metricsURL = "http://" + ms.Addr().String() + "/metrics"
 			}
 			if !open {
 				go watchPolicy(ctx, n, path, named, cmd.OutOrStdout())
@@ -258,7 +259,7 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 				fmt.Fprintln(out, label+a.String())
 			}
 			for _, p := range peers {
-				info, _ := peer.ParseTarget(p)
+				info, _ := identity.ParseTarget(p)
 				cctx, cancel := context.WithTimeout(ctx, timeout)
 				err := n.ConnectAddr(cctx, info)
 				cancel()
@@ -286,7 +287,7 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 	f.StringVar(&cfgPath, "config", "", "configuration file (JSON; default HOME/config.json if it exists): name, description, tags, listen, peers, shares")
 	f.StringVar(&name, "name", "mcpmesh", "the name this node gives peers")
 	f.StringVar(&api, "api", "127.0.0.1:0", "loopback address of the control API")
-	f.IntVar(&maxMsg, "max-message-size", mcp.DefaultMaxMessageSize, "largest MCP message accepted on a stream, in bytes")
+	f.IntVar(&maxMsg, "max-message-size", transport.DefaultMaxMessageSize, "largest MCP message accepted on a stream, in bytes")
 	f.DurationVar(&timeout, "dial-timeout", 10*time.Second, "how long reaching a peer may take")
 	f.BoolVar(&noMDNS, "no-mdns", false, "do not look for peers on the local network")
 	f.BoolVar(&noDHT, "no-dht", false, "take no part in the mesh's DHT: no card, no lookups (find, card, call any)")

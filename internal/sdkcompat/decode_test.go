@@ -8,7 +8,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 )
 
-// decodeFrame must read every frame exactly as the SDK's DecodeMessage does:
+// DecodeMessage must read every frame exactly as the SDK's DecodeMessage does:
 // the same messages, and an error for the same inputs — except that it also
 // refuses data after the message, as the SDK's own stdio transport does.
 var decodeCorpus = []string{
@@ -50,7 +50,7 @@ func deep(n int) string {
 func TestDecodeFrameMatchesSDK(t *testing.T) {
 	for _, frame := range decodeCorpus {
 		want, werr := jsonrpc.DecodeMessage([]byte(frame))
-		got, gerr := decodeFrame([]byte(frame))
+		got, gerr := DecodeMessage([]byte(frame))
 		if stricter(werr, gerr) {
 			continue
 		}
@@ -93,7 +93,7 @@ func FuzzDecodeFrame(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, frame []byte) {
 		want, werr := jsonrpc.DecodeMessage(frame)
-		got, gerr := decodeFrame(frame)
+		got, gerr := DecodeMessage(frame)
 		if stricter(werr, gerr) {
 			return
 		}

@@ -1,3 +1,10 @@
+// Package ask lets the handler of a request served on the mesh ask its
+// caller for input — elicitation, sampling — whichever MCP protocol version
+// the session speaks: before 2026-07-28 as a request to the caller while the
+// handler waits, from 2026-07-28 on as input requests in the result (multi
+// round-trip), the handler then running again with the answers. [Replay]
+// keeps such a handler from doing twice what it did before it asked. A node
+// installs [Inputs.Middleware] on every server it shares.
 package ask
 
 import (

@@ -14,6 +14,8 @@ import (
 
 	"github.com/google/jsonschema-go/jsonschema"
 	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/mcpmesh/mcpmesh/internal/sdkcompat"
 )
 
 // ErrInputRequired is returned by [Elicit] and [Sample] when the session
@@ -135,39 +137,9 @@ func (in *Inputs) Middleware() sdkmcp.Middleware {
 			if serr != nil {
 				return nil, serr
 			}
-			return inputRequiredResult(method, pending, newState)
+			return sdkcompat.InputRequiredResult(method, pending, newState)
 		}
 	}
-}
-
-// inputRequiredResult builds the result that carries pending questions. It
-// goes through JSON because resultType, which tells clients that this is
-// not the final answer, is private to the SDK's result types.
-func inputRequiredResult(method string, pending sdkmcp.InputRequestMap, state string) (sdkmcp.Result, error) {
-	body, err := json.Marshal(map[string]any{
-		"content":       []any{},
-		"messages":      []any{},
-		"contents":      []any{},
-		"inputRequests": pending,
-		"requestState":  state,
-		"resultType":    "input_required",
-	})
-	if err != nil {
-		return nil, fmt.Errorf("encode input requests: %w", err)
-	}
-	var res sdkmcp.Result
-	switch method {
-	case "tools/call":
-		res = new(sdkmcp.CallToolResult)
-	case "prompts/get":
-		res = new(sdkmcp.GetPromptResult)
-	default:
-		res = new(sdkmcp.ReadResourceResult)
-	}
-	if err := json.Unmarshal(body, res); err != nil {
-		return nil, fmt.Errorf("encode input requests: %w", err)
-	}
-	return res, nil
 }
 
 func isModern(ss *sdkmcp.ServerSession) bool {
@@ -236,6 +208,14 @@ func (st *inputState) ask(q sdkmcp.InputRequest, answer any) error {
 	}
 	st.pending[id] = q
 	return ErrInputRequired
+}
+
+// CanAsk reports whether ctx is that of a request handler that may ask its
+// caller for input with [Elicit] and [Sample] (one served through
+// [Inputs.Middleware]).
+func CanAsk(ctx context.Context) bool {
+	_, err := stateFrom(ctx)
+	return err == nil
 }
 
 func stateFrom(ctx context.Context) (*inputState, error) {

@@ -2,125 +2,16 @@ package relay
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 
-	"github.com/libp2p/go-libp2p/core/network"
 	lpeer "github.com/libp2p/go-libp2p/core/peer"
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
-	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
 	segjson "github.com/segmentio/encoding/json"
 
-	"github.com/mcpmesh/mcpmesh/mcp"
+	"github.com/mcpmesh/mcpmesh/internal/sdkcompat"
 	"github.com/mcpmesh/mcpmesh/tasks"
 )
-
-// relayTarget is a server of another peer that this node re-shares.
-type relayTarget struct {
-	peer   lpeer.ID
-	server string
-	ctx    context.Context // ends when the share ends: every relayed session stops
-	cancel context.CancelFunc
-}
-
-// SharePeer re-shares the server called server on peer p under name: peers
-// that cannot reach p (another network, behind NAT, not permitted there)
-// reach it through this node. Each session opened on name is relayed to a
-// session of its own on p, message by message, decoding nothing beyond the
-// JSON-RPC envelope, so everything MCP carries passes through unchanged; only
-// the task context of a tools/call is extended by this hop.
-func (n *Node) SharePeer(name string, p lpeer.ID, server string) error {
-	if err := mcp.ValidateServerName(server); err != nil {
-		return err
-	}
-	if p == n.host.ID() {
-		return fmt.Errorf("share %s: %s/%s is this node's own server", name, p, server)
-	}
-	if err := mcp.ValidateServerName(name); err != nil {
-		return err
-	}
-	ctx, cancel := context.WithCancel(n.ctx)
-	t := &relayTarget{peer: p, server: server, ctx: ctx, cancel: cancel}
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.closed {
-		cancel()
-		return ErrClosed
-	}
-	if _, ok := n.servers[name]; ok {
-		cancel()
-		return fmt.Errorf("a server named %q is already shared", name)
-	}
-	n.servers[name] = &sharedServer{relay: t, stop: cancel}
-	n.host.SetStreamHandler(mcp.ProtocolID(name), n.serveRelay(name, t))
-	n.changed()
-	return nil
-}
-
-// serveRelay returns the stream handler of a re-shared server.
-func (n *Node) serveRelay(name string, t *relayTarget) network.StreamHandler {
-	return func(s network.Stream) {
-		if !n.goOwned() {
-			s.Reset()
-			return
-		}
-		defer n.wg.Done()
-		caller := s.Conn().RemotePeer()
-		if !n.mayOpenRelay(caller, name) {
-			s.Reset()
-			return
-		}
-		up, err := n.openRelay(t)
-		if err != nil {
-			s.Reset()
-			log.Debugw("relay session refused", "server", name, "error", err)
-			return
-		}
-		relay := mcp.NewStreamRelay(s, up, n.cfg.maxMessageSize)
-		toServer, toClient, end := n.relayTrust(caller, name, t, n.relayFrames(caller), relay.SendToClient)
-		defer end()
-		if err := relay.Run(t.ctx, toServer, toClient); err != nil {
-			log.Debugw("relay session ended", "server", name, "to", t.peer, "error", err)
-		}
-	}
-}
-
-// goOwned registers a goroutine with the node, unless it is closing.
-func (n *Node) goOwned() bool {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.closed {
-		return false
-	}
-	n.wg.Add(1)
-	return true
-}
-
-// openRelay opens the stream to the target of a re-shared server.
-func (n *Node) openRelay(t *relayTarget) (network.Stream, error) {
-	dialCtx, cancel := context.WithTimeout(t.ctx, n.cfg.dialTimeout)
-	defer cancel()
-	s, err := n.host.NewStream(network.WithDialPeerTimeout(dialCtx, n.cfg.dialTimeout), t.peer, mcp.ProtocolID(t.server))
-	if err != nil {
-		// The caller sees its session end: it cannot get a better answer
-		// before it has sent anything.
-		return nil, fmt.Errorf("relay to %s/%s: %w", t.peer, t.server, n.dialError(t.peer, err))
-	}
-	return s, nil
-}
-
-// relay pumps down's session (a connection in memory, from the node
-// itself) to the target.
-func (n *Node) relay(t *relayTarget, down sdkmcp.Connection, caller lpeer.ID) error {
-	s, err := n.openRelay(t)
-	if err != nil {
-		down.Close()
-		return err
-	}
-	up, _ := (&mcp.StreamTransport{Stream: s, MaxMessageSize: n.cfg.maxMessageSize}).Connect(t.ctx)
-	return mcp.Pump(t.ctx, down, up, n.relayRewrite(caller))
-}
 
 // taskField marks a frame whose task context a relay must extend.
 var taskField = []byte(`"` + tasks.MetaKey + `"`)
@@ -131,28 +22,34 @@ var taskField = []byte(`"` + tasks.MetaKey + `"`)
 // is false passes undecoded; one that hides the key behind escapes must
 // not, or the next node would read a path the relay never checked.
 func mayHoldTask(b []byte) bool {
-	return bytes.Contains(b, taskField) || hasKeyEscape(b)
+	return bytes.Contains(b, taskField) || HasKeyEscape(b)
 }
 
-func hasKeyEscape(b []byte) bool {
+// HasKeyEscape reports whether b holds a JSON escape (\uXXXX, \/) that could
+// spell a key another way than plainly: a rewrite that looks for a key's
+// bytes must then decode the frame.
+func HasKeyEscape(b []byte) bool {
 	return bytes.Contains(b, []byte(`\u`)) || bytes.Contains(b, []byte(`\/`))
 }
 
-// relayFrames extends the task context of each tools/call by this hop, so
-// that the serving node's guard sees a path that ends with its caller (this
-// node), loops through this node are refused, and budgets and deadlines
-// shrink here too. A frame without a task context passes undecoded; one with
-// it is decoded to its envelope, and the field is replaced in place.
-func (n *Node) relayFrames(caller lpeer.ID) mcp.FrameRewrite {
-	if caller == n.host.ID() {
-		return nil // the node's own calls already end their path with it
+// TaskHop returns the rewrite that makes the node self a hop of the task
+// tree for a session it relays from caller: it extends the task context of
+// each tools/call by this hop, so that the serving node's guard sees a path
+// that ends with its caller (self), loops through self are refused, and
+// budgets and deadlines shrink here too. A frame without a task context
+// passes undecoded; one with it is decoded to its envelope, and the field is
+// replaced in place. It is nil for the node's own sessions (caller == self),
+// whose calls already end their path with it.
+func TaskHop(self, caller lpeer.ID) FrameRewrite {
+	if caller == self {
+		return nil
 	}
-	self, from := n.host.ID().String(), caller.String()
+	selfText, from := self.String(), caller.String()
 	return func(frame []byte) ([]byte, []byte, error) {
 		if !mayHoldTask(frame) {
 			return frame, nil, nil
 		}
-		msg, err := mcp.DecodeFrame(frame)
+		msg, err := sdkcompat.DecodeMessage(frame)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -160,7 +57,7 @@ func (n *Node) relayFrames(caller lpeer.ID) mcp.FrameRewrite {
 		if !ok || req.Method != "tools/call" {
 			return frame, nil, nil
 		}
-		old, next, refusal := extendTask(req.Params, self, from)
+		old, next, refusal := extendTask(req.Params, selfText, from)
 		switch {
 		case refusal != "":
 			return nil, refusalFrame(req, refusal), nil
@@ -180,18 +77,18 @@ func (n *Node) relayFrames(caller lpeer.ID) mcp.FrameRewrite {
 	}
 }
 
-// relayRewrite is relayFrames for a Pump, on decoded messages.
-func (n *Node) relayRewrite(caller lpeer.ID) mcp.Rewrite {
-	if caller == n.host.ID() {
+// TaskHopMessages is TaskHop for a Pump, on decoded messages.
+func TaskHopMessages(self, caller lpeer.ID) Rewrite {
+	if caller == self {
 		return nil
 	}
-	self, from := n.host.ID().String(), caller.String()
+	selfText, from := self.String(), caller.String()
 	return func(msg jsonrpc.Message) (jsonrpc.Message, jsonrpc.Message, error) {
 		req, ok := msg.(*jsonrpc.Request)
 		if !ok || req.Method != "tools/call" || !mayHoldTask(req.Params) {
 			return msg, nil, nil
 		}
-		old, next, refusal := extendTask(req.Params, self, from)
+		old, next, refusal := extendTask(req.Params, selfText, from)
 		switch {
 		case refusal != "":
 			return nil, refusalMessage(req, refusal), nil
@@ -264,13 +161,16 @@ func extendTask(params json.RawMessage, self, caller string) (old, next, refusal
 func spliceMeta(b []byte, old, next string) ([]byte, bool) {
 	oldValue, _ := json.Marshal(old)
 	newValue, _ := json.Marshal(next)
-	return spliceField(b, taskField, oldValue, newValue)
+	return SpliceField(b, taskField, oldValue, newValue)
 }
 
-// spliceField replaces "key":old with "key":next in b (key quoted, values
-// raw JSON), on the terms of spliceMeta.
-func spliceField(b, key, old, next []byte) ([]byte, bool) {
-	if bytes.Count(b, key) != 1 || hasKeyEscape(b) {
+// SpliceField replaces "key":old with "key":next in b (key quoted, values
+// raw JSON), where it is written the compact way and only once; ok is false
+// otherwise (then decode and re-encode, see SetMetaField). The key must
+// appear once in b, and b hold no escape that could spell it another way
+// (HasKeyEscape): then that one key is the one the next node reads.
+func SpliceField(b, key, old, next []byte) ([]byte, bool) {
+	if bytes.Count(b, key) != 1 || HasKeyEscape(b) {
 		return nil, false
 	}
 	oldField := append(append(append([]byte(nil), key...), ':'), old...)
@@ -309,5 +209,27 @@ func replaceMeta(params json.RawMessage, next string) (json.RawMessage, error) {
 	if err != nil {
 		return nil, err
 	}
-	return setMetaField(params, tasks.MetaKey, v)
+	return SetMetaField(params, tasks.MetaKey, v)
+}
+
+// SetMetaField sets params._meta[key] to v, re-encoding the top level of
+// params (the other fields stay raw bytes).
+func SetMetaField(params json.RawMessage, key string, v json.RawMessage) (json.RawMessage, error) {
+	var top map[string]json.RawMessage
+	if _, err := segjson.Parse(params, &top, segjson.DontMatchCaseInsensitiveStructFields); err != nil {
+		return nil, err
+	}
+	var meta map[string]json.RawMessage
+	if _, err := segjson.Parse(top["_meta"], &meta, segjson.DontMatchCaseInsensitiveStructFields); err != nil {
+		return nil, err
+	}
+	if meta == nil { // "_meta": null, or missing
+		meta = map[string]json.RawMessage{}
+	}
+	meta[key] = v
+	var err error
+	if top["_meta"], err = segjson.Marshal(meta); err != nil {
+		return nil, err
+	}
+	return segjson.Marshal(top)
 }

@@ -7,23 +7,14 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/libp2p/go-libp2p/core/host"
 	lpeer "github.com/libp2p/go-libp2p/core/peer"
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	segjson "github.com/segmentio/encoding/json"
 
-	"github.com/mcpmesh/mcpmesh/mcp"
+	"github.com/mcpmesh/mcpmesh/internal/fuzzseed"
+	"github.com/mcpmesh/mcpmesh/internal/sdkcompat"
 	"github.com/mcpmesh/mcpmesh/tasks"
 )
-
-// idHost is the one part of a host the relay's frame rewrite uses: its ID.
-// Anything else would panic on the nil embedded interface.
-type idHost struct {
-	host.Host
-	id lpeer.ID
-}
-
-func (h idHost) ID() lpeer.ID { return h.id }
 
 var (
 	fuzzRelay  = lpeer.ID("relay-node-id")
@@ -32,22 +23,7 @@ var (
 	relayStr, callerStr = fuzzRelay.String(), fuzzCaller.String()
 )
 
-func relayFrameCorpus() []string {
-	ctx := "0123456789abcdef0123456789abcdef fedcba9876543210fedcba9876543210 fedcba9876543210fedcba9876543210 8 30000 0 " + callerStr
-	return []string{
-		`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"},"_meta":{"io.mcpmesh/task":"` + ctx + `","traceparent":"00-fedcba9876543210fedcba9876543210-0123456789abcdef-01"}}}`,
-		`{"jsonrpc":"2.0","id":"x","method":"tools/call","params":{"_meta" : { "io.mcpmesh/task" : "` + ctx + `" },"name":"echo"}}`,
-		`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo","arguments":{"io.mcpmesh/task":"` + ctx + `"},"_meta":{"io.mcpmesh/task":"` + ctx + `"}}}`,
-		`{"jsonrpc":"2.0","method":"tools/call","params":{"name":"echo","_meta":{"io.mcpmesh/task":"` + ctx + `"}}}`,
-		`{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"echo","_meta":{"io.mcpmesh/task":"0123456789abcdef0123456789abcdef fedcba9876543210fedcba9876543210 - 8 0 0 ` + relayStr + `,` + callerStr + `"}}}`,
-		`{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"echo","_meta":{"io.mcpmesh/task":"0123456789abcdef0123456789abcdef fedcba9876543210fedcba9876543210 - 0 0 0 ` + callerStr + `"}}}`,
-		`{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"echo","_meta":{"io.mcpmesh/task":"bad"}}}`,
-		`{"jsonrpc":"2.0","id":6,"method":"ping","params":{"_meta":{"io.mcpmesh/task":"` + ctx + `"}}}`,
-		`{"jsonrpc":"2.0","id":7,"result":{"_meta":{"io.mcpmesh/task":{"task":"t","state":"completed"}}}}`,
-		`{"jsonrpc":"2.0","id":8,"method":"tools/call","params":{"name":"echo","arguments":{"text":"\"io.mcpmesh/task\""}}}`,
-		`not json "io.mcpmesh/task"`,
-	}
-}
+func relayFrameCorpus() []string { return fuzzseed.RelayFrames(callerStr, relayStr) }
 
 // sdkTask reads params._meta[task key] as the next node's SDK does
 // (segmentio, case-sensitive, generic maps; the last of duplicate keys).
@@ -88,7 +64,7 @@ func checkExtended(t *testing.T, old, next string) {
 
 // FuzzRelayFrames drives the frame rewrite of a re-shared server (the
 // relay's extendTask, spliceMeta and replaceMeta) with arbitrary frames
-// from a client, and the same rewrite on decoded messages (relayRewrite,
+// from a client, and the same rewrite on decoded messages (TaskHopMessages,
 // for a Pump). It checks that nothing panics; that a frame without the task
 // field passes byte for byte; that a frame passed on changed is still a
 // JSON-RPC request with the same ID and method whose task context, read as
@@ -99,16 +75,15 @@ func FuzzRelayFrames(f *testing.F) {
 	for _, s := range relayFrameCorpus() {
 		f.Add([]byte(s))
 	}
-	n := &Node{host: idHost{id: fuzzRelay}}
-	frames := n.relayFrames(fuzzCaller)
-	messages := n.relayRewrite(fuzzCaller)
+	frames := TaskHop(fuzzRelay, fuzzCaller)
+	messages := TaskHopMessages(fuzzRelay, fuzzCaller)
 	f.Fuzz(func(t *testing.T, frame []byte) {
 		in := slices.Clone(frame)
 		fwd, reply, err := frames(in)
 		if !bytes.Equal(in, frame) {
 			t.Fatal("the rewrite changed its input frame")
 		}
-		msg, derr := mcp.DecodeFrame(frame)
+		msg, derr := sdkcompat.DecodeMessage(frame)
 		req, _ := msg.(*jsonrpc.Request)
 		switch {
 		case err != nil:
@@ -123,7 +98,7 @@ func FuzzRelayFrames(f *testing.F) {
 			if fwd != nil {
 				t.Fatal("a request both refused and passed on")
 			}
-			rm, err := mcp.DecodeFrame(reply)
+			rm, err := sdkcompat.DecodeMessage(reply)
 			resp, ok := rm.(*jsonrpc.Response)
 			if err != nil || !ok || resp.Error == nil || req == nil || resp.ID != req.ID {
 				t.Fatalf("refusal %q of %q is not an error answer to it (%v)", reply, frame, err)
@@ -133,7 +108,7 @@ func FuzzRelayFrames(f *testing.F) {
 				t.Fatalf("frame %q dropped without an answer", frame)
 			}
 		default:
-			out, err := mcp.DecodeFrame(fwd)
+			out, err := sdkcompat.DecodeMessage(fwd)
 			if !bytes.Equal(fwd, frame) {
 				oreq, ok := out.(*jsonrpc.Request)
 				if err != nil || !ok || req == nil || oreq.Method != req.Method || oreq.ID != req.ID {

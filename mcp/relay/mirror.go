@@ -12,6 +12,10 @@ import (
 
 	logging "github.com/ipfs/go-log/v2"
 	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/mcpmesh/mcpmesh/internal/linger"
+	"github.com/mcpmesh/mcpmesh/internal/owner"
+	"github.com/mcpmesh/mcpmesh/mcp/ask"
 )
 
 var mirrorLog = logging.Logger("mcpmesh/share")
@@ -44,8 +48,12 @@ type Mirror struct {
 
 	callers   sync.Map // call id → *sdkmcp.ServerSession of a call in flight
 	callSeq   atomic.Int64
-	progress  sync.Map // upstream progress token → progressRoute
+	progress  *linger.Map[string, progressRoute] // upstream progress token → route
 	nextToken atomic.Uint64
+
+	ctx    context.Context // ends with Close: re-reads after a change stop
+	cancel context.CancelFunc
+	group  owner.Group // re-reads in flight
 }
 
 // progressGrace is how long progress from upstream is still relayed after
@@ -59,8 +67,12 @@ type progressRoute struct {
 
 // NewMirror returns a mirror whose server presents itself as impl.
 func NewMirror(name string, impl *sdkmcp.Implementation) *Mirror {
+	ctx, cancel := context.WithCancel(context.Background())
 	m := &Mirror{
 		name:      name,
+		progress:  linger.New[string, progressRoute](progressGrace),
+		ctx:       ctx,
+		cancel:    cancel,
 		tools:     map[string]bool{},
 		subs:      map[string]int{},
 		resources: map[string]bool{},
@@ -112,25 +124,16 @@ func (m *Mirror) Server() *sdkmcp.Server { return m.server }
 // notifications, and pass its questions (elicitation, sampling) to the
 // caller whose call is in flight.
 func (m *Mirror) ClientOptions() *sdkmcp.ClientOptions {
-	// Handlers must not block the session's reader, so the re-read runs on
-	// its own; it is bounded, and fails at once if the session ends.
-	resync := func(ctx context.Context, cs *sdkmcp.ClientSession) {
-		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		defer cancel()
-		if err := m.sync(ctx, cs); err != nil {
-			mirrorLog.Warnw("re-read shared server after a change", "server", m.name, "error", err)
-		}
-	}
 	return &sdkmcp.ClientOptions{
 		Capabilities: &sdkmcp.ClientCapabilities{},
 		ToolListChangedHandler: func(ctx context.Context, r *sdkmcp.ToolListChangedRequest) {
-			go resync(context.WithoutCancel(ctx), r.Session)
+			m.resync(r.Session)
 		},
 		ResourceListChangedHandler: func(ctx context.Context, r *sdkmcp.ResourceListChangedRequest) {
-			go resync(context.WithoutCancel(ctx), r.Session)
+			m.resync(r.Session)
 		},
 		PromptListChangedHandler: func(ctx context.Context, r *sdkmcp.PromptListChangedRequest) {
-			go resync(context.WithoutCancel(ctx), r.Session)
+			m.resync(r.Session)
 		},
 		ResourceUpdatedHandler: func(ctx context.Context, r *sdkmcp.ResourceUpdatedNotificationRequest) {
 			if err := m.server.ResourceUpdated(ctx, r.Params); err != nil {
@@ -143,11 +146,11 @@ func (m *Mirror) ClientOptions() *sdkmcp.ClientOptions {
 			}
 		},
 		ProgressNotificationHandler: func(ctx context.Context, r *sdkmcp.ProgressNotificationClientRequest) {
-			route, ok := m.progress.Load(r.Params.ProgressToken)
+			tok, _ := r.Params.ProgressToken.(string)
+			pr, ok := m.progress.Get(tok)
 			if !ok {
 				return
 			}
-			pr := route.(progressRoute)
 			p := *r.Params
 			p.ProgressToken = pr.token
 			if err := pr.session.NotifyProgress(ctx, &p); err != nil {
@@ -156,7 +159,7 @@ func (m *Mirror) ClientOptions() *sdkmcp.ClientOptions {
 		},
 		ElicitationHandler: func(ctx context.Context, r *sdkmcp.ElicitRequest) (*sdkmcp.ElicitResult, error) {
 			if inRequest(ctx) {
-				return Elicit(ctx, r.Params)
+				return ask.Elicit(ctx, r.Params)
 			}
 			ss, err := m.soleCaller()
 			if err != nil {
@@ -166,7 +169,7 @@ func (m *Mirror) ClientOptions() *sdkmcp.ClientOptions {
 		},
 		CreateMessageHandler: func(ctx context.Context, r *sdkmcp.CreateMessageRequest) (*sdkmcp.CreateMessageResult, error) {
 			if inRequest(ctx) {
-				return Sample(ctx, r.Params)
+				return ask.Sample(ctx, r.Params)
 			}
 			ss, err := m.soleCaller()
 			if err != nil {
@@ -181,9 +184,28 @@ func (m *Mirror) ClientOptions() *sdkmcp.ClientOptions {
 // upstream on protocol 2026-07-28 asks for input in its result, and the
 // client answers it on the forwarding call's context, so the question can go
 // to exactly that call's caller.
-func inRequest(ctx context.Context) bool {
-	_, err := stateFrom(ctx)
-	return err == nil
+func inRequest(ctx context.Context) bool { return ask.CanAsk(ctx) }
+
+// resync re-reads the upstream's lists after it announced a change. Handlers
+// must not block the session's reader, so the re-read runs on a goroutine of
+// the mirror's own; it is bounded, fails at once if the session ends, and
+// stops with Close.
+func (m *Mirror) resync(cs *sdkmcp.ClientSession) {
+	m.group.Go(func() {
+		ctx, cancel := context.WithTimeout(m.ctx, 30*time.Second)
+		defer cancel()
+		if err := m.sync(ctx, cs); err != nil {
+			mirrorLog.Warnw("re-read shared server after a change", "server", m.name, "error", err)
+		}
+	})
+}
+
+// Close stops the mirror's re-reads and waits for them. The server stays
+// usable (calls fail while no upstream is attached).
+func (m *Mirror) Close() {
+	m.group.Stop()
+	m.cancel()
+	m.group.Wait()
 }
 
 // soleCaller returns the session of the one call in flight: a request that an
@@ -479,13 +501,13 @@ func (m *Mirror) track(ss *sdkmcp.ServerSession, meta sdkmcp.Meta, token any) (s
 	// Tokens are the caller's; several callers may pick the same one, so
 	// upstream sees one of ours.
 	up := fmt.Sprintf("mcpmesh-%d", m.nextToken.Add(1))
-	m.progress.Store(up, progressRoute{session: ss, token: token})
+	m.progress.Put(up, progressRoute{session: ss, token: token})
 	meta["progressToken"] = up
 	return meta, func() {
 		m.callers.Delete(id)
 		// The client hands notifications to handlers concurrently, so the
 		// last ones may be handled after the result: keep the route a while.
-		time.AfterFunc(progressGrace, func() { m.progress.Delete(up) })
+		m.progress.Release(up)
 	}
 }
 

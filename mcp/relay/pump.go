@@ -1,3 +1,18 @@
+// Package relay is the data path of a node: it carries MCP sessions
+// between a downstream (a caller's stream, a host's HTTP session) and an
+// upstream (another peer's server, a shared program), rewriting only what
+// the mesh must.
+//
+//   - [Pump] relays two connections message by message, decoding nothing
+//     beyond the JSON-RPC envelope; [StreamRelay] does the same for two
+//     libp2p streams, frame by frame, undecoded unless a rewrite asks.
+//   - [TaskHop] makes a relaying node a hop of the task tree: it extends the
+//     task context of each relayed tools/call.
+//   - [RoutedConn] gives each message a server sends on a Streamable HTTP
+//     session the HTTP stream of the request it belongs to.
+//   - [Mirror] re-serves a server reached as a client (a program shared with
+//     --share) as an SDK server of the node's own. It is what the faithful
+//     passthrough replaces.
 package relay
 
 import (
@@ -9,6 +24,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/mcpmesh/mcpmesh/mcp/transport"
 )
 
 // Rewrite may change a message on its way through a Pump. It sees every
@@ -109,17 +126,14 @@ func RelayStreams(ctx context.Context, down, up network.Stream, maxMessageSize i
 // RelayStreams does, and lets the relaying side send the client messages of
 // its own (a notification) between the frames it relays.
 type StreamRelay struct {
-	down, up *streamConn
+	down, up *transport.Conn
 }
 
 // NewStreamRelay returns the relay of the session from down (the client's
 // stream) to up (the server's). maxMessageSize bounds one frame either way
-// (0: DefaultMaxMessageSize).
+// (0: transport.DefaultMaxMessageSize).
 func NewStreamRelay(down, up network.Stream, maxMessageSize int) *StreamRelay {
-	if maxMessageSize <= 0 {
-		maxMessageSize = DefaultMaxMessageSize
-	}
-	return &StreamRelay{down: newStreamConn(down, maxMessageSize), up: newStreamConn(up, maxMessageSize)}
+	return &StreamRelay{down: transport.NewConn(down, maxMessageSize), up: transport.NewConn(up, maxMessageSize)}
 }
 
 // SendToClient writes one message to the client, whole, between relayed
@@ -130,26 +144,26 @@ func (r *StreamRelay) SendToClient(msg jsonrpc.Message) error {
 	if err != nil {
 		return err
 	}
-	return r.down.writeFrame(frame)
+	return r.down.WriteFrame(frame)
 }
 
 // Run relays until either side ends or ctx is done, as RelayStreams does.
 func (r *StreamRelay) Run(ctx context.Context, toServer, toClient FrameRewrite) error {
-	copyFrames := func(from, to *streamConn, rw FrameRewrite) func(context.Context) error {
+	copyFrames := func(from, to *transport.Conn, rw FrameRewrite) func(context.Context) error {
 		return func(context.Context) error {
 			for {
-				line, err := from.readFrame()
+				line, err := from.ReadFrame()
 				if err != nil {
 					return err
 				}
 				if rw != nil {
 					fwd, reply, err := rw(line)
 					if err != nil {
-						from.setBroken(err)
+						from.Break(err)
 						return err
 					}
 					if reply != nil {
-						if err := from.writeFrame(reply); err != nil {
+						if err := from.WriteFrame(reply); err != nil {
 							return err
 						}
 					}
@@ -157,7 +171,7 @@ func (r *StreamRelay) Run(ctx context.Context, toServer, toClient FrameRewrite) 
 						continue
 					}
 				}
-				if err := to.writeFrame(line); err != nil {
+				if err := to.WriteFrame(line); err != nil {
 					return err
 				}
 			}
@@ -166,15 +180,3 @@ func (r *StreamRelay) Run(ctx context.Context, toServer, toClient FrameRewrite) 
 	return bothWays(ctx, func() { r.down.Close(); r.up.Close() },
 		copyFrames(r.down, r.up, toServer), copyFrames(r.up, r.down, toClient))
 }
-
-// DecodeFrame decodes one frame to its JSON-RPC envelope, exactly as the
-// SDK's jsonrpc.DecodeMessage does (and refusing data after the message).
-func DecodeFrame(frame []byte) (jsonrpc.Message, error) { return decodeFrame(frame) }
-
-// Connected returns a Transport whose Connect returns c, to hand the SDK a
-// connection that is already open (a relay's end, a host's pipe).
-func Connected(c sdkmcp.Connection) sdkmcp.Transport { return connectedTransport{c} }
-
-type connectedTransport struct{ c sdkmcp.Connection }
-
-func (t connectedTransport) Connect(context.Context) (sdkmcp.Connection, error) { return t.c, nil }

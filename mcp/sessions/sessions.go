@@ -1,3 +1,6 @@
+// Package sessions keeps the MCP client sessions a node has open to its
+// peers' servers: one per peer and server, shared by every concurrent call,
+// opened on first use and forgotten when it ends.
 package sessions
 
 import (
@@ -9,30 +12,30 @@ import (
 	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
 )
 
-// ErrClosed is returned by a closed [Sessions].
+// ErrClosed is returned by a closed [Pool].
 var ErrClosed = errors.New("session pool closed")
 
 // DialFunc opens a new MCP client session to the server called server on
 // peer p. ctx bounds the dial and handshake only.
 type DialFunc func(ctx context.Context, p lpeer.ID, server string) (*sdkmcp.ClientSession, error)
 
-// SessionKey names one client session: a peer and one of its servers.
-type SessionKey struct {
+// Key names one client session: a peer and one of its servers.
+type Key struct {
 	Peer   lpeer.ID
 	Server string
 }
 
-func (k SessionKey) String() string { return k.Peer.String() + "/" + k.Server }
+func (k Key) String() string { return k.Peer.String() + "/" + k.Server }
 
-// Sessions keeps at most one open MCP client session per peer and server,
+// Pool keeps at most one open MCP client session per peer and server,
 // shared by every concurrent caller. A session that ends (the peer closed
 // it, the connection dropped) is forgotten, and the next Get dials anew.
-type Sessions struct {
+type Pool struct {
 	dial  DialFunc
-	onEnd func(SessionKey, *sdkmcp.ClientSession)
+	onEnd func(Key, *sdkmcp.ClientSession)
 
 	mu     sync.Mutex
-	m      map[SessionKey]*sessionEntry
+	m      map[Key]*sessionEntry
 	closed bool
 	wg     sync.WaitGroup // one watcher per open session
 }
@@ -43,17 +46,17 @@ type sessionEntry struct {
 	err   error
 }
 
-// NewSessions returns an empty pool that opens sessions with dial. onEnd,
+// NewPool returns an empty pool that opens sessions with dial. onEnd,
 // if not nil, is called once for each session after it has ended.
-func NewSessions(dial DialFunc, onEnd func(SessionKey, *sdkmcp.ClientSession)) *Sessions {
-	return &Sessions{dial: dial, onEnd: onEnd, m: map[SessionKey]*sessionEntry{}}
+func NewPool(dial DialFunc, onEnd func(Key, *sdkmcp.ClientSession)) *Pool {
+	return &Pool{dial: dial, onEnd: onEnd, m: map[Key]*sessionEntry{}}
 }
 
 // Get returns the open session to key, dialing one if there is none. Callers
 // that ask for the same key while a dial is in flight wait for that dial.
 // The dial itself runs under dialCtx, not ctx, so that one caller giving up
 // does not fail the others; ctx only bounds this caller's wait.
-func (s *Sessions) Get(ctx context.Context, key SessionKey, dialCtx func() (context.Context, context.CancelFunc)) (*sdkmcp.ClientSession, error) {
+func (s *Pool) Get(ctx context.Context, key Key, dialCtx func() (context.Context, context.CancelFunc)) (*sdkmcp.ClientSession, error) {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -77,7 +80,7 @@ func (s *Sessions) Get(ctx context.Context, key SessionKey, dialCtx func() (cont
 }
 
 // open dials key and, on success, watches the session until it ends.
-func (s *Sessions) open(key SessionKey, e *sessionEntry, dialCtx func() (context.Context, context.CancelFunc)) {
+func (s *Pool) open(key Key, e *sessionEntry, dialCtx func() (context.Context, context.CancelFunc)) {
 	defer s.wg.Done()
 	ctx, cancel := dialCtx()
 	cs, err := s.dial(ctx, key.Peer, key.Server)
@@ -108,7 +111,7 @@ func (s *Sessions) open(key SessionKey, e *sessionEntry, dialCtx func() (context
 	}
 }
 
-func (s *Sessions) forget(key SessionKey, cs *sdkmcp.ClientSession) {
+func (s *Pool) forget(key Key, cs *sdkmcp.ClientSession) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if e, ok := s.m[key]; ok && e.cs == cs {
@@ -118,7 +121,7 @@ func (s *Sessions) forget(key SessionKey, cs *sdkmcp.ClientSession) {
 
 // Drop closes the session to key if it is cs (or any session, if cs is nil).
 // The next Get dials anew.
-func (s *Sessions) Drop(key SessionKey, cs *sdkmcp.ClientSession) {
+func (s *Pool) Drop(key Key, cs *sdkmcp.ClientSession) {
 	s.mu.Lock()
 	e, ok := s.m[key]
 	if !ok || (cs != nil && e.cs != cs) {
@@ -139,10 +142,10 @@ func (s *Sessions) Drop(key SessionKey, cs *sdkmcp.ClientSession) {
 }
 
 // Open lists the keys of the sessions open now.
-func (s *Sessions) Open() []SessionKey {
+func (s *Pool) Open() []Key {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var keys []SessionKey
+	var keys []Key
 	for k, e := range s.m {
 		select {
 		case <-e.ready:
@@ -156,7 +159,7 @@ func (s *Sessions) Open() []SessionKey {
 }
 
 // Close closes every session and waits for in-flight dials to finish.
-func (s *Sessions) Close() error {
+func (s *Pool) Close() error {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()

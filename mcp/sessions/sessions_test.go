@@ -12,7 +12,7 @@ import (
 	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
 	"go.uber.org/goleak"
 
-	"github.com/mcpmesh/mcpmesh/peer"
+	"github.com/mcpmesh/mcpmesh/mcp/sessions"
 )
 
 func TestMain(m *testing.M) {
@@ -86,9 +86,9 @@ func dialCtx() (context.Context, context.CancelFunc) {
 func TestSessionsConcurrentGetsShareOneSession(t *testing.T) {
 	srv := newServer(t)
 	srv.gate = make(chan struct{})
-	pool := peer.NewSessions(srv.dial, nil)
+	pool := sessions.NewPool(srv.dial, nil)
 	defer pool.Close()
-	key := peer.SessionKey{Peer: newPeerID(t), Server: "node"}
+	key := sessions.Key{Peer: lpeer.ID("test-peer"), Server: "node"}
 
 	const n = 20
 	got := make([]*sdkmcp.ClientSession, n)
@@ -124,7 +124,7 @@ func TestSessionsConcurrentGetsShareOneSession(t *testing.T) {
 	if err := got[0].Ping(context.Background(), nil); err != nil {
 		t.Errorf("pooled session does not work: %v", err)
 	}
-	other, err := pool.Get(context.Background(), peer.SessionKey{Peer: key.Peer, Server: "other"}, dialCtx)
+	other, err := pool.Get(context.Background(), sessions.Key{Peer: key.Peer, Server: "other"}, dialCtx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,9 +138,9 @@ func TestSessionsConcurrentGetsShareOneSession(t *testing.T) {
 
 func TestSessionsDialFailureIsNotCached(t *testing.T) {
 	srv := newServer(t)
-	pool := peer.NewSessions(srv.dial, nil)
+	pool := sessions.NewPool(srv.dial, nil)
 	defer pool.Close()
-	key := peer.SessionKey{Peer: newPeerID(t), Server: "node"}
+	key := sessions.Key{Peer: lpeer.ID("test-peer"), Server: "node"}
 
 	srv.fail.Store(true)
 	if _, err := pool.Get(context.Background(), key, dialCtx); err == nil {
@@ -165,9 +165,9 @@ func TestSessionsDialFailureIsNotCached(t *testing.T) {
 func TestSessionsCallerGivingUpDoesNotFailTheOthers(t *testing.T) {
 	srv := newServer(t)
 	srv.gate = make(chan struct{})
-	pool := peer.NewSessions(srv.dial, nil)
+	pool := sessions.NewPool(srv.dial, nil)
 	defer pool.Close()
-	key := peer.SessionKey{Peer: newPeerID(t), Server: "node"}
+	key := sessions.Key{Peer: lpeer.ID("test-peer"), Server: "node"}
 
 	impatient, cancel := context.WithCancel(context.Background())
 	impatientErr := make(chan error, 1)
@@ -204,10 +204,10 @@ func TestSessionsCallerGivingUpDoesNotFailTheOthers(t *testing.T) {
 
 func TestSessionsEndedSessionIsForgottenAndRedialed(t *testing.T) {
 	srv := newServer(t)
-	ended := make(chan peer.SessionKey, 1)
-	pool := peer.NewSessions(srv.dial, func(k peer.SessionKey, _ *sdkmcp.ClientSession) { ended <- k })
+	ended := make(chan sessions.Key, 1)
+	pool := sessions.NewPool(srv.dial, func(k sessions.Key, _ *sdkmcp.ClientSession) { ended <- k })
 	defer pool.Close()
-	key := peer.SessionKey{Peer: newPeerID(t), Server: "node"}
+	key := sessions.Key{Peer: lpeer.ID("test-peer"), Server: "node"}
 
 	first, err := pool.Get(context.Background(), key, dialCtx)
 	if err != nil {
@@ -239,9 +239,9 @@ func TestSessionsEndedSessionIsForgottenAndRedialed(t *testing.T) {
 
 func TestSessionsDropClosesOnlyTheNamedSession(t *testing.T) {
 	srv := newServer(t)
-	pool := peer.NewSessions(srv.dial, nil)
+	pool := sessions.NewPool(srv.dial, nil)
 	defer pool.Close()
-	key := peer.SessionKey{Peer: newPeerID(t), Server: "node"}
+	key := sessions.Key{Peer: lpeer.ID("test-peer"), Server: "node"}
 
 	first, err := pool.Get(context.Background(), key, dialCtx)
 	if err != nil {
@@ -266,8 +266,8 @@ func TestSessionsDropClosesOnlyTheNamedSession(t *testing.T) {
 
 func TestSessionsCloseEndsSessionsAndRefusesGets(t *testing.T) {
 	srv := newServer(t)
-	pool := peer.NewSessions(srv.dial, nil)
-	key := peer.SessionKey{Peer: newPeerID(t), Server: "node"}
+	pool := sessions.NewPool(srv.dial, nil)
+	key := sessions.Key{Peer: lpeer.ID("test-peer"), Server: "node"}
 	if _, err := pool.Get(context.Background(), key, dialCtx); err != nil {
 		t.Fatal(err)
 	}
@@ -276,7 +276,7 @@ func TestSessionsCloseEndsSessionsAndRefusesGets(t *testing.T) {
 	// A dial in flight when Close starts: Close waits for it, and its
 	// session is closed, not handed out.
 	srv.gate = make(chan struct{})
-	late := peer.SessionKey{Peer: key.Peer, Server: "late"}
+	late := sessions.Key{Peer: key.Peer, Server: "late"}
 	lateErr := make(chan error, 1)
 	go func() {
 		_, err := pool.Get(context.Background(), late, dialCtx)
@@ -298,7 +298,7 @@ func TestSessionsCloseEndsSessionsAndRefusesGets(t *testing.T) {
 	case <-time.After(3 * time.Second):
 		t.Fatal("Close did not return")
 	}
-	if err := <-lateErr; !errors.Is(err, peer.ErrClosed) {
+	if err := <-lateErr; !errors.Is(err, sessions.ErrClosed) {
 		t.Errorf("Get whose dial ended after Close: %v, want ErrClosed", err)
 	}
 
@@ -309,7 +309,7 @@ func TestSessionsCloseEndsSessionsAndRefusesGets(t *testing.T) {
 	case <-time.After(2 * time.Second):
 		t.Error("the peer's end of a pooled session still open after Close")
 	}
-	if _, err := pool.Get(context.Background(), key, dialCtx); !errors.Is(err, peer.ErrClosed) {
+	if _, err := pool.Get(context.Background(), key, dialCtx); !errors.Is(err, sessions.ErrClosed) {
 		t.Errorf("Get after Close: %v, want ErrClosed", err)
 	}
 	if err := pool.Close(); err != nil {

@@ -2,9 +2,7 @@ package transport
 
 import (
 	"bufio"
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -13,7 +11,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
-	segjson "github.com/segmentio/encoding/json"
+
+	"github.com/mcpmesh/mcpmesh/internal/sdkcompat"
 )
 
 // ErrFrameTooLarge is returned when a peer sends a JSON-RPC frame longer than
@@ -37,19 +36,27 @@ func (t *StreamTransport) Connect(context.Context) (sdkmcp.Connection, error) {
 	if limit <= 0 {
 		limit = DefaultMaxMessageSize
 	}
-	c := newStreamConn(t.Stream, limit)
+	c := NewConn(t.Stream, limit)
 	c.onBad = t.OnBadFrame
 	return c, nil
 }
 
-func newStreamConn(s network.Stream, limit int) *streamConn {
-	return &streamConn{s: s, r: bufio.NewReaderSize(s, 16<<10), limit: limit}
+// NewConn returns the connection of one MCP session on s, whose inbound
+// frames are bounded to limit bytes (0: DefaultMaxMessageSize). A relay
+// reads and writes it frame by frame; the SDK, as an [sdkmcp.Connection].
+func NewConn(s network.Stream, limit int) *Conn {
+	if limit <= 0 {
+		limit = DefaultMaxMessageSize
+	}
+	return &Conn{s: s, r: bufio.NewReaderSize(s, 16<<10), limit: limit}
 }
 
-// streamConn reads frames on the caller's goroutine: the SDK reads from one
-// goroutine and unblocks it by closing the connection, so no extra goroutine
-// or channel hand-off per message is needed.
-type streamConn struct {
+// Conn is one MCP session on a libp2p stream, read and written either as
+// decoded messages (an [sdkmcp.Connection]) or as raw frames. It reads
+// frames on the caller's goroutine: the SDK reads from one goroutine and
+// unblocks it by closing the connection, so no extra goroutine or channel
+// hand-off per message is needed.
+type Conn struct {
 	s     network.Stream
 	r     *bufio.Reader
 	limit int
@@ -63,18 +70,22 @@ type streamConn struct {
 	onBad     func(error)
 }
 
-func (c *streamConn) SessionID() string { return "" }
+// SessionID implements [sdkmcp.Connection]: a stream is one session, with
+// no ID of its own.
+func (c *Conn) SessionID() string { return "" }
 
-func (c *streamConn) Read(context.Context) (jsonrpc.Message, error) {
+// Read implements [sdkmcp.Connection]: it returns the next message, skipping
+// blank lines. A frame that does not decode breaks the session.
+func (c *Conn) Read(context.Context) (jsonrpc.Message, error) {
 	for {
-		line, err := c.readFrame()
+		line, err := c.ReadFrame()
 		if err != nil {
 			return nil, err
 		}
 		if len(line) == 0 || (len(line) == 1 && line[0] == '\r') {
 			continue // tolerate blank lines between frames
 		}
-		msg, err := decodeFrame(line)
+		msg, err := sdkcompat.DecodeMessage(line)
 		if err != nil {
 			err = fmt.Errorf("bad mcp frame from %s: %w", c.s.Conn().RemotePeer(), err)
 			c.badFrame(err)
@@ -84,9 +95,10 @@ func (c *streamConn) Read(context.Context) (jsonrpc.Message, error) {
 	}
 }
 
-// readFrame returns the next line without its newline. The slice is valid
-// until the next call.
-func (c *streamConn) readFrame() ([]byte, error) {
+// ReadFrame returns the next frame (line) without its newline. The slice is
+// valid until the next call. A frame over the limit, or a stream that ends
+// inside a frame, breaks the session.
+func (c *Conn) ReadFrame() ([]byte, error) {
 	line, err := c.r.ReadSlice('\n')
 	if err == nil {
 		if len(line)-1 > c.limit {
@@ -128,33 +140,34 @@ func (c *streamConn) readFrame() ([]byte, error) {
 	}
 }
 
-func (c *streamConn) tooLarge() error {
+func (c *Conn) tooLarge() error {
 	err := fmt.Errorf("%w (%d bytes) from %s", ErrFrameTooLarge, c.limit, c.s.Conn().RemotePeer())
 	c.badFrame(err)
 	return err
 }
 
 // badFrame marks the stream broken by the peer and tells OnBadFrame.
-func (c *streamConn) badFrame(err error) {
+func (c *Conn) badFrame(err error) {
 	c.setBroken(err)
 	if c.onBad != nil {
 		c.onBad(err)
 	}
 }
 
-func (c *streamConn) Write(_ context.Context, msg jsonrpc.Message) error {
+// Write implements [sdkmcp.Connection]: it writes msg as one frame.
+func (c *Conn) Write(_ context.Context, msg jsonrpc.Message) error {
 	data, err := jsonrpc.EncodeMessage(msg)
 	if err != nil {
 		return fmt.Errorf("encode mcp message: %w", err)
 	}
-	return c.writeFrame(data)
+	return c.WriteFrame(data)
 }
 
-// writeFrame writes one frame and its newline in one Write: a frame never
+// WriteFrame writes one frame and its newline in one Write: a frame never
 // interleaves with another and costs one muxer frame. It appends the newline
-// in frame's backing array: for a frame from readFrame that is where its own
-// newline was.
-func (c *streamConn) writeFrame(frame []byte) error {
+// in frame's backing array: for a frame from ReadFrame that is where its own
+// newline was. It is safe to call concurrently with Write.
+func (c *Conn) WriteFrame(frame []byte) error {
 	frame = append(frame, '\n')
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
@@ -162,7 +175,11 @@ func (c *streamConn) writeFrame(frame []byte) error {
 	return err
 }
 
-func (c *streamConn) setBroken(err error) {
+// Break marks the session broken by the peer (err says how): Close then
+// resets the stream instead of closing it.
+func (c *Conn) Break(err error) { c.setBroken(err) }
+
+func (c *Conn) setBroken(err error) {
 	c.mu.Lock()
 	if c.broken == nil {
 		c.broken = err
@@ -172,7 +189,7 @@ func (c *streamConn) setBroken(err error) {
 
 // Close ends the session's stream: gracefully when the session ended
 // normally, with a reset when the peer broke the framing.
-func (c *streamConn) Close() error {
+func (c *Conn) Close() error {
 	var err error
 	c.closeOnce.Do(func() {
 		c.mu.Lock()
@@ -185,87 +202,4 @@ func (c *streamConn) Close() error {
 		err = c.s.Close()
 	})
 	return err
-}
-
-// wireFrame is one JSON-RPC message as it crosses the stream. Method stays raw
-// so that a present but empty method is told apart from none.
-type wireFrame struct {
-	VersionTag string          `json:"jsonrpc"`
-	ID         any             `json:"id,omitempty"`
-	Method     json.RawMessage `json:"method"`
-	Params     json.RawMessage `json:"params,omitempty"`
-	Result     json.RawMessage `json:"result,omitempty"`
-	Error      *jsonrpc.Error  `json:"error,omitempty"`
-}
-
-// decodeFrame is jsonrpc.DecodeMessage without its 32 KiB decoder buffer per
-// call: the same parser (segmentio) with the same flags, straight from the
-// frame. RawMessage fields are copied, so line may be reused.
-func decodeFrame(line []byte) (jsonrpc.Message, error) {
-	if err := checkDepth(line, 1000); err != nil {
-		return nil, err
-	}
-	var f wireFrame
-	rest, err := segjson.Parse(line, &f, segjson.DontMatchCaseInsensitiveStructFields)
-	if err != nil {
-		return nil, fmt.Errorf("unmarshaling jsonrpc message: %w", err)
-	}
-	if len(bytes.TrimSpace(rest)) != 0 {
-		return nil, errors.New("unmarshaling jsonrpc message: data after the message")
-	}
-	if f.VersionTag != "2.0" {
-		return nil, fmt.Errorf("invalid message version tag %q; expected %q", f.VersionTag, "2.0")
-	}
-	id, err := jsonrpc.MakeID(f.ID)
-	if err != nil {
-		return nil, err
-	}
-	if len(f.Method) > 0 {
-		var method string
-		if _, err := segjson.Parse(f.Method, &method, segjson.DontMatchCaseInsensitiveStructFields); err != nil {
-			return nil, fmt.Errorf("unmarshaling jsonrpc message: %w", err)
-		}
-		return &jsonrpc.Request{Method: method, ID: id, Params: f.Params}, nil
-	}
-	if !id.IsValid() {
-		return nil, errors.New("JSON RPC invalid request")
-	}
-	resp := &jsonrpc.Response{ID: id, Result: f.Result}
-	if f.Error != nil {
-		resp.Error = f.Error
-	}
-	return resp, nil
-}
-
-// checkDepth bounds JSON nesting as the SDK's decoder does (1000 levels).
-func checkDepth(data []byte, maxDepth int) error {
-	var depth int
-	var inString, escaped bool
-	for _, b := range data {
-		if inString {
-			switch {
-			case escaped:
-				escaped = false
-			case b == '\\':
-				escaped = true
-			case b == '"':
-				inString = false
-			}
-			continue
-		}
-		switch b {
-		case '"':
-			inString = true
-		case '{', '[':
-			depth++
-			if depth > maxDepth {
-				return fmt.Errorf("json: exceeded maximum nesting depth of %d", maxDepth)
-			}
-		case '}', ']':
-			if depth > 0 {
-				depth--
-			}
-		}
-	}
-	return nil
 }

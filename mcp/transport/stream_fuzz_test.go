@@ -10,10 +10,12 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/network"
 	lpeer "github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/mcpmesh/mcpmesh/internal/sdkcompat"
 )
 
 // fakeStream is a network.Stream that reads a fixed byte string and records
-// how it was ended. Only what streamConn uses is implemented; the embedded
+// how it was ended. Only what Conn uses is implemented; the embedded
 // nil interfaces make anything else panic, which the fuzzer would report.
 type fakeStream struct {
 	network.Stream
@@ -49,13 +51,13 @@ func (r *chunkReader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// fuzzConn is a streamConn over data with the given frame limit, whose
+// fuzzConn is a Conn over data with the given frame limit, whose
 // reader buffer is bufSize bytes (bufio's minimum is 16): a small buffer
 // drives frames through the path for frames longer than the buffer, which
 // the production 16 KiB buffer only reaches with large inputs.
-func fuzzConn(data []byte, limit, bufSize, chunk int) (*streamConn, *fakeStream) {
+func fuzzConn(data []byte, limit, bufSize, chunk int) (*Conn, *fakeStream) {
 	s := &fakeStream{r: &chunkReader{data: data, chunk: chunk}}
-	c := newStreamConn(s, limit)
+	c := NewConn(s, limit)
 	c.r = bufio.NewReaderSize(s, bufSize)
 	return c, s
 }
@@ -93,11 +95,11 @@ var streamCorpus = []string{
 	"\n",
 }
 
-// FuzzStreamConnRead feeds arbitrary bytes to a streamConn as a peer's
+// FuzzStreamConnRead feeds arbitrary bytes to a Conn as a peer's
 // stream would deliver them and checks, against a plain split on newlines,
 // that it never panics, never returns a frame longer than its limit (nor
 // one that is not exactly a line of the input), decodes each frame as
-// decodeFrame does, stops at the first bad frame, and marks the conn broken
+// sdkcompat.DecodeMessage does, stops at the first bad frame, and marks the conn broken
 // (so that Close resets the stream) after any error other than a clean end
 // between frames.
 func FuzzStreamConnRead(f *testing.F) {
@@ -110,10 +112,10 @@ func FuzzStreamConnRead(f *testing.F) {
 		bufSize := 16 + int(bufIn)     // 16..271 bytes, bufio's minimum upwards
 		chunk := 1 + int(chunkIn)%64*4 // how the stream delivers the bytes
 
-		// readFrame: exactly the input's lines, none over the limit.
+		// ReadFrame: exactly the input's lines, none over the limit.
 		c, _ := fuzzConn(data, limit, bufSize, chunk)
 		for i, want := range splitFrames(data) {
-			line, err := c.readFrame()
+			line, err := c.ReadFrame()
 			if err != nil {
 				tooLong := len(want.line) > limit
 				switch {
@@ -165,8 +167,8 @@ func FuzzStreamConnRead(f *testing.F) {
 					t.Fatalf("error %v after the last frame", err)
 				}
 				if want := frames[next]; !want.partial && len(want.line) <= limit {
-					if _, derr := decodeFrame(want.line); derr == nil {
-						t.Fatalf("Read failed on %q, which decodeFrame reads: %v", want.line, err)
+					if _, derr := sdkcompat.DecodeMessage(want.line); derr == nil {
+						t.Fatalf("Read failed on %q, which sdkcompat.DecodeMessage reads: %v", want.line, err)
 					}
 				}
 				break
@@ -178,8 +180,8 @@ func FuzzStreamConnRead(f *testing.F) {
 			if want.partial || len(want.line) > limit {
 				t.Fatalf("message read from a frame that should fail (%d bytes, limit %d, partial %v)", len(want.line), limit, want.partial)
 			}
-			if _, derr := decodeFrame(want.line); derr != nil {
-				t.Fatalf("Read decoded %q, which decodeFrame refuses: %v", want.line, derr)
+			if _, derr := sdkcompat.DecodeMessage(want.line); derr != nil {
+				t.Fatalf("Read decoded %q, which sdkcompat.DecodeMessage refuses: %v", want.line, derr)
 			}
 			next++
 		}

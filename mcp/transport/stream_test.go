@@ -18,7 +18,7 @@ import (
 	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
 	"go.uber.org/goleak"
 
-	"github.com/mcpmesh/mcpmesh/mcp"
+	"github.com/mcpmesh/mcpmesh/mcp/transport"
 )
 
 func TestMain(m *testing.M) {
@@ -73,7 +73,7 @@ func newFixture(t *testing.T, limit int) *fixture {
 		return nil, echoOut(in), nil
 	})
 	f.server.SetStreamHandler(testProto, func(s network.Stream) {
-		ss, err := srv.Connect(context.Background(), &mcp.StreamTransport{Stream: s, MaxMessageSize: limit}, nil)
+		ss, err := srv.Connect(context.Background(), &transport.StreamTransport{Stream: s, MaxMessageSize: limit}, nil)
 		if err != nil {
 			s.Reset()
 			f.ended <- ended{err: err}
@@ -104,7 +104,7 @@ func (f *fixture) session(version string) *sdkmcp.ClientSession {
 	c := sdkmcp.NewClient(&sdkmcp.Implementation{Name: "cli", Version: "1"}, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
-	cs, err := c.Connect(ctx, &mcp.StreamTransport{Stream: f.stream()}, &sdkmcp.ClientSessionOptions{ProtocolVersion: version})
+	cs, err := c.Connect(ctx, &transport.StreamTransport{Stream: f.stream()}, &sdkmcp.ClientSessionOptions{ProtocolVersion: version})
 	if err != nil {
 		f.t.Fatal(err)
 	}

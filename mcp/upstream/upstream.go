@@ -1,7 +1,14 @@
+// Package upstream keeps alive the MCP servers a node shares from outside
+// the mesh: a stdio program it starts and restarts, or a Streamable HTTP
+// endpoint it reconnects to. A [Supervisor] opens one session to the
+// upstream at a time and hands it to a [Sink] (today relay.Mirror), which
+// serves it to peers; when the session ends it opens the next, with
+// backoff, until stopped.
 package upstream
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -15,7 +22,7 @@ import (
 	logging "github.com/ipfs/go-log/v2"
 	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
 
-	"github.com/mcpmesh/mcpmesh/mcp"
+	"github.com/mcpmesh/mcpmesh/internal/retry"
 )
 
 var shareLog = logging.Logger("mcpmesh/share")
@@ -35,7 +42,8 @@ type Command struct {
 	// the server's name. Nil means the node's standard error.
 	Stderr io.Writer
 	// MinBackoff and MaxBackoff bound the wait before a restart, which
-	// doubles after each quick failure. Zero means 500ms and 30s.
+	// doubles (with jitter) after each quick failure. Zero means 500ms and
+	// 30s.
 	MinBackoff, MaxBackoff time.Duration
 }
 
@@ -73,35 +81,16 @@ type Remote struct {
 	HTTPClient *http.Client
 }
 
-// upstream opens one session's transport to a shared server: a program
-// started anew, or a remote endpoint. proc is the program, if any; done
-// runs when the session has ended.
-type upstream func() (t sdkmcp.Transport, proc *exec.Cmd, done func())
+// Open opens one session's transport to an upstream: a program started
+// anew, or a remote endpoint. proc is the program, if any; done runs when
+// the session has ended.
+type Open func() (t sdkmcp.Transport, proc *exec.Cmd, done func())
 
-// programShare supervises one server shared from a program or a remote
-// endpoint.
-type programShare struct {
-	name   string
-	cmd    Command // Line and backoffs; Args only for programs
-	open   upstream
-	mirror *mcp.Mirror
-	client *sdkmcp.Client
-	cancel context.CancelFunc
-	done   chan struct{}
-
-	mu     sync.Mutex
-	status ShareStatus
-}
-
-// ShareCommand starts the stdio MCP server program cmd and shares its tools,
-// resources and prompts under name, names unchanged. The node keeps it
-// running: if it exits or fails to start, the node logs why and restarts it
-// with backoff until the share ends (Unshare or Close). ShareCommand returns
-// once the program is first ready or has first failed; the share stays in
-// place either way.
-func (n *Node) ShareCommand(ctx context.Context, name string, cmd Command) error {
+// Program returns how to start the stdio program cmd, shared as name, and
+// cmd with its defaults filled in (Stderr, Line).
+func Program(name string, cmd Command) (Open, Command, error) {
 	if len(cmd.Args) == 0 {
-		return fmt.Errorf("share %s: empty command", name)
+		return nil, cmd, fmt.Errorf("share %s: empty command", name)
 	}
 	if cmd.Stderr == nil {
 		cmd.Stderr = os.Stderr
@@ -116,16 +105,16 @@ func (n *Node) ShareCommand(ctx context.Context, name string, cmd Command) error
 		c.Stderr = stderr
 		return &sdkmcp.CommandTransport{Command: c, TerminateDuration: 2 * time.Second}, c, stderr.Flush
 	}
-	return n.shareUpstream(ctx, name, cmd, open)
+	return open, cmd, nil
 }
 
-// ShareHTTP shares the Streamable HTTP MCP server r under name, names
-// unchanged, as ShareCommand does a program: if the session is lost, the
-// node reconnects with backoff.
-func (n *Node) ShareHTTP(ctx context.Context, name string, r Remote) error {
+// Endpoint returns how to reach the Streamable HTTP server r, shared as
+// name, and the Command that describes it: its URL (without query or user,
+// which may hold secrets) and r's backoffs.
+func Endpoint(name string, r Remote) (Open, Command, error) {
 	u, err := url.Parse(r.URL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return fmt.Errorf("share %s: %q is not an http(s) URL", name, r.URL)
+		return nil, Command{}, fmt.Errorf("share %s: %q is not an http(s) URL", name, r.URL)
 	}
 	client := &http.Client{}
 	if r.HTTPClient != nil {
@@ -142,10 +131,9 @@ func (n *Node) ShareHTTP(ctx context.Context, name string, r Remote) error {
 	open := func() (sdkmcp.Transport, *exec.Cmd, func()) {
 		return &sdkmcp.StreamableClientTransport{Endpoint: r.URL, HTTPClient: client}, nil, func() {}
 	}
-	// The URL is shown in status and logs; its query may hold a secret.
 	shown := *u
 	shown.RawQuery, shown.User = "", nil
-	return n.shareUpstream(ctx, name, Command{Line: shown.String(), MinBackoff: r.MinBackoff, MaxBackoff: r.MaxBackoff}, open)
+	return open, Command{Line: shown.String(), MinBackoff: r.MinBackoff, MaxBackoff: r.MaxBackoff}, nil
 }
 
 // headerTransport adds fixed headers to every request.
@@ -162,120 +150,163 @@ func (t headerTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	return t.base.RoundTrip(req)
 }
 
-// shareUpstream shares the server that open reaches, supervising it.
-func (n *Node) shareUpstream(ctx context.Context, name string, cmd Command, open upstream) error {
+// Sink receives the sessions a Supervisor opens, one at a time.
+type Sink interface {
+	// Attach takes cs as the upstream's session.
+	Attach(ctx context.Context, cs *sdkmcp.ClientSession) error
+	// Detach forgets cs, which has ended.
+	Detach(cs *sdkmcp.ClientSession)
+	// Counts reports what the upstream offers, for status.
+	Counts() (tools, resources, prompts int)
+}
+
+// ErrStopped is what Ready returns for a Supervisor stopped before its
+// first start.
+var ErrStopped = errors.New("share stopped")
+
+// Supervisor keeps one upstream shared: it opens a session with client,
+// hands it to the sink, waits for it to end, and opens the next after a
+// backoff, until Stop. Its goroutine is its own: Stop ends it and waits.
+type Supervisor struct {
+	name   string
+	cmd    Command // Line and backoffs; Args only for programs
+	open   Open
+	client *sdkmcp.Client
+	sink   Sink
+	first  chan error // the outcome of the first start
+	ctx    context.Context
+	cancel context.CancelFunc
+	done   chan struct{} // closed when the goroutine has ended
+
+	mu      sync.Mutex
+	status  ShareStatus
+	started bool
+	stopped bool
+}
+
+// New returns the supervisor of the upstream that open reaches, shared as
+// name and described by cmd (Line, backoffs). It starts nothing before
+// Start.
+func New(name string, cmd Command, open Open, client *sdkmcp.Client, sink Sink) *Supervisor {
 	if cmd.MinBackoff <= 0 {
 		cmd.MinBackoff = 500 * time.Millisecond
 	}
 	if cmd.MaxBackoff <= 0 {
 		cmd.MaxBackoff = 30 * time.Second
 	}
-	ps := &programShare{
-		name:   name,
-		cmd:    cmd,
-		open:   open,
-		mirror: mcp.NewMirror(name, &sdkmcp.Implementation{Name: name, Version: n.cfg.version}),
-		done:   make(chan struct{}),
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Supervisor{
+		name: name, cmd: cmd, open: open, client: client, sink: sink,
+		first: make(chan error, 1), ctx: ctx, cancel: cancel, done: make(chan struct{}),
 		status: ShareStatus{Name: name, Command: cmd.Line, Since: time.Now()},
 	}
-	ps.client = sdkmcp.NewClient(n.implementation(), ps.mirror.ClientOptions())
-	runCtx, cancel := context.WithCancel(n.ctx)
-	ps.cancel = cancel
-	stop := func() {
-		cancel()
-		<-ps.done
-	}
-	if err := n.share(name, ps.mirror.Server(), stop); err != nil {
-		cancel()
-		return err
-	}
-	n.mu.Lock()
-	n.programs[name] = ps
-	n.wg.Add(1)
-	n.mu.Unlock()
+}
 
-	first := make(chan error, 1)
+// Start starts the upstream and keeps it running. It does nothing after
+// Stop, or a second time.
+func (s *Supervisor) Start() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.started || s.stopped {
+		return
+	}
+	s.started = true
 	go func() {
-		defer n.wg.Done()
-		defer close(ps.done)
-		ps.supervise(runCtx, first)
+		defer close(s.done)
+		s.supervise(s.first)
 	}()
+}
+
+// Ready waits for the outcome of the first start: nil once the upstream is
+// first ready, else why it failed (the supervisor keeps retrying).
+func (s *Supervisor) Ready(ctx context.Context) error {
 	select {
-	case err := <-first:
+	case err := <-s.first:
 		return err
 	case <-ctx.Done():
 		return ctx.Err()
 	}
 }
 
-// Programs reports on the servers shared from programs.
-func (n *Node) Programs() []ShareStatus {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	out := make([]ShareStatus, 0, len(n.programs))
-	for _, ps := range n.programs {
-		ps.mu.Lock()
-		st := ps.status
-		ps.mu.Unlock()
-		st.Tools, st.Resources, st.Prompts = ps.mirror.Counts()
-		out = append(out, st)
+// Stop ends the session (and so the program) and the supervision, and
+// waits for them.
+func (s *Supervisor) Stop() {
+	s.mu.Lock()
+	started := s.started
+	s.stopped = true
+	s.mu.Unlock()
+	s.cancel()
+	if !started {
+		select {
+		case s.first <- ErrStopped:
+		default:
+		}
+		return
 	}
-	return out
+	<-s.done
 }
 
-func (ps *programShare) update(f func(*ShareStatus)) {
-	ps.mu.Lock()
-	f(&ps.status)
-	ps.mu.Unlock()
+// Status reports on the upstream.
+func (s *Supervisor) Status() ShareStatus {
+	s.mu.Lock()
+	st := s.status
+	s.mu.Unlock()
+	st.Tools, st.Resources, st.Prompts = s.sink.Counts()
+	return st
 }
 
-// supervise runs the program until ctx ends, restarting it with backoff.
-// The outcome of the first start goes to first.
-func (ps *programShare) supervise(ctx context.Context, first chan<- error) {
-	backoff := ps.cmd.MinBackoff
+func (s *Supervisor) update(f func(*ShareStatus)) {
+	s.mu.Lock()
+	f(&s.status)
+	s.mu.Unlock()
+}
+
+// supervise runs the upstream until Stop, restarting it with backoff. The
+// outcome of the first start goes to first.
+func (s *Supervisor) supervise(first chan<- error) {
+	ctx := s.ctx
+	backoff := retry.Backoff(s.cmd.MinBackoff, s.cmd.MaxBackoff)
 	for attempt := 0; ; attempt++ {
 		started := time.Now()
-		err := ps.runOnce(ctx, first)
+		err := s.runOnce(ctx, first)
 		first = nil
 		if ctx.Err() != nil {
 			return
 		}
 		// A program that ran a while was healthy: start over with short waits.
-		if time.Since(started) > 2*ps.cmd.MaxBackoff {
-			backoff = ps.cmd.MinBackoff
+		if time.Since(started) > 2*s.cmd.MaxBackoff {
+			backoff.Reset()
 		}
-		ps.update(func(s *ShareStatus) {
-			s.Running, s.PID, s.Restarts, s.Since = false, 0, attempt+1, time.Now()
+		s.update(func(st *ShareStatus) {
+			st.Running, st.PID, st.Restarts, st.Since = false, 0, attempt+1, time.Now()
 			if err != nil {
-				s.LastError = err.Error()
+				st.LastError = err.Error()
 			}
 		})
-		shareLog.Warnf("shared server %s exited (%v); restarting in %v", ps.name, err, backoff)
-		select {
-		case <-time.After(backoff):
-		case <-ctx.Done():
+		wait := backoff.Delay()
+		shareLog.Warnf("shared server %s exited (%v); restarting in %v", s.name, err, wait.Round(time.Millisecond))
+		if !retry.Sleep(ctx, wait) {
 			return
 		}
-		backoff = min(2*backoff, ps.cmd.MaxBackoff)
 	}
 }
 
-// runOnce starts the program, attaches it to the mirror, and waits for it
+// runOnce starts the program, attaches it to the sink, and waits for it
 // to end. It reports the start's outcome on first, if not nil.
-func (ps *programShare) runOnce(ctx context.Context, first chan<- error) error {
+func (s *Supervisor) runOnce(ctx context.Context, first chan<- error) error {
 	report := func(err error) {
 		if first != nil {
 			first <- err
 		}
 	}
-	t, c, done := ps.open()
+	t, c, done := s.open()
 	defer done()
 	startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	cs, err := ps.client.Connect(startCtx, t, nil)
+	cs, err := s.client.Connect(startCtx, t, nil)
 	if err != nil {
-		err = fmt.Errorf("start %q: %w", ps.cmd.Line, err)
-		report(fmt.Errorf("share %s: %w (the node keeps retrying)", ps.name, err))
+		err = fmt.Errorf("start %q: %w", s.cmd.Line, err)
+		report(fmt.Errorf("share %s: %w (the node keeps retrying)", s.name, err))
 		return err
 	}
 	// Stopping the share closes the session, which ends the program.
@@ -286,17 +317,17 @@ func (ps *programShare) runOnce(ctx context.Context, first chan<- error) error {
 	if c != nil && c.Process != nil {
 		pid = c.Process.Pid
 	}
-	ps.update(func(s *ShareStatus) { s.Running, s.PID, s.Since = true, pid, time.Now() })
-	if err := ps.mirror.Attach(startCtx, cs); err != nil {
-		shareLog.Warnw("read what the shared server offers", "server", ps.name, "error", err)
+	s.update(func(st *ShareStatus) { st.Running, st.PID, st.Since = true, pid, time.Now() })
+	if err := s.sink.Attach(startCtx, cs); err != nil {
+		shareLog.Warnw("read what the shared server offers", "server", s.name, "error", err)
 	}
-	tools, resources, prompts := ps.mirror.Counts()
-	shareLog.Infof("sharing %s (%s, pid %d): %d tools, %d resources, %d prompts", ps.name, ps.cmd.Line, pid, tools, resources, prompts)
+	tools, resources, prompts := s.sink.Counts()
+	shareLog.Infof("sharing %s (%s, pid %d): %d tools, %d resources, %d prompts", s.name, s.cmd.Line, pid, tools, resources, prompts)
 	report(nil)
 
 	err = cs.Wait()
-	cs.Close() // ends the SDK's subscriptions/listen goroutine, see peer.Sessions
-	ps.mirror.Detach(cs)
+	cs.Close() // ends the SDK's subscriptions/listen goroutine, see sessions.Pool
+	s.sink.Detach(cs)
 	if err == nil && c != nil && c.ProcessState != nil && !c.ProcessState.Success() {
 		err = fmt.Errorf("program %s", c.ProcessState)
 	}

@@ -1,3 +1,8 @@
+// Package delegation signs, verifies and narrows delegation chains: a
+// peer's signed permission for another to act on its behalf, link by link
+// (each a libp2p signed envelope over the previous link's hash), never wider
+// than the link before it. A node serving a call verifies the chain that came
+// with it; a node calling on someone's behalf extends it to the next peer.
 package delegation
 
 import (
@@ -16,59 +21,61 @@ import (
 	"github.com/libp2p/go-libp2p/core/record"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/mcpmesh/mcpmesh/peer/identity"
+	"github.com/mcpmesh/mcpmesh/peer/internal/pattern"
 	"github.com/mcpmesh/mcpmesh/proto/delegationpb"
 )
 
-// DelegationMetaKey is the _meta key under which a call carries a delegation
+// MetaKey is the _meta key under which a call carries a delegation
 // chain: a JSON array of strings, each a signed link envelope in standard
 // padded base64, the principal's link first.
-const DelegationMetaKey = "io.mcpmesh/delegation"
+const MetaKey = "io.mcpmesh/delegation"
 
-// DelegationDomain is the signed-envelope domain of delegation links, so a
+// Domain is the signed-envelope domain of delegation links, so a
 // signature made for a link cannot pass for any other libp2p record and vice
 // versa.
-const DelegationDomain = "mcpmesh-delegation"
+const Domain = "mcpmesh-delegation"
 
 // delegationCodec is the links' envelope payload type, opaque to libp2p.
 var delegationCodec = []byte("/mcpmesh/delegation/1")
 
 // Limits of a delegation chain; longer or bigger ones are refused.
 const (
-	// MaxDelegationLinks is the most links a chain may have.
-	MaxDelegationLinks = 8
+	// MaxLinks is the most links a chain may have.
+	MaxLinks = 8
 	// MaxLinkSize bounds one link's signed envelope, in bytes.
 	MaxLinkSize = 1 << 10
 	// MaxChainSize bounds the sum of a chain's envelopes, in bytes.
 	MaxChainSize = 4 << 10
-	// DelegationClockSkew is how far in the future a link's issue time may
+	// ClockSkew is how far in the future a link's issue time may
 	// be, for clocks that disagree a little. Expiry gets no such allowance.
-	DelegationClockSkew = 30 * time.Second
+	ClockSkew = 30 * time.Second
 )
 
 // maxEncodedChain bounds the JSON text of a chain given to DecodeChain:
 // every link at its largest in padded base64, with room for escaped
 // characters.
-const maxEncodedChain = 2 * MaxDelegationLinks * ((MaxLinkSize+2)/3*4 + 4)
+const maxEncodedChain = 2 * MaxLinks * ((MaxLinkSize+2)/3*4 + 4)
 
 // Errors of delegation chains, for use with errors.Is.
 var (
-	// ErrDelegationExpired: a link is past its expiry, or issued in the
+	// ErrExpired: a link is past its expiry, or issued in the
 	// future.
-	ErrDelegationExpired = errors.New("delegation expired")
-	// ErrDelegationAudience: the chain was made for another peer than the
+	ErrExpired = errors.New("delegation expired")
+	// ErrAudience: the chain was made for another peer than the
 	// one it is presented to.
-	ErrDelegationAudience = errors.New("delegation made for another peer")
-	// ErrDelegationWidened: a link grants more than the link before it (more
+	ErrAudience = errors.New("delegation made for another peer")
+	// ErrWidened: a link grants more than the link before it (more
 	// tools, more peers, a later expiry, an audience the earlier links do not
 	// allow), or the call asks for a tool the chain does not cover.
-	ErrDelegationWidened = errors.New("delegation scope widened")
-	// ErrDelegationForged: a bad signature, a link signed by another key than
+	ErrWidened = errors.New("delegation scope widened")
+	// ErrForged: a bad signature, a link signed by another key than
 	// its issuer's, links that do not follow one another, or a chain
 	// presented by another peer than its last link's issuer.
-	ErrDelegationForged = errors.New("delegation forged")
-	// ErrDelegationMalformed: not a chain (bad encoding, too many links, too
+	ErrForged = errors.New("delegation forged")
+	// ErrMalformed: not a chain (bad encoding, too many links, too
 	// big, missing or invalid fields).
-	ErrDelegationMalformed = errors.New("delegation malformed")
+	ErrMalformed = errors.New("delegation malformed")
 )
 
 // delegationError is an error of kind (one of the ErrDelegation sentinels)
@@ -98,7 +105,7 @@ type Scope struct {
 }
 
 // FullScope returns the scope that allows every tool on every peer.
-func FullScope() Scope { return Scope{Tools: []string{anyName}, Peers: []string{anyName}} }
+func FullScope() Scope { return Scope{Tools: []string{pattern.Any}, Peers: []string{pattern.Any}} }
 
 func (s Scope) isZero() bool { return len(s.Tools) == 0 && len(s.Peers) == 0 }
 
@@ -138,19 +145,19 @@ type chainLink struct {
 
 // toolPattern is a compiled "TOOL" or "SERVER/TOOL" pattern.
 type toolPattern struct {
-	server, tool pattern
+	server, tool pattern.Pattern
 }
 
 func compileToolPattern(s string) toolPattern {
 	srv, tool, ok := strings.Cut(s, "/")
 	if !ok {
-		srv, tool = anyName, s
+		srv, tool = pattern.Any, s
 	}
-	return toolPattern{server: compilePattern(srv), tool: compilePattern(tool)}
+	return toolPattern{server: pattern.Compile(srv), tool: pattern.Compile(tool)}
 }
 
 func (p *toolPattern) match(server, tool string) bool {
-	return p.server.match(server) && p.tool.match(tool)
+	return p.server.Match(server) && p.tool.Match(tool)
 }
 
 // toolPatternWithin reports whether every (server, tool) matched by inner is
@@ -160,17 +167,17 @@ func (p *toolPattern) match(server, tool string) bool {
 func toolPatternWithin(inner, outer string) bool {
 	is, it, ok := strings.Cut(inner, "/")
 	if !ok {
-		is, it = anyName, inner
+		is, it = pattern.Any, inner
 	}
 	ocs, ot, ok := strings.Cut(outer, "/")
 	if !ok {
-		ocs, ot = anyName, outer
+		ocs, ot = pattern.Any, outer
 	}
 	return patternWithin(is, ocs) && patternWithin(it, ot)
 }
 
 func patternWithin(inner, outer string) bool {
-	if outer == anyName || outer == inner {
+	if outer == pattern.Any || outer == inner {
 		return true
 	}
 	prefix, ok := strings.CutSuffix(outer, "*")
@@ -186,10 +193,10 @@ func patternWithin(inner, outer string) bool {
 func Delegate(key crypto.PrivKey, audience lpeer.ID, scope Scope, expires time.Time) (*Chain, error) {
 	issued := time.Now()
 	if len(scope.Tools) == 0 {
-		return nil, delegationErr(ErrDelegationMalformed, "scope names no tools")
+		return nil, delegationErr(ErrMalformed, "scope names no tools")
 	}
 	if !expires.After(issued) {
-		return nil, delegationErr(ErrDelegationExpired, "expiry %s is not in the future", expires.UTC().Format(time.RFC3339))
+		return nil, delegationErr(ErrExpired, "expiry %s is not in the future", expires.UTC().Format(time.RFC3339))
 	}
 	l, err := sealLink(key, audience, scope, issued, expires, nil)
 	if err != nil {
@@ -206,26 +213,26 @@ func Delegate(key crypto.PrivKey, audience lpeer.ID, scope Scope, expires time.T
 // lets audience act within scope until expires; c is unchanged. Key's peer
 // must be c's last audience. A zero scope inherits the last link's scope,
 // and a zero expiry, or one later than the last link's, is clamped to it;
-// any other widening of the scope is refused with [ErrDelegationWidened], as
+// any other widening of the scope is refused with [ErrWidened], as
 // is an audience that an earlier link's Peers do not allow.
 func (c *Chain) Extend(key crypto.PrivKey, audience lpeer.ID, scope Scope, expires time.Time) (*Chain, error) {
 	if c == nil || len(c.links) == 0 {
-		return nil, delegationErr(ErrDelegationMalformed, "extend an empty chain")
+		return nil, delegationErr(ErrMalformed, "extend an empty chain")
 	}
 	issued := time.Now()
 	last := &c.links[len(c.links)-1]
 	issuer, err := lpeer.IDFromPrivateKey(key)
 	if err != nil {
-		return nil, delegationErr(ErrDelegationMalformed, "extend: %v", err)
+		return nil, delegationErr(ErrMalformed, "extend: %v", err)
 	}
 	if issuer != last.Audience {
-		return nil, delegationErr(ErrDelegationForged, "the key of %s cannot extend a chain delegated to %s", shortID(issuer), shortID(last.Audience))
+		return nil, delegationErr(ErrForged, "the key of %s cannot extend a chain delegated to %s", identity.Short(issuer), identity.Short(last.Audience))
 	}
-	if len(c.links) >= MaxDelegationLinks {
-		return nil, delegationErr(ErrDelegationMalformed, "chain already has %d links, the most allowed", len(c.links))
+	if len(c.links) >= MaxLinks {
+		return nil, delegationErr(ErrMalformed, "chain already has %d links, the most allowed", len(c.links))
 	}
 	if !issued.Before(last.Expires) {
-		return nil, delegationErr(ErrDelegationExpired, "expired %s ago", ago(issued.Sub(last.Expires)))
+		return nil, delegationErr(ErrExpired, "expired %s ago", ago(issued.Sub(last.Expires)))
 	}
 	if scope.isZero() {
 		scope = last.Scope
@@ -234,7 +241,7 @@ func (c *Chain) Extend(key crypto.PrivKey, audience lpeer.ID, scope Scope, expir
 		expires = last.Expires
 	}
 	if !expires.After(issued) {
-		return nil, delegationErr(ErrDelegationExpired, "expiry %s is not in the future", expires.UTC().Format(time.RFC3339))
+		return nil, delegationErr(ErrExpired, "expiry %s is not in the future", expires.UTC().Format(time.RFC3339))
 	}
 	l, err := sealLink(key, audience, scope, issued, expires, last.hash[:])
 	if err != nil {
@@ -255,10 +262,10 @@ func (c *Chain) Extend(key crypto.PrivKey, audience lpeer.ID, scope Scope, expir
 func sealLink(key crypto.PrivKey, audience lpeer.ID, scope Scope, issued, expires time.Time, parent []byte) (chainLink, error) {
 	issuer, err := lpeer.IDFromPrivateKey(key)
 	if err != nil {
-		return chainLink{}, delegationErr(ErrDelegationMalformed, "issuer key: %v", err)
+		return chainLink{}, delegationErr(ErrMalformed, "issuer key: %v", err)
 	}
 	if err := audience.Validate(); err != nil {
-		return chainLink{}, delegationErr(ErrDelegationMalformed, "audience: %v", err)
+		return chainLink{}, delegationErr(ErrMalformed, "audience: %v", err)
 	}
 	pb := &delegationpb.Link{
 		Issuer:      []byte(issuer),
@@ -271,14 +278,14 @@ func sealLink(key crypto.PrivKey, audience lpeer.ID, scope Scope, issued, expire
 	}
 	env, err := record.Seal(&linkRecord{link: pb}, key)
 	if err != nil {
-		return chainLink{}, delegationErr(ErrDelegationMalformed, "seal link: %v", err)
+		return chainLink{}, delegationErr(ErrMalformed, "seal link: %v", err)
 	}
 	raw, err := env.Marshal()
 	if err != nil {
-		return chainLink{}, delegationErr(ErrDelegationMalformed, "seal link: %v", err)
+		return chainLink{}, delegationErr(ErrMalformed, "seal link: %v", err)
 	}
 	if len(raw) > MaxLinkSize {
-		return chainLink{}, delegationErr(ErrDelegationMalformed, "link of %d bytes, over the %d-byte limit (name fewer tools or peers)", len(raw), MaxLinkSize)
+		return chainLink{}, delegationErr(ErrMalformed, "link of %d bytes, over the %d-byte limit (name fewer tools or peers)", len(raw), MaxLinkSize)
 	}
 	return linkFromPB(pb, raw, -1)
 }
@@ -286,7 +293,7 @@ func sealLink(key crypto.PrivKey, audience lpeer.ID, scope Scope, issued, expire
 // linkRecord adapts delegationpb.Link to libp2p's record.Record.
 type linkRecord struct{ link *delegationpb.Link }
 
-func (r *linkRecord) Domain() string { return DelegationDomain }
+func (r *linkRecord) Domain() string { return Domain }
 func (r *linkRecord) Codec() []byte  { return delegationCodec }
 func (r *linkRecord) MarshalRecord() ([]byte, error) {
 	return proto.MarshalOptions{Deterministic: true}.Marshal(r.link)
@@ -300,32 +307,32 @@ func (r *linkRecord) UnmarshalRecord(data []byte) error {
 // and parses it.
 func openLink(i int, raw []byte) (chainLink, error) {
 	if len(raw) > MaxLinkSize {
-		return chainLink{}, delegationErr(ErrDelegationMalformed, "link %d: %d bytes, over the %d-byte limit", i, len(raw), MaxLinkSize)
+		return chainLink{}, delegationErr(ErrMalformed, "link %d: %d bytes, over the %d-byte limit", i, len(raw), MaxLinkSize)
 	}
 	var rec linkRecord
 	env, err := record.ConsumeTypedEnvelope(raw, &rec)
 	if env == nil {
-		return chainLink{}, delegationErr(ErrDelegationMalformed, "link %d: %v", i, err)
+		return chainLink{}, delegationErr(ErrMalformed, "link %d: %v", i, err)
 	}
 	if !bytes.Equal(env.PayloadType, delegationCodec) {
-		return chainLink{}, delegationErr(ErrDelegationMalformed, "link %d: payload type %q, want %q", i, env.PayloadType, delegationCodec)
+		return chainLink{}, delegationErr(ErrMalformed, "link %d: payload type %q, want %q", i, env.PayloadType, delegationCodec)
 	}
 	if err != nil {
 		if proto.Unmarshal(env.RawPayload, new(delegationpb.Link)) != nil {
-			return chainLink{}, delegationErr(ErrDelegationMalformed, "link %d: %v", i, err)
+			return chainLink{}, delegationErr(ErrMalformed, "link %d: %v", i, err)
 		}
-		return chainLink{}, delegationErr(ErrDelegationForged, "bad signature on link %d", i)
+		return chainLink{}, delegationErr(ErrForged, "bad signature on link %d", i)
 	}
 	signer, err := lpeer.IDFromPublicKey(env.PublicKey)
 	if err != nil {
-		return chainLink{}, delegationErr(ErrDelegationMalformed, "link %d: signer key: %v", i, err)
+		return chainLink{}, delegationErr(ErrMalformed, "link %d: signer key: %v", i, err)
 	}
 	l, err := linkFromPB(rec.link, raw, i)
 	if err != nil {
 		return chainLink{}, err
 	}
 	if l.Issuer != signer {
-		return chainLink{}, delegationErr(ErrDelegationForged, "link %d claims issuer %s but is signed by %s", i, shortID(l.Issuer), shortID(signer))
+		return chainLink{}, delegationErr(ErrForged, "link %d claims issuer %s but is signed by %s", i, identity.Short(l.Issuer), identity.Short(signer))
 	}
 	return l, nil
 }
@@ -338,7 +345,7 @@ func linkFromPB(pb *delegationpb.Link, raw []byte, i int) (chainLink, error) {
 		if i >= 0 {
 			msg = fmt.Sprintf("link %d: %s", i, msg)
 		}
-		return delegationErr(ErrDelegationMalformed, "%s", msg)
+		return delegationErr(ErrMalformed, "%s", msg)
 	}
 	issuer, err := lpeer.IDFromBytes(pb.Issuer)
 	if err != nil {
@@ -373,14 +380,14 @@ func linkFromPB(pb *delegationpb.Link, raw []byte, i int) (chainLink, error) {
 		l.tools = append(l.tools, compileToolPattern(t))
 	}
 	for _, p := range pb.Peers {
-		if p == anyName {
+		if p == pattern.Any {
 			l.anyPeer = true
 			l.peers = append(l.peers, "")
 			continue
 		}
 		id, err := lpeer.Decode(p)
 		if err != nil {
-			return chainLink{}, bad("peer %q: not a peer ID or %q", p, anyName)
+			return chainLink{}, bad("peer %q: not a peer ID or %q", p, pattern.Any)
 		}
 		l.peers = append(l.peers, id)
 	}
@@ -403,7 +410,7 @@ func (l *chainLink) covers(server, tool string) bool {
 }
 
 func (l *chainLink) arrow() string {
-	return shortID(l.Issuer) + "→" + shortID(l.Audience)
+	return identity.Short(l.Issuer) + "→" + identity.Short(l.Audience)
 }
 
 // checkNarrowed checks link j of links against the links before it: j's
@@ -414,33 +421,33 @@ func checkNarrowed(links []chainLink, j int) error {
 	l := &links[j]
 	if j == 0 {
 		if len(l.parent) != 0 {
-			return delegationErr(ErrDelegationForged, "link 0 (%s) extends another chain", l.arrow())
+			return delegationErr(ErrForged, "link 0 (%s) extends another chain", l.arrow())
 		}
 		return nil
 	}
 	prev := &links[j-1]
 	if l.Issuer != prev.Audience {
-		return delegationErr(ErrDelegationForged, "link %d is issued by %s, not by link %d's audience %s: the links are not chained", j, shortID(l.Issuer), j-1, shortID(prev.Audience))
+		return delegationErr(ErrForged, "link %d is issued by %s, not by link %d's audience %s: the links are not chained", j, identity.Short(l.Issuer), j-1, identity.Short(prev.Audience))
 	}
 	if !bytes.Equal(l.parent, prev.hash[:]) {
-		return delegationErr(ErrDelegationForged, "link %d (%s) does not extend link %d", j, l.arrow(), j-1)
+		return delegationErr(ErrForged, "link %d (%s) does not extend link %d", j, l.arrow(), j-1)
 	}
 	for _, t := range l.Scope.Tools {
 		if !slices.ContainsFunc(prev.Scope.Tools, func(o string) bool { return toolPatternWithin(t, o) }) {
-			return delegationErr(ErrDelegationWidened, "link %d (%s) widens the scope: tool %q not within %q", j, l.arrow(), t, prev.Scope.Tools)
+			return delegationErr(ErrWidened, "link %d (%s) widens the scope: tool %q not within %q", j, l.arrow(), t, prev.Scope.Tools)
 		}
 	}
 	for k, p := range l.Scope.Peers {
-		if !prev.anyPeer && (p == anyName || !slices.Contains(prev.peers, l.peers[k])) {
-			return delegationErr(ErrDelegationWidened, "link %d (%s) widens the scope: peer %q not within %q", j, l.arrow(), p, prev.Scope.Peers)
+		if !prev.anyPeer && (p == pattern.Any || !slices.Contains(prev.peers, l.peers[k])) {
+			return delegationErr(ErrWidened, "link %d (%s) widens the scope: peer %q not within %q", j, l.arrow(), p, prev.Scope.Peers)
 		}
 	}
 	if l.Expires.After(prev.Expires) {
-		return delegationErr(ErrDelegationWidened, "link %d (%s) widens the scope: expires %s after link %d", j, l.arrow(), l.Expires.Sub(prev.Expires), j-1)
+		return delegationErr(ErrWidened, "link %d (%s) widens the scope: expires %s after link %d", j, l.arrow(), l.Expires.Sub(prev.Expires), j-1)
 	}
 	for i := range j {
 		if !links[i].allowsPeer(l.Audience) {
-			return delegationErr(ErrDelegationWidened, "link %d (%s) widens the scope: audience %s not within link %d's peers %q", j, l.arrow(), shortID(l.Audience), i, links[i].Scope.Peers)
+			return delegationErr(ErrWidened, "link %d (%s) widens the scope: audience %s not within link %d's peers %q", j, l.arrow(), identity.Short(l.Audience), i, links[i].Scope.Peers)
 		}
 	}
 	return nil
@@ -452,7 +459,7 @@ func (c *Chain) checkSize() error {
 		total += len(l.raw)
 	}
 	if total > MaxChainSize {
-		return delegationErr(ErrDelegationMalformed, "chain of %d bytes, over the %d-byte limit", total, MaxChainSize)
+		return delegationErr(ErrMalformed, "chain of %d bytes, over the %d-byte limit", total, MaxChainSize)
 	}
 	return nil
 }
@@ -488,7 +495,7 @@ func (c *Chain) Len() int {
 }
 
 // Encode returns the chain's wire form, the value to put under
-// [DelegationMetaKey]: each link's signed envelope in standard base64.
+// [MetaKey]: each link's signed envelope in standard base64.
 func (c *Chain) Encode() []string {
 	if c == nil {
 		return nil
@@ -507,16 +514,16 @@ func (c *Chain) String() string {
 		return "(empty delegation)"
 	}
 	var b strings.Builder
-	b.WriteString(shortID(c.links[0].Issuer))
+	b.WriteString(identity.Short(c.links[0].Issuer))
 	for _, l := range c.links {
 		b.WriteString(" → ")
-		b.WriteString(shortID(l.Audience))
+		b.WriteString(identity.Short(l.Audience))
 	}
 	return b.String()
 }
 
 // DecodeChain reads a chain in its wire form, as found under
-// [DelegationMetaKey]: a []any of strings (what encoding/json gives), a
+// [MetaKey]: a []any of strings (what encoding/json gives), a
 // []string, or the JSON text as json.RawMessage or []byte. It checks the
 // sizes, every signature and signer, that each link follows the previous
 // one and grants no more than it; not the times, nor who presents the chain
@@ -525,18 +532,18 @@ func DecodeChain(v any) (*Chain, error) {
 	var enc []string
 	switch v := v.(type) {
 	case nil:
-		return nil, delegationErr(ErrDelegationMalformed, "no chain")
+		return nil, delegationErr(ErrMalformed, "no chain")
 	case []string:
 		enc = v
 	case []any:
-		if len(v) > MaxDelegationLinks {
+		if len(v) > MaxLinks {
 			return nil, tooManyLinks(len(v))
 		}
 		enc = make([]string, len(v))
 		for i, e := range v {
 			s, ok := e.(string)
 			if !ok {
-				return nil, delegationErr(ErrDelegationMalformed, "link %d: a %T, want a base64 string", i, e)
+				return nil, delegationErr(ErrMalformed, "link %d: a %T, want a base64 string", i, e)
 			}
 			enc[i] = s
 		}
@@ -545,12 +552,12 @@ func DecodeChain(v any) (*Chain, error) {
 	case []byte:
 		return decodeChainJSON(v)
 	default:
-		return nil, delegationErr(ErrDelegationMalformed, "a %T, want an array of base64 strings", v)
+		return nil, delegationErr(ErrMalformed, "a %T, want an array of base64 strings", v)
 	}
 	if len(enc) == 0 {
-		return nil, delegationErr(ErrDelegationMalformed, "no links")
+		return nil, delegationErr(ErrMalformed, "no links")
 	}
-	if len(enc) > MaxDelegationLinks {
+	if len(enc) > MaxLinks {
 		return nil, tooManyLinks(len(enc))
 	}
 	maxLen := base64.StdEncoding.EncodedLen(MaxLinkSize)
@@ -558,15 +565,15 @@ func DecodeChain(v any) (*Chain, error) {
 	total := 0
 	for i, s := range enc {
 		if len(s) > maxLen {
-			return nil, delegationErr(ErrDelegationMalformed, "link %d: %d base64 characters, over the %d-byte limit", i, len(s), MaxLinkSize)
+			return nil, delegationErr(ErrMalformed, "link %d: %d base64 characters, over the %d-byte limit", i, len(s), MaxLinkSize)
 		}
 		raw, err := base64.StdEncoding.DecodeString(s)
 		if err != nil {
-			return nil, delegationErr(ErrDelegationMalformed, "link %d: %v", i, err)
+			return nil, delegationErr(ErrMalformed, "link %d: %v", i, err)
 		}
 		total += len(raw)
 		if total > MaxChainSize {
-			return nil, delegationErr(ErrDelegationMalformed, "chain over the %d-byte limit", MaxChainSize)
+			return nil, delegationErr(ErrMalformed, "chain over the %d-byte limit", MaxChainSize)
 		}
 		raws[i] = raw
 	}
@@ -586,44 +593,44 @@ func DecodeChain(v any) (*Chain, error) {
 
 func decodeChainJSON(data []byte) (*Chain, error) {
 	if len(data) > maxEncodedChain {
-		return nil, delegationErr(ErrDelegationMalformed, "%d bytes of JSON, over the limit for %d links", len(data), MaxDelegationLinks)
+		return nil, delegationErr(ErrMalformed, "%d bytes of JSON, over the limit for %d links", len(data), MaxLinks)
 	}
 	var enc []string
 	if err := json.Unmarshal(data, &enc); err != nil {
-		return nil, delegationErr(ErrDelegationMalformed, "want a JSON array of base64 strings: %v", err)
+		return nil, delegationErr(ErrMalformed, "want a JSON array of base64 strings: %v", err)
 	}
 	return DecodeChain(enc)
 }
 
 func tooManyLinks(n int) error {
-	return delegationErr(ErrDelegationMalformed, "%d links, over the limit of %d", n, MaxDelegationLinks)
+	return delegationErr(ErrMalformed, "%d links, over the limit of %d", n, MaxLinks)
 }
 
 // Verify checks that the chain lets caller, the authenticated peer that
 // presents it, call tool on server of self at now, and returns the principal
 // on whose behalf caller acts. Caller must have issued the last link, whose
 // audience must be self (a chain replayed to another peer fails); no link may
-// be expired or issued more than [DelegationClockSkew] in the future; and
+// be expired or issued more than [ClockSkew] in the future; and
 // every link's tools must cover the call. (Signatures, chaining and
 // narrowing were checked when c was made.) Errors number links from 0, the
 // principal's, as [Chain.Links] does.
 func (c *Chain) Verify(caller, self lpeer.ID, server, tool string, now time.Time) (principal lpeer.ID, err error) {
 	if c == nil || len(c.links) == 0 {
-		return "", delegationErr(ErrDelegationMalformed, "no links")
+		return "", delegationErr(ErrMalformed, "no links")
 	}
 	last := &c.links[len(c.links)-1]
 	if last.Issuer != caller {
-		return "", delegationErr(ErrDelegationForged, "last link issued by %s, presented by %s", shortID(last.Issuer), shortID(caller))
+		return "", delegationErr(ErrForged, "last link issued by %s, presented by %s", identity.Short(last.Issuer), identity.Short(caller))
 	}
 	if last.Audience != self {
-		return "", delegationErr(ErrDelegationAudience, "made for %s, presented to %s", shortID(last.Audience), shortID(self))
+		return "", delegationErr(ErrAudience, "made for %s, presented to %s", identity.Short(last.Audience), identity.Short(self))
 	}
 	if err := c.checkTimes(now); err != nil {
 		return "", err
 	}
 	for i := range c.links {
 		if l := &c.links[i]; !l.covers(server, tool) {
-			return "", delegationErr(ErrDelegationWidened, "link %d (%s) does not cover tool %q: not within %q", i, l.arrow(), server+"/"+tool, l.Scope.Tools)
+			return "", delegationErr(ErrWidened, "link %d (%s) does not cover tool %q: not within %q", i, l.arrow(), server+"/"+tool, l.Scope.Tools)
 		}
 	}
 	return c.links[0].Issuer, nil
@@ -634,10 +641,10 @@ func (c *Chain) checkTimes(now time.Time) error {
 	for i := len(c.links) - 1; i >= 0; i-- {
 		l := &c.links[i]
 		if !now.Before(l.Expires) {
-			return delegationErr(ErrDelegationExpired, "expired %s ago", ago(now.Sub(l.Expires)))
+			return delegationErr(ErrExpired, "expired %s ago", ago(now.Sub(l.Expires)))
 		}
-		if d := l.Issued.Sub(now); d > DelegationClockSkew {
-			return delegationErr(ErrDelegationExpired, "link %d (%s) issued %s in the future", i, l.arrow(), ago(d))
+		if d := l.Issued.Sub(now); d > ClockSkew {
+			return delegationErr(ErrExpired, "link %d (%s) issued %s in the future", i, l.arrow(), ago(d))
 		}
 	}
 	return nil
@@ -649,7 +656,7 @@ func (c *Chain) checkTimes(now time.Time) error {
 // calls audience on the principal's behalf.
 func (c *Chain) Covers(audience lpeer.ID, server, tool string, now time.Time) error {
 	if c == nil || len(c.links) == 0 {
-		return delegationErr(ErrDelegationMalformed, "no links")
+		return delegationErr(ErrMalformed, "no links")
 	}
 	if err := c.checkTimes(now); err != nil {
 		return err
@@ -657,26 +664,13 @@ func (c *Chain) Covers(audience lpeer.ID, server, tool string, now time.Time) er
 	for i := range c.links {
 		l := &c.links[i]
 		if !l.allowsPeer(audience) {
-			return delegationErr(ErrDelegationWidened, "link %d (%s) does not allow use on %s: not within %q", i, l.arrow(), shortID(audience), l.Scope.Peers)
+			return delegationErr(ErrWidened, "link %d (%s) does not allow use on %s: not within %q", i, l.arrow(), identity.Short(audience), l.Scope.Peers)
 		}
 		if !l.covers(server, tool) {
-			return delegationErr(ErrDelegationWidened, "link %d (%s) does not cover tool %q: not within %q", i, l.arrow(), server+"/"+tool, l.Scope.Tools)
+			return delegationErr(ErrWidened, "link %d (%s) does not cover tool %q: not within %q", i, l.arrow(), server+"/"+tool, l.Scope.Tools)
 		}
 	}
 	return nil
-}
-
-// shortID shortens a peer ID for messages: "12D3…" and its last six
-// characters.
-func shortID(p lpeer.ID) string {
-	if p == "" {
-		return "(none)"
-	}
-	s := p.String()
-	if len(s) <= 12 {
-		return s
-	}
-	return s[:4] + "…" + s[len(s)-6:]
 }
 
 // ago formats a positive duration for messages, to the second (or the

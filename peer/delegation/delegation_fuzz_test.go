@@ -14,7 +14,7 @@ import (
 var fuzzNow = time.UnixMilli(1_700_000_000_000)
 
 // FuzzDecodeChain feeds DecodeChain what a peer could put under
-// DelegationMetaKey: text as the JSON value, and raw as one link's envelope
+// MetaKey: text as the JSON value, and raw as one link's envelope
 // bytes, alone and after a valid first link. It must never panic, and what
 // it accepts must hold together.
 func FuzzDecodeChain(f *testing.F) {
@@ -45,7 +45,7 @@ func FuzzDecodeChain(f *testing.F) {
 	f.Fuzz(func(t *testing.T, text, link []byte) {
 		check := func(c *Chain, err error) {
 			if err != nil {
-				for _, kind := range []error{ErrDelegationExpired, ErrDelegationAudience, ErrDelegationWidened, ErrDelegationForged, ErrDelegationMalformed} {
+				for _, kind := range []error{ErrExpired, ErrAudience, ErrWidened, ErrForged, ErrMalformed} {
 					if errors.Is(err, kind) {
 						return
 					}
@@ -66,7 +66,7 @@ func FuzzDecodeChain(f *testing.F) {
 func checkDecoded(t *testing.T, c *Chain) {
 	t.Helper()
 	n := c.Len()
-	if n < 1 || n > MaxDelegationLinks {
+	if n < 1 || n > MaxLinks {
 		t.Fatalf("chain of %d links", n)
 	}
 	links := c.Links()

@@ -15,6 +15,8 @@ import (
 	lpeer "github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/record"
 
+	"github.com/mcpmesh/mcpmesh/peer/identity"
+	"github.com/mcpmesh/mcpmesh/peer/internal/peertest"
 	"github.com/mcpmesh/mcpmesh/proto/delegationpb"
 )
 
@@ -27,7 +29,7 @@ type party struct {
 // parties returns the principal A, the delegates B, C, D and an outsider X.
 func parties(t testing.TB) (a, b, c, d, x party) {
 	mk := func(seed int) party {
-		k, id := testKey(t, seed)
+		k, id := peertest.Key(t, seed)
 		return party{k, id}
 	}
 	return mk(11), mk(12), mk(13), mk(14), mk(15)
@@ -80,7 +82,7 @@ func TestDelegationChainsVerify(t *testing.T) {
 		{"3 links", three, c, d, "files", "read_dir"},
 	} {
 		// The chain as the callee gets it: through JSON in _meta.
-		meta, err := json.Marshal(map[string]any{DelegationMetaKey: tt.chain.Encode()})
+		meta, err := json.Marshal(map[string]any{MetaKey: tt.chain.Encode()})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -88,7 +90,7 @@ func TestDelegationChainsVerify(t *testing.T) {
 		if err := json.Unmarshal(meta, &got); err != nil {
 			t.Fatal(err)
 		}
-		decoded, err := DecodeChain(got[DelegationMetaKey])
+		decoded, err := DecodeChain(got[MetaKey])
 		if err != nil {
 			t.Fatalf("%s: DecodeChain: %v", tt.name, err)
 		}
@@ -124,12 +126,12 @@ func TestDelegationChainsVerify(t *testing.T) {
 	if three.Links()[0].Scope.Tools[0] != "*" {
 		t.Error("Links shares the chain's scope")
 	}
-	want := shortID(a.id) + " → " + shortID(b.id) + " → " + shortID(c.id) + " → " + shortID(d.id)
+	want := identity.Short(a.id) + " → " + identity.Short(b.id) + " → " + identity.Short(c.id) + " → " + identity.Short(d.id)
 	if three.String() != want {
 		t.Errorf("String = %q, want %q", three.String(), want)
 	}
-	if !strings.HasPrefix(shortID(a.id), "12D3…") || len(shortID(a.id)) != len("12D3…")+6 {
-		t.Errorf("shortID = %q", shortID(a.id))
+	if !strings.HasPrefix(identity.Short(a.id), "12D3…") || len(identity.Short(a.id)) != len("12D3…")+6 {
+		t.Errorf("shortID = %q", identity.Short(a.id))
 	}
 	// Extending made a new chain and left the old one alone.
 	if two.Len() != 2 {
@@ -204,7 +206,7 @@ func TestDelegationWidenedRefused(t *testing.T) {
 		wantInError string
 	}{
 		{"tool outside", []string{"read_*"}, all, []string{"pay"}, nil, exp,
-			`link 1 (` + shortID(b.id) + `→` + shortID(c.id) + `) widens the scope: tool "pay" not within ["read_*"]`},
+			`link 1 (` + identity.Short(b.id) + `→` + identity.Short(c.id) + `) widens the scope: tool "pay" not within ["read_*"]`},
 		{"star from prefix", []string{"read_*"}, all, []string{"*"}, nil, exp, `tool "*" not within`},
 		{"any server from one server", []string{"files/*"}, all, []string{"read"}, nil, exp, `tool "read" not within ["files/*"]`},
 		{"other server", []string{"files/*"}, all, []string{"mail/read"}, nil, exp, `tool "mail/read" not within`},
@@ -212,15 +214,15 @@ func TestDelegationWidenedRefused(t *testing.T) {
 		{"peers widened to any", []string{"*"}, []string{c.id.String()}, all, []string{"*"}, exp, `peer "*" not within`},
 		{"peers widened to another", []string{"*"}, []string{c.id.String()}, all, []string{d.id.String()}, exp, `peer "` + d.id.String() + `" not within`},
 		{"later expiry", all, all, all, nil, exp.Add(time.Second), `expires 1s after link 0`},
-		{"audience not allowed", all, []string{d.id.String()}, all, nil, exp, `audience ` + shortID(c.id) + ` not within link 0's peers`},
-		{"no further delegation", all, nil, all, nil, exp, `audience ` + shortID(c.id) + ` not within link 0's peers []`},
+		{"audience not allowed", all, []string{d.id.String()}, all, nil, exp, `audience ` + identity.Short(c.id) + ` not within link 0's peers`},
+		{"no further delegation", all, nil, all, nil, exp, `audience ` + identity.Short(c.id) + ` not within link 0's peers []`},
 	} {
 		enc := forge(t,
 			linkSpec{signer: a, audience: b.id, tools: tt.tools0, peers: tt.peers0, issued: t0, expires: exp},
 			linkSpec{signer: b, audience: c.id, tools: tt.tools1, peers: tt.peers1, issued: t0, expires: tt.exp1},
 		)
 		_, err := DecodeChain(enc)
-		wantErr(t, tt.name, err, ErrDelegationWidened, tt.wantInError)
+		wantErr(t, tt.name, err, ErrWidened, tt.wantInError)
 
 		first := must(t)(Delegate(a.key, b.id, Scope{Tools: tt.tools0, Peers: tt.peers0}, exp))
 		_, err = first.Extend(b.key, c.id, Scope{Tools: tt.tools1, Peers: tt.peers1}, tt.exp1)
@@ -231,7 +233,7 @@ func TestDelegationWidenedRefused(t *testing.T) {
 			}
 			continue
 		}
-		wantErr(t, "Extend: "+tt.name, err, ErrDelegationWidened)
+		wantErr(t, "Extend: "+tt.name, err, ErrWidened)
 	}
 
 	// Narrower in every way is fine.
@@ -249,9 +251,9 @@ func TestDelegationWidenedRefused(t *testing.T) {
 	}
 	// The call itself must be within every link.
 	_, err = ch.Verify(c.id, d.id, "files", "list", now)
-	wantErr(t, "call outside the last link", err, ErrDelegationWidened, `link 2 (`, `does not cover tool "files/list": not within ["files/read_x*"]`)
+	wantErr(t, "call outside the last link", err, ErrWidened, `link 2 (`, `does not cover tool "files/list": not within ["files/read_x*"]`)
 	_, err = ch.Verify(c.id, d.id, "mail", "read_xyz", now)
-	wantErr(t, "call on another server", err, ErrDelegationWidened, `link 0 (`, `"mail/read_xyz"`)
+	wantErr(t, "call on another server", err, ErrWidened, `link 0 (`, `"mail/read_xyz"`)
 }
 
 func TestDelegationReplayRefused(t *testing.T) {
@@ -264,18 +266,18 @@ func TestDelegationReplayRefused(t *testing.T) {
 		t.Fatalf("the right call: %s, %v", p, err)
 	}
 	_, err := ch.Verify(b.id, d.id, "s", "t", now)
-	wantErr(t, "made for C, presented at D", err, ErrDelegationAudience,
-		"delegation: made for "+shortID(c.id)+", presented to "+shortID(d.id))
+	wantErr(t, "made for C, presented at D", err, ErrAudience,
+		"delegation: made for "+identity.Short(c.id)+", presented to "+identity.Short(d.id))
 	_, err = ch.Verify(c.id, d.id, "s", "t", now)
-	wantErr(t, "C replays its chain at D", err, ErrDelegationForged, "presented by "+shortID(c.id))
+	wantErr(t, "C replays its chain at D", err, ErrForged, "presented by "+identity.Short(c.id))
 	_, err = ch.Verify(x.id, c.id, "s", "t", now)
-	wantErr(t, "X presents B's chain", err, ErrDelegationForged, "last link issued by "+shortID(b.id)+", presented by "+shortID(x.id))
+	wantErr(t, "X presents B's chain", err, ErrForged, "last link issued by "+identity.Short(b.id)+", presented by "+identity.Short(x.id))
 	_, err = ch.Verify(a.id, c.id, "s", "t", now)
-	wantErr(t, "the principal presents the chain", err, ErrDelegationForged)
+	wantErr(t, "the principal presents the chain", err, ErrForged)
 
 	// B may not extend a chain it is no longer the last audience of.
 	_, err = ch.Extend(b.key, d.id, FullScope(), time.Time{})
-	wantErr(t, "B extends C's chain", err, ErrDelegationForged)
+	wantErr(t, "B extends C's chain", err, ErrForged)
 }
 
 func TestDelegationExpiredRefused(t *testing.T) {
@@ -286,14 +288,14 @@ func TestDelegationExpiredRefused(t *testing.T) {
 
 	exp := ch.Links()[1].Expires
 	_, err := ch.Verify(b.id, c.id, "s", "t", exp.Add(3*time.Minute))
-	wantErr(t, "3 minutes late", err, ErrDelegationExpired, "delegation: expired 3m0s ago")
+	wantErr(t, "3 minutes late", err, ErrExpired, "delegation: expired 3m0s ago")
 	_, err = ch.Verify(b.id, c.id, "s", "t", exp)
-	wantErr(t, "at the expiry", err, ErrDelegationExpired)
+	wantErr(t, "at the expiry", err, ErrExpired)
 	if _, err := ch.Verify(b.id, c.id, "s", "t", exp.Add(-time.Millisecond)); err != nil {
 		t.Errorf("just before the expiry: %v", err)
 	}
 	err = ch.Covers(c.id, "s", "t", exp.Add(time.Second))
-	wantErr(t, "Covers after the expiry", err, ErrDelegationExpired)
+	wantErr(t, "Covers after the expiry", err, ErrExpired)
 
 	// Issued in the future: allowed up to the clock skew.
 	issued := now.Add(time.Minute)
@@ -303,15 +305,15 @@ func TestDelegationExpiredRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = future.Verify(a.id, b.id, "s", "t", now)
-	wantErr(t, "issued a minute ahead", err, ErrDelegationExpired, "link 0 (", "issued 1m0s in the future")
-	if _, err := future.Verify(a.id, b.id, "s", "t", issued.Add(-DelegationClockSkew)); err != nil {
+	wantErr(t, "issued a minute ahead", err, ErrExpired, "link 0 (", "issued 1m0s in the future")
+	if _, err := future.Verify(a.id, b.id, "s", "t", issued.Add(-ClockSkew)); err != nil {
 		t.Errorf("issued within the clock skew: %v", err)
 	}
 
 	_, err = Delegate(a.key, b.id, FullScope(), now.Add(-time.Second))
-	wantErr(t, "Delegate with a past expiry", err, ErrDelegationExpired)
+	wantErr(t, "Delegate with a past expiry", err, ErrExpired)
 	_, err = Delegate(a.key, b.id, FullScope(), time.Time{})
-	wantErr(t, "Delegate with no expiry", err, ErrDelegationExpired)
+	wantErr(t, "Delegate with no expiry", err, ErrExpired)
 }
 
 func TestDelegationForgedRefused(t *testing.T) {
@@ -331,7 +333,7 @@ func TestDelegationForgedRefused(t *testing.T) {
 	xa := ab
 	xa.signer, xa.issuer = x, a.id
 	_, err := DecodeChain(forge(t, xa, bc))
-	wantErr(t, "link signed by X as A", err, ErrDelegationForged, "link 0 claims issuer "+shortID(a.id)+" but is signed by "+shortID(x.id))
+	wantErr(t, "link signed by X as A", err, ErrForged, "link 0 claims issuer "+identity.Short(a.id)+" but is signed by "+identity.Short(x.id))
 
 	// One byte of the payload changed: the tool pattern read_* → reae_*.
 	raw, _ := base64.StdEncoding.DecodeString(good[1])
@@ -343,14 +345,14 @@ func TestDelegationForgedRefused(t *testing.T) {
 	tampered := slices.Clone(good)
 	tampered[1] = base64.StdEncoding.EncodeToString(raw)
 	_, err = DecodeChain(tampered)
-	wantErr(t, "tampered payload", err, ErrDelegationForged, "delegation: bad signature on link 1")
+	wantErr(t, "tampered payload", err, ErrForged, "delegation: bad signature on link 1")
 
 	_, err = DecodeChain([]string{good[1], good[0], good[2]})
-	wantErr(t, "links swapped", err, ErrDelegationForged)
+	wantErr(t, "links swapped", err, ErrForged)
 	_, err = DecodeChain([]string{good[0], good[2]})
-	wantErr(t, "middle link dropped", err, ErrDelegationForged, "not chained")
+	wantErr(t, "middle link dropped", err, ErrForged, "not chained")
 	_, err = DecodeChain([]string{good[1], good[2]})
-	wantErr(t, "first link dropped", err, ErrDelegationForged, "link 0 (", "extends another chain")
+	wantErr(t, "first link dropped", err, ErrForged, "link 0 (", "extends another chain")
 
 	// B's link to C was made under A's delegation; it does not fit under
 	// another delegation to B, even a narrower one from A itself.
@@ -358,7 +360,7 @@ func TestDelegationForgedRefused(t *testing.T) {
 	other.tools = []string{"read_mail"}
 	spliced := []string{forge(t, other)[0], good[1]}
 	_, err = DecodeChain(spliced)
-	wantErr(t, "link moved to another chain", err, ErrDelegationForged, "link 1 (", "does not extend link 0")
+	wantErr(t, "link moved to another chain", err, ErrForged, "link 1 (", "does not extend link 0")
 
 	// A's signature in another domain (say, a card's) is no link.
 	env, err := record.Seal(&otherDomain{linkRecord{link: &delegationpb.Link{
@@ -369,7 +371,7 @@ func TestDelegationForgedRefused(t *testing.T) {
 	}
 	rawOther, _ := env.Marshal()
 	_, err = DecodeChain([]string{base64.StdEncoding.EncodeToString(rawOther)})
-	wantErr(t, "signed in another domain", err, ErrDelegationForged, "bad signature on link 0")
+	wantErr(t, "signed in another domain", err, ErrForged, "bad signature on link 0")
 }
 
 type otherDomain struct{ linkRecord }
@@ -386,14 +388,14 @@ func TestDelegationCovers(t *testing.T) {
 	if err := ch.Covers(c.id, "other", "echo", now); err != nil {
 		t.Errorf("echo on any server: %v", err)
 	}
-	wantErr(t, "B calls D", ch.Covers(d.id, "files", "read_x", now), ErrDelegationWidened, "does not allow use on "+shortID(d.id))
-	wantErr(t, "B writes", ch.Covers(c.id, "files", "write_x", now), ErrDelegationWidened, `"files/write_x"`)
+	wantErr(t, "B calls D", ch.Covers(d.id, "files", "read_x", now), ErrWidened, "does not allow use on "+identity.Short(d.id))
+	wantErr(t, "B writes", ch.Covers(c.id, "files", "write_x", now), ErrWidened, `"files/write_x"`)
 	var empty *Chain
-	wantErr(t, "nil chain", empty.Covers(c.id, "s", "t", now), ErrDelegationMalformed)
-	if _, err := empty.Verify(a.id, b.id, "s", "t", now); !errors.Is(err, ErrDelegationMalformed) {
+	wantErr(t, "nil chain", empty.Covers(c.id, "s", "t", now), ErrMalformed)
+	if _, err := empty.Verify(a.id, b.id, "s", "t", now); !errors.Is(err, ErrMalformed) {
 		t.Errorf("Verify of a nil chain: %v", err)
 	}
-	if _, err := (&Chain{}).Extend(a.key, b.id, FullScope(), time.Time{}); !errors.Is(err, ErrDelegationMalformed) {
+	if _, err := (&Chain{}).Extend(a.key, b.id, FullScope(), time.Time{}); !errors.Is(err, ErrMalformed) {
 		t.Errorf("Extend of an empty chain: %v", err)
 	}
 }
@@ -430,7 +432,7 @@ func TestDecodeChainGarbage(t *testing.T) {
 	var specs []linkSpec
 	ps := make([]party, 10)
 	for i := range ps {
-		k, id := testKey(t, 40+i)
+		k, id := peertest.Key(t, 40+i)
 		ps[i] = party{k, id}
 	}
 	for i := range 9 {
@@ -471,18 +473,18 @@ func TestDecodeChainGarbage(t *testing.T) {
 		{"good then junk", []string{one[0], "AAAA"}, "link 1"},
 	} {
 		_, err := DecodeChain(tt.v)
-		wantErr(t, tt.name, err, ErrDelegationMalformed, tt.want)
+		wantErr(t, tt.name, err, ErrMalformed, tt.want)
 	}
 
 	// Delegate refuses what it could not send.
 	_, err := Delegate(a.key, b.id, Scope{Tools: many}, now.Add(time.Hour))
-	wantErr(t, "Delegate too big", err, ErrDelegationMalformed, "over the 1024-byte limit")
+	wantErr(t, "Delegate too big", err, ErrMalformed, "over the 1024-byte limit")
 	_, err = Delegate(a.key, b.id, Scope{}, now.Add(time.Hour))
-	wantErr(t, "Delegate no tools", err, ErrDelegationMalformed, "no tools")
+	wantErr(t, "Delegate no tools", err, ErrMalformed, "no tools")
 	_, err = Delegate(a.key, b.id, Scope{Tools: []string{"*"}, Peers: []string{"bob"}}, now.Add(time.Hour))
-	wantErr(t, "Delegate bad peer", err, ErrDelegationMalformed, `peer "bob"`)
+	wantErr(t, "Delegate bad peer", err, ErrMalformed, `peer "bob"`)
 	_, err = Delegate(a.key, "", FullScope(), now.Add(time.Hour))
-	wantErr(t, "Delegate no audience", err, ErrDelegationMalformed, "audience")
+	wantErr(t, "Delegate no audience", err, ErrMalformed, "audience")
 
 	// Extend stops at the length limit.
 	ch, err := DecodeChain(nine[:8])
@@ -490,7 +492,7 @@ func TestDecodeChainGarbage(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = ch.Extend(ps[8].key, ps[9].id, Scope{}, time.Time{})
-	wantErr(t, "Extend a ninth link", err, ErrDelegationMalformed, "8 links")
+	wantErr(t, "Extend a ninth link", err, ErrMalformed, "8 links")
 }
 
 // BenchmarkDelegationVerify measures what a callee does with a 2-link chain

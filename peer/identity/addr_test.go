@@ -8,7 +8,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/crypto"
 	lpeer "github.com/libp2p/go-libp2p/core/peer"
 
-	"github.com/mcpmesh/mcpmesh/peer"
+	"github.com/mcpmesh/mcpmesh/peer/identity"
 )
 
 func newPeerID(t *testing.T) lpeer.ID {
@@ -26,7 +26,7 @@ func newPeerID(t *testing.T) lpeer.ID {
 
 func TestParseTargetAcceptsABarePeerID(t *testing.T) {
 	id := newPeerID(t)
-	info, err := peer.ParseTarget("  " + id.String() + "\n")
+	info, err := identity.ParseTarget("  " + id.String() + "\n")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,7 +38,7 @@ func TestParseTargetAcceptsABarePeerID(t *testing.T) {
 func TestParseTargetAcceptsAFullMultiaddr(t *testing.T) {
 	id := newPeerID(t)
 	for _, transport := range []string{"/ip4/127.0.0.1/tcp/4001", "/ip6/::1/udp/4001/quic-v1", "/dns4/example.com/tcp/443/wss"} {
-		info, err := peer.ParseTarget(transport + "/p2p/" + id.String())
+		info, err := identity.ParseTarget(transport + "/p2p/" + id.String())
 		if err != nil {
 			t.Errorf("%s: %v", transport, err)
 			continue
@@ -53,7 +53,7 @@ func TestParseTargetAcceptsAFullMultiaddr(t *testing.T) {
 }
 
 func TestParseTargetRefusesAMultiaddrWithoutPeerID(t *testing.T) {
-	_, err := peer.ParseTarget("/ip4/127.0.0.1/tcp/4001")
+	_, err := identity.ParseTarget("/ip4/127.0.0.1/tcp/4001")
 	if err == nil {
 		t.Fatal("no error for a multiaddr without /p2p/")
 	}
@@ -72,7 +72,7 @@ func TestParseTargetRefusesGarbage(t *testing.T) {
 		"/not/a/multiaddr",
 		"/ip4/127.0.0.1/tcp/4001/p2p/notapeerid",
 	} {
-		if info, err := peer.ParseTarget(s); err == nil {
+		if info, err := identity.ParseTarget(s); err == nil {
 			t.Errorf("ParseTarget(%q) = %v, want an error", s, info)
 		} else if err.Error() == "" {
 			t.Errorf("ParseTarget(%q): empty error message", s)
@@ -81,11 +81,11 @@ func TestParseTargetRefusesGarbage(t *testing.T) {
 }
 
 func TestRemoteIsOnlyWhatWithRemoteSet(t *testing.T) {
-	if p, ok := peer.Remote(context.Background()); ok {
+	if p, ok := identity.Remote(context.Background()); ok {
 		t.Errorf("Remote of a bare context = %s, true; want false", p)
 	}
 	id := newPeerID(t)
-	p, ok := peer.Remote(peer.WithRemote(context.Background(), id))
+	p, ok := identity.Remote(identity.WithRemote(context.Background(), id))
 	if !ok || p != id {
 		t.Errorf("Remote = %s, %v; want %s, true", p, ok, id)
 	}

@@ -1,6 +1,6 @@
-// Package peer holds what a node knows about identities: its own persistent
-// key, how peers are named on the command line, the authenticated caller of a
-// request, and the pool of MCP sessions the node keeps open to other peers.
+// Package identity holds what a node knows about identities: its own
+// persistent key, how peers are named on the command line and in messages,
+// and the authenticated caller of a request.
 package identity
 
 import (
@@ -16,12 +16,12 @@ import (
 // KeyFile is the name of the identity key file inside a node's home folder.
 const KeyFile = "identity.key"
 
-// LoadOrCreateIdentity returns the node's Ed25519 private key stored in home,
+// LoadOrCreate returns the node's Ed25519 private key stored in home,
 // creating home (mode 0700) and the key (mode 0600) on first use.
 //
 // An existing key file that cannot be read or decoded is an error: the key is
 // the node's identity, so it is never silently replaced.
-func LoadOrCreateIdentity(home string) (crypto.PrivKey, error) {
+func LoadOrCreate(home string) (crypto.PrivKey, error) {
 	path := filepath.Join(home, KeyFile)
 	data, err := os.ReadFile(path)
 	switch {

@@ -10,13 +10,13 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/crypto"
 
-	"github.com/mcpmesh/mcpmesh/peer"
+	"github.com/mcpmesh/mcpmesh/peer/identity"
 )
 
 func TestIdentityIsCreatedOnFirstStartInANewHomeWithPrivateModes(t *testing.T) {
 	home := filepath.Join(t.TempDir(), "not", "yet", "there")
 
-	key, err := peer.LoadOrCreateIdentity(home)
+	key, err := identity.LoadOrCreate(home)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,14 +33,14 @@ func TestIdentityIsCreatedOnFirstStartInANewHomeWithPrivateModes(t *testing.T) {
 	if perm := dir.Mode().Perm(); perm&0o077 != 0 {
 		t.Errorf("home folder mode %v: readable by others", perm)
 	}
-	fi, err := os.Stat(filepath.Join(home, peer.KeyFile))
+	fi, err := os.Stat(filepath.Join(home, identity.KeyFile))
 	if err != nil {
 		t.Fatalf("key file not created: %v", err)
 	}
 	if perm := fi.Mode().Perm(); perm != 0o600 {
 		t.Errorf("key file mode %v, want 0600", perm)
 	}
-	data, err := os.ReadFile(filepath.Join(home, peer.KeyFile))
+	data, err := os.ReadFile(filepath.Join(home, identity.KeyFile))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,22 +55,22 @@ func TestIdentityIsCreatedOnFirstStartInANewHomeWithPrivateModes(t *testing.T) {
 
 func TestIdentityIsTheSameKeyOnSecondStart(t *testing.T) {
 	home := t.TempDir()
-	first, err := peer.LoadOrCreateIdentity(home)
+	first, err := identity.LoadOrCreate(home)
 	if err != nil {
 		t.Fatal(err)
 	}
-	before, err := os.ReadFile(filepath.Join(home, peer.KeyFile))
+	before, err := os.ReadFile(filepath.Join(home, identity.KeyFile))
 	if err != nil {
 		t.Fatal(err)
 	}
-	second, err := peer.LoadOrCreateIdentity(home)
+	second, err := identity.LoadOrCreate(home)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !first.Equals(second) {
 		t.Fatal("second start loaded another identity")
 	}
-	after, err := os.ReadFile(filepath.Join(home, peer.KeyFile))
+	after, err := os.ReadFile(filepath.Join(home, identity.KeyFile))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,7 +93,7 @@ func TestIdentityCreatedConcurrentlyIsOneKey(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				<-start
-				keys[i], errs[i] = peer.LoadOrCreateIdentity(home)
+				keys[i], errs[i] = identity.LoadOrCreate(home)
 			}()
 		}
 		close(start)
@@ -113,7 +113,7 @@ func TestIdentityCreatedConcurrentlyIsOneKey(t *testing.T) {
 func writeKeyFile(t *testing.T, data []byte) string {
 	t.Helper()
 	home := t.TempDir()
-	path := filepath.Join(home, peer.KeyFile)
+	path := filepath.Join(home, identity.KeyFile)
 	if err := os.WriteFile(path, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -125,7 +125,7 @@ func writeKeyFile(t *testing.T, data []byte) string {
 // still holds data.
 func assertRefusedAndKept(t *testing.T, path string, data []byte, want string) {
 	t.Helper()
-	key, err := peer.LoadOrCreateIdentity(filepath.Dir(path))
+	key, err := identity.LoadOrCreate(filepath.Dir(path))
 	if err == nil {
 		t.Fatalf("loaded identity %v from a bad key file, want an error", key)
 	}
@@ -179,7 +179,7 @@ func TestIdentityUnreadableFileIsRefusedAndKept(t *testing.T) {
 	if err := os.Chmod(path, 0); err != nil {
 		t.Fatal(err)
 	}
-	_, err = peer.LoadOrCreateIdentity(filepath.Dir(path))
+	_, err = identity.LoadOrCreate(filepath.Dir(path))
 	if err == nil || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "permission denied") {
 		t.Errorf("error %v: want it to name %s and say permission denied", err, path)
 	}
@@ -196,11 +196,11 @@ func TestIdentityUnreadableFileIsRefusedAndKept(t *testing.T) {
 // which root cannot read either) is an error, never a reason for a new key.
 func TestIdentityKeyFileThatCannotBeReadIsRefusedAndKept(t *testing.T) {
 	home := t.TempDir()
-	path := filepath.Join(home, peer.KeyFile)
+	path := filepath.Join(home, identity.KeyFile)
 	if err := os.Mkdir(path, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	_, err := peer.LoadOrCreateIdentity(home)
+	_, err := identity.LoadOrCreate(home)
 	if err == nil || !strings.Contains(err.Error(), path) {
 		t.Fatalf("error %v: want one naming %s", err, path)
 	}

@@ -1,3 +1,7 @@
+// Package policy decides who may see and use what a node shares: grants of
+// tools, resources and prompts to peers and groups of peers, directly or on
+// another peer's behalf, compiled once (groups expanded, patterns compiled)
+// so that a check costs a few map lookups and no allocation.
 package policy
 
 import (
@@ -11,6 +15,8 @@ import (
 	"strings"
 
 	lpeer "github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/mcpmesh/mcpmesh/peer/internal/pattern"
 )
 
 // Anyone stands for any principal in [Policy.AllowsServer].
@@ -75,7 +81,7 @@ type Access struct {
 //	}
 //
 // or the string "open" for a policy that allows everything to everyone.
-// See [ParsePolicy] for the meaning of each field.
+// See [Parse] for the meaning of each field.
 type Policy struct {
 	open   bool
 	self   lpeer.ID
@@ -110,23 +116,23 @@ type grant struct {
 	forSelf bool   // "self": direct calls
 	forSet  map[lpeer.ID]struct{}
 	hidden  bool
-	kinds   [Prompt + 1][]pattern // by Kind
+	kinds   [Prompt + 1][]pattern.Pattern // by Kind
 }
 
 const (
-	anyName  = "*"
+	anyName  = pattern.Any
 	selfName = "self"
 	openName = "open"
 )
 
-// OpenPolicy returns a policy that allows everything to everyone.
-func OpenPolicy() *Policy { return &Policy{open: true} }
+// Open returns a policy that allows everything to everyone.
+func Open() *Policy { return &Policy{open: true} }
 
-// ClosedPolicy returns a policy that allows nothing to anyone, except to the
+// Closed returns a policy that allows nothing to anyone, except to the
 // node itself once given by [Policy.WithSelf].
-func ClosedPolicy() *Policy { return &Policy{} }
+func Closed() *Policy { return &Policy{} }
 
-// ParsePolicy reads a policy in its JSON form (see [Policy]). Empty input or
+// Parse reads a policy in its JSON form (see [Policy]). Empty input or
 // "null" is the closed policy; the string "open" the open one.
 //
 // The fields of a grant:
@@ -146,10 +152,10 @@ func ClosedPolicy() *Policy { return &Policy{} }
 // Groups map a name to peer IDs and other groups' names. Unknown fields,
 // unknown group names, group cycles and malformed peer IDs are errors, each
 // naming the grant (counted from 1) or group at fault.
-func ParsePolicy(data []byte) (*Policy, error) {
+func Parse(data []byte) (*Policy, error) {
 	data = bytes.TrimSpace(data)
 	if len(data) == 0 || string(data) == "null" {
-		return ClosedPolicy(), nil
+		return Closed(), nil
 	}
 	if data[0] == '"' {
 		var s string
@@ -159,7 +165,7 @@ func ParsePolicy(data []byte) (*Policy, error) {
 		if s != openName {
 			return nil, fmt.Errorf("policy: %q: want %q or an object with grants", s, openName)
 		}
-		return OpenPolicy(), nil
+		return Open(), nil
 	}
 	// The grants are decoded one by one, so that an error names the grant.
 	var top struct {
@@ -245,7 +251,7 @@ func compileGrant(gj grantJSON, groups map[string]map[lpeer.ID]struct{}, p *Poli
 			if s == "" {
 				return nil, fmt.Errorf("empty %s pattern", k.what)
 			}
-			g.kinds[k.kind] = append(g.kinds[k.kind], compilePattern(s))
+			g.kinds[k.kind] = append(g.kinds[k.kind], pattern.Compile(s))
 		}
 	}
 	if len(gj.Tools)+len(gj.Resources)+len(gj.Prompts) == 0 {
@@ -347,7 +353,7 @@ func resolveGroups(defs map[string][]string) (map[string]map[lpeer.ID]struct{}, 
 	return out, nil
 }
 
-// MarshalJSON returns the policy's JSON form, as [ParsePolicy] reads it:
+// MarshalJSON returns the policy's JSON form, as [Parse] reads it:
 // "open", or the groups and grants as given. The node's own ID set by
 // [Policy.WithSelf] is not part of it.
 func (p *Policy) MarshalJSON() ([]byte, error) {
@@ -364,10 +370,10 @@ func (p *Policy) MarshalJSON() ([]byte, error) {
 	return json.Marshal(src)
 }
 
-// UnmarshalJSON reads the policy's JSON form as [ParsePolicy] does, so a
+// UnmarshalJSON reads the policy's JSON form as [Parse] does, so a
 // Policy can be a field of a config struct.
 func (p *Policy) UnmarshalJSON(data []byte) error {
-	q, err := ParsePolicy(data)
+	q, err := Parse(data)
 	if err != nil {
 		return err
 	}
@@ -383,7 +389,7 @@ func (p *Policy) IsOpen() bool { return p != nil && p.open }
 // policy for self.
 func (p *Policy) WithSelf(self lpeer.ID) *Policy {
 	if p == nil {
-		p = ClosedPolicy()
+		p = Closed()
 	}
 	q := *p
 	q.self = self
@@ -470,7 +476,7 @@ func (g *grant) covers(a *Access) bool {
 		return false
 	}
 	for i := range g.kinds[a.Kind] {
-		if g.kinds[a.Kind][i].match(a.Name) {
+		if g.kinds[a.Kind][i].Match(a.Name) {
 			return true
 		}
 	}
@@ -526,78 +532,10 @@ func (p *Policy) Advertised(server string, kind Kind, name string) bool {
 			continue
 		}
 		for i := range g.kinds[kind] {
-			if g.kinds[kind][i].match(name) {
+			if g.kinds[kind][i].Match(name) {
 				return true
 			}
 		}
 	}
 	return false
-}
-
-// pattern is a compiled name pattern: "*" matches any run of characters,
-// everything else is literal.
-type pattern struct {
-	kind   patternKind
-	s      string   // the literal, prefix or suffix
-	parts  []string // patGlob: the pattern split at "*"
-	source string
-}
-
-type patternKind uint8
-
-const (
-	patLiteral patternKind = iota
-	patAny
-	patPrefix // "abc*"
-	patSuffix // "*abc"
-	patGlob   // anything else with a "*"
-)
-
-func compilePattern(s string) pattern {
-	n := strings.Count(s, "*")
-	switch {
-	case n == 0:
-		return pattern{kind: patLiteral, s: s, source: s}
-	case strings.Trim(s, "*") == "":
-		return pattern{kind: patAny, source: s}
-	case n == 1 && strings.HasSuffix(s, "*"):
-		return pattern{kind: patPrefix, s: s[:len(s)-1], source: s}
-	case n == 1 && strings.HasPrefix(s, "*"):
-		return pattern{kind: patSuffix, s: s[1:], source: s}
-	}
-	return pattern{kind: patGlob, parts: strings.Split(s, "*"), source: s}
-}
-
-func (p *pattern) match(name string) bool {
-	switch p.kind {
-	case patLiteral:
-		return name == p.s
-	case patAny:
-		return true
-	case patPrefix:
-		return strings.HasPrefix(name, p.s)
-	case patSuffix:
-		return strings.HasSuffix(name, p.s)
-	}
-	return globMatch(p.parts, name)
-}
-
-// globMatch matches name against a pattern split at its stars: the first
-// part is a prefix, the last a suffix, and the ones between appear in order.
-// With "*" the only wildcard, taking the leftmost occurrence of each middle
-// part is never wrong.
-func globMatch(parts []string, name string) bool {
-	first, last := parts[0], parts[len(parts)-1]
-	if len(name) < len(first)+len(last) || !strings.HasPrefix(name, first) || !strings.HasSuffix(name, last) {
-		return false
-	}
-	rest := name[len(first) : len(name)-len(last)]
-	for _, part := range parts[1 : len(parts)-1] {
-		i := strings.Index(rest, part)
-		if i < 0 {
-			return false
-		}
-		rest = rest[i+len(part):]
-	}
-	return true
 }

@@ -7,44 +7,24 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/libp2p/go-libp2p/core/crypto"
 	lpeer "github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/mcpmesh/mcpmesh/peer/identity"
+	"github.com/mcpmesh/mcpmesh/peer/internal/peertest"
 )
-
-// testKey returns a deterministic Ed25519 key and its peer ID.
-func testKey(tb testing.TB, seed int) (crypto.PrivKey, lpeer.ID) {
-	tb.Helper()
-	var b [32]byte
-	b[0], b[1] = byte(seed), byte(seed>>8)
-	b[31] = 0x5a
-	k, _, err := crypto.GenerateEd25519Key(bytes.NewReader(b[:]))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	id, err := lpeer.IDFromPrivateKey(k)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return k, id
-}
-
-func testID(tb testing.TB, seed int) lpeer.ID {
-	_, id := testKey(tb, seed)
-	return id
-}
 
 func mustParsePolicy(t *testing.T, src string) *Policy {
 	t.Helper()
-	p, err := ParsePolicy([]byte(src))
+	p, err := Parse([]byte(src))
 	if err != nil {
-		t.Fatalf("ParsePolicy: %v\n%s", err, src)
+		t.Fatalf("Parse: %v\n%s", err, src)
 	}
 	return p
 }
 
 // TestPolicyExample checks the policy of the documentation, call by call.
 func TestPolicyExample(t *testing.T) {
-	t1, t2, a, b, o, stranger := testID(t, 1), testID(t, 2), testID(t, 3), testID(t, 4), testID(t, 5), testID(t, 6)
+	t1, t2, a, b, o, stranger := peertest.ID(t, 1), peertest.ID(t, 2), peertest.ID(t, 3), peertest.ID(t, 4), peertest.ID(t, 5), peertest.ID(t, 6)
 	p := mustParsePolicy(t, fmt.Sprintf(`{
 	  "groups": {"team": [%q, %q], "ops": ["team", %q]},
 	  "grants": [
@@ -94,7 +74,7 @@ func TestPolicyExample(t *testing.T) {
 // TestPolicyFor checks the "for" forms: absent (self only), "self", "*",
 // peers and groups.
 func TestPolicyFor(t *testing.T) {
-	b, a1, a2, a3 := testID(t, 1), testID(t, 2), testID(t, 3), testID(t, 4)
+	b, a1, a2, a3 := peertest.ID(t, 1), peertest.ID(t, 2), peertest.ID(t, 3), peertest.ID(t, 4)
 	for _, tt := range []struct {
 		forJSON                   string
 		direct, forA1, forA2, any bool
@@ -124,7 +104,7 @@ func TestPolicyFor(t *testing.T) {
 }
 
 func TestPolicyErrors(t *testing.T) {
-	id := testID(t, 1).String()
+	id := peertest.ID(t, 1).String()
 	for _, tt := range []struct{ src, want string }{
 		{`{"grants": [{"peers": ["*"], "tools": ["a"]}, {"peers": ["foo"], "tools": ["a"]}]}`,
 			`policy: grant 2: peer "foo": not a peer ID or a group name`},
@@ -149,9 +129,9 @@ func TestPolicyErrors(t *testing.T) {
 		{`[1]`, `policy: json: cannot unmarshal array`},
 		{`{"grants": [{"peers": ["self"], "tools": ["a"]}]}`, `policy: grant 1: peer "self"`},
 	} {
-		_, err := ParsePolicy([]byte(tt.src))
+		_, err := Parse([]byte(tt.src))
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
-			t.Errorf("ParsePolicy(%s) = %v, want an error with %q", tt.src, err, tt.want)
+			t.Errorf("Parse(%s) = %v, want an error with %q", tt.src, err, tt.want)
 		}
 	}
 }
@@ -160,7 +140,7 @@ func TestPolicyErrors(t *testing.T) {
 // decoded strictly, and checks that the policy refuses unknown fields of its
 // own even there.
 func TestPolicyInConfig(t *testing.T) {
-	a := testID(t, 1)
+	a := peertest.ID(t, 1)
 	type config struct {
 		Name   string  `json:"name"`
 		Policy *Policy `json:"policy"`
@@ -189,14 +169,14 @@ func TestPolicyInConfig(t *testing.T) {
 	if !bytes.Equal(out, out2) {
 		t.Errorf("round trip differs:\n%s\n%s", out, out2)
 	}
-	if c2.Policy.Grants() != 2 || c2.Policy.Groups() != 1 || !c2.Policy.Allows(Access{Caller: a, For: testID(t, 9), Server: "files", Kind: Tool, Name: "read_x"}) {
+	if c2.Policy.Grants() != 2 || c2.Policy.Groups() != 1 || !c2.Policy.Allows(Access{Caller: a, For: peertest.ID(t, 9), Server: "files", Kind: Tool, Name: "read_x"}) {
 		t.Errorf("re-read policy differs: %s", out2)
 	}
 
 	for _, tt := range []struct {
 		p    *Policy
 		want string
-	}{{OpenPolicy(), `"open"`}, {ClosedPolicy(), `{"grants":[]}`}, {nil, `null`}} {
+	}{{Open(), `"open"`}, {Closed(), `{"grants":[]}`}, {nil, `null`}} {
 		out, err := json.Marshal(config{Policy: tt.p})
 		if err != nil {
 			t.Fatal(err)
@@ -220,12 +200,12 @@ func TestPolicyInConfig(t *testing.T) {
 }
 
 func TestPolicyOpenClosedSelf(t *testing.T) {
-	self, other := testID(t, 1), testID(t, 2)
+	self, other := peertest.ID(t, 1), peertest.ID(t, 2)
 	acc := func(caller lpeer.ID) Access {
 		return Access{Caller: caller, For: other, Server: "s", Kind: Prompt, Name: "p"}
 	}
 	var nilPolicy *Policy
-	for _, p := range []*Policy{nilPolicy, ClosedPolicy(), mustParsePolicy(t, ""), mustParsePolicy(t, " null ")} {
+	for _, p := range []*Policy{nilPolicy, Closed(), mustParsePolicy(t, ""), mustParsePolicy(t, " null ")} {
 		if p.Allows(acc(other)) || p.AllowsServer(other, "", "s") || p.Advertised("s", Tool, "t") || p.IsOpen() {
 			t.Errorf("closed policy %v allows something", p)
 		}
@@ -236,7 +216,7 @@ func TestPolicyOpenClosedSelf(t *testing.T) {
 			t.Error("closed policy WithSelf allows another peer")
 		}
 	}
-	for _, p := range []*Policy{OpenPolicy(), mustParsePolicy(t, `"open"`)} {
+	for _, p := range []*Policy{Open(), mustParsePolicy(t, `"open"`)} {
 		if !p.IsOpen() || !p.Allows(acc(other)) || !p.AllowsServer(other, "", "x") || !p.Advertised("s", Resource, "r") {
 			t.Error("open policy refuses something")
 		}
@@ -264,7 +244,7 @@ func mustMarshal(t *testing.T, v any) string {
 }
 
 func TestPolicyAdvertisedAndServer(t *testing.T) {
-	a, b := testID(t, 1), testID(t, 2)
+	a, b := peertest.ID(t, 1), peertest.ID(t, 2)
 	p := mustParsePolicy(t, fmt.Sprintf(`{"grants": [
 		{"peers": [%q], "server": "node", "tools": ["echo", "add"]},
 		{"peers": ["*"], "server": "node", "tools": ["secret_*"], "hidden": true},
@@ -301,42 +281,7 @@ func TestPolicyAdvertisedAndServer(t *testing.T) {
 		{a, "", "files", false},
 	} {
 		if got := p.AllowsServer(tt.caller, tt.forPeer, tt.server); got != tt.want {
-			t.Errorf("AllowsServer(%s, %q, %s) = %v, want %v", shortID(tt.caller), tt.forPeer, tt.server, got, tt.want)
-		}
-	}
-}
-
-func TestPatternMatch(t *testing.T) {
-	for _, tt := range []struct {
-		pat, name string
-		want      bool
-	}{
-		{"echo", "echo", true},
-		{"echo", "echo2", false},
-		{"echo", "ech", false},
-		{"*", "", true},
-		{"**", "a/b", true},
-		{"read_*", "read_", true},
-		{"read_*", "read_file", true},
-		{"read_*", "rea", false},
-		{"*_file", "read_file", true},
-		{"*_file", "read_files", false},
-		{"file:///pub/*", "file:///pub/a/b/c", true},
-		{"file:///pub/*", "file:///pubx", false},
-		{"a*b*c", "abc", true},
-		{"a*b*c", "axxbyyc", true},
-		{"a*b*c", "acb", false},
-		{"a*b*c", "abcb", false},
-		{"a*a", "a", false},
-		{"a*a", "aa", true},
-		{"*x*", "abxcd", true},
-		{"*x*", "abcd", false},
-		{"a*?", "ab?", true},
-		{"a*?", "ab", false},
-	} {
-		p := compilePattern(tt.pat)
-		if got := p.match(tt.name); got != tt.want {
-			t.Errorf("%q matches %q = %v, want %v", tt.pat, tt.name, got, tt.want)
+			t.Errorf("AllowsServer(%s, %q, %s) = %v, want %v", identity.Short(tt.caller), tt.forPeer, tt.server, got, tt.want)
 		}
 	}
 }
@@ -349,7 +294,7 @@ func BenchmarkPolicyAllows(b *testing.B) {
 	for g := range 3 {
 		var ids []string
 		for i := range 10 {
-			id := testID(b, 100+10*g+i)
+			id := peertest.ID(b, 100+10*g+i)
 			members[g] = append(members[g], id)
 			ids = append(ids, fmt.Sprintf("%q", id))
 		}
@@ -363,20 +308,20 @@ func BenchmarkPolicyAllows(b *testing.B) {
 		case 1:
 			grants = append(grants, fmt.Sprintf(`{"peers": ["g%d"], "for": ["g%d"], "server": "s%d", "tools": ["*_%d"], "resources": ["file:///%d/*"]}`, i%3, (i+1)%3, i, i, i))
 		case 2:
-			grants = append(grants, fmt.Sprintf(`{"peers": [%q], "server": "s%d", "prompts": ["p%d"]}`, testID(b, 500+i), i, i))
+			grants = append(grants, fmt.Sprintf(`{"peers": [%q], "server": "s%d", "prompts": ["p%d"]}`, peertest.ID(b, 500+i), i, i))
 		case 3:
 			grants = append(grants, fmt.Sprintf(`{"peers": ["*"], "server": "s%d", "tools": ["public_%d"], "hidden": true}`, i, i))
 		}
 	}
 	src := fmt.Sprintf(`{"groups": {%s}, "grants": [%s]}`, strings.Join(groups, ","), strings.Join(grants, ","))
-	p, err := ParsePolicy([]byte(src))
+	p, err := Parse([]byte(src))
 	if err != nil {
 		b.Fatal(err)
 	}
 	if p.Grants() != 20 || p.Groups() != 3 {
 		b.Fatalf("%d grants, %d groups", p.Grants(), p.Groups())
 	}
-	stranger := testID(b, 999)
+	stranger := peertest.ID(b, 999)
 	for _, bc := range []struct {
 		name string
 		a    Access

@@ -9,17 +9,18 @@ import (
 
 	lpeer "github.com/libp2p/go-libp2p/core/peer"
 
-	"github.com/mcpmesh/mcpmesh/peer"
+	"github.com/mcpmesh/mcpmesh/peer/delegation"
+	"github.com/mcpmesh/mcpmesh/peer/identity"
 )
 
 // Delegation: a served call's verified chain (and its cache), and the
-// delegation the node sends with each call it makes. See peer.Chain.
+// delegation the node sends with each call it makes. See delegation.Chain.
 
 type delegationKey struct{}
 
 // delegated is the verified delegation a served call came with.
 type delegated struct {
-	chain         *peer.Chain
+	chain         *delegation.Chain
 	principal     lpeer.ID
 	text          string // chain.String()
 	principalText string // principal.String()
@@ -38,7 +39,7 @@ func OnBehalfOf(ctx context.Context) (lpeer.ID, bool) {
 	if d == nil {
 		return "", false
 	}
-	caller, _ := peer.Remote(ctx)
+	caller, _ := identity.Remote(ctx)
 	if d.principal == caller {
 		return "", false
 	}
@@ -49,23 +50,23 @@ func OnBehalfOf(ctx context.Context) (lpeer.ID, bool) {
 // with. Decoding checks the signatures, which costs; a chain seen before is
 // taken from the cache, and only its time, audience, caller and scope are
 // checked again.
-func (n *Node) verifyDelegation(v any, caller lpeer.ID, server, tool string) (*delegated, error) {
+func (g *Guard) verifyDelegation(v any, caller lpeer.ID, server, tool string) (*delegated, error) {
 	key, ok := chainKey(v)
 	var dc *decodedChain
 	if ok {
-		dc = n.chains.get(key)
+		dc = g.chains.get(key)
 	}
 	if dc == nil {
-		c, err := peer.DecodeChain(v)
+		c, err := delegation.DecodeChain(v)
 		if err != nil {
 			return nil, err
 		}
 		dc = &decodedChain{chain: c, text: c.String(), principal: c.Principal().String()}
 		if ok {
-			n.chains.put(key, dc)
+			g.chains.put(key, dc)
 		}
 	}
-	principal, err := dc.chain.Verify(caller, n.host.ID(), server, tool, time.Now())
+	principal, err := dc.chain.Verify(caller, g.cfg.Self, server, tool, time.Now())
 	if err != nil {
 		return nil, err
 	}
@@ -75,7 +76,7 @@ func (n *Node) verifyDelegation(v any, caller lpeer.ID, server, tool string) (*d
 // decodedChain is a chain whose signatures were checked, with its text
 // forms for audit records (base58 peer IDs cost microseconds to make).
 type decodedChain struct {
-	chain     *peer.Chain
+	chain     *delegation.Chain
 	text      string
 	principal string
 }
@@ -108,50 +109,51 @@ func chainKey(v any) (string, bool) {
 
 // --- the calling side ---
 
-// delegationFor returns the delegation the node sends with a call to p for
-// server/tool: its own, for a call it starts; the one it was given, extended
-// to p, for a call it makes while serving. It refuses a call the delegation
-// it was given does not cover.
-func (n *Node) delegationFor(ctx context.Context, p lpeer.ID, server, tool string) ([]string, error) {
-	if n.cfg.trust.noDelegate || p == n.host.ID() {
+// DelegationFor returns the delegation the node sends with a call to p for
+// server/tool (under delegation.MetaKey; nil for none): its own, for a call
+// it starts; the one it was given, extended to p, for a call it makes while
+// serving (ctx is then its handler's). It refuses a call the delegation it
+// was given does not cover.
+func (g *Guard) DelegationFor(ctx context.Context, p lpeer.ID, server, tool string) ([]string, error) {
+	if g.cfg.NoDelegate || p == g.cfg.Self {
 		return nil, nil
 	}
 	now := time.Now()
 	if d := delegationFrom(ctx); d != nil {
-		return n.extendDelegation(d, p, server, tool)
+		return g.extendDelegation(d, p, server, tool)
 	}
 	key := issuedKey{to: p}
-	if enc, ok := n.issued.get(key, now); ok {
+	if enc, ok := g.issued.get(key, now); ok {
 		return enc, nil
 	}
-	c, err := peer.Delegate(n.host.Peerstore().PrivKey(n.host.ID()), p, n.cfg.trust.scope, now.Add(n.cfg.trust.ttl))
+	c, err := delegation.Delegate(g.cfg.Key, p, g.cfg.Scope, now.Add(g.cfg.TTL))
 	if err != nil {
-		return nil, fmt.Errorf("delegate to %s: %w", shortPeer(p), err)
+		return nil, fmt.Errorf("delegate to %s: %w", identity.Short(p), err)
 	}
 	enc := c.Encode()
-	n.issued.put(key, enc, now.Add(n.cfg.trust.ttl))
+	g.issued.put(key, enc, now.Add(g.cfg.TTL))
 	return enc, nil
 }
 
 // extendDelegation passes on the delegation d a served call came with, to
 // p for server/tool, after checking that it covers the call.
-func (n *Node) extendDelegation(d *delegated, p lpeer.ID, server, tool string) ([]string, error) {
+func (g *Guard) extendDelegation(d *delegated, p lpeer.ID, server, tool string) ([]string, error) {
 	now := time.Now()
 	if err := d.chain.Covers(p, server, tool, now); err != nil {
-		return nil, fmt.Errorf("call %s/%s on %s for %s: %w", server, tool, shortPeer(p), shortPeer(d.principal), err)
+		return nil, fmt.Errorf("call %s/%s on %s for %s: %w", server, tool, identity.Short(p), identity.Short(d.principal), err)
 	}
 	// Chains come from the decoded-chain cache: the same pointer for the
 	// same chain, so no need to encode it again to know it.
 	key := issuedKey{from: d.chain, to: p}
-	if enc, ok := n.issued.get(key, now); ok {
+	if enc, ok := g.issued.get(key, now); ok {
 		return enc, nil
 	}
-	c, err := d.chain.Extend(n.host.Peerstore().PrivKey(n.host.ID()), p, peer.Scope{}, time.Time{})
+	c, err := d.chain.Extend(g.cfg.Key, p, delegation.Scope{}, time.Time{})
 	if err != nil {
-		return nil, fmt.Errorf("delegate to %s: %w", shortPeer(p), err)
+		return nil, fmt.Errorf("delegate to %s: %w", identity.Short(p), err)
 	}
 	enc := c.Encode()
-	n.issued.put(key, enc, c.Links()[c.Len()-1].Expires)
+	g.issued.put(key, enc, c.Links()[c.Len()-1].Expires)
 	return enc, nil
 }
 
@@ -189,7 +191,7 @@ type issuedCache struct {
 // issuedKey names a signed delegation: to a peer, from the node's own
 // authority (from nil) or extending a chain it was given.
 type issuedKey struct {
-	from *peer.Chain
+	from *delegation.Chain
 	to   lpeer.ID
 }
 

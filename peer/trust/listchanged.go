@@ -6,10 +6,9 @@ import (
 	"sync"
 
 	lpeer "github.com/libp2p/go-libp2p/core/peer"
-	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
 
-	"github.com/mcpmesh/mcpmesh/peer"
+	"github.com/mcpmesh/mcpmesh/peer/policy"
 )
 
 // When the policy changes, a peer may see more or less of a shared server
@@ -19,15 +18,43 @@ import (
 // those peers get the MCP list_changed notification and list again. A peer
 // that never listed a kind has nothing to refresh and is not told.
 
-// servedSession is one session a shared server serves, or a re-shared
-// server relays, to a peer.
-type servedSession struct {
+// Session is the trust layer's record of one session a shared server
+// serves, or a re-shared server relays, to a peer: what its lists showed.
+type Session struct {
 	server string
 	caller lpeer.ID
-	notify func(method string) error // sends the peer a notification; set before the session is registered
+	// Notify sends the peer a notification. Set it before Track.
+	Notify func(method string) error
 
 	mu     sync.Mutex
 	listed map[string]*listedNames // by list method
+}
+
+// NewSession returns the record of a session that the server called server
+// serves to caller. Put it on the session's context (WithSession) and Track
+// it once its Notify is set; Untrack it when the session ends.
+func NewSession(server string, caller lpeer.ID) *Session {
+	return &Session{server: server, caller: caller}
+}
+
+// WithSession returns the session context of a served session, which its
+// requests' contexts derive from, with s on it.
+func WithSession(ctx context.Context, s *Session) context.Context {
+	return context.WithValue(ctx, servedKey{}, s)
+}
+
+// Track adds s to the sessions a policy change tells of list changes.
+func (g *Guard) Track(s *Session) {
+	g.mu.Lock()
+	g.sessions[s] = struct{}{}
+	g.mu.Unlock()
+}
+
+// Untrack forgets s.
+func (g *Guard) Untrack(s *Session) {
+	g.mu.Lock()
+	delete(g.sessions, s)
+	g.mu.Unlock()
 }
 
 // listedNames are the names in a session's last full answer to one list
@@ -39,25 +66,9 @@ type listedNames struct {
 
 type servedKey struct{}
 
-func sessionServed(ctx context.Context) *servedSession {
-	s, _ := ctx.Value(servedKey{}).(*servedSession)
+func sessionServed(ctx context.Context) *Session {
+	s, _ := ctx.Value(servedKey{}).(*Session)
 	return s
-}
-
-// capturingTransport keeps the connection it makes, so that the node can
-// write notifications the SDK has no call for to the session's peer (the
-// connection's writes are serialized).
-type capturingTransport struct {
-	sdkmcp.Transport
-	into *servedSession
-}
-
-func (t capturingTransport) Connect(ctx context.Context) (sdkmcp.Connection, error) {
-	c, err := t.Transport.Connect(ctx)
-	if err == nil {
-		t.into.notify = func(method string) error { return c.Write(ctx, &jsonrpc.Request{Method: method}) }
-	}
-	return c, err
 }
 
 // maxListedNames bounds what one session remembers per list method; a
@@ -66,7 +77,7 @@ const maxListedNames = 10000
 
 // remember records the names in a list answer, before the policy filters
 // it: a first page (asked with no cursor) starts over, later pages add to it.
-func (s *servedSession) remember(method string, firstPage bool, res sdkmcp.Result) {
+func (s *Session) remember(method string, firstPage bool, res sdkmcp.Result) {
 	var names []string
 	switch r := res.(type) {
 	case *sdkmcp.ListToolsResult:
@@ -131,21 +142,21 @@ var listChangedNotice = map[string]string{
 
 // kindOfList is what each list method lists: the requests whose answers
 // are filtered and remembered.
-var kindOfList = map[string]peer.Kind{
-	"tools/list":               peer.Tool,
-	"prompts/list":             peer.Prompt,
-	"resources/list":           peer.Resource,
-	"resources/templates/list": peer.Resource,
+var kindOfList = map[string]policy.Kind{
+	"tools/list":               policy.Tool,
+	"prompts/list":             policy.Prompt,
+	"resources/list":           policy.Resource,
+	"resources/templates/list": policy.Resource,
 }
 
 // changedLists returns the notifications the session's peer needs when the
 // policy goes from old to new: one per kind whose shown names differ.
-func (s *servedSession) changedLists(old, new *peer.Policy) []string {
+func (s *Session) changedLists(old, new *policy.Policy) []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var notes []string
 	for method, l := range s.listed {
-		a := peer.Access{Caller: s.caller, Server: s.server, Kind: kindOfList[method]}
+		a := policy.Access{Caller: s.caller, Server: s.server, Kind: kindOfList[method]}
 		differs := l.tooMany
 		for _, name := range l.names {
 			a.Name = name
@@ -164,41 +175,30 @@ func (s *servedSession) changedLists(old, new *peer.Policy) []string {
 
 // notifyListChanges tells each served peer whose lists the policy change
 // from old to new alters to list again. The writes run on goroutines the
-// node waits for: a peer that does not read must not hold up SetPolicy.
-func (n *Node) notifyListChanges(old, new *peer.Policy) {
-	n.mu.Lock()
-	if n.closed {
-		n.mu.Unlock()
-		return
-	}
+// guard waits for (Close): a peer that does not read must not hold up
+// SetPolicy.
+func (g *Guard) notifyListChanges(old, new *policy.Policy) {
+	g.mu.Lock()
 	type notice struct {
-		s     *servedSession
+		s     *Session
 		notes []string
 	}
 	var todo []notice
-	add := func(s *servedSession) {
-		if notes := s.changedLists(old, new); len(notes) > 0 && s.notify != nil {
+	for s := range g.sessions {
+		if notes := s.changedLists(old, new); len(notes) > 0 && s.Notify != nil {
 			todo = append(todo, notice{s, notes})
 		}
 	}
-	for _, s := range n.inbound {
-		add(s)
-	}
-	for s := range n.relayed {
-		add(s)
-	}
-	n.wg.Add(len(todo))
-	n.mu.Unlock()
+	g.mu.Unlock()
 	for _, t := range todo {
-		go func() {
-			defer n.wg.Done()
+		g.group.Go(func() {
 			for _, method := range t.notes {
-				if err := t.s.notify(method); err != nil {
+				if err := t.s.Notify(method); err != nil {
 					trustLog.Debugw("list_changed", "peer", t.s.caller, "server", t.s.server, "error", err)
 					return
 				}
 			}
 			trustLog.Debugw("list_changed", "peer", t.s.caller, "server", t.s.server, "lists", t.notes)
-		}()
+		})
 	}
 }

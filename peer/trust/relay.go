@@ -13,8 +13,11 @@ import (
 	segjson "github.com/segmentio/encoding/json"
 
 	"github.com/mcpmesh/mcpmesh/audit"
-	"github.com/mcpmesh/mcpmesh/mcp"
-	"github.com/mcpmesh/mcpmesh/peer"
+	"github.com/mcpmesh/mcpmesh/internal/sdkcompat"
+	"github.com/mcpmesh/mcpmesh/mcp/relay"
+	"github.com/mcpmesh/mcpmesh/peer/delegation"
+	"github.com/mcpmesh/mcpmesh/peer/identity"
+	"github.com/mcpmesh/mcpmesh/peer/policy"
 )
 
 // A re-shared server is relayed frame by frame, undecoded where possible, so
@@ -27,7 +30,7 @@ import (
 var (
 	toolsCallField  = []byte(`tools/call`)
 	listField       = []byte(`/list`)
-	delegationField = []byte(`"` + peer.DelegationMetaKey + `"`)
+	delegationField = []byte(`"` + delegation.MetaKey + `"`)
 	resultField     = []byte(`"result"`)
 	errorField      = []byte(`"error"`)
 	cancelledField  = []byte(`notifications/cancelled`)
@@ -37,7 +40,7 @@ var (
 // request, or carry a delegation, written plainly or behind JSON escapes.
 func mayNeedTrust(b []byte) bool {
 	return bytes.Contains(b, toolsCallField) || bytes.Contains(b, listField) ||
-		bytes.Contains(b, delegationField) || hasKeyEscape(b)
+		bytes.Contains(b, delegationField) || relay.HasKeyEscape(b)
 }
 
 // pending holds a value per request of one relayed session, by JSON-RPC
@@ -114,7 +117,7 @@ func relayedOutcome(resp *jsonrpc.Response) (audit.Outcome, string) {
 // cancelledRequest returns the ID of the request a notifications/cancelled
 // frame cancels.
 func cancelledRequest(frame []byte) (jsonrpc.ID, bool) {
-	msg, err := mcp.DecodeFrame(frame)
+	msg, err := sdkcompat.DecodeMessage(frame)
 	if err != nil {
 		return jsonrpc.ID{}, false
 	}
@@ -132,29 +135,36 @@ func cancelledRequest(frame []byte) (jsonrpc.ID, bool) {
 	return id, err == nil && id.IsValid()
 }
 
-// mayOpenRelay reports whether caller may open a session on the re-shared
+// MayOpenRelay reports whether caller may open a session on the re-shared
 // server name, and audits a refusal.
-func (n *Node) mayOpenRelay(caller lpeer.ID, name string) bool {
-	if n.policy.Load().AllowsServer(caller, peer.Anyone, name) {
+func (g *Guard) MayOpenRelay(caller lpeer.ID, name string) bool {
+	if g.policy.Load().AllowsServer(caller, policy.Anyone, name) {
 		return true
 	}
-	n.refuse(audit.Record{Time: time.Now(), Caller: caller.String(), Server: name, Method: "session"},
-		&refusal{reason: "policy", msg: fmt.Sprintf("not permitted: %s may not use server %s", shortPeer(caller), name)})
+	g.refuse(audit.Record{Time: time.Now(), Caller: caller.String(), Server: name, Method: "session"},
+		&refusal{reason: "policy", msg: fmt.Sprintf("not permitted: %s may not use server %s", identity.Short(caller), name)})
 	return false
 }
 
-// relayTrust returns the frame rewrites that apply the policy, delegations
-// and limits to a session relayed from caller to t: toServer (before the
-// task layer's rewrite, then) and toClient; end must be called when the
-// session ends.
-func (n *Node) relayTrust(caller lpeer.ID, name string, t *relayTarget, then mcp.FrameRewrite, send func(jsonrpc.Message) error) (toServer, toClient mcp.FrameRewrite, end func()) {
-	if caller == n.host.ID() {
+// Target is the server a re-shared server relays to: server on peer Peer.
+type Target struct {
+	Peer   lpeer.ID
+	Server string
+}
+
+// RelayRewrites returns the frame rewrites that apply the policy,
+// delegations and limits to a session that the re-shared server name
+// relays from caller to t: toServer (then runs after it: the task layer's
+// rewrite) and toClient. send writes a message of the guard's own to the
+// client (a list_changed). end must be called when the session ends.
+func (g *Guard) RelayRewrites(caller lpeer.ID, name string, t Target, then relay.FrameRewrite, send func(jsonrpc.Message) error) (toServer, toClient relay.FrameRewrite, end func()) {
+	if caller == g.cfg.Self {
 		return then, nil, func() {}
 	}
 	lists, calls := &pending[listAsk]{}, &pending[endCall]{}
-	session := &servedSession{server: name, caller: caller,
-		notify: func(method string) error { return send(&jsonrpc.Request{Method: method}) }}
-	n.registerRelayed(session)
+	session := NewSession(name, caller)
+	session.Notify = func(method string) error { return send(&jsonrpc.Request{Method: method}) }
+	g.Track(session)
 	pass := func(frame []byte) ([]byte, []byte, error) {
 		if then == nil {
 			return frame, nil, nil
@@ -171,7 +181,7 @@ func (n *Node) relayTrust(caller lpeer.ID, name string, t *relayTarget, then mcp
 			}
 		}
 		if mayNeedTrust(frame) {
-			msg, err := mcp.DecodeFrame(frame)
+			msg, err := sdkcompat.DecodeMessage(frame)
 			if err != nil {
 				return nil, nil, err
 			}
@@ -185,7 +195,7 @@ func (n *Node) relayTrust(caller lpeer.ID, name string, t *relayTarget, then mcp
 				}
 			}
 			if req.Method == "tools/call" {
-				old, next, finish, reason := n.relayCallTrust(req.Params, caller, name, t)
+				old, next, finish, reason := g.relayCallTrust(req.Params, caller, name, t)
 				if reason != nil {
 					return nil, refusalReply(req, reason), nil
 				}
@@ -199,10 +209,10 @@ func (n *Node) relayTrust(caller lpeer.ID, name string, t *relayTarget, then mcp
 				if next != nil {
 					// In place when the field is written once, plainly;
 					// else through a re-encoding of the params.
-					if out, ok := spliceField(frame, delegationField, old, next); ok {
+					if out, ok := relay.SpliceField(frame, delegationField, old, next); ok {
 						frame = out
 					} else {
-						params, err := setMetaField(req.Params, peer.DelegationMetaKey, next)
+						params, err := relay.SetMetaField(req.Params, delegation.MetaKey, next)
 						if err != nil {
 							return nil, refusalReply(req, &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: err.Error()}), nil
 						}
@@ -219,10 +229,10 @@ func (n *Node) relayTrust(caller lpeer.ID, name string, t *relayTarget, then mcp
 	}
 	toClient = func(frame []byte) ([]byte, []byte, error) {
 		if !lists.any() && !calls.any() ||
-			!bytes.Contains(frame, resultField) && !bytes.Contains(frame, errorField) && !hasKeyEscape(frame) {
+			!bytes.Contains(frame, resultField) && !bytes.Contains(frame, errorField) && !relay.HasKeyEscape(frame) {
 			return frame, nil, nil
 		}
-		msg, err := mcp.DecodeFrame(frame)
+		msg, err := sdkcompat.DecodeMessage(frame)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -244,24 +254,22 @@ func (n *Node) relayTrust(caller lpeer.ID, name string, t *relayTarget, then mcp
 		}
 		res, err := decodeList(ask.method, resp)
 		if err != nil {
-			return nil, nil, fmt.Errorf("read %s answer from %s/%s: %w", ask.method, t.peer, t.server, err)
+			return nil, nil, fmt.Errorf("read %s answer from %s/%s: %w", ask.method, t.Peer, t.Server, err)
 		}
 		session.remember(ask.method, ask.firstPage, res)
-		pol := n.policy.Load()
+		pol := g.policy.Load()
 		if pol.IsOpen() {
 			return frame, nil, nil
 		}
-		filterList(pol, peer.Access{Caller: caller, Server: name}, res)
+		filterList(pol, policy.Access{Caller: caller, Server: name}, res)
 		out, err := encodeList(resp, res)
 		if err != nil {
-			return nil, nil, fmt.Errorf("filter %s answer from %s/%s: %w", ask.method, t.peer, t.server, err)
+			return nil, nil, fmt.Errorf("filter %s answer from %s/%s: %w", ask.method, t.Peer, t.Server, err)
 		}
 		return out, nil, nil
 	}
 	end = func() {
-		n.mu.Lock()
-		delete(n.relayed, session)
-		n.mu.Unlock()
+		g.Untrack(session)
 		for _, finish := range calls.takeAll() {
 			finish(audit.Error, "session ended before the answer")
 		}
@@ -282,14 +290,6 @@ func firstPage(params json.RawMessage) bool {
 	}
 	segjson.Parse(params, &p, segjson.DontMatchCaseInsensitiveStructFields)
 	return p.Cursor == ""
-}
-
-// registerRelayed adds a relayed session to those a policy change tells of
-// list changes.
-func (n *Node) registerRelayed(s *servedSession) {
-	n.mu.Lock()
-	n.relayed[s] = struct{}{}
-	n.mu.Unlock()
 }
 
 // decodeList decodes the answer to a list request.
@@ -327,7 +327,7 @@ func encodeList(resp *jsonrpc.Response, res sdkmcp.Result) ([]byte, error) {
 // delegation, old, for which it returns the delegation extended to the peer
 // behind, next (nil: none came), and the caller's limits. end, called once
 // when the call ends, releases its admission and audits it.
-func (n *Node) relayCallTrust(params json.RawMessage, caller lpeer.ID, name string, t *relayTarget) (old, next json.RawMessage, end endCall, refused *jsonrpc.Error) {
+func (g *Guard) relayCallTrust(params json.RawMessage, caller lpeer.ID, name string, t Target) (old, next json.RawMessage, end endCall, refused *jsonrpc.Error) {
 	// Read as the next node's SDK reads it (see extendTask).
 	var head struct {
 		Name string `json:"name"`
@@ -338,51 +338,51 @@ func (n *Node) relayCallTrust(params json.RawMessage, caller lpeer.ID, name stri
 	if _, err := segjson.Parse(params, &head, segjson.DontMatchCaseInsensitiveStructFields); err != nil {
 		return nil, nil, func(audit.Outcome, string) {}, nil // not the relay's to judge: the server answers bad params
 	}
-	rec := audit.Record{Time: time.Now(), Caller: peerString(caller), Server: name, Method: "tools/call", Name: head.Name}
-	a := peer.Access{Caller: caller, Server: name, Kind: peer.Tool, Name: head.Name}
+	rec := audit.Record{Time: time.Now(), Caller: g.names.Of(caller), Server: name, Method: "tools/call", Name: head.Name}
+	a := policy.Access{Caller: caller, Server: name, Kind: policy.Tool, Name: head.Name}
 	if head.Meta != nil && len(head.Meta.Delegation) > 0 && string(head.Meta.Delegation) != "null" {
 		var wire []string
 		err := json.Unmarshal(head.Meta.Delegation, &wire)
 		var d *delegated
 		if err == nil {
-			d, err = n.verifyDelegation(wire, caller, name, head.Name)
+			d, err = g.verifyDelegation(wire, caller, name, head.Name)
 		}
 		if err == nil {
 			var enc []string
-			enc, err = n.extendDelegation(d, t.peer, t.server, head.Name)
+			enc, err = g.extendDelegation(d, t.Peer, t.Server, head.Name)
 			if err == nil {
 				next, err = json.Marshal(enc)
 			}
 		}
 		if err != nil {
-			return nil, nil, nil, n.refuseRelayed(rec, &refusal{reason: "delegation", code: CodeNotPermitted,
-				msg: fmt.Sprintf("not permitted: %s/%s on %s: %v", name, head.Name, shortPeer(n.host.ID()), err)})
+			return nil, nil, nil, g.refuseRelayed(rec, &refusal{reason: "delegation", code: CodeNotPermitted,
+				msg: fmt.Sprintf("not permitted: %s/%s on %s: %v", name, head.Name, identity.Short(g.cfg.Self), err)})
 		}
 		old = head.Meta.Delegation
 		if d.principal != caller {
 			a.For, rec.For = d.principal, d.principalText
 		}
 	}
-	if !n.policy.Load().Allows(a) {
-		return nil, nil, nil, n.refuseRelayed(rec, &refusal{reason: "policy", code: CodeNotPermitted, msg: n.notPermitted(a)})
+	if !g.policy.Load().Allows(a) {
+		return nil, nil, nil, g.refuseRelayed(rec, &refusal{reason: "policy", code: CodeNotPermitted, msg: g.notPermitted(a)})
 	}
-	release, r := n.admitCall(caller, a.For)
+	release, r := g.admitCall(caller, a.For)
 	if r != nil {
-		return nil, nil, nil, n.refuseRelayed(rec, r)
+		return nil, nil, nil, g.refuseRelayed(rec, r)
 	}
 	end = func(o audit.Outcome, reason string) {
 		release()
 		rec.Outcome, rec.Reason, rec.Duration = o, reason, time.Since(rec.Time)
-		n.audit.Add(rec)
-		if m := n.cfg.trust.metrics; m != nil {
+		g.cfg.Audit.Add(rec)
+		if m := g.cfg.Metrics; m != nil {
 			m.Call(name, head.Name, rec.Caller, string(o), rec.Duration)
 		}
 	}
 	return old, next, end, nil
 }
 
-func (n *Node) refuseRelayed(rec audit.Record, r *refusal) *jsonrpc.Error {
-	return n.refuse(rec, r).(*jsonrpc.Error)
+func (g *Guard) refuseRelayed(rec audit.Record, r *refusal) *jsonrpc.Error {
+	return g.refuse(rec, r).(*jsonrpc.Error)
 }
 
 // refusalReply answers a request the relay will not pass on (nil for a
@@ -393,26 +393,4 @@ func refusalReply(req *jsonrpc.Request, e *jsonrpc.Error) []byte {
 	}
 	out, _ := jsonrpc.EncodeMessage(&jsonrpc.Response{ID: req.ID, Error: e})
 	return out
-}
-
-// setMetaField sets params._meta[key] to v, re-encoding the top level of
-// params (the other fields stay raw bytes).
-func setMetaField(params json.RawMessage, key string, v json.RawMessage) (json.RawMessage, error) {
-	var top map[string]json.RawMessage
-	if _, err := segjson.Parse(params, &top, segjson.DontMatchCaseInsensitiveStructFields); err != nil {
-		return nil, err
-	}
-	var meta map[string]json.RawMessage
-	if _, err := segjson.Parse(top["_meta"], &meta, segjson.DontMatchCaseInsensitiveStructFields); err != nil {
-		return nil, err
-	}
-	if meta == nil { // "_meta": null, or missing
-		meta = map[string]json.RawMessage{}
-	}
-	meta[key] = v
-	var err error
-	if top["_meta"], err = segjson.Marshal(meta); err != nil {
-		return nil, err
-	}
-	return segjson.Marshal(top)
 }

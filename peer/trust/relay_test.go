@@ -5,25 +5,25 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/libp2p/go-libp2p/core/crypto"
 	lpeer "github.com/libp2p/go-libp2p/core/peer"
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 
+	"github.com/mcpmesh/mcpmesh/audit"
+	"github.com/mcpmesh/mcpmesh/internal/fuzzseed"
+	"github.com/mcpmesh/mcpmesh/internal/sdkcompat"
 	"github.com/mcpmesh/mcpmesh/limits"
-	"github.com/mcpmesh/mcpmesh/mcp"
-	"github.com/mcpmesh/mcpmesh/peer"
+	"github.com/mcpmesh/mcpmesh/mcp/relay"
+	"github.com/mcpmesh/mcpmesh/peer/policy"
 )
 
 // TestRelayAdmissionEndsOnAnswerCancelOrSessionEnd drives a relayed
 // session's frame rewrites by hand: a server that never answers a cancelled
 // call must not keep the caller's place, nor a session that ends.
 func TestRelayAdmissionEndsOnAnswerCancelOrSessionEnd(t *testing.T) {
-	n, err := New(WithListenAddrs("/ip4/127.0.0.1/tcp/0"), WithOpen(), WithLimits(limits.Config{MaxConcurrentPerPeer: 1, Rate: -1, Strikes: -1}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer n.Close()
+	g := newGuard(t, policy.Open(), limits.Config{MaxConcurrentPerPeer: 1, Rate: -1, Strikes: -1})
 	caller := lpeer.ID("caller-node-id")
-	toServer, toClient, end := n.relayTrust(caller, "far", &relayTarget{peer: lpeer.ID("far-node-id"), server: "node"}, nil,
+	toServer, toClient, end := g.RelayRewrites(caller, "far", Target{Peer: lpeer.ID("far-node-id"), Server: "node"}, nil,
 		func(jsonrpc.Message) error { return nil })
 
 	call := func(id string) (refused bool) {
@@ -87,7 +87,7 @@ func TestRelayAdmissionEndsOnAnswerCancelOrSessionEnd(t *testing.T) {
 // a frame from the server is passed on or breaks the session; and when the
 // session ends, every admission it held is released.
 func FuzzRelayTrust(f *testing.F) {
-	for _, s := range relayFrameCorpus() {
+	for _, s := range fuzzseed.RelayFrames(lpeer.ID("caller-node-id").String(), lpeer.ID("relay-node-id").String()) {
 		f.Add([]byte(s), []byte(`{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"echo","inputSchema":{"type":"object"}}]}}`))
 	}
 	f.Add([]byte(`{"jsonrpc":"2.0","id":7,"method":"tools/list","params":{"cursor":"x"}}`), []byte(`{"jsonrpc":"2.0","id":7,"result":{"tools":[{"name":"pay"},{"name":"echo"}]}}`))
@@ -95,23 +95,18 @@ func FuzzRelayTrust(f *testing.F) {
 	f.Add([]byte(`{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":1}}`), []byte(`{"jsonrpc":"2.0","id":1,"result":{"isError":true}}`))
 	f.Add([]byte(`{"jsonrpc":"2.0","id":2,"method":"prompts/list"}`), []byte(`{"jsonrpc":"2.0","id":2,"result":{"prompts":"nope"}}`))
 
-	n, err := New(WithListenAddrs("/ip4/127.0.0.1/tcp/0"), WithLimits(limits.Config{MaxConcurrentPerPeer: 4, Rate: -1, Strikes: -1}))
+	pol, err := policy.Parse([]byte(`{"grants":[{"peers":["*"],"server":"far","tools":["echo"]}]}`))
 	if err != nil {
 		f.Fatal(err)
 	}
-	defer n.Close()
-	caller := fuzzCaller
-	pol, err := peer.ParsePolicy([]byte(`{"grants":[{"peers":["*"],"server":"far","tools":["echo"]}]}`))
-	if err != nil {
-		f.Fatal(err)
-	}
-	n.SetPolicy(pol)
-	target := &relayTarget{peer: lpeer.ID("far-node-id"), server: "node"}
+	g := newGuard(f, pol, limits.Config{MaxConcurrentPerPeer: 4, Rate: -1, Strikes: -1})
+	caller := lpeer.ID("caller-node-id")
+	target := Target{Peer: lpeer.ID("far-node-id"), Server: "node"}
 	f.Fuzz(func(t *testing.T, fromClient, fromServer []byte) {
-		toServer, toClient, end := n.relayTrust(caller, "far", target, n.relayFrames(caller), func(jsonrpc.Message) error { return nil })
+		toServer, toClient, end := g.RelayRewrites(caller, "far", target, relay.TaskHop(g.cfg.Self, caller), func(jsonrpc.Message) error { return nil })
 		for _, frame := range [][]byte{fromClient, fromClient} { // twice: a reused request ID
 			fwd, reply, err := toServer(slices.Clone(frame))
-			_, derr := mcp.DecodeFrame(frame)
+			_, derr := sdkcompat.DecodeMessage(frame)
 			if err != nil && derr == nil {
 				t.Fatalf("a client frame that decodes broke the session: %v\n%q", err, frame)
 			}
@@ -120,7 +115,7 @@ func FuzzRelayTrust(f *testing.F) {
 			}
 		}
 		if _, _, err := toClient(slices.Clone(fromServer)); err != nil {
-			if _, derr := mcp.DecodeFrame(fromServer); derr == nil && !strings.Contains(err.Error(), "answer from") {
+			if _, derr := sdkcompat.DecodeMessage(fromServer); derr == nil && !strings.Contains(err.Error(), "answer from") {
 				t.Fatalf("a server frame that decodes broke the session: %v\n%q", err, fromServer)
 			}
 		}
@@ -129,7 +124,7 @@ func FuzzRelayTrust(f *testing.F) {
 		// limit again.
 		var releases []func()
 		for i := range 4 {
-			release, r := n.admitCall(caller, "")
+			release, r := g.admitCall(caller, "")
 			if r != nil {
 				t.Fatalf("after the session ended, admission %d refused: %s", i, r.msg)
 			}
@@ -139,4 +134,28 @@ func FuzzRelayTrust(f *testing.F) {
 			release()
 		}
 	})
+}
+
+// newGuard returns the trust layer of a node with a fresh key, the policy
+// pol and limits lim, auditing in memory.
+func newGuard(tb testing.TB, pol *policy.Policy, lim limits.Config) *Guard {
+	tb.Helper()
+	key, _, err := crypto.GenerateEd25519Key(nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	self, err := lpeer.IDFromPrivateKey(key)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	log, err := audit.Open("", audit.Options{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	g := New(Config{Self: self, Key: key, Policy: pol, Audit: log, Limits: limits.New(lim, self)})
+	tb.Cleanup(func() {
+		g.Close()
+		log.Close()
+	})
+	return g
 }
