@@ -104,8 +104,14 @@ func (s *Server) handleGateway(w http.ResponseWriter, r *http.Request) {
 // serveGateway runs one host session on conn until it ends or the daemon
 // stops.
 func (s *Server) serveGateway(conn net.Conn, buffered *bufio.Reader, upstream sdkmcp.Connection, pins []gateway.Pin) {
-	s.wg.Add(1)
-	defer s.wg.Done()
+	if !s.group.Enter() {
+		conn.Close()
+		if upstream != nil {
+			upstream.Close()
+		}
+		return
+	}
+	defer s.group.Leave()
 	ctx, cancel := context.WithCancel(s.ctx)
 	defer cancel()
 	stop := context.AfterFunc(ctx, func() { conn.Close() })

@@ -19,6 +19,7 @@ import (
 	lpeer "github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/mcpmesh/mcpmesh/internal/loopback"
+	"github.com/mcpmesh/mcpmesh/internal/owner"
 	"github.com/mcpmesh/mcpmesh/node"
 	"github.com/mcpmesh/mcpmesh/peer/identity"
 )
@@ -39,7 +40,10 @@ type Server struct {
 
 	ctx    context.Context // ends on Close: host sessions taken over from HTTP end too
 	cancel context.CancelFunc
-	wg     sync.WaitGroup // host sessions (POST /v1/mcp), which Shutdown does not track
+	group  owner.Group // host sessions (POST /v1/mcp), which Shutdown does not track
+
+	closeOnce sync.Once
+	closeErr  error
 }
 
 // Listen starts the control API of n on addr (a loopback address; port 0
@@ -92,19 +96,23 @@ func (s *Server) writeEndpoint() error {
 
 // Close stops the API and removes the API file (if it is still ours).
 func (s *Server) Close() error {
-	path := filepath.Join(s.home, APIFile)
-	if ep, err := readEndpoint(s.home); err == nil && ep.Token == s.token {
-		os.Remove(path)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2e9)
-	defer cancel()
-	err := s.srv.Shutdown(ctx)
-	if serveErr := <-s.done; !errors.Is(serveErr, http.ErrServerClosed) && err == nil {
-		err = serveErr
-	}
-	s.cancel()
-	s.wg.Wait()
-	return err
+	s.closeOnce.Do(func() {
+		path := filepath.Join(s.home, APIFile)
+		if ep, err := readEndpoint(s.home); err == nil && ep.Token == s.token {
+			os.Remove(path)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2e9)
+		defer cancel()
+		err := s.srv.Shutdown(ctx)
+		if serveErr := <-s.done; !errors.Is(serveErr, http.ErrServerClosed) && err == nil {
+			err = serveErr
+		}
+		s.group.Stop()
+		s.cancel()
+		s.group.Wait()
+		s.closeErr = err
+	})
+	return s.closeErr
 }
 
 func (s *Server) routes() http.Handler {
