@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/event"
 	"github.com/libp2p/go-libp2p/core/network"
 	lpeer "github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
@@ -156,9 +157,46 @@ func (n *Node) Servers(ctx context.Context, p lpeer.ID) ([]string, error) {
 	}
 	servers := n.serversOf(p)
 	if len(servers) == 0 {
+		servers = n.awaitServers(ctx, p)
+	}
+	if len(servers) == 0 {
 		return nil, fmt.Errorf("peer %s shares no MCP server (is it an mcpmesh node?)", p)
 	}
 	return servers, nil
+}
+
+// announceWait bounds how long Servers waits for a peer that listed no
+// server in identify to announce some.
+const announceWait = time.Second
+
+// awaitServers waits, at most announceWait, for peer p to announce servers.
+// A node that has just started can answer identify before it shares its
+// servers; libp2p then pushes the new protocols at once (identify push),
+// which this waits for.
+func (n *Node) awaitServers(ctx context.Context, p lpeer.ID) []string {
+	sub, err := n.host.EventBus().Subscribe(new(event.EvtPeerProtocolsUpdated))
+	if err != nil {
+		return nil
+	}
+	defer sub.Close()
+	t := time.NewTimer(announceWait)
+	defer t.Stop()
+	for {
+		// Checked after subscribing, so that no push is missed in between.
+		if servers := n.serversOf(p); len(servers) > 0 {
+			return servers
+		}
+		select {
+		case e := <-sub.Out():
+			if e.(event.EvtPeerProtocolsUpdated).Peer != p {
+				continue
+			}
+		case <-t.C:
+			return nil
+		case <-ctx.Done():
+			return nil
+		}
+	}
 }
 
 // serversOf reads p's servers from the protocols it announced (identify).

@@ -218,27 +218,17 @@ func (n *Node) CallAny(ctx context.Context, tool string, args any) (iface.AnyRes
 	}
 	findCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	first := make(chan struct{})
-	var once bool
-	go func() {
-		<-first
-		select {
-		case <-time.After(findWindow):
-			cancel()
-		case <-findCtx.Done():
-		}
-	}()
+	var window *time.Timer // from the first provider found: the lookup ends findWindow later
 	err := n.disc.Find(findCtx, discovery.Capability{Kind: "tool", Name: tool}, func(f discovery.Found) {
 		for _, m := range f.Matches {
 			cands = append(cands, candidate{peer: f.Card.Peer, server: m.Server})
 		}
-		if !once {
-			once = true
-			close(first)
+		if window == nil {
+			window = time.AfterFunc(findWindow, cancel)
 		}
 	})
-	if !once {
-		close(first)
+	if window != nil {
+		window.Stop()
 	}
 	if len(cands) == 0 {
 		if err != nil && ctx.Err() != nil {
