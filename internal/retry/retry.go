@@ -14,8 +14,13 @@ import (
 
 // Backoff returns delays that start at min and double after each call to
 // Delay, up to max, each drawn at random between min and that bound. Reset
-// starts over. A Backoff is not safe for concurrent use.
+// starts over. With max not above min, every delay is min. A Backoff is not
+// safe for concurrent use.
 func Backoff(min, max time.Duration) backoff.BackoffStrategy {
+	if max <= min {
+		// libp2p's jitter draws from [min, max): empty here (Int63n(0) panics).
+		return backoff.NewFixedBackoff(min)()
+	}
 	return backoff.NewExponentialBackoff(min, max, backoff.FullJitter, min, 2, 0, rand.NewSource(time.Now().UnixNano()))()
 }
 

@@ -23,6 +23,19 @@ func TestBackoffStaysWithinItsBoundsAndStartsOver(t *testing.T) {
 	}
 }
 
+// A bound not above the start gives a fixed delay (libp2p's jitter panics
+// on an empty range: found when discovery's republish interval was 1s).
+func TestBackoffWithNoRoomToGrowIsFixed(t *testing.T) {
+	for _, max := range []time.Duration{time.Second, time.Millisecond} {
+		b := Backoff(time.Second, max)
+		for range 5 {
+			if d := b.Delay(); d != time.Second {
+				t.Fatalf("Backoff(1s, %v).Delay() = %v, want 1s", max, d)
+			}
+		}
+	}
+}
+
 func mini(a, b time.Duration) time.Duration { return min(a, b) }
 
 func TestSleepEndsWithItsContext(t *testing.T) {
