@@ -26,10 +26,10 @@ import (
 func attacks(cfg *config) []*attack {
 	return []*attack{
 		control(),
-		amplification("keys-one-identity", "tool-call arguments of small JSON keys", keysArgs, 1, cfg.ampInflight),
+		amplification("keys", "tool-call arguments of small JSON keys", keysArgs, 1, cfg.ampInflight),
 		amplification("keys-many-identities", "tool-call arguments of small JSON keys", keysArgs, cfg.ampIdentities, cfg.ampPerIdentity),
-		amplification("nesting-one-identity", "tool-call arguments nested as deep as the frame allows", nestedArgs, 1, cfg.ampInflight),
-		amplification("strings-one-identity", "tool-call arguments holding one long string", stringArgs, 1, cfg.ampInflight),
+		amplification("nesting", "tool-call arguments nested as deep as the frame allows", nestedArgs, 1, cfg.ampInflight),
+		amplification("strings", "tool-call arguments holding one long string", stringArgs, 1, cfg.ampInflight),
 		idleStreams(),
 		hopBudget(),
 		pipelining(),
@@ -112,7 +112,7 @@ func stringArgs(limit int) ([]byte, string) {
 // own, again as soon as each is answered.
 func amplification(variant, what string, build func(limit int) ([]byte, string), identities, perIdentity int) *attack {
 	return &attack{
-		name:  "1-amplification/" + variant,
+		name:  "1-amplification-" + variant,
 		title: fmt.Sprintf("%s, %d in flight from each of %d identities", what, perIdentity, identities),
 		run: func(ctx context.Context, e *env, rep *report, st *stage) error {
 			args, shape := build(e.cfg.maxMessage)
@@ -517,16 +517,17 @@ func jsonrpcIDs(cfg *config) *attack {
 			defer h.Close()
 			for _, id := range []string{`1.5`, `123456789012345678901234567890`, `9007199254740993`, `"string"`, `null`} {
 				got, err := idRoundTrip(ctx, h, e, id)
-				c := idCase{sent: id, got: got}
+				c := idCase{sent: id, got: got, due: "a result with the id as sent"}
 				switch {
 				case err != nil:
 					c.got = "no answer: " + err.Error()
 				case id == "null":
-					// JSON-RPC cannot answer a request whose id is null
-					// apart from an invalid one: an error answer is due.
+					// A response to it could not be told from one to an
+					// invalid request: an error answer is due.
+					c.due = "an error answer (id null)"
 					c.ok = strings.HasPrefix(got, "null (error")
 				default:
-					c.ok = got == id // a result, with the id as sent
+					c.ok = got == id
 				}
 				rep.mu.Lock()
 				rep.ids = append(rep.ids, c)
@@ -576,7 +577,7 @@ func idRoundTrip(ctx context.Context, h host.Host, e *env, id string) (string, e
 // pending, another with the same id. Due: an error answer for the second
 // and the first's result.
 func reusedID(ctx context.Context, h host.Host, e *env) idCase {
-	c := idCase{sent: "7 (pending, 1.5 s), then 7 again"}
+	c := idCase{sent: "7 (pending, 1.5 s), then 7 again", due: "an error answer to the second, the first's result"}
 	rs, err := openRaw(ctx, h, e.target, "slow", true)
 	if err != nil {
 		c.got = "no session: " + err.Error()
@@ -624,7 +625,7 @@ func reusedID(ctx context.Context, h host.Host, e *env) idCase {
 // by closing the sending side, and counts the answers.
 func halfClosed(ctx context.Context, h host.Host, e *env) idCase {
 	n := e.cfg.halfClose
-	c := idCase{sent: fmt.Sprintf("42 then a half-close, ×%d", n)}
+	c := idCase{sent: fmt.Sprintf("42 then a half-close, ×%d", n), due: "every one answered"}
 	answered := 0
 	var firstErr error
 	for range n {

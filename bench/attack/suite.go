@@ -70,7 +70,7 @@ func defaultConfig() config {
 
 // attack is one attack of the suite.
 type attack struct {
-	name   string // a subtest name: "1-amplification/keys-one-identity"
+	name   string // a subtest name: "1-amplification-keys"
 	title  string // what it does, in a line
 	daemon daemonSpec
 	// explicitPort: the daemon listens on a port chosen beforehand (given
@@ -125,8 +125,8 @@ type check struct {
 
 // idCase is one JSON-RPC ID sent, and what came back.
 type idCase struct {
-	sent, got string
-	ok        bool
+	sent, got, due string
+	ok             bool
 }
 
 func (r *report) note(format string, args ...any) {
@@ -385,7 +385,7 @@ func (o *outcome) failures(cfg *config) []string {
 	}
 	for _, c := range o.rep.ids {
 		if !c.ok {
-			f = append(f, fmt.Sprintf("JSON-RPC id %s: got back %s; target: the id as sent (an error answer for null or a duplicate; every answer after a half-close)", c.sent, c.got))
+			f = append(f, fmt.Sprintf("JSON-RPC id %s: got back %s; target: %s", c.sent, c.got, c.due))
 		}
 	}
 	return f
@@ -458,9 +458,9 @@ func printTable(w io.Writer, cfg *config, os []*outcome) {
 		}
 		if len(o.rep.ids) > 0 {
 			iw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-			fmt.Fprintln(iw, "  sent\tgot back\texact")
+			fmt.Fprintln(iw, "  id sent\tgot back\tdue\tok")
 			for _, c := range o.rep.ids {
-				fmt.Fprintf(iw, "  %s\t%s\t%v\n", c.sent, c.got, c.ok)
+				fmt.Fprintf(iw, "  %s\t%s\t%s\t%v\n", c.sent, c.got, c.due, c.ok)
 			}
 			iw.Flush()
 		}
