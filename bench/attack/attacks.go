@@ -329,16 +329,11 @@ func hopBudget() *attack {
 		title: fmt.Sprintf("a raw call claiming a hop budget of %d in _meta[%q]", claimedBudget, tasks.MetaKey),
 		run: func(ctx context.Context, e *env, rep *report, st *stage) error {
 			defer st.Ready()
-			h, err := newIdentity(true)
+			h, rs, err := throwaway(ctx, e.target, "node")
 			if err != nil {
 				return err
 			}
 			defer h.Close()
-			rs, err := openRaw(ctx, h, e.target, "node", true)
-			if err != nil {
-				return err
-			}
-			defer rs.reset()
 			m := &tasks.Meta{ID: tasks.NewID(), Root: tasks.NewID(), Path: []string{h.ID().String()}, Budget: claimedBudget}
 			meta := map[string]any{}
 			m.Encode(meta)
@@ -417,16 +412,11 @@ func pipelining() *attack {
 		run: func(ctx context.Context, e *env, rep *report, st *stage) error {
 			defer st.Ready()
 			total := e.cfg.pipelined
-			h, err := newIdentity(true)
+			h, rs, err := throwaway(ctx, e.target, "node")
 			if err != nil {
 				return err
 			}
 			defer h.Close()
-			rs, err := openRaw(ctx, h, e.target, "node", true)
-			if err != nil {
-				return err
-			}
-			defer rs.reset()
 			start := time.Now()
 			var answered, refused int
 			var firstRefusal string

@@ -18,7 +18,6 @@ import (
 	"time"
 
 	lpeer "github.com/libp2p/go-libp2p/core/peer"
-	ma "github.com/multiformats/go-multiaddr"
 )
 
 // buildMcpmesh builds the mcpmesh command into dir and returns its path.
@@ -123,16 +122,16 @@ func startDaemon(ctx context.Context, bin, home string, spec daemonSpec) (*daemo
 		if b.err != nil {
 			return nil, b.err
 		}
-		info, err := addrInfo(b.addr)
+		info, err := lpeer.AddrInfoFromString(b.addr)
 		if err != nil {
 			d.stop()
-			return nil, err
+			return nil, fmt.Errorf("the daemon's address %q: %w", b.addr, err)
 		}
 		if b.metrics == "" {
 			d.stop()
 			return nil, errors.New("the daemon printed no metrics URL")
 		}
-		d.info, d.metrics = info, b.metrics
+		d.info, d.metrics = *info, b.metrics
 		return d, nil
 	case <-ctx.Done():
 		d.stop()
@@ -310,16 +309,4 @@ func lastLines(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, " | ")
-}
-
-func addrInfo(addr string) (lpeer.AddrInfo, error) {
-	m, err := ma.NewMultiaddr(addr)
-	if err != nil {
-		return lpeer.AddrInfo{}, fmt.Errorf("address %q: %w", addr, err)
-	}
-	info, err := lpeer.AddrInfoFromP2pAddr(m)
-	if err != nil {
-		return lpeer.AddrInfo{}, fmt.Errorf("address %q: %w", addr, err)
-	}
-	return *info, nil
 }

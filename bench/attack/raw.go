@@ -41,6 +41,21 @@ func newIdentity(attacker bool) (host.Host, error) {
 	return h, nil
 }
 
+// throwaway starts a fresh attacker identity and opens an MCP session
+// from it on the daemon's server. Closing the host resets the stream.
+func throwaway(ctx context.Context, target lpeer.AddrInfo, server string) (host.Host, *rawSession, error) {
+	h, err := newIdentity(true)
+	if err != nil {
+		return nil, nil, err
+	}
+	rs, err := openRaw(ctx, h, target, server, true)
+	if err != nil {
+		h.Close()
+		return nil, nil, err
+	}
+	return h, rs, nil
+}
+
 // connect connects h to target within timeout.
 func connect(ctx context.Context, h host.Host, target lpeer.AddrInfo, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
