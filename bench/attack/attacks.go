@@ -508,13 +508,15 @@ func jsonrpcIDs(cfg *config) *attack {
 			for _, id := range []string{`1.5`, `123456789012345678901234567890`, `9007199254740993`, `"string"`, `null`} {
 				got, err := idRoundTrip(ctx, h, e, id)
 				c := idCase{sent: id, got: got, due: "a result with the id as sent"}
+				if id == "null" {
+					// A response to it could not be told from one to an
+					// invalid request: an error answer is due.
+					c.due = "an error answer (id null)"
+				}
 				switch {
 				case err != nil:
 					c.got = "no answer: " + err.Error()
 				case id == "null":
-					// A response to it could not be told from one to an
-					// invalid request: an error answer is due.
-					c.due = "an error answer (id null)"
 					c.ok = strings.HasPrefix(got, "null (error")
 				default:
 					c.ok = got == id

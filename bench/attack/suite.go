@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -46,7 +47,7 @@ type config struct {
 func defaultConfig() config {
 	return config{
 		peers:           50,
-		interval:        50 * time.Millisecond,
+		interval:        100 * time.Millisecond,
 		callTimeout:     10 * time.Second,
 		phase:           5 * time.Second,
 		newcomerTimeout: 10 * time.Second,
@@ -277,13 +278,13 @@ func runAttack(ctx context.Context, cfg *config, a *attack, progress io.Writer) 
 	case <-time.After(cfg.readyTimeout):
 		o.rep.note("the attack was not in place after %v; the newcomer tried anyway", cfg.readyTimeout)
 	}
-	g, _ := d.goroutines(ctx)
-	streams, err := d.metric(ctx, mcpStreamsMetric)
-	held := fmt.Sprint(streams)
-	if err != nil {
-		held = "unknown (" + err.Error() + ")"
+	g, err1 := d.goroutines(ctx)
+	streams, err2 := d.metric(ctx, mcpStreamsMetric)
+	if err := errors.Join(err1, err2); err != nil {
+		o.rep.note("when the newcomer tried, the daemon's metrics could not be read: %v", err)
+	} else {
+		o.rep.note("when the newcomer tried: %d goroutines, %v inbound streams on the node server (resource manager)", g, streams)
 	}
-	o.rep.note("when the newcomer tried: %d goroutines, %s inbound streams on the node server (resource manager)", g, held)
 	say("a newcomer tries to get in")
 	o.newcomerTook, o.newcomerErr = newcomer(ctx, d.info, cfg.newcomerTimeout)
 
