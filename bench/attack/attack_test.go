@@ -113,7 +113,10 @@ func TestControlPassesAndTargetsBite(t *testing.T) {
 	defer goleak.VerifyNone(t, leakOptions...)
 	defer checkNoChildren(t)
 	cfg := testConfig(t)
-	cfg.maxRatio = 3 // a control run measures the machine's noise, not the node
+	// The control run checks the suite, not the machine: it must not
+	// invent an attack's effect (today's attacks cost the good peers ×4 to
+	// ×25 at p50), but a shared machine's noise reaches ×3 at p99.
+	cfg.maxRatio = 5
 	o := runAttack(context.Background(), cfg, control(), logWriter{t})
 	if o.err != nil {
 		t.Fatal(o.err)

@@ -407,8 +407,9 @@ func short(id string) string { return id[:min(len(id), 8)] + "…" }
 // answered or the daemon ends the stream.
 func pipelining() *attack {
 	return &attack{
-		name:  "4-pipelining",
-		title: "requests pipelined on one stream, not waiting for answers",
+		name:    "4-pipelining",
+		title:   "requests pipelined on one stream, not waiting for answers",
+		oneShot: true,
 		run: func(ctx context.Context, e *env, rep *report, st *stage) error {
 			defer st.Ready()
 			total := e.cfg.pipelined
@@ -465,15 +466,21 @@ func pipelining() *attack {
 			banned, why := false, "every request was answered; the identity was not cut off"
 			if end != nil {
 				rep.note("the stream ended: %v", end)
-				// Cut off: can the identity open a session again?
-				for time.Since(start) < time.Minute && h.Network().Connectedness(e.target.ID) == network.Connected {
-					sleepUntil(ctx, time.Now().Add(50*time.Millisecond))
+				// Cut off: can the identity open a session again, once the
+				// daemon has closed its connection (if it does)?
+				for wait := time.Now().Add(10 * time.Second); time.Now().Before(wait) && h.Network().Connectedness(e.target.ID) == network.Connected; {
+					if !sleepUntil(ctx, time.Now().Add(50*time.Millisecond)) {
+						break
+					}
 				}
 				again, err := openRaw(ctx, h, e.target, "node", true)
-				if err == nil {
+				switch {
+				case ctx.Err() != nil:
+					why = "the suite stopped the attack before it could tell"
+				case err == nil:
 					again.reset()
 					why = "the stream ended, but the identity opened a new session at once"
-				} else {
+				default:
 					banned = true
 					why = "its connection was closed and a new session refused: " + err.Error()
 				}

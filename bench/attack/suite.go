@@ -77,8 +77,13 @@ type attack struct {
 	// explicitPort: the daemon listens on a port chosen beforehand (given
 	// to run as env.port).
 	explicitPort bool
-	// run carries out the attack until ctx ends, telling st when it is
-	// in place and when it is over (if it ends by itself), and closes
+	// oneShot: the attack ends by itself (a flood that is answered or cut
+	// off); the suite lets it end, and see what came of it, instead of
+	// stopping it once the newcomer has tried.
+	oneShot bool
+	// run carries out the attack until ctx ends (or, if oneShot, until it
+	// is done), telling st when it is in place and when it is over (the
+	// good peers' window under attack ends there), and closes
 	// every host it started before it returns. What it sees goes into rep.
 	run func(ctx context.Context, e *env, rep *report, st *stage) error
 }
@@ -288,7 +293,14 @@ func runAttack(ctx context.Context, cfg *config, a *attack, progress io.Writer) 
 	say("a newcomer tries to get in")
 	o.newcomerTook, o.newcomerErr = newcomer(ctx, d.info, cfg.newcomerTimeout)
 
-	// The end of the attack.
+	// The end of the attack: a one-shot attack ends by itself.
+	if a.oneShot {
+		select {
+		case <-runDone:
+		case <-time.After(cfg.readyTimeout):
+			o.rep.note("the attack was not over after %v more; stopped", cfg.readyTimeout)
+		}
+	}
 	stopAttack()
 	select {
 	case <-runDone:
