@@ -26,17 +26,17 @@ type scanner struct {
 	inScalar  bool // inside a number, true, false or null
 
 	// The top-level object.
-	keyNext  bool   // a string at depth 1 here is a key
-	inKey    bool   // reading a top-level key
-	key      []byte // the top-level key being read or just read (a short one)
-	keyLong  bool   // the key was longer than any interesting one, or escaped
-	idNext   bool   // the next value is the top-level id
-	inID     bool   // reading the top-level id
-	id       []byte // its raw text, as sent
-	idLong   bool   // longer than maxIDText: not kept
-	method   bool   // a top-level "method" key was seen
-	response bool   // a top-level "result" or "error" key was seen
-	nextQuote int   // within the current chunk: index of the next '"' at or after the scan position, or -1
+	keyNext   bool   // a string at depth 1 here is a key
+	inKey     bool   // reading a top-level key
+	key       []byte // the top-level key being read or just read (a short one)
+	keyLong   bool   // the key was longer than any interesting one, or escaped
+	idNext    bool   // the next value is the top-level id
+	inID      bool   // reading the top-level id
+	id        []byte // its raw text, as sent
+	idLong    bool   // longer than maxIDText: not kept
+	method    bool   // a top-level "method" key was seen
+	response  bool   // a top-level "result" or "error" key was seen
+	nextQuote int    // within the current chunk: index of the next '"' at or after the scan position, or -1
 }
 
 // maxIDText bounds the raw id a scanner keeps: an id longer than this is
