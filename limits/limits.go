@@ -22,16 +22,23 @@ import (
 	logging "github.com/ipfs/go-log/v2"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"golang.org/x/time/rate"
+
+	"github.com/mcpmesh/mcpmesh/mcp/transport"
 )
 
 var log = logging.Logger("mcpmesh/limits")
 
 // Config sets a node's limits. A zero field takes its default (see
 // DefaultConfig); a negative MaxConcurrentPerPeer, Rate, Strikes,
-// MaxConcurrentPerPrincipal or PrincipalRate turns that limit off.
+// MaxConcurrentPerPrincipal, PrincipalRate, MaxMessageValues,
+// MaxMessageDepth, MaxBytesPerPeer, MaxBytesInFlight, WindowPerSession,
+// MaxHandshakingPerPeer, HandshakeTimeout or IdleTimeout turns that limit
+// off.
 type Config struct {
 	// MaxConcurrentPerPeer bounds the calls one peer may have in flight at
-	// once (default 256).
+	// once (default 64: each holds goroutines and a task, ~20 KB beyond its
+	// message, and 50 peers at the bound stay within the memory bound of
+	// DESIGN.md).
 	MaxConcurrentPerPeer int
 	// Rate is how many calls per second one peer may start, on average
 	// (default 1000), with bursts of up to Burst calls (default 2000): a token
@@ -77,12 +84,52 @@ type Config struct {
 	// MaxStreamsPerProtocol bounds the inbound streams all peers together
 	// may hold open on one shared MCP server (default 2048).
 	MaxStreamsPerProtocol int
+
+	// MaxMessageValues and MaxMessageDepth bound one inbound message once
+	// decoded: the JSON values it holds (every scalar, key, array and
+	// object; default 65536) and how deep they nest (default 64). They
+	// are counted as the message arrives; one over either is refused with
+	// an error before anything decodes it (a strike).
+	MaxMessageValues int
+	MaxMessageDepth  int
+	// MaxBytesPerPeer and MaxBytesInFlight bound the memory that the
+	// messages in flight hold, as transport.FrameCost estimates it (the
+	// message, its copies and its decoded values): those of one peer
+	// (default 48 MiB, room for one message of the largest size and
+	// values) and of all peers together (default 96 MiB, a quarter of it
+	// kept for ordinary small requests). A message over the peer's budget
+	// is refused with an error (a strike), one over the node's with an
+	// error saying the node is busy (no strike).
+	MaxBytesPerPeer  int64
+	MaxBytesInFlight int64
+	// WindowPerSession is how many requests one session may have in flight
+	// (default 64, as MaxConcurrentPerPeer): at the window the node stops
+	// reading that session until it answers one, so a peer that pipelines
+	// waits instead of queueing work.
+	WindowPerSession int
+	// MaxSessions bounds the inbound MCP sessions the node holds, all
+	// peers and servers together (default 1024), MaxHandshaking those that
+	// have not sent a request yet (default 256), MaxHandshakingPerPeer
+	// those of one peer (default 8). A session past a bound makes room by
+	// evicting another: the oldest silent one of the same peer, else one of
+	// the peer holding the most sessions, silent first, then idle the
+	// longest (see Sessions). So identities that cost nothing to make
+	// cannot keep a newcomer out.
+	MaxSessions           int
+	MaxHandshaking        int
+	MaxHandshakingPerPeer int
+	// HandshakeTimeout is how long a new session may take to send its
+	// first request (default 10s); IdleTimeout how long a session with
+	// nothing in flight may go without one (default 30m) before it is
+	// closed.
+	HandshakeTimeout time.Duration
+	IdleTimeout      time.Duration
 }
 
 // DefaultConfig returns the default limits.
 func DefaultConfig() Config {
 	return Config{
-		MaxConcurrentPerPeer:      256,
+		MaxConcurrentPerPeer:      64,
 		Rate:                      1000,
 		Burst:                     2000,
 		MaxConcurrentPerPrincipal: 64,
@@ -96,6 +143,16 @@ func DefaultConfig() Config {
 		MaxMemoryPerPeer:          64 << 20,
 		MaxStreamsPerProtocolPeer: 64,
 		MaxStreamsPerProtocol:     2048,
+		MaxMessageValues:          transport.DefaultMaxValues,
+		MaxMessageDepth:           transport.DefaultMaxDepth,
+		MaxBytesPerPeer:           48 << 20,
+		MaxBytesInFlight:          96 << 20,
+		WindowPerSession:          transport.DefaultWindow,
+		MaxSessions:               1024,
+		MaxHandshaking:            256,
+		MaxHandshakingPerPeer:     8,
+		HandshakeTimeout:          transport.DefaultHandshakeTimeout,
+		IdleTimeout:               transport.DefaultIdleTimeout,
 	}
 }
 
@@ -143,6 +200,34 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxStreamsPerProtocol <= 0 {
 		c.MaxStreamsPerProtocol = d.MaxStreamsPerProtocol
+	}
+	setInt(&c.MaxMessageValues, d.MaxMessageValues)
+	setInt(&c.MaxMessageDepth, d.MaxMessageDepth)
+	if c.MaxBytesPerPeer == 0 {
+		c.MaxBytesPerPeer = d.MaxBytesPerPeer
+	}
+	if c.MaxBytesInFlight == 0 {
+		c.MaxBytesInFlight = d.MaxBytesInFlight
+	}
+	setInt(&c.WindowPerSession, d.WindowPerSession)
+	setInt(&c.MaxSessions, d.MaxSessions)
+	setInt(&c.MaxHandshaking, d.MaxHandshaking)
+	setInt(&c.MaxHandshakingPerPeer, d.MaxHandshakingPerPeer)
+	if c.HandshakeTimeout == 0 {
+		c.HandshakeTimeout = d.HandshakeTimeout
+	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = d.IdleTimeout
+	}
+	// Sessions are evicted to make room before the resource manager
+	// refuses a stream on a server's protocol (which counts them too, per
+	// server): the bounds stay below its own, with room for the streams
+	// that arrive while one is being made.
+	if room := c.MaxStreamsPerProtocol * 7 / 8; c.MaxSessions <= 0 || c.MaxSessions > room {
+		c.MaxSessions = max(room, 1)
+	}
+	if c.MaxHandshaking <= 0 || c.MaxHandshaking > c.MaxSessions {
+		c.MaxHandshaking = c.MaxSessions
 	}
 	return c
 }
@@ -210,6 +295,9 @@ type Limiter struct {
 	peers      table
 	principals table // calls on behalf of a principal, through other peers
 	onBan      []func(peer.ID, time.Time, string)
+	memory     int64 // held by all peers' messages in flight (Budget)
+
+	sessions sessionTable
 }
 
 // table is the state of peers, or of principals, by ID.
@@ -223,6 +311,7 @@ type peerState struct {
 	calls    *rate.Limiter // nil when Rate is off
 	strikes  *rate.Limiter // nil when Strikes is off
 	inflight int
+	memory   int64 // held by its messages in flight (Budget)
 	seen     time.Time
 	banned   time.Time // banned until then
 }
@@ -443,7 +532,7 @@ func (l *Limiter) sweep(t *table, now time.Time) {
 		// first, so that a flood of new peers costs a sort now and then.
 		idle := make([]peer.ID, 0, len(t.m))
 		for p, s := range t.m {
-			if s.inflight == 0 {
+			if s.inflight == 0 && s.memory == 0 {
 				idle = append(idle, p)
 			}
 		}
@@ -467,7 +556,7 @@ func (l *Limiter) sweep(t *table, now time.Time) {
 
 // fresh reports whether s is what a newcomer's state would be.
 func (l *Limiter) fresh(s *peerState, now time.Time) bool {
-	if s.inflight > 0 || now.Before(s.banned) {
+	if s.inflight > 0 || s.memory > 0 || now.Before(s.banned) {
 		return false
 	}
 	if s.calls != nil && s.calls.TokensAt(now) < float64(s.calls.Burst()) {

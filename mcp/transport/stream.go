@@ -296,7 +296,7 @@ func (c *Conn) writeError(rawID []byte, code int64, msg string) error {
 func (c *Conn) readError(err error) error {
 	var ne net.Error
 	switch {
-	case errors.Is(err, io.EOF):
+	case err == io.EOF: // exactly: a connection that closed wraps io.EOF in a reset
 		c.fl.wait(1)
 		return io.EOF
 	case errors.As(err, &ne) && ne.Timeout():
