@@ -1,6 +1,8 @@
 package node_test
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -582,5 +584,46 @@ func TestTaskProgressComesBeforeTheResult(t *testing.T) {
 		if late != 0 {
 			t.Fatalf("round %d: %d progress notifications came after the result", round, late)
 		}
+	}
+}
+
+// A caller that writes a hop budget above the node's own default in its
+// task context gets the node's (less the hops its path says were made);
+// the task records what was claimed.
+func TestClaimedHopBudgetIsClamped(t *testing.T) {
+	b := newNode(t)
+	h := newNode(t).Host() // a raw caller
+	if err := h.Connect(ctxFor(t, 3*time.Second), lpeer.AddrInfo{ID: b.ID(), Addrs: b.Addrs()}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := h.NewStream(ctxFor(t, 3*time.Second), b.ID(), transport.ProtocolID(transport.DefaultServer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Reset()
+	m := &tasks.Meta{ID: tasks.NewID(), Root: tasks.NewID(), Path: []string{h.ID().String()}, Budget: 1000}
+	meta := map[string]any{}
+	m.Encode(meta)
+	params, _ := json.Marshal(map[string]any{"name": "echo", "arguments": map[string]any{"text": "x"}, "_meta": meta})
+	s.Write([]byte(`{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}` + "\n" +
+		`{"jsonrpc":"2.0","method":"notifications/initialized"}` + "\n" +
+		`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":` + string(params) + "}\n"))
+	r := bufio.NewReader(s)
+	s.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for {
+		line, err := r.ReadBytes('\n')
+		if err != nil {
+			t.Fatalf("no answer to the call: %v", err)
+		}
+		if bytes.HasPrefix(line, []byte(`{"jsonrpc":"2.0","id":1,`)) {
+			if !bytes.Contains(line, []byte(`"result"`)) {
+				t.Fatalf("the call: %s", line)
+			}
+			break
+		}
+	}
+	got, ok := b.Task(m.ID)
+	if !ok || got.Budget != tasks.DefaultBudget || got.BudgetClaimed != 1000 {
+		t.Fatalf("task found %v, budget %d, claimed %d; want budget %d, 1000 claimed", ok, got.Budget, got.BudgetClaimed, tasks.DefaultBudget)
 	}
 }
