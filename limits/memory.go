@@ -97,3 +97,13 @@ func (l *Limiter) InFlight() int64 {
 
 // mib shows a byte count in MiB, as budgets are read.
 func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
+
+// Calls returns how many calls of p are in flight, as Admit counts them.
+func (l *Limiter) Calls(p peer.ID) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if s, ok := l.peers.m[p]; ok {
+		return s.inflight
+	}
+	return 0
+}
