@@ -11,10 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"net/netip"
-	"net/url"
 	"reflect"
 	"strings"
 	"sync"
@@ -25,6 +22,7 @@ import (
 	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
 	segjson "github.com/segmentio/encoding/json"
 
+	"github.com/mcpmesh/mcpmesh/internal/loopback"
 	"github.com/mcpmesh/mcpmesh/mcp"
 	"github.com/mcpmesh/mcpmesh/node"
 )
@@ -106,7 +104,7 @@ func (h *HTTPHandler) Sessions() int {
 }
 
 func (h *HTTPHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if err := checkLocal(r); err != nil {
+	if err := loopback.CheckRequest(r); err != nil {
 		http.Error(w, "Forbidden: "+err.Error(), http.StatusForbidden)
 		return
 	}
@@ -129,35 +127,6 @@ func (h *HTTPHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		h.serveTransparent(w, r, p, server)
 	}
-}
-
-// checkLocal refuses requests that a web page could have sent through DNS
-// rebinding or cross-origin: the Host must be a loopback name or address,
-// and so must the Origin's host, if there is an Origin.
-func checkLocal(r *http.Request) error {
-	if !loopbackHost(r.Host) {
-		return fmt.Errorf("Host %q is not a loopback address (DNS-rebinding protection)", r.Host)
-	}
-	if origin := r.Header.Get("Origin"); origin != "" {
-		u, err := url.Parse(origin)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || !loopbackHost(u.Host) {
-			return fmt.Errorf("Origin %q is not a loopback origin", origin)
-		}
-	}
-	return nil
-}
-
-func loopbackHost(hostport string) bool {
-	host, _, err := net.SplitHostPort(hostport)
-	if err != nil {
-		host = hostport
-	}
-	host = strings.TrimSuffix(strings.Trim(host, "[]"), ".")
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip, err := netip.ParseAddr(host)
-	return err == nil && ip.Unmap().IsLoopback()
 }
 
 const (

@@ -5,10 +5,10 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"net/netip"
 	"time"
 
 	"github.com/mcpmesh/mcpmesh/gateway"
+	"github.com/mcpmesh/mcpmesh/internal/loopback"
 	"github.com/mcpmesh/mcpmesh/node"
 )
 
@@ -17,16 +17,8 @@ import (
 // this node. Exposing it further is a reverse proxy's job (with its own
 // authentication), not a flag's.
 func checkHTTPAddr(addr string) error {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return fmt.Errorf("%q: want HOST:PORT, e.g. 127.0.0.1:8080", addr)
-	}
-	if host == "localhost" {
-		return nil
-	}
-	ip, err := netip.ParseAddr(host)
-	if err != nil || !ip.IsLoopback() {
-		return fmt.Errorf("%q: the gateway only listens on a loopback address (127.0.0.1, ::1, localhost): it has no authentication", addr)
+	if err := loopback.CheckListenAddr(addr); err != nil {
+		return fmt.Errorf("%w: the gateway only listens on loopback: it has no authentication", err)
 	}
 	return nil
 }
