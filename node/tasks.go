@@ -219,6 +219,16 @@ func WithProgress(ctx context.Context, f func(*sdkmcp.ProgressNotificationParams
 	return context.WithValue(ctx, progressKey{}, f)
 }
 
+type rootTaskKey struct{}
+
+// OnRootTask returns a context whose calls through the node (made outside
+// any task) report the ID of the tree each starts to f, once its root task
+// is registered and before the request leaves: a caller can show or cancel
+// the tree while the call runs. f must not block.
+func OnRootTask(ctx context.Context, f func(id string)) context.Context {
+	return context.WithValue(ctx, rootTaskKey{}, f)
+}
+
 // CurrentTask returns the ID of the task served under ctx, if any.
 func CurrentTask(ctx context.Context) (string, bool) {
 	if s := servedFrom(ctx); s != nil {
@@ -287,6 +297,9 @@ func (n *Node) callTracked(ctx context.Context, p lpeer.ID, server, tool string,
 		}
 		caller = root
 		m = tasks.Root(id, self, budget, left) // the root gives its callee all its time
+		if f, _ := ctx.Value(rootTaskKey{}).(func(string)); f != nil {
+			f(id)
+		}
 		if onProg, _ := ctx.Value(progressKey{}).(func(*sdkmcp.ProgressNotificationParams)); onProg != nil {
 			route = &served{entry: root, onProg: onProg}
 		}
