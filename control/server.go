@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	logging "github.com/ipfs/go-log/v2"
 	lpeer "github.com/libp2p/go-libp2p/core/peer"
@@ -39,6 +40,8 @@ type Server struct {
 	ctx    context.Context // ends on Close: host sessions taken over from HTTP end too
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // host sessions (POST /v1/mcp), which Shutdown does not track
+
+	console atomic.Pointer[string] // the web console's login URL, if any
 }
 
 // Listen starts the control API of n on addr (a loopback address; port 0
@@ -69,6 +72,10 @@ func Listen(n *node.Node, home, addr string) (*Server, error) {
 	go func() { s.done <- s.srv.Serve(ln) }()
 	return s, nil
 }
+
+// SetConsoleURL makes GET /v1/console answer with the web console's login
+// URL, for 'mcpmesh ui' (see console.go).
+func (s *Server) SetConsoleURL(url string) { s.console.Store(&url) }
 
 // Addr returns the address the API listens on.
 func (s *Server) Addr() string { return s.ln.Addr().String() }
@@ -119,6 +126,7 @@ func (s *Server) routes() http.Handler {
 	s.taskRoutes(mux)   // see tasks.go
 	s.auditRoutes(mux)  // see audit.go
 	s.policyRoutes(mux) // see policy.go
+	mux.HandleFunc("GET /v1/console", s.handleConsole) // see console.go
 	return s.auth(mux)
 }
 
