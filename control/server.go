@@ -123,9 +123,9 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("POST /v1/find", s.handleFind)
 	mux.HandleFunc("POST /v1/card", s.handleCard)
 	mux.HandleFunc("POST /v1/mcp", s.handleGateway)
-	s.taskRoutes(mux)   // see tasks.go
-	s.auditRoutes(mux)  // see audit.go
-	s.policyRoutes(mux) // see policy.go
+	s.taskRoutes(mux)                                  // see tasks.go
+	s.auditRoutes(mux)                                 // see audit.go
+	s.policyRoutes(mux)                                // see policy.go
 	mux.HandleFunc("GET /v1/console", s.handleConsole) // see console.go
 	return s.auth(mux)
 }
