@@ -108,7 +108,7 @@ func (p *page) eval(expr string) string {
 // shot saves a screenshot of the viewport as NN-name.png.
 func (p *page) shot(name string) {
 	p.t.Helper()
-	ctx, cancel := context.WithTimeout(p.ctx, 10*time.Second)
+	ctx, cancel := context.WithTimeout(p.ctx, 30*time.Second)
 	defer cancel()
 	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100)) // 100: PNG
 	if err != nil {

@@ -23,11 +23,12 @@ import (
 
 // Limits of what one event carries.
 const (
-	maxTaskItems  = 200 // newest top-level tasks in a "tasks" event
-	maxAuditFirst = 500 // audit records in the first "audit" event
-	maxAuditNext  = 500 // in each later one (more new ones: the newest)
-	maxPolicyRows = 100 // peers in the policy matrix
-	maxPolicyCols = 100 // tools in the policy matrix
+	maxTaskItems  = 50   // newest top-level tasks in an update
+	maxAuditFirst = 500  // audit records in the first "audit" event
+	maxAuditRead  = 1000 // audit records read per look (the node keeps 1000)
+	maxAuditOK    = 100  // records other than refusals per later event, the newest
+	maxPolicyRows = 100  // peers in the policy matrix
+	maxPolicyCols = 100  // tools in the policy matrix
 	keepAlive     = 15 * time.Second
 	treeTimeout   = 3 * time.Second  // one look at a tree across nodes
 	treeLinger    = 10 * time.Second // a tree is followed this long after its root ended
@@ -66,7 +67,7 @@ func (st *stream) send(event string, data []byte) error {
 	return nil
 }
 
-func (st *stream) sendJSON(event string, v any) error {
+func (st *stream) sendJSON(event string, v any) error { // v: a JSON object
 	data, err := json.Marshal(v)
 	if err != nil {
 		return fmt.Errorf("encode %s event: %w", event, err)
@@ -87,17 +88,22 @@ type feed struct {
 	self, peers, tasks, policy []byte
 	audit                      uint64 // cursor in the audit trail
 	auditStarted               bool
+	tasksHot, auditHot         bool              // the list, the trail changed at the last look
 	relays                     map[string]string // this node's re-shared servers
 	ownTools                   []string
 	ownToolsAt                 time.Time
 }
 
-// serveEvents is the page's live feed. Events (each data a JSON object):
+// serveEvents is the page's live feed: one "update" event each time the
+// daemon finds something changed (a JSON object with the sections that did,
+// so that the page renders once per update):
 //
 //	self    this node: Self
-//	peers   {peers: [Peer]}, when anything about them changed
-//	tasks   {items: [tasks.Task], running, total}: the newest top-level tasks
-//	audit   {items: [auditItem], reset, kept}: records new since the last event
+//	peers   [Peer], when anything about them changed
+//	tasks   {items: [taskItem], running, total}: the newest top-level tasks
+//	audit   {items: [auditItem], reset, kept, skipped}: records new since the
+//	        last update (every refusal; of the others the newest 100, skipped
+//	        counts the rest)
 //	policy  policyView, when the policy or the peers changed
 func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
 	st, err := newStream(w)
@@ -136,56 +142,85 @@ func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// feedOnce sends what changed since the last time; slow adds the peers, the
-// node itself and the policy, which change less often and cost more.
+// update is the "update" event: the sections that changed, as JSON.
+type update struct {
+	Self   json.RawMessage `json:"self,omitempty"`
+	Peers  json.RawMessage `json:"peers,omitempty"`
+	Tasks  json.RawMessage `json:"tasks,omitempty"`
+	Policy json.RawMessage `json:"policy,omitempty"`
+	Audit  *auditUpdate    `json:"audit,omitempty"`
+}
+
+type auditUpdate struct {
+	Items   []auditItem `json:"items"`
+	Reset   bool        `json:"reset"`   // the first: the page starts its list over
+	Kept    bool        `json:"kept"`    // the node keeps an audit log
+	Skipped int         `json:"skipped"` // records other than refusals left out
+}
+
+// feedOnce sends what changed since the last time, if anything; slow adds
+// the peers, the node itself and the policy, which change less often and
+// cost more to make.
 func (s *Server) feedOnce(ctx context.Context, st *stream, f *feed, slow bool) (bool, error) {
-	sent := false
-	push := func(event string, last *[]byte, v any) error {
+	var u update
+	changed := false
+	section := func(last *[]byte, v any) (json.RawMessage, error) {
 		data, err := json.Marshal(v)
-		if err != nil {
-			return fmt.Errorf("encode %s event: %w", event, err)
-		}
-		if bytes.Equal(data, *last) {
-			return nil
+		if err != nil || bytes.Equal(data, *last) {
+			return nil, err
 		}
 		*last = data
-		sent = true
-		return st.send(event, data)
+		changed = true
+		return data, nil
 	}
+	var err error
 	if slow {
 		self := s.n.Self()
 		f.relays = self.Relays
-		if err := push("self", &f.self, self); err != nil {
-			return sent, err
-		}
 		peers := s.peerView()
-		if err := push("peers", &f.peers, map[string]any{"peers": peers}); err != nil {
-			return sent, err
+		if u.Self, err = section(&f.self, self); err != nil {
+			return false, err
 		}
-		if err := push("policy", &f.policy, s.policyView(ctx, f, self, peers)); err != nil {
-			return sent, err
+		if u.Peers, err = section(&f.peers, peers); err != nil {
+			return false, err
+		}
+		if u.Policy, err = section(&f.policy, s.policyView(ctx, f, self, peers)); err != nil {
+			return false, err
 		}
 	}
-	if err := push("tasks", &f.tasks, taskView(s.n.Tasks())); err != nil {
-		return sent, err
-	}
-	max := maxAuditNext
-	if !f.auditStarted {
-		max = maxAuditFirst
-	}
-	recs, next, kept := s.n.AuditSince(f.audit, max)
-	if !f.auditStarted || len(recs) > 0 {
-		items := make([]auditItem, len(recs))
-		for i := range recs {
-			items[i] = newAuditItem(next-uint64(len(recs)-i), recs[i], f.relays, s.peerName)
+	// A list that changed at the last look is looked at every other time:
+	// on a busy node it changes at every look, and one update a second is
+	// enough to read.
+	if f.tasksHot {
+		f.tasksHot = false
+	} else {
+		if u.Tasks, err = section(&f.tasks, taskView(s.n.Tasks())); err != nil {
+			return false, err
 		}
-		if err := st.sendJSON("audit", map[string]any{"items": items, "reset": !f.auditStarted, "kept": kept}); err != nil {
-			return sent, err
-		}
-		sent = true
+		f.tasksHot = u.Tasks != nil
 	}
-	f.audit, f.auditStarted = next, true
-	return sent, nil
+	// The trail too: new records at the last look, the next look waits.
+	if f.auditHot {
+		f.auditHot = false
+	} else {
+		recs, next, kept := s.n.AuditSince(f.audit, maxAuditRead)
+		if !f.auditStarted || len(recs) > 0 {
+			first := next - uint64(len(recs)) + 1 // the cursor of recs[0]
+			keep := maxAuditOK
+			if !f.auditStarted {
+				keep = maxAuditFirst
+			}
+			items, skipped := auditItems(recs, first, keep, f.relays, s.peerName)
+			u.Audit = &auditUpdate{Items: items, Reset: !f.auditStarted, Kept: kept, Skipped: skipped}
+			changed = true
+		}
+		f.auditHot = f.auditStarted && len(recs) > 0
+		f.audit, f.auditStarted = next, true
+	}
+	if !changed {
+		return false, nil
+	}
+	return true, st.sendJSON("update", u)
 }
 
 // peerView is the node's peers with what their cards say, connected first.
@@ -207,11 +242,26 @@ func (s *Server) peerView() []Peer {
 	return peers
 }
 
-// taskList is the "tasks" event.
+// taskList is the tasks section of an update.
 type taskList struct {
-	Items   []tasks.Task `json:"items"`
-	Running int          `json:"running"`
-	Total   int          `json:"total"`
+	Items   []taskItem `json:"items"`
+	Running int        `json:"running"`
+	Total   int        `json:"total"`
+}
+
+// taskItem is what the list shows of a task (its tree has the rest).
+type taskItem struct {
+	ID       string          `json:"id"`
+	Role     tasks.Role      `json:"role"`
+	Server   string          `json:"server"`
+	Tool     string          `json:"tool"`
+	Target   string          `json:"target,omitempty"`
+	Caller   string          `json:"caller,omitempty"`
+	State    tasks.State     `json:"state"`
+	Progress *tasks.Progress `json:"progress,omitempty"`
+	Failed   bool            `json:"failedBelow,omitempty"` // the failure started at a hop below
+	Started  time.Time       `json:"started"`
+	Ended    time.Time       `json:"ended,omitzero"`
 }
 
 // taskView keeps the top-level tasks (those whose caller's task is not on
@@ -222,7 +272,7 @@ func taskView(all []tasks.Task) taskList {
 	for i := range all {
 		here[all[i].ID] = true
 	}
-	out := taskList{Items: []tasks.Task{}, Total: len(all)}
+	out := taskList{Items: []taskItem{}, Total: len(all)}
 	for i := len(all) - 1; i >= 0; i-- {
 		t := &all[i]
 		if !t.State.Terminal() {
@@ -232,11 +282,34 @@ func taskView(all []tasks.Task) taskList {
 			continue
 		}
 		if len(out.Items) < maxTaskItems {
-			out.Items = append(out.Items, *t)
+			out.Items = append(out.Items, taskItem{ID: t.ID, Role: t.Role, Server: t.Server, Tool: t.Tool, Target: t.Target, Caller: t.Caller,
+				State: t.State, Progress: t.Progress, Failed: t.FailedAt != nil, Started: t.Started, Ended: t.Ended})
 		}
 	}
-	slices.SortStableFunc(out.Items, func(a, b tasks.Task) int { return b.Started.Compare(a.Started) })
+	slices.SortStableFunc(out.Items, func(a, b taskItem) int { return b.Started.Compare(a.Started) })
 	return out
+}
+
+// auditItems makes the records of an "audit" event: every refusal, and the
+// newest keep of the others. Under load a node serves more calls than a page
+// can show; refusals are the ones to explain. skipped counts the others.
+func auditItems(recs []audit.Record, first uint64, keep int, relays map[string]string, name func(string) string) ([]auditItem, int) {
+	others := 0
+	for i := range recs {
+		if recs[i].Outcome != audit.Refused {
+			others++
+		}
+	}
+	skip := max(others-keep, 0)
+	items := make([]auditItem, 0, len(recs)-skip)
+	for i := range recs {
+		if recs[i].Outcome != audit.Refused && skip > 0 {
+			skip--
+			continue
+		}
+		items = append(items, newAuditItem(first+uint64(i), recs[i], relays, name))
+	}
+	return items, max(others-keep, 0)
 }
 
 // auditItem is one record of the "audit" event, with its kind and, for a

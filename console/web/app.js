@@ -2,19 +2,20 @@
 // five views chosen by the URL's fragment.
 import { render } from './vendor/preact.mjs';
 import { useEffect, useRef, useState } from './vendor/hooks.mjs';
-import { html, peerLabel, shortID } from './util.js';
+import { html, pure, peerLabel, shortID } from './util.js';
 import { MeshView } from './mesh.js';
 import { TasksView } from './tasks.js';
 import { AuditView } from './audit.js';
 import { PolicyView } from './policy.js';
 import { TryView } from './try.js';
 
+// Each view renders again only when the parts of the feed it shows change.
 const views = [
-  { path: 'mesh', title: 'Mesh', view: MeshView },
-  { path: 'tasks', title: 'Tasks', view: TasksView },
-  { path: 'audit', title: 'Audit', view: AuditView },
-  { path: 'policy', title: 'Policy', view: PolicyView },
-  { path: 'try', title: 'Try a tool', view: TryView },
+  { path: 'mesh', title: 'Mesh', view: pure(MeshView, ['self', 'peers']) },
+  { path: 'tasks', title: 'Tasks', view: pure(TasksView, ['self', 'peers', 'tasks']) },
+  { path: 'audit', title: 'Audit', view: pure(AuditView, ['self', 'peers', 'audit', 'auditKept', 'auditSkipped']) },
+  { path: 'policy', title: 'Policy', view: pure(PolicyView, ['peers', 'policy']) },
+  { path: 'try', title: 'Try a tool', view: pure(TryView, ['self', 'peers']) },
 ];
 
 const maxAudit = 2000; // records the page keeps
@@ -22,21 +23,29 @@ const maxAudit = 2000; // records the page keeps
 // useFeed follows /api/events. The browser never polls: the daemon pushes
 // what changed, and EventSource reconnects after a lost connection.
 function useFeed() {
-  const [feed, setFeed] = useState({ self: null, peers: [], tasks: { items: [], running: 0, total: 0 }, audit: [], auditKept: true, policy: null });
+  const [feed, setFeed] = useState({ self: null, peers: [], tasks: { items: [], running: 0, total: 0 }, audit: [], auditKept: true, auditSkipped: 0, policy: null });
   const [status, setStatus] = useState('connecting');
   useEffect(() => {
     const es = new EventSource('/api/events');
-    const on = (name, f) => es.addEventListener(name, (e) => f(JSON.parse(e.data)));
-    on('self', (self) => setFeed((s) => ({ ...s, self })));
-    on('peers', (d) => setFeed((s) => ({ ...s, peers: d.peers })));
-    on('tasks', (tasks) => setFeed((s) => ({ ...s, tasks })));
-    on('policy', (policy) => setFeed((s) => ({ ...s, policy })));
-    on('audit', (d) =>
+    // One update per change: every section that changed, rendered at once.
+    es.addEventListener('update', (e) => {
+      const u = JSON.parse(e.data);
       setFeed((s) => {
-        const all = d.reset ? d.items : s.audit.concat(d.items);
-        return { ...s, audit: all.length > maxAudit ? all.slice(all.length - maxAudit) : all, auditKept: d.kept };
-      }),
-    );
+        const n = { ...s };
+        if (u.self) n.self = u.self;
+        if (u.peers) n.peers = u.peers;
+        if (u.tasks) n.tasks = u.tasks;
+        if (u.policy) n.policy = u.policy;
+        if (u.audit) {
+          const d = u.audit;
+          const all = d.reset ? d.items : s.audit.concat(d.items);
+          n.audit = all.length > maxAudit ? all.slice(all.length - maxAudit) : all;
+          n.auditKept = d.kept;
+          n.auditSkipped = (d.reset ? 0 : s.auditSkipped) + (d.skipped || 0);
+        }
+        return n;
+      });
+    });
     es.onopen = () => setStatus('live');
     es.onerror = () => setStatus(es.readyState === EventSource.CLOSED ? 'closed' : 'reconnecting');
     return () => es.close();

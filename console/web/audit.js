@@ -4,6 +4,8 @@ import { useState } from './vendor/hooks.mjs';
 import { html, fmtDuration, fmtTime } from './util.js';
 import { peerNames } from './tasks.js';
 
+const maxRows = 200; // rows drawn at most: the newest that pass the filters
+
 function matches(it, f, names) {
   const r = it.record;
   if (f.kind && it.kind !== f.kind) return false;
@@ -33,6 +35,7 @@ export function AuditView({ feed }) {
   return html`
     <h1 tabindex="-1">Audit</h1>
     <p class="lead">${feed.audit.length} recent records (${refused} refused)${feed.auditKept ? '' : '; this node keeps no audit log'}. The full trail is in the node's audit.log.</p>
+    ${feed.auditSkipped ? html`<p class="small">Busy node: ${feed.auditSkipped} served calls were left out of this page since it opened (it gets every refusal, and the newest 100 other records per update). <code>mcpmesh audit</code> shows them all.</p>` : null}
     <form class="filters" onSubmit=${(e) => e.preventDefault()} aria-label="Filter the records">
       <label>Kind <select value=${f.kind} onChange=${set('kind')}>
         <option value="">any</option><option value="served">served</option><option value="relayed">relayed</option><option value="refused">refused</option>
@@ -43,12 +46,12 @@ export function AuditView({ feed }) {
       <label>Peer <input type="search" value=${f.peer} onInput=${set('peer')} placeholder="name or ID" /></label>
       <label>Tool <input type="search" value=${f.tool} onInput=${set('tool')} placeholder="server/tool" /></label>
     </form>
-    <p role="status" class="small">Showing ${shown.length} of ${feed.audit.length}.</p>
+    <p class="small">${shown.length} of ${feed.audit.length} pass the filters${shown.length > maxRows ? `; the newest ${maxRows} are shown` : ''}.</p>
     <table class="grid audit">
       <caption class="sr-only">Audit records, newest first</caption>
       <thead><tr><th scope="col">Time</th><th scope="col">Kind</th><th scope="col">Outcome</th><th scope="col">Caller</th><th scope="col">Call</th><th scope="col">Duration</th><th scope="col">Why</th></tr></thead>
       <tbody>
-        ${shown.slice(0, 500).map((it) => {
+        ${shown.slice(0, maxRows).map((it) => {
           const r = it.record;
           return html`<tr class=${'k-' + it.kind} data-outcome=${r.outcome} data-tool=${r.name}>
             <td>${fmtTime(r.time)}</td>

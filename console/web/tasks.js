@@ -131,7 +131,7 @@ export function TasksView({ feed, route }) {
             ${shown.map((t) => html`<tr class=${sel === t.id ? 'selected' : ''} data-task=${t.id}>
               <th scope="row"><a href=${'#/tasks/' + t.id} aria-current=${sel === t.id ? 'true' : null}><code>${t.server}/${t.tool}</code></a></th>
               <td>${t.role === 'call' ? '→ ' + nameOf(names, t.target) : '← ' + nameOf(names, t.caller)}</td>
-              <td><${State} state=${t.state} /></td>
+              <td><${State} state=${t.state} />${t.failedBelow ? html` <span class="small">at a hop below</span>` : null}</td>
               <td>${fmtDuration(taskDuration(t, now))}</td>
               <td><${Progress} p=${t.progress} /></td>
               <td>${fmtTime(t.started)}</td>

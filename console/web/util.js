@@ -1,10 +1,24 @@
 // Shared helpers of the console's views: the API, formatting, small
 // components.
-import { h } from './vendor/preact.mjs';
+import { Component, h } from './vendor/preact.mjs';
 import { useEffect, useState } from './vendor/hooks.mjs';
 import htm from './vendor/htm.mjs';
 
 export const html = htm.bind(h);
+
+// pure wraps a view so that it renders again only when its route or the
+// parts of the feed it reads changed: the feed changes several times a
+// second on a busy node.
+export function pure(View, parts) {
+  return class extends Component {
+    shouldComponentUpdate(next) {
+      return next.route !== this.props.route || parts.some((k) => next.feed[k] !== this.props.feed[k]);
+    }
+    render(props) {
+      return h(View, props);
+    }
+  };
+}
 
 // post sends an action to the daemon; it throws the daemon's error message.
 export async function post(path, body) {
