@@ -73,6 +73,7 @@ type page struct {
 	ctx context.Context
 	dir string
 	n   int
+	axe string // axe-core's script, "" without it
 }
 
 func (p *page) do(what string, steps ...chromedp.Action[chromedp.Void]) {
@@ -124,6 +125,43 @@ func (p *page) shot(name string) {
 	p.t.Logf("screenshot: %s", path)
 }
 
+// axeScript returns Deque's axe-core (npm, interop/axe), or "" without it
+// on a developer's machine; CI installs it, and there its absence fails.
+func axeScript(t testing.TB) string {
+	b, err := os.ReadFile(filepath.Join("..", "interop", "axe", "node_modules", "axe-core", "axe.min.js"))
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("axe-core not installed (npm install --prefix interop/axe; .ci/run does): %v", err)
+		}
+		t.Logf("axe-core not installed, no accessibility checks (npm install --no-package-lock --prefix interop/axe)")
+		return ""
+	}
+	return string(b)
+}
+
+// accessible runs axe-core's WCAG 2.1 A and AA rules on the page as it is
+// and fails the test on any violation, naming the rule and the elements.
+func (p *page) accessible(view string) {
+	p.t.Helper()
+	if p.axe == "" {
+		return
+	}
+	ctx, cancel := context.WithTimeout(p.ctx, 60*time.Second)
+	defer cancel()
+	if _, err := chromedp.Run(ctx, chromedp.Evaluate[chromedp.Void](p.axe)); err != nil {
+		p.t.Fatalf("load axe-core: %v", err)
+	}
+	out, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](`axe.run(document, {runOnly: {type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]}})
+		.then(r => r.violations.map(v => v.id + ": " + v.help + " — " + v.nodes.slice(0, 3).map(n => n.target.join(" ") + " (" + (n.failureSummary || "").replace(/\s+/g, " ") + ")").join("; ")))`,
+		chromedp.EvalAwaitPromise))
+	if err != nil {
+		p.t.Fatalf("run axe-core: %v", err)
+	}
+	for _, v := range out {
+		p.t.Errorf("%s view, accessibility: %s", view, v)
+	}
+}
+
 // setValue sets a form control's value as a user would, firing the events
 // the page listens to.
 func setValue(sel, value string) chromedp.Action[chromedp.Void] {
@@ -146,7 +184,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	ctx := browser(t)
 	m := newTestMesh(t)
 	_, url := startConsole(t, m.a, console.Options{Interval: 200 * time.Millisecond})
-	p := &page{t: t, ctx: ctx, dir: screenshotDir(t)}
+	p := &page{t: t, ctx: ctx, dir: screenshotDir(t), axe: axeScript(t)}
 	a, b, c := m.a.ID().String(), m.b.ID().String(), m.c.ID().String()
 
 	// Sign in: the token is exchanged for a cookie, and the URL loses it.
@@ -173,6 +211,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	p.do("search the mesh", setValue("#search-q", "leaf"), chromedp.Click(`#search-q + button`))
 	p.wait("a search hit on charlie", `[...document.querySelectorAll("ul.hits li")].some(li => li.innerText.includes("node/leaf") && li.innerText.includes("charlie"))`)
 	p.shot("mesh")
+	p.accessible("mesh")
 
 	// Try a tool: a three-hop call from the page, drawn as a live tree.
 	p.do("open Try a tool on alpha's plan", chromedp.Navigate(strings.Split(url, "?")[0]+"#/try?peer="+a+"&tool=node/plan"))
@@ -193,6 +232,7 @@ func TestConsoleInBrowser(t *testing.T) {
 			&& n[3].innerText.includes("reading about rivers");
 	})()`, leaf))
 	p.shot("tree-running")
+	p.accessible("try a tool")
 
 	// Its cancel button stops the leaf.
 	p.do("cancel the tree", chromedp.Click(`[data-tree] button.danger`))
@@ -228,6 +268,7 @@ func TestConsoleInBrowser(t *testing.T) {
 				&& r.querySelector("code.grant")?.textContent.includes(%q));
 	})()`, c))
 	p.shot("audit-refused")
+	p.accessible("audit")
 
 	// Policy: bravo may call echo here, charlie nothing; ask about charlie.
 	p.do("open the policy view", chromedp.Navigate(strings.Split(url, "?")[0]+"#/policy"))
@@ -240,8 +281,19 @@ func TestConsoleInBrowser(t *testing.T) {
 	p.do("ask about charlie and secret", setValue("#ck-peer", c), setValue("#ck-name", "secret"), chromedp.Click(`.form-grid button[type=submit]`))
 	p.wait("the answer", `document.querySelector(".answer")?.innerText.startsWith("No.")`)
 	p.shot("policy")
+	p.accessible("policy")
 
 	p.do("open the tasks view", chromedp.Navigate(strings.Split(url, "?")[0]+"#/tasks"))
 	p.wait("the cancelled call in the list", `[...document.querySelectorAll("table.grid tbody tr")].some(r => r.innerText.includes("node/plan") && r.innerText.includes("cancelled"))`)
 	p.shot("tasks")
+	p.do("show the cancelled tree", chromedp.Click(`table.grid tbody tr a`))
+	p.wait("the tree in the tasks view", `document.querySelectorAll("[data-tree] li.tnode[data-state=cancelled]").length === 4`)
+	p.accessible("tasks")
+
+	// Keyboard: the views are reached with Tab and Enter, and a peer of the
+	// graph is chosen with Enter.
+	p.do("open the mesh view", chromedp.Navigate(strings.Split(url, "?")[0]+"#/mesh"))
+	p.wait("the graph", `document.querySelectorAll("svg g.node[data-peer]").length === 2`)
+	p.do("focus bravo and press Enter", chromedp.Focus(fmt.Sprintf(`g[data-peer=%q]`, b)), chromedp.KeyEvent("\r"))
+	p.wait("bravo's card", `document.querySelector("#peer-title")?.textContent === "bravo"`)
 }

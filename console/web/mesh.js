@@ -52,8 +52,8 @@ function Graph({ self, peers, selected, select }) {
           <circle r="20" />
           ${p.state === 'banned' ? html`<text y="5" class="glyph" aria-hidden="true">✕</text>` : null}
           <text y="37" class="name">${peerLabel(p)}</text>
-          <text y="53" class="sub">${p.latencyMs ? fmtDuration(p.latencyMs) : shortID(p.id)}</text>
-        </g>`;
+        </g>
+        <text x=${q.x} y=${q.y + 53} class="sub" aria-hidden="true">${p.latencyMs ? fmtDuration(p.latencyMs) : shortID(p.id)}</text>`;
       })}
     </svg>
     <figcaption class="legend">
