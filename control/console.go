@@ -75,7 +75,7 @@ func (c *consoleNode) Peers() []console.Peer {
 			return
 		}
 		seen[p] = true
-		entry := console.Peer{ID: p.String(), State: state, Latency: h.Peerstore().LatencyEWMA(p)}
+		entry := console.Peer{ID: p.String(), State: state}
 		if lim := c.n.Limits(); lim != nil {
 			if until, banned := lim.Banned(p); banned {
 				entry.State, entry.BannedUntil = console.Banned, until
@@ -89,7 +89,9 @@ func (c *consoleNode) Peers() []console.Peer {
 				entry.Relayed = false
 			}
 		}
-		if len(conns) == 0 {
+		if len(conns) > 0 {
+			entry.Latency = h.Peerstore().LatencyEWMA(p) // stale once disconnected
+		} else {
 			for _, a := range h.Peerstore().Addrs(p) {
 				entry.Addrs = append(entry.Addrs, a.String())
 			}

@@ -1,31 +1,28 @@
 // Mesh: the peers as a graph around this node, each peer's card, and a
 // search over the mesh's capabilities.
 import { useState } from './vendor/hooks.mjs';
-import { html, post, peerLabel, shortID, fmtDuration, hasTime, fmtTime } from './util.js';
+import { html, post, peerLabel, shortID, fmtDuration, hasTime, fmtTime, plural } from './util.js';
 
-const W = 640, H = 400, CX = W / 2, CY = H / 2;
+const W = 640, H = 450, CX = W / 2, CY = 215; // labels hang below the nodes
 
-// layout places connected peers on an inner ring, the others outside it.
+// layout spreads the peers evenly around this node, connected ones close,
+// the others farther out (the list comes connected first).
 function layout(peers) {
-  const inner = peers.filter((p) => p.state === 'connected');
-  const outer = peers.filter((p) => p.state !== 'connected');
   const pos = {};
-  // One peer to the right, two left and right, more around from the top.
-  const start = (n) => (n === 1 ? 0 : -Math.PI / 2 + Math.PI / n);
-  const ring = (list, r, offset) =>
-    list.forEach((p, i) => {
-      const a = start(list.length) + offset + (2 * Math.PI * i) / Math.max(list.length, 1);
-      pos[p.id] = { x: CX + r * Math.cos(a), y: CY + r * Math.sin(a) };
-    });
-  ring(inner, 130, 0);
-  ring(outer, 175, Math.PI / Math.max(outer.length * 2, 4));
+  const n = peers.length;
+  const from = n === 1 ? 0 : -Math.PI / 2 + Math.PI / n; // one: to the right; two: left and right
+  peers.forEach((p, i) => {
+    const a = from + (2 * Math.PI * i) / n;
+    const r = p.state === 'connected' ? 120 : 175;
+    pos[p.id] = { x: CX + r * Math.cos(a), y: CY + r * Math.sin(a) };
+  });
   return pos;
 }
 
 function stateWords(p) {
   if (p.state === 'connected') return p.relayed ? 'connected through a relay' : 'connected directly';
   if (p.state === 'banned') return 'banned';
-  return 'known from the DHT, not connected';
+  return 'known, not connected';
 }
 
 function Graph({ self, peers, selected, select }) {
@@ -59,7 +56,7 @@ function Graph({ self, peers, selected, select }) {
     <figcaption class="legend">
       <span><svg width="28" height="8" aria-hidden="true"><line x1="0" y1="4" x2="28" y2="4" class="edge edge-connected" /></svg> connected directly</span>
       <span><svg width="28" height="8" aria-hidden="true"><line x1="0" y1="4" x2="28" y2="4" class="edge edge-connected edge-relayed" /></svg> through a relay</span>
-      <span><svg width="28" height="8" aria-hidden="true"><line x1="0" y1="4" x2="28" y2="4" class="edge edge-known" /></svg> known from the DHT</span>
+      <span><svg width="28" height="8" aria-hidden="true"><line x1="0" y1="4" x2="28" y2="4" class="edge edge-known" /></svg> known (DHT, earlier connections), not connected</span>
       <span><svg width="28" height="8" aria-hidden="true"><line x1="0" y1="4" x2="28" y2="4" class="edge edge-banned" /></svg> banned</span>
     </figcaption>
   </figure>`;
@@ -131,7 +128,7 @@ export function MeshView({ feed }) {
   const sel = peers.find((p) => p.id === selected);
   return html`
     <h1 tabindex="-1">Mesh</h1>
-    <p class="lead">${peers.length} peers: ${count('connected')} connected, ${count('known')} known from the DHT, ${count('banned')} banned.</p>
+    <p class="lead">${peers.length} peers: ${count('connected')} connected, ${count('known')} known but not connected, ${count('banned')} banned.</p>
     <div class="split">
       <div>
         <${Graph} self=${feed.self} peers=${peers} selected=${selected} select=${setSelected} />
@@ -150,7 +147,7 @@ export function MeshView({ feed }) {
             <td><code title=${p.id}>${shortID(p.id)}</code></td>
             <td>${stateWords(p)}</td>
             <td>${p.latencyMs ? fmtDuration(p.latencyMs) : ''}</td>
-            <td>${(p.shares || []).map((s) => `${s.name} (${(s.tools || []).length} tools)`).join(', ')}</td>
+            <td>${(p.shares || []).map((s) => `${s.name} (${plural((s.tools || []).length, 'tool')})`).join(', ')}</td>
           </tr>`)}
         </tbody>
       </table>

@@ -50,10 +50,11 @@ function countTasks(t) {
   return 1 + (t.childTasks || []).reduce((n, c) => n + countTasks(c), 0);
 }
 
-function TreeNode({ t, names, failed, now, root }) {
+function TreeNode({ t, names, failed, now, root, self }) {
   const here = failed.has(t.id);
   const what = `${t.server}/${t.tool}`;
-  const where = t.role === 'call' ? `called from ${nameOf(names, t.peer)} → ${nameOf(names, t.target)}` : `on ${nameOf(names, t.peer)}`;
+  const caller = t.peer === self ? 'here' : nameOf(names, t.peer);
+  const where = t.role === 'call' ? `called ${caller === 'here' ? 'here' : 'on ' + caller} → ${nameOf(names, t.target)}` : `on ${nameOf(names, t.peer)}`;
   return html`<li class=${'tnode' + (here ? ' failed-here' : '')} data-task=${t.id} data-state=${t.unreachable ? 'unreachable' : t.state}>
     <div class="hop">
       ${t.unreachable ? html`<span class="badge st-unreachable">unreachable</span>` : html`<${State} state=${t.state} />`}
@@ -66,7 +67,7 @@ function TreeNode({ t, names, failed, now, root }) {
     </div>
     ${t.unreachable ? html`<p class="bad small">${withNames(t.unreachable, names)}</p>` : null}
     ${root ? null : t.error ? html`<p class="bad small">${withNames(t.error, names)}</p>` : t.message && t.state !== 'working' ? html`<p class="small">${withNames(t.message, names)}</p>` : null}
-    ${t.childTasks && t.childTasks.length ? html`<ul>${t.childTasks.map((c) => html`<${TreeNode} t=${c} names=${names} failed=${failed} now=${now} />`)}</ul>` : null}
+    ${t.childTasks && t.childTasks.length ? html`<ul>${t.childTasks.map((c) => html`<${TreeNode} t=${c} names=${names} failed=${failed} now=${now} self=${self} />`)}</ul>` : null}
   </li>`;
 }
 
@@ -96,7 +97,7 @@ export function TreeView({ id, feed }) {
     </div>
     <p class="small" role="status">${msg || (tree ? `${countTasks(tree)} tasks across the mesh; ${ended ? 'ended' : 'live'}.` : problem ? '' : 'Loading…')}</p>
     ${problem ? html`<p class="bad" role="alert">${problem}</p>` : null}
-    ${tree ? html`<ul class="treeview">${html`<${TreeNode} t=${tree} names=${names} failed=${failedHops(tree)} now=${now} root=${true} />`}</ul>` : null}
+    ${tree ? html`<ul class="treeview">${html`<${TreeNode} t=${tree} names=${names} failed=${failedHops(tree)} now=${now} root=${true} self=${feed.self && feed.self.id} />`}</ul>` : null}
     ${tree && terminal(tree.state) && (parsed || tree.error) ? html`<${ResultView} result=${parsed} error=${parsed ? null : tree.error} names=${names} />` : null}
   </section>`;
 }
@@ -130,10 +131,10 @@ export function TasksView({ feed, route }) {
           <tbody>
             ${shown.map((t) => html`<tr class=${sel === t.id ? 'selected' : ''} data-task=${t.id}>
               <th scope="row"><a href=${'#/tasks/' + t.id} aria-current=${sel === t.id ? 'true' : null}><code>${t.server}/${t.tool}</code></a></th>
-              <td>${t.role === 'call' ? '→ ' + nameOf(names, t.target) : '← ' + nameOf(names, t.caller)}</td>
+              <td>${t.role === 'call' ? html`<span title="called from here">→ ${nameOf(names, t.target)}</span>` : html`<span title="called by">← ${nameOf(names, t.caller)}</span>`}</td>
               <td><${State} state=${t.state} />${t.failedBelow ? html` <span class="small">at a hop below</span>` : null}</td>
               <td>${fmtDuration(taskDuration(t, now))}</td>
-              <td><${Progress} p=${t.progress} /></td>
+              <td><${Progress} p=${t.progress} compact=${true} /></td>
               <td>${fmtTime(t.started)}</td>
             </tr>`)}
           </tbody></table>`}

@@ -45,6 +45,8 @@ export function peerLabel(p) {
   return shortID(p && p.id);
 }
 
+export const plural = (n, thing) => `${n} ${thing}${n === 1 ? '' : 's'}`;
+
 export function fmtDuration(ms) {
   if (ms == null || isNaN(ms)) return '';
   if (ms < 0.01) return '< 0.01 ms';
@@ -93,13 +95,14 @@ export function State({ state }) {
   return html`<span class=${'badge st-' + state}>${words[state] || state}</span>`;
 }
 
-// Progress shows a task's latest progress.
-export function Progress({ p }) {
+// Progress shows a task's latest progress; compact leaves the message to a
+// tooltip.
+export function Progress({ p, compact }) {
   if (!p) return null;
   const label = p.total ? `${p.progress}/${p.total}` : `${p.progress}`;
-  return html`<span class="progress">
+  return html`<span class="progress" title=${compact ? p.message : null}>
     ${p.total ? html`<progress max=${p.total} value=${p.progress} aria-label=${'progress ' + label}></progress>` : null}
-    ${label}${p.message ? ' ' + p.message : ''}</span>`;
+    ${label}${p.message && !compact ? ' ' + p.message : ''}</span>`;
 }
 
 // withNames replaces the full peer IDs in a message (errors name peers by
