@@ -264,14 +264,19 @@ func TestRequestsFromOtherOriginsRefused(t *testing.T) {
 		{"same origin", "POST", "/api/tasks/t1/cancel", map[string]string{"Sec-Fetch-Site": "same-origin"}, 200},
 		{"same origin read", "GET", "/api/tasks/t1", map[string]string{"Sec-Fetch-Site": "same-origin"}, 200},
 	} {
-		var resp *http.Response
+		// A stream let through by mistake would never end: read only the
+		// status, and a little of the body, for a while.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		body := ""
 		if tc.method == "POST" {
-			resp = c.post(tc.path, "{}", tc.header)
-		} else {
-			resp = c.get(tc.path, tc.header)
+			body = "{}"
 		}
-		if code, body := status(t, resp); code != tc.want {
-			t.Errorf("%s: %d %s, want %d", tc.name, code, body, tc.want)
+		resp := c.request(ctx, tc.method, tc.path, body, tc.header)
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		resp.Body.Close()
+		cancel()
+		if resp.StatusCode != tc.want {
+			t.Errorf("%s: %d %s, want %d", tc.name, resp.StatusCode, msg, tc.want)
 		}
 	}
 }

@@ -289,7 +289,14 @@ func TestOnRootTaskNamesTheTreeWhileItRuns(t *testing.T) {
 		_, err := a.CallServerTool(ctx, b.ID(), mcp.DefaultServer, "chain", chainIn{Path: ids(c), Leaf: "sleep"})
 		done <- err
 	}()
-	root := <-started
+	var root string
+	select {
+	case root = <-started:
+	case err := <-done:
+		t.Fatalf("the call ended (%v) and named no tree", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the call named no tree")
+	}
 	<-ev[2].started
 	if tk, ok := a.Task(root); !ok || tk.Role != tasks.Call || tk.State != tasks.Working {
 		t.Fatalf("task %s on the caller: %+v, %v; want a working root call", root, tk, ok)
