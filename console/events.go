@@ -36,8 +36,22 @@ const (
 
 // stream writes server-sent events.
 type stream struct {
-	w http.ResponseWriter
-	f http.Flusher
+	w         http.ResponseWriter
+	f         http.Flusher
+	lastWrite time.Time
+}
+
+// openStream starts an event stream on w. Its context ends with the
+// request or when the console closes; call done when the stream ends.
+func (s *Server) openStream(w http.ResponseWriter, r *http.Request) (st *stream, ctx context.Context, done func(), ok bool) {
+	st, err := newStream(w)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, err)
+		return nil, nil, nil, false
+	}
+	ctx, cancel := context.WithCancel(r.Context())
+	stop := context.AfterFunc(s.ctx, cancel) // Close ends the stream
+	return st, ctx, func() { stop(); cancel() }, true
 }
 
 func newStream(w http.ResponseWriter) (*stream, error) {
@@ -55,7 +69,7 @@ func newStream(w http.ResponseWriter) (*stream, error) {
 		return nil, err
 	}
 	f.Flush()
-	return &stream{w: w, f: f}, nil
+	return &stream{w: w, f: f, lastWrite: time.Now()}, nil
 }
 
 // send writes one event; data is JSON, which holds no raw newline.
@@ -64,6 +78,7 @@ func (st *stream) send(event string, data []byte) error {
 		return err
 	}
 	st.f.Flush()
+	st.lastWrite = time.Now()
 	return nil
 }
 
@@ -75,11 +90,17 @@ func (st *stream) sendJSON(event string, v any) error { // v: a JSON object
 	return st.send(event, data)
 }
 
-func (st *stream) ping() error {
+// idle writes a comment when nothing was written for a while: it keeps the
+// connection open through anything in between, and finds a client gone.
+func (st *stream) idle() error {
+	if time.Since(st.lastWrite) < keepAlive {
+		return nil
+	}
 	if _, err := fmt.Fprint(st.w, ": keep-alive\n\n"); err != nil {
 		return err
 	}
 	st.f.Flush()
+	st.lastWrite = time.Now()
 	return nil
 }
 
@@ -106,33 +127,21 @@ type feed struct {
 //	        counts the rest)
 //	policy  policyView, when the policy or the peers changed
 func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
-	st, err := newStream(w)
-	if err != nil {
-		writeError(w, http.StatusInternalServerError, err)
+	st, ctx, done, ok := s.openStream(w, r)
+	if !ok {
 		return
 	}
-	ctx, cancel := context.WithCancel(r.Context())
-	defer cancel()
-	stop := context.AfterFunc(s.ctx, cancel) // Close ends the stream
-	defer stop()
-
+	defer done()
 	var f feed
 	tick := time.NewTicker(s.opts.Interval)
 	defer tick.Stop()
-	lastWrite := time.Now()
 	for i := 0; ; i++ {
-		sent, err := s.feedOnce(ctx, st, &f, i%4 == 0)
-		if err != nil {
+		if err := s.feedOnce(ctx, st, &f, i%4 == 0); err != nil {
 			log.Debugw("event stream ends", "error", err)
 			return
 		}
-		if sent {
-			lastWrite = time.Now()
-		} else if time.Since(lastWrite) > keepAlive {
-			if st.ping() != nil {
-				return
-			}
-			lastWrite = time.Now()
+		if st.idle() != nil {
+			return
 		}
 		select {
 		case <-ctx.Done():
@@ -161,7 +170,7 @@ type auditUpdate struct {
 // feedOnce sends what changed since the last time, if anything; slow adds
 // the peers, the node itself and the policy, which change less often and
 // cost more to make.
-func (s *Server) feedOnce(ctx context.Context, st *stream, f *feed, slow bool) (bool, error) {
+func (s *Server) feedOnce(ctx context.Context, st *stream, f *feed, slow bool) error {
 	var u update
 	changed := false
 	section := func(last *[]byte, v any) (json.RawMessage, error) {
@@ -179,13 +188,13 @@ func (s *Server) feedOnce(ctx context.Context, st *stream, f *feed, slow bool) (
 		f.relays = self.Relays
 		peers := s.peerView()
 		if u.Self, err = section(&f.self, self); err != nil {
-			return false, err
+			return err
 		}
 		if u.Peers, err = section(&f.peers, peers); err != nil {
-			return false, err
+			return err
 		}
 		if u.Policy, err = section(&f.policy, s.policyView(ctx, f, self, peers)); err != nil {
-			return false, err
+			return err
 		}
 	}
 	// A list that changed at the last look is looked at every other time:
@@ -195,7 +204,7 @@ func (s *Server) feedOnce(ctx context.Context, st *stream, f *feed, slow bool) (
 		f.tasksHot = false
 	} else {
 		if u.Tasks, err = section(&f.tasks, taskView(s.n.Tasks())); err != nil {
-			return false, err
+			return err
 		}
 		f.tasksHot = u.Tasks != nil
 	}
@@ -218,9 +227,9 @@ func (s *Server) feedOnce(ctx context.Context, st *stream, f *feed, slow bool) (
 		f.audit, f.auditStarted = next, true
 	}
 	if !changed {
-		return false, nil
+		return nil
 	}
-	return true, st.sendJSON("update", u)
+	return st.sendJSON("update", u)
 }
 
 // peerView is the node's peers with what their cards say, connected first.
@@ -408,21 +417,15 @@ type treeView struct {
 // root ended treeLinger ago); then "end". A task this node does not hold
 // gets "problem" and "end".
 func (s *Server) serveTree(w http.ResponseWriter, r *http.Request, id string) {
-	st, err := newStream(w)
-	if err != nil {
-		writeError(w, http.StatusInternalServerError, err)
+	st, ctx, done, ok := s.openStream(w, r)
+	if !ok {
 		return
 	}
-	ctx, cancel := context.WithCancel(r.Context())
-	defer cancel()
-	stop := context.AfterFunc(s.ctx, cancel)
-	defer stop()
-
+	defer done()
 	tick := time.NewTicker(s.opts.Interval)
 	defer tick.Stop()
 	var last []byte
 	var rootEnded time.Time
-	lastWrite := time.Now()
 	for {
 		tctx, tcancel := context.WithTimeout(ctx, treeTimeout)
 		tree, err := s.n.TaskTree(tctx, id)
@@ -453,12 +456,9 @@ func (s *Server) serveTree(w http.ResponseWriter, r *http.Request, id string) {
 			if st.send("tree", data) != nil {
 				return
 			}
-			last, lastWrite = data, time.Now()
-		} else if time.Since(lastWrite) > keepAlive {
-			if st.ping() != nil {
-				return
-			}
-			lastWrite = time.Now()
+			last = data
+		} else if st.idle() != nil {
+			return
 		}
 		if settled(tree) || (!rootEnded.IsZero() && time.Since(rootEnded) > treeLinger) {
 			st.send("end", []byte("{}"))

@@ -4,29 +4,16 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/libp2p/go-libp2p/core/crypto"
-	lpeer "github.com/libp2p/go-libp2p/core/peer"
+	libp2ptest "github.com/libp2p/go-libp2p/core/test"
 
 	"github.com/mcpmesh/mcpmesh/audit"
 	"github.com/mcpmesh/mcpmesh/peer"
 )
 
-func newID(t *testing.T) lpeer.ID {
-	_, pub, err := crypto.GenerateEd25519Key(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	id, err := lpeer.IDFromPublicKey(pub)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return id
-}
-
 // The grant a policy refusal names is the one that was missing: put in a
 // policy, it allows exactly that call.
 func TestRefusalNamesTheMissingGrant(t *testing.T) {
-	caller, principal := newID(t), newID(t)
+	caller, principal := libp2ptest.RandPeerIDFatal(t), libp2ptest.RandPeerIDFatal(t)
 	plain := func(id string) string { return id }
 	for _, tc := range []struct {
 		rec  audit.Record
