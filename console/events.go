@@ -27,6 +27,7 @@ const (
 	maxAuditFirst = 500  // audit records in the first "audit" event
 	maxAuditRead  = 1000 // audit records read per look (the node keeps 1000)
 	maxAuditOK    = 100  // records other than refusals per later event, the newest
+	maxCardPeers  = 100  // peers whose cards are fetched and shown
 	maxPolicyRows = 100  // peers in the policy matrix
 	maxPolicyCols = 100  // tools in the policy matrix
 	keepAlive     = 15 * time.Second
@@ -232,12 +233,10 @@ func (s *Server) feedOnce(ctx context.Context, st *stream, f *feed, slow bool) e
 	return st.sendJSON("update", u)
 }
 
-// peerView is the node's peers with what their cards say, connected first.
+// peerView is the node's peers with what their cards say (the first
+// maxCardPeers of them), connected first.
 func (s *Server) peerView() []Peer {
 	peers := s.n.Peers()
-	for i := range peers {
-		s.cards.describe(&peers[i])
-	}
 	rank := map[PeerState]int{Connected: 0, Known: 1, Banned: 2}
 	slices.SortFunc(peers, func(a, b Peer) int {
 		if d := rank[a.State] - rank[b.State]; d != 0 {
@@ -245,6 +244,9 @@ func (s *Server) peerView() []Peer {
 		}
 		return strings.Compare(a.ID, b.ID)
 	})
+	for i := range peers[:min(len(peers), maxCardPeers)] {
+		s.cards.describe(&peers[i])
+	}
 	if peers == nil {
 		peers = []Peer{}
 	}

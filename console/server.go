@@ -183,10 +183,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		w.Header().Set("Cache-Control", "no-store")
 		http.ServeFileFS(w, r, webFiles, "web/index.html")
-	case r.Method == http.MethodGet || r.Method == http.MethodHead:
+	case (r.Method == http.MethodGet || r.Method == http.MethodHead) && !strings.HasSuffix(r.URL.Path, "/"):
 		// The page's scripts and styles: the same in every binary, no
-		// secret in them.
+		// secret in them. (No folder listings.)
 		s.static.ServeHTTP(w, r)
+	case r.Method == http.MethodGet || r.Method == http.MethodHead:
+		http.NotFound(w, r)
 	default:
 		http.Error(w, "Method Not Allowed", http.StatusMethodNotAllowed)
 	}

@@ -25,12 +25,18 @@ function stateWords(p) {
   return 'known, not connected';
 }
 
-function Graph({ self, peers, selected, select }) {
+const maxDrawn = 40; // peers drawn in the graph; the table lists them all
+
+// clip keeps a label short: names come from other nodes' cards.
+const clip = (s) => (s.length > 20 ? s.slice(0, 19) + '…' : s);
+
+function Graph({ self, peers: all, selected, select }) {
+  const peers = all.slice(0, maxDrawn);
   const pos = layout(peers);
   const label = (p) => `${peerLabel(p)}, ${stateWords(p)}${p.latencyMs ? ', ' + fmtDuration(p.latencyMs) : ''}`;
   return html`<figure class="graph">
     <svg viewBox=${`0 0 ${W} ${H}`} role="group" aria-labelledby="graph-title">
-      <title id="graph-title">Peers of this node: ${peers.length}</title>
+      <title id="graph-title">Peers of this node: ${all.length}</title>
       ${peers.map((p) => {
         const q = pos[p.id];
         return html`<line x1=${CX} y1=${CY} x2=${q.x} y2=${q.y} class=${'edge edge-' + p.state + (p.relayed ? ' edge-relayed' : '')} />`;
@@ -48,11 +54,12 @@ function Graph({ self, peers, selected, select }) {
             onClick=${on} onKeyDown=${(e) => { if (e.key === 'Enter' || e.key === ' ') { e.preventDefault(); on(); } }}>
           <circle r="20" />
           ${p.state === 'banned' ? html`<text y="5" class="glyph" aria-hidden="true">✕</text>` : null}
-          <text y="37" class="name">${peerLabel(p)}</text>
+          <text y="37" class="name">${clip(peerLabel(p))}</text>
         </g>
         <text x=${q.x} y=${q.y + 53} class="sub" aria-hidden="true">${p.latencyMs ? fmtDuration(p.latencyMs) : shortID(p.id)}</text>`;
       })}
     </svg>
+    ${all.length > peers.length ? html`<p class="small">${all.length - peers.length} more peers in the table below.</p>` : null}
     <figcaption class="legend">
       <span><svg width="28" height="8" aria-hidden="true"><line x1="0" y1="4" x2="28" y2="4" class="edge edge-connected" /></svg> connected directly</span>
       <span><svg width="28" height="8" aria-hidden="true"><line x1="0" y1="4" x2="28" y2="4" class="edge edge-connected edge-relayed" /></svg> through a relay</span>

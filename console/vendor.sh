@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Refreshes the console's vendored front-end libraries from npm. The files
 # are committed and embedded as they are: no build step, no CDN at run time.
-# Usage: console/web/vendor/update.sh [PREACT_VERSION] [HTM_VERSION]
+# Usage: console/vendor.sh [PREACT_VERSION] [HTM_VERSION]
 set -euo pipefail
 preact=${1:-11.2.0}
 htm=${2:-3.1.1}
-here=$(cd "$(dirname "$0")" && pwd)
+here=$(cd "$(dirname "$0")" && pwd)/web/vendor
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 npm install --prefix "$tmp" --no-package-lock --no-audit --no-fund --silent "preact@$preact" "htm@$htm"
