@@ -98,7 +98,11 @@ export function TreeView({ id, feed }) {
     <p class="small" role="status">${msg || (tree ? `${countTasks(tree)} tasks across the mesh; ${ended ? 'ended' : 'live'}.` : problem ? '' : 'Loading…')}</p>
     ${problem ? html`<p class="bad" role="alert">${problem}</p>` : null}
     ${tree ? html`<ul class="treeview">${html`<${TreeNode} t=${tree} names=${names} failed=${failedHops(tree)} now=${now} root=${true} self=${feed.self && feed.self.id} />`}</ul>` : null}
-    ${tree && terminal(tree.state) && (parsed || tree.error) ? html`<${ResultView} result=${parsed} error=${parsed ? null : tree.error} names=${names} />` : null}
+    ${tree && tree.state === 'cancelled'
+      ? html`<div class="result"><h3>Cancelled</h3>${tree.error ? html`<p class="small">${withNames(tree.error, names)}</p>` : null}</div>`
+      : tree && terminal(tree.state) && (parsed || tree.error)
+        ? html`<${ResultView} result=${parsed} error=${parsed ? null : tree.error} names=${names} />`
+        : null}
   </section>`;
 }
 
