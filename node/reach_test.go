@@ -18,6 +18,7 @@ import (
 
 	"github.com/mcpmesh/mcpmesh/internal/cable"
 	"github.com/mcpmesh/mcpmesh/node"
+	"github.com/mcpmesh/mcpmesh/peer/reach"
 )
 
 // inboundOnlyFrom is a connection gater that accepts inbound connections
@@ -164,4 +165,86 @@ func TestIdleMeshSendsNoPings(t *testing.T) {
 	eventually(t, 5*time.Second, "no peer watched once the call ended", func() bool {
 		return a.Liveness().Stats().Watched == 0 && b.Liveness().Stats().Watched == 0
 	})
+}
+
+// noDirectFrom is a connection gater that keeps one peer to relayed
+// connections: no direct connection to or from it.
+type noDirectFrom struct{ p lpeer.ID }
+
+func isCircuit(a ma.Multiaddr) bool {
+	_, err := a.ValueForProtocol(ma.P_CIRCUIT)
+	return err == nil
+}
+
+func (g noDirectFrom) InterceptPeerDial(lpeer.ID) bool { return true }
+func (g noDirectFrom) InterceptAddrDial(p lpeer.ID, a ma.Multiaddr) bool {
+	return p != g.p || isCircuit(a)
+}
+func (g noDirectFrom) InterceptAccept(network.ConnMultiaddrs) bool { return true }
+func (g noDirectFrom) InterceptSecured(_ network.Direction, p lpeer.ID, c network.ConnMultiaddrs) bool {
+	return p != g.p || isCircuit(c.RemoteMultiaddr())
+}
+func (g noDirectFrom) InterceptUpgraded(network.Conn) (bool, control.DisconnectReason) {
+	return true, 0
+}
+
+func hasCircuit(addrs []ma.Multiaddr) bool {
+	for _, a := range addrs {
+		if isCircuit(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// A node that cannot be dialed directly (C, as if on another network)
+// reserves a slot with a relay it knows (B, whose relay service is on),
+// announces addresses through it, and is called through it by a node that
+// found its card (A), with no --share-peer anywhere. C has no public
+// address: its reachability stays unknown, and it reserves all the same.
+func TestRelayedCallToANodeThatCannotBeDialed(t *testing.T) {
+	b := newNode(t, node.WithDiscovery(fastDiscovery), node.WithName("B"), node.WithRelayService(reach.RelayOn))
+	a := newNode(t, node.WithDiscovery(fastDiscovery), node.WithName("A"))
+	connect(t, a, b)
+	relay := lpeer.AddrInfo{ID: b.ID(), Addrs: b.Host().Addrs()}
+	// C announces only an address nobody listens on (as a private address
+	// on another network would be), and never connects to A directly.
+	dead := ma.StringCast("/ip4/127.0.0.1/tcp/1")
+	c := newNode(t, node.WithDiscovery(fastDiscovery), node.WithName("C"), node.WithRelays(relay),
+		node.WithLibp2pOptions(
+			libp2p.ConnectionGater(noDirectFrom{a.ID()}),
+			libp2p.AddrsFactory(func([]ma.Multiaddr) []ma.Multiaddr { return []ma.Multiaddr{dead} }),
+		))
+
+	eventually(t, 10*time.Second, "C announcing an address through B", func() bool { return hasCircuit(c.Host().Addrs()) })
+	if st := c.Reachability(); len(st.Relays) != 1 || st.Relays[0].ID != b.ID().String() || st.Reachability != "unknown" {
+		t.Fatalf("C's status: reachability %s (%s), relays %+v; want unknown, B", st.Reachability, st.DecidedBy, st.Relays)
+	}
+	eventually(t, 10*time.Second, "C's card with its relayed address, as A finds it", func() bool {
+		card, err := a.Card(ctxFor(t, 2*time.Second), c.ID())
+		return err == nil && hasCircuit(card.Multiaddrs())
+	})
+
+	res, err := a.CallTool(ctxFor(t, 10*time.Second), c.ID(), "echo", map[string]any{"text": "through B"})
+	if err != nil {
+		t.Fatalf("call A→C through B: %v", err)
+	}
+	if out, _ := res.StructuredContent.(map[string]any); out["caller"] != a.ID().String() || out["text"] != "through B" {
+		t.Fatalf("call A→C through B: %+v", res.StructuredContent)
+	}
+	var seen bool
+	for _, p := range a.Reachability().Peers {
+		if p.ID == c.ID().String() {
+			seen = true
+			if !p.Relayed || p.Via != b.ID().String() || p.Name != "C" {
+				t.Errorf("A sees C as %+v; want relayed via B, named C", p)
+			}
+		}
+	}
+	if !seen {
+		t.Errorf("A's status lists no connection to C: %+v", a.Reachability().Peers)
+	}
+	if !b.Reachability().Relaying {
+		t.Errorf("B's status says it is not relaying")
+	}
 }
