@@ -2,9 +2,11 @@ package node_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -247,4 +249,96 @@ func TestRelayedCallToANodeThatCannotBeDialed(t *testing.T) {
 	if !b.Reachability().Relaying {
 		t.Errorf("B's status says it is not relaying")
 	}
+}
+
+// switchable is a gater that keeps one peer to relayed connections until
+// direct ones are allowed.
+type switchable struct {
+	noDirectFrom
+	direct *atomic.Bool
+}
+
+func (g switchable) InterceptAddrDial(p lpeer.ID, a ma.Multiaddr) bool {
+	return g.direct.Load() || g.noDirectFrom.InterceptAddrDial(p, a)
+}
+
+func (g switchable) InterceptSecured(d network.Direction, p lpeer.ID, c network.ConnMultiaddrs) bool {
+	return g.direct.Load() || g.noDirectFrom.InterceptSecured(d, p, c)
+}
+
+// mcpStreamsOn counts the MCP streams on the connections to p that are, or
+// are not, limited (relayed).
+func mcpStreamsOn(n *node.Node, p lpeer.ID, limited bool) int {
+	count := 0
+	for _, c := range n.Host().Network().ConnsToPeer(p) {
+		if c.Stat().Limited != limited {
+			continue
+		}
+		for _, s := range c.GetStreams() {
+			if strings.HasPrefix(string(s.Protocol()), "/mcpmesh/mcp/") {
+				count++
+			}
+		}
+	}
+	return count
+}
+
+// When a direct connection comes up beside a relayed one (as hole punching
+// makes one), the session on the relayed connection is retired: the call
+// in flight on it finishes there, and the next call opens a session on the
+// direct connection.
+func TestRelayedSessionMovesToADirectConnection(t *testing.T) {
+	b := newNode(t, node.WithRelayService(reach.RelayOn))
+	a := newNode(t)
+	connect(t, a, b)
+	direct := new(atomic.Bool)
+	c := newNode(t, node.WithRelays(lpeer.AddrInfo{ID: b.ID(), Addrs: b.Host().Addrs()}),
+		node.WithLibp2pOptions(libp2p.ConnectionGater(switchable{noDirectFrom{a.ID()}, direct})))
+	gate := make(chan struct{})
+	node.AddTool(c, &sdkmcp.Tool{Name: "wait"}, func(ctx context.Context, _ *sdkmcp.CallToolRequest, _ struct{}) (*sdkmcp.CallToolResult, echoOut, error) {
+		select {
+		case <-gate:
+			return nil, echoOut{Text: "finished"}, nil
+		case <-ctx.Done():
+			return nil, echoOut{}, ctx.Err()
+		}
+	})
+	eventually(t, 10*time.Second, "C announcing an address through B", func() bool { return hasCircuit(c.Host().Addrs()) })
+	var circuits []ma.Multiaddr
+	for _, addr := range c.Host().Addrs() {
+		if isCircuit(addr) {
+			circuits = append(circuits, addr)
+		}
+	}
+	if err := a.ConnectAddr(ctxFor(t, 5*time.Second), lpeer.AddrInfo{ID: c.ID(), Addrs: circuits}); err != nil {
+		t.Fatal(err)
+	}
+	mustEcho(t, a, c, "relayed")
+	if mcpStreamsOn(a, c.ID(), true) != 1 {
+		t.Fatalf("no MCP session on the relayed connection")
+	}
+	done := make(chan error, 1)
+	go func() {
+		res, err := a.CallTool(ctxFor(t, 20*time.Second), c.ID(), "wait", nil)
+		if err == nil && res.IsError {
+			err = errors.New(failure(res, nil))
+		}
+		done <- err
+	}()
+	eventually(t, 5*time.Second, "the call in flight", func() bool { return len(c.Tasks()) >= 2 })
+
+	direct.Store(true)
+	ctx := network.WithForceDirectDial(ctxFor(t, 5*time.Second), "test")
+	if err := a.Host().Connect(ctx, lpeer.AddrInfo{ID: c.ID(), Addrs: c.Host().Network().ListenAddresses()}); err != nil {
+		t.Fatalf("direct connection: %v", err)
+	}
+	mustEcho(t, a, c, "direct")
+	if mcpStreamsOn(a, c.ID(), false) != 1 {
+		t.Errorf("the call after the direct connection came up opened no session on it")
+	}
+	close(gate)
+	if err := <-done; err != nil {
+		t.Fatalf("the call in flight on the relayed session: %v", err)
+	}
+	eventually(t, 5*time.Second, "the retired session closed", func() bool { return mcpStreamsOn(a, c.ID(), true) == 0 })
 }
