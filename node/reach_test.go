@@ -19,8 +19,10 @@ import (
 	manet "github.com/multiformats/go-multiaddr/net"
 
 	"github.com/mcpmesh/mcpmesh/internal/cable"
+	"github.com/mcpmesh/mcpmesh/mcp"
 	"github.com/mcpmesh/mcpmesh/node"
 	"github.com/mcpmesh/mcpmesh/peer/reach"
+	"github.com/mcpmesh/mcpmesh/tasks"
 )
 
 // inboundOnlyFrom is a connection gater that accepts inbound connections
@@ -341,4 +343,52 @@ func TestRelayedSessionMovesToADirectConnection(t *testing.T) {
 		t.Fatalf("the call in flight on the relayed session: %v", err)
 	}
 	eventually(t, 5*time.Second, "the retired session closed", func() bool { return mcpStreamsOn(a, c.ID(), true) == 0 })
+}
+
+// A --share-peer relay watches its target while a relayed call is in
+// flight: the target going silent fails the call at the root within
+// seconds, with a failure that names the target (the lost hop), not the
+// relay; the target's handler is cancelled as promptly.
+func TestRelayedCallFailsNamingTheSilentTarget(t *testing.T) {
+	b, c, link := cabled(t)
+	started, canceled := addBlockTool(c)
+	a := newNode(t)
+	connect(t, a, b)
+	if err := b.SharePeer("far", c.ID(), mcp.DefaultServer); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		res, err := a.CallTool(ctxFor(t, 30*time.Second), b.ID(), "far/block", nil)
+		if err == nil {
+			if !res.IsError {
+				err = errors.New("the call succeeded")
+			} else if rm, ok := tasks.DecodeResult(res.Meta); !ok || rm.FailedAt == nil || rm.FailedAt.Peer != c.ID().String() {
+				err = fmt.Errorf("failure %q names %+v, want %s", failure(res, nil), rm.FailedAt, c.ID())
+			} else if !strings.Contains(failure(res, nil), c.ID().String()) {
+				err = fmt.Errorf("failure %q does not name %s", failure(res, nil), c.ID())
+			} else {
+				t.Logf("root sees: %s", failure(res, nil))
+			}
+			done <- err
+			return
+		}
+		done <- fmt.Errorf("the call failed without naming its hop: %w", err)
+	}()
+	waitFor(t, started, "the target's handler start")
+	link.Freeze()
+	const deadline = 15 * time.Second
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(deadline):
+		t.Fatalf("the root's call still waiting %v after the target went silent", deadline)
+	}
+	select {
+	case <-canceled:
+	case <-time.After(deadline):
+		t.Fatalf("the target's handler still running %v after its caller went silent", deadline)
+	}
 }
