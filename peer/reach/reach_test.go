@@ -27,7 +27,7 @@ func TestMain(m *testing.M) {
 
 // newHost starts a libp2p host on loopback TCP with the service's options
 // and starts the service, both closed when the test ends.
-func newHost(t *testing.T, s *Service) host.Host {
+func newHost(t testing.TB, s *Service) host.Host {
 	t.Helper()
 	opts := []libp2p.Option{libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableMetrics()}
 	if s != nil {
@@ -77,7 +77,7 @@ func eventually(t *testing.T, d time.Duration, what string, f func() bool) {
 	}
 }
 
-func connect(t *testing.T, from, to host.Host) {
+func connect(t testing.TB, from, to host.Host) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -196,18 +196,22 @@ func TestCircuitAddrsKeepPrivateAddressesOfTheRelay(t *testing.T) {
 	}
 }
 
+// netAddr is h's first listen address that is a network address (not the
+// relay transport's /p2p-circuit).
+func netAddr(h host.Host) net.Addr {
+	for _, l := range h.Network().ListenAddresses() {
+		if addr, err := manet.ToNetAddr(l); err == nil {
+			return addr
+		}
+	}
+	return nil
+}
+
 // cabledHosts connects a to b through a cable, b announcing nothing else.
 func cabledHosts(t *testing.T) (a, b host.Host, link *cable.Cable) {
 	t.Helper()
 	b = newHost(t, nil)
-	var target net.Addr
-	for _, l := range b.Network().ListenAddresses() {
-		if addr, err := manet.ToNetAddr(l); err == nil {
-			target = addr
-			break
-		}
-	}
-	link, err := cable.New(target.String(), nil)
+	link, err := cable.New(netAddr(b).String(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
