@@ -87,6 +87,36 @@ func BenchmarkCircuitRelay(b *testing.B) {
 	}
 }
 
+// BenchmarkCircuitRelayInterleaved makes one direct and one relayed call per
+// iteration, timing each: on a busy machine both see the same load, and
+// relayed/direct is the overhead as a ratio.
+func BenchmarkCircuitRelayInterleaved(b *testing.B) {
+	direct, relayed := circuitCall(b, false), circuitCall(b, true)
+	ctx := context.Background()
+	var td, tr time.Duration
+	for _, call := range []call{direct, relayed} {
+		if err := call(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ResetTimer()
+	for b.Loop() {
+		t0 := time.Now()
+		if err := direct(ctx); err != nil {
+			b.Fatal(err)
+		}
+		t1 := time.Now()
+		if err := relayed(ctx); err != nil {
+			b.Fatal(err)
+		}
+		td += t1.Sub(t0)
+		tr += time.Since(t1)
+	}
+	b.ReportMetric(float64(td.Nanoseconds())/float64(b.N), "direct-ns/call")
+	b.ReportMetric(float64(tr.Nanoseconds())/float64(b.N), "circuit-ns/call")
+	b.ReportMetric(float64(tr)/float64(td), "circuit/direct")
+}
+
 func TestCircuitPaths(t *testing.T) {
 	for _, relayed := range []bool{false, true} {
 		call := circuitCall(t, relayed)
