@@ -2,6 +2,7 @@ package reach
 
 import (
 	"context"
+	"errors"
 	"net"
 	"strings"
 	"testing"
@@ -11,8 +12,10 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/host/autorelay"
 	ma "github.com/multiformats/go-multiaddr"
 	manet "github.com/multiformats/go-multiaddr/net"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 
 	"github.com/mcpmesh/mcpmesh/internal/cable"
@@ -320,5 +323,22 @@ func TestMovesClosesIdleSessionsAtOnceAndBusyOnesWhenDone(t *testing.T) {
 	}
 	if n := testing.AllocsPerRun(100, func() { m.Begin("untracked")() }); n != 0 {
 		t.Errorf("a call on an untracked session allocates %v times", n)
+	}
+}
+
+// A reservation taken or lost is told at once (the host itself tells of a
+// relay with private addresses only at its next 5 s tick), so the node's
+// card follows the reservation.
+func TestReservationChangesAreToldAtOnce(t *testing.T) {
+	s := service(t, nil)
+	changed := 0
+	s.hooks.Store(&Hooks{AddrsChanged: func() { changed++ }})
+	w := finderWatch{autorelay.NewMetricsTracer(autorelay.WithRegisterer(prometheus.NewRegistry())), s}
+	w.ReservationRequestFinished(false, nil) // a new reservation
+	w.ReservationRequestFinished(true, nil)  // a refresh: nothing new
+	w.ReservationRequestFinished(false, errors.New("refused"))
+	w.ReservationEnded(1)
+	if changed != 2 {
+		t.Errorf("addresses said changed %d times, want 2 (one reservation taken, one lost)", changed)
 	}
 }

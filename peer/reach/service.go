@@ -42,7 +42,7 @@ type Service struct {
 	emitter event.Emitter  // tells AutoRelay the reachability is unknown, in Auto
 	finding chan struct{}  // closed once AutoRelay has started looking for relays
 	once    sync.Once
-	hooks   Hooks
+	hooks   atomic.Pointer[Hooks]
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 }
@@ -161,7 +161,7 @@ func (a relayACL) AllowConnect(src peer.ID, _ ma.Multiaddr, dest peer.ID) bool {
 func (s *Service) Start(h host.Host, hooks Hooks) error {
 	s.host.Store(&h)
 	s.started = time.Now()
-	s.hooks = hooks
+	s.hooks.Store(&hooks)
 	if s.cfg.RelayService == RelayOn {
 		r, err := relayv2.New(h, s.relayOptions()...)
 		if err != nil {
@@ -206,15 +206,14 @@ func (s *Service) events(ctx context.Context, sub event.Subscription) {
 			if !ok {
 				return
 			}
+			hooks := s.hooks.Load()
 			switch e := e.(type) {
 			case event.EvtPeerConnectednessChanged:
-				if e.Connectedness == network.Connected && s.hooks.Direct != nil {
-					s.hooks.Direct(e.Peer)
+				if e.Connectedness == network.Connected && hooks.Direct != nil {
+					hooks.Direct(e.Peer)
 				}
 			case event.EvtLocalAddressesUpdated:
-				if s.hooks.AddrsChanged != nil {
-					s.hooks.AddrsChanged()
-				}
+				s.addrsChanged()
 			}
 		}
 	}
@@ -231,6 +230,31 @@ func (w finderWatch) RelayFinderStatus(active bool) {
 	w.MetricsTracer.RelayFinderStatus(active)
 	if active {
 		w.s.once.Do(func() { close(w.s.finding) })
+	}
+}
+
+// A reservation taken or lost changes the circuit addresses the host
+// announces at once (the address factory runs on every Addrs call), but the
+// host tells of it only at its next 5 s tick when AutoRelay's own address
+// list did not change (a relay with private addresses only): say it now,
+// so the card follows the reservation.
+func (w finderWatch) ReservationRequestFinished(isRefresh bool, err error) {
+	w.MetricsTracer.ReservationRequestFinished(isRefresh, err)
+	if !isRefresh && err == nil {
+		w.s.addrsChanged()
+	}
+}
+
+func (w finderWatch) ReservationEnded(n int) {
+	w.MetricsTracer.ReservationEnded(n)
+	if n > 0 {
+		w.s.addrsChanged()
+	}
+}
+
+func (s *Service) addrsChanged() {
+	if h := s.hooks.Load(); h != nil && h.AddrsChanged != nil {
+		h.AddrsChanged()
 	}
 }
 
