@@ -67,23 +67,7 @@ func BenchmarkCircuitRelay(b *testing.B) {
 		if relayed {
 			name = "circuit"
 		}
-		b.Run(name, func(b *testing.B) {
-			call := circuitCall(b, relayed)
-			ctx := context.Background()
-			if err := call(ctx); err != nil { // warm: sessions open
-				b.Fatal(err)
-			}
-			b.ReportAllocs()
-			start := cpuTime()
-			b.ResetTimer()
-			for b.Loop() {
-				if err := call(ctx); err != nil {
-					b.Fatal(err)
-				}
-			}
-			b.StopTimer()
-			reportCPU(b, start)
-		})
+		b.Run(name, func(b *testing.B) { timeCalls(b, circuitCall(b, relayed)) })
 	}
 }
 
