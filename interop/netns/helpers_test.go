@@ -102,3 +102,75 @@ func short(id string) string {
 	}
 	return id
 }
+
+// reachStatus is what the tests read of `mcpmesh status --json`.
+type reachStatus struct {
+	Reachability string `json:"reachability"`
+	DecidedBy    string `json:"decidedBy"`
+	Relaying     bool   `json:"relaying"`
+	Relays       []struct {
+		ID    string   `json:"id"`
+		Addrs []string `json:"addrs"`
+	} `json:"relays"`
+	Peers []peerStatus `json:"peers"`
+}
+
+type peerStatus struct {
+	ID        string `json:"id"`
+	Relayed   bool   `json:"relayed"`
+	Via       string `json:"via"`
+	Transport string `json:"transport"`
+	Addr      string `json:"addr"`
+}
+
+// status reads d's `mcpmesh status --json`; ok is false (with why) if the
+// command failed.
+func status(d *Daemon) (reachStatus, bool, string) {
+	r := cli(d, "status", "--json")
+	var st reachStatus
+	if !r.OK() {
+		return st, false, r.String()
+	}
+	if err := json.Unmarshal([]byte(r.Stdout), &st); err != nil {
+		return st, false, fmt.Sprintf("status --json: %v: %s", err, r.Stdout)
+	}
+	return st, true, ""
+}
+
+// peerIn returns d's status of peer id, if connected.
+func (s reachStatus) peer(id string) (peerStatus, bool) {
+	for _, p := range s.Peers {
+		if p.ID == id {
+			return p, true
+		}
+	}
+	return peerStatus{}, false
+}
+
+// hasRelay reports whether d holds a reservation with relay id.
+func (s reachStatus) hasRelay(id string) bool {
+	for _, r := range s.Relays {
+		if r.ID == id {
+			return true
+		}
+	}
+	return false
+}
+
+// names reports whether text names peer id (whole, or by the end that
+// short forms keep).
+func names(text, id string) bool {
+	return strings.Contains(text, id[len(id)-8:])
+}
+
+// callAsync runs a CLI command in the background; its result arrives on
+// the channel.
+func callAsync(d *Daemon, timeout time.Duration, args ...string) <-chan Result {
+	out := make(chan Result, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		out <- d.CLI(ctx, args...)
+	}()
+	return out
+}
