@@ -15,6 +15,7 @@ var (
 	figures  = flag.Bool("netns.figures", false, "run the figure measurements (minutes): time to first call through NAT, share of direct connections, relay overhead, partition detection")
 	attempts = flag.Int("netns.attempts", 20, "attempts per figure with -netns.figures")
 	logLevel = flag.String("netns.log", "", "GOLOG_LOG_LEVEL for the daemons (e.g. info, or \"error,mcpmesh/node=debug\")")
+	checkout = flag.String("netns.build", "../..", "the checkout of mcpmesh whose ./cmd/mcpmesh the daemons run (e.g. another worktree)")
 )
 
 // Built once by TestMain.
@@ -43,7 +44,8 @@ func TestMain(m *testing.M) {
 		}
 		defer os.RemoveAll(dir)
 		binary = filepath.Join(dir, "mcpmesh")
-		build := exec.Command("go", "build", "-o", binary, "../../cmd/mcpmesh")
+		build := exec.Command("go", "build", "-o", binary, "./cmd/mcpmesh")
+		build.Dir = *checkout
 		build.Stdout, build.Stderr = os.Stderr, os.Stderr
 		if err := build.Run(); err != nil {
 			fmt.Fprintln(os.Stderr, "netns: build mcpmesh:", err)
