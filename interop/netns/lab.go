@@ -62,6 +62,7 @@ type Lab struct {
 	hosts   map[string]*Host
 	ports   int // bridge ports made
 	daemons []*Daemon
+	cables  []*cable
 }
 
 var labSeq atomic.Int64 // unique lab numbers within this process
@@ -154,8 +155,7 @@ func run(name string, args ...string) (string, error) {
 // namespaces (programs a killed daemon left behind) and deletes them.
 func (l *Lab) close() {
 	l.mu.Lock()
-	daemons := l.daemons
-	nss := l.nss
+	daemons, nss, cables := l.daemons, l.nss, l.cables
 	l.mu.Unlock()
 	if l.t.Failed() {
 		for _, d := range daemons {
@@ -168,6 +168,9 @@ func (l *Lab) close() {
 		go func() { defer wg.Done(); d.stop(3 * time.Second) }()
 	}
 	wg.Wait()
+	for _, c := range cables {
+		c.close()
+	}
 	for i := len(nss) - 1; i >= 0; i-- {
 		if err := removeNS(nss[i]); err != nil {
 			l.t.Errorf("netns cleanup: %v", err)
@@ -237,6 +240,7 @@ type LAN struct {
 	next    netip.Addr // the next address to hand out
 	gateway netip.Addr // the NAT router's address on this LAN, if any
 	nat     *Host
+	cable   *Cable // what links attached from now on add (SetCable)
 }
 
 // LAN makes a segment with the IPv4 subnet cidr (e.g. "16.0.0.0/24").
@@ -404,12 +408,23 @@ func (h *Host) attach(lan *LAN, addr netip.Addr) string {
 	l.mu.Lock()
 	l.ports++
 	port := fmt.Sprintf("p%d", l.ports)
+	cfg := lan.cable
 	l.mu.Unlock()
 	link := &Link{host: h, lan: lan, iface: iface, port: port, addr: addr}
 	h.links = append(h.links, link)
 	h.mu.Unlock()
 	sw := l.switchNS()
-	l.must("ip", "-n", h.ns, "link", "add", iface, "type", "veth", "peer", "name", port, "netns", sw)
+	if cfg != nil {
+		c, err := newCable(*cfg, h.ns, iface, sw, port)
+		if err != nil {
+			l.t.Fatalf("netns: cable %s–%s: %v", h.name, lan.name, err)
+		}
+		l.mu.Lock()
+		l.cables = append(l.cables, c)
+		l.mu.Unlock()
+	} else {
+		l.must("ip", "-n", h.ns, "link", "add", iface, "type", "veth", "peer", "name", port, "netns", sw)
+	}
 	l.must("ip", "-n", sw, "link", "set", port, "master", lan.bridge, "up")
 	l.must("ip", "-n", h.ns, "addr", "add", fmt.Sprintf("%s/%d", addr, lan.prefix.Bits()), "dev", iface)
 	l.must("ip", "-n", h.ns, "link", "set", iface, "up")

@@ -19,7 +19,9 @@ import (
 // sockets f opens belong to the host (and stay there when used from other
 // goroutines afterwards). The thread goes back to its own namespace
 // afterwards, or, if it cannot, is never used again.
-func (h *Host) Do(f func() error) error {
+func (h *Host) Do(f func() error) error { return doIn(h.ns, h.name, f) }
+
+func doIn(ns, what string, f func() error) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
@@ -30,17 +32,17 @@ func (h *Host) Do(f func() error) error {
 			return
 		}
 		defer unix.Close(own)
-		fd, err := unix.Open("/var/run/netns/"+h.ns, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		fd, err := unix.Open("/var/run/netns/"+ns, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 		if err != nil {
 			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("open namespace of %s: %w", h.name, err)
+			errc <- fmt.Errorf("open namespace of %s: %w", what, err)
 			return
 		}
 		err = unix.Setns(fd, unix.CLONE_NEWNET)
 		unix.Close(fd)
 		if err != nil {
 			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("enter namespace of %s: %w", h.name, err)
+			errc <- fmt.Errorf("enter namespace of %s: %w", what, err)
 			return
 		}
 		err = f()
