@@ -74,7 +74,7 @@ func (n *Node) dialSession(ctx context.Context, p lpeer.ID, server string) (*sdk
 		return n.dialSelf(ctx, server)
 	}
 	ctx = network.WithDialPeerTimeout(ctx, n.cfg.dialTimeout)
-	s, err := n.host.NewStream(ctx, p, mcp.ProtocolID(server))
+	s, err := n.host.NewStream(mcpStream(ctx), p, mcp.ProtocolID(server))
 	if err != nil {
 		var notSupported multistream.ErrNotSupported[protocol.ID]
 		if errors.As(err, &notSupported) {
@@ -88,6 +88,7 @@ func (n *Node) dialSession(ctx context.Context, p lpeer.ID, server string) (*sdk
 		s.Reset()
 		return nil, fmt.Errorf("open mcp session to %s/%s: %w", p, server, err)
 	}
+	n.trackRelayed(p, server, s, cs)
 	return cs, nil
 }
 
@@ -344,7 +345,9 @@ func (n *Node) callServerTool(ctx context.Context, p lpeer.ID, server, tool stri
 		if err != nil {
 			return nil, err
 		}
+		end := n.moves.Begin(cs)
 		res, err := cs.CallTool(ctx, params)
+		end()
 		if err == nil {
 			return res, nil
 		}

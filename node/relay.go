@@ -101,7 +101,7 @@ func (n *Node) goOwned() bool {
 func (n *Node) openRelay(t *relayTarget) (network.Stream, error) {
 	dialCtx, cancel := context.WithTimeout(t.ctx, n.cfg.dialTimeout)
 	defer cancel()
-	s, err := n.host.NewStream(network.WithDialPeerTimeout(dialCtx, n.cfg.dialTimeout), t.peer, mcp.ProtocolID(t.server))
+	s, err := n.host.NewStream(mcpStream(network.WithDialPeerTimeout(dialCtx, n.cfg.dialTimeout)), t.peer, mcp.ProtocolID(t.server))
 	if err != nil {
 		// The caller sees its session end: it cannot get a better answer
 		// before it has sent anything.

@@ -245,6 +245,7 @@ func (n *Node) callTracked(ctx context.Context, p lpeer.ID, server, tool string,
 		if deleg != nil {
 			meta = sdkmcp.Meta{peer.DelegationMetaKey: deleg}
 		}
+		defer n.hold(p)() // see reach.go: a silent peer fails the call in seconds
 		return call(ctx, p, server, tool, args, meta)
 	}
 	self := n.taskReg.Self()
@@ -307,7 +308,9 @@ func (n *Node) callTracked(ctx context.Context, p lpeer.ID, server, tool string,
 		defer time.AfterFunc(progressGrace, func() { n.progress.Delete(tok) })
 	}
 	ctx = withCallHop(ctx, caller)
+	release := n.hold(p) // see reach.go: a silent peer fails the call in seconds
 	res, err := call(ctx, p, server, tool, args, meta)
+	release()
 	if progress != nil {
 		progress.drain() // the call's progress goes up before its result
 	}
@@ -458,7 +461,9 @@ func (n *Node) taskMiddleware(name string) sdkmcp.Middleware {
 			if detach {
 				return n.runDetached(ctx, work, cancel, e, m.Detach, next, method, req)
 			}
+			release := n.hold(callerID) // see reach.go: a silent caller cancels the task in seconds
 			res, err := next(work, method, req)
+			release()
 			n.finishServed(work, e, name, p.Name, res, err)
 			cancel()
 			return res, err
