@@ -57,6 +57,7 @@ func TestProviderHolderRestarts(t *testing.T) {
 		})
 	}
 }
+
 // Lookups do not wait on peers known to be gone: on one LAN (QUIC only, so
 // a stopped node's port stays silent instead of refusing), D stops; A's
 // next finds answer about as fast as before, instead of waiting out a dial
