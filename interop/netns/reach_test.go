@@ -1,6 +1,7 @@
 package netns
 
 import (
+	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -227,13 +228,31 @@ func failsWithin(t *testing.T, res <-chan Result, d time.Duration, lost *Daemon)
 }
 
 // leafCancelled waits until C's tool says the call was cancelled, and
-// returns how long after since that was.
+// returns how long after since that was; C's task list must say so too.
 func (ch *chain) leafCancelled(t *testing.T, tag string, d time.Duration, since time.Time) time.Duration {
 	t.Helper()
 	waitFor(t, d, "c's handler is cancelled", func() (bool, string) {
 		return hasMark(ch.marks, "cancelled "+tag)
 	})
-	return time.Since(since)
+	took := time.Since(since)
+	waitFor(t, 5*time.Second, "c's tasks show the slow call cancelled", func() (bool, string) {
+		r := cli(ch.c, "tasks", "--json")
+		var list []struct {
+			Server, Tool, State string
+			Started             time.Time
+		}
+		if err := json.Unmarshal([]byte(r.Stdout), &list); err != nil || len(list) == 0 {
+			return false, r.String()
+		}
+		last := list[0]
+		for _, tk := range list {
+			if tk.Tool == "slow" && tk.Started.After(last.Started) {
+				last = tk
+			}
+		}
+		return last.Tool == "slow" && last.State == "cancelled", fmt.Sprintf("latest slow task: %+v", last)
+	})
+	return took
 }
 
 // Scenario 4: a silent partition of B–C while A→B→C runs a slow tool. The
