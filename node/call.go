@@ -358,7 +358,7 @@ func (n *Node) callServerTool(ctx context.Context, p lpeer.ID, server, tool stri
 			if attempt == 0 && errors.Is(err, sdkmcp.ErrConnectionClosed) {
 				continue
 			}
-			return nil, fmt.Errorf("call %s/%s on %s: connection lost: %w", server, tool, p, err)
+			return nil, fmt.Errorf("call %s/%s on %s: connection lost%s: %w", server, tool, p, n.lostWhy(p), err)
 		}
 		return nil, fmt.Errorf("call %s/%s on %s: %w", server, tool, p, err)
 	}

@@ -2,7 +2,8 @@ package node
 
 import (
 	"context"
-	"strings"
+	"fmt"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
 	lpeer "github.com/libp2p/go-libp2p/core/peer"
@@ -56,7 +57,7 @@ func (n *Node) closeReach() error {
 }
 
 func (n *Node) lostPeer(l reach.Lost) {
-	log.Warnf("peer %s did not answer for %v: closed its connection (calls to it fail, tasks it asked for are cancelled)", l.Peer, l.Silent.Round(100e6))
+	log.Warnf("peer %s did not answer pings for %v: closed its connection (calls to it fail, tasks it asked for are cancelled)", l.Peer, l.Silent.Round(100*time.Millisecond))
 }
 
 func nothing() {}
@@ -68,6 +69,18 @@ func (n *Node) hold(p lpeer.ID) (release func()) {
 		return nothing
 	}
 	return n.live.Hold(p)
+}
+
+// lostWhy says why the connection to p was lost, when the liveness checker
+// closed it just now.
+func (n *Node) lostWhy(p lpeer.ID) string {
+	if n.live == nil {
+		return ""
+	}
+	if l, ok := n.live.LostRecently(p, 10*time.Second); ok {
+		return fmt.Sprintf(" (no answer to pings for %v)", l.Silent.Round(100*time.Millisecond))
+	}
+	return ""
 }
 
 // Liveness returns the node's liveness checker, or nil if checks are off.
@@ -120,16 +133,4 @@ func (n *Node) trackRelayed(p lpeer.ID, server string, s network.Stream, cs *sdk
 	}
 	key := peer.SessionKey{Peer: p, Server: server}
 	n.moves.Relayed(p, cs, func() { n.pool.Retire(key, cs) })
-}
-
-// rateLimitHint names the setting to change when libp2p's per-IP connection
-// limits refused a connection (see limits.Config.ConnRatePerIP).
-func rateLimitHint(msg string) string {
-	switch {
-	case strings.Contains(msg, "rate limit exceeded"):
-		return " (libp2p refused a new connection: too many from one IP address in a short time; raise \"limits\": {\"connRatePerIP\", \"connBurstPerIP\"} in the configuration, or limits.Config.ConnRatePerIP)"
-	case strings.Contains(msg, "connections per ip limit exceeded"):
-		return " (libp2p refused a connection: too many open from one IP address; raise \"limits\": {\"connsPerIP\"} in the configuration, or limits.Config.ConnsPerIP)"
-	}
-	return ""
 }

@@ -79,7 +79,8 @@ func (n *Node) serveRelay(name string, t *relayTarget) network.StreamHandler {
 		}
 		relay := mcp.NewStreamRelay(s, up, n.cfg.maxMessageSize)
 		toServer, toClient, end := n.relayTrust(caller, name, t, n.relayFrames(caller), relay.SendToClient)
-		defer end()
+		defer end(nil)
+		relay.ServerLost = end // the target's side ended: answer what waits on it
 		if err := relay.Run(t.ctx, toServer, toClient); err != nil {
 			log.Debugw("relay session ended", "server", name, "to", t.peer, "error", err)
 		}

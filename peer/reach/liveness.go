@@ -30,8 +30,10 @@ type Lost struct {
 	// Conn is the connection the unanswered ping went over (nil if no
 	// stream could even be opened: then every connection to Peer is closed).
 	Conn network.Conn
-	// Silent is how long the peer went without answering.
+	// Silent is how long the peer went without answering; At is when the
+	// connection was closed for it.
 	Silent time.Duration
+	At     time.Time
 }
 
 // Liveness tells within seconds that a peer this node is working with has
@@ -56,6 +58,7 @@ type Liveness struct {
 
 	mu      sync.Mutex
 	watches map[peer.ID]*watch
+	recent  map[peer.ID]Lost // losses of the last minute, for error messages
 	closed  bool
 	wg      sync.WaitGroup
 
@@ -77,7 +80,7 @@ func NewLiveness(h host.Host, interval, timeout time.Duration, onLost func(Lost)
 	if timeout <= 0 {
 		timeout = DefaultLivenessTimeout
 	}
-	return &Liveness{h: h, interval: interval, timeout: timeout, onLost: onLost, watches: map[peer.ID]*watch{}}
+	return &Liveness{h: h, interval: interval, timeout: timeout, onLost: onLost, watches: map[peer.ID]*watch{}, recent: map[peer.ID]Lost{}}
 }
 
 // Hold watches p until release is called; holds are counted, so p is
@@ -126,6 +129,21 @@ func (l *Liveness) Close() {
 	}
 	l.mu.Unlock()
 	l.wg.Wait()
+}
+
+// recentLoss is how long a loss is remembered for LostRecently.
+const recentLoss = time.Minute
+
+// LostRecently returns the last loss of p if it happened within d (at most
+// a minute ago): a call that failed for a lost connection can say why.
+func (l *Liveness) LostRecently(p peer.ID, d time.Duration) (Lost, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	x, ok := l.recent[p]
+	if !ok || time.Since(x.At) > min(d, recentLoss) {
+		return Lost{}, false
+	}
+	return x, true
 }
 
 // LivenessStats counts what the checker did.
@@ -246,6 +264,15 @@ func (l *Liveness) roundTrip(ctx context.Context, p peer.ID, sp *network.Stream,
 // clears the dial backoff, so that the next call redials at once.
 func (l *Liveness) lost(x Lost) {
 	l.losses.Add(1)
+	x.At = time.Now()
+	l.mu.Lock()
+	for p, old := range l.recent {
+		if x.At.Sub(old.At) > recentLoss {
+			delete(l.recent, p)
+		}
+	}
+	l.recent[x.Peer] = x
+	l.mu.Unlock()
 	var err error
 	if x.Conn != nil {
 		err = x.Conn.Close()

@@ -7,6 +7,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/proto"
 	ma "github.com/multiformats/go-multiaddr"
 	manet "github.com/multiformats/go-multiaddr/net"
@@ -126,4 +127,18 @@ func circuitAddrs(h host.Host, r peer.ID) []ma.Multiaddr {
 func isCircuit(a ma.Multiaddr) bool {
 	_, err := a.ValueForProtocol(ma.P_CIRCUIT)
 	return err == nil
+}
+
+// AllowLimited wraps h so that every stream it opens may run over a limited
+// (relayed) connection. Give it to a protocol that libp2p would otherwise
+// keep off relayed connections: the swarm then waits for a direct
+// connection (DialPeerTimeout, a minute by default) before failing, so a
+// DHT query that meets a peer reachable only through a relay would stall
+// for the whole lookup. DHT messages are small; a relay's limits bound them.
+func AllowLimited(h host.Host) host.Host { return limitedOK{h} }
+
+type limitedOK struct{ host.Host }
+
+func (h limitedOK) NewStream(ctx context.Context, p peer.ID, pids ...protocol.ID) (network.Stream, error) {
+	return h.Host.NewStream(network.WithAllowLimitedConn(ctx, "mcpmesh"), p, pids...)
 }

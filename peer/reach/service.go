@@ -31,6 +31,7 @@ var log = logging.Logger("mcpmesh/reach")
 // node's reachability status.
 type Service struct {
 	cfg     Config
+	scan    time.Duration // see relayScan
 	started time.Time
 
 	host   atomic.Pointer[host.Host]
@@ -59,7 +60,7 @@ func New(cfg Config) (*Service, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Service{cfg: cfg}, nil
+	return &Service{cfg: cfg, scan: relayScan}, nil
 }
 
 // Config returns the service's configuration.
@@ -89,7 +90,7 @@ func (s *Service) Options() []libp2p.Option {
 			autorelay.WithBootDelay(0),
 			autorelay.WithNumRelays(max(2, len(s.cfg.Relays))),
 			autorelay.WithMaxCandidates(max(4, len(s.cfg.Relays))),
-			autorelay.WithMinInterval(relayScan),
+			autorelay.WithMinInterval(s.scan),
 			autorelay.WithBackoff(time.Minute), // libp2p: an hour, too long for a mesh relay that restarts
 		),
 		func(c *lconfig.Config) error {

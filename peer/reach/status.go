@@ -77,7 +77,7 @@ func (s *Service) Status(name func(peer.ID) string) Status {
 		Mode:         s.cfg.Reachability,
 		RelayService: s.cfg.RelayService,
 		HolePunching: s.cfg.HolePunching,
-		Listen:       strs(h.Network().ListenAddresses()),
+		Listen:       strs(slices.DeleteFunc(h.Network().ListenAddresses(), isCircuit)), // the relay transport's bare /p2p-circuit
 		Announced:    strs(h.Addrs()),
 		Relays:       []RelayInUse{},
 		Peers:        []PeerStatus{},
