@@ -212,3 +212,51 @@ func TestLabCableDelays(t *testing.T) {
 		t.Fatal("an echo came back through a cut cable")
 	}
 }
+
+// Two hosts behind NATs send UDP to each other's router at the same time,
+// from and to port 40000 (what DCUtR does): through port-preserving NATs
+// both hear the other; through symmetric ones neither does.
+func TestLabNATSimultaneousOpen(t *testing.T) {
+	for _, kind := range []NATKind{PortPreserving, Symmetric} {
+		t.Run(kind.String(), func(t *testing.T) {
+			lab := newLab(t)
+			inet := lab.LAN("inet", "16.0.0.0/24")
+			lanA := lab.NATLAN("home-a", "192.168.1.0/24", inet, kind)
+			lanC := lab.NATLAN("home-c", "192.168.2.0/24", inet, kind)
+			ha, hc := lab.Host("a", lanA), lab.Host("c", lanC)
+			open := func(h *Host) *net.UDPConn {
+				var c *net.UDPConn
+				if err := h.Do(func() (err error) { c, err = net.ListenUDP("udp4", &net.UDPAddr{Port: 40000}); return }); err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { c.Close() })
+				return c
+			}
+			ca, cc := open(ha), open(hc)
+			// Each side keeps sending for the whole time (the first
+			// packets meet no mapping on the far side and are dropped).
+			heard := func(c *net.UDPConn, peer netip.AddrPort) chan bool {
+				got := make(chan bool, 1)
+				go func() {
+					ok := false
+					for end := time.Now().Add(1500 * time.Millisecond); time.Now().Before(end); {
+						c.WriteToUDPAddrPort([]byte("punch"), peer)
+						c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+						if _, _, err := c.ReadFromUDPAddrPort(make([]byte, 16)); err == nil {
+							ok = true
+						}
+					}
+					got <- ok
+				}()
+				return got
+			}
+			ga := heard(ca, netip.AddrPortFrom(lanC.NAT().Addr(inet), 40000))
+			gc := heard(cc, netip.AddrPortFrom(lanA.NAT().Addr(inet), 40000))
+			a, c := <-ga, <-gc
+			want := kind == PortPreserving
+			if a != want || c != want {
+				t.Fatalf("through %s NATs: a heard c: %v, c heard a: %v; want %v both", kind, a, c, want)
+			}
+		})
+	}
+}

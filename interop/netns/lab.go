@@ -310,9 +310,14 @@ func (k NATKind) String() string {
 
 // NATLAN makes a LAN behind a NAT router: a host "NAME-nat" with address .1
 // on the LAN and one on outside, forwarding and masquerading the LAN's
-// traffic. Hosts attached to the LAN get it as their default route. The
-// router passes nothing in that the inside did not start (conntrack), like
-// a home router without port forwarding.
+// traffic. Hosts attached to the LAN get it as their default route. Like a
+// home router without port forwarding, it passes nothing in that the inside
+// did not start (conntrack), and it drops what is sent to itself unasked.
+// The second matters for hole punching: a Linux router that lets an
+// unsolicited packet reach its own stack (to answer with ICMP "port
+// unreachable") records a connection for it, and the inside's own packet
+// to the same peer then gets another source port: the simultaneous open of
+// DCUtR fails between two such routers even when they preserve ports.
 func (l *Lab) NATLAN(name, cidr string, outside *LAN, kind NATKind) *LAN {
 	l.t.Helper()
 	lan := l.LAN(name, cidr)
@@ -329,13 +334,17 @@ func (l *Lab) NATLAN(name, cidr string, outside *LAN, kind NATKind) *LAN {
 	// connections and their replies.
 	err := l.nft(r.ns, fmt.Sprintf(`table ip nat {
 	chain nat_out { type nat hook postrouting priority srcnat; policy accept;
-		oifname %q masquerade%s
+		oifname %[1]q masquerade%[2]s
 	}
 }
 table ip filter {
 	chain guard { type filter hook forward priority filter; policy drop;
 		ct state established,related accept
-		iifname %q oifname %q accept
+		iifname %[3]q oifname %[4]q accept
+	}
+	chain inbound { type filter hook input priority filter; policy drop;
+		ct state established,related accept
+		iifname { "lo", %[3]q } accept
 	}
 }
 `, outIf, random, inIf, outIf))
