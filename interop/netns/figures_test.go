@@ -13,12 +13,12 @@ import (
 
 // The figures of issue 11, measured in the lab. Minutes, so behind a flag:
 //
-//	go test ./interop/netns -run TestFigures -netns.figures -v [-netns.attempts 20]
+//	go test ./interop/netns -run TestFigures -netns.figures -v [-netns.attempts 20] [-netns.rtt 40ms]
 //
-// Every line to quote starts with "figure:". The lab has no latency and no
-// loss (this kernel has no sch_netem): times are what the software adds,
-// and NAT traversal meets Linux's NAT, not the variety of routers in the
-// wild.
+// Every line to quote starts with "figure:". The "internet" of the NAT
+// figures has cables: a round trip between two of its hosts takes
+// -netns.rtt (no loss); LANs have none. NAT traversal meets Linux's NAT,
+// not the variety of routers in the wild.
 func TestFigures(t *testing.T) {
 	if !*figures {
 		t.Skip("figures run with -netns.figures")
@@ -38,7 +38,7 @@ func TestFigures(t *testing.T) {
 // connection is direct, and how many attempts end direct within 15 s.
 func figureHolePunch(t *testing.T, tr Transport, n int) {
 	lab := newLab(t)
-	inet := lab.LAN("inet", "16.0.0.0/24")
+	inet := internet(lab)
 	r := lab.Host("r", inet).Start(append(Listen(tr), "--relay-service", "on")...)
 	rAddr := r.Addr(inet, tr)
 	hc := lab.Host("c", lab.NATLAN("home-c", "192.168.1.0/24", inet, PortPreserving))
@@ -90,18 +90,18 @@ func figureHolePunch(t *testing.T, tr Transport, n int) {
 		}
 		a.Stop()
 	}
-	t.Logf("figure: %s, both behind port-preserving NATs, %d attempts: first call after %s (relayed right after it in %d); direct in %d of %d (%.0f %%), after %s",
-		tr, n, spread(first), relayedFirst, len(direct), len(first), 100*float64(len(direct))/float64(max(len(first), 1)), spread(direct))
+	t.Logf("figure: %s, both behind port-preserving NATs, RTT %v, %d attempts: first call after %s (relayed right after it in %d); direct in %d of %d (%.0f %%), after %s",
+		tr, *rtt, n, spread(first), relayedFirst, len(direct), len(first), 100*float64(len(direct))/float64(max(len(first), 1)), spread(direct))
 }
 
-// figureRelayOverhead: from A (public), calls to C1 and C2, both behind
+// figureRelayOverhead: from A, calls to C1 and C2, all three behind
 // port-preserving NATs with R as their relay; C2 has hole punching off, so
-// A reaches C1 directly and C2 through R. The calls alternate, over one
+// A reaches C1 directly (a hole punched) and C2 through R. The calls alternate, over one
 // MCP session each through A's HTTP gateway (no CLI start-up in the
 // figure).
 func figureRelayOverhead(t *testing.T, n int) {
 	lab := newLab(t)
-	inet := lab.LAN("inet", "16.0.0.0/24")
+	inet := internet(lab)
 	r := lab.Host("r", inet).Start("--relay-service", "on")
 	rAddr := r.Addr(inet, QUIC)
 	var cs []*Daemon
@@ -110,7 +110,7 @@ func figureRelayOverhead(t *testing.T, n int) {
 		share, _ := withTool(t, h)
 		cs = append(cs, h.Start(append(append(share, "--peer", rAddr), extra...)...))
 	}
-	ha := lab.Host("a", inet)
+	ha := lab.Host("a", lab.NATLAN("home-a", "192.168.9.0/24", inet, PortPreserving))
 	a := ha.Start("--peer", rAddr, "--http", "127.0.0.1:8765")
 	for i, c := range cs {
 		waitFor(t, 30*time.Second, c.Name()+" holds a reservation", func() (bool, string) {
@@ -158,8 +158,8 @@ func figureRelayOverhead(t *testing.T, n int) {
 		}
 	}
 	d, rl := median(times[0]), median(times[1])
-	t.Logf("figure: relay overhead, %d calls each, alternating, through A's HTTP gateway: direct %s, relayed %s; relayed/direct = %.2f (median %v more per call)",
-		n, spread(times[0]), spread(times[1]), float64(rl)/float64(d), (rl - d).Round(time.Microsecond))
+	t.Logf("figure: relay overhead, RTT %v, %d calls each, alternating, through A's HTTP gateway: direct %s, relayed %s; relayed/direct = %.2f (median %v more per call)",
+		*rtt, n, spread(times[0]), spread(times[1]), float64(rl)/float64(d), (rl - d).Round(time.Microsecond))
 	if st, ok, _ := status(a); ok {
 		p1, _ := st.peer(cs[0].ID())
 		p2, _ := st.peer(cs[1].ID())
@@ -198,6 +198,15 @@ func figurePartition(t *testing.T, n int) {
 		})
 	}
 	t.Logf("figure: partition of B–C under A→B→C, %d attempts: root fails after %s; C's handler cancelled after %s", n, spread(root), spread(leaf))
+}
+
+// internet is the figures' public segment, with cables of -netns.rtt.
+func internet(lab *Lab) *LAN {
+	inet := lab.LAN("inet", "16.0.0.0/24")
+	if *rtt > 0 {
+		inet.SetCable(Cable{Delay: *rtt / 4})
+	}
+	return inet
 }
 
 func median(d []time.Duration) time.Duration {

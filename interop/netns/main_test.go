@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 )
@@ -14,6 +15,7 @@ import (
 var (
 	figures  = flag.Bool("netns.figures", false, "run the figure measurements (minutes): time to first call through NAT, share of direct connections, relay overhead, partition detection")
 	attempts = flag.Int("netns.attempts", 20, "attempts per figure with -netns.figures")
+	rtt      = flag.Duration("netns.rtt", 40*time.Millisecond, "round trip between two hosts of the figures' \"internet\" (a cable of a quarter of it on each link)")
 	logLevel = flag.String("netns.log", "", "GOLOG_LOG_LEVEL for the daemons (e.g. info, or \"error,mcpmesh/node=debug\")")
 	checkout = flag.String("netns.build", "../..", "the checkout of mcpmesh whose ./cmd/mcpmesh the daemons run (e.g. another worktree)")
 )
