@@ -214,7 +214,10 @@ func WithSamplingWithToolsHandler(h SamplingWithToolsHandler) Option {
 }
 
 // WithLibp2pOptions adds options to the libp2p host the node builds, after
-// the node's own (identity, listen addresses).
+// the node's own identity and listen addresses and before its reachability
+// options (see package reach), which override relay, AutoNAT and AutoRelay
+// settings given here; an address factory or NAT manager given here is
+// kept (the factory composed with the node's own).
 func WithLibp2pOptions(opts ...libp2p.Option) Option {
 	return func(c *config) error {
 		c.libp2pOpts = append(c.libp2pOpts, opts...)

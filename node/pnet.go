@@ -27,8 +27,9 @@ const MeshKeyFile = "swarm.key"
 // Private networks work over TCP and WebSocket only: libp2p has no QUIC (nor
 // WebTransport, WebRTC) with a pre-shared key. The node therefore drops its
 // QUIC listen addresses (see PrivateNetworkAddrs); with none left it fails
-// to start. The cost: no QUIC, so no 0-RTT connection setup, no UDP hole
-// punching, and one TCP connection's head-of-line blocking for all streams.
+// to start. The cost: no QUIC, so no 0-RTT connection setup, and one TCP
+// connection's head-of-line blocking for all streams; relays and hole
+// punching work over TCP.
 func WithPrivateNetwork(psk pnet.PSK) Option {
 	return func(c *config) error {
 		if len(psk) != 32 {

@@ -2,6 +2,7 @@ package reach
 
 import (
 	"context"
+	"errors"
 	"net"
 	"strings"
 	"testing"
@@ -11,8 +12,10 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/host/autorelay"
 	ma "github.com/multiformats/go-multiaddr"
 	manet "github.com/multiformats/go-multiaddr/net"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 
 	"github.com/mcpmesh/mcpmesh/internal/cable"
@@ -22,12 +25,14 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m,
 		goleak.IgnoreAnyFunction("github.com/ipfs/go-log/v2/writer.(*MirrorWriter).logRoutine"),
 		goleak.IgnoreTopFunction("github.com/libp2p/go-libp2p/p2p/transport/quicreuse.(*reuse).gc"),
+		// go-flow-metrics' process-wide sweeper, behind BenchmarkLivenessCost's bandwidth counter.
+		goleak.IgnoreTopFunction("github.com/libp2p/go-flow-metrics.(*sweeper).runActive"),
 	)
 }
 
 // newHost starts a libp2p host on loopback TCP with the service's options
 // and starts the service, both closed when the test ends.
-func newHost(t *testing.T, s *Service) host.Host {
+func newHost(t testing.TB, s *Service) host.Host {
 	t.Helper()
 	opts := []libp2p.Option{libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableMetrics()}
 	if s != nil {
@@ -77,7 +82,7 @@ func eventually(t *testing.T, d time.Duration, what string, f func() bool) {
 	}
 }
 
-func connect(t *testing.T, from, to host.Host) {
+func connect(t testing.TB, from, to host.Host) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -196,18 +201,22 @@ func TestCircuitAddrsKeepPrivateAddressesOfTheRelay(t *testing.T) {
 	}
 }
 
+// netAddr is h's first listen address that is a network address (not the
+// relay transport's /p2p-circuit).
+func netAddr(h host.Host) net.Addr {
+	for _, l := range h.Network().ListenAddresses() {
+		if addr, err := manet.ToNetAddr(l); err == nil {
+			return addr
+		}
+	}
+	return nil
+}
+
 // cabledHosts connects a to b through a cable, b announcing nothing else.
 func cabledHosts(t *testing.T) (a, b host.Host, link *cable.Cable) {
 	t.Helper()
 	b = newHost(t, nil)
-	var target net.Addr
-	for _, l := range b.Network().ListenAddresses() {
-		if addr, err := manet.ToNetAddr(l); err == nil {
-			target = addr
-			break
-		}
-	}
-	link, err := cable.New(target.String(), nil)
+	link, err := cable.New(netAddr(b).String(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -314,5 +323,22 @@ func TestMovesClosesIdleSessionsAtOnceAndBusyOnesWhenDone(t *testing.T) {
 	}
 	if n := testing.AllocsPerRun(100, func() { m.Begin("untracked")() }); n != 0 {
 		t.Errorf("a call on an untracked session allocates %v times", n)
+	}
+}
+
+// A reservation taken or lost is told at once (the host itself tells of a
+// relay with private addresses only at its next 5 s tick), so the node's
+// card follows the reservation.
+func TestReservationChangesAreToldAtOnce(t *testing.T) {
+	s := service(t, nil)
+	changed := 0
+	s.hooks.Store(&Hooks{AddrsChanged: func() { changed++ }})
+	w := finderWatch{autorelay.NewMetricsTracer(autorelay.WithRegisterer(prometheus.NewRegistry())), s}
+	w.ReservationRequestFinished(false, nil) // a new reservation
+	w.ReservationRequestFinished(true, nil)  // a refresh: nothing new
+	w.ReservationRequestFinished(false, errors.New("refused"))
+	w.ReservationEnded(1)
+	if changed != 2 {
+		t.Errorf("addresses said changed %d times, want 2 (one reservation taken, one lost)", changed)
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/host/eventbus"
 	relayv2 "github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/relay"
 	ma "github.com/multiformats/go-multiaddr"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 var log = logging.Logger("mcpmesh/reach")
@@ -39,7 +40,9 @@ type Service struct {
 
 	relay   *relayv2.Relay // RelayOn only
 	emitter event.Emitter  // tells AutoRelay the reachability is unknown, in Auto
-	hooks   Hooks
+	finding chan struct{}  // closed once AutoRelay has started looking for relays
+	once    sync.Once
+	hooks   atomic.Pointer[Hooks]
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 }
@@ -60,7 +63,7 @@ func New(cfg Config) (*Service, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Service{cfg: cfg, scan: relayScan}, nil
+	return &Service{cfg: cfg, scan: relayScan, finding: make(chan struct{})}, nil
 }
 
 // Config returns the service's configuration.
@@ -101,6 +104,16 @@ func (s *Service) Options() []libp2p.Option {
 				}
 				return s.withCircuitAddrs(addrs)
 			}
+			// AutoRelay tells its tracer when it starts looking for relays:
+			// Close waits for that after telling it the reachability (see
+			// finderWatch). libp2p's own tracer, if metrics are on, still
+			// gets every call.
+			reg := c.PrometheusRegisterer
+			if c.DisableMetrics || reg == nil {
+				reg = prometheus.NewRegistry()
+			}
+			inner := autorelay.NewMetricsTracer(autorelay.WithRegisterer(reg))
+			c.AutoRelayOpts = append(c.AutoRelayOpts, autorelay.WithMetricsTracer(finderWatch{inner, s}))
 			if s.cfg.PortMapping && c.NATManager == nil {
 				c.NATManager = func(n network.Network) bhost.NATManager {
 					m := bhost.NewNATManager(n)
@@ -148,7 +161,7 @@ func (a relayACL) AllowConnect(src peer.ID, _ ma.Multiaddr, dest peer.ID) bool {
 func (s *Service) Start(h host.Host, hooks Hooks) error {
 	s.host.Store(&h)
 	s.started = time.Now()
-	s.hooks = hooks
+	s.hooks.Store(&hooks)
 	if s.cfg.RelayService == RelayOn {
 		r, err := relayv2.New(h, s.relayOptions()...)
 		if err != nil {
@@ -193,22 +206,71 @@ func (s *Service) events(ctx context.Context, sub event.Subscription) {
 			if !ok {
 				return
 			}
+			hooks := s.hooks.Load()
 			switch e := e.(type) {
 			case event.EvtPeerConnectednessChanged:
-				if e.Connectedness == network.Connected && s.hooks.Direct != nil {
-					s.hooks.Direct(e.Peer)
+				if e.Connectedness == network.Connected && hooks.Direct != nil {
+					hooks.Direct(e.Peer)
 				}
 			case event.EvtLocalAddressesUpdated:
-				if s.hooks.AddrsChanged != nil {
-					s.hooks.AddrsChanged()
-				}
+				s.addrsChanged()
 			}
 		}
 	}
 }
 
+// finderWatch is AutoRelay's metrics tracer, passing every call on, that
+// tells the service when AutoRelay has started looking for relays.
+type finderWatch struct {
+	autorelay.MetricsTracer
+	s *Service
+}
+
+func (w finderWatch) RelayFinderStatus(active bool) {
+	w.MetricsTracer.RelayFinderStatus(active)
+	if active {
+		w.s.once.Do(func() { close(w.s.finding) })
+	}
+}
+
+// A reservation taken or lost changes the circuit addresses the host
+// announces at once (the address factory runs on every Addrs call), but the
+// host tells of it only at its next 5 s tick when AutoRelay's own address
+// list did not change (a relay with private addresses only): say it now,
+// so the card follows the reservation.
+func (w finderWatch) ReservationRequestFinished(isRefresh bool, err error) {
+	w.MetricsTracer.ReservationRequestFinished(isRefresh, err)
+	if !isRefresh && err == nil {
+		w.s.addrsChanged()
+	}
+}
+
+func (w finderWatch) ReservationEnded(n int) {
+	w.MetricsTracer.ReservationEnded(n)
+	if n > 0 {
+		w.s.addrsChanged()
+	}
+}
+
+func (s *Service) addrsChanged() {
+	if h := s.hooks.Load(); h != nil && h.AddrsChanged != nil {
+		h.AddrsChanged()
+	}
+}
+
 // Close stops what Start started. The host's own services stop with it.
 func (s *Service) Close() error {
+	if s.emitter != nil {
+		// AutoRelay.Close (go-libp2p v0.51) stops its relay finder before
+		// waiting for the goroutine that starts it on a reachability event:
+		// an event still pending then starts a finder that nothing stops.
+		// Let AutoRelay take in the one this service sent before the host
+		// closes.
+		select {
+		case <-s.finding:
+		case <-time.After(2 * time.Second):
+		}
+	}
 	if s.cancel != nil {
 		s.cancel()
 	}
