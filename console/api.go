@@ -168,7 +168,7 @@ func (s *Server) handleCall(w http.ResponseWriter, r *http.Request) {
 	done := make(chan callAnswer, 1)
 	// The call belongs to the console, not to the request: it runs on
 	// after the answer, until it ends, its tree is cancelled, or Close.
-	ok := s.spawn(func() {
+	ok := s.group.Go(func() {
 		defer func() { <-s.calls }()
 		res, err := s.n.Call(s.ctx, req.Peer, req.Server, req.Tool, req.Args, func(id string) { started <- id })
 		a := callAnswer{Done: true, Result: res}

@@ -13,7 +13,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/mcpmesh/mcpmesh/console"
-	"github.com/mcpmesh/mcpmesh/mcp"
+	"github.com/mcpmesh/mcpmesh/mcp/transport"
 )
 
 // chromiumPath finds a Chromium to drive: $MCPMESH_CHROMIUM, or chromium on
@@ -260,7 +260,7 @@ func TestConsoleInBrowser(t *testing.T) {
 
 	// A refused call appears in the audit view, explained.
 	cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	_, err := m.c.CallServerTool(cctx, m.a.ID(), mcp.DefaultServer, "secret", nil)
+	_, err := m.c.CallServerTool(cctx, m.a.ID(), transport.DefaultServer, "secret", nil)
 	cancel()
 	if err == nil || !strings.Contains(err.Error(), "not permitted") {
 		t.Fatalf("charlie calling alpha's secret: %v, want not permitted", err)

@@ -59,7 +59,7 @@ func (c *cardCache) get(peer string) (*discovery.Card, string) {
 	if due && !e.busy && c.inflight < cardFetches {
 		e.busy = true
 		c.inflight++
-		if !c.s.spawn(func() { c.fetch(peer, e) }) {
+		if !c.s.group.Go(func() { c.fetch(peer, e) }) {
 			e.busy = false
 			c.inflight--
 		}

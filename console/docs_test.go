@@ -17,7 +17,7 @@ import (
 	"github.com/mcpmesh/mcpmesh/console"
 	"github.com/mcpmesh/mcpmesh/control"
 	"github.com/mcpmesh/mcpmesh/discovery"
-	"github.com/mcpmesh/mcpmesh/mcp"
+	"github.com/mcpmesh/mcpmesh/mcp/transport"
 	"github.com/mcpmesh/mcpmesh/node"
 )
 
@@ -59,7 +59,7 @@ func TestDocsScreenshots(t *testing.T) {
 		})
 	node.AddTool(m.b, &sdkmcp.Tool{Name: "summarize", Description: "Summarizes what charlie's index says."},
 		func(ctx context.Context, _ *sdkmcp.CallToolRequest, in topicIn) (*sdkmcp.CallToolResult, any, error) {
-			res, err := m.b.CallServerTool(ctx, m.c.ID(), mcp.DefaultServer, "lookup", in)
+			res, err := m.b.CallServerTool(ctx, m.c.ID(), transport.DefaultServer, "lookup", in)
 			return res, nil, err
 		})
 	// foxtrot was in the mesh and left: alpha knows it, its card is still
@@ -81,7 +81,7 @@ func TestDocsScreenshots(t *testing.T) {
 	// count it out (as refusals over its limits would).
 	mallory := extra("mallory")
 	cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	mallory.CallServerTool(cctx, m.a.ID(), mcp.DefaultServer, "secret", nil)
+	mallory.CallServerTool(cctx, m.a.ID(), transport.DefaultServer, "secret", nil)
 	cancel()
 	for range 60 {
 		m.a.Limits().Strike(mallory.ID(), "rate")

@@ -7,7 +7,7 @@ import (
 	libp2ptest "github.com/libp2p/go-libp2p/core/test"
 
 	"github.com/mcpmesh/mcpmesh/audit"
-	"github.com/mcpmesh/mcpmesh/peer"
+	"github.com/mcpmesh/mcpmesh/peer/policy"
 )
 
 // The grant a policy refusal names is the one that was missing: put in a
@@ -17,24 +17,24 @@ func TestRefusalNamesTheMissingGrant(t *testing.T) {
 	plain := func(id string) string { return id }
 	for _, tc := range []struct {
 		rec  audit.Record
-		want peer.Access
+		want policy.Access
 	}{
 		{audit.Record{Caller: caller.String(), Server: "node", Method: "tools/call", Name: "pay", Outcome: audit.Refused, Reason: "policy"},
-			peer.Access{Caller: caller, Server: "node", Kind: peer.Tool, Name: "pay"}},
+			policy.Access{Caller: caller, Server: "node", Kind: policy.Tool, Name: "pay"}},
 		{audit.Record{Caller: caller.String(), For: principal.String(), Server: "files", Method: "resources/read", Name: "file:///a", Outcome: audit.Refused, Reason: "policy"},
-			peer.Access{Caller: caller, For: principal, Server: "files", Kind: peer.Resource, Name: "file:///a"}},
+			policy.Access{Caller: caller, For: principal, Server: "files", Kind: policy.Resource, Name: "file:///a"}},
 		{audit.Record{Caller: caller.String(), Server: "node", Method: "prompts/get", Name: "greet", Outcome: audit.Refused, Reason: "policy"},
-			peer.Access{Caller: caller, Server: "node", Kind: peer.Prompt, Name: "greet"}},
+			policy.Access{Caller: caller, Server: "node", Kind: policy.Prompt, Name: "greet"}},
 	} {
 		explain, grant := explainRefusal(&tc.rec, plain)
 		if !strings.Contains(explain, "No grant of the policy lets "+caller.String()) || grant == "" {
 			t.Errorf("%s: %q, grant %q", tc.rec.Method, explain, grant)
 			continue
 		}
-		if peer.ClosedPolicy().Allows(tc.want) {
+		if policy.Closed().Allows(tc.want) {
 			t.Fatal("a closed policy allows it already")
 		}
-		p, err := peer.ParsePolicy([]byte(`{"grants": [` + grant + `]}`))
+		p, err := policy.Parse([]byte(`{"grants": [` + grant + `]}`))
 		if err != nil {
 			t.Fatalf("%s: the grant %s does not parse: %v", tc.rec.Method, grant, err)
 		}

@@ -17,8 +17,8 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/mcpmesh/mcpmesh/console"
-	"github.com/mcpmesh/mcpmesh/mcp"
-	"github.com/mcpmesh/mcpmesh/node"
+	"github.com/mcpmesh/mcpmesh/mcp/transport"
+	"github.com/mcpmesh/mcpmesh/tasks"
 )
 
 var loadRounds = flag.Int("console.load", 0, "TestConsoleLoad: rounds of each kind (0 skips the test); e.g. -console.load 5")
@@ -53,8 +53,8 @@ func TestConsoleLoad(t *testing.T) {
 	treeDone := make(chan struct{})
 	go func() {
 		defer close(treeDone)
-		cctx := node.OnRootTask(treeCtx, func(id string) { started <- id })
-		m.a.CallServerTool(cctx, m.a.ID(), mcp.DefaultServer, "plan", map[string]any{"topic": "load"})
+		cctx := tasks.OnRootTask(treeCtx, func(id string) { started <- id })
+		m.a.CallServerTool(cctx, m.a.ID(), transport.DefaultServer, "plan", map[string]any{"topic": "load"})
 	}()
 	defer func() { stopTree(); <-treeDone }()
 	root := <-started
@@ -71,7 +71,7 @@ func TestConsoleLoad(t *testing.T) {
 		}
 		wg.Go(func() {
 			for loadCtx.Err() == nil {
-				if _, err := from.CallServerTool(loadCtx, to.ID(), mcp.DefaultServer, "echo", echoIn{Text: "x"}); err == nil {
+				if _, err := from.CallServerTool(loadCtx, to.ID(), transport.DefaultServer, "echo", echoIn{Text: "x"}); err == nil {
 					calls.Add(1)
 				}
 			}

@@ -12,9 +12,9 @@ import (
 	"github.com/mcpmesh/mcpmesh/console"
 	"github.com/mcpmesh/mcpmesh/control"
 	"github.com/mcpmesh/mcpmesh/discovery"
-	"github.com/mcpmesh/mcpmesh/mcp"
+	"github.com/mcpmesh/mcpmesh/mcp/transport"
 	"github.com/mcpmesh/mcpmesh/node"
-	"github.com/mcpmesh/mcpmesh/peer"
+	"github.com/mcpmesh/mcpmesh/peer/policy"
 )
 
 func TestMain(m *testing.M) {
@@ -76,15 +76,15 @@ func newTestMesh(t testing.TB) *testMesh {
 	}
 	m.b = start("bravo", node.WithOpen())
 	m.c = start("charlie", node.WithOpen())
-	policy, err := peer.ParsePolicy([]byte(`{"grants": [{"peers": ["` + m.b.ID().String() + `"], "server": "node", "tools": ["echo"]}]}`))
+	pol, err := policy.Parse([]byte(`{"grants": [{"peers": ["` + m.b.ID().String() + `"], "server": "node", "tools": ["echo"]}]}`))
 	if err != nil {
 		t.Fatal(err)
 	}
-	m.a = start("alpha", node.WithPolicy(policy))
+	m.a = start("alpha", node.WithPolicy(pol))
 
 	node.AddTool(m.a, &sdkmcp.Tool{Name: "plan", Description: "Plans a topic with the mesh's help."},
 		func(ctx context.Context, _ *sdkmcp.CallToolRequest, in topicIn) (*sdkmcp.CallToolResult, any, error) {
-			res, err := m.a.CallServerTool(ctx, m.b.ID(), mcp.DefaultServer, "relay", in)
+			res, err := m.a.CallServerTool(ctx, m.b.ID(), transport.DefaultServer, "relay", in)
 			return res, nil, err
 		})
 	node.AddTool(m.a, &sdkmcp.Tool{Name: "secret", Description: "Nobody but this node may call it."},
@@ -93,7 +93,7 @@ func newTestMesh(t testing.TB) *testMesh {
 		})
 	node.AddTool(m.b, &sdkmcp.Tool{Name: "relay", Description: "Passes a topic on to charlie."},
 		func(ctx context.Context, _ *sdkmcp.CallToolRequest, in topicIn) (*sdkmcp.CallToolResult, any, error) {
-			res, err := m.b.CallServerTool(ctx, m.c.ID(), mcp.DefaultServer, "leaf", in)
+			res, err := m.b.CallServerTool(ctx, m.c.ID(), transport.DefaultServer, "leaf", in)
 			return res, nil, err
 		})
 	node.AddTool(m.c, &sdkmcp.Tool{Name: "leaf", Description: "Researches a topic until cancelled."},

@@ -17,6 +17,7 @@ import (
 	logging "github.com/ipfs/go-log/v2"
 
 	"github.com/mcpmesh/mcpmesh/internal/loopback"
+	"github.com/mcpmesh/mcpmesh/internal/owner"
 )
 
 var log = logging.Logger("mcpmesh/console")
@@ -48,13 +49,12 @@ type Server struct {
 
 	ctx    context.Context // ends on Close: streams, calls, card fetches
 	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	group  owner.Group   // the server's goroutine, calls, card fetches
 	calls  chan struct{} // a slot per running call
 
-	mu     sync.Mutex
-	srv    *http.Server
-	ln     net.Listener
-	closed bool // no goroutine starts once set (see spawn)
+	mu  sync.Mutex
+	srv *http.Server
+	ln  net.Listener
 }
 
 // New returns a console for n.
@@ -89,8 +89,8 @@ func (s *Server) Token() string { return s.token }
 // Listen serves the console on addr, a loopback HOST:PORT (port 0 picks a
 // free one), and returns the URL to open, login token included.
 func (s *Server) Listen(addr string) (string, error) {
-	if err := loopback.CheckListenAddr(addr); err != nil {
-		return "", fmt.Errorf("console: %w: the console listens on loopback only", err)
+	if host, _, err := net.SplitHostPort(addr); err != nil || !loopback.Host(host) {
+		return "", fmt.Errorf("console: %q: want a loopback HOST:PORT (127.0.0.1, ::1, localhost): the console listens on loopback only", addr)
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -100,7 +100,7 @@ func (s *Server) Listen(addr string) (string, error) {
 	s.mu.Lock()
 	s.srv, s.ln = srv, ln
 	s.mu.Unlock()
-	if !s.spawn(func() {
+	if !s.group.Go(func() {
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			log.Errorw("console stopped", "error", err)
 		}
@@ -124,8 +124,8 @@ func (s *Server) URL() string {
 // Close ends the event streams and the calls started from pages, stops
 // listening, and waits for all of it.
 func (s *Server) Close() error {
+	s.group.Stop()
 	s.mu.Lock()
-	s.closed = true
 	srv := s.srv
 	s.mu.Unlock()
 	s.cancel() // first: event streams never go idle, so Shutdown would wait for them
@@ -137,20 +137,8 @@ func (s *Server) Close() error {
 			srv.Close()
 		}
 	}
-	s.wg.Wait()
+	s.group.Wait()
 	return err
-}
-
-// spawn runs f on a goroutine that Close waits for, unless the console is
-// closed.
-func (s *Server) spawn(f func()) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return false
-	}
-	s.wg.Go(f)
-	return true
 }
 
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {

@@ -22,6 +22,7 @@ import (
 	"github.com/mcpmesh/mcpmesh/gateway"
 	"github.com/mcpmesh/mcpmesh/node"
 	"github.com/mcpmesh/mcpmesh/tasks"
+	"github.com/mcpmesh/mcpmesh/tasks/tracker"
 )
 
 // ConsoleResponse answers GET /v1/console.
@@ -148,8 +149,8 @@ func (c *consoleNode) TaskTree(ctx context.Context, id string) (*console.Tree, e
 	if err != nil {
 		return nil, err
 	}
-	var convert func(*node.TaskTree) *console.Tree
-	convert = func(t *node.TaskTree) *console.Tree {
+	var convert func(*tracker.TaskTree) *console.Tree
+	convert = func(t *tracker.TaskTree) *console.Tree {
 		out := &console.Tree{Task: t.Task, Unreachable: t.Unreachable}
 		for _, ch := range t.Children {
 			out.Children = append(out.Children, convert(ch))
@@ -219,6 +220,6 @@ func (c *consoleNode) Call(ctx context.Context, peer, server, tool string, args 
 	}
 	// Asking for progress (and dropping it) makes every hop record its
 	// progress on its task, for the tree view.
-	ctx = node.WithProgress(node.OnRootTask(ctx, started), func(*sdkmcp.ProgressNotificationParams) {})
+	ctx = tasks.WithProgress(tasks.OnRootTask(ctx, started), func(*sdkmcp.ProgressNotificationParams) {})
 	return c.n.CallServerTool(ctx, p, server, tool, a)
 }

@@ -17,8 +17,12 @@ import (
 // this node. Exposing it further is a reverse proxy's job (with its own
 // authentication), not a flag's.
 func checkHTTPAddr(addr string) error {
-	if err := loopback.CheckListenAddr(addr); err != nil {
-		return fmt.Errorf("%w: the gateway only listens on loopback: it has no authentication", err)
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q: want HOST:PORT, e.g. 127.0.0.1:8080", addr)
+	}
+	if !loopback.Host(host) {
+		return fmt.Errorf("%q: the gateway only listens on a loopback address (127.0.0.1, ::1, localhost): it has no authentication", addr)
 	}
 	return nil
 }
@@ -32,17 +36,22 @@ func serveGateway(ctx context.Context, n *node.Node, addr string, pins []gateway
 	if err != nil {
 		return "", nil, fmt.Errorf("--http: %w", err)
 	}
-	h := gateway.NewHTTPHandler(n, gateway.HTTPOptions{
-		MeshServer: gateway.NewMeshServer(ctx, n, gateway.MeshOptions{Pins: pins}),
-	})
+	mesh := gateway.NewMeshServer(ctx, n, gateway.MeshOptions{Pins: pins})
+	h := gateway.NewHTTPHandler(n, gateway.HTTPOptions{MeshServer: mesh.Server})
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
-	go srv.Serve(ln)
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		srv.Serve(ln)
+	}()
 	stop := func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		srv.Shutdown(sctx) // hanging SSE streams end when the handler closes
 		h.Close()
 		srv.Close()
+		<-served
+		mesh.Close()
 	}
 	return "http://" + ln.Addr().String() + "/mcp", stop, nil
 }

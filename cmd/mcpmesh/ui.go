@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"runtime"
@@ -18,8 +19,12 @@ import (
 
 // checkUIAddr accepts only a loopback HOST:PORT for --ui.
 func checkUIAddr(addr string) error {
-	if err := loopback.CheckListenAddr(addr); err != nil {
-		return fmt.Errorf("%w: the console listens on loopback only", err)
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q: want HOST:PORT, e.g. 127.0.0.1:8780", addr)
+	}
+	if !loopback.Host(host) {
+		return fmt.Errorf("%q: the console only listens on a loopback address (127.0.0.1, ::1, localhost)", addr)
 	}
 	return nil
 }

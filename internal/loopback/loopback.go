@@ -1,7 +1,8 @@
-// Package loopback holds the checks shared by the daemon's local HTTP
-// endpoints (the MCP gateway, the web console): they listen on loopback
-// only, and refuse requests that a web page could have sent through DNS
-// rebinding or from another origin.
+// Package loopback is the one check of "is this loopback" for the local
+// HTTP endpoints of a daemon (the control API, the MCP gateway): the
+// addresses they listen on, and the Host and Origin of the requests they
+// take, which refuses a web page that reaches them through DNS rebinding
+// or a cross-origin request.
 package loopback
 
 import (
@@ -13,25 +14,11 @@ import (
 	"strings"
 )
 
-// CheckRequest refuses requests that a web page could have sent through DNS
-// rebinding or cross-origin: the Host must be a loopback name or address,
-// and so must the Origin's host, if there is an Origin.
-func CheckRequest(r *http.Request) error {
-	if !IsHost(r.Host) {
-		return fmt.Errorf("Host %q is not a loopback address (DNS-rebinding protection)", r.Host)
-	}
-	if origin := r.Header.Get("Origin"); origin != "" {
-		u, err := url.Parse(origin)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || !IsHost(u.Host) {
-			return fmt.Errorf("Origin %q is not a loopback origin", origin)
-		}
-	}
-	return nil
-}
-
-// IsHost reports whether hostport (a Host header, "HOST" or "HOST:PORT") is
-// localhost or a loopback address.
-func IsHost(hostport string) bool {
+// Host reports whether hostport, a host with or without a port (a Host
+// header, a listen address), names this machine over loopback: "localhost"
+// in any letter case and with or without a trailing dot, or a loopback IP
+// address (IPv4-mapped IPv6 too).
+func Host(hostport string) bool {
 	host, _, err := net.SplitHostPort(hostport)
 	if err != nil {
 		host = hostport
@@ -44,18 +31,18 @@ func IsHost(hostport string) bool {
 	return err == nil && ip.Unmap().IsLoopback()
 }
 
-// CheckListenAddr accepts only a loopback HOST:PORT to listen on.
-func CheckListenAddr(addr string) error {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return fmt.Errorf("%q: want HOST:PORT, e.g. 127.0.0.1:8080", addr)
+// CheckRequest refuses a request that a web page could have sent through
+// DNS rebinding or cross-origin: its Host must be a loopback name or
+// address, and so must its Origin's host, if it has an Origin.
+func CheckRequest(r *http.Request) error {
+	if !Host(r.Host) {
+		return fmt.Errorf("Host %q is not a loopback address (DNS-rebinding protection)", r.Host)
 	}
-	if host == "localhost" {
-		return nil
-	}
-	ip, err := netip.ParseAddr(host)
-	if err != nil || !ip.IsLoopback() {
-		return fmt.Errorf("%q: not a loopback address (127.0.0.1, ::1, localhost)", addr)
+	if origin := r.Header.Get("Origin"); origin != "" {
+		u, err := url.Parse(origin)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || !Host(u.Host) {
+			return fmt.Errorf("Origin %q is not a loopback origin", origin)
+		}
 	}
 	return nil
 }
