@@ -124,6 +124,18 @@ type Config struct {
 	// closed.
 	HandshakeTimeout time.Duration
 	IdleTimeout      time.Duration
+	// ConnsPerIP bounds the connections open at once with one IP address,
+	// both directions (default 64; libp2p's own is 8, too few for a team
+	// behind one NAT). Loopback is not bounded.
+	ConnsPerIP int
+	// ConnRatePerIP and ConnBurstPerIP bound how fast connections with one
+	// public IP address may be opened, both directions (default 1 a second,
+	// bursts of 64; libp2p's own, one every 5 s in bursts of 16, trips on a
+	// node restarted a few times). Loopback and private addresses (RFC 1918,
+	// CGNAT, link-local, IPv6 ULA) are not rate limited: the concurrent
+	// bound still holds there.
+	ConnRatePerIP  float64
+	ConnBurstPerIP int
 }
 
 // DefaultConfig returns the default limits.
@@ -153,6 +165,9 @@ func DefaultConfig() Config {
 		MaxHandshakingPerPeer:     8,
 		HandshakeTimeout:          transport.DefaultHandshakeTimeout,
 		IdleTimeout:               transport.DefaultIdleTimeout,
+		ConnsPerIP:                64,
+		ConnRatePerIP:             1,
+		ConnBurstPerIP:            64,
 	}
 }
 
@@ -228,6 +243,15 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxHandshaking <= 0 || c.MaxHandshaking > c.MaxSessions {
 		c.MaxHandshaking = c.MaxSessions
+	}
+	if c.ConnsPerIP <= 0 {
+		c.ConnsPerIP = d.ConnsPerIP
+	}
+	if c.ConnRatePerIP <= 0 {
+		c.ConnRatePerIP = d.ConnRatePerIP
+	}
+	if c.ConnBurstPerIP <= 0 {
+		c.ConnBurstPerIP = max(d.ConnBurstPerIP, int(math.Ceil(c.ConnRatePerIP)))
 	}
 	return c
 }

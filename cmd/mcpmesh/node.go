@@ -45,6 +45,8 @@ func newNodeCmd(g *globals) *cobra.Command {
 		meshKey   string
 		open      bool
 		metricsAt string
+		network   networkFlags
+		uiAt      string
 	)
 	cmd := &cobra.Command{
 		Use:   "node",
@@ -60,6 +62,18 @@ The node takes part in the mesh's DHT: it publishes a signed card of what it
 shares and advertises every tool name and tag, so that any node can find it
 ('mcpmesh find', 'mcpmesh call any'). --peer addresses double as bootstrap
 peers, and mDNS finds nodes on the local network (--no-mdns to turn off).
+
+Peers on other networks: AutoNAT (peers dial this node back) decides whether
+the node is publicly reachable. If it is not (or not known to be), it reserves a
+slot with a relay — one given with --relay, or any connected peer that serves
+as one — and announces an address through it; relayed connections turn into
+direct ones by hole punching when both sides can (--hole-punching), and the
+router is asked for a port mapping (--port-mapping). --relay-service on makes
+this node a relay for others even when it is not publicly reachable (a node
+that joins two networks); auto (the default) relays only while it is.
+'mcpmesh status' shows what was decided. While a call or a task runs, its
+peers are pinged every second; one silent for 3s has its connection closed, so
+the call fails at once (config "network": livenessInterval, livenessTimeout).
 
 --mesh-key FILE (default HOME/swarm.key when present; see 'mcpmesh init-mesh')
 makes the node a member of a private mesh: it connects only to nodes holding
@@ -83,6 +97,11 @@ server SERVER of peer PEER exactly, relayed unchanged. Loopback only: requests
 whose Host or Origin is not loopback are refused (DNS-rebinding protection).
 Each --http-pin [NAME=]PEER/[SERVER/]TOOL adds a remote tool to /mcp as a tool
 of its own, as 'mcpmesh stdio --pin' does.
+
+--ui 127.0.0.1:PORT serves a web console: the mesh, capability search, live
+task trees, the audit trail and the policy, and a form to call a tool. Its URL,
+printed at start, carries a login token; 'mcpmesh ui' opens it. Loopback only,
+with the same Host/Origin checks as --http.
 
 Closed by default: peers see and may call only what the "policy" of the
 configuration file grants them, by peer ID or group, per server, tool, resource
@@ -130,6 +149,11 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 			if httpAt != "" {
 				if err := checkHTTPAddr(httpAt); err != nil {
 					return usageError("--http %v", err)
+				}
+			}
+			if uiAt != "" {
+				if err := checkUIAddr(uiAt); err != nil {
+					return usageError("--ui %v", err)
 				}
 			}
 			var pins []gateway.Pin
@@ -187,6 +211,11 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 				return usageError("%v", err)
 			}
 			opts = append(opts, trustOpts...)
+			netOpts, err := networkOptions(cmd, file.Network, &network)
+			if err != nil {
+				return usageError("%v", err)
+			}
+			opts = append(opts, netOpts...)
 			var reg *metrics.Metrics
 			if metricsAt != "" {
 				reg = metrics.New()
@@ -237,6 +266,15 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 				defer stopGateway()
 				gatewayURL = url
 			}
+			var consoleURL string
+			if uiAt != "" {
+				url, stopConsole, err := serveConsole(n, uiAt, specs, srv)
+				if err != nil {
+					return err
+				}
+				defer stopConsole()
+				consoleURL = url
+			}
 
 			out := cmd.OutOrStdout()
 			fmt.Fprintf(out, "mcpmesh node %s\n", n.ID())
@@ -253,6 +291,9 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 			if gatewayURL != "" {
 				fmt.Fprintf(out, "  http:    %s (mesh mode)\n", gatewayURL)
 				fmt.Fprintf(out, "           %s/PEER/SERVER (one peer's server, transparent)\n", gatewayURL)
+			}
+			if consoleURL != "" {
+				fmt.Fprintf(out, "  console: %s\n", consoleURL)
 			}
 			for i, a := range n.Addrs() {
 				label := "  listen:  "
@@ -301,6 +342,8 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 	f.BoolVar(&open, "open", false, "let every peer see and call everything this node shares, ignoring the policy (demos and labs only)")
 	f.StringVar(&metricsAt, "metrics", "", "HOST:PORT to serve Prometheus metrics on (/metrics; e.g. 127.0.0.1:9464)")
 	f.StringVar(&httpAt, "http", "", "loopback HOST:PORT to serve MCP over Streamable HTTP: /mcp (mesh mode) and /mcp/PEER/SERVER (one server, transparent)")
+	f.StringVar(&uiAt, "ui", "", "loopback HOST:PORT to serve the web console on (e.g. 127.0.0.1:8780; 'mcpmesh ui' opens it)")
 	f.StringArrayVar(&httpPins, "http-pin", nil, "[NAME=]PEER/[SERVER/]TOOL: list a remote tool on --http's /mcp as a tool of its own (repeatable)")
+	network.add(cmd)
 	return cmd
 }
