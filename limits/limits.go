@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"runtime"
 	"slices"
 	"sync"
 	"time"
@@ -32,8 +33,8 @@ var log = logging.Logger("mcpmesh/limits")
 // DefaultConfig); a negative MaxConcurrentPerPeer, Rate, Strikes,
 // MaxConcurrentPerPrincipal, PrincipalRate, MaxMessageValues,
 // MaxMessageDepth, MaxBytesPerPeer, MaxBytesInFlight, WindowPerSession,
-// MaxHandshakingPerPeer, HandshakeTimeout or IdleTimeout turns that limit
-// off.
+// PacedPerSession, MaxHandshakingPerPeer, HandshakeTimeout, IdleTimeout or
+// LargeFrameRate turns that limit off.
 type Config struct {
 	// MaxConcurrentPerPeer bounds the calls one peer may have in flight at
 	// once (default 64: each holds goroutines and a task, ~20 KB beyond its
@@ -107,6 +108,13 @@ type Config struct {
 	// reading that session until it answers one, so a peer that pipelines
 	// waits instead of queueing work.
 	WindowPerSession int
+	// PacedPerSession is how many requests one session may have in flight
+	// before each further one waits for an answer, up to 10 ms
+	// (transport.PaceWait), before the node reads it (default 4): a peer
+	// that pipelines quick requests has about that many served at a time,
+	// so that its backlog does not multiply the other peers' latency,
+	// while slow calls still reach the window.
+	PacedPerSession int
 	// MaxSessions bounds the inbound MCP sessions the node holds, all
 	// peers and servers together (default 1024), MaxHandshaking those that
 	// have not sent a request yet (default 256), MaxHandshakingPerPeer
@@ -124,6 +132,15 @@ type Config struct {
 	// closed.
 	HandshakeTimeout time.Duration
 	IdleTimeout      time.Duration
+	// LargeFramesAtOnce bounds how many sessions, of all peers, may be
+	// reading a message longer than transport.LargeFrame (64 KiB) at once
+	// (default one per two cores, at least one): the others wait their
+	// turn, so that peers sending large messages cannot take every core
+	// from the small ones.
+	LargeFramesAtOnce int
+	// LargeFrameRate is how fast the node reads those messages, all
+	// sessions together, in bytes per second (default 8 MiB/s).
+	LargeFrameRate int
 	// ConnsPerIP bounds the connections open at once with one IP address,
 	// both directions (default 64; libp2p's own is 8, too few for a team
 	// behind one NAT). Loopback is not bounded.
@@ -160,11 +177,14 @@ func DefaultConfig() Config {
 		MaxBytesPerPeer:           48 << 20,
 		MaxBytesInFlight:          96 << 20,
 		WindowPerSession:          transport.DefaultWindow,
+		PacedPerSession:           transport.DefaultPaced,
 		MaxSessions:               1024,
 		MaxHandshaking:            256,
 		MaxHandshakingPerPeer:     8,
 		HandshakeTimeout:          transport.DefaultHandshakeTimeout,
 		IdleTimeout:               transport.DefaultIdleTimeout,
+		LargeFramesAtOnce:         max(runtime.GOMAXPROCS(0)/2, 1),
+		LargeFrameRate:            transport.DefaultLargeFrameRate,
 		ConnsPerIP:                64,
 		ConnRatePerIP:             1,
 		ConnBurstPerIP:            64,
@@ -225,6 +245,8 @@ func (c Config) withDefaults() Config {
 		c.MaxBytesInFlight = d.MaxBytesInFlight
 	}
 	setInt(&c.WindowPerSession, d.WindowPerSession)
+	setInt(&c.PacedPerSession, d.PacedPerSession)
+	setInt(&c.LargeFrameRate, d.LargeFrameRate)
 	setInt(&c.MaxSessions, d.MaxSessions)
 	setInt(&c.MaxHandshaking, d.MaxHandshaking)
 	setInt(&c.MaxHandshakingPerPeer, d.MaxHandshakingPerPeer)
@@ -233,6 +255,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.IdleTimeout == 0 {
 		c.IdleTimeout = d.IdleTimeout
+	}
+	if c.LargeFramesAtOnce <= 0 {
+		c.LargeFramesAtOnce = d.LargeFramesAtOnce
 	}
 	// Sessions are evicted to make room before the resource manager
 	// refuses a stream on a server's protocol (which counts them too, per
@@ -320,6 +345,7 @@ type Limiter struct {
 	principals table // calls on behalf of a principal, through other peers
 	onBan      []func(peer.ID, time.Time, string)
 	memory     int64 // held by all peers' messages in flight (Budget)
+	large      *transport.Gate
 
 	sessions sessionTable
 }
@@ -346,8 +372,10 @@ const minSweep = 256
 // New returns a limiter with cfg's limits (zero fields take their defaults).
 // self, the node's own ID, is never limited.
 func New(cfg Config, self peer.ID) *Limiter {
+	cfg = cfg.withDefaults()
 	return &Limiter{
-		cfg:        cfg.withDefaults(),
+		cfg:        cfg,
+		large:      transport.NewGate(cfg.LargeFramesAtOnce, cfg.LargeFrameRate),
 		self:       self,
 		now:        time.Now,
 		peers:      table{m: make(map[peer.ID]*peerState), sweepAt: minSweep},

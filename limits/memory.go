@@ -14,13 +14,13 @@ import (
 const smallTake = 64 << 10
 
 // Guard returns the bounds of a session that p opens on one of the node's
-// servers: the frame bounds, window and timeouts of the configuration, and
-// p's memory budget (Budget).
+// servers: the frame bounds, window and timeouts of the configuration, the
+// node's gate for large frames, and p's memory budget (Budget).
 func (l *Limiter) Guard(p peer.ID) transport.Guard {
 	c := l.cfg
 	g := transport.Guard{
-		MaxValues: c.MaxMessageValues, MaxDepth: c.MaxMessageDepth, Window: c.WindowPerSession,
-		HandshakeTimeout: c.HandshakeTimeout, IdleTimeout: c.IdleTimeout,
+		MaxValues: c.MaxMessageValues, MaxDepth: c.MaxMessageDepth, Window: c.WindowPerSession, Paced: c.PacedPerSession,
+		HandshakeTimeout: c.HandshakeTimeout, IdleTimeout: c.IdleTimeout, Large: l.large,
 	}
 	if c.MaxBytesPerPeer > 0 || c.MaxBytesInFlight > 0 {
 		g.Budget = l.Budget(p)

@@ -49,13 +49,13 @@ func (f *flight) init(now time.Time) {
 }
 
 // admit records a request whose id the peer sent as raw, whose frame holds
-// cost of the budget, and returns the id to give the SDK; ok is false if
-// raw is in flight already.
-func (f *flight) admit(raw []byte, cost int64, now time.Time) (id jsonrpc.ID, ok bool) {
+// cost of the budget, and returns the id to give the SDK and how many
+// requests are in flight with it; ok is false if raw is in flight already.
+func (f *flight) admit(raw []byte, cost int64, now time.Time) (id jsonrpc.ID, inFlight int, ok bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if _, dup := f.byWire[string(raw)]; dup {
-		return jsonrpc.ID{}, false
+		return jsonrpc.ID{}, len(f.pending), false
 	}
 	f.seq++
 	raw = bytes.Clone(raw)
@@ -63,7 +63,7 @@ func (f *flight) admit(raw []byte, cost int64, now time.Time) (id jsonrpc.ID, ok
 	f.pending[f.seq] = &inflightID{raw: raw, cost: cost}
 	f.requests++
 	f.last = now
-	return sdkcompat.IDFor(f.seq), true
+	return sdkcompat.IDFor(f.seq), len(f.pending), true
 }
 
 // answer forgets the request the SDK knows as id and returns the id the
@@ -120,6 +120,42 @@ func (f *flight) wait(n int) bool {
 	}
 }
 
+// waitFor is wait, bounded to d: it also returns (true) once d has passed.
+func (f *flight) waitFor(n int, d time.Duration) bool {
+	var timeout <-chan time.Time
+	for {
+		f.mu.Lock()
+		if f.closed {
+			f.mu.Unlock()
+			return false
+		}
+		if len(f.pending) < n {
+			f.mu.Unlock()
+			return true
+		}
+		ch := f.changed
+		f.waiting++
+		f.mu.Unlock()
+		if timeout == nil {
+			t := time.NewTimer(d)
+			defer t.Stop()
+			timeout = t.C
+		}
+		var timedOut bool
+		select {
+		case <-ch:
+		case <-timeout:
+			timedOut = true
+		}
+		f.mu.Lock()
+		f.waiting--
+		f.mu.Unlock()
+		if timedOut {
+			return true
+		}
+	}
+}
+
 // close wakes every waiter for good, and returns the budget the requests in
 // flight still hold.
 func (f *flight) close() (held int64) {
@@ -134,6 +170,13 @@ func (f *flight) close() (held int64) {
 		p.cost = 0
 	}
 	return held
+}
+
+// count returns how many requests are in flight.
+func (f *flight) count() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.pending)
 }
 
 // state returns what Activity reports.

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"golang.org/x/time/rate"
 )
 
 // Guard bounds what the peer at the other end of a session can make the
@@ -16,7 +18,14 @@ import (
 //   - how many of the peer's requests may be in flight at once: at the
 //     window the conn stops reading until one is answered (the peer waits;
 //     nothing is refused, and answers the node waits for still come, since
-//     they follow the requests in flight on the stream);
+//     they follow the requests in flight on the stream); and, past Paced
+//     requests in flight, each further one is read only once one is
+//     answered or PaceWait has passed, so that a peer pipelining quick
+//     requests has about Paced served at a time, like a handful of peers
+//     that wait for their answers, while slow calls (waiting on a tool or
+//     another peer) still reach the window in Window×PaceWait;
+//   - how fast, and how many sessions at once, large frames are read
+//     (Large);
 //   - how much memory its frames in flight may hold (Budget);
 //   - how long the session may stay silent: the first request must come
 //     within HandshakeTimeout, and a session with nothing in flight is
@@ -27,7 +36,11 @@ type Guard struct {
 	MaxValues int
 	MaxDepth  int
 	Window    int
+	Paced     int
 	Budget    Budget
+	// Large, shared by the sessions of a node, bounds how many of them may
+	// be reading a frame longer than LargeFrame at once (see Gate).
+	Large *Gate
 
 	HandshakeTimeout time.Duration
 	IdleTimeout      time.Duration
@@ -46,6 +59,12 @@ const (
 	DefaultMaxDepth = 64
 	// DefaultWindow is how many requests of one session may be in flight.
 	DefaultWindow = 64
+	// DefaultPaced is how many requests of one session may be in flight
+	// before each further one waits up to PaceWait for an answer.
+	DefaultPaced = 2
+	// PaceWait is how long a request past Guard.Paced waits for an answer
+	// before it is read anyway.
+	PaceWait = 10 * time.Millisecond
 	// DefaultHandshakeTimeout is how long a new session may take to send
 	// its first request.
 	DefaultHandshakeTimeout = 10 * time.Second
@@ -54,10 +73,78 @@ const (
 	DefaultIdleTimeout = 30 * time.Minute
 )
 
+// LargeFrame is the size past which reading a frame is done under the
+// Guard's Gate, and yields the processor between chunks: counting a
+// frame's values is CPU-bound, about 4 ms per MiB, and without both a
+// few peers sending frames of megabytes keep the others' small requests
+// waiting behind them in Go's run queues.
+const LargeFrame = 64 << 10
+
+// A Gate bounds how many sessions of a node may be reading a large frame
+// at once (Guard.Large), and how fast they read it all together: the
+// others wait their turn, in order, without reading, and so does their
+// sender (the stream's flow control). A node's gate lets in one session
+// per two cores (at least one) and reads large frames at 8 MiB/s, so
+// that however many peers send large frames, ordinary requests keep the
+// node's processors. A Gate is safe for concurrent use.
+type Gate struct {
+	slots chan struct{}
+	rate  *rate.Limiter // nil: no bound
+}
+
+// NewGate returns a gate that lets n sessions in at once (at least one),
+// reading bytesPerSecond all together (0 or less: no bound).
+func NewGate(n int, bytesPerSecond int) *Gate {
+	g := &Gate{slots: make(chan struct{}, max(n, 1))}
+	if bytesPerSecond > 0 {
+		// A burst of a read chunk or more (a bufio.Reader's 16 KiB).
+		g.rate = rate.NewLimiter(rate.Limit(bytesPerSecond), max(bytesPerSecond/16, 64<<10))
+	}
+	return g
+}
+
+// enter waits for a slot, or until stop is closed (false).
+func (g *Gate) enter(stop <-chan struct{}) bool {
+	select {
+	case g.slots <- struct{}{}:
+		return true
+	case <-stop:
+		return false
+	}
+}
+
+func (g *Gate) leave() { <-g.slots }
+
+// pace waits until n more bytes may be read, or until stop is closed
+// (false).
+func (g *Gate) pace(n int, stop <-chan struct{}) bool {
+	if g.rate == nil {
+		return true
+	}
+	r := g.rate.ReserveN(time.Now(), min(n, g.rate.Burst()))
+	d := r.Delay()
+	if d <= 0 {
+		return true
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-stop:
+		r.Cancel()
+		return false
+	}
+}
+
+// DefaultLargeFrameRate is how fast a node reads large frames, all
+// sessions together (bytes per second).
+const DefaultLargeFrameRate = 8 << 20
+
 // DefaultGuard returns the bounds of a served session, with budget b.
 func DefaultGuard(b Budget) Guard {
 	return Guard{
-		MaxValues: DefaultMaxValues, MaxDepth: DefaultMaxDepth, Window: DefaultWindow, Budget: b,
+		MaxValues: DefaultMaxValues, MaxDepth: DefaultMaxDepth, Window: DefaultWindow, Paced: DefaultPaced, Budget: b,
 		HandshakeTimeout: DefaultHandshakeTimeout, IdleTimeout: DefaultIdleTimeout,
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime"
 	"strconv"
 	"sync"
 	"time"
@@ -94,7 +95,7 @@ func newConn(s byteStream, from string, limit int) *Conn {
 	if limit <= 0 {
 		limit = DefaultMaxMessageSize
 	}
-	c := &Conn{s: s, from: from, r: bufio.NewReaderSize(s, 16<<10), limit: limit, sc: newScanner()}
+	c := &Conn{s: s, from: from, r: bufio.NewReaderSize(s, 16<<10), limit: limit, sc: newScanner(), done: make(chan struct{})}
 	c.fl.init(time.Now())
 	return c
 }
@@ -136,6 +137,9 @@ type Conn struct {
 
 	wmu sync.Mutex
 
+	inGate bool          // the frame being read holds a slot of guard.Large
+	done   chan struct{} // closed by Close: a wait for the gate ends
+
 	closeOnce sync.Once
 	mu        sync.Mutex
 	broken    error // set when the peer broke the framing: Close resets
@@ -176,6 +180,9 @@ func (c *Conn) read(ctx context.Context) (jsonrpc.Message, error) {
 		if c.guard.Window > 0 && !c.fl.wait(c.guard.Window) {
 			return nil, net.ErrClosed
 		}
+		if c.guard.Paced > 0 && !c.fl.waitFor(c.guard.Paced, PaceWait) {
+			return nil, net.ErrClosed
+		}
 		c.setReadDeadline(false)
 		line, err := c.ReadFrame()
 		var refused *FrameRefusedError
@@ -214,7 +221,14 @@ func (c *Conn) read(ctx context.Context) (jsonrpc.Message, error) {
 			}
 			continue
 		}
-		id, ok := c.fl.admit(rawID, c.held, time.Now())
+		if c.overWindow() {
+			c.strike(fmt.Errorf("%s has more than %d requests outstanding on one session", c.from, c.guard.Window))
+			if err := c.writeError(rawID, CodeLimited, fmt.Sprintf("too many requests outstanding: more than %d sent on this session and not answered (the node's window per session); wait for answers before sending more", c.guard.Window)); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		id, inFlight, ok := c.fl.admit(rawID, c.held, time.Now())
 		if !ok {
 			c.strike(fmt.Errorf("request %q from %s reuses id %s, in flight", req.Method, c.from, idText(rawID)))
 			if err := c.writeError(rawID, jsonrpc.CodeInvalidRequest, fmt.Sprintf("invalid request: id %s is already in use by a request in flight; use a new id", idText(rawID))); err != nil {
@@ -224,8 +238,38 @@ func (c *Conn) read(ctx context.Context) (jsonrpc.Message, error) {
 		}
 		c.held = 0 // the request holds it until it is answered
 		req.ID = id
+		if inFlight > 1 {
+			// A peer with requests in flight already waits its turn
+			// behind the goroutines ready to run, other peers' requests
+			// among them, before this one is handed on: so a peer that
+			// pipelines gets about one request served per turn of the
+			// run queue, as a peer that waits for each answer does.
+			runtime.Gosched()
+		}
 		return req, nil
 	}
+}
+
+// overWindow reports whether the request just read would take the
+// peer's requests outstanding on this session over the Guard's window:
+// those in flight, this one, and those already sent behind it (the
+// complete frames in the read buffer). A peer that pipelines is paced
+// (Guard.Paced), so its backlog piles up unread; past the window it is
+// refused, as a peer over its calls in flight is, and the ban comes.
+func (c *Conn) overWindow() bool {
+	w := c.guard.Window
+	if w <= 0 {
+		return false
+	}
+	n := c.fl.count() + 1
+	if n < c.guard.Paced {
+		return false
+	}
+	if n > w {
+		return true
+	}
+	ahead, _ := c.r.Peek(c.r.Buffered())
+	return n+bytes.Count(ahead, []byte{'\n'}) > w
 }
 
 const cancelledMethod = "notifications/cancelled"
@@ -363,6 +407,35 @@ func (c *Conn) strike(err error) {
 // inside it): then the session is broken. The Guard's bounds are checked
 // as the frame arrives, before it is all read.
 func (c *Conn) ReadFrame() ([]byte, error) {
+	frame, err := c.readFrame()
+	if c.inGate {
+		c.inGate = false
+		c.guard.Large.leave()
+	}
+	return frame, err
+}
+
+// large is called for each chunk of a frame past LargeFrame bytes: it
+// waits for the Guard's gate and its pace (false if the conn closed
+// meanwhile), then yields the processor, so that a large frame is read in
+// turns with other goroutines' work.
+func (c *Conn) large(chunk int) bool {
+	if g := c.guard.Large; g != nil {
+		if !c.inGate {
+			if !g.enter(c.done) {
+				return false
+			}
+			c.inGate = true
+		}
+		if !g.pace(chunk, c.done) {
+			return false
+		}
+	}
+	runtime.Gosched()
+	return true
+}
+
+func (c *Conn) readFrame() ([]byte, error) {
 	c.giveBack()
 	c.sc.reset()
 	c.long = c.long[:0]
@@ -384,6 +457,9 @@ func (c *Conn) ReadFrame() ([]byte, error) {
 			return nil, err
 		}
 		size += len(chunk)
+		if size > LargeFrame && !c.large(len(chunk)) {
+			return nil, net.ErrClosed
+		}
 		c.sc.feed(chunk)
 		if size > c.limit {
 			return nil, c.skip(size, end, &FrameTooLargeError{Limit: c.limit, From: c.from}, CodeMessageTooLarge)
@@ -470,6 +546,9 @@ func (c *Conn) skip(size int, end bool, why error, code int64) error {
 			chunk = chunk[:len(chunk)-1]
 		}
 		size += len(chunk)
+		if size > LargeFrame && !c.large(len(chunk)) {
+			return net.ErrClosed
+		}
 		switch {
 		case end:
 		case !errors.Is(err, bufio.ErrBufferFull):
@@ -563,6 +642,7 @@ func (c *Conn) setBroken(err error) {
 func (c *Conn) Close() error {
 	var err error
 	c.closeOnce.Do(func() {
+		close(c.done)
 		c.mu.Lock()
 		broken := c.broken
 		c.mu.Unlock()
