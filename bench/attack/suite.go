@@ -92,6 +92,7 @@ type attack struct {
 type stage struct {
 	ready, over         chan struct{}
 	readyOnce, overOnce sync.Once
+	overAt              time.Time // when over was closed
 }
 
 func newStage() *stage { return &stage{ready: make(chan struct{}), over: make(chan struct{})} }
@@ -103,7 +104,10 @@ func (s *stage) Ready() { s.readyOnce.Do(func() { close(s.ready) }) }
 // ended): the good peers' window under attack ends here.
 func (s *stage) Over() {
 	s.Ready()
-	s.overOnce.Do(func() { close(s.over) })
+	s.overOnce.Do(func() {
+		s.overAt = time.Now()
+		close(s.over)
+	})
 }
 
 // env is what an attack gets to work with.
@@ -266,14 +270,12 @@ func runAttack(ctx context.Context, cfg *config, a *attack, progress io.Writer) 
 		defer st.Over()
 		runErr = a.run(actx, e, o.rep, st)
 	}()
+	// The window under attack is as long as the clean one, whether or not
+	// the attack ends before it (a one-shot flood that the daemon cuts
+	// short costs the good peers what it costs them in that time, as a
+	// longer attack does); how long the attack took is noted.
+	attackStart := time.Now()
 	wctx, endWindow := context.WithTimeout(ctx, cfg.phase)
-	go func() {
-		select {
-		case <-st.over:
-		case <-wctx.Done():
-		}
-		endWindow()
-	}()
 	o.under = callLoop(wctx, peers, cfg.interval, cfg.callTimeout)
 	endWindow()
 
@@ -297,6 +299,8 @@ func runAttack(ctx context.Context, cfg *config, a *attack, progress io.Writer) 
 	if a.oneShot {
 		select {
 		case <-runDone:
+			o.rep.note("the attack was over %v after it started (the window under attack lasts %v)",
+				st.overAt.Sub(attackStart).Round(time.Millisecond), cfg.phase)
 		case <-time.After(cfg.readyTimeout):
 			o.rep.note("the attack was not over after %v more; stopped", cfg.readyTimeout)
 		}
