@@ -60,29 +60,34 @@ func (n *Node) serve(name string, server *sdkmcp.Server) network.StreamHandler {
 		// they hold, how long it may stay silent.
 		t := &transport.StreamTransport{Stream: s, MaxMessageSize: n.cfg.maxMessageSize, Guard: n.guard(remote),
 			OnBadFrame: func(err error) { n.trust.BadFrame(remote, err) }}
+		conn := t.Conn()
+		// Room for this session, made by evicting another if need be
+		// (limits.OpenSession); and when the node closes, the session ends
+		// even while it waits for answers (at its window, or after the peer
+		// closed its side).
+		if n.limits != nil {
+			slot := n.limits.OpenSession(remote, conn.Activity, conn.Abort)
+			defer slot.Close()
+		}
+		defer context.AfterFunc(n.ctx, conn.Abort)()
+		// A stream that never speaks costs a read, not a session: the SDK's
+		// session is built once the peer has sent something, within the
+		// handshake timeout.
+		if err := conn.AwaitRequest(); err != nil {
+			log.Debugw("session not started", "peer", remote, "error", err)
+			conn.Close()
+			return
+		}
 		// The trust layer writes list_changed notices to this session alone,
 		// which the SDK has no call for.
-		var conn *transport.Conn
 		notify := func(ctx context.Context, c sdkmcp.Connection) {
-			conn, _ = c.(*transport.Conn)
 			sess.Notify = func(method string) error { return c.Write(ctx, &jsonrpc.Request{Method: method}) }
 		}
-		ss, err := server.Connect(ctx, sdkcompat.OnConnect(t, notify), nil)
+		ss, err := server.Connect(ctx, sdkcompat.OnConnect(conn.Transport(), notify), nil)
 		if err != nil {
 			log.Debugw("serve session", "peer", remote, "error", err)
 			s.Reset()
 			return
-		}
-		if conn != nil {
-			// Room for this session, made by evicting another if need be
-			// (limits.OpenSession); and when the node closes, the session
-			// ends even while it waits for answers (at its window, or
-			// after the peer closed its side).
-			if n.limits != nil {
-				slot := n.limits.OpenSession(remote, conn.Activity, conn.Abort)
-				defer slot.Close()
-			}
-			defer context.AfterFunc(n.ctx, conn.Abort)()
 		}
 		n.mu.Lock()
 		n.inbound[ss] = name

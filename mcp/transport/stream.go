@@ -52,6 +52,13 @@ type StreamTransport struct {
 
 // Connect implements [sdkmcp.Transport].
 func (t *StreamTransport) Connect(context.Context) (sdkmcp.Connection, error) {
+	return t.Conn(), nil
+}
+
+// Conn returns the connection that Connect would, for a server that looks
+// at the session before the SDK does (AwaitRequest); hand it to the SDK
+// with [Conn.Transport].
+func (t *StreamTransport) Conn() *Conn {
 	c := NewConn(t.Stream, t.MaxMessageSize)
 	c.onBad = t.OnBadFrame
 	g := t.Guard
@@ -62,7 +69,35 @@ func (t *StreamTransport) Connect(context.Context) (sdkmcp.Connection, error) {
 		g.MaxDepth = DefaultMaxDepth
 	}
 	c.SetGuard(g)
-	return c, nil
+	return c
+}
+
+// Transport returns an [sdkmcp.Transport] whose Connect returns c.
+func (c *Conn) Transport() sdkmcp.Transport { return connTransport{c} }
+
+type connTransport struct{ c *Conn }
+
+func (t connTransport) Connect(context.Context) (sdkmcp.Connection, error) { return t.c, nil }
+
+// AwaitRequest returns once the peer has sent something other than blank
+// lines, without reading it, or the session's handshake timeout (its
+// Guard's) has passed, the stream ended or the conn was closed (an
+// error). A server calls it before it builds a session on c, so that
+// streams that never speak cost a read and no session.
+func (c *Conn) AwaitRequest() error {
+	c.setReadDeadline(false)
+	for {
+		b, err := c.r.Peek(1)
+		if err != nil {
+			return c.readError(err)
+		}
+		switch b[0] {
+		case '\n', '\r', ' ', '\t':
+			c.r.Discard(1)
+			continue
+		}
+		return nil
+	}
 }
 
 // byteStream is what a Conn frames: a libp2p stream, a program's standard
