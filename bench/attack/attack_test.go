@@ -22,6 +22,7 @@ var (
 	maxRatio = flag.Float64("max-ratio", 2, "target: good peers' p50 and p99 under attack at most this times the clean run's")
 	maxRSS   = flag.Int64("max-rss", 256, "target: the daemon's peak RSS, in MB")
 	settle   = flag.Duration("settle", 5*time.Second, "target: the daemon's goroutines back to baseline within this")
+	prebuilt = flag.String("mcpmesh", "", "the mcpmesh command to attack (default: built from ./cmd/mcpmesh), e.g. another checkout's, for a baseline")
 )
 
 var mcpmeshBin string // built once by TestMain
@@ -36,7 +37,10 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	mcpmeshBin, err = buildMcpmesh(dir)
+	mcpmeshBin = *prebuilt
+	if mcpmeshBin == "" {
+		mcpmeshBin, err = buildMcpmesh(dir)
+	}
 	if err != nil {
 		os.RemoveAll(dir)
 		fmt.Fprintln(os.Stderr, err)
