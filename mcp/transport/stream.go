@@ -72,6 +72,12 @@ func (t *StreamTransport) Conn() *Conn {
 	return c
 }
 
+// OnBadFrame sets what is told of each frame the peer broke or that was
+// refused over a bound of its own (see StreamTransport.OnBadFrame): a
+// relay reading frames with ReadFrame strikes the peer with it. Call it
+// before the first read.
+func (c *Conn) OnBadFrame(f func(error)) { c.onBad = f }
+
 // Transport returns an [sdkmcp.Transport] whose Connect returns c.
 func (c *Conn) Transport() sdkmcp.Transport { return connTransport{c} }
 
