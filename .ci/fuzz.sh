@@ -2,7 +2,7 @@
 # A short run of every fuzz target: each decoder that reads bytes from the
 # network. Go runs one fuzz target per invocation, so they run one after
 # another. FUZZTIME is the time per target (default 8s: under two minutes for
-# the ten). A crash fails the run; go test writes the crashing input to the
+# the eleven). A crash fails the run; go test writes the crashing input to the
 # package's testdata/fuzz/<Target>/, where it stays as a regression test once
 # the bug is fixed.
 #
@@ -31,6 +31,7 @@ targets=(
   "./mcp/relay/ FuzzRelayFrames"
   "./peer/trust/ FuzzRelayTrust"
   "./peer/delegation/ FuzzDecodeChain"
+  "./node/ FuzzServedSession"
 )
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
