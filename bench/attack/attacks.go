@@ -32,7 +32,8 @@ func attacks(cfg *config) []*attack {
 		amplification("strings", "tool-call arguments holding one long string", stringArgs, 1, cfg.ampInflight),
 		idleStreams(),
 		hopBudget(),
-		pipelining(),
+		pipelining(1),
+		pipelining(cfg.pipeIdentities),
 		jsonrpcIDs(cfg),
 		portCollision(),
 	}
@@ -403,89 +404,138 @@ func short(id string) string { return id[:min(len(id), 8)] + "…" }
 // --- 4: pipelining ---
 
 // pipelining writes cfg.pipelined tools/call requests on one session
-// without waiting for answers, reading what comes back, until every one is
-// answered or the daemon ends the stream.
-func pipelining() *attack {
+// from each of identities fresh identities at once, without waiting for
+// answers, reading what comes back, until every one is answered or the
+// daemon ends the stream; then checks that each identity was banned.
+func pipelining(identities int) *attack {
+	name := "4-pipelining"
+	if identities > 1 {
+		name += "-many-identities"
+	}
 	return &attack{
-		name:    "4-pipelining",
-		title:   "requests pipelined on one stream, not waiting for answers",
+		name:    name,
+		title:   fmt.Sprintf("requests pipelined on one stream, not waiting for answers, from each of %d identities", identities),
 		oneShot: true,
 		run: func(ctx context.Context, e *env, rep *report, st *stage) error {
 			defer st.Ready()
 			total := e.cfg.pipelined
-			h, rs, err := throwaway(ctx, e.target, "node")
-			if err != nil {
-				return err
+			type result struct {
+				written, answered, refused int
+				firstRefusal               string
+				end                        error
+				banned                     bool
+				why                        string
 			}
-			defer h.Close()
+			results := make([]result, identities)
+			var wg sync.WaitGroup
+			errs := make([]error, identities)
 			start := time.Now()
-			var answered, refused int
-			var firstRefusal string
-			var end error
-			var reading sync.WaitGroup
-			reading.Go(func() {
-				for answered < total {
-					m, err := rs.next(time.Now().Add(30 * time.Second))
+			for i := range identities {
+				wg.Go(func() {
+					r := &results[i]
+					h, rs, err := throwaway(ctx, e.target, "node")
 					if err != nil {
-						end = err
+						errs[i] = err
 						return
 					}
-					if !m.isResponse() {
-						continue
+					defer h.Close()
+					var reading sync.WaitGroup
+					reading.Go(func() {
+						for r.answered < total {
+							m, err := rs.next(time.Now().Add(30 * time.Second))
+							if err != nil {
+								r.end = err
+								return
+							}
+							if !m.isResponse() {
+								continue
+							}
+							r.answered++
+							if m.isError() {
+								r.refused++
+								if r.firstRefusal == "" {
+									r.firstRefusal = m.errorMessage()
+								}
+							}
+						}
+					})
+					var batch bytes.Buffer
+					for r.written < total && ctx.Err() == nil {
+						batch.Reset()
+						n := min(100, total-r.written)
+						for j := 1; j <= n; j++ {
+							fmt.Fprintf(&batch, `{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"echo","arguments":{"text":"pipelined"}}}`+"\n", r.written+j)
+						}
+						if err := rs.write(batch.Bytes()); err != nil {
+							break
+						}
+						r.written += n
+						st.Ready()
 					}
-					answered++
-					if m.isError() {
-						refused++
-						if firstRefusal == "" {
-							firstRefusal = m.errorMessage()
+					reading.Wait()
+					r.why = "every request was answered; the identity was not cut off"
+					if r.end == nil {
+						return
+					}
+					// Cut off: can the identity open a session again, once the
+					// daemon has closed its connection (if it does)?
+					for wait := time.Now().Add(10 * time.Second); time.Now().Before(wait) && h.Network().Connectedness(e.target.ID) == network.Connected; {
+						if !sleepUntil(ctx, time.Now().Add(50*time.Millisecond)) {
+							break
 						}
 					}
-				}
-			})
-			written := 0
-			var batch bytes.Buffer
-			for written < total && ctx.Err() == nil {
-				batch.Reset()
-				n := min(100, total-written)
-				for i := 1; i <= n; i++ {
-					fmt.Fprintf(&batch, `{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"echo","arguments":{"text":"pipelined"}}}`+"\n", written+i)
-				}
-				if err := rs.write(batch.Bytes()); err != nil {
-					break
-				}
-				written += n
-				st.Ready()
+					again, err := openRaw(ctx, h, e.target, "node", true)
+					switch {
+					case ctx.Err() != nil:
+						r.why = "the suite stopped the attack before it could tell"
+					case err == nil:
+						again.reset()
+						r.why = "the stream ended, but the identity opened a new session at once"
+					default:
+						r.banned = true
+						r.why = "its connection was closed and a new session refused: " + err.Error()
+					}
+				})
 			}
-			reading.Wait()
+			wg.Wait()
 			took := time.Since(start)
 			st.Over()
-			rep.note("%d written, %d answered (%d with an error) in %v", written, answered, refused, took.Round(10*time.Millisecond))
+			if err := errors.Join(errs...); err != nil {
+				return err
+			}
+			var written, answered, refused, banned int
+			var firstRefusal, firstEnd, notBanned string
+			for _, r := range results {
+				written += r.written
+				answered += r.answered
+				refused += r.refused
+				if r.banned {
+					banned++
+				} else if notBanned == "" {
+					notBanned = r.why
+				}
+				if firstRefusal == "" {
+					firstRefusal = r.firstRefusal
+				}
+				if firstEnd == "" && r.end != nil {
+					firstEnd = r.end.Error()
+				}
+			}
+			rep.note("%d identities: %d written, %d answered (%d with an error) in %v", identities, written, answered, refused, took.Round(10*time.Millisecond))
 			if firstRefusal != "" {
 				rep.note("first error answer: %.200s", firstRefusal)
 			}
-			banned, why := false, "every request was answered; the identity was not cut off"
-			if end != nil {
-				rep.note("the stream ended: %v", end)
-				// Cut off: can the identity open a session again, once the
-				// daemon has closed its connection (if it does)?
-				for wait := time.Now().Add(10 * time.Second); time.Now().Before(wait) && h.Network().Connectedness(e.target.ID) == network.Connected; {
-					if !sleepUntil(ctx, time.Now().Add(50*time.Millisecond)) {
-						break
-					}
-				}
-				again, err := openRaw(ctx, h, e.target, "node", true)
-				switch {
-				case ctx.Err() != nil:
-					why = "the suite stopped the attack before it could tell"
-				case err == nil:
-					again.reset()
-					why = "the stream ended, but the identity opened a new session at once"
-				default:
-					banned = true
-					why = "its connection was closed and a new session refused: " + err.Error()
+			if firstEnd != "" {
+				rep.note("first stream end: %.200s", firstEnd)
+			}
+			why := results[0].why
+			if identities > 1 {
+				why = fmt.Sprintf("%d of %d identities banned", banned, identities)
+				if notBanned != "" {
+					why += "; one not: " + notBanned
 				}
 			}
-			rep.check("the pipelining identity is banned", banned, why, "the ban still comes")
+			rep.check("each pipelining identity is banned", banned == identities, why, "the ban still comes")
 			return nil
 		},
 	}

@@ -49,6 +49,7 @@ func main() {
 	flag.IntVar(&cfg.idleIdentities, "idle-identities", cfg.idleIdentities, "idle streams: fresh identities")
 	flag.IntVar(&cfg.idleStreams, "idle-streams", cfg.idleStreams, "idle streams: streams from each identity")
 	flag.IntVar(&cfg.pipelined, "pipelined", cfg.pipelined, "requests pipelined on one stream")
+	flag.IntVar(&cfg.pipeIdentities, "pipe-identities", cfg.pipeIdentities, "pipelining from many identities: how many")
 	flag.IntVar(&cfg.halfClose, "half-close", cfg.halfClose, "requests followed by a half-close")
 	flag.IntVar(&cfg.portDials, "port-dials", cfg.portDials, "fresh identities dialing the port two daemons share")
 	flag.Float64Var(&cfg.maxRatio, "max-ratio", cfg.maxRatio, "target: good peers' p50 and p99 under attack at most this times the clean run's")

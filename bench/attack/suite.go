@@ -33,6 +33,7 @@ type config struct {
 	idleIdentities int // idle streams: fresh identities
 	idleStreams    int // … and streams each
 	pipelined      int // requests pipelined on one stream
+	pipeIdentities int // … from each of this many identities, in the many-identity variant
 	halfClose      int // requests followed by a half-close
 	portDials      int // fresh identities dialing the shared port
 
@@ -59,6 +60,7 @@ func defaultConfig() config {
 		idleIdentities:  40,
 		idleStreams:     70,
 		pipelined:       10000,
+		pipeIdentities:  8,
 		halfClose:       20,
 		portDials:       20,
 		maxRatio:        2,
