@@ -220,8 +220,10 @@ func runAttack(ctx context.Context, cfg *config, a *attack, progress io.Writer) 
 
 	// The clean window.
 	cctx, cancel := context.WithTimeout(ctx, cfg.phase)
+	cpuD, cpuS := procCPU(d.pid()), procCPU(os.Getpid())
 	o.clean = callLoop(cctx, peers, cfg.interval, cfg.callTimeout)
 	cancel()
+	cleanD, cleanS := procCPU(d.pid())-cpuD, procCPU(os.Getpid())-cpuS
 	// The baseline: the least of a few readings, good peers idle with
 	// their sessions open.
 	o.gBase = -1
@@ -278,8 +280,13 @@ func runAttack(ctx context.Context, cfg *config, a *attack, progress io.Writer) 
 	// longer attack does); how long the attack took is noted.
 	attackStart := time.Now()
 	wctx, endWindow := context.WithTimeout(ctx, cfg.phase)
+	cpuD, cpuS = procCPU(d.pid()), procCPU(os.Getpid())
 	o.under = callLoop(wctx, peers, cfg.interval, cfg.callTimeout)
 	endWindow()
+	// Whose processor time the attack costs: the daemon's, or the suite's
+	// own (its attackers share a process with the good peers).
+	o.rep.note("CPU time in the clean window and under attack: daemon %v → %v, suite (good peers and attackers) %v → %v",
+		cleanD, procCPU(d.pid())-cpuD, cleanS, procCPU(os.Getpid())-cpuS)
 
 	// The newcomer, once the attack is in place (or over).
 	select {
