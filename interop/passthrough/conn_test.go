@@ -100,7 +100,7 @@ func (c *stdioConn) send(msg []byte) error {
 	return err
 }
 
-func (c *stdioConn) in() <-chan []byte  { return c.msgs }
+func (c *stdioConn) in() <-chan []byte { return c.msgs }
 func (c *stdioConn) sessionID() string { return "" }
 
 // close ends stdin and waits for the program to exit (killing it after 5s).
