@@ -45,9 +45,11 @@ func TestProgressEverywhere(t *testing.T) {
 	// Directly, and through `stdio --to` and /mcp/PEER/SERVER: every
 	// notification, on the host's own token.
 	paths := map[string]func(t *testing.T) conn{
-		"direct":   func(t *testing.T) conn { return everything.start(t) },
-		"stdio-to": func(t *testing.T) conn { return startStdio(t, nil, mcpmeshBin, "--home", m.a.home, "stdio", "--to", m.target("everything")) },
-		"http":     func(t *testing.T) conn { return newHTTPConn(t, m.url("everything"), "") },
+		"direct": func(t *testing.T) conn { return everything.start(t) },
+		"stdio-to": func(t *testing.T) conn {
+			return startStdio(t, nil, mcpmeshBin, "--home", m.a.home, "stdio", "--to", m.target("everything"))
+		},
+		"http": func(t *testing.T) conn { return newHTTPConn(t, m.url("everything"), "") },
 	}
 	for _, name := range []string{"direct", "stdio-to", "http"} {
 		t.Run(name, func(t *testing.T) {
