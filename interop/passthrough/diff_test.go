@@ -53,6 +53,15 @@ func commonSteps() []step {
 	}
 }
 
+// askNewest is a session of a host that asks for 2026-07-28 in initialize, to
+// a program that speaks 2025-11-25 at most: directly the program settles the
+// version; through the mesh it must be the same one.
+const askNewest = "initialize-asking-2026-07-28"
+
+func askNewestSteps() []step {
+	return append(initSteps(v20260728, ""), req("tools/list", nil), req("ping", nil))
+}
+
 func memoryProgram(t *testing.T) program {
 	bin := npmBin(t, "servers", "mcp-server-memory")
 	return program{
@@ -61,8 +70,11 @@ func memoryProgram(t *testing.T) program {
 		// starts with an empty graph in a new file.
 		env:      []string{"MEMORY_FILE_PATH=" + filepath.Join(t.TempDir(), "memory.jsonl")},
 		fresh:    func() []string { return []string{"MEMORY_FILE_PATH=" + filepath.Join(t.TempDir(), "memory.jsonl")} },
-		versions: []string{v20251125},
+		versions: []string{v20251125, askNewest},
 		script: func(version string) []step {
+			if version == askNewest {
+				return askNewestSteps()
+			}
 			steps := append(initSteps(version, ""), listSteps()...)
 			steps = append(steps,
 				call("create_entities", map[string]any{"entities": []any{
