@@ -17,14 +17,17 @@ import (
 // nothing was written.
 type LimitError struct {
 	Message string // what was not sent: "a tools/call request", "the result of request 3"
-	Size    int    // its encoded size, in bytes (at least; a message read in part says so)
+	Size    int    // its encoded size, in bytes; 0 if unknown (read only up to the limit)
 	Limit   int    // the limit, in bytes
 	Request bool   // a request or notification, not an answer to one
 }
 
 func (e *LimitError) Error() string {
-	return fmt.Sprintf("mcpmesh: %s of %s is over the message size limit of %s (a node's --max-message-size sets it)",
-		e.Message, Size(e.Size), Size(e.Limit))
+	what := e.Message
+	if e.Size > 0 {
+		what += " of " + Size(e.Size)
+	}
+	return fmt.Sprintf("mcpmesh: %s is over the message size limit of %s (a node's --max-message-size sets it)", what, Size(e.Limit))
 }
 
 // Unwrap returns the SDK's rejection, so that the SDK keeps the session.
