@@ -32,7 +32,8 @@ import (
 // HTTPOptions configures the HTTP gateway.
 type HTTPOptions struct {
 	// MeshServer, if not nil, is served at /mcp (mesh mode) with the SDK's
-	// Streamable HTTP handler. Without it /mcp answers 404.
+	// Streamable HTTP handler, on every protocol version: with sessions
+	// before 2026-07-28, without from it on. Without it /mcp answers 404.
 	MeshServer *sdkmcp.Server
 	// SessionTimeout closes a transparent session that has seen no request
 	// for this long (its stream to the peer with it). Zero means 30 minutes;
@@ -59,7 +60,7 @@ type HTTPOptions struct {
 type HTTPHandler struct {
 	n    iface.Node
 	opts HTTPOptions
-	mesh http.Handler
+	mesh, meshStateless http.Handler // the SDK's handlers: sessions (before 2026-07-28), none (from it on)
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -82,8 +83,12 @@ func NewHTTPHandler(n iface.Node, opts HTTPOptions) *HTTPHandler {
 	h := &HTTPHandler{n: n, opts: opts, ctx: ctx, cancel: cancel, sessions: map[string]*session{}}
 	if opts.MeshServer != nil {
 		srv := opts.MeshServer
-		h.mesh = sdkmcp.NewStreamableHTTPHandler(func(*http.Request) *sdkmcp.Server { return srv },
-			&sdkmcp.StreamableHTTPOptions{MaxRequestBodyBytes: opts.MaxRequestBodyBytes})
+		serve := func(*http.Request) *sdkmcp.Server { return srv }
+		h.mesh = sdkmcp.NewStreamableHTTPHandler(serve, &sdkmcp.StreamableHTTPOptions{MaxRequestBodyBytes: opts.MaxRequestBodyBytes})
+		// The SDK serves 2026-07-28 (no sessions) only from a stateless
+		// handler, and answers server/discover without it from a stateful
+		// one: each version goes to the handler that speaks it.
+		h.meshStateless = sdkmcp.NewStreamableHTTPHandler(serve, &sdkmcp.StreamableHTTPOptions{Stateless: true, MaxRequestBodyBytes: opts.MaxRequestBodyBytes})
 	}
 	return h
 }
@@ -126,6 +131,10 @@ func (h *HTTPHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if rest == "" || rest == "/" {
 		if h.mesh == nil {
 			http.Error(w, "mesh mode is not served here; use /mcp/PEER/SERVER", http.StatusNotFound)
+			return
+		}
+		if sessionless(r) {
+			h.meshStateless.ServeHTTP(w, r)
 			return
 		}
 		h.mesh.ServeHTTP(w, r)
@@ -328,6 +337,13 @@ func (h *HTTPHandler) touch(s *session) {
 		s.timer.Reset(h.opts.SessionTimeout)
 	}
 	h.mu.Unlock()
+}
+
+// sessionless reports whether a request to mesh mode speaks 2026-07-28 or
+// later (no sessions), as its Mcp-Protocol-Version header says: every
+// request of that version carries it, server/discover included.
+func sessionless(r *http.Request) bool {
+	return r.Header.Get(headerProtocol) >= statelessFrom
 }
 
 func knownVersion(v string) bool {

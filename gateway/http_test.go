@@ -415,23 +415,46 @@ func TestTransparentErrors(t *testing.T) {
 	}
 }
 
-// /mcp serves the mesh-mode server when there is one.
+// /mcp serves the mesh-mode server when there is one, on every protocol
+// version: with sessions before 2026-07-28, without from it on (where the
+// client starts with server/discover, which must list 2026-07-28).
 func TestMeshEndpoint(t *testing.T) {
 	a := plainNode(t)
 	srv := sdkmcp.NewServer(&sdkmcp.Implementation{Name: "mesh-under-test", Version: "1"}, nil)
+	sdkmcp.AddTool(srv, &sdkmcp.Tool{Name: "hello"}, func(context.Context, *sdkmcp.CallToolRequest, any) (*sdkmcp.CallToolResult, any, error) {
+		return &sdkmcp.CallToolResult{Content: []sdkmcp.Content{&sdkmcp.TextContent{Text: "hi"}}}, nil, nil
+	})
 	h := gateway.NewHTTPHandler(a, gateway.HTTPOptions{MeshServer: srv})
 	hs := httptest.NewServer(h)
 	defer func() { hs.CloseClientConnections(); hs.Close(); h.Close() }()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	cs, err := sdkmcp.NewClient(&sdkmcp.Implementation{Name: "h", Version: "1"}, nil).Connect(ctx,
-		&sdkmcp.StreamableClientTransport{Endpoint: hs.URL + "/mcp"}, &sdkmcp.ClientSessionOptions{ProtocolVersion: "2025-11-25"})
-	if err != nil {
-		t.Fatal(err)
+	for _, v := range []string{"2025-06-18", "2025-11-25", "2026-07-28"} {
+		t.Run(v, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			cs, err := sdkmcp.NewClient(&sdkmcp.Implementation{Name: "h", Version: "1"}, nil).Connect(ctx,
+				&sdkmcp.StreamableClientTransport{Endpoint: hs.URL + "/mcp"}, &sdkmcp.ClientSessionOptions{ProtocolVersion: v})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cs.Close()
+			if got := cs.InitializeResult().ProtocolVersion; got != v {
+				t.Errorf("negotiated %q", got)
+			}
+			if got := cs.InitializeResult().ServerInfo; got == nil || got.Name != "mesh-under-test" {
+				t.Errorf("server %+v", got)
+			}
+			res, err := cs.CallTool(ctx, &sdkmcp.CallToolParams{Name: "hello"})
+			if err != nil || text(t, res) != "hi" {
+				t.Fatalf("hello: %v %+v", err, res)
+			}
+		})
 	}
-	defer cs.Close()
-	if got := cs.InitializeResult().ServerInfo.Name; got != "mesh-under-test" {
-		t.Errorf("server %q", got)
+	// A client probing with server/discover (as mark3labs/mcp-go does by
+	// default) learns that the gateway speaks 2026-07-28.
+	w := do(t, h, "POST", "/mcp", with(map[string]string{"Mcp-Protocol-Version": "2026-07-28", "Mcp-Method": "server/discover"}),
+		`{"jsonrpc":"2.0","id":1,"method":"server/discover","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientInfo":{"name":"probe","version":"1"},"io.modelcontextprotocol/clientCapabilities":{}}}}`)
+	if !strings.Contains(w.Body.String(), `"2026-07-28"`) {
+		t.Errorf("server/discover: %d %q", w.Code, w.Body.String())
 	}
 }
 
