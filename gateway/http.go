@@ -58,8 +58,8 @@ type HTTPOptions struct {
 // Origin (when present) is not a loopback origin, is refused with 403
 // (DNS-rebinding protection). Close ends every transparent session.
 type HTTPHandler struct {
-	n    iface.Node
-	opts HTTPOptions
+	n                   iface.Node
+	opts                HTTPOptions
 	mesh, meshStateless http.Handler // the SDK's handlers: sessions (before 2026-07-28), none (from it on)
 
 	ctx    context.Context
