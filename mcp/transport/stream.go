@@ -141,7 +141,7 @@ func (c *Conn) ReadFrame() ([]byte, error) {
 }
 
 func (c *Conn) tooLarge() error {
-	err := fmt.Errorf("%w of %s from %s", ErrFrameTooLarge, Size(c.limit), c.s.Conn().RemotePeer())
+	err := fmt.Errorf("%w (%d bytes) from %s", ErrFrameTooLarge, c.limit, c.s.Conn().RemotePeer())
 	c.badFrame(err)
 	return err
 }
