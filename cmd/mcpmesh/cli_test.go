@@ -23,6 +23,9 @@ import (
 var binary string // the mcpmesh command, built once for the CLI tests
 
 func TestMain(m *testing.M) {
+	if gate := os.Getenv(gatedProgramEnv); gate != "" {
+		os.Exit(runGatedProgram(gate)) // a program a test's daemon shares
+	}
 	dir, err := os.MkdirTemp("", "mcpmesh-cli")
 	if err != nil {
 		panic(err)
