@@ -24,7 +24,9 @@ const TagsMetaKey = "io.mcpmesh/tags"
 
 // WithDiscovery runs a DHT on the node: it publishes the node's signed card
 // and advertises every tool name and tag it shares, and can look up others'
-// (Find, Card, CallAny). cfg's zero value is a sane default.
+// (Find, Card, CallAny). cfg's zero value is a sane default, with mDNS off.
+// In a private mesh (WithPrivateNetwork) mDNS, if cfg turns it on, announces
+// under a name derived from the mesh key (discovery.PrivateMDNSService).
 func WithDiscovery(cfg discovery.Config) Option {
 	return func(c *config) error {
 		c.discovery = &cfg
@@ -56,7 +58,13 @@ func (n *Node) startDiscovery() error {
 	if n.cfg.discovery == nil {
 		return nil
 	}
-	svc, err := discovery.New(n.host, n.host.Peerstore().PrivKey(n.host.ID()), *n.cfg.discovery)
+	cfg := *n.cfg.discovery
+	if n.cfg.psk != nil {
+		// A private mesh announces itself on mDNS only under a name
+		// derived from its key.
+		cfg.MeshKey = n.cfg.psk
+	}
+	svc, err := discovery.New(n.host, n.host.Peerstore().PrivKey(n.host.ID()), cfg)
 	if err != nil {
 		return err
 	}
