@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -289,4 +291,40 @@ func (s *Service) handOff(peer lpeer.ID, card []byte, caps []Capability, k int) 
 	}
 	log.Debugw("handed records to peer", "peer", peer, "card", card != nil, "capabilities", len(caps))
 	return nil
+}
+
+// RecordStatus is where one of the node's records stands.
+type RecordStatus struct {
+	// Capability is the capability a provider record advertises; the zero
+	// value for the card.
+	Capability Capability
+	// StoredAt is when a DHT walk last stored the record; zero: not yet.
+	StoredAt time.Time
+	// Holders is how many peers took the record; Lost how many of them
+	// disconnected since (they may have restarted and lost it).
+	Holders, Lost int
+}
+
+// Records reports where the node's card and provider records stand.
+func (s *Service) Records() []RecordStatus {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	status := func(c Capability, p *provision) RecordStatus {
+		r := RecordStatus{Capability: c, StoredAt: p.at, Holders: len(p.holders)}
+		for _, held := range p.holders {
+			if !held {
+				r.Lost++
+			}
+		}
+		return r
+	}
+	var out []RecordStatus
+	for c, p := range s.provided {
+		out = append(out, status(c, p))
+	}
+	slices.SortFunc(out, func(a, b RecordStatus) int { return strings.Compare(a.Capability.String(), b.Capability.String()) })
+	if s.card != nil {
+		out = slices.Insert(out, 0, status(Capability{}, s.card))
+	}
+	return out
 }
