@@ -179,15 +179,15 @@ func (s *sim) measure(m *Snapshot, gBefore int, what string) {
 }
 
 type simNode struct {
-	idx  int
-	id   lpeer.ID
-	key  crypto.PrivKey
-	addr ma.Multiaddr
-	h    host.Host
-	cm   *connmgr.BasicConnMgr
-	svc  *discovery.Service
-	mu   sync.Mutex
-	more []string // tools added during the run
+	idx   int
+	id    lpeer.ID
+	key   crypto.PrivKey
+	addr  ma.Multiaddr
+	h     host.Host
+	cm    *connmgr.BasicConnMgr
+	svc   *discovery.Service
+	mu    sync.Mutex
+	more  []string   // tools added during the run
 	churn churnState // guarded by sim.mu; see churn.go
 	// builds counts the cards built: one per publish attempt, so more
 	// than one before anything changed means a publish failed.
