@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	logging "github.com/ipfs/go-log/v2"
@@ -113,8 +114,9 @@ type Service struct {
 	seq      uint64
 	last     *Card // the card last published
 
-	goneMu sync.Mutex
-	gone   map[lpeer.ID]*goneEntry // peers known to be gone (peers.go)
+	goneMu   sync.Mutex
+	gone     map[lpeer.ID]*goneEntry // peers known to be gone (peers.go)
+	dialGone atomic.Bool             // tests: dial them anyway, as before
 }
 
 // New starts a DHT node in server mode on h (so that meshes of two or three

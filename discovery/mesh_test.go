@@ -36,7 +36,7 @@ type nodeOpts struct {
 
 // startNode starts a node with key, offering tool; stopped when the test
 // ends unless stopped before.
-func startNode(t *testing.T, key crypto.PrivKey, tool string, o nodeOpts) *meshNode {
+func startNode(t testing.TB, key crypto.PrivKey, tool string, o nodeOpts) *meshNode {
 	t.Helper()
 	id, err := lpeer.IDFromPrivateKey(key)
 	if err != nil {
@@ -80,7 +80,7 @@ func (n *meshNode) stop() {
 
 func (n *meshNode) info() lpeer.AddrInfo { return lpeer.AddrInfo{ID: n.id, Addrs: n.h.Addrs()} }
 
-func connectNodes(t *testing.T, a, b *meshNode) {
+func connectNodes(t testing.TB, a, b *meshNode) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -103,7 +103,7 @@ func (n *meshNode) find(ctx context.Context, tool string) (map[lpeer.ID]bool, er
 }
 
 // waitFound retries lookups from n until one finds want offering tool.
-func waitFound(t *testing.T, n *meshNode, tool string, want lpeer.ID, within time.Duration) time.Duration {
+func waitFound(t testing.TB, n *meshNode, tool string, want lpeer.ID, within time.Duration) time.Duration {
 	t.Helper()
 	start := time.Now()
 	for {
@@ -162,7 +162,7 @@ func (g *refuseGater) InterceptUpgraded(network.Conn) (bool, control.DisconnectR
 	return true, 0
 }
 
-func genKey(t *testing.T) crypto.PrivKey {
+func genKey(t testing.TB) crypto.PrivKey {
 	t.Helper()
 	k, _ := newKey(t)
 	return k
@@ -171,7 +171,7 @@ func genKey(t *testing.T) crypto.PrivKey {
 func toolName(i int) string { return fmt.Sprintf("tool-%d", i) }
 
 // waitUntil polls f until it holds or d passes.
-func waitUntil(t *testing.T, d time.Duration, what string, f func() bool) {
+func waitUntil(t testing.TB, d time.Duration, what string, f func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for !f() {

@@ -75,6 +75,9 @@ func (h *dhtHost) Connect(ctx context.Context, pi lpeer.AddrInfo) error {
 
 // isGone reports whether p is known to be gone.
 func (s *Service) isGone(p lpeer.ID) bool {
+	if s.dialGone.Load() {
+		return false
+	}
 	s.goneMu.Lock()
 	defer s.goneMu.Unlock()
 	_, ok := s.gone[p]

@@ -6,6 +6,40 @@ import (
 	"time"
 )
 
+// stoppedPeersMesh starts 10 nodes on loopback TCP and QUIC, all known to
+// the first, and stops 5 of them; it returns the first and the 4 live
+// others, once the first has seen the 5 disconnect.
+func stoppedPeersMesh(tb testing.TB, dialGone bool) (*meshNode, []*meshNode) {
+	tb.Helper()
+	o := nodeOpts{cfg: Config{Debounce: 10 * time.Millisecond}, listen: []string{"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"}}
+	const n = 10
+	nodes := make([]*meshNode, n)
+	for i := range nodes {
+		nodes[i] = startNode(tb, genKey(tb), toolName(i), o)
+		nodes[i].svc.dialGone.Store(dialGone)
+	}
+	a := nodes[0]
+	for _, m := range nodes[1:] {
+		connectNodes(tb, a, m)
+	}
+	for _, m := range nodes {
+		<-m.svc.DHT().ForceRefresh()
+	}
+	for i := 6; i < n; i++ {
+		waitFound(tb, a, toolName(i), nodes[i].id, 15*time.Second)
+	}
+	for _, m := range nodes[1:6] {
+		m.stop()
+	}
+	// "Known to be gone": A has seen them disconnect.
+	a.svc.dialGone.Store(false)
+	for _, m := range nodes[1:6] {
+		waitUntil(tb, 5*time.Second, "A sees a stopped peer disconnect", func() bool { return a.svc.isGone(m.id) })
+	}
+	a.svc.dialGone.Store(dialGone)
+	return a, nodes[6:]
+}
+
 // A restarted node comes back with an empty provider store. The providers
 // whose records it held hand them back when it reconnects, well within one
 // card period, without restarting themselves: A and C cannot reach each
@@ -39,45 +73,61 @@ func TestRestartedHolderGetsRecordsBack(t *testing.T) {
 // out (5 s on local addresses), and kad-dht waits for every one of the
 // closest peers it tried. The bound below is well under that.
 func TestLookupDoesNotWaitForGonePeers(t *testing.T) {
-	cfg := Config{Debounce: 10 * time.Millisecond}
-	o := nodeOpts{cfg: cfg, listen: []string{"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"}}
-	const n = 10
-	nodes := make([]*meshNode, n)
-	for i := range nodes {
-		nodes[i] = startNode(t, genKey(t), toolName(i), o)
-	}
-	a := nodes[0]
-	for _, m := range nodes[1:] {
-		connectNodes(t, a, m)
-	}
-	for _, m := range nodes {
-		<-m.svc.DHT().ForceRefresh()
-	}
-	for i := 6; i < n; i++ {
-		waitFound(t, a, toolName(i), nodes[i].id, 15*time.Second)
-	}
-	for _, m := range nodes[1:6] {
-		m.stop()
-	}
-	// "Known to be gone": A has seen them disconnect.
-	for _, m := range nodes[1:6] {
-		waitUntil(t, 5*time.Second, "A sees a stopped peer disconnect", func() bool { return a.svc.isGone(m.id) })
-	}
+	a, live := stoppedPeersMesh(t, false)
 	// Each lookup must end well before a dial to a stopped peer's QUIC
 	// address could time out, and still find the live provider.
 	const bound = 2500 * time.Millisecond
-	for i := 6; i < n; i++ {
+	for _, m := range live {
 		ctx, cancel := context.WithTimeout(context.Background(), bound)
 		start := time.Now()
-		found, err := a.find(ctx, toolName(i))
+		found, err := a.find(ctx, m.tool)
 		took := time.Since(start)
 		cancel()
 		if err != nil {
-			t.Fatalf("lookup %d with 5 stopped peers: %v after %v", i, err, took)
+			t.Fatalf("lookup of %s with 5 stopped peers: %v after %v", m.tool, err, took)
 		}
-		if !found[nodes[i].id] {
-			t.Fatalf("lookup %d: live provider not found (found %v)", i, found)
+		if !found[m.id] {
+			t.Fatalf("lookup of %s: live provider not found (found %v)", m.tool, found)
 		}
-		t.Logf("lookup of %s with 5 stopped peers in the routing table: %v", toolName(i), took.Round(time.Microsecond))
+		t.Logf("lookup of %s with 5 stopped peers in the routing table: %v", m.tool, took.Round(time.Microsecond))
+	}
+}
+
+// BenchmarkLookupWithStoppedPeers times lookups of the 4 live nodes' tools
+// after 5 of 10 stopped, dialing the stopped ones as before ("dial") and
+// skipping them ("skip"):
+//
+//	go test ./discovery -run '^$' -bench LookupWithStoppedPeers -benchtime 3x
+func BenchmarkLookupWithStoppedPeers(b *testing.B) {
+	for _, tc := range []struct {
+		name     string
+		dialGone bool
+	}{{"dial", true}, {"skip", false}} {
+		b.Run(tc.name, func(b *testing.B) {
+			var total time.Duration
+			lookups := 0
+			for range b.N {
+				b.StopTimer()
+				a, live := stoppedPeersMesh(b, tc.dialGone)
+				b.StartTimer()
+				for _, m := range live {
+					ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+					start := time.Now()
+					found, err := a.find(ctx, m.tool)
+					total += time.Since(start)
+					lookups++
+					cancel()
+					if err != nil || !found[m.id] {
+						b.Fatalf("lookup of %s: %v, found %v", m.tool, err, found)
+					}
+				}
+				b.StopTimer()
+				a.stop()
+				for _, m := range live {
+					m.stop()
+				}
+			}
+			b.ReportMetric(float64(total.Milliseconds())/float64(lookups), "ms/lookup")
+		})
 	}
 }

@@ -60,6 +60,9 @@ type ChurnResult struct {
 	Time     time.Duration // of the churn phase
 	Lookups  []Lookup      // single-provider lookups of live providers during the churn
 	Failed   []string      // what the lookups that found nothing looked for
+	// QuietLookups are the same lookups during the interval without
+	// restarts.
+	QuietLookups []Lookup
 
 	// Quiet is what every node's DHT server received during one interval
 	// before the churn, without restarts (card republishing); Churned
@@ -98,15 +101,8 @@ func (s *sim) churn() {
 	s.mu.Unlock()
 	s.noteWalks(res) // what the setup stored
 
-	s.logf("churn: one interval (%v) without restarts, for the background traffic", c.Every)
-	before := s.cnt.snapshot()
-	start := time.Now()
-	time.Sleep(c.Every)
-	res.Quiet, res.QuietTime = s.cnt.snapshot().sub(before), time.Since(start)
-	s.noteWalks(res)
-	res.Walks, res.Walked = 0, 0
-	res.Holders = append(res.Holders, s.countHolders())
-
+	// Lookups run from the start: the interval without restarts measures
+	// them and the background traffic alone.
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -119,6 +115,18 @@ func (s *sim) churn() {
 		defer close(lookupsDone)
 		s.churnLookups(ctx, res)
 	}()
+
+	s.logf("churn: one interval (%v) without restarts, for the background traffic and lookups", c.Every)
+	before := s.cnt.snapshot()
+	start := time.Now()
+	time.Sleep(c.Every)
+	res.Quiet, res.QuietTime = s.cnt.snapshot().sub(before), time.Since(start)
+	s.noteWalks(res)
+	res.Walks, res.Walked = 0, 0
+	res.Holders = append(res.Holders, s.countHolders())
+	s.mu.Lock()
+	res.QuietLookups, res.Lookups = res.Lookups, nil
+	s.mu.Unlock()
 
 	before, start = s.cnt.snapshot(), time.Now()
 	perRound := max(1, int(math.Round(c.Fraction*float64(s.p.N))))
@@ -423,33 +431,36 @@ func reportChurn(w io.Writer, rs []*Result) {
 	rtt := rs[0].P.RTT()
 	fmt.Fprintf(w, "\nChurn: %.0f%% of the nodes restarting every %v (spread over it, each away for %v, back with the same identity, address and tools and an empty DHT), %d intervals; card period %v; lookups of live providers' own tools from random live nodes, one every %v:\n\n",
 		100*c.Fraction, c.Every, c.Down, c.Rounds, rs[0].P.Discovery.RepublishEvery, c.Pause)
-	fmt.Fprintln(w, "| N | restarts | live providers found | first found p50 / p95 | Find returns p50 / p95 | holders of a live record among the K closest: mean (min) before → after | records held by none |")
-	fmt.Fprintln(w, "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+	fmt.Fprintln(w, "| N | phase | restarts | live providers found | first found p50 / p95 | Find returns p50 / p95 | holders of a live record among the K closest: mean (min) at the end | records held by none |")
+	fmt.Fprintln(w, "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
 	for _, r := range rs {
 		ch := r.Churn
 		if ch == nil {
 			continue
 		}
-		var first, complete []time.Duration
-		found := 0
-		for _, l := range ch.Lookups {
-			if l.First > 0 {
-				found++
-				first = append(first, l.First)
+		row := func(phase string, restarts int, ls []Lookup, h []HolderCount) {
+			var first, complete []time.Duration
+			found := 0
+			for _, l := range ls {
+				if l.First > 0 {
+					found++
+					first = append(first, l.First)
+				}
+				complete = append(complete, l.Complete)
 			}
-			complete = append(complete, l.Complete)
+			last, zero := h[len(h)-1], 0
+			for _, x := range h {
+				zero = max(zero, x.Zero)
+			}
+			fmt.Fprintf(w, "| %d | %s | %d | %d/%d (%.1f%%) | %s / %s | %s / %s | %.1f (%d) | %d |\n", r.P.N, phase, restarts,
+				found, len(ls), 100*float64(found)/float64(max(1, len(ls))),
+				durRTT(pct(first, 50), rtt), durRTT(pct(first, 95), rtt), durRTT(pct(complete, 50), rtt), durRTT(pct(complete, 95), rtt),
+				last.Mean, last.Min, zero)
 		}
-		h0, h1 := ch.Holders[0], ch.Holders[len(ch.Holders)-1]
-		zero := 0
-		for _, h := range ch.Holders[1:] {
-			zero = max(zero, h.Zero)
-		}
-		fmt.Fprintf(w, "| %d | %d | %d/%d (%.1f%%) | %s / %s | %s / %s | %.1f (%d) → %.1f (%d) | %d |\n", r.P.N, ch.Restarts,
-			found, len(ch.Lookups), 100*float64(found)/float64(max(1, len(ch.Lookups))),
-			durRTT(pct(first, 50), rtt), durRTT(pct(first, 95), rtt), durRTT(pct(complete, 50), rtt), durRTT(pct(complete, 95), rtt),
-			h0.Mean, h0.Min, h1.Mean, h1.Min, zero)
+		row("quiet", 0, ch.QuietLookups, ch.Holders[:1])
+		row("churn", ch.Restarts, ch.Lookups, ch.Holders[1:])
 	}
-	fmt.Fprintln(w, "\nDHT requests received per node per minute, without restarts (card republishing only) and during the churn; walks: capabilities provided again with a walk by nodes that did not restart, per node per minute:")
+	fmt.Fprintln(w, "\nDHT requests received per node per minute, without restarts (card republishing and the lookups) and during the churn; walks: capabilities provided again with a walk by nodes that did not restart, per node per minute:")
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "| N | phase | GET_PROVIDERS | GET_VALUE | FIND_NODE | PUT_VALUE | ADD_PROVIDER | total | walks |")
 	fmt.Fprintln(w, "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")

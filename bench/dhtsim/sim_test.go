@@ -88,8 +88,16 @@ func TestChurn(t *testing.T) {
 	if len(ch.Lookups) < 20 || found != len(ch.Lookups) {
 		t.Errorf("%d of %d lookups of live providers found; missed: %v", found, len(ch.Lookups), ch.Failed)
 	}
-	if p95 := pct(first, 95); p95 > 10*r.P.RTT() {
-		t.Errorf("p95 of lookups under churn %v, over 10 RTT (%v)", p95, 10*r.P.RTT())
+	// 10 RTT on an idle machine; on a loaded one (CI runners, other
+	// builds), no worse than half again the same lookups' p95 measured
+	// just before without restarts.
+	var quiet []time.Duration
+	for _, l := range ch.QuietLookups {
+		quiet = append(quiet, l.First)
+	}
+	bound := max(10*r.P.RTT(), pct(quiet, 95)*3/2)
+	if p95 := pct(first, 95); p95 > bound {
+		t.Errorf("p95 of lookups under churn %v, over %v (10 RTT: %v; without restarts: %v)", p95, bound, 10*r.P.RTT(), pct(quiet, 95))
 	}
 	for i, h := range ch.Holders {
 		if h.Zero > 0 || h.Records < p.N-3 {
@@ -101,7 +109,7 @@ func TestChurn(t *testing.T) {
 	}
 	var out bytes.Buffer
 	Report(&out, []*Result{r})
-	if !strings.Contains(out.String(), "| 30 | 12 | ") {
+	if !strings.Contains(out.String(), "| 30 | churn | 12 | ") {
 		t.Errorf("report:\n%s", out.String())
 	}
 	t.Logf("churn of %d nodes:\n%s", r.P.N, out.String())
