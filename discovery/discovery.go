@@ -104,7 +104,8 @@ type Service struct {
 	wg       sync.WaitGroup
 	poke     chan struct{}
 	mdns     interface{ Close() error }
-	handOffs chan struct{} // provider record hand-offs in flight (provide.go)
+	handOffs chan struct{} // record hand-offs in flight (provide.go)
+	probes   chan struct{} // probes of gone peers in flight (peers.go)
 
 	mu       sync.Mutex
 	closed   bool
@@ -130,6 +131,7 @@ func New(h host.Host, key crypto.PrivKey, cfg Config) (*Service, error) {
 		ctx: ctx, cancel: cancel,
 		poke:     make(chan struct{}, 1),
 		handOffs: make(chan struct{}, maxHandOffs),
+		probes:   make(chan struct{}, maxProbes),
 		provided: map[Capability]*provision{},
 		gone:     map[lpeer.ID]*goneEntry{},
 		// Sequence numbers from the clock keep increasing across restarts

@@ -120,27 +120,31 @@ func waitFound(t testing.TB, n *meshNode, tool string, want lpeer.ID, within tim
 	}
 }
 
-// refuseSet makes pairs of peers unable to connect, as two networks that
-// only some nodes join.
+// refuseSet keeps peers from dialing others, as NATs and separate
+// networks do: refuse(a, b) keeps them from connecting at all.
 type refuseSet struct {
-	mu    sync.Mutex
-	pairs map[[2]lpeer.ID]bool
+	mu   sync.Mutex
+	dial map[[2]lpeer.ID]bool // a may not dial b
 }
 
 func (r *refuseSet) refuse(a, b lpeer.ID) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.pairs == nil {
-		r.pairs = map[[2]lpeer.ID]bool{}
-	}
-	r.pairs[[2]lpeer.ID{a, b}] = true
-	r.pairs[[2]lpeer.ID{b, a}] = true
+	r.refuseDial(a, b)
+	r.refuseDial(b, a)
 }
 
-func (r *refuseSet) refused(a, b lpeer.ID) bool {
+func (r *refuseSet) refuseDial(a, b lpeer.ID) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.pairs[[2]lpeer.ID{a, b}]
+	if r.dial == nil {
+		r.dial = map[[2]lpeer.ID]bool{}
+	}
+	r.dial[[2]lpeer.ID{a, b}] = true
+}
+
+func (r *refuseSet) mayDial(a, b lpeer.ID) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return !r.dial[[2]lpeer.ID{a, b}]
 }
 
 func (r *refuseSet) gater(self lpeer.ID) *refuseGater { return &refuseGater{r: r, self: self} }
@@ -150,13 +154,13 @@ type refuseGater struct {
 	self lpeer.ID
 }
 
-func (g *refuseGater) InterceptPeerDial(p lpeer.ID) bool { return !g.r.refused(g.self, p) }
+func (g *refuseGater) InterceptPeerDial(p lpeer.ID) bool { return g.r.mayDial(g.self, p) }
 func (g *refuseGater) InterceptAddrDial(p lpeer.ID, _ ma.Multiaddr) bool {
-	return !g.r.refused(g.self, p)
+	return g.r.mayDial(g.self, p)
 }
 func (g *refuseGater) InterceptAccept(network.ConnMultiaddrs) bool { return true }
-func (g *refuseGater) InterceptSecured(_ network.Direction, p lpeer.ID, _ network.ConnMultiaddrs) bool {
-	return !g.r.refused(g.self, p)
+func (g *refuseGater) InterceptSecured(dir network.Direction, p lpeer.ID, _ network.ConnMultiaddrs) bool {
+	return dir == network.DirInbound || g.r.mayDial(g.self, p)
 }
 func (g *refuseGater) InterceptUpgraded(network.Conn) (bool, control.DisconnectReason) {
 	return true, 0

@@ -28,6 +28,9 @@ const (
 	probeEvery = 10 * time.Second
 	// probeTimeout bounds one such dial.
 	probeTimeout = 15 * time.Second
+	// maxProbes bounds the probes in flight: peers a lookup heard of from
+	// others cost at most this many dials at once, whatever they claim.
+	maxProbes = 8
 )
 
 // goneEntry is a peer known to be gone.
@@ -133,6 +136,12 @@ func (s *Service) probe(p lpeer.ID) {
 		s.goneMu.Unlock()
 		return
 	}
+	select {
+	case s.probes <- struct{}{}:
+	default:
+		s.goneMu.Unlock()
+		return // the next lookup that wants it will try again
+	}
 	s.mu.Lock()
 	closed := s.closed
 	if !closed {
@@ -140,6 +149,7 @@ func (s *Service) probe(p lpeer.ID) {
 	}
 	s.mu.Unlock()
 	if closed {
+		<-s.probes
 		s.goneMu.Unlock()
 		return
 	}
@@ -147,6 +157,7 @@ func (s *Service) probe(p lpeer.ID) {
 	s.goneMu.Unlock()
 	go func() {
 		defer s.wg.Done()
+		defer func() { <-s.probes }()
 		ctx, cancel := context.WithTimeout(s.ctx, probeTimeout)
 		defer cancel()
 		err := s.h.Connect(ctx, lpeer.AddrInfo{ID: p})

@@ -131,3 +131,30 @@ func BenchmarkLookupWithStoppedPeers(b *testing.B) {
 		})
 	}
 }
+
+// A peer known to be gone is not dialed by lookups, but a lookup that wants
+// it starts a probe, so that it counts again once back: here a provider
+// that restarted and reconnected to others, and cannot dial the searcher.
+func TestGonePeerProbedWhenWanted(t *testing.T) {
+	a, live := stoppedPeersMesh(t, false)
+	x := live[0]
+	addrs := x.h.Addrs()
+	x.stop()
+	waitUntil(t, 5*time.Second, "A sees X disconnect", func() bool { return a.svc.isGone(x.id) })
+	var listen []string
+	for _, ad := range addrs {
+		listen = append(listen, ad.String())
+	}
+	var refuse refuseSet
+	id := x.id
+	refuse.refuseDial(id, a.id)
+	x = startNode(t, x.key, x.tool, nodeOpts{cfg: Config{Debounce: 10 * time.Millisecond}, listen: listen, refuse: &refuse})
+	connectNodes(t, x, live[1])
+	waitFound(t, a, x.tool, x.id, 15*time.Second)
+	waitUntil(t, probeEvery+5*time.Second, "A no longer counts X as gone", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		a.find(ctx, x.tool) // wants X: probes it when due
+		return !a.svc.isGone(x.id)
+	})
+}
