@@ -21,7 +21,7 @@ import (
 // timeout): the caller reads the card from the DHT instead, and a probe in
 // the background finds out whether the peer is back.
 func (s *Service) cardFromPeer(ctx context.Context, p lpeer.ID) (*Card, error) {
-	if s.h.Network().Connectedness(p) != network.Connected && s.isGone(p) {
+	if s.h.Network().Connectedness(p) == network.NotConnected && s.isGone(p) {
 		s.probe(p)
 		return nil, ErrPeerGone
 	}

@@ -57,7 +57,7 @@ type dhtHost struct {
 // be gone: kad-dht's message sender opens a new stream to retry a request
 // whose stream broke, which is how a peer that just stopped shows first.
 func (h *dhtHost) NewStream(ctx context.Context, p lpeer.ID, pids ...protocol.ID) (network.Stream, error) {
-	if h.Host.Network().Connectedness(p) != network.Connected && h.s.isGone(p) {
+	if h.Host.Network().Connectedness(p) == network.NotConnected && h.s.isGone(p) {
 		h.s.probe(p)
 		return nil, fmt.Errorf("open stream to %s: %w", p, ErrPeerGone)
 	}
@@ -65,12 +65,13 @@ func (h *dhtHost) NewStream(ctx context.Context, p lpeer.ID, pids ...protocol.ID
 }
 
 func (h *dhtHost) Connect(ctx context.Context, pi lpeer.AddrInfo) error {
-	if h.Host.Network().Connectedness(pi.ID) != network.Connected && h.s.isGone(pi.ID) {
+	if h.Host.Network().Connectedness(pi.ID) == network.NotConnected && h.s.isGone(pi.ID) {
 		h.s.probe(pi.ID)
 		return fmt.Errorf("dial %s: %w", pi.ID, ErrPeerGone)
 	}
 	err := h.Host.Connect(ctx, pi)
-	if err != nil && ctx.Err() == nil {
+	// A peer reached only through a relay (a limited connection) is there.
+	if err != nil && ctx.Err() == nil && h.Host.Network().Connectedness(pi.ID) == network.NotConnected {
 		h.s.markGone(pi.ID, false)
 	}
 	return err
