@@ -26,11 +26,11 @@ import (
 //
 //   - it remembers, for each record, the peers that took it (the K closest
 //     found by its last walk, plus closer ones met since);
-//   - when a DHT server connects (identify completed: a new node, a node
-//     back from a restart, a reconnection) and is one of them that has
-//     disconnected since, or is closer to the key than the farthest of
-//     them, it sends that peer the record directly (PUT_VALUE for the card,
-//     ADD_PROVIDER for a capability): one request, no walk;
+//   - when a DHT server connects (identify completed on a new connection: a
+//     new node, a node back from a restart, a reconnection) and is one of
+//     them, or is closer to the key than one of them, it sends that peer
+//     the record directly (PUT_VALUE for the card, ADD_PROVIDER for a
+//     capability): one request, no walk;
 //   - when more than half of the peers that took a capability's record
 //     have disconnected since (each may have restarted and lost it), the
 //     next card republish provides it again with a walk. The card itself
@@ -65,12 +65,14 @@ func (p *provision) needsWalk() bool {
 	return len(p.holders) == 0 || 2*lost > len(p.holders)
 }
 
-// wants reports whether peer should be handed the record: it took it and
-// may have lost it since, or it is closer to the key than some holder, or
-// there are fewer than k holders.
+// wants reports whether peer, which just connected, should be handed the
+// record: it took it before (a new connection may be the peer back from a
+// restart: killed over QUIC, its old connection can outlive the restart, so
+// no disconnection ever shows), or it is closer to the key than some
+// holder, or there are fewer than k holders.
 func (p *provision) wants(peer lpeer.ID, k int) bool {
-	if held, ok := p.holders[peer]; ok {
-		return !held
+	if _, ok := p.holders[peer]; ok {
+		return true
 	}
 	if len(p.holders) < k {
 		return true

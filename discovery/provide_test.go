@@ -12,7 +12,7 @@ func TestProvisionHolders(t *testing.T) {
 	c := Capability{Kind: "tool", Name: "translate"}
 	p := newProvision(string(c.CID().Hash()))
 	var ids []lpeer.ID
-	for range 30 {
+	for range 40 {
 		_, id := newKey(t)
 		ids = append(ids, id)
 	}
@@ -21,27 +21,28 @@ func TestProvisionHolders(t *testing.T) {
 	if !p.needsWalk() {
 		t.Error("a record no peer took needs a walk")
 	}
-	// Stored on the 20 farthest of 30; the 10 closest should get it.
-	p.stored(p.at, sorted[10:], k)
+	// Stored on the 11th to 30th closest of 40: when they connect, the 10
+	// closer ones should get it, and so should the holders (back from a
+	// restart, maybe), not the 10 farther ones.
+	p.stored(p.at, sorted[10:30], k)
 	if len(p.holders) != k || p.needsWalk() {
 		t.Fatalf("%d holders, needs walk %v", len(p.holders), p.needsWalk())
 	}
 	for i, id := range sorted {
-		if got, want := p.wants(id, k), i < 10; got != want {
-			t.Errorf("peer %d of 30 by distance: wants %v, want %v", i, got, want)
+		if got, want := p.wants(id, k), i < 30; got != want {
+			t.Errorf("peer %d of 40 by distance: wants %v, want %v", i, got, want)
 		}
 	}
 	// A closer peer that takes it pushes the farthest out.
 	p.took(sorted[0], k)
-	if len(p.holders) != k || p.holders[sorted[len(sorted)-1]] {
-		t.Errorf("after a closer peer took it: %d holders, farthest kept: %v", len(p.holders), p.holders[sorted[len(sorted)-1]])
+	if _, kept := p.holders[sorted[29]]; len(p.holders) != k || kept {
+		t.Errorf("after a closer peer took it: %d holders, farthest kept: %v", len(p.holders), kept)
 	}
-	// A holder that disconnects may have lost it: it is wanted again, and
-	// once more than half are lost, the record needs a walk.
-	lost := sorted[5]
-	p.holders[lost] = false
-	if !p.wants(lost, k) || p.needsWalk() {
-		t.Errorf("one lost holder: wanted %v, needs walk %v", p.wants(lost, k), p.needsWalk())
+	// A holder that disconnects may have lost it; once more than half
+	// have, the record needs a walk.
+	p.holders[sorted[12]] = false
+	if p.needsWalk() {
+		t.Error("one lost holder, and a walk")
 	}
 	n := 0
 	for h := range p.holders {

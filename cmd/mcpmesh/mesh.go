@@ -113,7 +113,7 @@ func mdnsOn(on, off bool, file *bool, private bool) (bool, error) {
 // mdnsSaid is what a private mesh's node tells the user about mDNS.
 func mdnsSaid(on bool) string {
 	if on {
-		return "mDNS on, under a name derived from the key (outsiders on the LAN still see peer IDs and addresses)"
+		return "mDNS on, under a name derived from the key (anyone on the LAN still learns members' peer IDs and addresses)"
 	}
 	return "mDNS off (--mdns announces under a name derived from the key)"
 }

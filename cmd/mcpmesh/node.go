@@ -66,8 +66,8 @@ peers, and mDNS finds nodes on the local network (--no-mdns to turn off).
 makes the node a member of a private mesh: it connects only to nodes holding
 the same key, over TCP and WebSocket only (no QUIC listen addresses). mDNS is
 then off unless --mdns: members announce under a name derived from the key, so
-that outsiders cannot tell the mesh apart, but they still see peer IDs and
-addresses on the LAN.
+that outsiders cannot tell which mesh it is, but anyone on the LAN still learns
+the members' peer IDs and addresses.
 
 Each --share NAME=COMMAND starts a stdio MCP server program and shares its tools,
 resources and prompts with the mesh under NAME, names unchanged. If the program
