@@ -430,7 +430,19 @@ func (s *Service) Find(ctx context.Context, c Capability, found func(Found)) err
 		mu   sync.Mutex
 		seen = map[lpeer.ID]bool{}
 	)
-	for info := range s.dht.FindProvidersAsync(ctx, c.CID(), 0) {
+	// The lookup ends early if it stalls on peers that do not answer
+	// (stall.go); the card fetches go on under ctx.
+	lookupCtx, stopLookup := context.WithCancel(ctx)
+	defer stopLookup()
+	lookupCtx, events := routing.RegisterForQueryEvents(lookupCtx)
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		watchLookup(ctx, events, stopLookup)
+	}()
+	defer func() { <-watched }()
+	defer stopLookup() // before waiting for the watch: it ends with the lookup's context
+	for info := range s.dht.FindProvidersAsync(lookupCtx, c.CID(), 0) {
 		if seen[info.ID] {
 			continue
 		}
