@@ -43,6 +43,10 @@ func (c *Churn) setDefaults() {
 	}
 }
 
+// minQuietLookups is how many lookups the interval without restarts waits
+// for, past its length if it must.
+const minQuietLookups = 5
+
 // churnState is where a node stands during the churn phase.
 type churnState struct {
 	up       bool
@@ -120,6 +124,16 @@ func (s *sim) churn() {
 	before := s.cnt.snapshot()
 	start := time.Now()
 	time.Sleep(c.Every)
+	// A baseline needs a few lookups, however slow the machine.
+	for range 10 * int(c.Every/c.Pause) {
+		s.mu.Lock()
+		n := len(res.Lookups)
+		s.mu.Unlock()
+		if n >= minQuietLookups {
+			break
+		}
+		time.Sleep(c.Pause)
+	}
 	res.Quiet, res.QuietTime = s.cnt.snapshot().sub(before), time.Since(start)
 	s.noteWalks(res)
 	res.Walks, res.Walked = 0, 0
