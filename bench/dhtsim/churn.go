@@ -434,11 +434,11 @@ func (s *sim) countHolders() HolderCount {
 
 // reportChurn prints what the churn phases measured.
 func reportChurn(w io.Writer, rs []*Result) {
-	var any bool
+	churned := false
 	for _, r := range rs {
-		any = any || r.Churn != nil
+		churned = churned || r.Churn != nil
 	}
-	if !any {
+	if !churned {
 		return
 	}
 	c := rs[0].P.Churn
