@@ -185,3 +185,12 @@ func waitUntil(t testing.TB, d time.Duration, what string, f func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// suspect reports whether p disconnected and has not been seen since
+// (whether or not a dial failed since).
+func (s *Service) suspect(p lpeer.ID) bool {
+	s.goneMu.Lock()
+	defer s.goneMu.Unlock()
+	_, ok := s.gone[p]
+	return ok
+}

@@ -15,14 +15,20 @@ import (
 )
 
 // ErrPeerGone is what a lookup's dial to a peer known to be gone fails
-// with: the peer was connected and is no longer, or the last dial to it
-// failed, and no connection to it has been seen since.
-var ErrPeerGone = errors.New("peer known to be gone (disconnected, not seen since)")
+// with: the last dial to it failed, and no connection to it has been seen
+// since.
+var ErrPeerGone = errors.New("peer known to be gone (the last dial failed, not connected since)")
 
 const (
-	// maxGone bounds the peers remembered as gone; the oldest is forgotten
-	// first (forgetting one only means the next lookup dials it again).
+	// maxGone bounds the peers remembered as gone or suspect; the oldest is
+	// forgotten first (forgetting one only means the next lookup dials it
+	// again).
 	maxGone = 4096
+	// minSuspectDial is the least time a lookup's dial to a peer that
+	// disconnected may take; suspectDialRTTs times its last measured round
+	// trip is the usual (a new connection takes 3 to 4).
+	minSuspectDial  = time.Second
+	suspectDialRTTs = 8
 	// probeEvery is how often, at most, a gone peer that a lookup wanted is
 	// dialed in the background to see whether it is back.
 	probeEvery = 10 * time.Second
@@ -33,48 +39,90 @@ const (
 	maxProbes = 8
 )
 
-// goneEntry is a peer known to be gone.
+// goneEntry is a peer that disconnected (suspect) or could not be dialed
+// (gone), not connected since.
 type goneEntry struct {
-	since   time.Time // when it was seen to go
+	since   time.Time // when it disconnected, or the dial failed
+	failed  bool      // a dial failed since: gone, not merely suspect
 	probing bool      // a background dial is running
-	probed  time.Time // when the last background dial ended
+	probed  time.Time // when the last dial ended
 }
 
-// dhtHost is the host the DHT runs on: the node's host, except that the
-// DHT's dials (it dials only to query a peer it is not connected to) fail
-// at once for a peer known to be gone instead of waiting for the dial
-// timeout: 5 s on a LAN, where a stopped node's TCP port refuses at once
-// but its QUIC port stays silent. kad-dht then treats the peer as
-// unreachable: the lookup goes on without it and the peer leaves the
-// routing table, and a dial in the background finds out whether it came
-// back (a connection puts it back in the table, through identify).
+// dhtHost is the host the DHT runs on: the node's host, but for how the
+// DHT dials (it dials only to query a peer it is not connected to, or to
+// retry a request whose stream broke). A stopped node's TCP port refuses at
+// once, but its QUIC port stays silent until the dial times out: 5 s on a
+// LAN, and kad-dht waits for every one of the closest peers it tried. So:
+//
+//   - a peer known to be gone (its last dial failed, not connected since)
+//     is not dialed: the dial fails at once, kad-dht treats the peer as
+//     unreachable (the lookup goes on without it, and it leaves the
+//     routing table), and a dial in the background finds out whether it
+//     came back (a connection puts it back in the table, through
+//     identify);
+//   - a peer that disconnected is only suspect: the connection manager
+//     trims healthy peers too, at both ends. It is dialed, but for at most
+//     minSuspectDial or suspectDialRTTs round trips, and becomes gone if
+//     that fails.
 type dhtHost struct {
 	host.Host
 	s *Service
 }
 
-// NewStream fails at once too when it would have to dial a peer known to
-// be gone: kad-dht's message sender opens a new stream to retry a request
-// whose stream broke, which is how a peer that just stopped shows first.
 func (h *dhtHost) NewStream(ctx context.Context, p lpeer.ID, pids ...protocol.ID) (network.Stream, error) {
-	if h.Host.Network().Connectedness(p) == network.NotConnected && h.s.isGone(p) {
-		h.s.probe(p)
-		return nil, fmt.Errorf("open stream to %s: %w", p, ErrPeerGone)
+	ctx, err := h.s.beforeDial(ctx, p)
+	if err != nil {
+		return nil, fmt.Errorf("open stream to %s: %w", p, err)
 	}
-	return h.Host.NewStream(ctx, p, pids...)
+	st, err := h.Host.NewStream(ctx, p, pids...)
+	h.s.afterDial(ctx, p, err)
+	return st, err
 }
 
 func (h *dhtHost) Connect(ctx context.Context, pi lpeer.AddrInfo) error {
-	if h.Host.Network().Connectedness(pi.ID) == network.NotConnected && h.s.isGone(pi.ID) {
-		h.s.probe(pi.ID)
-		return fmt.Errorf("dial %s: %w", pi.ID, ErrPeerGone)
+	ctx, err := h.s.beforeDial(ctx, pi.ID)
+	if err != nil {
+		return fmt.Errorf("dial %s: %w", pi.ID, err)
 	}
-	err := h.Host.Connect(ctx, pi)
-	// A peer reached only through a relay (a limited connection) is there.
-	if err != nil && ctx.Err() == nil && h.Host.Network().Connectedness(pi.ID) == network.NotConnected {
-		h.s.markGone(pi.ID, false)
-	}
+	err = h.Host.Connect(ctx, pi)
+	h.s.afterDial(ctx, pi.ID, err)
 	return err
+}
+
+// beforeDial is called before something that may dial p: it fails at once
+// if p is known to be gone (and starts a probe), and bounds the dial if p
+// is suspect.
+func (s *Service) beforeDial(ctx context.Context, p lpeer.ID) (context.Context, error) {
+	if s.h.Network().Connectedness(p) != network.NotConnected {
+		return ctx, nil // connected, or through a relay: no dial, or not ours to judge
+	}
+	if s.dialGone.Load() {
+		return ctx, nil
+	}
+	s.goneMu.Lock()
+	e, ok := s.gone[p]
+	failed := ok && e.failed
+	s.goneMu.Unlock()
+	switch {
+	case failed:
+		s.probe(p)
+		return ctx, ErrPeerGone
+	case ok:
+		d := minSuspectDial
+		if rtt := s.h.Peerstore().LatencyEWMA(p); rtt > 0 {
+			d = max(d, suspectDialRTTs*rtt)
+		}
+		return network.WithDialPeerTimeout(ctx, d), nil
+	}
+	return ctx, nil
+}
+
+// afterDial notes a dial's outcome: a peer that could not be reached is
+// gone (a relayed connection counts as reached).
+func (s *Service) afterDial(ctx context.Context, p lpeer.ID, err error) {
+	if err != nil && ctx.Err() == nil && s.h.Network().Connectedness(p) == network.NotConnected {
+		s.markGone(p, false)
+	}
 }
 
 // isGone reports whether p is known to be gone.
@@ -84,12 +132,12 @@ func (s *Service) isGone(p lpeer.ID) bool {
 	}
 	s.goneMu.Lock()
 	defer s.goneMu.Unlock()
-	_, ok := s.gone[p]
-	return ok
+	e, ok := s.gone[p]
+	return ok && e.failed
 }
 
-// markGone records that p went away (disconnected) or, if not
-// disconnected, that a dial to it failed.
+// markGone records that p disconnected (suspect), or that a dial to it
+// failed (gone).
 func (s *Service) markGone(p lpeer.ID, disconnected bool) {
 	if p == s.h.ID() {
 		return
@@ -99,7 +147,7 @@ func (s *Service) markGone(p lpeer.ID, disconnected bool) {
 	defer s.goneMu.Unlock()
 	if e, ok := s.gone[p]; ok {
 		if !disconnected {
-			e.probed = now
+			e.failed, e.probed = true, now
 		}
 		return
 	}
@@ -115,12 +163,12 @@ func (s *Service) markGone(p lpeer.ID, disconnected bool) {
 	}
 	e := &goneEntry{since: now}
 	if !disconnected {
-		e.probed = now // a dial just failed: no need to try again at once
+		e.failed, e.probed = true, now // a dial just failed: no need to try again at once
 	}
 	s.gone[p] = e
 }
 
-// clearGone forgets that p was gone: it is connected again.
+// clearGone forgets that p was gone or suspect: it is connected again.
 func (s *Service) clearGone(p lpeer.ID) {
 	s.goneMu.Lock()
 	delete(s.gone, p)
@@ -133,7 +181,7 @@ func (s *Service) clearGone(p lpeer.ID) {
 func (s *Service) probe(p lpeer.ID) {
 	s.goneMu.Lock()
 	e, ok := s.gone[p]
-	if !ok || e.probing || time.Since(e.probed) < probeEvery {
+	if !ok || !e.failed || e.probing || time.Since(e.probed) < probeEvery {
 		s.goneMu.Unlock()
 		return
 	}
@@ -171,7 +219,7 @@ func (s *Service) probe(p lpeer.ID) {
 }
 
 // watchPeers follows the host's connections and identifications: peers
-// that disconnect are gone until they connect again, a holder of our
+// that disconnect are suspect until they connect again, a holder of our
 // provider records that disconnects may have lost them, and a DHT server
 // that connects gets the records it should hold (see provide.go).
 func (s *Service) watchPeers(sub event.Subscription) {

@@ -31,12 +31,9 @@ func stoppedPeersMesh(tb testing.TB, dialGone bool) (*meshNode, []*meshNode) {
 	for _, m := range nodes[1:6] {
 		m.stop()
 	}
-	// "Known to be gone": A has seen them disconnect.
-	a.svc.dialGone.Store(false)
 	for _, m := range nodes[1:6] {
-		waitUntil(tb, 5*time.Second, "A sees a stopped peer disconnect", func() bool { return a.svc.isGone(m.id) })
+		waitUntil(tb, 5*time.Second, "A sees a stopped peer disconnect", func() bool { return a.svc.suspect(m.id) })
 	}
-	a.svc.dialGone.Store(dialGone)
 	return a, nodes[6:]
 }
 
@@ -71,9 +68,12 @@ func TestRestartedHolderGetsRecordsBack(t *testing.T) {
 // Lookups do not wait for peers that left: a stopped node's TCP port
 // refuses at once, but its QUIC port stays silent until the dial times
 // out (5 s on local addresses), and kad-dht waits for every one of the
-// closest peers it tried. The bound below is well under that.
+// closest peers it tried. A peer seen to disconnect is dialed for a
+// second at most, and once that failed, not at all. The bound below is
+// well under the old wait.
 func TestLookupDoesNotWaitForGonePeers(t *testing.T) {
 	a, live := stoppedPeersMesh(t, false)
+	stopped := 0
 	// Each lookup must end well before a dial to a stopped peer's QUIC
 	// address could time out, and still find the live provider.
 	const bound = 2500 * time.Millisecond
@@ -90,6 +90,16 @@ func TestLookupDoesNotWaitForGonePeers(t *testing.T) {
 			t.Fatalf("lookup of %s: live provider not found (found %v)", m.tool, found)
 		}
 		t.Logf("lookup of %s with 5 stopped peers in the routing table: %v", m.tool, took.Round(time.Microsecond))
+		if stopped == 0 {
+			for _, p := range a.h.Peerstore().PeersWithAddrs() {
+				if a.svc.isGone(p) {
+					stopped++
+				}
+			}
+			if stopped == 0 {
+				t.Fatal("after a lookup, no stopped peer is known to be gone")
+			}
+		}
 	}
 }
 
@@ -140,7 +150,14 @@ func TestGonePeerProbedWhenWanted(t *testing.T) {
 	x := live[0]
 	addrs := x.h.Addrs()
 	x.stop()
-	waitUntil(t, 5*time.Second, "A sees X disconnect", func() bool { return a.svc.isGone(x.id) })
+	waitUntil(t, 5*time.Second, "A sees X disconnect", func() bool { return a.svc.suspect(x.id) })
+	// A lookup that wants X fails to reach it: X is gone.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	a.find(ctx, x.tool)
+	cancel()
+	if !a.svc.isGone(x.id) {
+		t.Fatal("X not known to be gone after a lookup failed to reach it")
+	}
 	var listen []string
 	for _, ad := range addrs {
 		listen = append(listen, ad.String())
