@@ -13,6 +13,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	lpeer "github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/mcpmesh/mcpmesh/proto/cardpb"
@@ -21,11 +22,55 @@ import (
 // meshNode is a libp2p host on loopback running a discovery Service that
 // offers one tool.
 type meshNode struct {
-	key  crypto.PrivKey
-	id   lpeer.ID
-	tool string
-	h    host.Host
-	svc  *Service
+	key   crypto.PrivKey
+	id    lpeer.ID
+	tool  string
+	h     host.Host
+	svc   *Service
+	dials *dialCounter // what the service dialed
+}
+
+// dialCounter counts, per peer, the calls that may dial it: Connect, and
+// NewStream to a peer not connected.
+type dialCounter struct {
+	host.Host
+	mu sync.Mutex
+	n  map[lpeer.ID]int
+}
+
+func (d *dialCounter) count(p lpeer.ID) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.n == nil {
+		d.n = map[lpeer.ID]int{}
+	}
+	d.n[p]++
+}
+
+func (d *dialCounter) Connect(ctx context.Context, pi lpeer.AddrInfo) error {
+	if d.Network().Connectedness(pi.ID) != network.Connected {
+		d.count(pi.ID)
+	}
+	return d.Host.Connect(ctx, pi)
+}
+
+func (d *dialCounter) NewStream(ctx context.Context, p lpeer.ID, pids ...protocol.ID) (network.Stream, error) {
+	if d.Network().Connectedness(p) != network.Connected {
+		d.count(p)
+	}
+	return d.Host.NewStream(ctx, p, pids...)
+}
+
+// to returns the dials to peers counted since the last call, and resets.
+func (d *dialCounter) to(peers ...lpeer.ID) int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	n := 0
+	for _, p := range peers {
+		n += d.n[p]
+	}
+	d.n = nil
+	return n
 }
 
 type nodeOpts struct {
@@ -53,12 +98,13 @@ func startNode(t testing.TB, key crypto.PrivKey, tool string, o nodeOpts) *meshN
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc, err := New(h, key, o.cfg)
+	dials := &dialCounter{Host: h}
+	svc, err := New(dials, key, o.cfg)
 	if err != nil {
 		h.Close()
 		t.Fatal(err)
 	}
-	n := &meshNode{key: key, id: id, tool: tool, h: h, svc: svc}
+	n := &meshNode{key: key, id: id, tool: tool, h: h, svc: svc, dials: dials}
 	svc.Start(func(context.Context) (*cardpb.Card, error) {
 		card := &cardpb.Card{Name: tool, Servers: []*cardpb.Server{{Name: "s", Tools: []*cardpb.Tool{{Name: tool}}}}}
 		for _, a := range h.Addrs() {
