@@ -17,16 +17,16 @@ cd "$(dirname "$0")/.."
 
 fuzztime=${FUZZTIME:-8s}
 targets=(
-  "./mcp/ FuzzDecodeFrame"
-  "./mcp/ FuzzStreamConnRead"
-  "./mcp/ FuzzDecodeState"
+  "./internal/sdkcompat/ FuzzDecodeFrame"
+  "./mcp/transport/ FuzzStreamConnRead"
+  "./mcp/ask/ FuzzDecodeState"
   "./discovery/ FuzzOpenCard"
   "./discovery/ FuzzCardContents"
   "./tasks/ FuzzParse"
   "./tasks/ FuzzDecodeMeta"
-  "./node/ FuzzRelayFrames"
-  "./node/ FuzzRelayTrust"
-  "./peer/ FuzzDecodeChain"
+  "./mcp/relay/ FuzzRelayFrames"
+  "./peer/trust/ FuzzRelayTrust"
+  "./peer/delegation/ FuzzDecodeChain"
 )
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

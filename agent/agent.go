@@ -25,9 +25,10 @@ import (
 	logging "github.com/ipfs/go-log/v2"
 	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/mcpmesh/mcpmesh/discovery"
 	"github.com/mcpmesh/mcpmesh/gateway"
-	"github.com/mcpmesh/mcpmesh/mcp"
-	"github.com/mcpmesh/mcpmesh/node"
+	"github.com/mcpmesh/mcpmesh/mcp/transport"
+	"github.com/mcpmesh/mcpmesh/node/iface"
 )
 
 var log = logging.Logger("mcpmesh/agent")
@@ -96,7 +97,7 @@ const (
 // agent is one agent added to a node.
 type agent struct {
 	cfg     Config
-	n       *node.Node
+	n       iface.Node // the mesh it searches and calls, the server where it is a tool
 	backend Backend
 	mesh    *gateway.Mesh // nil when the agent has no capabilities
 	tools   []ToolSpec    // what the model is offered
@@ -106,7 +107,7 @@ type agent struct {
 // tool named cfg.Name, tagged "agent" (and cfg.Tags), which then appears in
 // the node's card like any tool. An API key named by cfg.Model.APIKeyEnv is
 // read now, and kept only inside the backend's client.
-func Add(n *node.Node, cfg Config, opts ...Option) error {
+func Add(n iface.Node, cfg Config, opts ...Option) error {
 	o := options{lookupEnv: os.LookupEnv}
 	for _, opt := range opts {
 		opt(&o)
@@ -128,10 +129,10 @@ func Add(n *node.Node, cfg Config, opts ...Option) error {
 	}
 	a.tools = loopTools(a.mesh != nil)
 	tags := append([]string{Tag}, cfg.Tags...)
-	node.AddTool(n, &sdkmcp.Tool{
+	sdkmcp.AddTool(n.Server(), &sdkmcp.Tool{
 		Name:        cfg.Name,
 		Description: cfg.Description,
-		Meta:        sdkmcp.Meta{node.TagsMetaKey: tags},
+		Meta:        sdkmcp.Meta{discovery.TagsMetaKey: tags},
 	}, a.handle)
 	log.Infow("agent added", "agent", cfg.Name, "backend", cfg.Model.Backend, "model", cfg.Model.Model)
 	return nil
@@ -173,7 +174,7 @@ func newBackend(cfg Config, lookupEnv func(string) (string, bool)) (Backend, err
 // allow keeps the agent's searches and calls within its capabilities, and
 // away from itself.
 func (a *agent) allow(t gateway.ToolInfo) error {
-	if t.Peer == a.n.ID() && t.Server == mcp.DefaultServer && t.Tool == a.cfg.Name {
+	if t.Peer == a.n.ID() && t.Server == transport.DefaultServer && t.Tool == a.cfg.Name {
 		return fmt.Errorf("agent %q does not call itself", a.cfg.Name)
 	}
 	if !a.cfg.Capabilities.admits(t.Peer, t.Server, t.Tool, t.Tags) {

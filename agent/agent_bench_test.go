@@ -10,7 +10,7 @@ import (
 	"github.com/mcpmesh/mcpmesh/agent"
 	"github.com/mcpmesh/mcpmesh/gateway"
 	"github.com/mcpmesh/mcpmesh/limits"
-	"github.com/mcpmesh/mcpmesh/mcp"
+	"github.com/mcpmesh/mcpmesh/mcp/transport"
 	"github.com/mcpmesh/mcpmesh/node"
 )
 
@@ -57,7 +57,7 @@ func BenchmarkDelegation(b *testing.B) {
 		node.AddTool(dn, &sdkmcp.Tool{Name: "weather", Description: "Today's weather in a city."}, sunny)
 		relay := func(self, next *node.Node, tool string) sdkmcp.ToolHandlerFor[cityIn, any] {
 			return func(ctx context.Context, _ *sdkmcp.CallToolRequest, in cityIn) (*sdkmcp.CallToolResult, any, error) {
-				res, err := self.CallServerTool(ctx, next.ID(), mcp.DefaultServer, tool, in)
+				res, err := self.CallServerTool(ctx, next.ID(), transport.DefaultServer, tool, in)
 				return res, nil, err
 			}
 		}
@@ -75,7 +75,7 @@ func BenchmarkDelegation(b *testing.B) {
 var unlimited = node.WithLimits(limits.Config{Rate: 1e9, Burst: 1 << 30, PrincipalRate: 1e9, PrincipalBurst: 1 << 30})
 
 func ref(n *node.Node, tool string) string {
-	return n.ID().String() + "/" + mcp.DefaultServer + "/" + tool
+	return n.ID().String() + "/" + transport.DefaultServer + "/" + tool
 }
 
 // benchRoot calls tool on p from a, b.N times, and reports the time per
@@ -87,7 +87,7 @@ func benchRoot(b *testing.B, a, p *node.Node, tool string, steps int) {
 		args = map[string]any{"city": "Lisbon"}
 	}
 	call := func() {
-		res, err := a.CallServerTool(ctx, p.ID(), mcp.DefaultServer, tool, args)
+		res, err := a.CallServerTool(ctx, p.ID(), transport.DefaultServer, tool, args)
 		if err != nil || res.IsError {
 			b.Fatalf("%s: %v %v", tool, err, res)
 		}

@@ -18,9 +18,10 @@ import (
 	"github.com/mcpmesh/mcpmesh/agent"
 	"github.com/mcpmesh/mcpmesh/discovery"
 	"github.com/mcpmesh/mcpmesh/gateway"
-	"github.com/mcpmesh/mcpmesh/mcp"
+	"github.com/mcpmesh/mcpmesh/mcp/transport"
 	"github.com/mcpmesh/mcpmesh/node"
 	"github.com/mcpmesh/mcpmesh/tasks"
+	"github.com/mcpmesh/mcpmesh/tasks/tracker"
 )
 
 func TestMain(m *testing.M) {
@@ -161,7 +162,7 @@ func TestDelegationThreeHops(t *testing.T) {
 	d := newDelegation(t, sunny)
 	var mu sync.Mutex
 	var progress []string
-	ctx := node.WithProgress(context.Background(), func(p *sdkmcp.ProgressNotificationParams) {
+	ctx := tasks.WithProgress(context.Background(), func(p *sdkmcp.ProgressNotificationParams) {
 		mu.Lock()
 		progress = append(progress, p.Message)
 		mu.Unlock()
@@ -175,7 +176,7 @@ func TestDelegationThreeHops(t *testing.T) {
 	}
 	out := outcome(t, res)
 	if out.StopReason != agent.StopAnswer || out.Steps != 3 || out.ToolCalls != 2 || len(out.Calls) != 1 ||
-		!strings.HasPrefix(out.Calls[0], d.c.ID().String()+"/"+mcp.DefaultServer+"/forecaster") {
+		!strings.HasPrefix(out.Calls[0], d.c.ID().String()+"/"+transport.DefaultServer+"/forecaster") {
 		t.Fatalf("outcome = %+v", out)
 	}
 
@@ -235,9 +236,9 @@ func hasAll(got, prefixes []string) bool {
 }
 
 // only returns the one child of t that called tool.
-func only(t *testing.T, tree *node.TaskTree, tool string) *node.TaskTree {
+func only(t *testing.T, tree *tracker.TaskTree, tool string) *tracker.TaskTree {
 	t.Helper()
-	var found []*node.TaskTree
+	var found []*tracker.TaskTree
 	for _, c := range tree.Children {
 		if c.Tool == tool {
 			found = append(found, c)
@@ -511,7 +512,7 @@ func TestBorrowedModelTwoHopsUp(t *testing.T) {
 	a := newNode(t, node.WithSamplingWithToolsHandler(model))
 	b := newNode(t)
 	c := newNode(t)
-	echoRef = c.ID().String() + "/" + mcp.DefaultServer + "/echo"
+	echoRef = c.ID().String() + "/" + transport.DefaultServer + "/echo"
 	node.AddTool(c, &sdkmcp.Tool{Name: "echo", Description: "Echoes text."},
 		func(_ context.Context, _ *sdkmcp.CallToolRequest, in struct {
 			Text string `json:"text"`
@@ -613,7 +614,7 @@ func TestAskingAgentIsNotRunTwice(t *testing.T) {
 					paid.Add(1)
 					return &sdkmcp.CallToolResult{Content: []sdkmcp.Content{&sdkmcp.TextContent{Text: "paid"}}}, nil, nil
 				})
-			model := &moodyModel{payRef: c.ID().String() + "/" + mcp.DefaultServer + "/pay"}
+			model := &moodyModel{payRef: c.ID().String() + "/" + transport.DefaultServer + "/pay"}
 			cfg := agent.Config{Name: "payer", Description: "Pays.", Model: agent.ModelConfig{Backend: "borrowed"}, // replaced by model
 				Capabilities: agent.Capabilities{Tools: []string{"pay"}}}
 			if err := agent.Add(b, cfg, agent.WithBackend(model)); err != nil {

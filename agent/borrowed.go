@@ -8,7 +8,7 @@ import (
 
 	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
 
-	"github.com/mcpmesh/mcpmesh/mcp"
+	"github.com/mcpmesh/mcpmesh/mcp/ask"
 )
 
 // borrowed is the backend that owns no model: each completion is asked of
@@ -38,9 +38,9 @@ func (b *borrowed) Complete(ctx context.Context, req *Request) (*Reply, error) {
 	if err != nil {
 		return nil, err
 	}
-	res, err := mcp.SampleWithTools(ctx, params)
+	res, err := ask.SampleWithTools(ctx, params)
 	if err != nil {
-		if errors.Is(err, mcp.ErrInputRequired) {
+		if errors.Is(err, ask.ErrInputRequired) {
 			return nil, err // the caller answers and calls again
 		}
 		return nil, fmt.Errorf("borrowed model: sampling asked of the caller: %w", err)

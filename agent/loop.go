@@ -13,7 +13,7 @@ import (
 	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/mcpmesh/mcpmesh/gateway"
-	"github.com/mcpmesh/mcpmesh/mcp"
+	"github.com/mcpmesh/mcpmesh/mcp/ask"
 )
 
 // The tools the loop offers the model. search, describe and call work as
@@ -107,7 +107,7 @@ type run struct {
 
 // loop runs the agent on one task and returns its answer. It returns an
 // error only when the run cannot go on at all: the caller cancelled, the
-// model failed, or a question must go up first (mcp.ErrInputRequired).
+// model failed, or a question must go up first (ask.ErrInputRequired).
 func (r *run) loop(ctx context.Context, in Input) (string, *Outcome, error) {
 	cfg := r.a.cfg
 	parent := ctx
@@ -138,8 +138,8 @@ func (r *run) loop(ctx context.Context, in Input) (string, *Outcome, error) {
 		r.out.Steps++
 		step := r.out.Steps
 		// Replayed on a 2026-07-28 retry after a question: the model's
-		// earlier replies, not new ones (see mcp.Replay).
-		reply, err := mcp.Replay(ctx, fmt.Sprintf("model step %d", step), func() (*Reply, error) {
+		// earlier replies, not new ones (see ask.Replay).
+		reply, err := ask.Replay(ctx, fmt.Sprintf("model step %d", step), func() (*Reply, error) {
 			return r.a.backend.Complete(ctx, req)
 		})
 		if err != nil {
@@ -148,7 +148,7 @@ func (r *run) loop(ctx context.Context, in Input) (string, *Outcome, error) {
 				return "", nil, parent.Err()
 			case ctx.Err() != nil:
 				return r.partial(StopDeadline)
-			case errors.Is(err, mcp.ErrInputRequired):
+			case errors.Is(err, ask.ErrInputRequired):
 				return "", nil, err
 			}
 			return "", nil, fmt.Errorf("agent %q: step %d: model: %w", cfg.Name, step, err)
@@ -292,7 +292,7 @@ func (r *run) runTool(ctx context.Context, c ToolCall) (ToolResult, error) {
 		if err := json.Unmarshal(args, &in); err != nil {
 			return fail("search: bad arguments: %v", err)
 		}
-		out, err := mcp.Replay(ctx, "search "+string(args), func() (gateway.SearchOut, error) { return mesh.Search(ctx, in) })
+		out, err := ask.Replay(ctx, "search "+string(args), func() (gateway.SearchOut, error) { return mesh.Search(ctx, in) })
 		if err != nil {
 			return fail("search: %v", err)
 		}
@@ -302,7 +302,7 @@ func (r *run) runTool(ctx context.Context, c ToolCall) (ToolResult, error) {
 		if err := json.Unmarshal(args, &in); err != nil {
 			return fail("describe: bad arguments: %v", err)
 		}
-		out, err := mcp.Replay(ctx, "describe "+in.Ref, func() (gateway.DescribeOut, error) { return mesh.Describe(ctx, in.Ref) })
+		out, err := ask.Replay(ctx, "describe "+in.Ref, func() (gateway.DescribeOut, error) { return mesh.Describe(ctx, in.Ref) })
 		if err != nil {
 			return fail("describe %s: %v", in.Ref, err)
 		}
@@ -317,7 +317,7 @@ func (r *run) runTool(ctx context.Context, c ToolCall) (ToolResult, error) {
 			callArgs = in.Arguments
 		}
 		// Never twice for one run, retries after a question included.
-		res, err := mcp.Replay(ctx, "call "+in.Ref+" "+string(args), func() (*sdkmcp.CallToolResult, error) {
+		res, err := ask.Replay(ctx, "call "+in.Ref+" "+string(args), func() (*sdkmcp.CallToolResult, error) {
 			return mesh.Call(ctx, in.Ref, callArgs)
 		})
 		if err != nil {
@@ -342,7 +342,7 @@ func (r *run) runTool(ctx context.Context, c ToolCall) (ToolResult, error) {
 // askUser asks the human at the root of the call tree, through the
 // agent's caller (elicitation, relayed up the tree).
 func (r *run) askUser(ctx context.Context, question string) (ToolResult, error) {
-	res, err := mcp.Elicit(ctx, &sdkmcp.ElicitParams{
+	res, err := ask.Elicit(ctx, &sdkmcp.ElicitParams{
 		Message: question,
 		RequestedSchema: map[string]any{
 			"type":       "object",
@@ -351,7 +351,7 @@ func (r *run) askUser(ctx context.Context, question string) (ToolResult, error) 
 		},
 	})
 	switch {
-	case errors.Is(err, mcp.ErrInputRequired):
+	case errors.Is(err, ask.ErrInputRequired):
 		return ToolResult{}, err
 	case err != nil:
 		return ToolResult{Text: fmt.Sprintf("ask_user: no answer: %v", err), IsError: true}, nil

@@ -21,7 +21,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/mcpmesh/mcpmesh/discovery"
-	"github.com/mcpmesh/mcpmesh/mcp"
+	"github.com/mcpmesh/mcpmesh/mcp/transport"
 	"github.com/mcpmesh/mcpmesh/node"
 )
 
@@ -90,7 +90,7 @@ func TestAPIKeyNeverLeaks(t *testing.T) {
 		}) (*sdkmcp.CallToolResult, any, error) {
 			return &sdkmcp.CallToolResult{Content: []sdkmcp.Content{&sdkmcp.TextContent{Text: "sunny in " + in.City}}}, nil, nil
 		})
-	weatherRef := fmt.Sprintf("%s/%s/weather", leaf.ID(), mcp.DefaultServer)
+	weatherRef := fmt.Sprintf("%s/%s/weather", leaf.ID(), transport.DefaultServer)
 
 	// The model: search, then call the weather tool, then answer with its
 	// result; a task saying "refuse" gets a 401 quoting the key, as some

@@ -39,9 +39,9 @@ import (
 	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/mcpmesh/mcpmesh/limits"
-	"github.com/mcpmesh/mcpmesh/mcp"
+	"github.com/mcpmesh/mcpmesh/mcp/transport"
 	"github.com/mcpmesh/mcpmesh/node"
-	"github.com/mcpmesh/mcpmesh/peer"
+	"github.com/mcpmesh/mcpmesh/peer/policy"
 )
 
 // loopback is where every libp2p host of these benchmarks listens.
@@ -115,21 +115,7 @@ var paths = []path{
 // connection) being open before the timer starts.
 func BenchmarkCall(b *testing.B) {
 	for _, p := range paths {
-		b.Run(p.name, func(b *testing.B) {
-			ctx := context.Background()
-			c := p.setup(b)
-			if err := c(ctx); err != nil { // warm up: caches, pools, lazy schemas
-				b.Fatal(err)
-			}
-			b.ReportAllocs()
-			cpu := cpuTime()
-			for b.Loop() {
-				if err := c(ctx); err != nil {
-					b.Fatal(err)
-				}
-			}
-			reportCPU(b, cpu)
-		})
+		b.Run(p.name, func(b *testing.B) { timeCalls(b, p.setup(b)) })
 	}
 }
 
@@ -179,12 +165,12 @@ func firstCall(ctx context.Context, caller *node.Node, target string) (took [3]t
 	}
 	took[0] = time.Since(start)
 	start = time.Now()
-	if _, err := caller.Session(ctx, id, mcp.DefaultServer); err != nil {
+	if _, err := caller.Session(ctx, id, transport.DefaultServer); err != nil {
 		return took, err
 	}
 	took[1] = time.Since(start)
 	start = time.Now()
-	res, err := caller.CallServerTool(ctx, id, mcp.DefaultServer, "echo", echoArgs)
+	res, err := caller.CallServerTool(ctx, id, transport.DefaultServer, "echo", echoArgs)
 	took[2] = time.Since(start)
 	return took, checkEcho(res, err)
 }
@@ -205,7 +191,7 @@ func BenchmarkResolveTool(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if t.Server != mcp.DefaultServer || t.Name != "echo" {
+		if t.Server != transport.DefaultServer || t.Name != "echo" {
 			b.Fatalf("resolved to %s", t.Ref())
 		}
 	}
@@ -222,7 +208,7 @@ func BenchmarkConcurrent64(b *testing.B) {
 	ctx := context.Background()
 	caller, server := meshPair(b)
 	id := server.ID()
-	if err := checkEcho(caller.CallServerTool(ctx, id, mcp.DefaultServer, "echo", echoArgs)); err != nil {
+	if err := checkEcho(caller.CallServerTool(ctx, id, transport.DefaultServer, "echo", echoArgs)); err != nil {
 		b.Fatal(err)
 	}
 	procs := runtime.GOMAXPROCS(0)
@@ -232,7 +218,7 @@ func BenchmarkConcurrent64(b *testing.B) {
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			if err := checkEcho(caller.CallServerTool(ctx, id, mcp.DefaultServer, "echo", echoArgs)); err != nil {
+			if err := checkEcho(caller.CallServerTool(ctx, id, transport.DefaultServer, "echo", echoArgs)); err != nil {
 				b.Error(err)
 				return
 			}
@@ -245,6 +231,25 @@ func BenchmarkConcurrent64(b *testing.B) {
 
 // reportCPU reports the process CPU time per operation since start: on a
 // busy machine it varies much less than the wall time per operation.
+// timeCalls times c, warmed up first (caches, pools, lazy schemas, open
+// sessions), with its allocations and the process's CPU time per call.
+func timeCalls(b *testing.B, c call) {
+	ctx := context.Background()
+	if err := c(ctx); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	cpu := cpuTime()
+	b.ResetTimer()
+	for b.Loop() {
+		if err := c(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	reportCPU(b, cpu)
+}
+
 func reportCPU(b *testing.B, start time.Duration) {
 	if used := cpuTime() - start; start > 0 && b.N > 0 {
 		b.ReportMetric(float64(used.Nanoseconds())/float64(b.N), "cpu-ns/op")
@@ -288,7 +293,7 @@ func TestConcurrent(t *testing.T) {
 	errs := make(chan error, concurrency)
 	for range concurrency {
 		wg.Go(func() {
-			errs <- checkEcho(caller.CallServerTool(ctx, server.ID(), mcp.DefaultServer, "echo", echoArgs))
+			errs <- checkEcho(caller.CallServerTool(ctx, server.ID(), transport.DefaultServer, "echo", echoArgs))
 		})
 	}
 	wg.Wait()
@@ -360,7 +365,7 @@ func meshPair(tb testing.TB, opts ...node.Option) (caller, server *node.Node) {
 func meshCall(tb testing.TB, resolve bool, opts ...node.Option) call {
 	caller, server := meshPair(tb, opts...)
 	id := server.ID()
-	if _, err := caller.Session(context.Background(), id, mcp.DefaultServer); err != nil {
+	if _, err := caller.Session(context.Background(), id, transport.DefaultServer); err != nil {
 		tb.Fatal(err)
 	}
 	if resolve {
@@ -369,7 +374,7 @@ func meshCall(tb testing.TB, resolve bool, opts ...node.Option) call {
 		}
 	}
 	return func(ctx context.Context) error {
-		return checkEcho(caller.CallServerTool(ctx, id, mcp.DefaultServer, "echo", echoArgs))
+		return checkEcho(caller.CallServerTool(ctx, id, transport.DefaultServer, "echo", echoArgs))
 	}
 }
 
@@ -394,14 +399,14 @@ func meshClosedCall(tb testing.TB) call {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	pol, err := peer.ParsePolicy(fmt.Appendf(nil, `{"groups": %s, "grants": [%s]}`, g, strings.Join(grants, ",")))
+	pol, err := policy.Parse(fmt.Appendf(nil, `{"groups": %s, "grants": [%s]}`, g, strings.Join(grants, ",")))
 	if err != nil {
 		tb.Fatal(err)
 	}
 	server.SetPolicy(pol)
 	id := server.ID()
 	return func(ctx context.Context) error {
-		return checkEcho(caller.CallServerTool(ctx, id, mcp.DefaultServer, "echo", echoArgs))
+		return checkEcho(caller.CallServerTool(ctx, id, transport.DefaultServer, "echo", echoArgs))
 	}
 }
 
@@ -484,7 +489,7 @@ var (
 
 // captureCall returns the request line and the response line, newline
 // included, of one echo call between two mesh nodes, as they cross the
-// stream (mcp.StreamTransport writes jsonrpc.EncodeMessage plus '\n').
+// stream (transport.StreamTransport writes jsonrpc.EncodeMessage plus '\n').
 func captureCall(tb testing.TB) (req, resp []byte) {
 	tb.Helper()
 	captureOnce.Do(func() { capturedReq, capResp, captureErr = capture() })
@@ -514,11 +519,11 @@ func capture() (req, resp []byte, err error) {
 	if err := caller.Host().Connect(ctx, lpeer.AddrInfo{ID: server.ID(), Addrs: server.Host().Addrs()}); err != nil {
 		return nil, nil, err
 	}
-	s, err := caller.Host().NewStream(ctx, server.ID(), mcp.ProtocolID(mcp.DefaultServer))
+	s, err := caller.Host().NewStream(ctx, server.ID(), transport.ProtocolID(transport.DefaultServer))
 	if err != nil {
 		return nil, nil, err
 	}
-	rec := &recorder{inner: &mcp.StreamTransport{Stream: s}}
+	rec := &recorder{inner: &transport.StreamTransport{Stream: s}}
 	cs, err := sdkClient().Connect(ctx, rec, &sdkmcp.ClientSessionOptions{ProtocolVersion: node.DefaultProtocolVersion})
 	if err != nil {
 		s.Reset()

@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mcpmesh/mcpmesh/mcp"
+	"github.com/mcpmesh/mcpmesh/mcp/transport"
 	"github.com/mcpmesh/mcpmesh/node"
 )
 
@@ -23,10 +23,10 @@ func relayCall(tb testing.TB, viaRelay bool, callerOpts ...node.Option) call {
 			tb.Fatal(err)
 		}
 		return func(ctx context.Context) error {
-			return checkEcho(a.CallServerTool(ctx, c.ID(), mcp.DefaultServer, "echo", echoArgs))
+			return checkEcho(a.CallServerTool(ctx, c.ID(), transport.DefaultServer, "echo", echoArgs))
 		}
 	}
-	if err := b.SharePeer("far", c.ID(), mcp.DefaultServer); err != nil {
+	if err := b.SharePeer("far", c.ID(), transport.DefaultServer); err != nil {
 		tb.Fatal(err)
 	}
 	if _, err := a.Connect(ctx, b.Addrs()[0].String()); err != nil {
@@ -52,23 +52,7 @@ func BenchmarkRelay(b *testing.B) {
 		{"direct-no-delegation", false, []node.Option{node.WithoutDelegation()}},
 		{"via-relay-no-delegation", true, []node.Option{node.WithoutDelegation()}},
 	} {
-		b.Run(c.name, func(b *testing.B) {
-			call := relayCall(b, c.via, c.opts...)
-			ctx := context.Background()
-			if err := call(ctx); err != nil { // warm: sessions open
-				b.Fatal(err)
-			}
-			b.ReportAllocs()
-			start := cpuTime()
-			b.ResetTimer()
-			for b.Loop() {
-				if err := call(ctx); err != nil {
-					b.Fatal(err)
-				}
-			}
-			b.StopTimer()
-			reportCPU(b, start)
-		})
+		b.Run(c.name, func(b *testing.B) { timeCalls(b, relayCall(b, c.via, c.opts...)) })
 	}
 }
 

@@ -9,7 +9,7 @@ import (
 	lpeer "github.com/libp2p/go-libp2p/core/peer"
 	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
 
-	"github.com/mcpmesh/mcpmesh/mcp"
+	"github.com/mcpmesh/mcpmesh/mcp/transport"
 	"github.com/mcpmesh/mcpmesh/node"
 )
 
@@ -40,7 +40,7 @@ func newChain(tb testing.TB, tracking bool) *chain {
 				if err != nil {
 					return nil, nil, err
 				}
-				res, err := n.CallServerTool(ctx, p, mcp.DefaultServer, "relay", relayIn{Next: in.Next[1:], Text: in.Text})
+				res, err := n.CallServerTool(ctx, p, transport.DefaultServer, "relay", relayIn{Next: in.Next[1:], Text: in.Text})
 				return res, nil, err
 			})
 		c.nodes[i] = n
@@ -55,14 +55,14 @@ func newChain(tb testing.TB, tracking bool) *chain {
 
 // oneHop calls echo on B from A.
 func (c *chain) oneHop(ctx context.Context) error {
-	return checkEcho(c.nodes[0].CallServerTool(ctx, c.nodes[1].ID(), mcp.DefaultServer, "echo", echoArgs))
+	return checkEcho(c.nodes[0].CallServerTool(ctx, c.nodes[1].ID(), transport.DefaultServer, "echo", echoArgs))
 }
 
 // threeHops calls relay on B, which calls relay on C, which calls relay on
 // D, which echoes: three hops.
 func (c *chain) threeHops(ctx context.Context) error {
 	next := []string{c.nodes[2].ID().String(), c.nodes[3].ID().String()}
-	return checkEcho(c.nodes[0].CallServerTool(ctx, c.nodes[1].ID(), mcp.DefaultServer, "relay", relayIn{Next: next, Text: echoText}))
+	return checkEcho(c.nodes[0].CallServerTool(ctx, c.nodes[1].ID(), transport.DefaultServer, "relay", relayIn{Next: next, Text: echoText}))
 }
 
 // BenchmarkTaskHops times, in one run and interleaved call by call (so that

@@ -10,7 +10,7 @@ import (
 
 	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
 
-	"github.com/mcpmesh/mcpmesh/node"
+	"github.com/mcpmesh/mcpmesh/mcp/upstream"
 )
 
 // APIFile is the name of the file in the daemon's home that says where its
@@ -26,12 +26,12 @@ type Endpoint struct {
 
 // Identity answers GET /v1/id.
 type Identity struct {
-	ID       string             `json:"id"`
-	Name     string             `json:"name"`
-	Version  string             `json:"version"`
-	Addrs    []string           `json:"addrs"`
-	Servers  []string           `json:"servers"`
-	Programs []node.ShareStatus `json:"programs,omitempty"`
+	ID       string                 `json:"id"`
+	Name     string                 `json:"name"`
+	Version  string                 `json:"version"`
+	Addrs    []string               `json:"addrs"`
+	Servers  []string               `json:"servers"`
+	Programs []upstream.ShareStatus `json:"programs,omitempty"`
 }
 
 // Peer is one entry of GET /v1/peers.

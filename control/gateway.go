@@ -11,7 +11,8 @@ import (
 	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/mcpmesh/mcpmesh/gateway"
-	"github.com/mcpmesh/mcpmesh/mcp"
+	"github.com/mcpmesh/mcpmesh/mcp/relay"
+	"github.com/mcpmesh/mcpmesh/mcp/transport"
 )
 
 // UpgradeProtocol is the Upgrade header of POST /v1/mcp: after "101
@@ -37,7 +38,7 @@ func SplitTarget(s string) (peerPart, server string, err error) {
 	if i <= 0 || i == len(s)-1 {
 		return "", "", fmt.Errorf("%q: want PEER/SERVER", s)
 	}
-	if err := mcp.ValidateServerName(s[i+1:]); err != nil {
+	if err := transport.ValidateServerName(s[i+1:]); err != nil {
 		return "", "", err
 	}
 	return s[:i], s[i+1:], nil
@@ -103,21 +104,28 @@ func (s *Server) handleGateway(w http.ResponseWriter, r *http.Request) {
 // serveGateway runs one host session on conn until it ends or the daemon
 // stops.
 func (s *Server) serveGateway(conn net.Conn, buffered *bufio.Reader, upstream sdkmcp.Connection, pins []gateway.Pin) {
-	s.wg.Add(1)
-	defer s.wg.Done()
+	if !s.group.Enter() {
+		conn.Close()
+		if upstream != nil {
+			upstream.Close()
+		}
+		return
+	}
+	defer s.group.Leave()
 	ctx, cancel := context.WithCancel(s.ctx)
 	defer cancel()
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
 	host, _ := (&sdkmcp.IOTransport{Reader: readCloser{buffered, conn}, Writer: conn}).Connect(ctx)
 	if upstream != nil {
-		if err := mcp.Pump(ctx, host, upstream, nil); err != nil {
+		if err := relay.Pump(ctx, host, upstream, nil); err != nil {
 			log.Debugw("transparent gateway session ended", "error", err)
 		}
 		return
 	}
 	srv := gateway.NewMeshServer(ctx, s.node, gateway.MeshOptions{Pins: pins})
-	ss, err := srv.Connect(ctx, mcp.Connected(host), nil)
+	defer srv.Close()
+	ss, err := srv.Connect(ctx, transport.Connected(host), nil)
 	if err != nil {
 		host.Close()
 		return

@@ -8,7 +8,7 @@ import (
 
 	lpeer "github.com/libp2p/go-libp2p/core/peer"
 
-	"github.com/mcpmesh/mcpmesh/peer"
+	"github.com/mcpmesh/mcpmesh/peer/policy"
 )
 
 // PolicyResponse is the answer to GET /v1/policy.
@@ -67,8 +67,8 @@ func (s *Server) handlePolicyCheck(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, CheckResponse{Allowed: p.Allows(a), Listed: p.Shows(a)})
 }
 
-func (req CheckRequest) access() (peer.Access, error) {
-	var a peer.Access
+func (req CheckRequest) access() (policy.Access, error) {
+	var a policy.Access
 	var err error
 	if a.Caller, err = lpeer.Decode(req.Peer); err != nil {
 		return a, fmt.Errorf("peer %q: %w", req.Peer, err)
@@ -80,11 +80,11 @@ func (req CheckRequest) access() (peer.Access, error) {
 	}
 	switch req.Kind {
 	case "", "tool":
-		a.Kind = peer.Tool
+		a.Kind = policy.Tool
 	case "resource":
-		a.Kind = peer.Resource
+		a.Kind = policy.Resource
 	case "prompt":
-		a.Kind = peer.Prompt
+		a.Kind = policy.Prompt
 	default:
 		return a, fmt.Errorf("kind %q: want tool, resource or prompt", req.Kind)
 	}

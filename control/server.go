@@ -18,8 +18,10 @@ import (
 	logging "github.com/ipfs/go-log/v2"
 	lpeer "github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/mcpmesh/mcpmesh/internal/loopback"
+	"github.com/mcpmesh/mcpmesh/internal/owner"
 	"github.com/mcpmesh/mcpmesh/node"
-	"github.com/mcpmesh/mcpmesh/peer"
+	"github.com/mcpmesh/mcpmesh/peer/identity"
 )
 
 var log = logging.Logger("mcpmesh/control")
@@ -38,7 +40,10 @@ type Server struct {
 
 	ctx    context.Context // ends on Close: host sessions taken over from HTTP end too
 	cancel context.CancelFunc
-	wg     sync.WaitGroup // host sessions (POST /v1/mcp), which Shutdown does not track
+	group  owner.Group // host sessions (POST /v1/mcp), which Shutdown does not track
+
+	closeOnce sync.Once
+	closeErr  error
 }
 
 // Listen starts the control API of n on addr (a loopback address; port 0
@@ -48,7 +53,7 @@ func Listen(n *node.Node, home, addr string) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("control address %q: %w", addr, err)
 	}
-	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+	if !loopback.Host(host) {
 		return nil, fmt.Errorf("control address %q: must be a loopback address (127.0.0.1 or ::1)", addr)
 	}
 	tok := make([]byte, 32)
@@ -91,25 +96,30 @@ func (s *Server) writeEndpoint() error {
 
 // Close stops the API and removes the API file (if it is still ours).
 func (s *Server) Close() error {
-	path := filepath.Join(s.home, APIFile)
-	if ep, err := readEndpoint(s.home); err == nil && ep.Token == s.token {
-		os.Remove(path)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2e9)
-	defer cancel()
-	err := s.srv.Shutdown(ctx)
-	if serveErr := <-s.done; !errors.Is(serveErr, http.ErrServerClosed) && err == nil {
-		err = serveErr
-	}
-	s.cancel()
-	s.wg.Wait()
-	return err
+	s.closeOnce.Do(func() {
+		path := filepath.Join(s.home, APIFile)
+		if ep, err := readEndpoint(s.home); err == nil && ep.Token == s.token {
+			os.Remove(path)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2e9)
+		defer cancel()
+		err := s.srv.Shutdown(ctx)
+		if serveErr := <-s.done; !errors.Is(serveErr, http.ErrServerClosed) && err == nil {
+			err = serveErr
+		}
+		s.group.Stop()
+		s.cancel()
+		s.group.Wait()
+		s.closeErr = err
+	})
+	return s.closeErr
 }
 
 func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/id", s.handleID)
 	mux.HandleFunc("GET /v1/peers", s.handlePeers)
+	mux.HandleFunc("GET /v1/status", s.handleStatus) // see status.go
 	mux.HandleFunc("POST /v1/connect", s.handleConnect)
 	mux.HandleFunc("POST /v1/tools", s.handleTools)
 	mux.HandleFunc("POST /v1/call", s.handleCall)
@@ -123,15 +133,11 @@ func (s *Server) routes() http.Handler {
 }
 
 // auth admits requests that carry the token, and only with a loopback Host
-// (no DNS rebinding from a browser page).
+// and Origin (no DNS rebinding or cross-origin request from a browser page).
 func (s *Server) auth(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		host, _, err := net.SplitHostPort(r.Host)
-		if err != nil {
-			host = r.Host
-		}
-		if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
-			writeError(w, http.StatusForbidden, fmt.Errorf("host %q is not loopback", r.Host))
+		if err := loopback.CheckRequest(r); err != nil {
+			writeError(w, http.StatusForbidden, err)
 			return
 		}
 		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
@@ -211,7 +217,7 @@ func (s *Server) handleConnect(w http.ResponseWriter, r *http.Request) {
 
 // target resolves a peer argument, connecting when it carries an address.
 func (s *Server) target(ctx context.Context, arg string) (lpeer.ID, error) {
-	info, err := peer.ParseTarget(arg)
+	info, err := identity.ParseTarget(arg)
 	if err != nil {
 		return "", err
 	}

@@ -6,8 +6,8 @@ import (
 	"net/http"
 	"net/url"
 
-	"github.com/mcpmesh/mcpmesh/node"
 	"github.com/mcpmesh/mcpmesh/tasks"
+	"github.com/mcpmesh/mcpmesh/tasks/tracker"
 )
 
 // CancelResponse answers POST /v1/tasks/{id}/cancel.
@@ -76,8 +76,8 @@ func (c *Client) Task(ctx context.Context, id string) (tasks.Task, error) {
 }
 
 // TaskTree returns the tree below one of the daemon's tasks, across nodes.
-func (c *Client) TaskTree(ctx context.Context, id string) (*node.TaskTree, error) {
-	var out node.TaskTree
+func (c *Client) TaskTree(ctx context.Context, id string) (*tracker.TaskTree, error) {
+	var out tracker.TaskTree
 	return &out, c.do(ctx, http.MethodGet, "/v1/tasks/"+url.PathEscape(id)+"/tree", nil, &out)
 }
 

@@ -21,6 +21,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/routing"
 	"github.com/libp2p/go-libp2p/p2p/discovery/mdns"
 
+	"github.com/mcpmesh/mcpmesh/internal/retry"
 	"github.com/mcpmesh/mcpmesh/proto/cardpb"
 )
 
@@ -232,7 +233,7 @@ func (s *Service) Close() error {
 func (s *Service) publishLoop(build CardBuilder) {
 	republish := time.NewTimer(0)
 	defer republish.Stop()
-	retry := time.Second
+	backoff := retry.Backoff(time.Second, s.cfg.RepublishEvery)
 	for {
 		select {
 		case <-s.ctx.Done():
@@ -251,11 +252,10 @@ func (s *Service) publishLoop(build CardBuilder) {
 			if s.ctx.Err() != nil {
 				return
 			}
-			log.Debugw("publish card", "error", err, "retry", retry)
-			next = min(retry, next)
-			retry = min(2*retry, s.cfg.RepublishEvery)
+			next = min(backoff.Delay(), next)
+			log.Debugw("publish card", "error", err, "retry", next)
 		} else {
-			retry = time.Second
+			backoff.Reset()
 		}
 		republish.Reset(next)
 	}

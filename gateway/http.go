@@ -11,11 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"net/netip"
-	"net/url"
-	"reflect"
 	"strings"
 	"sync"
 	"time"
@@ -23,10 +19,12 @@ import (
 	lpeer "github.com/libp2p/go-libp2p/core/peer"
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
-	segjson "github.com/segmentio/encoding/json"
 
-	"github.com/mcpmesh/mcpmesh/mcp"
-	"github.com/mcpmesh/mcpmesh/node"
+	"github.com/mcpmesh/mcpmesh/internal/loopback"
+	"github.com/mcpmesh/mcpmesh/internal/sdkcompat"
+	"github.com/mcpmesh/mcpmesh/mcp/relay"
+	"github.com/mcpmesh/mcpmesh/mcp/transport"
+	"github.com/mcpmesh/mcpmesh/node/iface"
 )
 
 // log is declared in log.go, shared by the package.
@@ -57,7 +55,7 @@ type HTTPOptions struct {
 // Origin (when present) is not a loopback origin, is refused with 403
 // (DNS-rebinding protection). Close ends every transparent session.
 type HTTPHandler struct {
-	n    *node.Node
+	n    iface.Node
 	opts HTTPOptions
 	mesh http.Handler
 
@@ -71,7 +69,7 @@ type HTTPHandler struct {
 }
 
 // NewHTTPHandler returns the gateway's HTTP handler for n.
-func NewHTTPHandler(n *node.Node, opts HTTPOptions) *HTTPHandler {
+func NewHTTPHandler(n iface.Node, opts HTTPOptions) *HTTPHandler {
 	if opts.SessionTimeout == 0 {
 		opts.SessionTimeout = 30 * time.Minute
 	}
@@ -106,7 +104,7 @@ func (h *HTTPHandler) Sessions() int {
 }
 
 func (h *HTTPHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if err := checkLocal(r); err != nil {
+	if err := loopback.CheckRequest(r); err != nil {
 		http.Error(w, "Forbidden: "+err.Error(), http.StatusForbidden)
 		return
 	}
@@ -123,41 +121,12 @@ func (h *HTTPHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		ps, server, ok := strings.Cut(strings.TrimPrefix(rest, "/"), "/")
 		p, err := lpeer.Decode(ps)
-		if !ok || err != nil || mcp.ValidateServerName(server) != nil {
+		if !ok || err != nil || transport.ValidateServerName(server) != nil {
 			http.Error(w, "not found: want /mcp/PEER/SERVER (PEER a peer ID, SERVER a server name)", http.StatusNotFound)
 			return
 		}
 		h.serveTransparent(w, r, p, server)
 	}
-}
-
-// checkLocal refuses requests that a web page could have sent through DNS
-// rebinding or cross-origin: the Host must be a loopback name or address,
-// and so must the Origin's host, if there is an Origin.
-func checkLocal(r *http.Request) error {
-	if !loopbackHost(r.Host) {
-		return fmt.Errorf("Host %q is not a loopback address (DNS-rebinding protection)", r.Host)
-	}
-	if origin := r.Header.Get("Origin"); origin != "" {
-		u, err := url.Parse(origin)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || !loopbackHost(u.Host) {
-			return fmt.Errorf("Origin %q is not a loopback origin", origin)
-		}
-	}
-	return nil
-}
-
-func loopbackHost(hostport string) bool {
-	host, _, err := net.SplitHostPort(hostport)
-	if err != nil {
-		host = hostport
-	}
-	host = strings.TrimSuffix(strings.Trim(host, "[]"), ".")
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip, err := netip.ParseAddr(host)
-	return err == nil && ip.Unmap().IsLoopback()
 }
 
 const (
@@ -174,8 +143,8 @@ type session struct {
 	peer      lpeer.ID
 	server    string
 	transport *sdkmcp.StreamableServerTransport
-	conn      *routedConn
-	sent      *countingConn // the peer's side
+	conn      *relay.RoutedConn
+	sent      *relay.CountingConn // the peer's side
 	end       context.CancelFunc
 	timer     *time.Timer // idle timeout, nil without one
 }
@@ -196,7 +165,7 @@ func (h *HTTPHandler) serveTransparent(w http.ResponseWriter, r *http.Request, p
 	}
 	// The SDK's transport reads the protocol version header from the
 	// request context, where its own handler puts it.
-	r = r.WithContext(sdkContext{Context: r.Context(), protocolVersion: version})
+	r = r.WithContext(sdkcompat.RequestContext(r.Context(), version, jsonrpc.ID{}))
 
 	if id := r.Header.Get(headerSession); id != "" {
 		h.mu.Lock()
@@ -266,7 +235,7 @@ func (h *HTTPHandler) serveTransparent(w http.ResponseWriter, r *http.Request, p
 		t.ServeHTTP(w, r)
 		// A body of notifications alone is answered (202) before the relay
 		// has passed it on: let it finish before the session ends.
-		s.sent.wait(count, 2*time.Second)
+		s.sent.Wait(count, 2*time.Second)
 		h.endSession(s)
 		return
 	}
@@ -297,14 +266,14 @@ func (h *HTTPHandler) open(ctx context.Context, t *sdkmcp.StreamableServerTransp
 		up.Close()
 		return nil, err
 	}
-	sent := &countingConn{Connection: up, signal: make(chan struct{}, 1)}
-	rc := newRoutedConn(down, up)
+	sent := relay.NewCountingConn(up)
+	rc := relay.NewRoutedConn(down, up)
 	pctx, end := context.WithCancel(h.ctx)
 	s := &session{id: t.SessionID, peer: p, server: server, transport: t, conn: rc, sent: sent, end: end}
 	h.wg.Add(1)
 	go func() {
 		defer h.wg.Done()
-		err := mcp.Pump(pctx, rc, sent, nil)
+		err := relay.Pump(pctx, rc, sent, nil)
 		log.Debugw("transparent session ended", "session", s.id, "peer", p, "server", server, "error", err)
 		h.forget(s)
 	}()
@@ -387,45 +356,6 @@ func peekRequest(body []byte) (jsonrpc.ID, bool, int) {
 	return id, init, max(len(many), 1)
 }
 
-// countingConn counts the messages written to it.
-type countingConn struct {
-	sdkmcp.Connection
-	mu     sync.Mutex
-	n      int
-	signal chan struct{}
-}
-
-func (c *countingConn) Write(ctx context.Context, msg jsonrpc.Message) error {
-	err := c.Connection.Write(ctx, msg)
-	c.mu.Lock()
-	c.n++
-	c.mu.Unlock()
-	select {
-	case c.signal <- struct{}{}:
-	default:
-	}
-	return err
-}
-
-// wait waits until n messages were written, or for d at most.
-func (c *countingConn) wait(n int, d time.Duration) {
-	deadline := time.NewTimer(d)
-	defer deadline.Stop()
-	for {
-		c.mu.Lock()
-		done := c.n >= n
-		c.mu.Unlock()
-		if done {
-			return
-		}
-		select {
-		case <-c.signal:
-		case <-deadline.C:
-			return
-		}
-	}
-}
-
 func writeJSONRPCError(w http.ResponseWriter, status int, id jsonrpc.ID, e *jsonrpc.Error) {
 	data, err := jsonrpc.EncodeMessage(&jsonrpc.Response{ID: id, Error: e})
 	if err != nil || !id.IsValid() {
@@ -435,204 +365,4 @@ func writeJSONRPCError(w http.ResponseWriter, status int, id jsonrpc.ID, e *json
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	w.Write(data)
-}
-
-// sdkContext carries, for the SDK's Streamable HTTP server transport, the
-// values its own handler and server sessions would put on a context: the
-// protocol version of the HTTP request, and the request a server message
-// relates to (which picks the HTTP response stream it goes out on). The
-// SDK keys them with unexported types; sdkContext recognizes those by name
-// (go-sdk v1.8.0, mcp.protocolVersionContextKey and mcp.idContextKey).
-// TestTransparentSessionTwoHopsAway (no GET stream) fails if a new SDK
-// version renames them.
-type sdkContext struct {
-	context.Context
-	protocolVersion string     // "" for none
-	related         jsonrpc.ID // invalid for none
-}
-
-const sdkPackage = "github.com/modelcontextprotocol/go-sdk/mcp"
-
-func (c sdkContext) Value(key any) any {
-	if t := reflect.TypeOf(key); t != nil && t.PkgPath() == sdkPackage {
-		switch t.Name() {
-		case "protocolVersionContextKey":
-			if c.protocolVersion != "" {
-				return c.protocolVersion
-			}
-		case "idContextKey":
-			if c.related.IsValid() {
-				return c.related
-			}
-		}
-	}
-	return c.Context.Value(key)
-}
-
-// routedConn wraps the HTTP side of a transparent session. It watches the
-// requests the client sends (Read) so that it can tell, for each message
-// the server sends (Write), which request in flight it belongs to: a
-// response by its ID, a progress notification by its token, and any other
-// request or notification from the server (logging, sampling, elicitation,
-// roots) to the one request in flight, if there is exactly one. The SDK's
-// transport then writes it on that request's SSE stream, as a server of its
-// own would; a message that belongs to no request goes to the session's GET
-// stream.
-type routedConn struct {
-	sdkmcp.Connection                   // the HTTP side
-	up                sdkmcp.Connection // the peer's side, to refuse requests the client cannot get
-
-	mu       sync.Mutex
-	inflight map[jsonrpc.ID]struct{}
-	tokens   map[any]jsonrpc.ID // progress token → request
-	closing  bool
-}
-
-func newRoutedConn(down, up sdkmcp.Connection) *routedConn {
-	return &routedConn{Connection: down, up: up, inflight: map[jsonrpc.ID]struct{}{}, tokens: map[any]jsonrpc.ID{}}
-}
-
-func (c *routedConn) Read(ctx context.Context) (jsonrpc.Message, error) {
-	msg, err := c.Connection.Read(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if req, ok := msg.(*jsonrpc.Request); ok && req.IsCall() {
-		token := progressToken(req.Params)
-		c.mu.Lock()
-		c.inflight[req.ID] = struct{}{}
-		if token != nil {
-			c.tokens[token] = req.ID
-		}
-		c.mu.Unlock()
-	}
-	return msg, nil
-}
-
-func (c *routedConn) Write(ctx context.Context, msg jsonrpc.Message) error {
-	var related jsonrpc.ID
-	switch m := msg.(type) {
-	case *jsonrpc.Response:
-		c.mu.Lock()
-		delete(c.inflight, m.ID)
-		for tok, id := range c.tokens {
-			if id == m.ID {
-				delete(c.tokens, tok)
-			}
-		}
-		c.mu.Unlock()
-	case *jsonrpc.Request:
-		related = c.relate(m)
-	}
-	err := c.Connection.Write(sdkContext{Context: ctx, related: related}, msg)
-	if err == nil {
-		return nil
-	}
-	c.mu.Lock()
-	closing := c.closing
-	c.mu.Unlock()
-	var werr *jsonrpc.Error
-	if closing || !errors.As(err, &werr) || werr.Code != rejectedCode {
-		return err
-	}
-	// Not delivered (no stream to carry it: the client has no GET stream
-	// open, or the request it related to has ended). The session goes on,
-	// as with the SDK's own server; a request from the server is answered
-	// with an error, so that the server does not wait for ever.
-	if req, ok := msg.(*jsonrpc.Request); ok && req.IsCall() {
-		c.up.Write(ctx, &jsonrpc.Response{ID: req.ID, Error: &jsonrpc.Error{
-			Code:    jsonrpc.CodeInternalError,
-			Message: fmt.Sprintf("mcpmesh gateway: the client has no open stream for %s", req.Method),
-		}})
-	}
-	log.Debugw("server message not delivered", "error", err)
-	return nil
-}
-
-// rejectedCode is the SDK transport's "rejected by transport" error: the
-// message was not delivered but the session goes on.
-const rejectedCode = -32005
-
-// relate picks the client request in flight that msg, sent by the server,
-// belongs to.
-func (c *routedConn) relate(msg *jsonrpc.Request) jsonrpc.ID {
-	switch msg.Method {
-	case "notifications/progress":
-		if tok := progressTokenOf(msg.Params); tok != nil {
-			c.mu.Lock()
-			defer c.mu.Unlock()
-			return c.tokens[tok]
-		}
-		return jsonrpc.ID{}
-	case "notifications/resources/updated", "notifications/resources/list_changed",
-		"notifications/tools/list_changed", "notifications/prompts/list_changed",
-		"notifications/cancelled":
-		return jsonrpc.ID{} // about the session, not a request
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if len(c.inflight) == 1 {
-		for id := range c.inflight {
-			return id
-		}
-	}
-	return jsonrpc.ID{}
-}
-
-// Close answers the requests still in flight with an error (the session to
-// the peer is over, so their answers will never come), then closes the HTTP
-// side.
-func (c *routedConn) Close() error {
-	c.mu.Lock()
-	c.closing = true
-	ids := make([]jsonrpc.ID, 0, len(c.inflight))
-	for id := range c.inflight {
-		ids = append(ids, id)
-	}
-	clear(c.inflight)
-	c.mu.Unlock()
-	for _, id := range ids {
-		c.Connection.Write(context.Background(), &jsonrpc.Response{ID: id, Error: &jsonrpc.Error{
-			Code: jsonrpc.CodeInternalError, Message: "mcpmesh gateway: the session to the peer ended",
-		}})
-	}
-	return c.Connection.Close()
-}
-
-// progressToken returns params._meta.progressToken of a client request, or
-// nil. Params are decoded only if they mention one.
-func progressToken(params json.RawMessage) any {
-	if !bytes.Contains(params, []byte(`"progressToken"`)) {
-		return nil
-	}
-	var p struct {
-		Meta struct {
-			Token any `json:"progressToken"`
-		} `json:"_meta"`
-	}
-	if _, err := segjson.Parse(params, &p, segjson.DontMatchCaseInsensitiveStructFields); err != nil {
-		return nil
-	}
-	return normToken(p.Meta.Token)
-}
-
-// progressTokenOf returns params.progressToken of a progress notification.
-func progressTokenOf(params json.RawMessage) any {
-	var p struct {
-		Token any `json:"progressToken"`
-	}
-	if _, err := segjson.Parse(params, &p, segjson.DontMatchCaseInsensitiveStructFields); err != nil {
-		return nil
-	}
-	return normToken(p.Token)
-}
-
-// normToken makes a decoded token usable as a map key (a string or a
-// number; JSON numbers decode as float64 either way).
-func normToken(t any) any {
-	switch t.(type) {
-	case string, float64:
-		return t
-	}
-	return nil
 }

@@ -21,8 +21,9 @@ import (
 	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/mcpmesh/mcpmesh/discovery"
-	"github.com/mcpmesh/mcpmesh/node"
-	"github.com/mcpmesh/mcpmesh/peer"
+	"github.com/mcpmesh/mcpmesh/internal/retry"
+	"github.com/mcpmesh/mcpmesh/node/iface"
+	"github.com/mcpmesh/mcpmesh/peer/identity"
 )
 
 // Pin exposes one remote tool as a first-class tool of the mesh-mode server.
@@ -47,7 +48,7 @@ func ParsePin(s string) (Pin, error) {
 	if len(parts) < 2 || len(parts) > 3 {
 		return p, fmt.Errorf("pin %q: want [NAME=]PEER/[SERVER/]TOOL", s)
 	}
-	info, err := peer.ParseTarget(parts[0])
+	info, err := identity.ParseTarget(parts[0])
 	if err != nil {
 		return p, fmt.Errorf("pin %q: %w", s, err)
 	}
@@ -80,11 +81,26 @@ type ToolInfo struct {
 	Tags []string
 }
 
+// MeshServer is the MCP server of mesh mode. It resolves its pins on
+// goroutines of its own, which Close stops and waits for.
+type MeshServer struct {
+	*sdkmcp.Server
+	cancel context.CancelFunc
+	pins   sync.WaitGroup
+}
+
+// Close stops resolving pins and waits until it has stopped. The server
+// stays usable.
+func (s *MeshServer) Close() {
+	s.cancel()
+	s.pins.Wait()
+}
+
 // NewMeshServer returns the MCP server of mesh mode, acting through n.
 // Pinned tools are added as they are resolved (a peer may not be reachable
-// yet); the server announces each with listChanged. ctx bounds that
-// resolving.
-func NewMeshServer(ctx context.Context, n *node.Node, opts MeshOptions) *sdkmcp.Server {
+// yet); the server announces each with listChanged. Resolving stops when
+// ctx ends or at Close.
+func NewMeshServer(ctx context.Context, n iface.Node, opts MeshOptions) *MeshServer {
 	g := NewMesh(n, opts)
 	s := sdkmcp.NewServer(&sdkmcp.Implementation{Name: "mcpmesh", Title: "mcpmesh gateway", Version: n.Version()}, &sdkmcp.ServerOptions{
 		Instructions: "Tools of a peer-to-peer mesh of MCP servers. Search the mesh for what you need (mesh_search), " +
@@ -124,10 +140,12 @@ func NewMeshServer(ctx context.Context, n *node.Node, opts MeshOptions) *sdkmcp.
 		res, err := g.Call(ctx, in.Ref, args)
 		return res, nil, err
 	})
+	ctx, cancel := context.WithCancel(ctx)
+	ms := &MeshServer{Server: s, cancel: cancel}
 	for _, p := range opts.Pins {
-		go g.pin(ctx, s, p)
+		ms.pins.Go(func() { g.pin(ctx, s, p) })
 	}
-	return s
+	return ms
 }
 
 // Mesh searches the mesh for tools, describes them and calls them through a
@@ -135,7 +153,7 @@ func NewMeshServer(ctx context.Context, n *node.Node, opts MeshOptions) *sdkmcp.
 // verified cards it has seen until they expire; it is safe for concurrent
 // use.
 type Mesh struct {
-	n    *node.Node
+	n    iface.Node
 	opts MeshOptions
 
 	mu    sync.Mutex
@@ -143,7 +161,7 @@ type Mesh struct {
 }
 
 // NewMesh returns a Mesh acting through n. opts.Pins is not used.
-func NewMesh(n *node.Node, opts MeshOptions) *Mesh {
+func NewMesh(n iface.Node, opts MeshOptions) *Mesh {
 	if opts.SearchTimeout <= 0 {
 		opts.SearchTimeout = 3 * time.Second
 	}
@@ -241,12 +259,7 @@ func (g *Mesh) Search(ctx context.Context, in SearchIn) (SearchOut, error) {
 // that the DHT names as providers of a word (as a tool name) or a tag.
 func (g *Mesh) gather(ctx context.Context, words, tags []string) []*discovery.Card {
 	var wg sync.WaitGroup
-	if g.n.Discovery() != nil {
-		known := g.n.Host().Peerstore().Peers()
-		if rt := g.n.Discovery().DHT().RoutingTable(); rt != nil {
-			known = append(known, rt.ListPeers()...)
-		}
-		known = append(known, g.n.ID())
+	if known := g.n.KnownPeers(); known != nil {
 		sem := make(chan struct{}, 16) // bounds the card fetches in flight
 		for _, p := range known {
 			if _, ok := g.card(p); ok {
@@ -388,27 +401,27 @@ func (g *Mesh) Describe(ctx context.Context, ref string) (DescribeOut, error) {
 }
 
 // resolve finds the tool ref names and checks it against Allow.
-func (g *Mesh) resolve(ctx context.Context, ref string) (lpeer.ID, node.RemoteTool, error) {
+func (g *Mesh) resolve(ctx context.Context, ref string) (lpeer.ID, iface.RemoteTool, error) {
 	ps, tool, err := parseRef(ref)
 	if err != nil {
-		return "", node.RemoteTool{}, err
+		return "", iface.RemoteTool{}, err
 	}
 	p, err := g.peerOf(ctx, ps, tool)
 	if err != nil {
-		return "", node.RemoteTool{}, err
+		return "", iface.RemoteTool{}, err
 	}
 	t, err := g.n.ResolveTool(ctx, p, tool)
 	if err != nil {
-		return "", node.RemoteTool{}, err
+		return "", iface.RemoteTool{}, err
 	}
 	if err := g.allow(p, t); err != nil {
-		return "", node.RemoteTool{}, err
+		return "", iface.RemoteTool{}, err
 	}
 	return p, t, nil
 }
 
 // allow checks a resolved tool against Allow.
-func (g *Mesh) allow(p lpeer.ID, t node.RemoteTool) error {
+func (g *Mesh) allow(p lpeer.ID, t iface.RemoteTool) error {
 	if g.opts.Allow == nil {
 		return nil
 	}
@@ -419,9 +432,9 @@ func (g *Mesh) allow(p lpeer.ID, t node.RemoteTool) error {
 	return g.opts.Allow(ToolInfo{Peer: p, Server: t.Server, Tool: t.Name, Tags: tags})
 }
 
-// metaTags reads a tool's tags from its _meta (node.TagsMetaKey).
+// metaTags reads a tool's tags from its _meta (discovery.TagsMetaKey).
 func metaTags(meta sdkmcp.Meta) []string {
-	switch v := meta[node.TagsMetaKey].(type) {
+	switch v := meta[discovery.TagsMetaKey].(type) {
 	case []string:
 		return slices.Clone(v)
 	case []any:
@@ -446,7 +459,7 @@ func (g *Mesh) peerOf(ctx context.Context, ps, tool string) (lpeer.ID, error) {
 		}
 		return found[0], nil
 	}
-	info, err := peer.ParseTarget(ps)
+	info, err := identity.ParseTarget(ps)
 	if err != nil {
 		return "", err
 	}
@@ -530,7 +543,8 @@ func (g *Mesh) pin(ctx context.Context, s *sdkmcp.Server, p Pin) {
 	if p.Server != "" {
 		ref = p.Server + "/" + p.Tool
 	}
-	for wait := time.Second; ; wait = min(2*wait, time.Minute) {
+	backoff := retry.Backoff(time.Second, time.Minute)
+	for {
 		t, err := g.n.ResolveTool(ctx, p.Peer, ref)
 		if err == nil {
 			name := p.As
@@ -554,10 +568,9 @@ func (g *Mesh) pin(ctx context.Context, s *sdkmcp.Server, p Pin) {
 			log.Infow("pinned", "tool", name, "peer", p.Peer)
 			return
 		}
-		log.Warnf("pin %s on %s: %v; retrying in %v", ref, p.Peer, err, wait)
-		select {
-		case <-time.After(wait):
-		case <-ctx.Done():
+		wait := backoff.Delay()
+		log.Warnf("pin %s on %s: %v; retrying in %v", ref, p.Peer, err, wait.Round(time.Millisecond))
+		if !retry.Sleep(ctx, wait) {
 			return
 		}
 	}

@@ -44,7 +44,7 @@ type textIn struct {
 func meshOf(t *testing.T, pins ...gateway.Pin) (*sdkmcp.ClientSession, *node.Node, *node.Node) {
 	t.Helper()
 	a, b, c := newNode(t), newNode(t), newNode(t, node.WithName("carol"))
-	node.AddTool(c, &sdkmcp.Tool{Name: "translate", Description: "Translates English text into French.", Meta: sdkmcp.Meta{node.TagsMetaKey: []string{"i18n"}}},
+	node.AddTool(c, &sdkmcp.Tool{Name: "translate", Description: "Translates English text into French.", Meta: sdkmcp.Meta{discovery.TagsMetaKey: []string{"i18n"}}},
 		func(_ context.Context, _ *sdkmcp.CallToolRequest, in textIn) (*sdkmcp.CallToolResult, any, error) {
 			return &sdkmcp.CallToolResult{Content: []sdkmcp.Content{&sdkmcp.TextContent{Text: "bonjour (" + in.Text + ")"}}}, nil, nil
 		})

@@ -11,7 +11,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/libp2p/go-libp2p/core/test"
 
-	"github.com/mcpmesh/mcpmesh/mcp"
+	"github.com/mcpmesh/mcpmesh/mcp/transport"
 )
 
 // openInbound opens n inbound streams from p on rm and sets their protocol,
@@ -41,7 +41,7 @@ func TestResourceManagerLimitsMCPStreamsPerPeerAndServer(t *testing.T) {
 	}
 	defer rm.Close()
 	a, b, c := test.RandPeerIDFatal(t), test.RandPeerIDFatal(t), test.RandPeerIDFatal(t)
-	srv, other := mcp.ProtocolID("weather"), mcp.ProtocolID("files")
+	srv, other := transport.ProtocolID("weather"), transport.ProtocolID("files")
 
 	if got := openInbound(t, rm, a, srv, 6); got != 4 {
 		t.Errorf("peer a got %d streams to one server, want 4", got)
@@ -82,7 +82,7 @@ func TestResourceManagerLimitsInboundStreamsPerPeer(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer rm2.Close()
-	if got := openInbound(t, rm2, a, mcp.ProtocolID("x"), 20); got != 8 {
+	if got := openInbound(t, rm2, a, transport.ProtocolID("x"), 20); got != 8 {
 		t.Errorf("got %d MCP streams with 8 per peer, want 8", got)
 	}
 }
@@ -151,7 +151,7 @@ func TestStreamsRefusedByTheResourceManagerAreStrikes(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer s.Done()
-		if err := s.SetProtocol(mcp.ProtocolID("x")); err != nil {
+		if err := s.SetProtocol(transport.ProtocolID("x")); err != nil {
 			t.Fatalf("outbound MCP stream refused: %v", err)
 		}
 	}
@@ -159,7 +159,7 @@ func TestStreamsRefusedByTheResourceManagerAreStrikes(t *testing.T) {
 		t.Fatal("banned for the node's own streams")
 	}
 
-	if got := openInbound(t, rm, a, mcp.ProtocolID("x"), 4); got != 2 {
+	if got := openInbound(t, rm, a, transport.ProtocolID("x"), 4); got != 2 {
 		t.Fatalf("got %d inbound streams, want 2", got)
 	}
 	if _, banned := l.Banned(a); banned {

@@ -12,7 +12,6 @@
 package metrics
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -192,12 +191,11 @@ func (m *Metrics) tool(server, tool string) (string, string) {
 }
 
 // Serve serves the metrics over HTTP at addr ("127.0.0.1:9464"; port 0
-// picks a free one) on /metrics until ctx ends, and returns the address it
-// listens on. The metrics say which peers call which tools: an address that
-// is not loopback is served as told, with a warning in the log.
-func (m *Metrics) Serve(ctx context.Context, addr string) (net.Addr, error) {
-	var lc net.ListenConfig
-	ln, err := lc.Listen(ctx, "tcp", addr)
+// picks a free one) on /metrics, until the returned server's Close. The
+// metrics say which peers call which tools: an address that is not loopback
+// is served as told, with a warning in the log.
+func (m *Metrics) Serve(addr string) (*Server, error) {
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen for metrics on %s: %w", addr, err)
 	}
@@ -206,17 +204,31 @@ func (m *Metrics) Serve(ctx context.Context, addr string) (net.Addr, error) {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", m.Handler())
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	s := &Server{srv: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}, addr: ln.Addr(), done: make(chan struct{})}
 	go func() {
-		<-ctx.Done()
-		srv.Close()
-	}()
-	go func() {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		defer close(s.done)
+		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Errorw("serve metrics", "addr", ln.Addr().String(), "error", err)
 		}
 	}()
-	return ln.Addr(), nil
+	return s, nil
+}
+
+// Server serves metrics over HTTP; see Metrics.Serve.
+type Server struct {
+	srv  *http.Server
+	addr net.Addr
+	done chan struct{} // closed when the serving goroutine has ended
+}
+
+// Addr returns the address the server listens on.
+func (s *Server) Addr() net.Addr { return s.addr }
+
+// Close stops serving and waits until the server has stopped.
+func (s *Server) Close() error {
+	err := s.srv.Close()
+	<-s.done
+	return err
 }
 
 // bound admits the first max distinct label values; later ones become Other.

@@ -31,13 +31,12 @@ func TestMain(m *testing.M) {
 // scrape serves m on loopback and reads /metrics over HTTP.
 func scrape(t *testing.T, m *metrics.Metrics) map[string]*dto.MetricFamily {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	addr, err := m.Serve(ctx, "127.0.0.1:0")
+	srv, err := m.Serve("127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp, err := http.Get("http://" + addr.String() + "/metrics")
+	defer srv.Close()
+	resp, err := http.Get("http://" + srv.Addr().String() + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,14 +191,14 @@ func TestToolsBeyondTheBoundAreOther(t *testing.T) {
 	}
 }
 
-func TestServeStopsWithContext(t *testing.T) {
+func TestServeStopsAtClose(t *testing.T) {
 	m := metrics.New()
-	ctx, cancel := context.WithCancel(context.Background())
-	addr, err := m.Serve(ctx, "127.0.0.1:0")
+	srv, err := m.Serve("127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp, err := http.Get("http://" + addr.String() + "/nothing")
+	addr := srv.Addr().String()
+	resp, err := http.Get("http://" + addr + "/nothing")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -207,20 +206,15 @@ func TestServeStopsWithContext(t *testing.T) {
 	if resp.StatusCode != http.StatusNotFound {
 		t.Errorf("GET /nothing: %s", resp.Status)
 	}
-	cancel()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		resp, err := http.Get("http://" + addr.String() + "/metrics")
-		if err != nil {
-			break
-		}
-		resp.Body.Close()
-		if time.Now().After(deadline) {
-			t.Fatal("still serving after the context ended")
-		}
-		time.Sleep(10 * time.Millisecond)
+	if err := srv.Close(); err != nil {
+		t.Fatal(err)
 	}
-	if _, err := m.Serve(context.Background(), "127.0.0.1:99999"); err == nil {
+	// Close has waited for the server: nothing answers any more.
+	if resp, err := http.Get("http://" + addr + "/metrics"); err == nil {
+		resp.Body.Close()
+		t.Fatal("still serving after Close")
+	}
+	if _, err := m.Serve("127.0.0.1:99999"); err == nil {
 		t.Error("Serve on a bad address: no error")
 	}
 }

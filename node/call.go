@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/event"
 	"github.com/libp2p/go-libp2p/core/network"
 	lpeer "github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
@@ -18,15 +19,20 @@ import (
 	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/multiformats/go-multistream"
 
-	"github.com/mcpmesh/mcpmesh/mcp"
-	"github.com/mcpmesh/mcpmesh/peer"
+	"github.com/mcpmesh/mcpmesh/internal/sdkcompat"
+	"github.com/mcpmesh/mcpmesh/mcp/sessions"
+	"github.com/mcpmesh/mcpmesh/mcp/transport"
+	"github.com/mcpmesh/mcpmesh/node/iface"
+	"github.com/mcpmesh/mcpmesh/peer/delegation"
+	"github.com/mcpmesh/mcpmesh/peer/identity"
+	"github.com/mcpmesh/mcpmesh/tasks/tracker"
 )
 
 // Connect connects to a peer given as a peer ID or a full multiaddr (see
-// peer.ParseTarget) and returns its ID. A bare peer ID works only for a peer
+// identity.ParseTarget) and returns its ID. A bare peer ID works only for a peer
 // whose addresses the node already knows.
 func (n *Node) Connect(ctx context.Context, target string) (lpeer.ID, error) {
-	info, err := peer.ParseTarget(target)
+	info, err := identity.ParseTarget(target)
 	if err != nil {
 		return "", err
 	}
@@ -74,7 +80,7 @@ func (n *Node) dialSession(ctx context.Context, p lpeer.ID, server string) (*sdk
 		return n.dialSelf(ctx, server)
 	}
 	ctx = network.WithDialPeerTimeout(ctx, n.cfg.dialTimeout)
-	s, err := n.host.NewStream(ctx, p, mcp.ProtocolID(server))
+	s, err := n.host.NewStream(mcpStream(ctx), p, transport.ProtocolID(server))
 	if err != nil {
 		var notSupported multistream.ErrNotSupported[protocol.ID]
 		if errors.As(err, &notSupported) {
@@ -82,13 +88,21 @@ func (n *Node) dialSession(ctx context.Context, p lpeer.ID, server string) (*sdk
 		}
 		return nil, n.dialError(p, err)
 	}
-	cs, err := n.client.Connect(ctx, progressTransport{&mcp.StreamTransport{Stream: s, MaxMessageSize: n.cfg.maxMessageSize}, n},
+	cs, err := n.client.Connect(ctx, n.clientTransport(&transport.StreamTransport{Stream: s, MaxMessageSize: n.cfg.maxMessageSize}),
 		&sdkmcp.ClientSessionOptions{ProtocolVersion: n.cfg.protocolVersion})
 	if err != nil {
 		s.Reset()
 		return nil, fmt.Errorf("open mcp session to %s/%s: %w", p, server, err)
 	}
+	n.trackRelayed(p, server, s, cs)
 	return cs, nil
+}
+
+// clientTransport is t for the node's client: the task layer counts the
+// progress its connections read, so that a call's result waits for the
+// progress read before it (see tracker.Observe).
+func (n *Node) clientTransport(t sdkmcp.Transport) sdkmcp.Transport {
+	return sdkcompat.WatchReads(t, n.tasks.Observe)
 }
 
 // dialSelf connects the node's client to one of its own servers in
@@ -98,7 +112,7 @@ func (n *Node) dialSelf(ctx context.Context, server string) (*sdkmcp.ClientSessi
 	if err != nil {
 		return nil, err
 	}
-	cs, err := n.client.Connect(ctx, progressTransport{mcp.Connected(conn), n}, &sdkmcp.ClientSessionOptions{ProtocolVersion: n.cfg.protocolVersion})
+	cs, err := n.client.Connect(ctx, n.clientTransport(transport.Connected(conn)), &sdkmcp.ClientSessionOptions{ProtocolVersion: n.cfg.protocolVersion})
 	if err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("connect to own server %s: %w", server, err)
@@ -112,13 +126,13 @@ func (n *Node) dialSelf(ctx context.Context, server string) (*sdkmcp.ClientSessi
 // Use it for anything the node has no shortcut for (resources, prompts,
 // completion). p may be the node itself.
 func (n *Node) Session(ctx context.Context, p lpeer.ID, server string) (*sdkmcp.ClientSession, error) {
-	if err := mcp.ValidateServerName(server); err != nil {
+	if err := transport.ValidateServerName(server); err != nil {
 		return nil, err
 	}
-	return n.pool.Get(ctx, peer.SessionKey{Peer: p, Server: server}, func() (context.Context, context.CancelFunc) {
+	return n.pool.Get(ctx, sessions.Key{Peer: p, Server: server}, func() (context.Context, context.CancelFunc) {
 		// The dial serves every waiter: it runs on the node's context, with
 		// clean values (the session keeps them for its whole life).
-		return context.WithTimeout(peer.WithRemote(n.ctx, p), n.cfg.dialTimeout)
+		return context.WithTimeout(identity.WithRemote(n.ctx, p), n.cfg.dialTimeout)
 	})
 }
 
@@ -144,9 +158,46 @@ func (n *Node) Servers(ctx context.Context, p lpeer.ID) ([]string, error) {
 	}
 	servers := n.serversOf(p)
 	if len(servers) == 0 {
+		servers = n.awaitServers(ctx, p)
+	}
+	if len(servers) == 0 {
 		return nil, fmt.Errorf("peer %s shares no MCP server (is it an mcpmesh node?)", p)
 	}
 	return servers, nil
+}
+
+// announceWait bounds how long Servers waits for a peer that listed no
+// server in identify to announce some.
+const announceWait = time.Second
+
+// awaitServers waits, at most announceWait, for peer p to announce servers.
+// A node that has just started can answer identify before it shares its
+// servers; libp2p then pushes the new protocols at once (identify push),
+// which this waits for.
+func (n *Node) awaitServers(ctx context.Context, p lpeer.ID) []string {
+	sub, err := n.host.EventBus().Subscribe(new(event.EvtPeerProtocolsUpdated))
+	if err != nil {
+		return nil
+	}
+	defer sub.Close()
+	t := time.NewTimer(announceWait)
+	defer t.Stop()
+	for {
+		// Checked after subscribing, so that no push is missed in between.
+		if servers := n.serversOf(p); len(servers) > 0 {
+			return servers
+		}
+		select {
+		case e := <-sub.Out():
+			if e.(event.EvtPeerProtocolsUpdated).Peer != p {
+				continue
+			}
+		case <-t.C:
+			return nil
+		case <-ctx.Done():
+			return nil
+		}
+	}
 }
 
 // serversOf reads p's servers from the protocols it announced (identify).
@@ -154,7 +205,7 @@ func (n *Node) serversOf(p lpeer.ID) []string {
 	protos, _ := n.host.Peerstore().GetProtocols(p)
 	var names []string
 	for _, id := range protos {
-		if name, ok := mcp.ServerName(id); ok {
+		if name, ok := transport.ServerName(id); ok {
 			names = append(names, name)
 		}
 	}
@@ -162,29 +213,20 @@ func (n *Node) serversOf(p lpeer.ID) []string {
 	return names
 }
 
-// RemoteTool is a tool offered by one of a peer's servers.
-type RemoteTool struct {
-	Server string
-	*sdkmcp.Tool
-}
-
-// Ref returns the tool's SERVER/TOOL reference.
-func (t RemoteTool) Ref() string { return t.Server + "/" + t.Name }
-
 // ListTools lists the tools of every server peer p shares.
-func (n *Node) ListTools(ctx context.Context, p lpeer.ID) ([]RemoteTool, error) {
+func (n *Node) ListTools(ctx context.Context, p lpeer.ID) ([]iface.RemoteTool, error) {
 	servers, err := n.Servers(ctx, p)
 	if err != nil {
 		return nil, err
 	}
-	var all []RemoteTool
+	var all []iface.RemoteTool
 	for _, server := range servers {
 		tools, err := n.serverTools(ctx, p, server)
 		if err != nil {
 			return nil, err
 		}
 		for _, t := range tools {
-			all = append(all, RemoteTool{Server: server, Tool: t})
+			all = append(all, iface.RemoteTool{Server: server, Tool: t})
 		}
 	}
 	return all, nil
@@ -218,7 +260,7 @@ func (n *Node) serverTools(ctx context.Context, p lpeer.ID, server string) ([]*s
 // Tool lists are cached until the peer says they changed; a name not found
 // in the cache is looked up once more in fresh lists, as the notification
 // of a tool just added may still be on its way.
-func (n *Node) ResolveTool(ctx context.Context, p lpeer.ID, ref string) (RemoteTool, error) {
+func (n *Node) ResolveTool(ctx context.Context, p lpeer.ID, ref string) (iface.RemoteTool, error) {
 	t, err := n.resolveTool(ctx, p, ref)
 	if !errors.Is(err, errNoSuchTool) {
 		return t, err
@@ -245,30 +287,30 @@ func (u unsaid) Unwrap() error { return u.err }
 // such a ref is looked up among the tools a peer lists (see ResolveTool).
 func SplitRef(ref string) (server, tool string, ok bool) {
 	server, tool, ok = strings.Cut(ref, "/")
-	if !ok || mcp.ValidateServerName(server) != nil {
+	if !ok || transport.ValidateServerName(server) != nil {
 		return "", ref, false
 	}
 	return server, tool, true
 }
 
-func (n *Node) resolveTool(ctx context.Context, p lpeer.ID, ref string) (RemoteTool, error) {
+func (n *Node) resolveTool(ctx context.Context, p lpeer.ID, ref string) (iface.RemoteTool, error) {
 	if server, tool, ok := SplitRef(ref); ok {
 		tools, err := n.serverTools(ctx, p, server)
 		if err != nil {
-			return RemoteTool{}, err
+			return iface.RemoteTool{}, err
 		}
 		for _, t := range tools {
 			if t.Name == tool {
-				return RemoteTool{Server: server, Tool: t}, nil
+				return iface.RemoteTool{Server: server, Tool: t}, nil
 			}
 		}
-		return RemoteTool{}, fmt.Errorf("server %s on peer %s has no tool named %q%w", server, p, tool, unsaid{errNoSuchTool})
+		return iface.RemoteTool{}, fmt.Errorf("server %s on peer %s has no tool named %q%w", server, p, tool, unsaid{errNoSuchTool})
 	}
 	all, err := n.ListTools(ctx, p)
 	if err != nil {
-		return RemoteTool{}, err
+		return iface.RemoteTool{}, err
 	}
-	var found []RemoteTool
+	var found []iface.RemoteTool
 	for _, t := range all {
 		if t.Name == ref {
 			found = append(found, t)
@@ -282,13 +324,13 @@ func (n *Node) resolveTool(ctx context.Context, p lpeer.ID, ref string) (RemoteT
 		for _, t := range all {
 			names = append(names, t.Ref())
 		}
-		return RemoteTool{}, fmt.Errorf("peer %s has no tool named %q (it has: %s)%w", p, ref, strings.Join(names, ", "), unsaid{errNoSuchTool})
+		return iface.RemoteTool{}, fmt.Errorf("peer %s has no tool named %q (it has: %s)%w", p, ref, strings.Join(names, ", "), unsaid{errNoSuchTool})
 	default:
 		refs := make([]string, len(found))
 		for i, t := range found {
 			refs[i] = t.Ref()
 		}
-		return RemoteTool{}, fmt.Errorf("tool name %q is ambiguous on peer %s: name one of %s", ref, p, strings.Join(refs, ", "))
+		return iface.RemoteTool{}, fmt.Errorf("tool name %q is ambiguous on peer %s: name one of %s", ref, p, strings.Join(refs, ", "))
 	}
 }
 
@@ -317,10 +359,10 @@ func (n *Node) CallTool(ctx context.Context, p lpeer.ID, ref string, args any) (
 func (n *Node) CallServerTool(ctx context.Context, p lpeer.ID, server, tool string, args any) (*sdkmcp.CallToolResult, error) {
 	m := n.cfg.trust.metrics
 	if m == nil {
-		return n.callTracked(ctx, p, server, tool, args, n.callServerTool) // see tasks.go
+		return n.callTracked(ctx, p, server, tool, args)
 	}
 	start := time.Now()
-	res, err := n.callTracked(ctx, p, server, tool, args, n.callServerTool)
+	res, err := n.callTracked(ctx, p, server, tool, args)
 	outcome := "ok"
 	switch {
 	case err != nil:
@@ -328,8 +370,34 @@ func (n *Node) CallServerTool(ctx context.Context, p lpeer.ID, server, tool stri
 	case res.IsError:
 		outcome = "tool_error"
 	}
-	m.OutboundCall(peerString(p), server, tool, outcome, time.Since(start))
+	m.OutboundCall(n.names.Of(p), server, tool, outcome, time.Since(start))
 	return res, err
+}
+
+// callTracked makes the call with the delegation the trust layer gives it,
+// as a task of the tree (see tasks.go).
+func (n *Node) callTracked(ctx context.Context, p lpeer.ID, server, tool string, args any) (*sdkmcp.CallToolResult, error) {
+	call, err := n.delegatedCall(ctx, p, server, tool)
+	if err != nil {
+		return nil, err
+	}
+	return n.tasks.Call(ctx, p, server, tool, args, call)
+}
+
+// delegatedCall returns the call to make to tool on server of p: one that
+// carries the delegation the trust layer gives it, if any.
+func (n *Node) delegatedCall(ctx context.Context, p lpeer.ID, server, tool string) (tracker.CallFunc, error) {
+	deleg, err := n.trust.DelegationFor(ctx, p, server, tool)
+	if err != nil || deleg == nil {
+		return n.callServerTool, err
+	}
+	return func(ctx context.Context, p lpeer.ID, server, tool string, args any, meta sdkmcp.Meta) (*sdkmcp.CallToolResult, error) {
+		if meta == nil {
+			meta = sdkmcp.Meta{}
+		}
+		meta[delegation.MetaKey] = deleg
+		return n.callServerTool(ctx, p, server, tool, args, meta)
+	}, nil
 }
 
 // callServerTool makes the call, with meta as the request's _meta.
@@ -337,14 +405,16 @@ func (n *Node) callServerTool(ctx context.Context, p lpeer.ID, server, tool stri
 	if raw, ok := args.(json.RawMessage); ok && len(raw) == 0 {
 		args = nil
 	}
-	key := peer.SessionKey{Peer: p, Server: server}
+	key := sessions.Key{Peer: p, Server: server}
 	params := &sdkmcp.CallToolParams{Meta: meta, Name: tool, Arguments: args}
 	for attempt := 0; ; attempt++ {
 		cs, err := n.Session(ctx, p, server)
 		if err != nil {
 			return nil, err
 		}
+		end := n.moves.Begin(cs)
 		res, err := cs.CallTool(ctx, params)
+		end()
 		if err == nil {
 			return res, nil
 		}
@@ -355,7 +425,7 @@ func (n *Node) callServerTool(ctx context.Context, p lpeer.ID, server, tool stri
 			if attempt == 0 && errors.Is(err, sdkmcp.ErrConnectionClosed) {
 				continue
 			}
-			return nil, fmt.Errorf("call %s/%s on %s: connection lost: %w", server, tool, p, err)
+			return nil, fmt.Errorf("call %s/%s on %s: connection lost%s: %w", server, tool, p, n.lostWhy(p), err)
 		}
 		return nil, fmt.Errorf("call %s/%s on %s: %w", server, tool, p, err)
 	}
@@ -368,7 +438,7 @@ func isConnectionLoss(err error) bool {
 	return errors.As(err, &se) ||
 		errors.Is(err, network.ErrReset) ||
 		errors.Is(err, sdkmcp.ErrConnectionClosed) ||
-		errors.Is(err, mcp.ErrFrameTooLarge) ||
+		errors.Is(err, transport.ErrFrameTooLarge) ||
 		errors.Is(err, io.EOF) ||
 		errors.Is(err, io.ErrUnexpectedEOF)
 }

@@ -14,41 +14,11 @@ import (
 	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/mcpmesh/mcpmesh/discovery"
-	"github.com/mcpmesh/mcpmesh/peer"
+	"github.com/mcpmesh/mcpmesh/node/iface"
+	"github.com/mcpmesh/mcpmesh/peer/policy"
+	"github.com/mcpmesh/mcpmesh/peer/reach"
 	"github.com/mcpmesh/mcpmesh/proto/cardpb"
 )
-
-// TagsMetaKey is the key in a tool's _meta under which it lists its tags,
-// a JSON array of strings: {"_meta": {"io.mcpmesh/tags": ["github"]}}.
-const TagsMetaKey = "io.mcpmesh/tags"
-
-// WithDiscovery runs a DHT on the node: it publishes the node's signed card
-// and advertises every tool name and tag it shares, and can look up others'
-// (Find, Card, CallAny). cfg's zero value is a sane default, with mDNS off.
-// In a private mesh (WithPrivateNetwork) mDNS, if cfg turns it on, announces
-// under a name derived from the mesh key (discovery.PrivateMDNSService).
-func WithDiscovery(cfg discovery.Config) Option {
-	return func(c *config) error {
-		c.discovery = &cfg
-		return nil
-	}
-}
-
-// WithDescription sets the description on the node's card.
-func WithDescription(d string) Option {
-	return func(c *config) error {
-		c.description = d
-		return nil
-	}
-}
-
-// WithTags sets tags that apply to the whole node, on its card.
-func WithTags(tags ...string) Option {
-	return func(c *config) error {
-		c.tags = tags
-		return nil
-	}
-}
 
 // ErrNoDiscovery is returned by lookups on a node started without
 // WithDiscovery.
@@ -64,7 +34,8 @@ func (n *Node) startDiscovery() error {
 		// derived from its key.
 		cfg.MeshKey = n.cfg.psk
 	}
-	svc, err := discovery.New(n.host, n.host.Peerstore().PrivKey(n.host.ID()), cfg)
+	// The DHT may use relayed connections: see reach.AllowLimited.
+	svc, err := discovery.New(reach.AllowLimited(n.host), n.host.Peerstore().PrivKey(n.host.ID()), cfg)
 	if err != nil {
 		return err
 	}
@@ -108,7 +79,7 @@ func (n *Node) buildCard(ctx context.Context) (*cardpb.Card, error) {
 		}
 		// The card shows what the policy lets some peer see (and does not
 		// hide); each peer's own lists show what it may use.
-		tools = slices.DeleteFunc(slices.Clone(tools), func(t *sdkmcp.Tool) bool { return !n.advertised(name, peer.Tool, t.Name) })
+		tools = slices.DeleteFunc(slices.Clone(tools), func(t *sdkmcp.Tool) bool { return !n.trust.Advertised(name, policy.Tool, t.Name) })
 		slices.SortFunc(tools, func(a, b *sdkmcp.Tool) int { return strings.Compare(a.Name, b.Name) })
 		full, err := json.Marshal(tools)
 		if err != nil {
@@ -125,7 +96,7 @@ func (n *Node) buildCard(ctx context.Context) (*cardpb.Card, error) {
 				if err != nil {
 					return nil, fmt.Errorf("list resources of %s: %w", name, err)
 				}
-				if !n.advertised(name, peer.Resource, r.URI) {
+				if !n.trust.Advertised(name, policy.Resource, r.URI) {
 					continue
 				}
 				srv.Resources = append(srv.Resources, &cardpb.Resource{Uri: r.URI, Name: r.Name, Title: r.Title, Description: summary(r.Description), MimeType: r.MIMEType})
@@ -134,7 +105,7 @@ func (n *Node) buildCard(ctx context.Context) (*cardpb.Card, error) {
 				if err != nil {
 					return nil, fmt.Errorf("list resource templates of %s: %w", name, err)
 				}
-				if !n.advertised(name, peer.Resource, r.URITemplate) {
+				if !n.trust.Advertised(name, policy.Resource, r.URITemplate) {
 					continue
 				}
 				srv.ResourceTemplates = append(srv.ResourceTemplates, &cardpb.ResourceTemplate{UriTemplate: r.URITemplate, Name: r.Name, Title: r.Title, Description: summary(r.Description)})
@@ -145,7 +116,7 @@ func (n *Node) buildCard(ctx context.Context) (*cardpb.Card, error) {
 				if err != nil {
 					return nil, fmt.Errorf("list prompts of %s: %w", name, err)
 				}
-				if !n.advertised(name, peer.Prompt, p.Name) {
+				if !n.trust.Advertised(name, policy.Prompt, p.Name) {
 					continue
 				}
 				srv.Prompts = append(srv.Prompts, &cardpb.Prompt{Name: p.Name, Title: p.Title, Description: summary(p.Description)})
@@ -177,9 +148,9 @@ func summary(s string) string {
 }
 
 func toolTags(t *sdkmcp.Tool) []string {
-	raw, ok := t.Meta[TagsMetaKey].([]any)
+	raw, ok := t.Meta[discovery.TagsMetaKey].([]any)
 	if !ok {
-		if ss, ok := t.Meta[TagsMetaKey].([]string); ok {
+		if ss, ok := t.Meta[discovery.TagsMetaKey].([]string); ok {
 			return ss
 		}
 		return nil
@@ -229,15 +200,6 @@ func (n *Node) Find(ctx context.Context, query string, found func(discovery.Foun
 	return err
 }
 
-// AnyResult is the outcome of CallAny.
-type AnyResult struct {
-	Peer   lpeer.ID
-	Server string
-	Result *sdkmcp.CallToolResult
-	// Tried lists the providers that failed before Peer answered.
-	Tried []error
-}
-
 // findWindow is how long CallAny keeps collecting providers after the
 // first one, before choosing.
 const findWindow = 300 * time.Millisecond
@@ -246,9 +208,9 @@ const findWindow = 300 * time.Millisecond
 // connected first, then the lowest measured latency. If the chosen peer
 // fails before answering (unreachable, refused, connection lost), it tries
 // the next. A tool that answers with an error result has answered.
-func (n *Node) CallAny(ctx context.Context, tool string, args any) (AnyResult, error) {
+func (n *Node) CallAny(ctx context.Context, tool string, args any) (iface.AnyResult, error) {
 	if n.disc == nil {
-		return AnyResult{}, ErrNoDiscovery
+		return iface.AnyResult{}, ErrNoDiscovery
 	}
 	type candidate struct {
 		peer   lpeer.ID
@@ -264,33 +226,23 @@ func (n *Node) CallAny(ctx context.Context, tool string, args any) (AnyResult, e
 	}
 	findCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	first := make(chan struct{})
-	var once bool
-	go func() {
-		<-first
-		select {
-		case <-time.After(findWindow):
-			cancel()
-		case <-findCtx.Done():
-		}
-	}()
+	var window *time.Timer // from the first provider found: the lookup ends findWindow later
 	err := n.disc.Find(findCtx, discovery.Capability{Kind: "tool", Name: tool}, func(f discovery.Found) {
 		for _, m := range f.Matches {
 			cands = append(cands, candidate{peer: f.Card.Peer, server: m.Server})
 		}
-		if !once {
-			once = true
-			close(first)
+		if window == nil {
+			window = time.AfterFunc(findWindow, cancel)
 		}
 	})
-	if !once {
-		close(first)
+	if window != nil {
+		window.Stop()
 	}
 	if len(cands) == 0 {
 		if err != nil && ctx.Err() != nil {
-			return AnyResult{}, err
+			return iface.AnyResult{}, err
 		}
-		return AnyResult{}, fmt.Errorf("no peer in the mesh offers a tool named %q", tool)
+		return iface.AnyResult{}, fmt.Errorf("no peer in the mesh offers a tool named %q", tool)
 	}
 	// Connected peers first, then the rest; each group by measured latency,
 	// unmeasured last.
@@ -314,7 +266,7 @@ func (n *Node) CallAny(ctx context.Context, tool string, args any) (AnyResult, e
 		return int(la - lb)
 	})
 
-	out := AnyResult{}
+	out := iface.AnyResult{}
 	for _, c := range cands {
 		res, err := n.CallServerTool(ctx, c.peer, c.server, tool, args)
 		if err == nil {
@@ -327,4 +279,18 @@ func (n *Node) CallAny(ctx context.Context, tool string, args any) (AnyResult, e
 		out.Tried = append(out.Tried, err)
 	}
 	return out, fmt.Errorf("every provider of %q failed: %w", tool, errors.Join(out.Tried...))
+}
+
+// KnownPeers lists the peers whose cards a search of the mesh reads: those
+// in the node's peerstore and DHT routing table, and the node itself. It is
+// nil without discovery, where no card can be read.
+func (n *Node) KnownPeers() []lpeer.ID {
+	if n.disc == nil {
+		return nil
+	}
+	known := n.host.Peerstore().Peers()
+	if rt := n.disc.DHT().RoutingTable(); rt != nil {
+		known = append(known, rt.ListPeers()...)
+	}
+	return append(known, n.host.ID())
 }

@@ -13,8 +13,9 @@ import (
 	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/mcpmesh/mcpmesh/discovery"
-	"github.com/mcpmesh/mcpmesh/mcp"
+	"github.com/mcpmesh/mcpmesh/mcp/transport"
 	"github.com/mcpmesh/mcpmesh/node"
+	"github.com/mcpmesh/mcpmesh/node/iface"
 	"github.com/mcpmesh/mcpmesh/proto/cardpb"
 )
 
@@ -32,7 +33,7 @@ func chain(t *testing.T) (a, b, c *node.Node) {
 	a = newNode(t, node.WithDiscovery(fastDiscovery), node.WithName("A"))
 	b = newNode(t, node.WithDiscovery(fastDiscovery), node.WithName("B"))
 	c = newNode(t, node.WithDiscovery(fastDiscovery), node.WithName("C"), node.WithTags("lang"))
-	node.AddTool(c, &sdkmcp.Tool{Name: "translate", Description: "Translates text. Very well.", Meta: sdkmcp.Meta{node.TagsMetaKey: []string{"i18n"}}},
+	node.AddTool(c, &sdkmcp.Tool{Name: "translate", Description: "Translates text. Very well.", Meta: sdkmcp.Meta{discovery.TagsMetaKey: []string{"i18n"}}},
 		func(context.Context, *sdkmcp.CallToolRequest, transIn) (*sdkmcp.CallToolResult, any, error) {
 			return &sdkmcp.CallToolResult{Content: []sdkmcp.Content{&sdkmcp.TextContent{Text: "bonjour"}}}, nil, nil
 		})
@@ -187,11 +188,11 @@ func TestCallAnyTriesTheNextProvider(t *testing.T) {
 	bothFindable(t, a, c, d)
 	// D's card still lists translate, but D refuses MCP streams: A's first
 	// choice (connected) fails before answering.
-	d.Host().RemoveStreamHandler(mcp.ProtocolID(mcp.DefaultServer))
+	d.Host().RemoveStreamHandler(transport.ProtocolID(transport.DefaultServer))
 	// A lookup on this small mesh may now and then miss C's provider record
 	// (it is stored on the few peers closest to the key); the fallback is
 	// what is tested, so look again until C is among the candidates.
-	var res node.AnyResult
+	var res iface.AnyResult
 	var err error
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		// As in TestCallAnyPrefersAConnectedPeer.

@@ -8,7 +8,8 @@ import (
 	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/mcpmesh/mcpmesh/node"
-	"github.com/mcpmesh/mcpmesh/peer"
+	"github.com/mcpmesh/mcpmesh/peer/identity"
+	"github.com/mcpmesh/mcpmesh/peer/policy"
 )
 
 type translateIn struct {
@@ -32,7 +33,7 @@ func Example() {
 	defer client.Close()
 
 	// Closed by default: the server grants the client its one tool.
-	grants, err := peer.ParsePolicy([]byte(`{"grants": [{"peers": ["` + client.ID().String() + `"], "tools": ["translate"]}]}`))
+	grants, err := policy.Parse([]byte(`{"grants": [{"peers": ["` + client.ID().String() + `"], "tools": ["translate"]}]}`))
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -43,7 +44,7 @@ func Example() {
 	defer server.Close()
 	node.AddTool(server, &sdkmcp.Tool{Name: "translate", Description: "English to French"},
 		func(ctx context.Context, _ *sdkmcp.CallToolRequest, in translateIn) (*sdkmcp.CallToolResult, translateOut, error) {
-			caller, _ := peer.Remote(ctx) // authenticated by libp2p, never claimed
+			caller, _ := identity.Remote(ctx) // authenticated by libp2p, never claimed
 			log.Printf("translate called by %s", caller)
 			return nil, translateOut{French: map[string]string{"hello": "bonjour"}[in.Text]}, nil
 		})

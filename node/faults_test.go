@@ -16,9 +16,9 @@ import (
 	lpeer "github.com/libp2p/go-libp2p/core/peer"
 	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
 
-	"github.com/mcpmesh/mcpmesh/mcp"
+	"github.com/mcpmesh/mcpmesh/mcp/transport"
 	"github.com/mcpmesh/mcpmesh/node"
-	"github.com/mcpmesh/mcpmesh/peer"
+	"github.com/mcpmesh/mcpmesh/peer/identity"
 )
 
 func ctxFor(t *testing.T, d time.Duration) context.Context {
@@ -182,7 +182,7 @@ func TestGarbageAndOversizeFramesResetOnlyTheirStream(t *testing.T) {
 		"garbage":  []byte("GET / HTTP/1.1\r\n\r\n"),
 		"oversize": oversize,
 	} {
-		s, err := c.Host().NewStream(ctxFor(t, 3*time.Second), b.ID(), mcp.ProtocolID(mcp.DefaultServer))
+		s, err := c.Host().NewStream(ctxFor(t, 3*time.Second), b.ID(), transport.ProtocolID(transport.DefaultServer))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -426,7 +426,7 @@ func TestSameToolNameOnTwoServersIsAmbiguousUntilNamed(t *testing.T) {
 	b := newNode(t)
 	other := sdkmcp.NewServer(&sdkmcp.Implementation{Name: "other", Version: "1"}, nil)
 	sdkmcp.AddTool(other, &sdkmcp.Tool{Name: "echo"}, func(ctx context.Context, _ *sdkmcp.CallToolRequest, in echoIn) (*sdkmcp.CallToolResult, echoOut, error) {
-		caller, _ := peer.Remote(ctx)
+		caller, _ := identity.Remote(ctx)
 		return nil, echoOut{Text: "other:" + in.Text, Caller: caller.String()}, nil
 	})
 	if err := b.Share("other", other); err != nil {
@@ -465,7 +465,7 @@ func TestHandlerSeesTheAuthenticatedCaller(t *testing.T) {
 		Known  bool   `json:"known"`
 	}
 	node.AddTool(b, &sdkmcp.Tool{Name: "whoami"}, func(ctx context.Context, _ *sdkmcp.CallToolRequest, _ struct{}) (*sdkmcp.CallToolResult, who, error) {
-		p, ok := peer.Remote(ctx)
+		p, ok := identity.Remote(ctx)
 		return nil, who{Caller: p.String(), Known: ok}, nil
 	})
 	callers := []*node.Node{newNode(t), newNode(t)}

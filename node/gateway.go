@@ -12,8 +12,8 @@ import (
 	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/multiformats/go-multistream"
 
-	"github.com/mcpmesh/mcpmesh/mcp"
-	"github.com/mcpmesh/mcpmesh/peer"
+	"github.com/mcpmesh/mcpmesh/mcp/transport"
+	"github.com/mcpmesh/mcpmesh/peer/identity"
 )
 
 // DialServer opens a new raw MCP connection to the server called server on
@@ -22,13 +22,13 @@ import (
 // session). Nothing is decoded or added on the way. p may be the node
 // itself, whose servers are then reached in memory.
 func (n *Node) DialServer(ctx context.Context, p lpeer.ID, server string) (sdkmcp.Connection, error) {
-	if err := mcp.ValidateServerName(server); err != nil {
+	if err := transport.ValidateServerName(server); err != nil {
 		return nil, err
 	}
 	if p == n.host.ID() {
 		return n.dialOwnServer(ctx, server)
 	}
-	s, err := n.host.NewStream(network.WithDialPeerTimeout(ctx, n.cfg.dialTimeout), p, mcp.ProtocolID(server))
+	s, err := n.host.NewStream(mcpStream(network.WithDialPeerTimeout(ctx, n.cfg.dialTimeout)), p, transport.ProtocolID(server))
 	if err != nil {
 		var notSupported multistream.ErrNotSupported[protocol.ID]
 		if errors.As(err, &notSupported) {
@@ -36,7 +36,7 @@ func (n *Node) DialServer(ctx context.Context, p lpeer.ID, server string) (sdkmc
 		}
 		return nil, n.dialError(p, err)
 	}
-	return (&mcp.StreamTransport{Stream: s, MaxMessageSize: n.cfg.maxMessageSize}).Connect(ctx)
+	return (&transport.StreamTransport{Stream: s, MaxMessageSize: n.cfg.maxMessageSize}).Connect(ctx)
 }
 
 // dialOwnServer connects a raw connection to one of the node's own servers
@@ -51,16 +51,15 @@ func (n *Node) dialOwnServer(ctx context.Context, server string) (sdkmcp.Connect
 	st, ct := sdkmcp.NewInMemoryTransports()
 	if s.relay != nil {
 		down, _ := st.Connect(ctx)
-		if !n.goOwned() {
-			return nil, ErrClosed
-		}
-		go func() {
-			defer n.wg.Done()
+		relayed := n.group.Go(func() {
 			if err := n.relay(s.relay, down, n.host.ID()); err != nil {
 				log.Debugw("relay of gateway session ended", "server", server, "error", err)
 			}
-		}()
-	} else if _, err := s.server.Connect(peer.WithRemote(n.ctx, n.host.ID()), st, nil); err != nil {
+		})
+		if !relayed {
+			return nil, ErrClosed
+		}
+	} else if _, err := s.server.Connect(identity.WithRemote(n.ctx, n.host.ID()), st, nil); err != nil {
 		return nil, fmt.Errorf("connect to own server %s: %w", server, err)
 	}
 	return ct.Connect(ctx)

@@ -13,7 +13,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
 
-	"github.com/mcpmesh/mcpmesh/mcp"
+	"github.com/mcpmesh/mcpmesh/mcp/ask"
+	"github.com/mcpmesh/mcpmesh/mcp/transport"
 	"github.com/mcpmesh/mcpmesh/node"
 )
 
@@ -51,7 +52,7 @@ func addAskTool(n *node.Node, runs *atomic.Int32) {
 			} else {
 				out.Version = "no initialize"
 			}
-			er, err := mcp.Elicit(ctx, &sdkmcp.ElicitParams{
+			er, err := ask.Elicit(ctx, &sdkmcp.ElicitParams{
 				Mode:            "form",
 				Message:         "What is your name?",
 				RequestedSchema: nameSchema,
@@ -61,7 +62,7 @@ func addAskTool(n *node.Node, runs *atomic.Int32) {
 			}
 			out.Action = er.Action
 			out.Name, _ = er.Content["name"].(string)
-			sr, err := mcp.Sample(ctx, &sdkmcp.CreateMessageParams{
+			sr, err := ask.Sample(ctx, &sdkmcp.CreateMessageParams{
 				MaxTokens: 50,
 				Messages:  []*sdkmcp.SamplingMessage{{Role: "user", Content: &sdkmcp.TextContent{Text: "greet " + out.Name}}},
 			})
@@ -195,14 +196,14 @@ func rawClient(t *testing.T, n *node.Node) *sdkmcp.ClientSession {
 	if err := h.Connect(ctx, *host.InfoFromHost(n.Host())); err != nil {
 		t.Fatal(err)
 	}
-	s, err := h.NewStream(ctx, n.ID(), mcp.ProtocolID(mcp.DefaultServer))
+	s, err := h.NewStream(ctx, n.ID(), transport.ProtocolID(transport.DefaultServer))
 	if err != nil {
 		t.Fatal(err)
 	}
 	c := sdkmcp.NewClient(&sdkmcp.Implementation{Name: "raw", Version: "1"}, &sdkmcp.ClientOptions{
 		MultiRoundTrip: &sdkmcp.MultiRoundTripOptions{Disabled: true},
 	})
-	cs, err := c.Connect(ctx, &mcp.StreamTransport{Stream: s}, &sdkmcp.ClientSessionOptions{ProtocolVersion: modernVersion})
+	cs, err := c.Connect(ctx, &transport.StreamTransport{Stream: s}, &sdkmcp.ClientSessionOptions{ProtocolVersion: modernVersion})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -352,7 +353,7 @@ func TestInputRequiredResultIsMarkedAsSuch(t *testing.T) {
 }
 
 // Before 2026-07-28 the SDK checks an accepted answer against the requested
-// schema before Elicit returns it; mcp.Elicit promises the same whichever
+// schema before Elicit returns it; ask.Elicit promises the same whichever
 // version the session speaks, so a tool never sees an answer of the wrong
 // shape.
 func TestElicitAnswerOutsideTheRequestedSchemaIsRefused(t *testing.T) {

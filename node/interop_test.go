@@ -13,7 +13,9 @@ import (
 
 	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/mcpmesh/mcpmesh/mcp/upstream"
 	"github.com/mcpmesh/mcpmesh/node"
+	"github.com/mcpmesh/mcpmesh/tasks"
 )
 
 // everythingServer returns the command of the npm reference server
@@ -58,7 +60,7 @@ func TestEverythingServerSharedThroughTheMesh(t *testing.T) {
 	b := newNode(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	if err := b.ShareCommand(ctx, "everything", node.Command{Args: []string{bin, "stdio"}, Stderr: &syncBuffer{}}); err != nil {
+	if err := b.ShareCommand(ctx, "everything", upstream.Command{Args: []string{bin, "stdio"}, Stderr: &syncBuffer{}}); err != nil {
 		t.Fatal(err)
 	}
 	connect(t, a, b)
@@ -100,7 +102,7 @@ func TestEverythingServerSharedThroughTheMesh(t *testing.T) {
 	}
 
 	var progress []string
-	pctx := node.WithProgress(ctx, func(p *sdkmcp.ProgressNotificationParams) {
+	pctx := tasks.WithProgress(ctx, func(p *sdkmcp.ProgressNotificationParams) {
 		mu.Lock()
 		progress = append(progress, fmt.Sprintf("%v/%v", p.Progress, p.Total))
 		mu.Unlock()

@@ -14,7 +14,7 @@ import (
 
 	"github.com/mcpmesh/mcpmesh/audit"
 	"github.com/mcpmesh/mcpmesh/limits"
-	"github.com/mcpmesh/mcpmesh/mcp"
+	"github.com/mcpmesh/mcpmesh/mcp/transport"
 	"github.com/mcpmesh/mcpmesh/node"
 )
 
@@ -271,7 +271,7 @@ func TestPeerSendingBrokenFramesIsBanned(t *testing.T) {
 		if _, banned := b.Limits().Banned(a.ID()); banned {
 			t.Fatalf("banned after %d broken frames, want %d", i, len(frames))
 		}
-		s, err := a.Host().NewStream(ctxFor(t, 3*time.Second), b.ID(), mcp.ProtocolID(mcp.DefaultServer))
+		s, err := a.Host().NewStream(ctxFor(t, 3*time.Second), b.ID(), transport.ProtocolID(transport.DefaultServer))
 		if err != nil {
 			t.Fatalf("stream %d: %v", i, err)
 		}

@@ -3,7 +3,7 @@
 // peer.
 //
 // A node is both an MCP server and an MCP client. Each server it shares (its
-// own Go-registered tools under [mcp.DefaultServer], stdio programs, other
+// own Go-registered tools under [transport.DefaultServer], stdio programs, other
 // SDK servers) is reached on its own stream protocol; each peer the node
 // calls gets one client session per server, reused by concurrent calls.
 package node
@@ -15,58 +15,62 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
-	"sync/atomic"
 
 	logging "github.com/ipfs/go-log/v2"
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/host"
-	"github.com/libp2p/go-libp2p/core/network"
 	lpeer "github.com/libp2p/go-libp2p/core/peer"
 	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/mcpmesh/mcpmesh/audit"
 	"github.com/mcpmesh/mcpmesh/discovery"
+	"github.com/mcpmesh/mcpmesh/internal/owner"
 	"github.com/mcpmesh/mcpmesh/limits"
-	"github.com/mcpmesh/mcpmesh/mcp"
-	"github.com/mcpmesh/mcpmesh/peer"
-	"github.com/mcpmesh/mcpmesh/tasks"
+	"github.com/mcpmesh/mcpmesh/mcp/ask"
+	"github.com/mcpmesh/mcpmesh/mcp/sessions"
+	"github.com/mcpmesh/mcpmesh/mcp/transport"
+	"github.com/mcpmesh/mcpmesh/mcp/upstream"
+	"github.com/mcpmesh/mcpmesh/node/iface"
+	"github.com/mcpmesh/mcpmesh/peer/identity"
+	"github.com/mcpmesh/mcpmesh/peer/reach"
+	"github.com/mcpmesh/mcpmesh/peer/trust"
+	"github.com/mcpmesh/mcpmesh/tasks/tracker"
 )
 
 var log = logging.Logger("mcpmesh/node")
+
+// A Node is what the gateway and agents use.
+var _ iface.Node = (*Node)(nil)
 
 // Node is one participant of the mesh.
 type Node struct {
 	cfg    *config
 	host   host.Host
 	client *sdkmcp.Client
-	inputs *mcp.Inputs
-	pool   *peer.Sessions
+	inputs *ask.Inputs
+	pool   *sessions.Pool
 	tools  *toolIndex
 	own    *sdkmcp.Server
 	disc   *discovery.Service // nil without WithDiscovery
 	self   sync.Map           // client sessions to the node's own servers
 	limits *limits.Limiter
-
-	policy atomic.Pointer[peer.Policy] // see trust.go
+	reach  *reach.Service                      // see reach.go
+	live   *reach.Liveness                     // nil if checks are off
+	moves  *reach.Moves[*sdkmcp.ClientSession] // sessions on relayed connections
 	audit  *audit.Log
-	chains chainCache  // delegation chains verified
-	issued issuedCache // delegations signed
-
-	taskReg  *tasks.Registry // see tasks.go
-	progress sync.Map        // progress token → *served, for calls tasks make
-	urlAsks  urlQuestions    // URL-mode questions passed up, for their completion
-	detached sync.Map        // task ID → *detached, for MCP Tasks
+	names  identity.Texts   // peer IDs' text, for metrics
+	trust  *trust.Guard     // policy, delegation, limits, audit: see trust.go
+	tasks  *tracker.Tracker // the task layer: see tasks.go
 
 	ctx    context.Context // ends when Close starts
 	cancel context.CancelFunc
-	wg     sync.WaitGroup // inbound sessions and shared-program supervisors
+	group  owner.Group // inbound sessions, relays, KeepConnected loops, bans being enforced
 
 	mu       sync.Mutex
 	servers  map[string]*sharedServer
-	inbound  map[*sdkmcp.ServerSession]*servedSession // open sessions served
-	relayed  map[*servedSession]struct{}              // open sessions relayed (re-shared servers)
-	programs map[string]*programShare
+	inbound  map[*sdkmcp.ServerSession]string // open sessions served, to the server named
+	programs map[string]*upstream.Supervisor
 	closed   bool
 }
 
@@ -78,7 +82,7 @@ type sharedServer struct {
 
 // New starts a node: its libp2p host listens, and its default server (for
 // tools registered with AddTool and friends) is shared under
-// mcp.DefaultServer.
+// transport.DefaultServer.
 func New(opts ...Option) (*Node, error) {
 	cfg := defaults()
 	for _, o := range opts {
@@ -107,6 +111,11 @@ func New(opts ...Option) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
+	rs, err := cfg.reachService(lim)
+	if err != nil {
+		return nil, err
+	}
+	hostOpts = append(hostOpts, rs.Options()...)
 	hostOpts = append(hostOpts, limitOpts...) // last: see limitOptions
 	h, err := libp2p.New(hostOpts...)
 	if err != nil {
@@ -117,34 +126,40 @@ func New(opts ...Option) (*Node, error) {
 	n := &Node{
 		cfg:      cfg,
 		host:     h,
-		inputs:   mcp.NewInputs(),
+		inputs:   ask.NewInputs(),
 		ctx:      ctx,
 		cancel:   cancel,
 		servers:  map[string]*sharedServer{},
-		inbound:  map[*sdkmcp.ServerSession]*servedSession{},
-		relayed:  map[*servedSession]struct{}{},
-		programs: map[string]*programShare{},
+		inbound:  map[*sdkmcp.ServerSession]string{},
+		programs: map[string]*upstream.Supervisor{},
 		limits:   lim,
 	}
 	n.initLimits()
+	n.initReach(rs)
 	if err := n.initTrust(); err != nil {
 		h.Close()
 		cancel()
 		return nil, err
 	}
+	n.initTasks()
 	n.tools = newToolIndex()
 	n.client = sdkmcp.NewClient(n.implementation(), n.clientOptions())
-	n.initTasks()
-	n.pool = peer.NewSessions(n.dialSession, func(_ peer.SessionKey, cs *sdkmcp.ClientSession) {
+	n.tasks.RegisterClient(n.client)
+	n.pool = sessions.NewPool(n.dialSession, func(_ sessions.Key, cs *sdkmcp.ClientSession) {
 		n.tools.invalidate(cs)
 		n.self.Delete(cs)
+		n.moves.Ended(cs)
 	})
 	n.own = sdkmcp.NewServer(n.implementation(), &sdkmcp.ServerOptions{Logger: sdkLogger()})
-	if err := n.Share(mcp.DefaultServer, n.own); err != nil {
+	if err := n.Share(transport.DefaultServer, n.own); err != nil {
 		n.Close()
 		return nil, err
 	}
 	if err := n.startDiscovery(); err != nil {
+		n.Close()
+		return nil, err
+	}
+	if err := n.startReach(); err != nil {
 		n.Close()
 		return nil, err
 	}
@@ -189,7 +204,7 @@ func (n *Node) clientOptions() *sdkmcp.ClientOptions {
 	} else if h := n.cfg.sample; h != nil {
 		opts.CreateMessageHandler = h
 	}
-	n.taskClientOptions(opts)
+	n.tasks.ClientOptions(opts)
 	if opts.ElicitationHandler != nil {
 		// URL mode too: a hop that needs its user's consent or a login
 		// sends a link, which reaches the root's user like any question.
@@ -218,9 +233,9 @@ func (n *Node) Addrs() []ma.Multiaddr {
 }
 
 // Server returns the node's default MCP server, shared under
-// mcp.DefaultServer. Register resources, prompts and tools on it with the
-// SDK's API; its handlers can learn the caller with peer.Remote and ask the
-// caller for input with mcp.Elicit and mcp.Sample.
+// transport.DefaultServer. Register resources, prompts and tools on it with the
+// SDK's API; its handlers can learn the caller with identity.Remote and ask the
+// caller for input with ask.Elicit and ask.Sample.
 func (n *Node) Server() *sdkmcp.Server { return n.own }
 
 // AddTool registers a typed tool on the node's default server, exactly as
@@ -237,14 +252,14 @@ func AddTool[In, Out any](n *Node, t *sdkmcp.Tool, h sdkmcp.ToolHandlerFor[In, O
 }
 
 // Share makes server reachable by peers under name. The node adds its input
-// middleware to server, so that its handlers can use mcp.Elicit and
-// mcp.Sample. Sharing a name twice is an error; Unshare first.
+// middleware to server, so that its handlers can use ask.Elicit and
+// ask.Sample. Sharing a name twice is an error; Unshare first.
 func (n *Node) Share(name string, server *sdkmcp.Server) error {
 	return n.share(name, server, nil)
 }
 
 func (n *Node) share(name string, server *sdkmcp.Server, stop func()) error {
-	if err := mcp.ValidateServerName(name); err != nil {
+	if err := transport.ValidateServerName(name); err != nil {
 		return err
 	}
 	n.mu.Lock()
@@ -255,10 +270,9 @@ func (n *Node) share(name string, server *sdkmcp.Server, stop func()) error {
 	if _, ok := n.servers[name]; ok {
 		return fmt.Errorf("a server named %q is already shared", name)
 	}
-	n.trackTasks(name, server, n.inputs.Middleware())      // adds the input middleware inside the task layer
-	server.AddReceivingMiddleware(n.trustMiddleware(name)) // outermost: added last
+	n.addLayers(name, server) // see serve.go
 	n.servers[name] = &sharedServer{server: server, stop: stop}
-	n.host.SetStreamHandler(mcp.ProtocolID(name), n.serve(name, server))
+	n.host.SetStreamHandler(transport.ProtocolID(name), n.serve(name, server))
 	n.changed()
 	return nil
 }
@@ -271,11 +285,11 @@ func (n *Node) Unshare(name string) error {
 	if ok {
 		delete(n.servers, name)
 		delete(n.programs, name)
-		n.host.RemoveStreamHandler(mcp.ProtocolID(name))
+		n.host.RemoveStreamHandler(transport.ProtocolID(name))
 	}
 	var toClose []*sdkmcp.ServerSession
-	for ss, served := range n.inbound {
-		if served.server == name {
+	for ss, server := range n.inbound {
+		if server == name {
 			toClose = append(toClose, ss)
 		}
 	}
@@ -289,7 +303,7 @@ func (n *Node) Unshare(name string) error {
 	for _, ss := range toClose {
 		ss.Close()
 	}
-	n.pool.Drop(peer.SessionKey{Peer: n.host.ID(), Server: name}, nil)
+	n.pool.Drop(sessions.Key{Peer: n.host.ID(), Server: name}, nil)
 	n.changed()
 	return nil
 }
@@ -304,41 +318,6 @@ func (n *Node) Shared() []string {
 	}
 	slices.Sort(names)
 	return names
-}
-
-// serve returns the stream handler that runs one MCP server session per
-// inbound stream, with the caller's authenticated peer ID on its context.
-func (n *Node) serve(name string, server *sdkmcp.Server) network.StreamHandler {
-	return func(s network.Stream) {
-		n.mu.Lock()
-		if n.closed {
-			n.mu.Unlock()
-			s.Reset()
-			return
-		}
-		n.wg.Add(1)
-		n.mu.Unlock()
-		defer n.wg.Done()
-
-		remote := s.Conn().RemotePeer()
-		served := &servedSession{server: name, caller: remote}
-		ctx := context.WithValue(peer.WithRemote(n.ctx, remote), servedKey{}, served)
-		ss, err := server.Connect(ctx, capturingTransport{&mcp.StreamTransport{Stream: s, MaxMessageSize: n.cfg.maxMessageSize,
-			OnBadFrame: func(err error) { n.badFrame(remote, err) }}, served}, nil)
-		if err != nil {
-			log.Debugw("serve session", "peer", remote, "error", err)
-			s.Reset()
-			return
-		}
-		n.mu.Lock()
-		n.inbound[ss] = served
-		n.mu.Unlock()
-		err = ss.Wait()
-		n.mu.Lock()
-		delete(n.inbound, ss)
-		n.mu.Unlock()
-		log.Debugw("session ended", "peer", remote, "protocol", s.Protocol(), "error", err)
-	}
 }
 
 // ErrClosed is returned by a closed node.
@@ -365,8 +344,12 @@ func (n *Node) Close() error {
 	}
 	n.mu.Unlock()
 
+	n.group.Stop()
 	n.cancel()
 	var errs []error
+	if err := n.closeReach(); err != nil {
+		errs = append(errs, fmt.Errorf("close reachability: %w", err))
+	}
 	if n.disc != nil {
 		if err := n.disc.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("close discovery: %w", err))
@@ -387,7 +370,9 @@ func (n *Node) Close() error {
 	for _, ss := range inbound {
 		ss.Close()
 	}
-	n.wg.Wait()
+	n.tasks.Close()
+	n.group.Wait()
+	n.trust.Close()
 	if err := n.audit.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("close audit log: %w", err))
 	}

@@ -12,7 +12,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/mcpmesh/mcpmesh/node"
-	"github.com/mcpmesh/mcpmesh/peer"
+	"github.com/mcpmesh/mcpmesh/peer/identity"
 )
 
 func TestMain(m *testing.M) {
@@ -53,7 +53,7 @@ func newNode(t *testing.T, opts ...node.Option) *node.Node {
 	})
 	node.AddTool(n, &sdkmcp.Tool{Name: "echo", Description: "echoes text"},
 		func(ctx context.Context, _ *sdkmcp.CallToolRequest, in echoIn) (*sdkmcp.CallToolResult, echoOut, error) {
-			caller, _ := peer.Remote(ctx)
+			caller, _ := identity.Remote(ctx)
 			return nil, echoOut{Text: in.Text, Caller: caller.String()}, nil
 		})
 	return n

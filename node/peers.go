@@ -3,50 +3,92 @@ package node
 import (
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/event"
 	"github.com/libp2p/go-libp2p/core/network"
 	lpeer "github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/host/eventbus"
+
+	"github.com/mcpmesh/mcpmesh/internal/retry"
 )
 
 // KeepConnected keeps the node connected to info for as long as it runs:
-// it connects now, and whenever the connection drops it reconnects, waiting
-// longer after each failure (1s doubling to 1 minute). Failures are logged.
+// it connects now, and whenever the connection drops (libp2p's
+// connectedness events say so) it reconnects, waiting longer after each
+// failure (1s doubling to 1 minute, with jitter). Failures are logged.
 func (n *Node) KeepConnected(info lpeer.AddrInfo) {
-	n.mu.Lock()
-	if n.closed {
-		n.mu.Unlock()
+	sub, err := n.host.EventBus().Subscribe(new(event.EvtPeerConnectednessChanged), eventbus.Name("mcpmesh-keep-connected"))
+	if err != nil {
+		log.Warnf("peer %s: watch connectedness: %v", info.ID, err)
 		return
 	}
-	n.wg.Add(1)
-	n.mu.Unlock()
-	go func() {
-		defer n.wg.Done()
-		const minWait, maxWait = time.Second, time.Minute
-		wait := minWait
-		check := time.NewTicker(2 * time.Second)
-		defer check.Stop()
+	// The bus must never wait for us: its events go to a goroutine that
+	// keeps only the news that info's connectedness changed.
+	changed := make(chan struct{}, 1)
+	forwarding := n.group.Go(func() {
+		defer sub.Close()
 		for {
-			if n.host.Network().Connectedness(info.ID) != network.Connected {
-				if err := n.ConnectAddr(n.ctx, info); err != nil {
-					if n.ctx.Err() != nil {
-						return
-					}
-					log.Warnf("peer %s: %v; retrying in %v", info.ID, err, wait)
-					select {
-					case <-time.After(wait):
-					case <-n.ctx.Done():
-						return
-					}
-					wait = min(2*wait, maxWait)
-					continue
-				}
-				log.Infof("connected to peer %s", info.ID)
-				wait = minWait
-			}
 			select {
-			case <-check.C:
+			case e, ok := <-sub.Out():
+				if !ok {
+					return
+				}
+				if e.(event.EvtPeerConnectednessChanged).Peer == info.ID {
+					select {
+					case changed <- struct{}{}:
+					default:
+					}
+				}
 			case <-n.ctx.Done():
 				return
 			}
 		}
-	}()
+	})
+	if !forwarding {
+		sub.Close()
+		return
+	}
+	n.group.Go(func() { n.keepConnected(info, changed) })
+}
+
+// keepConnected is KeepConnected's loop; changed is signalled when info's
+// connectedness may have changed.
+func (n *Node) keepConnected(info lpeer.AddrInfo, changed <-chan struct{}) {
+	backoff := retry.Backoff(time.Second, time.Minute)
+	wait := func(d time.Duration) bool { // until changed, d (0: no limit) or the node's end
+		var timeout <-chan time.Time
+		if d > 0 {
+			t := time.NewTimer(d)
+			defer t.Stop()
+			timeout = t.C
+		}
+		select {
+		case <-changed:
+		case <-timeout:
+		case <-n.ctx.Done():
+			return false
+		}
+		return true
+	}
+	for {
+		if n.host.Network().Connectedness(info.ID) == network.Connected {
+			if !wait(0) {
+				return
+			}
+			continue
+		}
+		err := n.ConnectAddr(n.ctx, info)
+		if err == nil {
+			log.Infof("connected to peer %s", info.ID)
+			backoff.Reset()
+			continue
+		}
+		if n.ctx.Err() != nil {
+			return
+		}
+		d := backoff.Delay()
+		log.Warnf("peer %s: %v; retrying in %v", info.ID, err, d.Round(time.Millisecond))
+		if !wait(d) {
+			return
+		}
+	}
 }

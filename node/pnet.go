@@ -18,27 +18,6 @@ import (
 // started with that home uses it unless told otherwise.
 const MeshKeyFile = "swarm.key"
 
-// WithPrivateNetwork makes the node a member of a private mesh: its libp2p
-// connections are encrypted with psk (libp2p's private networks, on top of
-// the usual Noise or TLS), so it can reach and be reached only by nodes
-// holding the same key. A node without the key cannot even complete a
-// connection.
-//
-// Private networks work over TCP and WebSocket only: libp2p has no QUIC (nor
-// WebTransport, WebRTC) with a pre-shared key. The node therefore drops its
-// QUIC listen addresses (see PrivateNetworkAddrs); with none left it fails
-// to start. The cost: no QUIC, so no 0-RTT connection setup, no UDP hole
-// punching, and one TCP connection's head-of-line blocking for all streams.
-func WithPrivateNetwork(psk pnet.PSK) Option {
-	return func(c *config) error {
-		if len(psk) != 32 {
-			return fmt.Errorf("WithPrivateNetwork: key of %d bytes, want 32", len(psk))
-		}
-		c.psk = psk
-		return nil
-	}
-}
-
 // applyPrivateNetwork turns a private network key into the host's options
 // and listen addresses, once all options are known (WithListenAddrs may come
 // after WithPrivateNetwork).

@@ -9,9 +9,11 @@ import (
 
 	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
 
-	"github.com/mcpmesh/mcpmesh/mcp"
+	"github.com/mcpmesh/mcpmesh/mcp/ask"
+	"github.com/mcpmesh/mcpmesh/mcp/transport"
 	"github.com/mcpmesh/mcpmesh/node"
-	"github.com/mcpmesh/mcpmesh/peer"
+	"github.com/mcpmesh/mcpmesh/peer/identity"
+	"github.com/mcpmesh/mcpmesh/tasks"
 )
 
 // relayChain starts A, B and C, A connected only to B, B re-sharing C's
@@ -21,7 +23,7 @@ func relayChain(t *testing.T, aOpts ...node.Option) (a, b, c *node.Node) {
 	a, b, c = newNode(t, aOpts...), newNode(t), newNode(t)
 	connect(t, b, c)
 	connect(t, a, b)
-	if err := b.SharePeer("far", c.ID(), mcp.DefaultServer); err != nil {
+	if err := b.SharePeer("far", c.ID(), transport.DefaultServer); err != nil {
 		t.Fatal(err)
 	}
 	return a, b, c
@@ -69,15 +71,15 @@ func TestSharePeerPassesQuestionsAndProgressBack(t *testing.T) {
 		if tok := req.Params.GetProgressToken(); tok != nil {
 			req.Session.NotifyProgress(ctx, &sdkmcp.ProgressNotificationParams{ProgressToken: tok, Progress: 1, Total: 2, Message: "half"})
 		}
-		res, err := mcp.Elicit(ctx, &sdkmcp.ElicitParams{Message: "go on?", RequestedSchema: map[string]any{"type": "object", "properties": map[string]any{"ok": map[string]any{"type": "boolean"}}}})
+		res, err := ask.Elicit(ctx, &sdkmcp.ElicitParams{Message: "go on?", RequestedSchema: map[string]any{"type": "object", "properties": map[string]any{"ok": map[string]any{"type": "boolean"}}}})
 		if err != nil {
 			return nil, nil, err
 		}
-		caller, _ := peer.Remote(ctx)
+		caller, _ := identity.Remote(ctx)
 		return &sdkmcp.CallToolResult{Content: []sdkmcp.Content{&sdkmcp.TextContent{Text: res.Action + " via " + caller.String()}}}, nil, nil
 	})
 	var progress []string
-	ctx := node.WithProgress(context.Background(), func(p *sdkmcp.ProgressNotificationParams) {
+	ctx := tasks.WithProgress(context.Background(), func(p *sdkmcp.ProgressNotificationParams) {
 		mu.Lock()
 		progress = append(progress, p.Message)
 		mu.Unlock()

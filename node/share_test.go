@@ -15,7 +15,9 @@ import (
 
 	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
 
-	"github.com/mcpmesh/mcpmesh/mcp"
+	"github.com/mcpmesh/mcpmesh/mcp/ask"
+	"github.com/mcpmesh/mcpmesh/mcp/transport"
+	"github.com/mcpmesh/mcpmesh/mcp/upstream"
 	"github.com/mcpmesh/mcpmesh/node"
 )
 
@@ -53,7 +55,7 @@ func runStdioServer() {
 		})
 	// The program uses mcpmesh's helper to ask its caller, so that it works
 	// on either protocol version.
-	s.AddReceivingMiddleware(mcp.NewInputs().Middleware())
+	s.AddReceivingMiddleware(ask.NewInputs().Middleware())
 	sdkmcp.AddTool(s, &sdkmcp.Tool{Name: "add", Description: "adds two numbers"},
 		func(_ context.Context, _ *sdkmcp.CallToolRequest, in addIn) (*sdkmcp.CallToolResult, map[string]int, error) {
 			return nil, map[string]int{"sum": in.A + in.B, "pid": os.Getpid()}, nil
@@ -75,7 +77,7 @@ func runStdioServer() {
 		})
 	sdkmcp.AddTool(s, &sdkmcp.Tool{Name: "confirm", Description: "asks the caller's user"},
 		func(ctx context.Context, _ *sdkmcp.CallToolRequest, in confirmIn) (*sdkmcp.CallToolResult, any, error) {
-			res, err := mcp.Elicit(ctx, &sdkmcp.ElicitParams{Message: in.Question, RequestedSchema: map[string]any{
+			res, err := ask.Elicit(ctx, &sdkmcp.ElicitParams{Message: in.Question, RequestedSchema: map[string]any{
 				"type": "object", "properties": map[string]any{"ok": map[string]any{"type": "boolean"}},
 			}})
 			if err != nil {
@@ -120,7 +122,7 @@ func shareCalc(t *testing.T, n *node.Node, stderr *syncBuffer) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := node.Command{
+	cmd := upstream.Command{
 		Args:       []string{exe},
 		Env:        append(os.Environ(), stdioServerEnv+"=1"),
 		Stderr:     stderr,
@@ -205,7 +207,7 @@ func TestSharedProgramRestartsAfterExit(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	var st node.ShareStatus
+	var st upstream.ShareStatus
 	for _, p := range b.Programs() {
 		if p.Name == "calc" {
 			st = p
@@ -235,11 +237,11 @@ func TestSharedProgramRelaysProgress(t *testing.T) {
 			mu.Unlock()
 		},
 	})
-	s, err := a.Host().NewStream(ctx, b.ID(), mcp.ProtocolID("calc"))
+	s, err := a.Host().NewStream(ctx, b.ID(), transport.ProtocolID("calc"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	pcs, err := client.Connect(ctx, &mcp.StreamTransport{Stream: s}, nil)
+	pcs, err := client.Connect(ctx, &transport.StreamTransport{Stream: s}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -318,7 +320,7 @@ func TestSharedHTTPServerWithBearerToken(t *testing.T) {
 	a, b := newNode(t), newNode(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	err := b.ShareHTTP(ctx, "remote", node.Remote{URL: hs.URL, Header: http.Header{"Authorization": {"Bearer s3cret"}}})
+	err := b.ShareHTTP(ctx, "remote", upstream.Remote{URL: hs.URL, Header: http.Header{"Authorization": {"Bearer s3cret"}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -333,7 +335,7 @@ func TestSharedHTTPServerWithBearerToken(t *testing.T) {
 	if unauthorized.Load() != 0 {
 		t.Fatalf("%d requests without the token", unauthorized.Load())
 	}
-	if err := b.ShareHTTP(ctx, "bad", node.Remote{URL: "ftp://x"}); err == nil {
+	if err := b.ShareHTTP(ctx, "bad", upstream.Remote{URL: "ftp://x"}); err == nil {
 		t.Fatal("non-http URL accepted")
 	}
 }
@@ -360,11 +362,11 @@ func TestSharedProgramRelaysCompletionLoggingAndUpdates(t *testing.T) {
 			mu.Unlock()
 		},
 	})
-	s, err := a.Host().NewStream(ctx, b.ID(), mcp.ProtocolID("calc"))
+	s, err := a.Host().NewStream(ctx, b.ID(), transport.ProtocolID("calc"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	cs, err := client.Connect(ctx, &mcp.StreamTransport{Stream: s}, &sdkmcp.ClientSessionOptions{ProtocolVersion: "2025-11-25"})
+	cs, err := client.Connect(ctx, &transport.StreamTransport{Stream: s}, &sdkmcp.ClientSessionOptions{ProtocolVersion: "2025-11-25"})
 	if err != nil {
 		t.Fatal(err)
 	}

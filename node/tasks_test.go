@@ -15,7 +15,8 @@ import (
 	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/mcpmesh/mcpmesh/limits"
-	"github.com/mcpmesh/mcpmesh/mcp"
+	"github.com/mcpmesh/mcpmesh/mcp/ask"
+	"github.com/mcpmesh/mcpmesh/mcp/transport"
 	"github.com/mcpmesh/mcpmesh/node"
 	"github.com/mcpmesh/mcpmesh/tasks"
 )
@@ -50,7 +51,7 @@ func addChain(t *testing.T, n *node.Node) *leafEvents {
 				errs := make([]error, len(in.Fan))
 				for i, p := range in.Fan {
 					wg.Go(func() {
-						res, err := n.CallServerTool(ctx, mustPeer(t, p), mcp.DefaultServer, "chain", chainIn{Leaf: in.Leaf})
+						res, err := n.CallServerTool(ctx, mustPeer(t, p), transport.DefaultServer, "chain", chainIn{Leaf: in.Leaf})
 						if err == nil && res.IsError {
 							err = fmt.Errorf("%s", text(res))
 						}
@@ -61,7 +62,7 @@ func addChain(t *testing.T, n *node.Node) *leafEvents {
 				return nil, chainOut{Task: id}, errors.Join(errs...)
 			}
 			if len(in.Path) > 0 {
-				res, err := n.CallServerTool(ctx, mustPeer(t, in.Path[0]), mcp.DefaultServer, "chain", chainIn{Path: in.Path[1:], Leaf: in.Leaf})
+				res, err := n.CallServerTool(ctx, mustPeer(t, in.Path[0]), transport.DefaultServer, "chain", chainIn{Path: in.Path[1:], Leaf: in.Leaf})
 				if err != nil {
 					return nil, nil, err
 				}
@@ -83,7 +84,7 @@ func addChain(t *testing.T, n *node.Node) *leafEvents {
 					}
 				}
 				if in.Leaf == "ask" {
-					r, err := mcp.Elicit(ctx, &sdkmcp.ElicitParams{Mode: "form", Message: "name?", RequestedSchema: nameSchema})
+					r, err := ask.Elicit(ctx, &sdkmcp.ElicitParams{Mode: "form", Message: "name?", RequestedSchema: nameSchema})
 					if err != nil {
 						return nil, nil, err
 					}
@@ -166,7 +167,7 @@ func TestTaskChainIsOneTree(t *testing.T) {
 	ns, _ := mesh(t, 4)
 	a, b, c, d := ns[0], ns[1], ns[2], ns[3]
 	ctx := ctxFor(t, 10*time.Second)
-	res, err := a.CallServerTool(ctx, b.ID(), mcp.DefaultServer, "chain", chainIn{Path: ids(c, d)})
+	res, err := a.CallServerTool(ctx, b.ID(), transport.DefaultServer, "chain", chainIn{Path: ids(c, d)})
 	if err != nil || res.IsError {
 		t.Fatalf("call: %v %v", err, res)
 	}
@@ -216,7 +217,7 @@ func TestTaskFanOut(t *testing.T) {
 	a := ns[0]
 	ctx := ctxFor(t, 10*time.Second)
 	// A calls its own fan tool, which calls B, C and D at once.
-	res, err := a.CallServerTool(ctx, a.ID(), mcp.DefaultServer, "chain", chainIn{Fan: ids(ns[1:]...)})
+	res, err := a.CallServerTool(ctx, a.ID(), transport.DefaultServer, "chain", chainIn{Fan: ids(ns[1:]...)})
 	if err != nil || res.IsError {
 		t.Fatalf("call: %v %v", err, text(res))
 	}
@@ -245,7 +246,7 @@ func TestTaskCancelAtRootReachesLeaf(t *testing.T) {
 	ctx := ctxFor(t, 20*time.Second)
 	done := make(chan error, 1)
 	go func() {
-		_, err := a.CallServerTool(ctx, b.ID(), mcp.DefaultServer, "chain", chainIn{Path: ids(c, d), Leaf: "sleep"})
+		_, err := a.CallServerTool(ctx, b.ID(), transport.DefaultServer, "chain", chainIn{Path: ids(c, d), Leaf: "sleep"})
 		done <- err
 	}()
 	leaf := <-ev[3].started
@@ -283,7 +284,7 @@ func TestTaskLeafKilledFailsRootNamingIt(t *testing.T) {
 	ctx := ctxFor(t, 30*time.Second)
 	done := make(chan *sdkmcp.CallToolResult, 1)
 	go func() {
-		res, err := a.CallServerTool(ctx, b.ID(), mcp.DefaultServer, "chain", chainIn{Path: ids(c, d), Leaf: "sleep"})
+		res, err := a.CallServerTool(ctx, b.ID(), transport.DefaultServer, "chain", chainIn{Path: ids(c, d), Leaf: "sleep"})
 		if err != nil {
 			res = &sdkmcp.CallToolResult{IsError: true, Content: []sdkmcp.Content{&sdkmcp.TextContent{Text: err.Error()}}}
 		}
@@ -315,7 +316,7 @@ func TestTaskLoopRefused(t *testing.T) {
 	ns, _ := mesh(t, 2)
 	a, b := ns[0], ns[1]
 	ctx := ctxFor(t, 10*time.Second)
-	res, err := a.CallServerTool(ctx, b.ID(), mcp.DefaultServer, "chain", chainIn{Path: ids(a)})
+	res, err := a.CallServerTool(ctx, b.ID(), transport.DefaultServer, "chain", chainIn{Path: ids(a)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -333,8 +334,8 @@ func TestTaskLoopRefused(t *testing.T) {
 func TestTaskHopBudget(t *testing.T) {
 	ns, ev := mesh(t, 4)
 	a, b, c, d := ns[0], ns[1], ns[2], ns[3]
-	ctx := node.WithHopBudget(ctxFor(t, 10*time.Second), 2)
-	res, err := a.CallServerTool(ctx, b.ID(), mcp.DefaultServer, "chain", chainIn{Path: ids(c, d)})
+	ctx := tasks.WithHopBudget(ctxFor(t, 10*time.Second), 2)
+	res, err := a.CallServerTool(ctx, b.ID(), transport.DefaultServer, "chain", chainIn{Path: ids(c, d)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -355,7 +356,7 @@ func TestTaskDeadlineExpiresAtLeaf(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
 	defer cancel()
 	start := time.Now()
-	res, err := a.CallServerTool(ctx, b.ID(), mcp.DefaultServer, "chain", chainIn{Path: ids(c, d), Leaf: "sleep"})
+	res, err := a.CallServerTool(ctx, b.ID(), transport.DefaultServer, "chain", chainIn{Path: ids(c, d), Leaf: "sleep"})
 	took := time.Since(start)
 	if err != nil {
 		t.Fatalf("want D's failure as a result, got error %v (after %v)", err, took)
@@ -390,7 +391,7 @@ func TestTaskProgressAndQuestionsFromLeaf(t *testing.T) {
 			var progress atomic.Int32
 			var mu sync.Mutex
 			var values []float64
-			ctx := node.WithProgress(ctxFor(t, 10*time.Second), func(p *sdkmcp.ProgressNotificationParams) {
+			ctx := tasks.WithProgress(ctxFor(t, 10*time.Second), func(p *sdkmcp.ProgressNotificationParams) {
 				if p.Message == "step" && (p.Total == 3 || version == modernVersion) {
 					progress.Add(1)
 				}
@@ -398,7 +399,7 @@ func TestTaskProgressAndQuestionsFromLeaf(t *testing.T) {
 				values = append(values, p.Progress)
 				mu.Unlock()
 			})
-			res, err := a.CallServerTool(ctx, b.ID(), mcp.DefaultServer, "chain", chainIn{Path: ids(c, d), Leaf: "ask"})
+			res, err := a.CallServerTool(ctx, b.ID(), transport.DefaultServer, "chain", chainIn{Path: ids(c, d), Leaf: "ask"})
 			if err != nil || res.IsError {
 				t.Fatalf("call: %v %v", err, text(res))
 			}
@@ -435,7 +436,7 @@ func TestTaskOutlivesItsCall(t *testing.T) {
 	a, b, c := ns[0], ns[1], ns[2]
 	ctx := ctxFor(t, 10*time.Second)
 	callCtx, drop := context.WithCancel(ctx)
-	ref, err := a.StartTask(callCtx, b.ID(), mcp.DefaultServer, "chain", chainIn{Path: ids(c)})
+	ref, err := a.StartTask(callCtx, b.ID(), transport.DefaultServer, "chain", chainIn{Path: ids(c)})
 	drop() // the call is gone; the task is not
 	if err != nil {
 		t.Fatal(err)
@@ -460,7 +461,7 @@ func TestTaskOutlivesItsCallCancelled(t *testing.T) {
 	ns, ev := mesh(t, 3)
 	a, b, c := ns[0], ns[1], ns[2]
 	ctx := ctxFor(t, 10*time.Second)
-	ref, err := a.StartTask(ctx, b.ID(), mcp.DefaultServer, "chain", chainIn{Path: ids(c), Leaf: "sleep"})
+	ref, err := a.StartTask(ctx, b.ID(), transport.DefaultServer, "chain", chainIn{Path: ids(c), Leaf: "sleep"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -493,7 +494,7 @@ func TestTaskThousandConcurrentNestedCalls(t *testing.T) {
 	var failed atomic.Int32
 	for range calls {
 		wg.Go(func() {
-			res, err := a.CallServerTool(ctx, b.ID(), mcp.DefaultServer, "chain", chainIn{Path: ids(c)})
+			res, err := a.CallServerTool(ctx, b.ID(), transport.DefaultServer, "chain", chainIn{Path: ids(c)})
 			if err != nil || res.IsError {
 				if failed.Add(1) < 5 {
 					t.Errorf("call: %v", err)
@@ -545,7 +546,7 @@ func TestTaskProgressComesBeforeTheResult(t *testing.T) {
 
 	var mu sync.Mutex
 	var got []string
-	ctx := node.WithProgress(ctxFor(t, 10*time.Second), func(p *sdkmcp.ProgressNotificationParams) {
+	ctx := tasks.WithProgress(ctxFor(t, 10*time.Second), func(p *sdkmcp.ProgressNotificationParams) {
 		mu.Lock()
 		got = append(got, p.Message)
 		mu.Unlock()

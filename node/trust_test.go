@@ -22,18 +22,21 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/mcpmesh/mcpmesh/audit"
-	"github.com/mcpmesh/mcpmesh/mcp"
+	"github.com/mcpmesh/mcpmesh/mcp/ask"
+	"github.com/mcpmesh/mcpmesh/mcp/transport"
 	"github.com/mcpmesh/mcpmesh/metrics"
 	"github.com/mcpmesh/mcpmesh/node"
-	"github.com/mcpmesh/mcpmesh/peer"
+	"github.com/mcpmesh/mcpmesh/peer/delegation"
+	"github.com/mcpmesh/mcpmesh/peer/policy"
+	"github.com/mcpmesh/mcpmesh/peer/trust"
 	"github.com/mcpmesh/mcpmesh/proto/delegationpb"
 	"github.com/mcpmesh/mcpmesh/tasks"
 )
 
-// policy parses a policy written with %s for peer IDs.
-func policy(t *testing.T, format string, ids ...any) *peer.Policy {
+// mustPolicy parses a policy written with %s for peer IDs.
+func mustPolicy(t *testing.T, format string, ids ...any) *policy.Policy {
 	t.Helper()
-	p, err := peer.ParsePolicy([]byte(fmt.Sprintf(format, ids...)))
+	p, err := policy.Parse([]byte(fmt.Sprintf(format, ids...)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,8 +63,8 @@ func notPermitted(t *testing.T, err error, res *sdkmcp.CallToolResult) {
 		t.Fatalf("want a not-permitted error, got: %v", err)
 	}
 	var je *jsonrpc.Error
-	if !errorsAs(err, &je) || je.Code != node.CodeNotPermitted {
-		t.Fatalf("want JSON-RPC code %d, got %v", node.CodeNotPermitted, err)
+	if !errorsAs(err, &je) || je.Code != trust.CodeNotPermitted {
+		t.Fatalf("want JSON-RPC code %d, got %v", trust.CodeNotPermitted, err)
 	}
 }
 
@@ -121,7 +124,7 @@ func TestPolicyGrantsPerToolAndGroup(t *testing.T) {
 	a, c := newNode(t), newNode(t)
 	b := newNode(t)
 	runs := sideEffect(b, "pay")
-	b.SetPolicy(policy(t, `{"groups":{"friends":["%s"]},"grants":[{"peers":["friends"],"server":"node","tools":["echo"]}]}`, a.ID()))
+	b.SetPolicy(mustPolicy(t, `{"groups":{"friends":["%s"]},"grants":[{"peers":["friends"],"server":"node","tools":["echo"]}]}`, a.ID()))
 	connect(t, a, b)
 	connect(t, c, b)
 
@@ -138,7 +141,7 @@ func TestPolicyGrantsPerToolAndGroup(t *testing.T) {
 	}
 
 	// A new policy applies at once, without restart.
-	b.SetPolicy(policy(t, `{"grants":[{"peers":["%s"],"tools":["*"]}]}`, c.ID()))
+	b.SetPolicy(mustPolicy(t, `{"grants":[{"peers":["%s"],"tools":["*"]}]}`, c.ID()))
 	if _, err := c.CallTool(context.Background(), b.ID(), "node/pay", nil); err != nil {
 		t.Fatalf("after reload: %v", err)
 	}
@@ -178,7 +181,7 @@ func TestPolicyResourcesAndPrompts(t *testing.T) {
 	if err := b.Share("docs", docs); err != nil {
 		t.Fatal(err)
 	}
-	b.SetPolicy(policy(t, `{"grants":[{"peers":["%s"],"server":"docs","resources":["file:///pub/*"],"prompts":["greet"]}]}`, a.ID()))
+	b.SetPolicy(mustPolicy(t, `{"grants":[{"peers":["%s"],"server":"docs","resources":["file:///pub/*"],"prompts":["greet"]}]}`, a.ID()))
 	connect(t, a, b)
 	ctx := context.Background()
 	cs, err := a.Session(ctx, b.ID(), "docs")
@@ -229,7 +232,7 @@ func TestDelegationActingForDiffersFromAlone(t *testing.T) {
 		return nil, struct{}{}, nil
 	})
 	// C lets B pay only when B acts for A; B alone may call whofor only.
-	c.SetPolicy(policy(t, `{"grants":[
+	c.SetPolicy(mustPolicy(t, `{"grants":[
 		{"peers":["%s"],"for":["%s"],"tools":["pay"]},
 		{"peers":["%s"],"tools":["whofor"]}]}`, b.ID(), a.ID(), b.ID()))
 	ctx := context.Background()
@@ -264,9 +267,9 @@ func TestDelegationActingForDiffersFromAlone(t *testing.T) {
 func TestDelegationCannotBeWidened(t *testing.T) {
 	// A delegates only "echo": B may not call pay on A's behalf. B refuses
 	// to send such a call; C would refuse it anyway.
-	scope := peer.Scope{Tools: []string{"echo"}, Peers: []string{"*"}}
+	scope := delegation.Scope{Tools: []string{"echo"}, Peers: []string{"*"}}
 	a, b, c, runs := delegationChain(t, node.WithDelegation(scope, time.Minute))
-	c.SetPolicy(policy(t, `{"grants":[{"peers":["%s"],"for":["*"],"tools":["*"]}]}`, b.ID()))
+	c.SetPolicy(mustPolicy(t, `{"grants":[{"peers":["%s"],"for":["*"],"tools":["*"]}]}`, b.ID()))
 	_, err := a.CallTool(context.Background(), b.ID(), "relay", nil)
 	if err == nil || !strings.Contains(err.Error(), "does not cover") {
 		t.Fatalf("widened call: %v", err)
@@ -284,24 +287,24 @@ func presentChain(t *testing.T, from, to *node.Node, tool string, wire []string)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return cs.CallTool(ctx, &sdkmcp.CallToolParams{Name: tool, Meta: sdkmcp.Meta{peer.DelegationMetaKey: wire}})
+	return cs.CallTool(ctx, &sdkmcp.CallToolParams{Name: tool, Meta: sdkmcp.Meta{delegation.MetaKey: wire}})
 }
 
 func TestDelegationReplayExpiryForgeryRefusedAndAudited(t *testing.T) {
 	a, b, c, d := newNode(t), newNode(t), newNode(t), newNode(t)
 	runsC, runsD := sideEffect(c, "pay"), sideEffect(d, "pay")
 	for _, n := range []*node.Node{c, d} {
-		n.SetPolicy(policy(t, `{"grants":[{"peers":["%s", "%s"],"for":["%s"],"tools":["pay"]}]}`, b.ID(), a.ID(), a.ID()))
+		n.SetPolicy(mustPolicy(t, `{"grants":[{"peers":["%s", "%s"],"for":["%s"],"tools":["pay"]}]}`, b.ID(), a.ID(), a.ID()))
 		connect(t, b, n)
 	}
 	connect(t, a, c)
 	privA, privB := a.Host().Peerstore().PrivKey(a.ID()), b.Host().Peerstore().PrivKey(b.ID())
 	chain := func(ttl time.Duration) []string {
-		ab, err := peer.Delegate(privA, b.ID(), peer.FullScope(), time.Now().Add(ttl))
+		ab, err := delegation.Delegate(privA, b.ID(), delegation.FullScope(), time.Now().Add(ttl))
 		if err != nil {
 			t.Fatal(err)
 		}
-		bc, err := ab.Extend(privB, c.ID(), peer.Scope{}, time.Time{})
+		bc, err := ab.Extend(privB, c.ID(), delegation.Scope{}, time.Time{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -337,7 +340,7 @@ func TestDelegationReplayExpiryForgeryRefusedAndAudited(t *testing.T) {
 
 	// A forged task path: B claims the call comes from A.
 	m := tasks.Root(tasks.NewID(), a.ID().String(), 0, 0)
-	meta := sdkmcp.Meta{peer.DelegationMetaKey: good} // with a valid delegation: only the path is wrong
+	meta := sdkmcp.Meta{delegation.MetaKey: good} // with a valid delegation: only the path is wrong
 	m.Encode(meta)
 	cs, err := b.Session(context.Background(), c.ID(), "node")
 	if err != nil {
@@ -393,7 +396,7 @@ func TestURLElicitationReachesTheRootsUser(t *testing.T) {
 	}))
 	b, c := newNode(t), newNode(t)
 	node.AddTool(c, &sdkmcp.Tool{Name: "pay"}, func(ctx context.Context, req *sdkmcp.CallToolRequest, _ struct{}) (*sdkmcp.CallToolResult, struct{}, error) {
-		res, err := mcp.Elicit(ctx, &sdkmcp.ElicitParams{Mode: "url", ElicitationID: "consent-1",
+		res, err := ask.Elicit(ctx, &sdkmcp.ElicitParams{Mode: "url", ElicitationID: "consent-1",
 			URL: "https://bank.example/consent?payment=42", Message: "Approve the payment of 42 EUR"})
 		if err != nil {
 			return nil, struct{}{}, err
@@ -439,7 +442,7 @@ func TestMetricsCountCallsRefusalsAndLibp2p(t *testing.T) {
 	m := metrics.New()
 	b := newNode(t, node.WithMetrics(m), node.WithPolicy(nil))
 	a := newNode(t)
-	b.SetPolicy(policy(t, `{"grants":[{"peers":["%s"],"tools":["echo"]}]}`, a.ID()))
+	b.SetPolicy(mustPolicy(t, `{"grants":[{"peers":["%s"],"tools":["echo"]}]}`, a.ID()))
 	sideEffect(b, "pay")
 	connect(t, a, b)
 	ctx := context.Background()
@@ -476,7 +479,7 @@ func TestMetricsCountCallsRefusalsAndLibp2p(t *testing.T) {
 // hand, wider than what it was given.
 type widenedRecord struct{ link *delegationpb.Link }
 
-func (r *widenedRecord) Domain() string { return peer.DelegationDomain }
+func (r *widenedRecord) Domain() string { return delegation.Domain }
 func (r *widenedRecord) Codec() []byte  { return []byte("/mcpmesh/delegation/1") }
 func (r *widenedRecord) MarshalRecord() ([]byte, error) {
 	return proto.MarshalOptions{Deterministic: true}.Marshal(r.link)
@@ -489,16 +492,16 @@ func (r *widenedRecord) UnmarshalRecord(data []byte) error {
 func TestWidenedDelegationRefusedAtTheCallee(t *testing.T) {
 	a, b, c := newNode(t), newNode(t), newNode(t)
 	runs := sideEffect(c, "pay")
-	c.SetPolicy(policy(t, `{"grants":[{"peers":["%s"],"for":["%s"],"tools":["*"]}]}`, b.ID(), a.ID()))
+	c.SetPolicy(mustPolicy(t, `{"grants":[{"peers":["%s"],"for":["%s"],"tools":["*"]}]}`, b.ID(), a.ID()))
 	connect(t, b, c)
 	privA, privB := a.Host().Peerstore().PrivKey(a.ID()), b.Host().Peerstore().PrivKey(b.ID())
 
 	// A lets B read only; B claims "*" for C.
-	ab, err := peer.Delegate(privA, b.ID(), peer.Scope{Tools: []string{"read_*"}, Peers: []string{"*"}}, time.Now().Add(time.Minute))
+	ab, err := delegation.Delegate(privA, b.ID(), delegation.Scope{Tools: []string{"read_*"}, Peers: []string{"*"}}, time.Now().Add(time.Minute))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ab.Extend(privB, c.ID(), peer.Scope{Tools: []string{"*"}, Peers: []string{"*"}}, time.Time{}); !errors.Is(err, peer.ErrDelegationWidened) {
+	if _, err := ab.Extend(privB, c.ID(), delegation.Scope{Tools: []string{"*"}, Peers: []string{"*"}}, time.Time{}); !errors.Is(err, delegation.ErrWidened) {
 		t.Fatalf("Extend widened: %v", err)
 	}
 	abWire := ab.Encode()
@@ -540,7 +543,7 @@ func TestPolicyOnAReSharedServer(t *testing.T) {
 	if err := b.SharePeer("far", c.ID(), "node"); err != nil {
 		t.Fatal(err)
 	}
-	b.SetPolicy(policy(t, `{"grants":[{"peers":["%s"],"server":"far","tools":["echo"]}]}`, a.ID()))
+	b.SetPolicy(mustPolicy(t, `{"grants":[{"peers":["%s"],"server":"far","tools":["echo"]}]}`, a.ID()))
 	ctx := context.Background()
 	cs, err := a.Session(ctx, b.ID(), "far")
 	if err != nil {
@@ -583,10 +586,10 @@ func TestPolicyChangeTellsPeersWhoseListsChange(t *testing.T) {
 	a, c := newNode(t), newNode(t)
 	connect(t, a, b)
 	connect(t, c, b)
-	b.SetPolicy(policy(t, `{"grants":[{"peers":["%s","%s"],"tools":["echo"]}]}`, a.ID(), c.ID()))
+	b.SetPolicy(mustPolicy(t, `{"grants":[{"peers":["%s","%s"],"tools":["echo"]}]}`, a.ID(), c.ID()))
 
 	session := func(from *node.Node) (*sdkmcp.ClientSession, chan struct{}) {
-		return listerSession(t, from, b, mcp.DefaultServer)
+		return listerSession(t, from, b, transport.DefaultServer)
 	}
 	names := func(cs *sdkmcp.ClientSession) []string { return sessionToolNames(t, cs) }
 	aSession, aChanged := session(a)
@@ -598,7 +601,7 @@ func TestPolicyChangeTellsPeersWhoseListsChange(t *testing.T) {
 	_, dChanged := session(newNodeConnectedTo(t, b)) // never lists: nothing to refresh
 
 	// a gains pay; c's view is the same.
-	b.SetPolicy(policy(t, `{"grants":[{"peers":["%s"],"tools":["*"]},{"peers":["%s"],"tools":["echo"]}]}`, a.ID(), c.ID()))
+	b.SetPolicy(mustPolicy(t, `{"grants":[{"peers":["%s"],"tools":["*"]},{"peers":["%s"],"tools":["echo"]}]}`, a.ID(), c.ID()))
 	if !toldListChangedWithin(5*time.Second, aChanged) {
 		t.Fatal("a was not told its tool list changed")
 	}
@@ -610,7 +613,7 @@ func TestPolicyChangeTellsPeersWhoseListsChange(t *testing.T) {
 	}
 
 	// c loses everything.
-	b.SetPolicy(policy(t, `{"grants":[{"peers":["%s"],"tools":["*"]}]}`, a.ID()))
+	b.SetPolicy(mustPolicy(t, `{"grants":[{"peers":["%s"],"tools":["*"]}]}`, a.ID()))
 	if !toldListChangedWithin(5*time.Second, cChanged) {
 		t.Fatal("c was not told its tool list changed")
 	}
@@ -638,11 +641,11 @@ func listerSession(t *testing.T, from, to *node.Node, server string) (*sdkmcp.Cl
 	client := sdkmcp.NewClient(&sdkmcp.Implementation{Name: "lister"}, &sdkmcp.ClientOptions{
 		ToolListChangedHandler: func(context.Context, *sdkmcp.ToolListChangedRequest) { changed <- struct{}{} },
 	})
-	s, err := from.Host().NewStream(ctxFor(t, 3*time.Second), to.ID(), mcp.ProtocolID(server))
+	s, err := from.Host().NewStream(ctxFor(t, 3*time.Second), to.ID(), transport.ProtocolID(server))
 	if err != nil {
 		t.Fatal(err)
 	}
-	cs, err := client.Connect(ctxFor(t, 3*time.Second), &mcp.StreamTransport{Stream: s}, nil)
+	cs, err := client.Connect(ctxFor(t, 3*time.Second), &transport.StreamTransport{Stream: s}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -686,12 +689,12 @@ func TestPolicyChangeTellsPeersOfAReSharedServer(t *testing.T) {
 	if err := b.SharePeer("far", c.ID(), "node"); err != nil {
 		t.Fatal(err)
 	}
-	b.SetPolicy(policy(t, `{"grants":[{"peers":["%s"],"server":"far","tools":["echo"]}]}`, a.ID()))
+	b.SetPolicy(mustPolicy(t, `{"grants":[{"peers":["%s"],"server":"far","tools":["echo"]}]}`, a.ID()))
 	cs, changed := listerSession(t, a, b, "far")
 	if got := sessionToolNames(t, cs); !slices.Equal(got, []string{"echo"}) {
 		t.Fatalf("a sees %v through the relay, want [echo]", got)
 	}
-	b.SetPolicy(policy(t, `{"grants":[{"peers":["%s"],"server":"far","tools":["*"]}]}`, a.ID()))
+	b.SetPolicy(mustPolicy(t, `{"grants":[{"peers":["%s"],"server":"far","tools":["*"]}]}`, a.ID()))
 	if !toldListChangedWithin(5*time.Second, changed) {
 		t.Fatal("a was not told its list of the re-shared server changed")
 	}
@@ -699,13 +702,13 @@ func TestPolicyChangeTellsPeersOfAReSharedServer(t *testing.T) {
 		t.Fatalf("after the change a sees %v, want [echo pay]", got)
 	}
 	// A grant on another server changes nothing a sees here.
-	b.SetPolicy(policy(t, `{"grants":[{"peers":["%s"],"server":"far","tools":["*"]},{"peers":["%s"],"server":"node","tools":["*"]}]}`, a.ID(), a.ID()))
+	b.SetPolicy(mustPolicy(t, `{"grants":[{"peers":["%s"],"server":"far","tools":["*"]},{"peers":["%s"],"server":"node","tools":["*"]}]}`, a.ID(), a.ID()))
 	if toldListChangedWithin(500*time.Millisecond, changed) {
 		t.Fatal("a was told of a change that left its list alone")
 	}
 	// Open, then closed again: both change a's view... open shows the same
 	// two tools, so only the closing tells.
-	b.SetPolicy(peer.OpenPolicy())
+	b.SetPolicy(policy.Open())
 	if toldListChangedWithin(500*time.Millisecond, changed) {
 		t.Fatal("opening the node changed nothing a sees, yet a was told")
 	}

@@ -105,9 +105,6 @@ type Entry struct {
 	done   chan struct{}      // made when first asked for (see Done)
 	t      Task
 	result any // the final result, encoded when someone asks for it
-	// Values for the node that serves the task (routing questions and
-	// progress); opaque here.
-	ctx    context.Context
 	parked bool
 }
 
@@ -337,21 +334,6 @@ func (e *Entry) AddChild(h Hop) {
 	e.t.Children = append(e.t.Children, h)
 }
 
-// SetContext keeps ctx, the context the task's handler runs with, for the
-// node that serves it.
-func (e *Entry) SetContext(ctx context.Context) {
-	e.mu.Lock()
-	e.ctx = ctx
-	e.mu.Unlock()
-}
-
-// Context returns what SetContext kept (nil if nothing).
-func (e *Entry) Context() context.Context {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.ctx
-}
-
 // State returns the task's current state.
 func (e *Entry) State() State {
 	e.mu.Lock()
@@ -376,10 +358,9 @@ func (e *Entry) Finish(s State, result any, err error, failedAt *Hop) {
 		e.t.Error = err.Error()
 	}
 	e.t.FailedAt = failedAt
-	// An ended task keeps neither its handler's context nor the cancel
-	// function (and so the contexts) of its work: the registry holds up to
-	// Retention.Max of them, which the GC would scan for nothing.
-	e.ctx = nil
+	// An ended task does not keep the cancel function (and so the contexts)
+	// of its work: the registry holds up to Retention.Max of them, which the
+	// GC would scan for nothing.
 	e.cancel = nil
 	parked := e.parked
 	e.parked = false
@@ -413,7 +394,6 @@ func (e *Entry) Park() {
 	e.t.State, e.t.Message = InputRequired, "waiting for the caller's answers"
 	e.t.Ended = time.Now()
 	e.parked = true
-	e.ctx = nil
 	e.mu.Unlock()
 	r := e.reg
 	r.mu.Lock()

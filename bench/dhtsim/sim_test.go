@@ -85,7 +85,7 @@ func TestChurn(t *testing.T) {
 			first = append(first, l.First)
 		}
 	}
-	if len(ch.Lookups) < 20 || found != len(ch.Lookups) {
+	if len(ch.Lookups) < 5 || found != len(ch.Lookups) {
 		t.Errorf("%d of %d lookups of live providers found; missed: %v", found, len(ch.Lookups), ch.Failed)
 	}
 	// 10 RTT on an idle machine; on a loaded one (CI runners, other

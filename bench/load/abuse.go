@@ -15,7 +15,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	lpeer "github.com/libp2p/go-libp2p/core/peer"
 
-	"github.com/mcpmesh/mcpmesh/mcp"
+	"github.com/mcpmesh/mcpmesh/mcp/transport"
 )
 
 // abuser is a plain libp2p host (no limits of its own) that misbehaves on
@@ -112,7 +112,7 @@ func (a *abuser) connect(ctx context.Context, target lpeer.AddrInfo) bool {
 func (a *abuser) stream(ctx context.Context, target lpeer.AddrInfo) network.Stream {
 	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	s, err := a.h.NewStream(sctx, target.ID, mcp.ProtocolID(mcp.DefaultServer))
+	s, err := a.h.NewStream(sctx, target.ID, transport.ProtocolID(transport.DefaultServer))
 	a.stats.streams.Add(1)
 	if err != nil {
 		a.stats.streamsLost.Add(1)

@@ -12,7 +12,7 @@ import (
 	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/mcpmesh/mcpmesh/limits"
-	"github.com/mcpmesh/mcpmesh/mcp"
+	"github.com/mcpmesh/mcpmesh/mcp/transport"
 	"github.com/mcpmesh/mcpmesh/node"
 )
 
@@ -93,7 +93,7 @@ func connectAll(cs []*caller, server lpeer.AddrInfo) error {
 }
 
 func (c *caller) call(ctx context.Context, server lpeer.ID) error {
-	res, err := c.n.CallServerTool(ctx, server, mcp.DefaultServer, "work", workIn{Text: "load"})
+	res, err := c.n.CallServerTool(ctx, server, transport.DefaultServer, "work", workIn{Text: "load"})
 	if err != nil {
 		return err
 	}

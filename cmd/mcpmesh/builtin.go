@@ -6,7 +6,7 @@ import (
 	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/mcpmesh/mcpmesh/node"
-	"github.com/mcpmesh/mcpmesh/peer"
+	"github.com/mcpmesh/mcpmesh/peer/identity"
 )
 
 type echoIn struct {
@@ -24,7 +24,7 @@ func addBuiltins(n *node.Node) {
 		Name:        "echo",
 		Description: "Sends the text back with the caller's authenticated peer ID: a way to check that two nodes reach each other.",
 	}, func(ctx context.Context, _ *sdkmcp.CallToolRequest, in echoIn) (*sdkmcp.CallToolResult, echoOut, error) {
-		caller, _ := peer.Remote(ctx)
+		caller, _ := identity.Remote(ctx)
 		return &sdkmcp.CallToolResult{Content: []sdkmcp.Content{&sdkmcp.TextContent{Text: in.Text}}},
 			echoOut{Text: in.Text, Caller: caller.String()}, nil
 	})

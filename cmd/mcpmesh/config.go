@@ -20,9 +20,12 @@ import (
 	"github.com/mcpmesh/mcpmesh/agent"
 	"github.com/mcpmesh/mcpmesh/control"
 	"github.com/mcpmesh/mcpmesh/limits"
-	"github.com/mcpmesh/mcpmesh/mcp"
+	"github.com/mcpmesh/mcpmesh/mcp/transport"
+	"github.com/mcpmesh/mcpmesh/mcp/upstream"
 	"github.com/mcpmesh/mcpmesh/node"
-	"github.com/mcpmesh/mcpmesh/peer"
+	"github.com/mcpmesh/mcpmesh/peer/delegation"
+	"github.com/mcpmesh/mcpmesh/peer/identity"
+	"github.com/mcpmesh/mcpmesh/peer/policy"
 )
 
 // ConfigFile is the name of the daemon's configuration file in its home.
@@ -43,12 +46,15 @@ type fileConfig struct {
 	Agents []agent.Config `json:"agents,omitempty"`
 	// Policy says which peers may see and call what the node shares
 	// (absent: none). Reread when the file changes or on SIGHUP.
-	Policy *peer.Policy `json:"policy,omitempty"`
+	Policy *policy.Policy `json:"policy,omitempty"`
 	// Delegation narrows what the node delegates to the peers it calls
 	// (default: every tool, on every peer, for an hour).
 	Delegation *delegationConfig `json:"delegation,omitempty"`
 	// Limits changes the limits each peer gets (zero fields: defaults).
 	Limits *limitsConfig `json:"limits,omitempty"`
+	// Network says how the node is reached from other networks (relays,
+	// hole punching, port mapping) and how soon a lost peer is seen.
+	Network *networkConfig `json:"network,omitempty"`
 }
 
 // delegationConfig is the "delegation" section of the configuration file.
@@ -72,6 +78,10 @@ type limitsConfig struct {
 	MaxConcurrentPerPrincipal int     `json:"maxConcurrentPerPrincipal,omitempty"`
 	PrincipalRate             float64 `json:"principalRate,omitempty"`
 	PrincipalBurst            int     `json:"principalBurst,omitempty"`
+	// libp2p's per-IP connection limits.
+	ConnsPerIP     int     `json:"connsPerIP,omitempty"`     // connections open at once with one IP address
+	ConnRatePerIP  float64 `json:"connRatePerIP,omitempty"`  // new connections per second with one public IP address…
+	ConnBurstPerIP int     `json:"connBurstPerIP,omitempty"` // …in bursts of
 }
 
 // trustOptions turns the file's delegation and limits sections into node
@@ -87,7 +97,7 @@ func (c *fileConfig) trustOptions() ([]node.Option, error) {
 			if err != nil {
 				return nil, err
 			}
-			scope := peer.Scope{Tools: d.Tools, Peers: d.Peers}
+			scope := delegation.Scope{Tools: d.Tools, Peers: d.Peers}
 			if len(scope.Tools) == 0 {
 				scope.Tools = []string{"*"}
 			}
@@ -110,6 +120,7 @@ func (c *fileConfig) trustOptions() ([]node.Option, error) {
 			MaxConcurrentPerPeer: l.MaxConcurrentPerPeer, Rate: l.Rate, Burst: l.Burst,
 			Strikes: l.Strikes, StrikeWindow: window, BanFor: ban,
 			MaxConcurrentPerPrincipal: l.MaxConcurrentPerPrincipal, PrincipalRate: l.PrincipalRate, PrincipalBurst: l.PrincipalBurst,
+			ConnsPerIP: l.ConnsPerIP, ConnRatePerIP: l.ConnRatePerIP, ConnBurstPerIP: l.ConnBurstPerIP,
 		}))
 	}
 	return opts, nil
@@ -170,9 +181,9 @@ func configPath(home, flag string) (string, bool) {
 // shareSpec is one server to share, from the file or a flag.
 type shareSpec struct {
 	name    string
-	command node.Command   // a program, if Args is set
-	remote  *node.Remote   // a Streamable HTTP server
-	target  lpeer.AddrInfo // a peer's server, re-shared
+	command upstream.Command // a program, if Args is set
+	remote  *upstream.Remote // a Streamable HTTP server
+	target  lpeer.AddrInfo   // a peer's server, re-shared
 	server  string
 	display string
 }
@@ -239,14 +250,14 @@ func shareSpecs(cfg *fileConfig, shares, httpShares, headers, relays []string) (
 	var specs []shareSpec
 	for _, name := range names {
 		sc := all[name]
-		if err := mcp.ValidateServerName(name); err != nil {
+		if err := transport.ValidateServerName(name); err != nil {
 			return nil, usageError("share: %v", err)
 		}
 		spec := shareSpec{name: name}
 		kinds := 0
 		if sc.Command != "" {
 			kinds++
-			spec.command = node.ShellCommand(sc.Command)
+			spec.command = upstream.ShellCommand(sc.Command)
 			spec.command.Dir = sc.Dir
 			if len(sc.Env) > 0 {
 				env := os.Environ()
@@ -263,7 +274,7 @@ func shareSpecs(cfg *fileConfig, shares, httpShares, headers, relays []string) (
 			for k, v := range sc.Headers {
 				h.Set(k, os.ExpandEnv(v))
 			}
-			spec.remote = &node.Remote{URL: sc.URL, Header: h}
+			spec.remote = &upstream.Remote{URL: sc.URL, Header: h}
 			spec.display = sc.URL
 		}
 		if sc.Peer != "" {
@@ -272,7 +283,7 @@ func shareSpecs(cfg *fileConfig, shares, httpShares, headers, relays []string) (
 			if err != nil {
 				return nil, usageError("share %s: peer %v", name, err)
 			}
-			info, err := peer.ParseTarget(peerPart)
+			info, err := identity.ParseTarget(peerPart)
 			if err != nil {
 				return nil, usageError("share %s: %v", name, err)
 			}

@@ -13,10 +13,13 @@ import (
 
 	"github.com/mcpmesh/mcpmesh/agent"
 	"github.com/mcpmesh/mcpmesh/audit"
-	"github.com/mcpmesh/mcpmesh/mcp"
+	"github.com/mcpmesh/mcpmesh/mcp/ask"
+	"github.com/mcpmesh/mcpmesh/mcp/transport"
 	"github.com/mcpmesh/mcpmesh/node"
-	"github.com/mcpmesh/mcpmesh/peer"
+	"github.com/mcpmesh/mcpmesh/peer/identity"
+	"github.com/mcpmesh/mcpmesh/peer/policy"
 	"github.com/mcpmesh/mcpmesh/tasks"
+	"github.com/mcpmesh/mcpmesh/tasks/tracker"
 )
 
 func newDemoCmd() *cobra.Command {
@@ -64,7 +67,7 @@ type demoMesh struct {
 }
 
 func (d *demoMesh) name(ctx context.Context) string {
-	if p, ok := peer.Remote(ctx); ok {
+	if p, ok := identity.Remote(ctx); ok {
 		return d.names[p.String()]
 	}
 	return "?"
@@ -134,7 +137,7 @@ func runDemo(ctx context.Context, w io.Writer) (err error) {
 		})
 	node.AddTool(d.bob, &sdkmcp.Tool{Name: "book_table", Description: "Books a table, asking the caller's user how many people"},
 		func(ctx context.Context, _ *sdkmcp.CallToolRequest, in bookIn) (*sdkmcp.CallToolResult, any, error) {
-			res, err := mcp.Elicit(ctx, &sdkmcp.ElicitParams{
+			res, err := ask.Elicit(ctx, &sdkmcp.ElicitParams{
 				Message: "Book a table for how many people?",
 				RequestedSchema: map[string]any{
 					"type":       "object",
@@ -247,7 +250,7 @@ func runDemo(ctx context.Context, w io.Writer) (err error) {
 func (d *demoMesh) trustStep(ctx context.Context) error {
 	w := d.w
 	fmt.Fprintln(w, "5. carol closes up: bob may call weather only when acting for alice")
-	pol, err := peer.ParsePolicy(fmt.Appendf(nil, `{"grants": [{"peers": [%q], "for": [%q], "tools": ["weather"]}]}`, d.bob.ID(), d.alice.ID()))
+	pol, err := policy.Parse(fmt.Appendf(nil, `{"grants": [{"peers": [%q], "for": [%q], "tools": ["weather"]}]}`, d.bob.ID(), d.alice.ID()))
 	if err != nil {
 		return err
 	}
@@ -287,8 +290,8 @@ func (d *demoMesh) trustStep(ctx context.Context) error {
 // delegates the weather to bob's forecaster, which reads the schema of
 // carol's weather tool and calls it. Both think with scripted models.
 func (d *demoMesh) addAgents() error {
-	bobRef := d.bob.ID().String() + "/" + mcp.DefaultServer + "/forecaster"
-	carolRef := d.carol.ID().String() + "/" + mcp.DefaultServer + "/weather"
+	bobRef := d.bob.ID().String() + "/" + transport.DefaultServer + "/forecaster"
+	carolRef := d.carol.ID().String() + "/" + transport.DefaultServer + "/weather"
 	concierge := agent.Config{
 		Name:        "concierge",
 		Description: "Answers travel questions, delegating to agents that know more.",
@@ -324,7 +327,7 @@ func (d *demoMesh) agentStep(ctx context.Context) error {
 	fmt.Fprintln(w, `   alice → alice concierge {"task":"Lisbon"}   (alice's caller sees one tool, not the toolbox behind it)`)
 	var mu sync.Mutex
 	var steps []string
-	pctx := node.WithProgress(ctx, func(p *sdkmcp.ProgressNotificationParams) {
+	pctx := tasks.WithProgress(ctx, func(p *sdkmcp.ProgressNotificationParams) {
 		mu.Lock()
 		steps = append(steps, p.Message)
 		mu.Unlock()
@@ -376,7 +379,7 @@ func (d *demoMesh) agentStep(ctx context.Context) error {
 }
 
 // depth counts the levels of a task tree.
-func depth(t *node.TaskTree) int {
+func depth(t *tracker.TaskTree) int {
 	most := 0
 	for _, c := range t.Children {
 		most = max(most, depth(c))

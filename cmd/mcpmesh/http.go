@@ -5,10 +5,10 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"net/netip"
 	"time"
 
 	"github.com/mcpmesh/mcpmesh/gateway"
+	"github.com/mcpmesh/mcpmesh/internal/loopback"
 	"github.com/mcpmesh/mcpmesh/node"
 )
 
@@ -21,11 +21,7 @@ func checkHTTPAddr(addr string) error {
 	if err != nil {
 		return fmt.Errorf("%q: want HOST:PORT, e.g. 127.0.0.1:8080", addr)
 	}
-	if host == "localhost" {
-		return nil
-	}
-	ip, err := netip.ParseAddr(host)
-	if err != nil || !ip.IsLoopback() {
+	if !loopback.Host(host) {
 		return fmt.Errorf("%q: the gateway only listens on a loopback address (127.0.0.1, ::1, localhost): it has no authentication", addr)
 	}
 	return nil
@@ -40,17 +36,22 @@ func serveGateway(ctx context.Context, n *node.Node, addr string, pins []gateway
 	if err != nil {
 		return "", nil, fmt.Errorf("--http: %w", err)
 	}
-	h := gateway.NewHTTPHandler(n, gateway.HTTPOptions{
-		MeshServer: gateway.NewMeshServer(ctx, n, gateway.MeshOptions{Pins: pins}),
-	})
+	mesh := gateway.NewMeshServer(ctx, n, gateway.MeshOptions{Pins: pins})
+	h := gateway.NewHTTPHandler(n, gateway.HTTPOptions{MeshServer: mesh.Server})
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
-	go srv.Serve(ln)
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		srv.Serve(ln)
+	}()
 	stop := func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		srv.Shutdown(sctx) // hanging SSE streams end when the handler closes
 		h.Close()
 		srv.Close()
+		<-served
+		mesh.Close()
 	}
 	return "http://" + ln.Addr().String() + "/mcp", stop, nil
 }

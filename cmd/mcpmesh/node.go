@@ -16,10 +16,10 @@ import (
 	"github.com/mcpmesh/mcpmesh/control"
 	"github.com/mcpmesh/mcpmesh/discovery"
 	"github.com/mcpmesh/mcpmesh/gateway"
-	"github.com/mcpmesh/mcpmesh/mcp"
+	"github.com/mcpmesh/mcpmesh/mcp/transport"
 	"github.com/mcpmesh/mcpmesh/metrics"
 	"github.com/mcpmesh/mcpmesh/node"
-	"github.com/mcpmesh/mcpmesh/peer"
+	"github.com/mcpmesh/mcpmesh/peer/identity"
 )
 
 func newNodeCmd(g *globals) *cobra.Command {
@@ -46,6 +46,7 @@ func newNodeCmd(g *globals) *cobra.Command {
 		meshKey   string
 		open      bool
 		metricsAt string
+		network   networkFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "node",
@@ -61,6 +62,18 @@ The node takes part in the mesh's DHT: it publishes a signed card of what it
 shares and advertises every tool name and tag, so that any node can find it
 ('mcpmesh find', 'mcpmesh call any'). --peer addresses double as bootstrap
 peers, and mDNS finds nodes on the local network (--no-mdns to turn off).
+
+Peers on other networks: AutoNAT (peers dial this node back) decides whether
+the node is publicly reachable. If it is not (or not known to be), it reserves a
+slot with a relay — one given with --relay, or any connected peer that serves
+as one — and announces an address through it; relayed connections turn into
+direct ones by hole punching when both sides can (--hole-punching), and the
+router is asked for a port mapping (--port-mapping). --relay-service on makes
+this node a relay for others even when it is not publicly reachable (a node
+that joins two networks); auto (the default) relays only while it is.
+'mcpmesh status' shows what was decided. While a call or a task runs, its
+peers are pinged every second; one silent for 3s has its connection closed, so
+the call fails at once (config "network": livenessInterval, livenessTimeout).
 
 --mesh-key FILE (default HOME/swarm.key when present; see 'mcpmesh init-mesh')
 makes the node a member of a private mesh: it connects only to nodes holding
@@ -127,7 +140,7 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 				desc = file.Description
 			}
 			for _, p := range peers {
-				if _, err := peer.ParseTarget(p); err != nil {
+				if _, err := identity.ParseTarget(p); err != nil {
 					return usageError("--peer: %v", err)
 				}
 			}
@@ -195,6 +208,11 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 				return usageError("%v", err)
 			}
 			opts = append(opts, trustOpts...)
+			netOpts, err := networkOptions(cmd, file.Network, &network)
+			if err != nil {
+				return usageError("%v", err)
+			}
+			opts = append(opts, netOpts...)
 			var reg *metrics.Metrics
 			if metricsAt != "" {
 				reg = metrics.New()
@@ -226,11 +244,12 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 			defer srv.Close()
 			var metricsURL string
 			if reg != nil {
-				addr, err := reg.Serve(ctx, metricsAt)
+				ms, err := reg.Serve(metricsAt)
 				if err != nil {
 					return fmt.Errorf("--metrics: %w", err)
 				}
-				metricsURL = "http://" + addr.String() + "/metrics"
+				defer ms.Close()
+				metricsURL = "http://" + ms.Addr().String() + "/metrics"
 			}
 			if !open {
 				go watchPolicy(ctx, n, path, named, cmd.OutOrStdout())
@@ -269,7 +288,7 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 				fmt.Fprintln(out, label+a.String())
 			}
 			for _, p := range peers {
-				info, _ := peer.ParseTarget(p)
+				info, _ := identity.ParseTarget(p)
 				cctx, cancel := context.WithTimeout(ctx, timeout)
 				err := n.ConnectAddr(cctx, info)
 				cancel()
@@ -297,7 +316,7 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 	f.StringVar(&cfgPath, "config", "", "configuration file (JSON; default HOME/config.json if it exists): name, description, tags, listen, peers, shares")
 	f.StringVar(&name, "name", "mcpmesh", "the name this node gives peers")
 	f.StringVar(&api, "api", "127.0.0.1:0", "loopback address of the control API")
-	f.IntVar(&maxMsg, "max-message-size", mcp.DefaultMaxMessageSize, "largest MCP message accepted on a stream, in bytes")
+	f.IntVar(&maxMsg, "max-message-size", transport.DefaultMaxMessageSize, "largest MCP message accepted on a stream, in bytes")
 	f.DurationVar(&timeout, "dial-timeout", 10*time.Second, "how long reaching a peer may take")
 	f.BoolVar(&mdns, "mdns", false, "look for peers on the local network with mDNS (the default, but in a private mesh, where the name announced is derived from the key)")
 	f.BoolVar(&noMDNS, "no-mdns", false, "do not look for peers on the local network")
@@ -310,5 +329,6 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 	f.StringVar(&metricsAt, "metrics", "", "HOST:PORT to serve Prometheus metrics on (/metrics; e.g. 127.0.0.1:9464)")
 	f.StringVar(&httpAt, "http", "", "loopback HOST:PORT to serve MCP over Streamable HTTP: /mcp (mesh mode) and /mcp/PEER/SERVER (one server, transparent)")
 	f.StringArrayVar(&httpPins, "http-pin", nil, "[NAME=]PEER/[SERVER/]TOOL: list a remote tool on --http's /mcp as a tool of its own (repeatable)")
+	network.add(cmd)
 	return cmd
 }

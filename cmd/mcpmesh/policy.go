@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/mcpmesh/mcpmesh/node"
-	"github.com/mcpmesh/mcpmesh/peer"
+	"github.com/mcpmesh/mcpmesh/peer/policy"
 )
 
 // policyPoll is how often the daemon looks at its configuration file for a
@@ -19,7 +19,7 @@ import (
 const policyPoll = 2 * time.Second
 
 // describePolicy says in one line what a policy lets peers do.
-func describePolicy(p *peer.Policy, open bool) string {
+func describePolicy(p *policy.Policy, open bool) string {
 	switch {
 	case open:
 		return "OPEN: every peer may see and call everything this node shares (--open)"

@@ -10,7 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/mcpmesh/mcpmesh/control"
-	"github.com/mcpmesh/mcpmesh/mcp"
+	"github.com/mcpmesh/mcpmesh/mcp/transport"
 )
 
 func newPolicyCmd(g *globals) *cobra.Command {
@@ -69,7 +69,7 @@ exits 1 if it would be refused.`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			server, name, ok := strings.Cut(args[1], "/")
-			if !ok || mcp.ValidateServerName(server) != nil || name == "" {
+			if !ok || transport.ValidateServerName(server) != nil || name == "" {
 				return usageError("%q: want SERVER/NAME, like node/echo", args[1])
 			}
 			c, err := dial(cmd, g)

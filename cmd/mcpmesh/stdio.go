@@ -18,9 +18,10 @@ import (
 	"github.com/mcpmesh/mcpmesh/control"
 	"github.com/mcpmesh/mcpmesh/discovery"
 	"github.com/mcpmesh/mcpmesh/gateway"
-	"github.com/mcpmesh/mcpmesh/mcp"
+	"github.com/mcpmesh/mcpmesh/mcp/relay"
+	"github.com/mcpmesh/mcpmesh/mcp/transport"
 	"github.com/mcpmesh/mcpmesh/node"
-	"github.com/mcpmesh/mcpmesh/peer"
+	"github.com/mcpmesh/mcpmesh/peer/identity"
 )
 
 func newStdioCmd(g *globals) *cobra.Command {
@@ -141,7 +142,7 @@ func runEmbedded(ctx context.Context, g *globals, req control.GatewayRequest, pe
 	}
 	defer n.Close()
 	for _, p := range peers {
-		info, err := peer.ParseTarget(p)
+		info, err := identity.ParseTarget(p)
 		if err != nil {
 			return usageError("--peer: %v", err)
 		}
@@ -152,7 +153,7 @@ func runEmbedded(ctx context.Context, g *globals, req control.GatewayRequest, pe
 	host, _ := (&sdkmcp.StdioTransport{}).Connect(ctx)
 	if req.To != "" {
 		peerPart, server, _ := control.SplitTarget(req.To)
-		info, err := peer.ParseTarget(peerPart)
+		info, err := identity.ParseTarget(peerPart)
 		if err != nil {
 			return err
 		}
@@ -165,14 +166,16 @@ func runEmbedded(ctx context.Context, g *globals, req control.GatewayRequest, pe
 		if err != nil {
 			return err
 		}
-		return mcp.Pump(ctx, host, up, nil)
+		return relay.Pump(ctx, host, up, nil)
 	}
 	var pins []gateway.Pin
 	for _, p := range req.Pins {
 		pin, _ := gateway.ParsePin(p)
 		pins = append(pins, pin)
 	}
-	ss, err := gateway.NewMeshServer(ctx, n, gateway.MeshOptions{Pins: pins}).Connect(ctx, mcp.Connected(host), nil)
+	mesh := gateway.NewMeshServer(ctx, n, gateway.MeshOptions{Pins: pins})
+	defer mesh.Close()
+	ss, err := mesh.Connect(ctx, transport.Connected(host), nil)
 	if err != nil {
 		return err
 	}

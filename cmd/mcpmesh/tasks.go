@@ -11,8 +11,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/mcpmesh/mcpmesh/node"
 	"github.com/mcpmesh/mcpmesh/tasks"
+	"github.com/mcpmesh/mcpmesh/tasks/tracker"
 )
 
 func newTasksCmd(g *globals) *cobra.Command {
@@ -127,12 +127,12 @@ func printTasks(out io.Writer, list []tasks.Task) {
 }
 
 // drawTree draws a task tree, one line per task.
-func drawTree(out io.Writer, t *node.TaskTree) {
+func drawTree(out io.Writer, t *tracker.TaskTree) {
 	fmt.Fprintln(out, treeLine(t))
 	drawChildren(out, t, "")
 }
 
-func drawChildren(out io.Writer, t *node.TaskTree, indent string) {
+func drawChildren(out io.Writer, t *tracker.TaskTree, indent string) {
 	for i, c := range t.Children {
 		branch, next := "├─ ", "│  "
 		if i == len(t.Children)-1 {
@@ -143,7 +143,7 @@ func drawChildren(out io.Writer, t *node.TaskTree, indent string) {
 	}
 }
 
-func treeLine(t *node.TaskTree) string {
+func treeLine(t *tracker.TaskTree) string {
 	if t.Unreachable != "" {
 		return fmt.Sprintf("%s/%s on %s  UNREACHABLE: %s", t.Server, t.Tool, t.Peer, t.Unreachable)
 	}

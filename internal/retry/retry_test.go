@@ -1,0 +1,50 @@
+package retry
+
+import (
+	"context"
+	"testing"
+	"time"
+)
+
+func TestBackoffStaysWithinItsBoundsAndStartsOver(t *testing.T) {
+	const min, max = 10 * time.Millisecond, 80 * time.Millisecond
+	b := Backoff(min, max)
+	bound := min
+	for i := range 20 {
+		d := b.Delay()
+		if d < min || d > bound {
+			t.Fatalf("delay %d = %v, want within [%v, %v]", i, d, min, bound)
+		}
+		bound = mini(2*bound, max)
+	}
+	b.Reset()
+	if d := b.Delay(); d != min {
+		t.Fatalf("first delay after Reset = %v, want %v", d, min)
+	}
+}
+
+// A bound not above the start gives a fixed delay (libp2p's jitter panics
+// on an empty range: found when discovery's republish interval was 1s).
+func TestBackoffWithNoRoomToGrowIsFixed(t *testing.T) {
+	for _, max := range []time.Duration{time.Second, time.Millisecond} {
+		b := Backoff(time.Second, max)
+		for range 5 {
+			if d := b.Delay(); d != time.Second {
+				t.Fatalf("Backoff(1s, %v).Delay() = %v, want 1s", max, d)
+			}
+		}
+	}
+}
+
+func mini(a, b time.Duration) time.Duration { return min(a, b) }
+
+func TestSleepEndsWithItsContext(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if Sleep(ctx, time.Hour) {
+		t.Fatal("Sleep reported an hour passed on a cancelled context")
+	}
+	if !Sleep(context.Background(), time.Millisecond) {
+		t.Fatal("Sleep of 1ms did not pass")
+	}
+}

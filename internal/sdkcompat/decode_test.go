@@ -1,0 +1,107 @@
+package sdkcompat
+
+import (
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
+)
+
+// DecodeMessage must read every frame exactly as the SDK's DecodeMessage does:
+// the same messages, and an error for the same inputs — except that it also
+// refuses data after the message, as the SDK's own stdio transport does.
+var decodeCorpus = []string{
+	`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"}}}`,
+	`{"jsonrpc":"2.0","id":"a-1","method":"ping"}`,
+	`{"jsonrpc":"2.0","method":"notifications/initialized"}`,
+	`{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":"t","progress":1}}`,
+	`{"jsonrpc":"2.0","id":7,"result":{"content":[{"type":"text","text":"ok"}]}}`,
+	`{"jsonrpc":"2.0","id":7,"error":{"code":-32601,"message":"nope","data":{"x":1}}}`,
+	`{"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"parse"}}`,
+	`{"jsonrpc":"2.0","id":1,"method":""}`,
+	`{"jsonrpc":"1.0","id":1,"method":"x"}`,
+	`{"id":1,"method":"x"}`,
+	`{"jsonrpc":"2.0","result":{}}`,
+	`{"jsonrpc":"2.0","id":1.5,"method":"x"}`,
+	`{"jsonrpc":"2.0","id":[1],"method":"x"}`,
+	`{"jsonrpc":"2.0","id":1,"method":5}`,
+	`{"jsonrpc":"2.0","id":1,"method":"x"} trailing`,
+	`{"jsonrpc":"2.0","id":1,"METHOD":"x"}`,
+	`not json`,
+	`[]`,
+	`{}`,
+	`{"jsonrpc":"2.0","id":1,"method":"x","params":` + deep(1001) + `}`,
+	`{"jsonrpc":"2.0","id":1,"method":"x","params":` + deep(999) + `}`,
+	`{"jsonrpc":"2.0","id":1,"method":"x","params":{"s":"\"{[{["}}`,
+}
+
+func deep(n int) string {
+	s := ""
+	for range n {
+		s += "["
+	}
+	for range n {
+		s += "]"
+	}
+	return s
+}
+
+func TestDecodeFrameMatchesSDK(t *testing.T) {
+	for _, frame := range decodeCorpus {
+		want, werr := jsonrpc.DecodeMessage([]byte(frame))
+		got, gerr := DecodeMessage([]byte(frame))
+		if stricter(werr, gerr) {
+			continue
+		}
+		if (werr == nil) != (gerr == nil) {
+			t.Errorf("%.80s: SDK error %v, ours %v", frame, werr, gerr)
+			continue
+		}
+		if werr == nil && !reflect.DeepEqual(normalize(want), normalize(got)) {
+			t.Errorf("%.80s:\n SDK  %#v\n ours %#v", frame, want, got)
+		}
+	}
+}
+
+func stricter(sdkErr, ourErr error) bool {
+	return sdkErr == nil && ourErr != nil && strings.Contains(ourErr.Error(), "data after the message")
+}
+
+// normalize drops the difference between a nil and an empty raw message.
+func normalize(m jsonrpc.Message) jsonrpc.Message {
+	switch m := m.(type) {
+	case *jsonrpc.Request:
+		c := *m
+		if len(c.Params) == 0 {
+			c.Params = nil
+		}
+		return &c
+	case *jsonrpc.Response:
+		c := *m
+		if len(c.Result) == 0 {
+			c.Result = nil
+		}
+		return &c
+	}
+	return m
+}
+
+func FuzzDecodeFrame(f *testing.F) {
+	for _, frame := range decodeCorpus {
+		f.Add([]byte(frame))
+	}
+	f.Fuzz(func(t *testing.T, frame []byte) {
+		want, werr := jsonrpc.DecodeMessage(frame)
+		got, gerr := DecodeMessage(frame)
+		if stricter(werr, gerr) {
+			return
+		}
+		if (werr == nil) != (gerr == nil) {
+			t.Fatalf("%q: SDK error %v, ours %v", frame, werr, gerr)
+		}
+		if werr == nil && !reflect.DeepEqual(normalize(want), normalize(got)) {
+			t.Fatalf("%q:\n SDK  %#v\n ours %#v", frame, want, got)
+		}
+	})
+}

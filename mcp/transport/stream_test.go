@@ -1,0 +1,299 @@
+package transport_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/protocol"
+	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
+	"go.uber.org/goleak"
+
+	"github.com/mcpmesh/mcpmesh/mcp/transport"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		// libp2p keeps a few process-wide workers.
+		goleak.IgnoreAnyFunction("github.com/ipfs/go-log/v2/writer.(*MirrorWriter).logRoutine"),
+		goleak.IgnoreTopFunction("github.com/libp2p/go-libp2p/p2p/transport/quicreuse.(*reuse).gc"),
+		goleak.IgnoreAnyFunction("go.opencensus.io/stats/view.(*worker).start"),
+	)
+}
+
+const testProto = protocol.ID("/mcpmesh-test/mcp/1")
+
+type echoIn struct {
+	Text string `json:"text"`
+}
+
+type echoOut struct {
+	Text string `json:"text"`
+}
+
+// ended is one server session that ended, with the error Wait returned.
+type ended struct {
+	err error
+}
+
+// fixture is two real libp2p hosts on loopback, one connection between
+// them, and an SDK server with an echo tool served on testProto by the
+// server host, one session per stream, each stream framed by
+// StreamTransport with the given limit.
+type fixture struct {
+	t              *testing.T
+	client, server host.Host
+	ended          chan ended
+}
+
+func newHost(t *testing.T) host.Host {
+	t.Helper()
+	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	return h
+}
+
+func newFixture(t *testing.T, limit int) *fixture {
+	t.Helper()
+	f := &fixture{t: t, client: newHost(t), server: newHost(t), ended: make(chan ended, 64)}
+	srv := sdkmcp.NewServer(&sdkmcp.Implementation{Name: "srv", Version: "1"}, nil)
+	sdkmcp.AddTool(srv, &sdkmcp.Tool{Name: "echo"}, func(_ context.Context, _ *sdkmcp.CallToolRequest, in echoIn) (*sdkmcp.CallToolResult, echoOut, error) {
+		return nil, echoOut(in), nil
+	})
+	f.server.SetStreamHandler(testProto, func(s network.Stream) {
+		ss, err := srv.Connect(context.Background(), &transport.StreamTransport{Stream: s, MaxMessageSize: limit}, nil)
+		if err != nil {
+			s.Reset()
+			f.ended <- ended{err: err}
+			return
+		}
+		f.ended <- ended{err: ss.Wait()}
+	})
+	if err := f.client.Connect(context.Background(), *host.InfoFromHost(f.server)); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func (f *fixture) stream() network.Stream {
+	f.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	s, err := f.client.NewStream(ctx, f.server.ID(), testProto)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return s
+}
+
+// session opens an SDK client session on a new stream.
+func (f *fixture) session(version string) *sdkmcp.ClientSession {
+	f.t.Helper()
+	c := sdkmcp.NewClient(&sdkmcp.Implementation{Name: "cli", Version: "1"}, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	cs, err := c.Connect(ctx, &transport.StreamTransport{Stream: f.stream()}, &sdkmcp.ClientSessionOptions{ProtocolVersion: version})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	f.t.Cleanup(func() { cs.Close() })
+	return cs
+}
+
+func echo(t *testing.T, cs *sdkmcp.ClientSession, text string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	res, err := cs.CallTool(ctx, &sdkmcp.CallToolParams{Name: "echo", Arguments: map[string]any{"text": text}})
+	if err != nil {
+		t.Fatalf("echo: %v", err)
+	}
+	out, _ := res.StructuredContent.(map[string]any)
+	if res.IsError || out["text"] != text {
+		t.Fatalf("echo %q: got %+v", text, res)
+	}
+}
+
+// waitEnded waits for one server session to end and returns its error.
+func (f *fixture) waitEnded() error {
+	f.t.Helper()
+	select {
+	case e := <-f.ended:
+		return e.err
+	case <-time.After(3 * time.Second):
+		f.t.Fatal("no server session ended")
+		return nil
+	}
+}
+
+// noneEnded checks that no other server session has ended.
+func (f *fixture) noneEnded() {
+	f.t.Helper()
+	select {
+	case e := <-f.ended:
+		f.t.Errorf("another server session ended: %v", e.err)
+	default:
+	}
+}
+
+// readErr reads s until it fails and returns the error.
+func readErr(t *testing.T, s network.Stream) error {
+	t.Helper()
+	s.SetReadDeadline(time.Now().Add(3 * time.Second))
+	_, err := io.Copy(io.Discard, s)
+	if err == nil {
+		err = io.EOF // io.Copy reports a clean end as nil
+	}
+	var ne interface{ Timeout() bool }
+	if errors.As(err, &ne) && ne.Timeout() {
+		t.Fatalf("stream still open: %v", err)
+	}
+	return err
+}
+
+// initFrame returns an initialize request padded with spaces to exactly
+// size bytes, without its newline.
+func initFrame(t *testing.T, size int) []byte {
+	t.Helper()
+	base := `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}`
+	if size < len(base)+1 {
+		t.Fatalf("frame size %d too small", size)
+	}
+	return []byte(base + strings.Repeat(" ", size-len(base)-1) + "}")
+}
+
+func TestStreamTransportCarriesToolCalls(t *testing.T) {
+	f := newFixture(t, 0)
+	for _, v := range []string{"2025-11-25", "2026-07-28"} {
+		t.Run(v, func(t *testing.T) {
+			cs := f.session(v)
+			echo(t, cs, "hello")
+			big := strings.Repeat("x", 100<<10) // longer than the reader's buffer
+			echo(t, cs, big)
+			echo(t, cs, "after a long frame")
+		})
+	}
+}
+
+// The session's end on a clean close is graceful: the peer reads EOF, not a
+// reset.
+func TestStreamTransportClosesCleanlyWhenThePeerIsDone(t *testing.T) {
+	f := newFixture(t, 0)
+	s := f.stream()
+	if _, err := s.Write(append(initFrame(t, 200), '\n')); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	err := readErr(t, s)
+	if !errors.Is(err, io.EOF) {
+		t.Errorf("reading after a clean end: %v, want EOF", err)
+	}
+	f.waitEnded()
+	s.Close()
+}
+
+// misbehave opens a raw stream next to a working SDK session on the same
+// connection, writes data on it, and checks that the raw stream is reset
+// and its server session ended while the SDK session keeps working.
+func misbehave(t *testing.T, limit int, data []byte, closeWrite bool) {
+	t.Helper()
+	f := newFixture(t, limit)
+	good := f.session("2025-11-25")
+	echo(t, good, "before")
+
+	bad := f.stream()
+	if _, err := bad.Write(data); err != nil {
+		t.Logf("write (may fail once the peer resets): %v", err)
+	}
+	if closeWrite {
+		bad.CloseWrite()
+	}
+	err := readErr(t, bad)
+	if !errors.Is(err, network.ErrReset) {
+		t.Errorf("misbehaving stream: read %v, want a reset", err)
+	}
+	bad.Reset()
+	if err := f.waitEnded(); err == nil {
+		t.Log("server session ended without an error")
+	}
+
+	echo(t, good, "after")
+	echo(t, f.session("2025-11-25"), "new session")
+	f.noneEnded()
+	if n := len(f.client.Network().ConnsToPeer(f.server.ID())); n != 1 {
+		t.Errorf("%d connections, want the one", n)
+	}
+}
+
+func TestStreamTransportResetsAStreamThatSendsAFrameOverTheLimit(t *testing.T) {
+	const limit = 64 << 10
+	misbehave(t, limit, append(initFrame(t, limit+1), '\n'), false)
+}
+
+func TestStreamTransportResetsAStreamThatSendsAnEndlessLine(t *testing.T) {
+	const limit = 64 << 10
+	// No newline at all: the reader must give up at the limit, not buffer
+	// everything the peer sends.
+	misbehave(t, limit, []byte(strings.Repeat("a", 4*limit)), false)
+}
+
+// A limit below the reader's 16 KiB buffer must hold too: WithMaxMessageSize
+// accepts limits down to 1024.
+func TestStreamTransportEnforcesALimitSmallerThanItsBuffer(t *testing.T) {
+	const limit = 1024
+	misbehave(t, limit, append(initFrame(t, 4*limit), '\n'), false)
+}
+
+func TestStreamTransportResetsAStreamThatSendsGarbage(t *testing.T) {
+	misbehave(t, 0, []byte("this is not json\n"), false)
+}
+
+func TestStreamTransportResetsAStreamThatEndsMidFrame(t *testing.T) {
+	misbehave(t, 0, []byte(`{"jsonrpc":"2.0","id":1,"method":"ini`), true)
+}
+
+func TestStreamTransportAcceptsAFrameOfExactlyTheLimit(t *testing.T) {
+	for _, limit := range []int{1024, 16 << 10, 64 << 10} {
+		t.Run(fmt.Sprint(limit), func(t *testing.T) {
+			f := newFixture(t, limit)
+			s := f.stream()
+			defer s.Close()
+			// Blank lines between frames are tolerated.
+			msg := append([]byte("\n\r\n"), initFrame(t, limit)...)
+			if _, err := s.Write(append(msg, '\n')); err != nil {
+				t.Fatal(err)
+			}
+			s.SetReadDeadline(time.Now().Add(3 * time.Second))
+			line, err := bufio.NewReader(s).ReadBytes('\n')
+			if err != nil {
+				t.Fatalf("no answer to a frame of exactly the limit: %v", err)
+			}
+			var resp struct {
+				ID     int             `json:"id"`
+				Result json.RawMessage `json:"result"`
+				Error  json.RawMessage `json:"error"`
+			}
+			if err := json.Unmarshal(line, &resp); err != nil {
+				t.Fatalf("answer %q: %v", line, err)
+			}
+			if resp.ID != 1 || resp.Result == nil || resp.Error != nil {
+				t.Errorf("answer %s, want the initialize result", line)
+			}
+			f.noneEnded()
+		})
+	}
+}

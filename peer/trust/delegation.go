@@ -1,0 +1,221 @@
+package trust
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	lpeer "github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/mcpmesh/mcpmesh/peer/delegation"
+	"github.com/mcpmesh/mcpmesh/peer/identity"
+)
+
+// Delegation: a served call's verified chain (and its cache), and the
+// delegation the node sends with each call it makes. See delegation.Chain.
+
+type delegationKey struct{}
+
+// delegated is the verified delegation a served call came with.
+type delegated struct {
+	chain         *delegation.Chain
+	principal     lpeer.ID
+	text          string // chain.String()
+	principalText string // principal.String()
+}
+
+func delegationFrom(ctx context.Context) *delegated {
+	d, _ := ctx.Value(delegationKey{}).(*delegated)
+	return d
+}
+
+// OnBehalfOf returns the peer a served call acts for, from the verified
+// delegation it came with: the root of the delegation chain, when it is not
+// the caller itself.
+func OnBehalfOf(ctx context.Context) (lpeer.ID, bool) {
+	d := delegationFrom(ctx)
+	if d == nil {
+		return "", false
+	}
+	caller, _ := identity.Remote(ctx)
+	if d.principal == caller {
+		return "", false
+	}
+	return d.principal, true
+}
+
+// verifyDelegation decodes and verifies the delegation chain a call came
+// with. Decoding checks the signatures, which costs; a chain seen before is
+// taken from the cache, and only its time, audience, caller and scope are
+// checked again.
+func (g *Guard) verifyDelegation(v any, caller lpeer.ID, server, tool string) (*delegated, error) {
+	key, ok := chainKey(v)
+	var dc *decodedChain
+	if ok {
+		dc = g.chains.get(key)
+	}
+	if dc == nil {
+		c, err := delegation.DecodeChain(v)
+		if err != nil {
+			return nil, err
+		}
+		dc = &decodedChain{chain: c, text: c.String(), principal: c.Principal().String()}
+		if ok {
+			g.chains.put(key, dc)
+		}
+	}
+	principal, err := dc.chain.Verify(caller, g.cfg.Self, server, tool, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	return &delegated{chain: dc.chain, principal: principal, text: dc.text, principalText: dc.principal}, nil
+}
+
+// decodedChain is a chain whose signatures were checked, with its text
+// forms for audit records (base58 peer IDs cost microseconds to make).
+type decodedChain struct {
+	chain     *delegation.Chain
+	text      string
+	principal string
+}
+
+// chainKey is the cache key of a chain's wire form, the same whether the
+// JSON decoder gave it as []any (served calls) or []string (relayed ones).
+func chainKey(v any) (string, bool) {
+	switch l := v.(type) {
+	case []string:
+		var b strings.Builder
+		for _, s := range l {
+			b.WriteString(s)
+			b.WriteByte('\n')
+		}
+		return b.String(), true
+	case []any:
+		var b strings.Builder
+		for _, e := range l {
+			s, ok := e.(string)
+			if !ok {
+				return "", false
+			}
+			b.WriteString(s)
+			b.WriteByte('\n')
+		}
+		return b.String(), true
+	}
+	return "", false
+}
+
+// --- the calling side ---
+
+// DelegationFor returns the delegation the node sends with a call to p for
+// server/tool (under delegation.MetaKey; nil for none): its own, for a call
+// it starts; the one it was given, extended to p, for a call it makes while
+// serving (ctx is then its handler's). It refuses a call the delegation it
+// was given does not cover.
+func (g *Guard) DelegationFor(ctx context.Context, p lpeer.ID, server, tool string) ([]string, error) {
+	if g.cfg.NoDelegate || p == g.cfg.Self {
+		return nil, nil
+	}
+	now := time.Now()
+	if d := delegationFrom(ctx); d != nil {
+		return g.extendDelegation(d, p, server, tool)
+	}
+	key := issuedKey{to: p}
+	if enc, ok := g.issued.get(key, now); ok {
+		return enc, nil
+	}
+	c, err := delegation.Delegate(g.cfg.Key, p, g.cfg.Scope, now.Add(g.cfg.TTL))
+	if err != nil {
+		return nil, fmt.Errorf("delegate to %s: %w", identity.Short(p), err)
+	}
+	enc := c.Encode()
+	g.issued.put(key, enc, now.Add(g.cfg.TTL))
+	return enc, nil
+}
+
+// extendDelegation passes on the delegation d a served call came with, to
+// p for server/tool, after checking that it covers the call.
+func (g *Guard) extendDelegation(d *delegated, p lpeer.ID, server, tool string) ([]string, error) {
+	now := time.Now()
+	if err := d.chain.Covers(p, server, tool, now); err != nil {
+		return nil, fmt.Errorf("call %s/%s on %s for %s: %w", server, tool, identity.Short(p), identity.Short(d.principal), err)
+	}
+	// Chains come from the decoded-chain cache: the same pointer for the
+	// same chain, so no need to encode it again to know it.
+	key := issuedKey{from: d.chain, to: p}
+	if enc, ok := g.issued.get(key, now); ok {
+		return enc, nil
+	}
+	c, err := d.chain.Extend(g.cfg.Key, p, delegation.Scope{}, time.Time{})
+	if err != nil {
+		return nil, fmt.Errorf("delegate to %s: %w", identity.Short(p), err)
+	}
+	enc := c.Encode()
+	g.issued.put(key, enc, c.Links()[c.Len()-1].Expires)
+	return enc, nil
+}
+
+// chainCache keeps chains already decoded (signatures checked), by wire
+// form. Bounded: it starts over when full.
+type chainCache struct {
+	mu sync.Mutex
+	m  map[string]*decodedChain
+}
+
+const chainCacheSize = 4096
+
+func (c *chainCache) get(k string) *decodedChain {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.m[k]
+}
+
+func (c *chainCache) put(k string, v *decodedChain) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= chainCacheSize {
+		c.m = make(map[string]*decodedChain)
+	}
+	c.m[k] = v
+}
+
+// issuedCache keeps the delegations the node signed, for reuse until half
+// their life is gone (a call never goes out with one about to expire).
+type issuedCache struct {
+	mu sync.Mutex
+	m  map[issuedKey]issuedEntry
+}
+
+// issuedKey names a signed delegation: to a peer, from the node's own
+// authority (from nil) or extending a chain it was given.
+type issuedKey struct {
+	from *delegation.Chain
+	to   lpeer.ID
+}
+
+type issuedEntry struct {
+	enc     []string
+	renewAt time.Time
+}
+
+func (c *issuedCache) get(k issuedKey, now time.Time) ([]string, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.m[k]
+	if !ok || now.After(e.renewAt) {
+		return nil, false
+	}
+	return e.enc, true
+}
+
+func (c *issuedCache) put(k issuedKey, enc []string, expires time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= chainCacheSize {
+		c.m = make(map[issuedKey]issuedEntry)
+	}
+	now := time.Now()
+	c.m[k] = issuedEntry{enc: enc, renewAt: now.Add(expires.Sub(now) / 2)}
+}
