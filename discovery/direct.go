@@ -22,12 +22,11 @@ import (
 func (s *Service) cardFromPeer(ctx context.Context, p lpeer.ID) (*Card, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	dialCtx, err := s.beforeDial(ctx, p)
-	if err != nil {
+	if err := s.beforeDial(ctx, p); err != nil {
 		return nil, err
 	}
-	st, err := s.h.NewStream(dialCtx, p, s.cfg.ProtocolPrefix+"/kad/1.0.0")
-	s.afterDial(dialCtx, p, err)
+	st, err := s.h.NewStream(ctx, p, s.cfg.ProtocolPrefix+"/kad/1.0.0")
+	s.afterDial(ctx, p, err)
 	if err != nil {
 		return nil, err
 	}

@@ -42,10 +42,10 @@ const (
 // goneEntry is a peer that disconnected (suspect) or could not be dialed
 // (gone), not connected since.
 type goneEntry struct {
-	since   time.Time // when it disconnected, or the dial failed
-	failed  bool      // a dial failed since: gone, not merely suspect
-	probing bool      // a background dial is running
-	probed  time.Time // when the last dial ended
+	since  time.Time     // when it disconnected, or the dial failed
+	failed bool          // a dial failed since: gone, not merely suspect
+	dial   chan struct{} // closed when the background dial in flight ends; nil: none
+	dialed time.Time     // when the last background dial ended
 }
 
 // dhtHost is the host the DHT runs on: the node's host, but for how the
@@ -54,24 +54,23 @@ type goneEntry struct {
 // once, but its QUIC port stays silent until the dial times out: 5 s on a
 // LAN, and kad-dht waits for every one of the closest peers it tried. So:
 //
-//   - a peer known to be gone (its last dial failed, not connected since)
-//     is not dialed: the dial fails at once, kad-dht treats the peer as
-//     unreachable (the lookup goes on without it, and it leaves the
-//     routing table), and a dial in the background finds out whether it
-//     came back (a connection puts it back in the table, through
-//     identify);
-//   - a peer that disconnected is only suspect: the connection manager
-//     trims healthy peers too, at both ends. It is dialed, but for at most
-//     minSuspectDial or suspectDialRTTs round trips, and becomes gone if
-//     that fails.
+//   - a peer that disconnected is only suspect (the connection manager
+//     trims healthy peers too, at both ends): it is dialed, but for at most
+//     max(minSuspectDial, suspectDialRTTs round trips), in the background,
+//     so that the outcome counts even when the lookup that wanted it ends
+//     first, and concurrent lookups wait on the same dial;
+//   - a peer whose dial failed is known to be gone, until a connection to
+//     it shows: it is not dialed, kad-dht treats it as unreachable (the
+//     lookup goes on without it, and it leaves the routing table), and a
+//     probe in the background, when a lookup wants it, finds out whether it
+//     came back (a connection puts it back in the table, through identify).
 type dhtHost struct {
 	host.Host
 	s *Service
 }
 
 func (h *dhtHost) NewStream(ctx context.Context, p lpeer.ID, pids ...protocol.ID) (network.Stream, error) {
-	ctx, err := h.s.beforeDial(ctx, p)
-	if err != nil {
+	if err := h.s.beforeDial(ctx, p); err != nil {
 		return nil, fmt.Errorf("open stream to %s: %w", p, err)
 	}
 	st, err := h.Host.NewStream(ctx, p, pids...)
@@ -80,41 +79,50 @@ func (h *dhtHost) NewStream(ctx context.Context, p lpeer.ID, pids ...protocol.ID
 }
 
 func (h *dhtHost) Connect(ctx context.Context, pi lpeer.AddrInfo) error {
-	ctx, err := h.s.beforeDial(ctx, pi.ID)
-	if err != nil {
+	if err := h.s.beforeDial(ctx, pi.ID); err != nil {
 		return fmt.Errorf("dial %s: %w", pi.ID, err)
 	}
-	err = h.Host.Connect(ctx, pi)
+	err := h.Host.Connect(ctx, pi)
 	h.s.afterDial(ctx, pi.ID, err)
 	return err
 }
 
-// beforeDial is called before something that may dial p: it fails at once
-// if p is known to be gone (and starts a probe), and bounds the dial if p
-// is suspect.
-func (s *Service) beforeDial(ctx context.Context, p lpeer.ID) (context.Context, error) {
-	if s.h.Network().Connectedness(p) != network.NotConnected {
-		return ctx, nil // connected, or through a relay: no dial, or not ours to judge
-	}
-	if s.dialGone.Load() {
-		return ctx, nil
+// beforeDial is called before something that may dial p. A gone peer
+// fails at once (and is probed); a suspect one is dialed in the background
+// for a short while, and beforeDial waits for that dial.
+func (s *Service) beforeDial(ctx context.Context, p lpeer.ID) error {
+	if s.h.Network().Connectedness(p) != network.NotConnected || s.dialGone.Load() {
+		return nil // connected, or through a relay: no dial, or not ours to judge
 	}
 	s.goneMu.Lock()
 	e, ok := s.gone[p]
-	failed := ok && e.failed
-	s.goneMu.Unlock()
-	switch {
-	case failed:
-		s.probe(p)
-		return ctx, ErrPeerGone
-	case ok:
-		d := minSuspectDial
-		if rtt := s.h.Peerstore().LatencyEWMA(p); rtt > 0 {
-			d = max(d, suspectDialRTTs*rtt)
-		}
-		return network.WithDialPeerTimeout(ctx, d), nil
+	if !ok {
+		s.goneMu.Unlock()
+		return nil
 	}
-	return ctx, nil
+	if e.failed {
+		s.goneMu.Unlock()
+		s.probe(p)
+		return ErrPeerGone
+	}
+	d := minSuspectDial
+	if rtt := s.h.Peerstore().LatencyEWMA(p); rtt > 0 {
+		d = max(d, suspectDialRTTs*rtt)
+	}
+	done := s.dialLocked(p, e, d, nil)
+	s.goneMu.Unlock()
+	if done == nil {
+		return ErrPeerGone // closing
+	}
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if s.isGone(p) {
+		return ErrPeerGone
+	}
+	return nil
 }
 
 // afterDial notes a dial's outcome: a peer that could not be reached is
@@ -123,6 +131,51 @@ func (s *Service) afterDial(ctx context.Context, p lpeer.ID, err error) {
 	if err != nil && ctx.Err() == nil && s.h.Network().Connectedness(p) == network.NotConnected {
 		s.markGone(p, false)
 	}
+}
+
+// dialLocked starts a background dial of p bounded by d, unless one is in
+// flight, and returns the channel closed when it ends (nil if the service
+// is closing). slot, if not nil, is released when the dial ends. goneMu is
+// held.
+func (s *Service) dialLocked(p lpeer.ID, e *goneEntry, d time.Duration, slot chan struct{}) chan struct{} {
+	if e.dial != nil {
+		if slot != nil {
+			<-slot
+		}
+		return e.dial
+	}
+	s.mu.Lock()
+	closed := s.closed
+	if !closed {
+		s.wg.Add(1)
+	}
+	s.mu.Unlock()
+	if closed {
+		if slot != nil {
+			<-slot
+		}
+		return nil
+	}
+	done := make(chan struct{})
+	e.dial = done
+	go func() {
+		defer s.wg.Done()
+		ctx, cancel := context.WithTimeout(s.ctx, d)
+		err := s.h.Connect(network.WithDialPeerTimeout(ctx, d), lpeer.AddrInfo{ID: p})
+		cancel()
+		log.Debugw("dial peer that disconnected or was gone", "peer", p, "error", err)
+		if err != nil && s.ctx.Err() == nil && s.h.Network().Connectedness(p) == network.NotConnected {
+			s.markGone(p, false)
+		}
+		s.goneMu.Lock()
+		e.dial, e.dialed = nil, time.Now()
+		s.goneMu.Unlock()
+		if slot != nil {
+			<-slot
+		}
+		close(done)
+	}()
+	return done
 }
 
 // isGone reports whether p is known to be gone.
@@ -147,7 +200,7 @@ func (s *Service) markGone(p lpeer.ID, disconnected bool) {
 	defer s.goneMu.Unlock()
 	if e, ok := s.gone[p]; ok {
 		if !disconnected {
-			e.failed, e.probed = true, now
+			e.failed, e.dialed = true, now
 		}
 		return
 	}
@@ -163,7 +216,7 @@ func (s *Service) markGone(p lpeer.ID, disconnected bool) {
 	}
 	e := &goneEntry{since: now}
 	if !disconnected {
-		e.failed, e.probed = true, now // a dial just failed: no need to try again at once
+		e.failed, e.dialed = true, now // a dial just failed: no need to try again at once
 	}
 	s.gone[p] = e
 }
@@ -175,47 +228,21 @@ func (s *Service) clearGone(p lpeer.ID) {
 	s.goneMu.Unlock()
 }
 
-// probe dials a gone peer in the background, at most every probeEvery and
-// one dial at a time, to find out whether it is back. A success shows as a
-// connection, which clears the mark.
+// probe dials a gone peer in the background, at most every probeEvery,
+// one dial per peer and maxProbes in all at a time, to find out whether it
+// is back. A success shows as a connection, which clears the mark.
 func (s *Service) probe(p lpeer.ID) {
 	s.goneMu.Lock()
+	defer s.goneMu.Unlock()
 	e, ok := s.gone[p]
-	if !ok || !e.failed || e.probing || time.Since(e.probed) < probeEvery {
-		s.goneMu.Unlock()
+	if !ok || !e.failed || e.dial != nil || time.Since(e.dialed) < probeEvery {
 		return
 	}
 	select {
 	case s.probes <- struct{}{}:
-	default:
-		s.goneMu.Unlock()
-		return // the next lookup that wants it will try again
+		s.dialLocked(p, e, probeTimeout, s.probes)
+	default: // the next lookup that wants it will try again
 	}
-	s.mu.Lock()
-	closed := s.closed
-	if !closed {
-		s.wg.Add(1)
-	}
-	s.mu.Unlock()
-	if closed {
-		<-s.probes
-		s.goneMu.Unlock()
-		return
-	}
-	e.probing = true
-	s.goneMu.Unlock()
-	go func() {
-		defer s.wg.Done()
-		defer func() { <-s.probes }()
-		ctx, cancel := context.WithTimeout(s.ctx, probeTimeout)
-		defer cancel()
-		err := s.h.Connect(ctx, lpeer.AddrInfo{ID: p})
-		log.Debugw("probe peer known to be gone", "peer", p, "error", err)
-		s.goneMu.Lock()
-		e.probing = false
-		e.probed = time.Now()
-		s.goneMu.Unlock()
-	}()
 }
 
 // watchPeers follows the host's connections and identifications: peers

@@ -73,33 +73,29 @@ func TestRestartedHolderGetsRecordsBack(t *testing.T) {
 // Lookups do not wait for peers that left: a stopped node's TCP port
 // refuses at once, but its QUIC port stays silent until the dial times
 // out (5 s on local addresses), and kad-dht waits for every one of the
-// closest peers it tried. A peer seen to disconnect is dialed for a
-// second at most, and once that failed, not at all: the first lookup
-// returns well before the old 5 s, and the next ones dial none of the
-// stopped peers (before, kad-dht dialed them again and libp2p's dial
-// backoff alone, 5 s, kept those dials short).
+// closest peers it tried, and tries them again in later lookups. A peer
+// seen to disconnect is dialed once, for a second at most, and once that
+// failed, not at all: over four lookups each stopped peer is dialed at
+// most once, all in the first (BenchmarkLookupWithStoppedPeers times it).
 func TestLookupDoesNotWaitForGonePeers(t *testing.T) {
 	a, live, stopped := stoppedPeersMesh(t, false)
 	for i, m := range live {
-		bound := 30 * time.Second // only the dials are counted
-		if i == 0 {
-			bound = 4 * time.Second
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), bound)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		start := time.Now()
 		found, err := a.find(ctx, m.tool)
 		took := time.Since(start)
 		cancel()
-		if err != nil {
-			t.Fatalf("lookup of %s with 5 stopped peers: %v after %v", m.tool, err, took)
-		}
-		if !found[m.id] {
-			t.Fatalf("lookup of %s: live provider not found (found %v)", m.tool, found)
+		if err != nil || !found[m.id] {
+			t.Fatalf("lookup of %s with 5 stopped peers: found %v, %v after %v", m.tool, found, err, took)
 		}
 		dials := a.dials.to(stopped...)
 		t.Logf("lookup of %s with 5 stopped peers in the routing table: %v, %d dials to them", m.tool, took.Round(time.Microsecond), dials)
-		if i > 0 && dials > 0 {
-			t.Errorf("lookup %d after the stops dialed stopped peers %d times", i+1, dials)
+		allowed := 0
+		if i == 0 {
+			allowed = len(stopped)
+		}
+		if dials > allowed {
+			t.Errorf("lookup %d after the stops dialed the %d stopped peers %d times, want at most %d", i+1, len(stopped), dials, allowed)
 		}
 	}
 }
@@ -162,9 +158,7 @@ func TestGonePeerProbedWhenWanted(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	a.find(ctx, x.tool)
 	cancel()
-	if !a.svc.isGone(x.id) {
-		t.Fatal("X not known to be gone after a lookup failed to reach it")
-	}
+	waitUntil(t, 5*time.Second, "X known to be gone after a lookup failed to reach it", func() bool { return a.svc.isGone(x.id) })
 	var listen []string
 	for _, ad := range addrs {
 		listen = append(listen, ad.String())
