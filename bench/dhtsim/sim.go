@@ -511,6 +511,14 @@ func (s *sim) publish() error {
 		n.svc.Start(n.build)
 	}
 	last, stable, begin := s.cnt.snapshot(), time.Now(), time.Now()
+	// With a short card period (the churn's) republishing never lets the
+	// counters rest: every record stored for a whole period plus the quiet
+	// time is settled too.
+	var allStored time.Time
+	settled := s.p.Quiet
+	if ttl := s.p.Discovery.CardTTL; ttl > 0 {
+		settled += ttl / 3
+	}
 	for {
 		time.Sleep(250 * time.Millisecond)
 		missing := 0
@@ -523,7 +531,13 @@ func (s *sim) publish() error {
 		if now[msgPutValue] != last[msgPutValue] || now[msgAddProvider] != last[msgAddProvider] || missing > 0 {
 			last, stable = now, time.Now()
 		}
-		if time.Since(stable) > s.p.Quiet {
+		switch {
+		case missing > 0:
+			allStored = time.Time{}
+		case allStored.IsZero():
+			allStored = time.Now()
+		}
+		if time.Since(stable) > s.p.Quiet || (!allStored.IsZero() && time.Since(allStored) > settled) {
 			s.res.PublishRetries = 0
 			for _, n := range s.nodes {
 				s.res.PublishRetries += int(n.builds.Load()) - 1

