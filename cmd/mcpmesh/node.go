@@ -267,7 +267,7 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 			}
 			var gatewayURL string
 			if httpAt != "" {
-				url, stopGateway, err := serveGateway(ctx, n, httpAt, pins)
+				url, stopGateway, err := serveGateway(ctx, n, httpAt, pins, maxMsg)
 				if err != nil {
 					return err
 				}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -18,7 +19,6 @@ import (
 	"github.com/mcpmesh/mcpmesh/control"
 	"github.com/mcpmesh/mcpmesh/discovery"
 	"github.com/mcpmesh/mcpmesh/gateway"
-	"github.com/mcpmesh/mcpmesh/mcp/relay"
 	"github.com/mcpmesh/mcpmesh/mcp/transport"
 	"github.com/mcpmesh/mcpmesh/node"
 	"github.com/mcpmesh/mcpmesh/peer/identity"
@@ -76,7 +76,7 @@ of its own in this process (finding peers by mDNS and --peer).`,
 					return err
 				}
 				fmt.Fprintf(os.Stderr, "mcpmesh stdio: %s, through the daemon of %s\n", modeOf(to), g.home)
-				return pipe(ctx, conn, os.Stdin, os.Stdout)
+				return pipe(ctx, conn, os.Stdin, os.Stdout, to)
 			}
 			return runEmbedded(ctx, g, req, peers, mdns, noMDNS, meshKey)
 		},
@@ -99,17 +99,33 @@ func modeOf(to string) string {
 }
 
 // pipe copies the host's stdin to conn and conn to stdout until either
-// side ends.
-func pipe(ctx context.Context, conn io.ReadWriteCloser, in io.Reader, out io.Writer) error {
+// side ends. The host ending its stdin is the normal end; the daemon ending
+// the session while the host is still there is an error, which says so (the
+// host shows a stdio server's stderr and exit status, and nothing else).
+func pipe(ctx context.Context, conn io.ReadWriteCloser, in io.Reader, out io.Writer, target string) error {
+	type end struct {
+		daemon bool // the daemon's side ended first
+		err    error
+	}
 	var once sync.Once
-	done := make(chan error, 2)
-	finish := func(err error) { once.Do(func() { done <- err }) }
-	go func() { _, err := io.Copy(conn, in); finish(err) }()
-	go func() { _, err := io.Copy(out, conn); finish(err) }()
+	done := make(chan end, 1)
+	finish := func(e end) { once.Do(func() { done <- e }) }
+	go func() { _, err := io.Copy(conn, in); finish(end{err: err}) }()
+	go func() { _, err := io.Copy(out, conn); finish(end{daemon: true, err: err}) }()
 	select {
-	case err := <-done:
+	case e := <-done:
 		conn.Close()
-		return err
+		if !e.daemon {
+			return e.err
+		}
+		why := "the daemon ended the session"
+		if target != "" {
+			why = fmt.Sprintf("the session to %s ended (the server or its peer closed it, or the daemon stopped; the daemon's log says which)", target)
+		}
+		if e.err != nil {
+			why += ": " + e.err.Error()
+		}
+		return errors.New(why)
 	case <-ctx.Done():
 		conn.Close()
 		return nil
@@ -166,7 +182,7 @@ func runEmbedded(ctx context.Context, g *globals, req control.GatewayRequest, pe
 		if err != nil {
 			return err
 		}
-		return relay.Pump(ctx, host, up, nil)
+		return gateway.Relay(ctx, host, up, req.To)
 	}
 	var pins []gateway.Pin
 	for _, p := range req.Pins {
