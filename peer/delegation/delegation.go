@@ -22,7 +22,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/mcpmesh/mcpmesh/peer/identity"
-	"github.com/mcpmesh/mcpmesh/peer/internal/pattern"
+	"github.com/mcpmesh/mcpmesh/internal/pattern"
 	"github.com/mcpmesh/mcpmesh/proto/delegationpb"
 )
 

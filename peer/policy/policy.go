@@ -16,7 +16,7 @@ import (
 
 	lpeer "github.com/libp2p/go-libp2p/core/peer"
 
-	"github.com/mcpmesh/mcpmesh/peer/internal/pattern"
+	"github.com/mcpmesh/mcpmesh/internal/pattern"
 )
 
 // Anyone stands for any principal in [Policy.AllowsServer].
