@@ -480,8 +480,8 @@ func (g *Mesh) providers(ctx context.Context, tool string, first bool) ([]lpeer.
 	g.n.Find(ctx, name, func(f discovery.Found) {
 		g.remember(f.Card)
 		for _, m := range f.Matches {
-			if server != "" && m.Server != server {
-				continue
+			if m.Tool == nil || (server != "" && m.Server != server) {
+				continue // an event type ("any/event:NAME"), or another server's
 			}
 			if g.opts.Allow != nil {
 				tags := append(slices.Clone(m.Tool.Tags), f.Card.Tags...)
