@@ -1,0 +1,248 @@
+package events
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func appendN(l *Log, name string, n int) []Event {
+	var out []Event
+	for i := range n {
+		out = append(out, l.Append(Event{Name: name, Data: json.RawMessage(fmt.Sprintf(`{"i":%d}`, i))}))
+	}
+	return out
+}
+
+func ids(evs []Event) string {
+	var s []string
+	for _, e := range evs {
+		s = append(s, string(e.Data))
+	}
+	return strings.Join(s, " ")
+}
+
+// A subscriber that resumes from a cursor gets exactly what came after it;
+// one from before what the log keeps, or of another log, starts at the
+// oldest kept with truncated set; a cursor from the future is refused.
+func TestLogCursors(t *testing.T) {
+	l, _ := OpenLog(LogConfig{MaxEvents: 5})
+	evs := appendN(l, "x", 3)
+	pos, trunc, err := l.Position("", 0)
+	if err != nil || pos != 3 || trunc {
+		t.Fatalf("Position(now) = %d %v %v; want 3", pos, trunc, err)
+	}
+	got, _, _ := l.Read(0, 10)
+	if ids(got) != `{"i":0} {"i":1} {"i":2}` || got[0].ID != l.Epoch()+"-1" {
+		t.Fatalf("Read(0) = %s (first ID %s)", ids(got), got[0].ID)
+	}
+	pos, trunc, _ = l.Position(got[0].Cursor, 0)
+	if next, _, _ := l.Read(pos, 10); pos != 1 || trunc || ids(next) != `{"i":1} {"i":2}` {
+		t.Fatalf("resume after the first event: pos %d, %s", pos, ids(next))
+	}
+	appendN(l, "x", 5) // 8 in all: 1..3 dropped
+	pos, trunc, _ = l.Position(evs[0].Cursor, 0)
+	if !trunc || pos != 3 {
+		t.Errorf("a cursor older than the log: pos %d truncated %v; want 3, true", pos, trunc)
+	}
+	pos, trunc, _ = l.Position("0123456789abcdef.2", 0)
+	if !trunc || pos != 3 {
+		t.Errorf("another log's cursor: pos %d truncated %v; want 3, true", pos, trunc)
+	}
+	if _, _, err := l.Position(l.Cursor(99), 0); !errors.Is(err, ErrCursor) {
+		t.Errorf("a cursor ahead of the log: %v", err)
+	}
+	for _, bad := range []string{"x", "abc.", "abc.-1", strings.Repeat("a", 100) + ".1"} {
+		if _, _, err := l.Position(bad, 0); !errors.Is(err, ErrCursor) {
+			t.Errorf("cursor %q: %v", bad, err)
+		}
+	}
+	if _, _, gap := l.Read(1, 10); !gap {
+		t.Error("Read from a dropped position did not report the gap")
+	}
+}
+
+// Bounds by size and age, and maxAgeMs on resuming.
+func TestLogBounds(t *testing.T) {
+	now := time.Unix(1000, 0)
+	l, _ := OpenLog(LogConfig{MaxBytes: 1000, MaxAge: time.Minute})
+	l.now = func() time.Time { return now }
+	big := json.RawMessage(`{"s":"` + strings.Repeat("a", 300) + `"}`)
+	for range 10 {
+		l.Append(Event{Name: "x", Data: big})
+	}
+	n, size := l.Len()
+	if n != 2 || size > 1000 {
+		t.Errorf("kept %d events, %d bytes; want 2 within 1000", n, size)
+	}
+	now = now.Add(30 * time.Second)
+	mid := l.Append(Event{Name: "x", Data: json.RawMessage(`{}`)})
+	now = now.Add(40 * time.Second) // the first two are past the minute
+	if n, _ := l.Len(); n != 1 {
+		l.Read(0, 1) // reading trims too
+	}
+	got, _, _ := l.Read(0, 10)
+	if len(got) != 1 || got[0].ID != mid.ID {
+		t.Errorf("after a minute: %v", got)
+	}
+	late := l.Append(Event{Name: "x", Data: json.RawMessage(`{"late":1}`)})
+	pos, trunc, _ := l.Position(l.Cursor(10), 20*time.Second)
+	if !trunc || pos != 11 {
+		t.Errorf("maxAge past the cursor: pos %d truncated %v; want 11, true", pos, trunc)
+	}
+	if got, _, _ := l.Read(pos, 10); len(got) != 1 || got[0].ID != late.ID {
+		t.Errorf("after the maxAge floor: %v", got)
+	}
+}
+
+// A log with a folder outlives a restart: same epoch, same cursors, the
+// events it kept; a torn last line (a crash in a write) is dropped.
+func TestLogFileSurvivesRestart(t *testing.T) {
+	dir := t.TempDir()
+	l, err := OpenLog(LogConfig{Dir: dir, MaxEvents: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs := appendN(l, "x", 6)
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	f, _ := os.OpenFile(filepath.Join(dir, LogFile), os.O_APPEND|os.O_WRONLY, 0)
+	f.WriteString(`{"seq":7,"eventId":"torn","na`)
+	f.Close()
+
+	l2, err := OpenLog(LogConfig{Dir: dir, MaxEvents: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l2.Close()
+	if l2.Epoch() != l.Epoch() {
+		t.Fatal("the epoch changed across a restart")
+	}
+	pos, trunc, err := l2.Position(evs[3].Cursor, 0)
+	if err != nil || trunc || pos != 4 {
+		t.Fatalf("resume from before the restart: pos %d truncated %v err %v", pos, trunc, err)
+	}
+	got, _, _ := l2.Read(pos, 10)
+	if ids(got) != `{"i":4} {"i":5}` || got[0].ID != evs[4].ID {
+		t.Fatalf("after the restart: %s", ids(got))
+	}
+	next := l2.Append(Event{Name: "x", Data: json.RawMessage(`{}`)})
+	if next.ID != l.Epoch()+"-7" {
+		t.Errorf("the next event is %s; numbering must go on after the torn line", next.ID)
+	}
+	// Compaction keeps the file bounded.
+	appendN(l2, "x", 50)
+	st, _ := os.Stat(filepath.Join(dir, LogFile))
+	if st.Size() > 2000 {
+		t.Errorf("the file holds %d bytes for 4 small events kept", st.Size())
+	}
+}
+
+func TestFilter(t *testing.T) {
+	data := json.RawMessage(`{"uri":"file:///reports/q3.pdf","server":"files","n":3,"ok":true,"tags":["a","b"],"task":{"state":"failed"},"none":null}`)
+	for where, want := range map[string]bool{
+		``:                                      true,
+		`{}`:                                    true,
+		`{"uri":"file:///reports/*"}`:           true,
+		`{"uri":"file:///other/*"}`:             false,
+		`{"uri":"*q3*","server":"files"}`:       true,
+		`{"uri":"*q3*","server":"docs"}`:        false,
+		`{"n":3}`:                               true,
+		`{"n":3.0}`:                             true,
+		`{"n":"3"}`:                             false,
+		`{"ok":true}`:                           true,
+		`{"ok":false}`:                          false,
+		`{"none":null}`:                         true,
+		`{"missing":null}`:                      false,
+		`{"tags.1":"b"}`:                        true,
+		`{"task.state":["cancelled","failed"]}`: true,
+		`{"task.state":["completed"]}`:          false,
+		`{"task":"*"}`:                          false, // an object is not a string
+	} {
+		f, err := ParseFilter(json.RawMessage(where))
+		if err != nil {
+			t.Errorf("ParseFilter(%s): %v", where, err)
+			continue
+		}
+		if got := f.Match(data); got != want {
+			t.Errorf("filter %s: %v, want %v", where, got, want)
+		}
+	}
+	if f, _ := ParseFilter(json.RawMessage(`{"a":1}`)); f.Match(json.RawMessage(`not json`)) {
+		t.Error("a filter matched data that is not JSON")
+	}
+	many := map[string]int{}
+	for i := range 17 {
+		many[fmt.Sprint("k", i)] = i
+	}
+	tooMany, _ := json.Marshal(many)
+	for _, bad := range []string{`[1]`, `{"a":{"b":1}}`, `{"":1}`, `{"a..b":1}`, `{"a":[]}`, string(tooMany),
+		`{"a":"` + strings.Repeat("x", 300) + `"}`, `{"a.b.c.d.e.f.g.h.i":1}`} {
+		if _, err := ParseFilter(json.RawMessage(bad)); err == nil {
+			t.Errorf("ParseFilter(%.60s) accepted", bad)
+		}
+	}
+}
+
+func TestSourceEmitChecks(t *testing.T) {
+	l, _ := OpenLog(LogConfig{})
+	s := NewSource(l, 100)
+	changed := 0
+	s.OnChange(func() { changed++ })
+	if err := s.Declare(Type{Name: "mcp.fake"}); err == nil {
+		t.Error("a reserved name was declared")
+	}
+	if err := s.Declare(Type{Name: "job.done", Description: "A job ended."}); err != nil || changed != 1 {
+		t.Fatalf("Declare: %v (changed %d)", err, changed)
+	}
+	if tp, _ := s.Declared("job.done"); len(tp.Delivery) != 2 || tp.Meta == nil || !tp.Meta.Replay || len(tp.InputSchema) == 0 {
+		t.Errorf("declared type: %+v", tp)
+	}
+	for name, o := range map[string]Occurrence{
+		"undeclared":  {Name: "job.other"},
+		"not object":  {Name: "job.done", Data: []int{1}},
+		"too big":     {Name: "job.done", Data: map[string]string{"s": strings.Repeat("a", 200)}},
+		"bad ID":      {Name: "job.done", ID: "has space"},
+		"raw garbage": {Name: "job.done", Data: json.RawMessage(`{"a":`)},
+	} {
+		if _, err := s.Emit(o); err == nil {
+			t.Errorf("%s: emitted", name)
+		}
+	}
+	e, err := s.Emit(Occurrence{Name: "job.done", ID: "stripe:evt_1", Data: map[string]int{"n": 1}, Depth: 2})
+	if err != nil || e.ID != "stripe:evt_1" || e.Depth() != 2 || string(e.Data) != `{"n":1}` {
+		t.Errorf("Emit = %+v, %v", e, err)
+	}
+	for _, bad := range []string{"", ".x", "a b", strings.Repeat("a", 129), "é"} {
+		if CheckName(bad) == nil {
+			t.Errorf("CheckName(%q) accepted", bad)
+		}
+	}
+}
+
+func TestSeen(t *testing.T) {
+	s := NewSeen(3)
+	for _, id := range []string{"a", "b", "c"} {
+		if !s.Add(id) {
+			t.Fatalf("%s not new", id)
+		}
+	}
+	if s.Add("b") {
+		t.Error("b added twice")
+	}
+	s.Add("d") // a goes
+	if s.Has("a") || !s.Has("d") {
+		t.Error("the oldest was not dropped")
+	}
+	s2 := NewSeen(3)
+	s2.AddAll(s.IDs())
+	if strings.Join(s2.IDs(), ",") != "b,c,d" {
+		t.Errorf("IDs round trip: %v", s2.IDs())
+	}
+}
