@@ -25,6 +25,7 @@ import (
 
 	"github.com/mcpmesh/mcpmesh/audit"
 	"github.com/mcpmesh/mcpmesh/discovery"
+	"github.com/mcpmesh/mcpmesh/events"
 	"github.com/mcpmesh/mcpmesh/internal/owner"
 	"github.com/mcpmesh/mcpmesh/limits"
 	"github.com/mcpmesh/mcpmesh/mcp/ask"
@@ -58,6 +59,7 @@ type Node struct {
 	names  identity.Texts   // peer IDs' text, for metrics
 	trust  *trust.Guard     // policy, delegation, limits, audit: see trust.go
 	tasks  *tracker.Tracker // the task layer: see tasks.go
+	ev     *nodeEvents      // the event log, feed and sources: see events.go; nil with events off
 
 	ctx    context.Context // ends when Close starts
 	cancel context.CancelFunc
@@ -131,6 +133,12 @@ func New(opts ...Option) (*Node, error) {
 		cancel()
 		return nil, err
 	}
+	if err := n.initEvents(); err != nil {
+		h.Close()
+		cancel()
+		n.audit.Close()
+		return nil, err
+	}
 	n.initTasks()
 	n.tools = newToolIndex()
 	n.client = sdkmcp.NewClient(n.implementation(), n.clientOptions())
@@ -139,12 +147,22 @@ func New(opts ...Option) (*Node, error) {
 		n.tools.invalidate(cs)
 		n.self.Delete(cs)
 	})
-	n.own = sdkmcp.NewServer(n.implementation(), &sdkmcp.ServerOptions{Logger: sdkLogger()})
+	n.own = sdkmcp.NewServer(n.implementation(), &sdkmcp.ServerOptions{Logger: sdkLogger(),
+		// Resources added to the node's server can be subscribed to (the
+		// SDK keeps the subscriptions): Server().ResourceUpdated reaches
+		// peers and the node's own events.
+		SubscribeHandler:   func(context.Context, *sdkmcp.SubscribeRequest) error { return nil },
+		UnsubscribeHandler: func(context.Context, *sdkmcp.UnsubscribeRequest) error { return nil },
+	})
 	if err := n.Share(transport.DefaultServer, n.own); err != nil {
 		n.Close()
 		return nil, err
 	}
 	if err := n.startDiscovery(); err != nil {
+		n.Close()
+		return nil, err
+	}
+	if err := n.startEvents(); err != nil {
 		n.Close()
 		return nil, err
 	}
@@ -165,15 +183,24 @@ func (n *Node) clientOptions() *sdkmcp.ClientOptions {
 		Logger: sdkLogger(),
 		// A changed tool list on a peer's server makes our cached copy stale;
 		// on one of our own, our card too.
+		// On one of our own, our card too, and it is an event.
 		ToolListChangedHandler: func(_ context.Context, req *sdkmcp.ToolListChangedRequest) {
 			n.tools.invalidate(req.Session)
 			n.selfChanged(req.Session)
+			n.serverChanged(req.Session, events.ToolsChanged)
 		},
 		ResourceListChangedHandler: func(_ context.Context, req *sdkmcp.ResourceListChangedRequest) {
 			n.selfChanged(req.Session)
+			n.serverChanged(req.Session, events.ResourcesChanged)
 		},
 		PromptListChangedHandler: func(_ context.Context, req *sdkmcp.PromptListChangedRequest) {
 			n.selfChanged(req.Session)
+			n.serverChanged(req.Session, events.PromptsChanged)
+		},
+		// Updates of resources of our own servers, which the node
+		// subscribes to (see startWatch), are events.
+		ResourceUpdatedHandler: func(_ context.Context, req *sdkmcp.ResourceUpdatedNotificationRequest) {
+			n.resourceUpdated(req.Session, req.Params.URI)
 		},
 		// Peers have no roots of ours to list.
 		Capabilities: &sdkmcp.ClientCapabilities{},
@@ -259,6 +286,7 @@ func (n *Node) share(name string, server *sdkmcp.Server, stop func()) error {
 	n.servers[name] = &sharedServer{server: server, stop: stop}
 	n.host.SetStreamHandler(transport.ProtocolID(name), n.serve(name, server))
 	n.changed()
+	n.startWatch(name) // its resource updates are events
 	return nil
 }
 
@@ -282,6 +310,7 @@ func (n *Node) Unshare(name string) error {
 	if !ok {
 		return fmt.Errorf("no server named %q is shared", name)
 	}
+	n.stopWatch(name)
 	if s.stop != nil {
 		s.stop()
 	}
@@ -331,6 +360,7 @@ func (n *Node) Close() error {
 
 	n.group.Stop()
 	n.cancel()
+	n.closeEvents()
 	var errs []error
 	if n.disc != nil {
 		if err := n.disc.Close(); err != nil {
@@ -355,6 +385,9 @@ func (n *Node) Close() error {
 	n.tasks.Close()
 	n.group.Wait()
 	n.trust.Close()
+	if err := n.closeEventLog(); err != nil {
+		errs = append(errs, fmt.Errorf("close event log: %w", err))
+	}
 	if err := n.audit.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("close audit log: %w", err))
 	}

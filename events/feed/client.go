@@ -154,6 +154,7 @@ type Status struct {
 type Subscription struct {
 	h      host.Host
 	p      lpeer.ID
+	local  *events.Source // set for a subscription to the node's own events
 	opts   Options
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -166,6 +167,17 @@ type Subscription struct {
 
 // Subscribe starts a subscription to p's events of opts.Name.
 func Subscribe(h host.Host, p lpeer.ID, opts Options) *Subscription {
+	return start(h, p, nil, opts)
+}
+
+// SubscribeLocal starts a subscription to the events of the node's own
+// source src (whose peer ID is self), read from its log directly: a node
+// cannot open a stream to itself. It behaves as a remote one does.
+func SubscribeLocal(src *events.Source, self lpeer.ID, opts Options) *Subscription {
+	return start(nil, self, src, opts)
+}
+
+func start(h host.Host, p lpeer.ID, local *events.Source, opts Options) *Subscription {
 	if opts.Liveness <= 0 {
 		opts.Liveness = 4 * events.DefaultHeartbeat
 	}
@@ -179,7 +191,7 @@ func Subscribe(h host.Host, p lpeer.ID, opts Options) *Subscription {
 		opts.MaxData = events.DefaultMaxData
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Subscription{h: h, p: p, opts: opts, ctx: ctx, cancel: cancel, done: make(chan struct{}),
+	s := &Subscription{h: h, p: p, local: local, opts: opts, ctx: ctx, cancel: cancel, done: make(chan struct{}),
 		seen:   events.NewSeen(1024),
 		status: Status{Peer: p.String(), Name: opts.Name, Cursor: opts.Cursor, Since: time.Now()}}
 	go func() {
@@ -213,6 +225,12 @@ func (s *Subscription) update(f func(*Status)) {
 }
 
 func (s *Subscription) run() {
+	if s.local != nil {
+		if err := s.runLocal(); err != nil {
+			s.update(func(st *Status) { st.LastError = err.Error() })
+		}
+		return
+	}
 	backoff := retry.Backoff(s.opts.MinBackoff, s.opts.MaxBackoff)
 	for {
 		active, err := s.once()
@@ -368,4 +386,67 @@ func (s *Subscription) check(e *events.Event) error {
 		return fmt.Errorf("an event of depth %d", e.Depth())
 	}
 	return events.CheckData(e.Data, s.opts.MaxData)
+}
+
+// runLocal reads the node's own log until the subscription closes.
+func (s *Subscription) runLocal() error {
+	filter, err := events.ParseFilter(s.opts.Where)
+	if err != nil {
+		return err
+	}
+	log := s.local.Log()
+	pos, truncated, err := log.Position(s.Status().Cursor, s.opts.MaxAge)
+	if err != nil {
+		return err
+	}
+	active := func(pos uint64, truncated bool) {
+		c := log.Cursor(pos)
+		s.update(func(st *Status) {
+			st.Connected, st.Cursor = true, c
+			if truncated {
+				st.Truncations++
+			}
+		})
+		if s.opts.OnActive != nil {
+			s.opts.OnActive(c, truncated)
+		}
+		s.advance(c)
+	}
+	active(pos, truncated)
+	for {
+		wake := log.Wait()
+		evs, next, gap := log.Read(pos, batch)
+		if gap {
+			active(next, true)
+		}
+		for i := range evs {
+			e := evs[i]
+			if e.Name != s.opts.Name || !filter.Match(e.Data) {
+				continue
+			}
+			e.Source = s.p.String()
+			if s.seen.Add(e.ID) {
+				s.opts.Deliver(s.ctx, e)
+				s.update(func(st *Status) { st.Events++; st.Cursor = e.Cursor })
+				s.advance(e.Cursor)
+			}
+			if s.ctx.Err() != nil {
+				return nil
+			}
+		}
+		pos = next
+		if len(evs) > 0 {
+			c := log.Cursor(pos)
+			s.update(func(st *Status) { st.Cursor = c })
+			s.advance(c)
+		}
+		if len(evs) == batch {
+			continue
+		}
+		select {
+		case <-wake:
+		case <-s.ctx.Done():
+			return nil
+		}
+	}
 }
