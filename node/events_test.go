@@ -167,7 +167,9 @@ func TestEventGrants(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "refused", func() bool { return strings.Contains(sub.Status().LastError, "-32012") || strings.Contains(sub.Status().LastError, "not permitted") })
+	eventually(t, 5*time.Second, "refused", func() bool {
+		return strings.Contains(sub.Status().LastError, "-32012") || strings.Contains(sub.Status().LastError, "not permitted")
+	})
 	sub.Close()
 
 	b.Server().AddResource(&sdkmcp.Resource{URI: "doc://public", Name: "public"}, readText("p"))
@@ -205,4 +207,3 @@ func readText(s string) sdkmcp.ResourceHandler {
 		return &sdkmcp.ReadResourceResult{Contents: []*sdkmcp.ResourceContents{{URI: req.Params.URI, Text: s}}}, nil
 	}
 }
-
