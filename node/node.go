@@ -34,6 +34,7 @@ import (
 	"github.com/mcpmesh/mcpmesh/mcp/upstream"
 	"github.com/mcpmesh/mcpmesh/node/iface"
 	"github.com/mcpmesh/mcpmesh/peer/identity"
+	"github.com/mcpmesh/mcpmesh/peer/reach"
 	"github.com/mcpmesh/mcpmesh/peer/trust"
 	"github.com/mcpmesh/mcpmesh/tasks/tracker"
 )
@@ -55,6 +56,9 @@ type Node struct {
 	disc   *discovery.Service // nil without WithDiscovery
 	self   sync.Map           // client sessions to the node's own servers
 	limits *limits.Limiter
+	reach  *reach.Service                      // see reach.go
+	live   *reach.Liveness                     // nil if checks are off
+	moves  *reach.Moves[*sdkmcp.ClientSession] // sessions on relayed connections
 	audit  *audit.Log
 	names  identity.Texts   // peer IDs' text, for metrics
 	trust  *trust.Guard     // policy, delegation, limits, audit: see trust.go
@@ -109,6 +113,11 @@ func New(opts ...Option) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
+	rs, err := cfg.reachService(lim)
+	if err != nil {
+		return nil, err
+	}
+	hostOpts = append(hostOpts, rs.Options()...)
 	hostOpts = append(hostOpts, limitOpts...) // last: see limitOptions
 	h, err := libp2p.New(hostOpts...)
 	if err != nil {
@@ -128,6 +137,7 @@ func New(opts ...Option) (*Node, error) {
 		limits:   lim,
 	}
 	n.initLimits()
+	n.initReach(rs)
 	if err := n.initTrust(); err != nil {
 		h.Close()
 		cancel()
@@ -146,6 +156,7 @@ func New(opts ...Option) (*Node, error) {
 	n.pool = sessions.NewPool(n.dialSession, func(_ sessions.Key, cs *sdkmcp.ClientSession) {
 		n.tools.invalidate(cs)
 		n.self.Delete(cs)
+		n.moves.Ended(cs)
 	})
 	n.own = sdkmcp.NewServer(n.implementation(), &sdkmcp.ServerOptions{Logger: sdkLogger(),
 		// Resources added to the node's server can be subscribed to (the
@@ -159,6 +170,10 @@ func New(opts ...Option) (*Node, error) {
 		return nil, err
 	}
 	if err := n.startDiscovery(); err != nil {
+		n.Close()
+		return nil, err
+	}
+	if err := n.startReach(); err != nil {
 		n.Close()
 		return nil, err
 	}
@@ -362,6 +377,9 @@ func (n *Node) Close() error {
 	n.cancel()
 	n.closeEvents()
 	var errs []error
+	if err := n.closeReach(); err != nil {
+		errs = append(errs, fmt.Errorf("close reachability: %w", err))
+	}
 	if n.disc != nil {
 		if err := n.disc.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("close discovery: %w", err))

@@ -78,7 +78,8 @@ func (n *Node) serveRelay(name string, t *relayTarget) network.StreamHandler {
 		// The trust layer's rewrites first, then the task hop's.
 		toServer, toClient, end := n.trust.RelayRewrites(caller, name, trust.Target{Peer: t.peer, Server: t.server},
 			relay.TaskHop(n.host.ID(), caller), r.SendToClient)
-		defer end()
+		defer end(nil)
+		r.ServerLost = end // the target's side ended: answer what waits on it
 		if err := r.Run(t.ctx, toServer, toClient); err != nil {
 			log.Debugw("relay session ended", "server", name, "to", t.peer, "error", err)
 		}
@@ -89,7 +90,7 @@ func (n *Node) serveRelay(name string, t *relayTarget) network.StreamHandler {
 func (n *Node) openRelay(t *relayTarget) (network.Stream, error) {
 	dialCtx, cancel := context.WithTimeout(t.ctx, n.cfg.dialTimeout)
 	defer cancel()
-	s, err := n.host.NewStream(network.WithDialPeerTimeout(dialCtx, n.cfg.dialTimeout), t.peer, transport.ProtocolID(t.server))
+	s, err := n.host.NewStream(mcpStream(network.WithDialPeerTimeout(dialCtx, n.cfg.dialTimeout)), t.peer, transport.ProtocolID(t.server))
 	if err != nil {
 		// The caller sees its session end: it cannot get a better answer
 		// before it has sent anything.

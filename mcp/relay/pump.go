@@ -127,6 +127,11 @@ func RelayStreams(ctx context.Context, down, up network.Stream, maxMessageSize i
 // its own (a notification) between the frames it relays.
 type StreamRelay struct {
 	down, up *transport.Conn
+	// ServerLost, if set, is called when the server's side ends on its own
+	// (not after the client's end, nor ctx's), with why, while the client's
+	// stream is still open: the relay can answer what waits on the server
+	// (SendToClient) before the session ends.
+	ServerLost func(error)
 }
 
 // NewStreamRelay returns the relay of the session from down (the client's
@@ -177,6 +182,17 @@ func (r *StreamRelay) Run(ctx context.Context, toServer, toClient FrameRewrite) 
 			}
 		}
 	}
+	back := copyFrames(r.up, r.down, toClient)
+	if lost := r.ServerLost; lost != nil {
+		relayBack := back
+		back = func(ctx context.Context) error {
+			err := relayBack(ctx)
+			if ctx.Err() == nil {
+				lost(err)
+			}
+			return err
+		}
+	}
 	return bothWays(ctx, func() { r.down.Close(); r.up.Close() },
-		copyFrames(r.down, r.up, toServer), copyFrames(r.up, r.down, toClient))
+		copyFrames(r.down, r.up, toServer), back)
 }
