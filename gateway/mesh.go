@@ -21,6 +21,7 @@ import (
 	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/mcpmesh/mcpmesh/discovery"
+	"github.com/mcpmesh/mcpmesh/events/inbox"
 	"github.com/mcpmesh/mcpmesh/internal/retry"
 	"github.com/mcpmesh/mcpmesh/node/iface"
 	"github.com/mcpmesh/mcpmesh/peer/identity"
@@ -69,6 +70,10 @@ type MeshOptions struct {
 	// and call reach: a tool for which it returns an error is neither found
 	// nor reached, and the error says why to whoever asked.
 	Allow func(ToolInfo) error
+	// Events adds mesh_subscribe and mesh_events (package events/inbox),
+	// if the node has events: a host waits for the mesh's events with one
+	// call. Off by default: two more tools in every host's context.
+	Events bool
 }
 
 // ToolInfo is a tool of the mesh as MeshOptions.Allow sees it.
@@ -87,13 +92,17 @@ type MeshServer struct {
 	*sdkmcp.Server
 	cancel context.CancelFunc
 	pins   sync.WaitGroup
+	inbox  *inbox.Inbox // with MeshOptions.Events
 }
 
-// Close stops resolving pins and waits until it has stopped. The server
-// stays usable.
+// Close stops resolving pins and waits until it has stopped, and ends the
+// event subscriptions. The server stays usable.
 func (s *MeshServer) Close() {
 	s.cancel()
 	s.pins.Wait()
+	if s.inbox != nil {
+		s.inbox.Close()
+	}
 }
 
 // NewMeshServer returns the MCP server of mesh mode, acting through n.
@@ -142,6 +151,10 @@ func NewMeshServer(ctx context.Context, n iface.Node, opts MeshOptions) *MeshSer
 	})
 	ctx, cancel := context.WithCancel(ctx)
 	ms := &MeshServer{Server: s, cancel: cancel}
+	if en, ok := n.(inbox.Node); ok && opts.Events {
+		ms.inbox = inbox.New(en)
+		inbox.AddTools(s, ms.inbox)
+	}
 	for _, p := range opts.Pins {
 		ms.pins.Go(func() { g.pin(ctx, s, p) })
 	}

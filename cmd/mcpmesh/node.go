@@ -24,28 +24,29 @@ import (
 
 func newNodeCmd(g *globals) *cobra.Command {
 	var (
-		listen    []string
-		peers     []string
-		shares    []string
-		relays    []string
-		httpSh    []string
-		headers   []string
-		cfgPath   string
-		name      string
-		api       string
-		maxMsg    int
-		timeout   time.Duration
-		noMDNS    bool
-		noDHT     bool
-		cardTTL   time.Duration
-		desc      string
-		tags      []string
-		httpAt    string
-		httpPins  []string
-		meshKey   string
-		open      bool
-		metricsAt string
-		network   networkFlags
+		listen     []string
+		peers      []string
+		shares     []string
+		relays     []string
+		httpSh     []string
+		headers    []string
+		cfgPath    string
+		name       string
+		api        string
+		maxMsg     int
+		timeout    time.Duration
+		noMDNS     bool
+		noDHT      bool
+		cardTTL    time.Duration
+		desc       string
+		tags       []string
+		httpAt     string
+		httpPins   []string
+		httpEvents bool
+		meshKey    string
+		open       bool
+		metricsAt  string
+		network    networkFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "node",
@@ -245,7 +246,7 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 			}
 			var gatewayURL string
 			if httpAt != "" {
-				url, stopGateway, err := serveGateway(ctx, n, httpAt, pins)
+				url, stopGateway, err := serveGateway(ctx, n, httpAt, gateway.MeshOptions{Pins: pins, Events: httpEvents})
 				if err != nil {
 					return err
 				}
@@ -317,6 +318,7 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 	f.StringVar(&metricsAt, "metrics", "", "HOST:PORT to serve Prometheus metrics on (/metrics; e.g. 127.0.0.1:9464)")
 	f.StringVar(&httpAt, "http", "", "loopback HOST:PORT to serve MCP over Streamable HTTP: /mcp (mesh mode) and /mcp/PEER/SERVER (one server, transparent)")
 	f.StringArrayVar(&httpPins, "http-pin", nil, "[NAME=]PEER/[SERVER/]TOOL: list a remote tool on --http's /mcp as a tool of its own (repeatable)")
+	f.BoolVar(&httpEvents, "http-events", false, "list mesh_subscribe and mesh_events on --http's /mcp, to wait for the mesh's events")
 	network.add(cmd)
 	return cmd
 }
