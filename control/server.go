@@ -14,10 +14,12 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	logging "github.com/ipfs/go-log/v2"
 	lpeer "github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/mcpmesh/mcpmesh/events/trigger"
 	"github.com/mcpmesh/mcpmesh/internal/loopback"
 	"github.com/mcpmesh/mcpmesh/internal/owner"
 	"github.com/mcpmesh/mcpmesh/node"
@@ -41,6 +43,8 @@ type Server struct {
 	ctx    context.Context // ends on Close: host sessions taken over from HTTP end too
 	cancel context.CancelFunc
 	group  owner.Group // host sessions (POST /v1/mcp), which Shutdown does not track
+
+	triggers atomic.Pointer[trigger.Engine] // see events.go
 
 	closeOnce sync.Once
 	closeErr  error
@@ -129,6 +133,7 @@ func (s *Server) routes() http.Handler {
 	s.taskRoutes(mux)   // see tasks.go
 	s.auditRoutes(mux)  // see audit.go
 	s.policyRoutes(mux) // see policy.go
+	s.eventRoutes(mux)  // see events.go
 	return s.auth(mux)
 }
 

@@ -41,6 +41,10 @@ const EventsDir = "events"
 // subscribes to, for their update events.
 const maxWatchedResources = 256
 
+// unsupported marks, in a watcher's set, a server that takes no
+// subscriptions.
+const unsupported = "\x00unsupported"
+
 // nodeEvents is the node's part of the events.
 type nodeEvents struct {
 	src  *events.Source
@@ -48,6 +52,7 @@ type nodeEvents struct {
 
 	mu      sync.Mutex
 	watches map[string]chan struct{} // shared server → kick its resource watcher
+	watched map[string]int           // shared server → resources subscribed to
 	card    [32]byte                 // digest of what the last card offered
 }
 
@@ -94,7 +99,7 @@ func (n *Node) initEvents() error {
 		}
 	}
 	src.OnChange(n.changed)
-	n.ev = &nodeEvents{src: src, watches: map[string]chan struct{}{}}
+	n.ev = &nodeEvents{src: src, watches: map[string]chan struct{}{}, watched: map[string]int{}}
 	return nil
 }
 
@@ -386,6 +391,17 @@ func (n *Node) startWatch(name string) {
 	n.group.Go(func() { n.watch(name, kick) })
 }
 
+// WatchedResources returns how many resources of the shared server name
+// the node is subscribed to, whose updates are events.
+func (n *Node) WatchedResources(name string) int {
+	if n.ev == nil {
+		return 0
+	}
+	n.ev.mu.Lock()
+	defer n.ev.mu.Unlock()
+	return n.ev.watched[name]
+}
+
 func (n *Node) stopWatch(name string) {
 	if n.ev == nil {
 		return
@@ -393,6 +409,7 @@ func (n *Node) stopWatch(name string) {
 	n.ev.mu.Lock()
 	kick, ok := n.ev.watches[name]
 	delete(n.ev.watches, name)
+	delete(n.ev.watched, name)
 	n.ev.mu.Unlock()
 	if ok {
 		close(kick)
@@ -433,6 +450,13 @@ func (n *Node) watch(name string, kick <-chan struct{}) {
 				on, watched = cs, map[string]bool{}
 			}
 			err = n.subscribeAll(ctx, cs, watched)
+			count := len(watched)
+			if watched[unsupported] {
+				count--
+			}
+			n.ev.mu.Lock()
+			n.ev.watched[name] = count
+			n.ev.mu.Unlock()
 		}
 		cancel()
 		if err != nil && n.ctx.Err() == nil {
@@ -454,7 +478,6 @@ func (n *Node) watch(name string, kick <-chan struct{}) {
 // session's start; a server may have gained resources since): a server
 // that does not take subscriptions is marked, and left alone.
 func (n *Node) subscribeAll(ctx context.Context, cs *sdkmcp.ClientSession, watched map[string]bool) error {
-	const unsupported = "\x00unsupported"
 	if watched[unsupported] {
 		return nil
 	}

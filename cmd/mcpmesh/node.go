@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/mcpmesh/mcpmesh/agent"
 	"github.com/mcpmesh/mcpmesh/control"
 	"github.com/mcpmesh/mcpmesh/discovery"
+	"github.com/mcpmesh/mcpmesh/events/trigger"
 	"github.com/mcpmesh/mcpmesh/gateway"
 	"github.com/mcpmesh/mcpmesh/mcp/transport"
 	"github.com/mcpmesh/mcpmesh/metrics"
@@ -127,6 +129,9 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 			if err != nil {
 				return err
 			}
+			if err := file.checkTriggers(); err != nil {
+				return usageError("%v", err)
+			}
 			peers = mergeStrings(file.Peers, peers)
 			listen = mergeStrings(file.Listen, listen)
 			tags = mergeStrings(file.Tags, tags)
@@ -232,6 +237,14 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 				return err
 			}
 			defer srv.Close()
+			triggers := trigger.New(n, trigger.Options{StateDir: filepath.Join(g.home, TriggersDir)})
+			defer triggers.Close()
+			for _, r := range file.Triggers {
+				if err := triggers.Add(r); err != nil {
+					return usageError("config triggers: %v", err)
+				}
+			}
+			srv.SetTriggers(triggers)
 			var metricsURL string
 			if reg != nil {
 				ms, err := reg.Serve(metricsAt)
@@ -260,6 +273,9 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 			fmt.Fprintf(out, "  servers: %s\n", strings.Join(n.Shared(), ", "))
 			fmt.Fprintf(out, "  control: %s\n", srv.Addr())
 			fmt.Fprintf(out, "  policy:  %s\n", describePolicy(file.Policy, open))
+			if len(file.Triggers) > 0 {
+				fmt.Fprintf(out, "  triggers: %d (mcpmesh on --list)\n", len(file.Triggers))
+			}
 			if metricsURL != "" {
 				fmt.Fprintf(out, "  metrics: %s\n", metricsURL)
 			}
