@@ -171,9 +171,10 @@ type Seen struct {
 	set  map[string]struct{}
 }
 
-// NewSeen returns a set that remembers up to max IDs.
+// NewSeen returns a set that remembers up to max IDs. It grows as IDs come
+// (a subscription that sees few events costs little).
 func NewSeen(max int) *Seen {
-	return &Seen{max: max, set: make(map[string]struct{}, max)}
+	return &Seen{max: max, set: map[string]struct{}{}}
 }
 
 // Add remembers id and reports whether it is new.

@@ -38,7 +38,7 @@ func open(ctx context.Context, h host.Host, p lpeer.ID, method string, params an
 	if err != nil {
 		return nil, nil, fmt.Errorf("reach the event feed of %s: %w", identity.Short(p), err)
 	}
-	conn := transport.NewConn(st, limit)
+	conn := transport.NewConnSize(st, limit, 4<<10)
 	id, _ := jsonrpc.MakeID(float64(1))
 	st.SetWriteDeadline(time.Now().Add(dialTimeout))
 	if err := conn.Write(ctx, &jsonrpc.Request{ID: id, Method: method, Params: raw}); err != nil {
@@ -231,11 +231,17 @@ func (s *Subscription) run() {
 		}
 		return
 	}
-	backoff := retry.Backoff(s.opts.MinBackoff, s.opts.MaxBackoff)
+	var backoff interface {
+		Delay() time.Duration
+		Reset()
+	}
 	for {
 		active, err := s.once()
 		if s.ctx.Err() != nil {
 			return
+		}
+		if backoff == nil { // made on the first failure: most subscriptions never need one
+			backoff = retry.Backoff(s.opts.MinBackoff, s.opts.MaxBackoff)
 		}
 		if active {
 			backoff.Reset()

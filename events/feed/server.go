@@ -154,7 +154,9 @@ func (s *Server) handle(st network.Stream) {
 	}
 	defer s.group.Leave()
 	p := st.Conn().RemotePeer()
-	conn := transport.NewConn(st, s.cfg.MaxRequest)
+	// A subscription's stream stays open and carries almost nothing in:
+	// a small read buffer (a longer request is read all the same).
+	conn := transport.NewConnSize(st, s.cfg.MaxRequest, 1<<10)
 	defer conn.Close()
 	st.SetReadDeadline(time.Now().Add(requestTimeout))
 	msg, err := conn.Read(s.ctx)
