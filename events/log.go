@@ -67,10 +67,21 @@ type Log struct {
 	wake   chan struct{} // closed at the next append; made when asked for
 	file   *os.File
 	w      *bufio.Writer
-	fsize  int64 // bytes written to the file since it was compacted
-	flines int   // events written to the file since then
-	err    error // the file's first write error: the log goes on in memory
+	fsize  int64  // bytes written to the file since it was compacted
+	flines int    // events written to the file since then
+	dirty  bool   // written to the buffer, not yet to the file
+	line   []byte // reused to encode a line
+	err    error  // the file's first write error: the log goes on in memory
+
+	stop chan struct{} // ends the flusher
+	done chan struct{} // closed when it has ended
 }
+
+// flushEvery is how often the log's buffer goes to its file: appending
+// does not wait for the disk (an event costs a call microseconds, not a
+// system call), and a crash loses at most this much of the log; Close
+// writes the rest.
+const flushEvery = 100 * time.Millisecond
 
 type entry struct {
 	ev   Event
@@ -98,7 +109,37 @@ func OpenLog(cfg LogConfig) (*Log, error) {
 	if err := l.compact(); err != nil {
 		return nil, err
 	}
+	l.stop, l.done = make(chan struct{}), make(chan struct{})
+	go l.flusher()
 	return l, nil
+}
+
+// flusher writes the buffer to the file every flushEvery, until Close.
+func (l *Log) flusher() {
+	defer close(l.done)
+	t := time.NewTicker(flushEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			l.mu.Lock()
+			l.flushLocked()
+			l.mu.Unlock()
+		case <-l.stop:
+			return
+		}
+	}
+}
+
+func (l *Log) flushLocked() {
+	if !l.dirty || l.file == nil || l.err != nil {
+		return
+	}
+	l.dirty = false
+	if err := l.w.Flush(); err != nil {
+		l.err = err
+		log.Errorf("event log %s: %v; events are kept in memory only from now on", l.cfg.Dir, err)
+	}
 }
 
 func newEpoch() string {
@@ -217,6 +258,14 @@ func (l *Log) compact() error {
 
 // Close writes what is buffered and closes the log's file.
 func (l *Log) Close() error {
+	if l.stop != nil {
+		select {
+		case <-l.stop:
+		default:
+			close(l.stop)
+		}
+		<-l.done
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.file == nil {
@@ -274,18 +323,18 @@ func (l *Log) persistLocked(ent *entry) {
 	if l.file == nil || l.err != nil {
 		return
 	}
-	line, err := json.Marshal(fileEntry{Seq: ent.seq, Event: ent.ev})
+	line, err := appendLine(l.line[:0], ent)
 	if err == nil {
-		l.w.Write(line)
-		l.w.WriteByte('\n')
-		err = l.w.Flush()
+		l.line = line
+		_, err = l.w.Write(line)
+		l.dirty = true
 	}
 	if err != nil {
 		l.err = err
 		log.Errorf("event log %s: %v; events are kept in memory only from now on", l.cfg.Dir, err)
 		return
 	}
-	l.fsize += int64(len(line)) + 1
+	l.fsize += int64(len(line))
 	l.flines++
 	if l.fsize > int64(2*l.cfg.MaxBytes) || l.flines > 2*l.cfg.MaxEvents {
 		if err := l.compact(); err != nil {
@@ -293,6 +342,44 @@ func (l *Log) persistLocked(ent *entry) {
 			log.Errorf("compact %v; events are kept in memory only from now on", err)
 		}
 	}
+}
+
+// appendLine appends ent's line of the file (a fileEntry and a newline) to
+// b. It writes the JSON itself: the data is JSON already (encoding/json
+// would scan it again), the name is plain, the ID printable ASCII.
+func appendLine(b []byte, ent *entry) ([]byte, error) {
+	b = append(b, `{"seq":`...)
+	b = strconv.AppendUint(b, ent.seq, 10)
+	b = append(b, `,"eventId":`...)
+	b = appendString(b, ent.ev.ID)
+	b = append(b, `,"name":`...)
+	b = appendString(b, ent.ev.Name)
+	b = append(b, `,"timestamp":"`...)
+	b = ent.ev.Time.AppendFormat(b, time.RFC3339Nano)
+	b = append(b, `","data":`...)
+	b = append(b, ent.ev.Data...)
+	if ent.ev.Meta != nil {
+		meta, err := json.Marshal(ent.ev.Meta)
+		if err != nil {
+			return nil, err
+		}
+		b = append(b, `,"_meta":`...)
+		b = append(b, meta...)
+	}
+	return append(b, '}', '\n'), nil
+}
+
+// appendString appends s as a JSON string; s is printable ASCII.
+func appendString(b []byte, s string) []byte {
+	b = append(b, '"')
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c == '"' || c == '\\' {
+			b = append(b, '\\', c)
+		} else {
+			b = append(b, c)
+		}
+	}
+	return append(b, '"')
 }
 
 // trimLocked drops the oldest events past the count, size or age bounds.

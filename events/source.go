@@ -130,6 +130,9 @@ func (s *Source) Emit(o Occurrence) (Event, error) {
 	var data json.RawMessage
 	switch d := o.Data.(type) {
 	case json.RawMessage:
+		if err := CheckData(d, s.maxData); err != nil {
+			return Event{}, fmt.Errorf("emit %s: %w", o.Name, err)
+		}
 		data = d
 	case nil:
 		data = json.RawMessage(`{}`)
@@ -138,9 +141,10 @@ func (s *Source) Emit(o Occurrence) (Event, error) {
 		if data, err = json.Marshal(d); err != nil {
 			return Event{}, fmt.Errorf("emit %s: encode data: %w", o.Name, err)
 		}
-	}
-	if err := CheckData(data, s.maxData); err != nil {
-		return Event{}, fmt.Errorf("emit %s: %w", o.Name, err)
+		// Valid JSON by construction: only its size and kind are checked.
+		if len(data) > s.maxData || data[0] != '{' {
+			return Event{}, fmt.Errorf("emit %s: %w", o.Name, CheckData(data, s.maxData))
+		}
 	}
 	e := Event{ID: o.ID, Name: o.Name, Time: time.Now().UTC(), Data: data}
 	if o.Depth > 0 {
