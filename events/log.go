@@ -2,6 +2,7 @@ package events
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -186,6 +187,7 @@ func (l *Log) load() error {
 	}
 	l.epoch = h.Epoch
 	limit := DefaultMaxData + 4<<10
+	clean := false
 	for {
 		line, err := r.ReadBytes('\n')
 		if len(line) == 0 && err != nil {
@@ -195,6 +197,11 @@ func (l *Log) load() error {
 			log.Warnf("event log %s: line over %d bytes; reading stops there", path, limit)
 			break
 		}
+		if string(bytes.TrimSpace(line)) == closedLine {
+			clean = true
+			continue
+		}
+		clean = false
 		var fe fileEntry
 		if json.Unmarshal(line, &fe) != nil || fe.Seq <= l.head || fe.Name == "" {
 			if err == nil {
@@ -212,8 +219,20 @@ func (l *Log) load() error {
 			break
 		}
 	}
+	if !clean {
+		// The node stopped without closing the log (a crash): the last
+		// events before it may be missing from the file, though delivered.
+		// Numbering on from the file would give new events their positions
+		// and IDs; a new epoch keeps them apart, and a cursor of the old one
+		// resumes from the oldest kept event, told of a possible gap.
+		log.Warnf("event log %s was not closed (the node stopped abruptly): its last events may be lost; subscribers resume from what it kept", path)
+		l.epoch = newEpoch()
+	}
 	return nil
 }
+
+// closedLine is the last line of a log's file closed cleanly.
+const closedLine = `{"closed":true}`
 
 // compact rewrites the file with the events kept, and opens it for
 // appending.
@@ -271,12 +290,27 @@ func (l *Log) Close() error {
 	if l.file == nil {
 		return nil
 	}
+	if l.err == nil {
+		l.w.WriteString(closedLine + "\n")
+	}
 	err := l.w.Flush()
 	if cerr := l.file.Close(); err == nil {
 		err = cerr
 	}
 	l.file = nil
 	return err
+}
+
+// abandon stops the log as a crash would: what was written stays, without
+// the closing line. For tests.
+func (l *Log) abandon() {
+	close(l.stop)
+	<-l.done
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.w.Flush()
+	l.file.Close()
+	l.file = nil
 }
 
 // Epoch returns the log's epoch.
