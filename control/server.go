@@ -48,6 +48,8 @@ type Server struct {
 
 	closeOnce sync.Once
 	closeErr  error
+
+	console atomic.Pointer[string] // the web console's login URL, if any
 }
 
 // Listen starts the control API of n on addr (a loopback address; port 0
@@ -78,6 +80,10 @@ func Listen(n *node.Node, home, addr string) (*Server, error) {
 	go func() { s.done <- s.srv.Serve(ln) }()
 	return s, nil
 }
+
+// SetConsoleURL makes GET /v1/console answer with the web console's login
+// URL, for 'mcpmesh ui' (see console.go).
+func (s *Server) SetConsoleURL(url string) { s.console.Store(&url) }
 
 // Addr returns the address the API listens on.
 func (s *Server) Addr() string { return s.ln.Addr().String() }
@@ -130,10 +136,11 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("POST /v1/find", s.handleFind)
 	mux.HandleFunc("POST /v1/card", s.handleCard)
 	mux.HandleFunc("POST /v1/mcp", s.handleGateway)
-	s.taskRoutes(mux)   // see tasks.go
-	s.auditRoutes(mux)  // see audit.go
-	s.policyRoutes(mux) // see policy.go
-	s.eventRoutes(mux)  // see events.go
+	s.taskRoutes(mux)                                  // see tasks.go
+	s.auditRoutes(mux)                                 // see audit.go
+	s.policyRoutes(mux)                                // see policy.go
+	mux.HandleFunc("GET /v1/console", s.handleConsole) // see console.go
+	s.eventRoutes(mux)                                 // see events.go
 	return s.auth(mux)
 }
 

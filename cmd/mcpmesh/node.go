@@ -44,11 +44,12 @@ func newNodeCmd(g *globals) *cobra.Command {
 		tags       []string
 		httpAt     string
 		httpPins   []string
-		httpEvents bool
 		meshKey    string
 		open       bool
 		metricsAt  string
 		network    networkFlags
+		uiAt       string
+		httpEvents bool
 	)
 	cmd := &cobra.Command{
 		Use:   "node",
@@ -100,6 +101,11 @@ whose Host or Origin is not loopback are refused (DNS-rebinding protection).
 Each --http-pin [NAME=]PEER/[SERVER/]TOOL adds a remote tool to /mcp as a tool
 of its own, as 'mcpmesh stdio --pin' does.
 
+--ui 127.0.0.1:PORT serves a web console: the mesh, capability search, live
+task trees, the audit trail and the policy, and a form to call a tool. Its URL,
+printed at start, carries a login token; 'mcpmesh ui' opens it. Loopback only,
+with the same Host/Origin checks as --http.
+
 Closed by default: peers see and may call only what the "policy" of the
 configuration file grants them, by peer ID or group, per server, tool, resource
 and prompt, for their own calls or when acting for another peer (see README).
@@ -149,6 +155,11 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 			if httpAt != "" {
 				if err := checkHTTPAddr(httpAt); err != nil {
 					return usageError("--http %v", err)
+				}
+			}
+			if uiAt != "" {
+				if err := checkUIAddr(uiAt); err != nil {
+					return usageError("--ui %v", err)
 				}
 			}
 			var pins []gateway.Pin
@@ -266,6 +277,15 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 				defer stopGateway()
 				gatewayURL = url
 			}
+			var consoleURL string
+			if uiAt != "" {
+				url, stopConsole, err := serveConsole(n, uiAt, specs, srv)
+				if err != nil {
+					return err
+				}
+				defer stopConsole()
+				consoleURL = url
+			}
 
 			out := cmd.OutOrStdout()
 			fmt.Fprintf(out, "mcpmesh node %s\n", n.ID())
@@ -285,6 +305,9 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 			if gatewayURL != "" {
 				fmt.Fprintf(out, "  http:    %s (mesh mode)\n", gatewayURL)
 				fmt.Fprintf(out, "           %s/PEER/SERVER (one peer's server, transparent)\n", gatewayURL)
+			}
+			if consoleURL != "" {
+				fmt.Fprintf(out, "  console: %s\n", consoleURL)
 			}
 			for i, a := range n.Addrs() {
 				label := "  listen:  "
@@ -333,6 +356,7 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 	f.BoolVar(&open, "open", false, "let every peer see and call everything this node shares, ignoring the policy (demos and labs only)")
 	f.StringVar(&metricsAt, "metrics", "", "HOST:PORT to serve Prometheus metrics on (/metrics; e.g. 127.0.0.1:9464)")
 	f.StringVar(&httpAt, "http", "", "loopback HOST:PORT to serve MCP over Streamable HTTP: /mcp (mesh mode) and /mcp/PEER/SERVER (one server, transparent)")
+	f.StringVar(&uiAt, "ui", "", "loopback HOST:PORT to serve the web console on (e.g. 127.0.0.1:8780; 'mcpmesh ui' opens it)")
 	f.StringArrayVar(&httpPins, "http-pin", nil, "[NAME=]PEER/[SERVER/]TOOL: list a remote tool on --http's /mcp as a tool of its own (repeatable)")
 	f.BoolVar(&httpEvents, "http-events", false, "list mesh_subscribe and mesh_events on --http's /mcp, to wait for the mesh's events")
 	network.add(cmd)

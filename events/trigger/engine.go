@@ -39,8 +39,6 @@ type Node interface {
 	// CallServerTool calls a tool; with no task on ctx, the call is the
 	// root of a tree (with tasks.WithCause, caused by an event).
 	CallServerTool(ctx context.Context, p lpeer.ID, server, tool string, args any) (*sdkmcp.CallToolResult, error)
-	// Tasks lists the node's tasks (to name a firing's root in the audit).
-	Tasks() []tasks.Task
 	Audit() *audit.Log
 }
 
@@ -384,7 +382,9 @@ func (t *trigger) fire(e events.Event) {
 		t.count(func(c *Counts) { c.Running-- })
 	}()
 	cause := &tasks.Cause{Event: e.Name, ID: e.ID, Source: e.Source, Trigger: t.c.Name, Depth: e.Depth()}
-	ctx, cancel := context.WithTimeout(tasks.WithCause(t.e.ctx, cause), t.c.timeout)
+	var root string // the tree the firing starts, for the audit record
+	ctx := tasks.OnRootTask(tasks.WithCause(t.e.ctx, cause), func(id string) { root = id })
+	ctx, cancel := context.WithTimeout(ctx, t.c.timeout)
 	defer cancel()
 	args, err := t.arguments(&e)
 	var res *sdkmcp.CallToolResult
@@ -406,7 +406,7 @@ func (t *trigger) fire(e events.Event) {
 		t.count(func(c *Counts) { c.Failed++ })
 		t.fail(fmt.Errorf("event %s from %s: %s", e.ID, e.Source, reason))
 	}
-	t.audit(&e, t.rootOf(&e), outcome, reason, time.Since(start))
+	t.audit(&e, root, outcome, reason, time.Since(start))
 }
 
 // arguments fills the rule's arguments (and an agent's task) from e.
@@ -495,17 +495,6 @@ func (t *trigger) callAny(ctx context.Context, args any) (*sdkmcp.CallToolResult
 		return nil, fmt.Errorf("no peer in the mesh offers a tool named %q", t.c.target.tool)
 	}
 	return nil, errors.Join(errs...)
-}
-
-// rootOf names the root task e's firing started.
-func (t *trigger) rootOf(e *events.Event) string {
-	ts := t.e.n.Tasks()
-	for i := len(ts) - 1; i >= 0; i-- {
-		if c := ts[i].Cause; c != nil && ts[i].Role == tasks.Call && c.ID == e.ID && c.Source == e.Source && c.Trigger == t.c.Name {
-			return ts[i].ID
-		}
-	}
-	return ""
 }
 
 // audit records a firing (or a refusal) in the node's audit log: the
