@@ -56,6 +56,65 @@ func TestSimulation(t *testing.T) {
 	t.Logf("simulation of %d nodes in %v:\n%s", r.P.N, time.Since(start).Round(time.Millisecond), out.String())
 }
 
+// TestChurn restarts a tenth of a small mesh every few seconds, each node
+// with its home, while lookups run: every live provider must still be
+// found, the p95 within 10 RTT, and records must keep holders.
+func TestChurn(t *testing.T) {
+	p := Params{
+		N: 30, RefreshRounds: 1, Quiet: time.Second, Idle: 200 * time.Millisecond, Settle: -1,
+		ConnLow: 160, ConnHigh: 192,
+		// A card period of 2 s, so that the churn's 4 intervals span
+		// several republishes.
+		Discovery: discovery.Config{CardTTL: 6 * time.Second},
+		Churn:     Churn{Rounds: 4, Every: 4 * time.Second, Fraction: 0.1, Down: 300 * time.Millisecond, Pause: 100 * time.Millisecond},
+		Progress:  testWriter{t},
+	}
+	r, err := Run(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch := r.Churn
+	if ch == nil || ch.Restarts != 4*3 {
+		t.Fatalf("churn: %+v", ch)
+	}
+	found := 0
+	var first []time.Duration
+	for _, l := range ch.Lookups {
+		if l.First > 0 {
+			found++
+			first = append(first, l.First)
+		}
+	}
+	if len(ch.Lookups) < 5 || found != len(ch.Lookups) {
+		t.Errorf("%d of %d lookups of live providers found; missed: %v", found, len(ch.Lookups), ch.Failed)
+	}
+	// 10 RTT on an idle machine; on a loaded one (CI runners, other
+	// builds), no worse than half again the same lookups' p95 measured
+	// just before without restarts.
+	var quiet []time.Duration
+	for _, l := range ch.QuietLookups {
+		quiet = append(quiet, l.First)
+	}
+	bound := max(10*r.P.RTT(), pct(quiet, 95)*3/2)
+	if p95 := pct(first, 95); p95 > bound {
+		t.Errorf("p95 of lookups under churn %v, over %v (10 RTT: %v; without restarts: %v)", p95, bound, 10*r.P.RTT(), pct(quiet, 95))
+	}
+	for i, h := range ch.Holders {
+		if h.Zero > 0 || h.Records < p.N-3 {
+			t.Errorf("interval %d: %d of %d live records held by none of the closest nodes", i, h.Zero, h.Records)
+		}
+	}
+	if r.GoroutinesLeft > 10 {
+		t.Errorf("%d goroutines left after shutdown", r.GoroutinesLeft)
+	}
+	var out bytes.Buffer
+	Report(&out, []*Result{r})
+	if !strings.Contains(out.String(), "| 30 | churn | 12 | ") {
+		t.Errorf("report:\n%s", out.String())
+	}
+	t.Logf("churn of %d nodes:\n%s", r.P.N, out.String())
+}
+
 // The counter finds every request in a byte stream however it is cut.
 func TestCountingStream(t *testing.T) {
 	var buf bytes.Buffer

@@ -37,6 +37,7 @@ func newNodeCmd(g *globals) *cobra.Command {
 		api        string
 		maxMsg     int
 		timeout    time.Duration
+		mdns       bool
 		noMDNS     bool
 		noDHT      bool
 		cardTTL    time.Duration
@@ -80,7 +81,10 @@ the call fails at once (config "network": livenessInterval, livenessTimeout).
 
 --mesh-key FILE (default HOME/swarm.key when present; see 'mcpmesh init-mesh')
 makes the node a member of a private mesh: it connects only to nodes holding
-the same key, over TCP and WebSocket only (no QUIC listen addresses).
+the same key, over TCP and WebSocket only (no QUIC listen addresses). mDNS is
+then off unless --mdns: members announce under a name derived from the key, so
+that outsiders cannot tell which mesh it is, but anyone on the LAN still learns
+the members' peer IDs and addresses.
 
 Each --share NAME=COMMAND starts a stdio MCP server program and shares its tools,
 resources and prompts with the mesh under NAME, names unchanged. If the program
@@ -203,6 +207,13 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 				node.WithTags(tags...),
 			}
 			opts = append(opts, meshOpts...)
+			useMDNS, err := mdnsOn(mdns, noMDNS, file.MDNS, len(meshOpts) > 0)
+			if err != nil {
+				return usageError("%v", err)
+			}
+			if meshSaid != "" && !noDHT {
+				meshSaid += "; " + mdnsSaid(useMDNS)
+			}
 			if open {
 				opts = append(opts, node.WithOpen())
 				fmt.Fprintln(os.Stderr, "WARNING: --open: every peer that connects may see and call everything this node shares. Use it for demos and labs only.")
@@ -225,7 +236,7 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 				opts = append(opts, node.WithMetrics(reg))
 			}
 			if !noDHT {
-				opts = append(opts, node.WithDiscovery(discovery.Config{MDNS: !noMDNS, CardTTL: cardTTL}))
+				opts = append(opts, node.WithDiscovery(discovery.Config{MDNS: useMDNS, CardTTL: cardTTL}))
 			}
 			n, err := node.New(opts...)
 			if err != nil {
@@ -347,6 +358,7 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 	f.StringVar(&api, "api", "127.0.0.1:0", "loopback address of the control API")
 	f.IntVar(&maxMsg, "max-message-size", transport.DefaultMaxMessageSize, "largest MCP message accepted on a stream, in bytes")
 	f.DurationVar(&timeout, "dial-timeout", 10*time.Second, "how long reaching a peer may take")
+	f.BoolVar(&mdns, "mdns", false, "look for peers on the local network with mDNS (the default, but in a private mesh, where the name announced is derived from the key)")
 	f.BoolVar(&noMDNS, "no-mdns", false, "do not look for peers on the local network")
 	f.BoolVar(&noDHT, "no-dht", false, "take no part in the mesh's DHT: no card, no lookups (find, card, call any)")
 	f.DurationVar(&cardTTL, "card-ttl", 3*time.Minute, "how long this node's published card stays valid; a node that leaves drops out of lookups within this time")

@@ -29,6 +29,7 @@ func newStdioCmd(g *globals) *cobra.Command {
 		to      string
 		pins    []string
 		peers   []string
+		mdns    bool
 		noMDNS  bool
 		meshKey string
 		events  bool
@@ -80,7 +81,7 @@ of its own in this process (finding peers by mDNS and --peer).`,
 				fmt.Fprintf(os.Stderr, "mcpmesh stdio: %s, through the daemon of %s\n", modeOf(to), g.home)
 				return pipe(ctx, conn, os.Stdin, os.Stdout)
 			}
-			return runEmbedded(ctx, g, req, peers, noMDNS, meshKey)
+			return runEmbedded(ctx, g, req, peers, mdns, noMDNS, meshKey)
 		},
 	}
 	f := cmd.Flags()
@@ -88,6 +89,7 @@ of its own in this process (finding peers by mDNS and --peer).`,
 	f.StringArrayVar(&pins, "pin", nil, "[NAME=]PEER/[SERVER/]TOOL: expose a remote tool as a tool of its own (repeatable)")
 	f.BoolVar(&events, "events", false, "mesh mode: add mesh_subscribe and mesh_events, to wait for the mesh's events")
 	f.StringArrayVar(&peers, "peer", nil, "without a daemon: a peer to join the mesh through (repeatable)")
+	f.BoolVar(&mdns, "mdns", false, "without a daemon: look for peers on the local network with mDNS (the default, but in a private mesh)")
 	f.BoolVar(&noMDNS, "no-mdns", false, "without a daemon: do not look for peers on the local network")
 	f.StringVar(&meshKey, "mesh-key", "", "without a daemon: private mesh key file (default HOME/swarm.key if it exists)")
 	return cmd
@@ -119,19 +121,25 @@ func pipe(ctx context.Context, conn io.ReadWriteCloser, in io.Reader, out io.Wri
 }
 
 // runEmbedded serves the host from a node of this process.
-func runEmbedded(ctx context.Context, g *globals, req control.GatewayRequest, peers []string, noMDNS bool, meshKey string) error {
+func runEmbedded(ctx context.Context, g *globals, req control.GatewayRequest, peers []string, mdns, noMDNS bool, meshKey string) error {
 	// stdout is the host's MCP stream: everything said goes to stderr.
-	meshOpts, err := meshKeyOptions(g.home, meshKey, node.DefaultListenAddrs, func(s string) {
-		fmt.Fprintf(os.Stderr, "mcpmesh stdio: %s\n", s)
-	})
+	var meshSaid string
+	meshOpts, err := meshKeyOptions(g.home, meshKey, node.DefaultListenAddrs, func(s string) { meshSaid = s })
 	if err != nil {
 		return usageError("%v", err)
+	}
+	useMDNS, err := mdnsOn(mdns, noMDNS, nil, len(meshOpts) > 0)
+	if err != nil {
+		return usageError("%v", err)
+	}
+	if meshSaid != "" {
+		fmt.Fprintf(os.Stderr, "mcpmesh stdio: %s; %s\n", meshSaid, mdnsSaid(useMDNS))
 	}
 	n, err := node.New(append([]node.Option{
 		node.WithHome(g.home),
 		node.WithVersion(version),
 		node.WithListenAddrs(node.DefaultListenAddrs...),
-		node.WithDiscovery(discovery.Config{MDNS: !noMDNS}),
+		node.WithDiscovery(discovery.Config{MDNS: useMDNS}),
 	}, meshOpts...)...)
 	if err != nil {
 		return err
