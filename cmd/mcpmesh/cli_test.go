@@ -26,6 +26,10 @@ func TestMain(m *testing.M) {
 	if gate := os.Getenv(gatedProgramEnv); gate != "" {
 		os.Exit(runGatedProgram(gate)) // a program a test's daemon shares
 	}
+	if os.Getenv(demoProgramEnv) == "1" {
+		runDemoProgram() // the demo's shared program: this test binary, run by the demo
+		return
+	}
 	dir, err := os.MkdirTemp("", "mcpmesh-cli")
 	if err != nil {
 		panic(err)
@@ -48,7 +52,8 @@ func TestDemoPasses(t *testing.T) {
 	if err := runDemo(ctx, &out); err != nil {
 		t.Fatalf("demo: %v\n%s", err, out.String())
 	}
-	for _, want := range []string{"connections between alice and bob: 1", "bob → carol", "alice's user answers", "All steps passed", "mcpmesh node --home"} {
+	for _, want := range []string{"connections between alice and bob: 1", "bob → carol", "alice's user answers", "All steps passed", "mcpmesh node --home",
+		"the event reached alice: mcp.resource.updated from carol", "event mcp.resource.updated from carol (trigger notes-changed)", "now says: pick up the bikes at six"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("demo transcript lacks %q:\n%s", want, out.String())
 		}
@@ -75,7 +80,7 @@ func run(t *testing.T, args ...string) (string, string, int) {
 }
 
 func TestEveryCommandHasHelp(t *testing.T) {
-	for _, c := range []string{"node", "id", "peers", "status", "connect", "tools", "call", "find", "card", "stdio", "demo", "audit", "tasks", "init-mesh", "policy", "ui"} {
+	for _, c := range []string{"node", "id", "peers", "status", "connect", "tools", "call", "find", "card", "stdio", "demo", "audit", "tasks", "init-mesh", "policy", "ui", "on", "events"} {
 		out, _, code := run(t, c, "--help")
 		if code != 0 || !strings.Contains(out, "Usage:") || !strings.Contains(out, "mcpmesh "+c) {
 			t.Errorf("mcpmesh %s --help: exit %d\n%s", c, code, out)

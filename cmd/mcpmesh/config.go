@@ -19,6 +19,7 @@ import (
 
 	"github.com/mcpmesh/mcpmesh/agent"
 	"github.com/mcpmesh/mcpmesh/control"
+	"github.com/mcpmesh/mcpmesh/events/trigger"
 	"github.com/mcpmesh/mcpmesh/limits"
 	"github.com/mcpmesh/mcpmesh/mcp/transport"
 	"github.com/mcpmesh/mcpmesh/mcp/upstream"
@@ -44,6 +45,9 @@ type fileConfig struct {
 	Shares map[string]shareConfig `json:"shares,omitempty"`
 	// Agents are LLM agents the node shares, each as one tool.
 	Agents []agent.Config `json:"agents,omitempty"`
+	// Triggers are rules that call a tool or an agent when a peer's event
+	// comes (see 'mcpmesh on').
+	Triggers []trigger.Rule `json:"triggers,omitempty"`
 	// Policy says which peers may see and call what the node shares
 	// (absent: none). Reread when the file changes or on SIGHUP.
 	Policy *policy.Policy `json:"policy,omitempty"`
@@ -150,6 +154,22 @@ type shareConfig struct {
 	Headers map[string]string `json:"headers,omitempty"`
 	// Peer is PEER/SERVER: a server of another node, re-shared.
 	Peer string `json:"peer,omitempty"`
+}
+
+// checkTriggers checks the file's triggers: each valid, names unique.
+func (c *fileConfig) checkTriggers() error {
+	seen := map[string]bool{}
+	for i := range c.Triggers {
+		r := c.Triggers[i]
+		if err := r.Check(); err != nil {
+			return fmt.Errorf("config triggers[%d]: %w", i, err)
+		}
+		if seen[r.Name] {
+			return fmt.Errorf("config triggers[%d]: a trigger named %q comes twice", i, r.Name)
+		}
+		seen[r.Name] = true
+	}
+	return nil
 }
 
 // loadConfig reads the configuration file at path. A missing file is an

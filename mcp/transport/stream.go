@@ -45,10 +45,17 @@ func (t *StreamTransport) Connect(context.Context) (sdkmcp.Connection, error) {
 // frames are bounded to limit bytes (0: DefaultMaxMessageSize). A relay
 // reads and writes it frame by frame; the SDK, as an [sdkmcp.Connection].
 func NewConn(s network.Stream, limit int) *Conn {
+	return NewConnSize(s, limit, 16<<10)
+}
+
+// NewConnSize is NewConn with a read buffer of buf bytes (frames longer
+// than it are read all the same): for streams that stay open long and
+// carry little, such as event subscriptions.
+func NewConnSize(s network.Stream, limit, buf int) *Conn {
 	if limit <= 0 {
 		limit = DefaultMaxMessageSize
 	}
-	return &Conn{s: s, r: bufio.NewReaderSize(s, 16<<10), limit: limit}
+	return &Conn{s: s, r: bufio.NewReaderSize(s, buf), limit: limit}
 }
 
 // Conn is one MCP session on a libp2p stream, read and written either as
