@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -87,6 +88,25 @@ type daemon struct {
 	addr string
 	cmd  *exec.Cmd
 	out  *bytes.Buffer
+	errs *lockedBuffer // all the daemon writes on stderr
+}
+
+// lockedBuffer is a bytes.Buffer that a process writes while a test reads.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 func startDaemon(t *testing.T, extra ...string) *daemon {
@@ -107,12 +127,12 @@ func startDaemonAt(t *testing.T, home string, extra ...string) *daemon {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
+	stderr := &lockedBuffer{}
+	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	d := &daemon{home: home, cmd: cmd, out: &bytes.Buffer{}}
+	d := &daemon{home: home, cmd: cmd, out: &bytes.Buffer{}, errs: stderr}
 	t.Cleanup(func() { d.stop(t) })
 
 	// The reader fills d (banner, id, addr) only until the daemon is ready:
