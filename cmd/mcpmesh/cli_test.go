@@ -496,6 +496,9 @@ func interopDir(t *testing.T, name string) string {
 		t.Skip(msg)
 	}
 	if _, err := exec.LookPath("node"); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("node (Node.js) not installed: CI must have it")
+		}
 		t.Skip("node not installed")
 	}
 	return dir
