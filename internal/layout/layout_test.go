@@ -1,5 +1,6 @@
-// Package layout holds the test that keeps the map of packages in
-// DESIGN.md ("Where things are") true.
+// Package layout holds the tests that keep the map of packages in
+// DESIGN.md ("Where things are") and the list of figures (docs/figures.md)
+// true.
 package layout
 
 import (
