@@ -67,7 +67,7 @@ func layers(t *testing.T, dir string) map[string]int {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	row := regexp.MustCompile("^\\| (\\d+) \\| (.+?) \\|")
+	row := regexp.MustCompile(`^\| (\d+) \| (.+?) \|`)
 	name := regexp.MustCompile("`([^`]+)`")
 	out := map[string]int{}
 	in := false
