@@ -95,6 +95,7 @@ type daemon struct {
 	addr string
 	cmd  *exec.Cmd
 	out  *bytes.Buffer
+	errs *lockedBuffer // all the daemon writes on stderr
 }
 
 func startDaemon(t *testing.T, extra ...string) *daemon {
@@ -115,12 +116,12 @@ func startDaemonAt(t *testing.T, home string, extra ...string) *daemon {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
+	stderr := &lockedBuffer{}
+	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	d := &daemon{home: home, cmd: cmd, out: &bytes.Buffer{}}
+	d := &daemon{home: home, cmd: cmd, out: &bytes.Buffer{}, errs: stderr}
 	t.Cleanup(func() { d.stop(t) })
 
 	// The reader fills d (banner, id, addr) only until the daemon is ready:
@@ -484,6 +485,9 @@ func interopDir(t *testing.T, name string) string {
 		t.Skip(msg)
 	}
 	if _, err := exec.LookPath("node"); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("node (Node.js) not installed: CI must have it")
+		}
 		t.Skip("node not installed")
 	}
 	return dir
