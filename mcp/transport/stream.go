@@ -118,25 +118,32 @@ type byteStream interface {
 // frames are bounded to limit bytes (0: DefaultMaxMessageSize). A relay
 // reads and writes it frame by frame; the SDK, as an [sdkmcp.Connection].
 func NewConn(s network.Stream, limit int) *Conn {
-	return newConn(s, s.Conn().RemotePeer().String(), limit)
+	return NewConnSize(s, limit, 16<<10)
+}
+
+// NewConnSize is NewConn with a read buffer of buf bytes (frames longer
+// than it are read all the same): for streams that stay open long and
+// carry little, such as event subscriptions.
+func NewConnSize(s network.Stream, limit, buf int) *Conn {
+	return newConn(s, s.Conn().RemotePeer().String(), limit, buf)
 }
 
 // NewPipeConn is NewConn for a byte stream that is not a libp2p stream: a
 // program's standard input and output, one end of a net.Pipe. from names
 // the other end in errors; Close closes rw (there is no reset).
 func NewPipeConn(rw io.ReadWriteCloser, from string, limit int) *Conn {
-	return newConn(closeOnReset{rw}, from, limit)
+	return newConn(closeOnReset{rw}, from, limit, 16<<10)
 }
 
 type closeOnReset struct{ io.ReadWriteCloser }
 
 func (c closeOnReset) Reset() error { return c.Close() }
 
-func newConn(s byteStream, from string, limit int) *Conn {
+func newConn(s byteStream, from string, limit, buf int) *Conn {
 	if limit <= 0 {
 		limit = DefaultMaxMessageSize
 	}
-	c := &Conn{s: s, from: from, r: bufio.NewReaderSize(s, 16<<10), limit: limit, sc: newScanner(), done: make(chan struct{})}
+	c := &Conn{s: s, from: from, r: bufio.NewReaderSize(s, buf), limit: limit, sc: newScanner(), done: make(chan struct{})}
 	c.fl.init(time.Now())
 	return c
 }
@@ -630,11 +637,19 @@ func (c *Conn) badFrame(err error) {
 }
 
 // Write implements [sdkmcp.Connection]: it writes msg as one frame. An
-// answer to one of the peer's requests carries the id the peer sent.
+// answer to one of the peer's requests carries the id the peer sent. A
+// message over the session's limit, which the peer would refuse, is not
+// sent: a response becomes an error response naming the limit, so that the
+// caller learns why; a request or notification fails with a [*LimitError],
+// and the session goes on.
 func (c *Conn) Write(_ context.Context, msg jsonrpc.Message) error {
 	if resp, ok := msg.(*jsonrpc.Response); ok {
 		if raw, cost, idle, ok := c.fl.answer(resp.ID, time.Now()); ok {
 			data, err := sdkcompat.EncodeResponse(resp, raw)
+			if err == nil && len(data) > c.limit {
+				lerr := &LimitError{Message: describe(msg), Size: len(data), Limit: c.limit}
+				data, err = sdkcompat.EncodeResponse(&jsonrpc.Response{ID: resp.ID, Error: lerr.JSONRPC()}, raw)
+			}
 			if cost > 0 {
 				c.guard.Budget.Return(cost)
 			}
@@ -650,6 +665,16 @@ func (c *Conn) Write(_ context.Context, msg jsonrpc.Message) error {
 	data, err := jsonrpc.EncodeMessage(msg)
 	if err != nil {
 		return fmt.Errorf("encode mcp message: %w", err)
+	}
+	if len(data) > c.limit {
+		resp, ok := msg.(*jsonrpc.Response)
+		lerr := &LimitError{Message: describe(msg), Size: len(data), Limit: c.limit, Request: !ok}
+		if !ok {
+			return lerr
+		}
+		if data, err = jsonrpc.EncodeMessage(&jsonrpc.Response{ID: resp.ID, Error: lerr.JSONRPC()}); err != nil {
+			return fmt.Errorf("encode mcp message: %w", err)
+		}
 	}
 	return c.WriteFrame(data)
 }
