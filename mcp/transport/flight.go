@@ -99,30 +99,12 @@ func (f *flight) sdkID(raw []byte) (int64, bool) {
 
 // wait returns once fewer than n requests are in flight (n = 1: none), or
 // the conn is closed (false).
-func (f *flight) wait(n int) bool {
-	for {
-		f.mu.Lock()
-		if f.closed {
-			f.mu.Unlock()
-			return false
-		}
-		if len(f.pending) < n {
-			f.mu.Unlock()
-			return true
-		}
-		ch := f.changed
-		f.waiting++
-		f.mu.Unlock()
-		<-ch
-		f.mu.Lock()
-		f.waiting--
-		f.mu.Unlock()
-	}
-}
+func (f *flight) wait(n int) bool { return f.waitFor(n, 0) }
 
-// waitFor is wait, bounded to d: it also returns (true) once d has passed.
+// waitFor is wait, bounded to d if d > 0: it also returns (true) once d
+// has passed.
 func (f *flight) waitFor(n int, d time.Duration) bool {
-	var timeout <-chan time.Time
+	var timeout <-chan time.Time // made when first waited on
 	for {
 		f.mu.Lock()
 		if f.closed {
@@ -136,12 +118,12 @@ func (f *flight) waitFor(n int, d time.Duration) bool {
 		ch := f.changed
 		f.waiting++
 		f.mu.Unlock()
-		if timeout == nil {
+		if d > 0 && timeout == nil {
 			t := time.NewTimer(d)
 			defer t.Stop()
 			timeout = t.C
 		}
-		var timedOut bool
+		timedOut := false
 		select {
 		case <-ch:
 		case <-timeout:
