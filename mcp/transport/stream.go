@@ -604,7 +604,13 @@ func (c *Conn) skip(size int, end bool, why error, code int64) error {
 				err = io.ErrUnexpectedEOF
 			}
 			c.setBroken(err)
-			return fmt.Errorf("%w: %d bytes or more from %s, then %v", why, size, c.from, err)
+			// Not skipped: a plain error (errors.As finds no
+			// *FrameTooLargeError, which says the session goes on).
+			sentinel := ErrFrameRefused
+			if errors.Is(why, ErrFrameTooLarge) {
+				sentinel = ErrFrameTooLarge
+			}
+			return fmt.Errorf("%w: %v: %d bytes or more from %s, then %v", sentinel, why, size, c.from, err)
 		case size > maxSkip*c.limit:
 			err := fmt.Errorf("%w: over %d bytes from %s without an end of line (limit %d)", ErrFrameTooLarge, size, c.from, c.limit)
 			c.badFrame(err)
