@@ -345,24 +345,36 @@ func (c *Conn) cancelled(req *jsonrpc.Request) {
 // refused answers a frame that ReadFrame refused, or turns it into the
 // message to return: an error answer to the call it answered.
 func (c *Conn) refused(ctx context.Context, r *FrameRefusedError) (jsonrpc.Message, error) {
-	msg := r.message()
-	var tooLarge *FrameTooLargeError
-	if errors.As(r, &tooLarge) {
-		if reply := tooLarge.Reply(); reply != nil {
-			msg = reply.Error.(*jsonrpc.Error).Message
-		}
-	}
-	switch {
-	case r.RawID == nil || bytes.Equal(r.RawID, []byte("null")):
-		return nil, nil // a notification, or no id to answer
-	case r.Request || !r.Response:
-		return nil, c.writeError(r.RawID, r.Code, msg)
+	if r.RawID == nil || bytes.Equal(r.RawID, []byte("null")) || r.Request || !r.Response {
+		return nil, c.AnswerRefused(r)
 	}
 	id, err := sdkcompat.DecodeID(r.RawID)
 	if err != nil {
 		return nil, nil
 	}
-	return &jsonrpc.Response{ID: id, Error: &jsonrpc.Error{Code: r.Code, Message: msg}}, nil
+	return &jsonrpc.Response{ID: id, Error: &jsonrpc.Error{Code: r.Code, Message: r.text()}}, nil
+}
+
+// AnswerRefused answers, on c, a request that ReadFrame refused (r), with
+// a JSON-RPC error carrying the id as sent and naming the limit; a refused
+// notification, answer, or frame whose id was not seen gets nothing. A
+// relay reading raw frames calls it for each *FrameRefusedError.
+func (c *Conn) AnswerRefused(r *FrameRefusedError) error {
+	if r.RawID == nil || bytes.Equal(r.RawID, []byte("null")) || !(r.Request || !r.Response) {
+		return nil
+	}
+	return c.writeError(r.RawID, r.Code, r.text())
+}
+
+// text is what the error answer standing for r says.
+func (r *FrameRefusedError) text() string {
+	var tooLarge *FrameTooLargeError
+	if errors.As(r, &tooLarge) {
+		if reply := tooLarge.Reply(); reply != nil {
+			return reply.Error.(*jsonrpc.Error).Message
+		}
+	}
+	return r.message()
 }
 
 // writeError answers the request whose id the peer sent as rawID with a
