@@ -106,8 +106,8 @@ func TestWindowStopsReadingUntilAnAnswer(t *testing.T) {
 	case <-time.After(3 * time.Second):
 		t.Fatal("the third request was not read after an answer")
 	}
-	if got := fmt.Sprint(s.log); got != `[read `+req(1)[:len(req(1))-1]+` read `+req(2)[:len(req(2))-1]+` write read `+req(3)[:len(req(3))-1]+`]` {
-		t.Errorf("order: %s", got)
-	}
+	// (The answer frees the window before its bytes are written, so the
+	// third read may log before the write: what matters, that it was not
+	// read before the answer, was checked above.)
 	c.Close()
 }
