@@ -390,7 +390,7 @@ func (o *outcome) failures(cfg *config) []string {
 			name         string
 			clean, under time.Duration
 		}{{"p50", o.clean.p50, o.under.p50}, {"p99", o.clean.p99, o.under.p99}} {
-			if r := ratio(q.under, q.clean); r > cfg.maxRatio {
+			if r := ratio(q.under, q.clean); cfg.maxRatio > 0 && r > cfg.maxRatio {
 				f = append(f, fmt.Sprintf("good peers' %s ×%.1f (%v clean, %v under attack); target ≤ ×%g", q.name, r, round(q.clean), round(q.under), cfg.maxRatio))
 			}
 		}
