@@ -14,10 +14,20 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/mcpmesh/mcpmesh/control"
+	"github.com/mcpmesh/mcpmesh/peer/identity"
 )
 
 func dial(cmd *cobra.Command, g *globals) (*control.Client, error) {
 	return control.Dial(cmd.Context(), g.home)
+}
+
+// checkPeer checks a PEER argument before the daemon is asked: a typo or a
+// placeholder copied from the docs is bad input (exit 2), said at once.
+func checkPeer(s string) error {
+	if _, err := identity.ParseTarget(s); err != nil {
+		return &exitError{code: 2, err: err}
+	}
+	return nil
 }
 
 func printJSONLine(w io.Writer, v any) error {
@@ -117,6 +127,9 @@ func newConnectCmd(g *globals) *cobra.Command {
 		Long:  "Connect the daemon to a peer given by a full multiaddr ending in /p2p/<peer ID>, as 'mcpmesh node' and 'mcpmesh id' print them.",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkPeer(args[0]); err != nil {
+				return err
+			}
 			c, err := dial(cmd, g)
 			if err != nil {
 				return err
@@ -140,6 +153,9 @@ func newToolsCmd(g *globals) *cobra.Command {
 PEER is a peer ID the daemon knows or a full multiaddr ending in /p2p/<peer ID>.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkPeer(args[0]); err != nil {
+				return err
+			}
 			c, err := dial(cmd, g)
 			if err != nil {
 				return err
@@ -199,6 +215,11 @@ Exits 1 with a one-line reason if the peer is unreachable or the tool fails.`,
   mcpmesh call /ip4/127.0.0.1/tcp/4001/p2p/12D3KooW... node/echo '{"text":"hi"}'`,
 		Args: cobra.RangeArgs(2, 3),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if args[0] != control.AnyPeer {
+				if err := checkPeer(args[0]); err != nil {
+					return err
+				}
+			}
 			var raw json.RawMessage
 			if len(args) == 3 {
 				text := args[2]
@@ -219,7 +240,7 @@ Exits 1 with a one-line reason if the peer is unreachable or the tool fails.`,
 			if err != nil {
 				return err
 			}
-			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+			ctx, cancel := context.WithTimeoutCause(cmd.Context(), timeout, fmt.Errorf("no answer within --timeout %v; the call was cancelled (give more time with --timeout)", timeout))
 			defer cancel()
 			res, err := c.Call(ctx, args[0], args[1], raw)
 			if err != nil {

@@ -25,6 +25,9 @@ func newTasksCmd(g *globals) *cobra.Command {
 		Long: `List the tasks of the daemon: every tool call it serves, and every call it makes
 outside a task (the root of a tree), running or ended recently.
 
+ID is a task's ID or its first characters, if no other task of the daemon
+starts with them ('5d0c' for 5d0c3f…).
+
 --tree ID shows the whole tree below the task ID, across nodes: each node that
 holds a part of it is asked (and asks the nodes below it); one that cannot be
 reached is marked, with what is below it missing. --watch redraws it until the
@@ -92,16 +95,20 @@ func newTasksCancelCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "cancel ID",
 		Short: "Cancel a task of the daemon and every task below it, on every node",
+		Long: `Cancel task ID of the daemon and, through its calls, every task below it on
+every node. ID is the task's ID or its first characters, if no other task of
+the daemon starts with them.`,
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := dial(cmd, g)
 			if err != nil {
 				return err
 			}
-			if err := c.CancelTask(cmd.Context(), args[0]); err != nil {
+			id, err := c.CancelTask(cmd.Context(), args[0])
+			if err != nil {
 				return err
 			}
-			fmt.Fprintln(cmd.OutOrStdout(), "cancelled", args[0])
+			fmt.Fprintln(cmd.OutOrStdout(), "cancelled", id)
 			return nil
 		},
 	}
