@@ -98,7 +98,7 @@ func newTasksCancelCmd(g *globals) *cobra.Command {
 		Long: `Cancel task ID of the daemon and, through its calls, every task below it on
 every node. ID is the task's ID or its first characters, if no other task of
 the daemon starts with them.`,
-		Args:  cobra.ExactArgs(1),
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := dial(cmd, g)
 			if err != nil {
