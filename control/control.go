@@ -32,6 +32,9 @@ type Identity struct {
 	Addrs    []string               `json:"addrs"`
 	Servers  []string               `json:"servers"`
 	Programs []upstream.ShareStatus `json:"programs,omitempty"`
+	// State is "starting" while shared servers start for the first time,
+	// then "running" (see Daemon).
+	State string `json:"state,omitempty"`
 }
 
 // Peer is one entry of GET /v1/peers.

@@ -47,6 +47,8 @@ type Server struct {
 	closeErr  error
 
 	console atomic.Pointer[string] // the web console's login URL, if any
+	daemon  atomic.Pointer[Daemon] // what the command running the node says of it (status.go)
+	pid     int
 }
 
 // Listen starts the control API of n on addr (a loopback address; port 0
@@ -67,7 +69,7 @@ func Listen(n *node.Node, home, addr string) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen for control API on %s: %w", addr, err)
 	}
-	s := &Server{node: n, home: home, token: hex.EncodeToString(tok), ln: ln, done: make(chan error, 1)}
+	s := &Server{node: n, home: home, token: hex.EncodeToString(tok), ln: ln, done: make(chan error, 1), pid: os.Getpid()}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.srv = &http.Server{Handler: s.routes()}
 	if err := s.writeEndpoint(); err != nil {
@@ -86,7 +88,7 @@ func (s *Server) SetConsoleURL(url string) { s.console.Store(&url) }
 func (s *Server) Addr() string { return s.ln.Addr().String() }
 
 func (s *Server) writeEndpoint() error {
-	data, err := json.Marshal(Endpoint{Addr: s.Addr(), Token: s.token, PID: os.Getpid()})
+	data, err := json.Marshal(Endpoint{Addr: s.Addr(), Token: s.token, PID: s.pid})
 	if err != nil {
 		return err
 	}
@@ -187,6 +189,7 @@ func (s *Server) handleID(w http.ResponseWriter, r *http.Request) {
 		Version:  n.Version(),
 		Servers:  n.Shared(),
 		Programs: n.Programs(),
+		State:    s.daemonInfo().State,
 	}
 	for _, a := range n.Addrs() {
 		id.Addrs = append(id.Addrs, a.String())

@@ -3,8 +3,10 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -41,12 +43,23 @@ func printJSON(w io.Writer, v any) error {
 }
 
 func newIDCmd(g *globals) *cobra.Command {
+	var quiet bool
 	cmd := &cobra.Command{
 		Use:   "id",
-		Short: "Show the running daemon's peer ID, addresses and shared servers",
-		Args:  cobra.NoArgs,
+		Short: "Show the node's peer ID; with a daemon, its addresses and shared servers",
+		Long: `Show the peer ID of the node of this home and, when its daemon runs, its
+name, addresses, shared servers and the state of shared programs ("starting"
+while they come up). Without a daemon the peer ID is read from the home's
+identity key, which the daemon creates at its first start.
+
+-q prints the peer ID alone, for scripts: A=$(mcpmesh --home /tmp/a id -q).`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			out := cmd.OutOrStdout()
 			c, err := dial(cmd, g)
+			if errors.Is(err, control.ErrNoDaemon) {
+				return printOfflineID(out, g, quiet, err)
+			}
 			if err != nil {
 				return err
 			}
@@ -54,12 +67,18 @@ func newIDCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			out := cmd.OutOrStdout()
-			if g.json {
+			switch {
+			case quiet:
+				fmt.Fprintln(out, id.ID)
+				return nil
+			case g.json:
 				return printJSON(out, id)
 			}
 			fmt.Fprintln(out, id.ID)
 			fmt.Fprintf(out, "  name:    %s %s\n", id.Name, id.Version)
+			if id.State != "" && id.State != "running" {
+				fmt.Fprintf(out, "  daemon:  %s\n", id.State)
+			}
 			fmt.Fprintf(out, "  servers: %s\n", strings.Join(id.Servers, ", "))
 			for i, a := range id.Addrs {
 				label := "  addrs:   "
@@ -70,7 +89,10 @@ func newIDCmd(g *globals) *cobra.Command {
 			}
 			for _, p := range id.Programs {
 				state := "running"
-				if !p.Running {
+				switch {
+				case !p.Running && p.Restarts == 0 && p.LastError == "":
+					state = "starting"
+				case !p.Running:
 					state = "restarting: " + p.LastError
 				}
 				fmt.Fprintf(out, "  share %s: %s (%d tools, %d restarts) — %s\n", p.Name, state, p.Tools, p.Restarts, p.Command)
@@ -79,7 +101,30 @@ func newIDCmd(g *globals) *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&g.json, "json", false, "print JSON")
+	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "print the peer ID alone")
 	return cmd
+}
+
+// printOfflineID answers 'mcpmesh id' from the home's key when no daemon
+// runs: the peer ID is the key's, whether the daemon runs or not.
+func printOfflineID(out io.Writer, g *globals, quiet bool, noDaemon error) error {
+	id, err := readIdentity(g.home)
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("%w; nor has one ever run there: no identity key yet (the first 'mcpmesh node --home %s' creates it)", noDaemon, g.home)
+	}
+	if err != nil {
+		return err
+	}
+	switch {
+	case quiet:
+		fmt.Fprintln(out, id)
+	case g.json:
+		return printJSON(out, control.Identity{ID: id.String(), State: "stopped"})
+	default:
+		fmt.Fprintln(out, id)
+		fmt.Fprintf(out, "  daemon:  not running (start it: mcpmesh node --home %s)\n", g.home)
+	}
+	return nil
 }
 
 func newPeersCmd(g *globals) *cobra.Command {

@@ -13,8 +13,9 @@ import (
 
 // exitError carries a process exit code with its message.
 type exitError struct {
-	code int
-	err  error
+	code  int
+	err   error
+	quiet bool // the command has said it all already
 }
 
 func (e *exitError) Error() string { return e.err.Error() }
@@ -27,6 +28,9 @@ func main() {
 		return
 	}
 	code := exitCode(err)
+	if ee := (*exitError)(nil); errors.As(err, &ee) && ee.quiet {
+		os.Exit(code)
+	}
 	fmt.Fprintln(os.Stderr, "mcpmesh:", err)
 	if code == 2 && cmd != nil {
 		// Bad input: say how the command is used, as every Unix tool does.
@@ -112,6 +116,7 @@ New here? Run 'mcpmesh demo'.`,
 		newAuditCmd(g),
 		newPolicyCmd(g),
 		newInitMeshCmd(g),
+		newConfigCmd(g),
 		newUICmd(g),
 		newDemoCmd(),
 	)

@@ -170,6 +170,9 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 			if len(listen) == 0 {
 				listen = node.DefaultListenAddrs
 			}
+			for _, w := range shareWarnings(file, specs, headers) {
+				fmt.Fprintf(os.Stderr, "warning: %s\n", w)
+			}
 			if os.Getenv("GOLOG_LOG_LEVEL") == "" {
 				// Quiet, but a daemon must say when a shared program dies or a peer is lost.
 				logging.SetLogLevelRegex("mcpmesh/.*", "warn")
@@ -180,6 +183,11 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 			if c, err := control.Dial(ctx, g.home); err == nil {
 				id, _ := c.ID(ctx)
 				return fmt.Errorf("a node (%s) already runs for home %s: stop it, or use another --home", id.ID, g.home)
+			}
+			// After the check for a daemon of this home: that one's ports
+			// are its own, and "already runs" says more.
+			if err := checkListenPorts(listen); err != nil {
+				return err
 			}
 			var meshSaid string
 			meshOpts, err := meshKeyOptions(g.home, meshKey, listen, func(s string) { meshSaid = s })
@@ -232,16 +240,31 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 					return usageError("%v", err)
 				}
 			}
-
-			warn := func(format string, args ...any) { fmt.Fprintf(os.Stderr, format+"\n", args...) }
-			if err := applyShares(ctx, n, specs, warn); err != nil {
+			// Re-shared peers' servers start at once; programs and HTTP
+			// servers come up in the background (see startShares).
+			if err := sharePeers(n, specs); err != nil {
 				return err
 			}
+
+			// The control API first: 'mcpmesh id' and 'status' answer (and a
+			// second daemon on this home is refused) while shares start.
 			srv, err := control.Listen(n, g.home, api)
 			if err != nil {
 				return err
 			}
 			defer srv.Close()
+			daemon := control.Daemon{
+				State: "starting", Since: time.Now(), PID: os.Getpid(), Home: g.home,
+				Policy: describePolicy(file.Policy, open), Mesh: "open mesh (no mesh key)",
+				MDNS: !noDHT && !noMDNS, DHT: !noDHT, Control: srv.Addr(),
+			}
+			if meshSaid != "" {
+				daemon.Mesh = meshSaid
+			}
+			if file.exists {
+				daemon.Config = path
+			}
+			srv.SetDaemon(daemon)
 			var metricsURL string
 			if reg != nil {
 				ms, err := reg.Serve(metricsAt)
@@ -273,12 +296,12 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 				consoleURL = url
 			}
 
-			out := cmd.OutOrStdout()
+			out := &syncWriter{w: cmd.OutOrStdout()}
 			fmt.Fprintf(out, "mcpmesh node %s\n", n.ID())
 			fmt.Fprintf(out, "  home:    %s\n", g.home)
-			fmt.Fprintf(out, "  servers: %s\n", strings.Join(n.Shared(), ", "))
+			fmt.Fprintf(out, "  servers: %s\n", strings.Join(bannerServers(n.Shared(), specs), ", "))
 			fmt.Fprintf(out, "  control: %s\n", srv.Addr())
-			fmt.Fprintf(out, "  policy:  %s\n", describePolicy(file.Policy, open))
+			fmt.Fprintf(out, "  policy:  %s\n", daemon.Policy)
 			if metricsURL != "" {
 				fmt.Fprintf(out, "  metrics: %s\n", metricsURL)
 			}
@@ -299,6 +322,7 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 				}
 				fmt.Fprintln(out, label+a.String())
 			}
+			shared := startShares(ctx, n, specs, out, os.Stderr)
 			for _, p := range peers {
 				info, _ := identity.ParseTarget(p)
 				cctx, cancel := context.WithTimeout(ctx, timeout)
@@ -311,9 +335,20 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 				}
 				n.KeepConnected(info)
 			}
-			fmt.Fprintln(out, "ready; Ctrl-C to stop")
-			<-ctx.Done()
+			// Ready once every shared server has started or failed its
+			// first start: what scripts wait for.
+			select {
+			case <-shared:
+			case <-ctx.Done():
+			}
+			if ctx.Err() == nil {
+				daemon.State = "running"
+				srv.SetDaemon(daemon)
+				fmt.Fprintln(out, "ready; Ctrl-C to stop")
+				<-ctx.Done()
+			}
 			stop() // a second Ctrl-C kills the process at once
+			<-shared
 			fmt.Fprintln(out, "stopping")
 			return nil
 		},
