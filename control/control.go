@@ -40,6 +40,7 @@ type Identity struct {
 // Peer is one entry of GET /v1/peers.
 type Peer struct {
 	ID      string        `json:"id"`
+	Name    string        `json:"name,omitempty"` // its card's name, when found`
 	Addrs   []string      `json:"addrs"`
 	Servers []string      `json:"servers"`
 	Latency time.Duration `json:"latencyNs,omitempty"`

@@ -48,6 +48,7 @@ type Server struct {
 
 	console atomic.Pointer[string] // the web console's login URL, if any
 	daemon  atomic.Pointer[Daemon] // what the command running the node says of it (status.go)
+	names   names                  // peers' card names (names.go)
 	pid     int
 }
 
@@ -200,8 +201,10 @@ func (s *Server) handleID(w http.ResponseWriter, r *http.Request) {
 func (s *Server) handlePeers(w http.ResponseWriter, r *http.Request) {
 	h := s.node.Host()
 	peers := []Peer{}
-	for _, p := range h.Network().Peers() {
-		entry := Peer{ID: p.String(), Servers: s.node.ServersKnown(p), Latency: h.Peerstore().LatencyEWMA(p)}
+	ids := h.Network().Peers()
+	named := s.namesOf(r.Context(), ids)
+	for _, p := range ids {
+		entry := Peer{ID: p.String(), Name: named[p], Servers: s.node.ServersKnown(p), Latency: h.Peerstore().LatencyEWMA(p)}
 		for _, c := range h.Network().ConnsToPeer(p) {
 			entry.Addrs = append(entry.Addrs, c.RemoteMultiaddr().String())
 		}

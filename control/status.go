@@ -6,6 +6,8 @@ import (
 	"slices"
 	"time"
 
+	lpeer "github.com/libp2p/go-libp2p/core/peer"
+
 	"github.com/mcpmesh/mcpmesh/peer/reach"
 )
 
@@ -99,10 +101,26 @@ func (s *Server) shares() []ShareState {
 	return out
 }
 
-func (s *Server) handleStatus(w http.ResponseWriter, _ *http.Request) {
+func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 	n := s.node
-	writeJSON(w, Status{ID: n.ID().String(), Name: n.Name(), Version: n.Version(), Status: n.Reachability(),
-		Daemon: s.daemonInfo(), Shares: s.shares()})
+	st := Status{ID: n.ID().String(), Name: n.Name(), Version: n.Version(), Status: n.Reachability(),
+		Daemon: s.daemonInfo(), Shares: s.shares()}
+	// Peers without an open session have no name yet: their cards have one.
+	var unnamed []lpeer.ID
+	for _, p := range st.Peers {
+		if id, err := lpeer.Decode(p.ID); err == nil && p.Name == "" {
+			unnamed = append(unnamed, id)
+		}
+	}
+	if len(unnamed) > 0 {
+		named := s.namesOf(r.Context(), unnamed)
+		for i, p := range st.Peers {
+			if id, err := lpeer.Decode(p.ID); err == nil && p.Name == "" {
+				st.Peers[i].Name = named[id]
+			}
+		}
+	}
+	writeJSON(w, st)
 }
 
 // Status returns the daemon's state.

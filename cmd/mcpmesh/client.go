@@ -150,13 +150,13 @@ func newPeersCmd(g *globals) *cobra.Command {
 				return nil
 			}
 			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "PEER\tSERVERS\tADDRESS\tAGENT")
+			fmt.Fprintln(tw, "PEER\tNAME\tSERVERS\tADDRESS\tAGENT")
 			for _, p := range peers {
 				addr := ""
 				if len(p.Addrs) > 0 {
 					addr = p.Addrs[0]
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", p.ID, strings.Join(p.Servers, ","), addr, p.Agent)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", p.ID, dash(p.Name), strings.Join(p.Servers, ","), addr, p.Agent)
 			}
 			return tw.Flush()
 		},
