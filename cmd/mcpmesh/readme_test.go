@@ -75,7 +75,9 @@ func readmeSteps(readme string, sections []string) ([]readmeStep, error) {
 				i++
 				step.cmd = strings.TrimSuffix(step.cmd, "\\") + " " + strings.TrimSpace(lines[i])
 			}
-			if strings.HasPrefix(step.cmd, "go ") {
+			if rest, ok := strings.CutPrefix(step.cmd, "go run ./cmd/mcpmesh "); ok {
+				step.cmd = "mcpmesh " + rest // the same command, built once
+			} else if strings.HasPrefix(step.cmd, "go ") {
 				continue
 			}
 			step.daemon = regexp.MustCompile(`^mcpmesh (--home \S+ )?node\b`).MatchString(step.cmd)
