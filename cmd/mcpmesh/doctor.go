@@ -231,7 +231,10 @@ func checkConfig(file *fileConfig) ([]shareSpec, error) {
 	if _, err := file.trustOptions(); err != nil {
 		return nil, err
 	}
-	if _, err := networkOptions(&cobra.Command{}, file.Network, &networkFlags{}); err != nil {
+	var flags networkFlags // at their defaults: the file's values win
+	dummy := &cobra.Command{}
+	flags.add(dummy)
+	if _, err := networkOptions(dummy, file.Network, &flags); err != nil {
 		return nil, err
 	}
 	return specs, nil
