@@ -26,10 +26,12 @@ type FindResult struct {
 	Error   string      `json:"error,omitempty"` // set on the last line if the lookup failed
 }
 
-// FindMatch is one matching tool of a provider.
+// FindMatch is one matching tool of a provider, or one event type it
+// emits (Event set, Server and Tool empty).
 type FindMatch struct {
 	Server      string   `json:"server"`
 	Tool        string   `json:"tool"`
+	Event       string   `json:"event,omitempty"`
 	Description string   `json:"description,omitempty"`
 	Tags        []string `json:"tags,omitempty"`
 }
@@ -85,7 +87,12 @@ func (s *Server) handleFind(w http.ResponseWriter, r *http.Request) {
 	err := s.node.Find(ctx, req.Query, func(f discovery.Found) {
 		res := FindResult{Peer: f.Card.Peer.String(), Name: f.Card.Name, Addrs: addrStrings(f.Card), Matches: []FindMatch{}}
 		for _, m := range f.Matches {
-			res.Matches = append(res.Matches, FindMatch{Server: m.Server, Tool: m.Tool.Name, Description: m.Tool.Description, Tags: m.Tool.Tags})
+			switch {
+			case m.Tool != nil:
+				res.Matches = append(res.Matches, FindMatch{Server: m.Server, Tool: m.Tool.Name, Description: m.Tool.Description, Tags: m.Tool.Tags})
+			case m.Event != nil:
+				res.Matches = append(res.Matches, FindMatch{Event: m.Event.Name, Description: m.Event.Description})
+			}
 		}
 		enc.Encode(res)
 		if flusher != nil {
@@ -119,19 +126,15 @@ func (s *Server) handleCard(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-func (s *Server) handleCallAny(w http.ResponseWriter, r *http.Request, req CallRequest) {
-	var args any
-	if len(req.Args) > 0 {
-		args = req.Args
-	}
-	res, err := s.node.CallAny(r.Context(), req.Tool, args)
+// callAny calls tool on a provider found in the mesh.
+func (s *Server) callAny(ctx context.Context, tool string, args any) (CallResponse, int, error) {
+	res, err := s.node.CallAny(ctx, tool, args)
 	if err != nil {
-		writeError(w, http.StatusBadGateway, err)
-		return
+		return CallResponse{}, http.StatusBadGateway, err
 	}
-	out := CallResponse{Peer: res.Peer.String(), Server: res.Server, Tool: req.Tool, Result: res.Result}
+	out := CallResponse{Peer: res.Peer.String(), Server: res.Server, Tool: tool, Result: res.Result}
 	for _, e := range res.Tried {
 		out.Tried = append(out.Tried, e.Error())
 	}
-	writeJSON(w, out)
+	return out, 0, nil
 }

@@ -11,7 +11,6 @@ import (
 	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/mcpmesh/mcpmesh/gateway"
-	"github.com/mcpmesh/mcpmesh/mcp/relay"
 	"github.com/mcpmesh/mcpmesh/mcp/transport"
 )
 
@@ -27,6 +26,8 @@ type GatewayRequest struct {
 	To string `json:"to,omitempty"`
 	// Pins are remote tools to add to mesh mode ([AS=]PEER/[SERVER/]TOOL).
 	Pins []string `json:"pins,omitempty"`
+	// Events adds mesh_subscribe and mesh_events to mesh mode.
+	Events bool `json:"events,omitempty"`
 }
 
 // SplitTarget reads PEER/SERVER, PEER a peer ID or a full multiaddr.
@@ -98,12 +99,12 @@ func (s *Server) handleGateway(w http.ResponseWriter, r *http.Request) {
 		conn.Close()
 		return
 	}
-	s.serveGateway(conn, rw.Reader, upstream, pins)
+	s.serveGateway(conn, rw.Reader, upstream, req.To, gateway.MeshOptions{Pins: pins, Events: req.Events})
 }
 
 // serveGateway runs one host session on conn until it ends or the daemon
 // stops.
-func (s *Server) serveGateway(conn net.Conn, buffered *bufio.Reader, upstream sdkmcp.Connection, pins []gateway.Pin) {
+func (s *Server) serveGateway(conn net.Conn, buffered *bufio.Reader, upstream sdkmcp.Connection, target string, mesh gateway.MeshOptions) {
 	if !s.group.Enter() {
 		conn.Close()
 		if upstream != nil {
@@ -118,12 +119,12 @@ func (s *Server) serveGateway(conn net.Conn, buffered *bufio.Reader, upstream sd
 	defer stop()
 	host, _ := (&sdkmcp.IOTransport{Reader: readCloser{buffered, conn}, Writer: conn}).Connect(ctx)
 	if upstream != nil {
-		if err := relay.Pump(ctx, host, upstream, nil); err != nil {
+		if err := gateway.Relay(ctx, host, upstream, target); err != nil {
 			log.Debugw("transparent gateway session ended", "error", err)
 		}
 		return
 	}
-	srv := gateway.NewMeshServer(ctx, s.node, gateway.MeshOptions{Pins: pins})
+	srv := gateway.NewMeshServer(ctx, s.node, mesh)
 	defer srv.Close()
 	ss, err := srv.Connect(ctx, transport.Connected(host), nil)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	logging "github.com/ipfs/go-log/v2"
@@ -104,7 +105,8 @@ type Service struct {
 	wg       sync.WaitGroup
 	poke     chan struct{}
 	mdns     interface{ Close() error }
-	handOffs chan struct{} // provider record hand-offs in flight (provide.go)
+	handOffs chan struct{} // record hand-offs in flight (provide.go)
+	probes   chan struct{} // probes of gone peers in flight (peers.go)
 
 	mu       sync.Mutex
 	closed   bool
@@ -114,8 +116,9 @@ type Service struct {
 	seq      uint64
 	last     *Card // the card last published
 
-	goneMu sync.Mutex
-	gone   map[lpeer.ID]*goneEntry // peers known to be gone (peers.go)
+	goneMu   sync.Mutex
+	gone     map[lpeer.ID]*goneEntry // peers known to be gone (peers.go)
+	dialGone atomic.Bool             // tests: dial them anyway, as before
 }
 
 // New starts a DHT node in server mode on h (so that meshes of two or three
@@ -129,6 +132,7 @@ func New(h host.Host, key crypto.PrivKey, cfg Config) (*Service, error) {
 		ctx: ctx, cancel: cancel,
 		poke:     make(chan struct{}, 1),
 		handOffs: make(chan struct{}, maxHandOffs),
+		probes:   make(chan struct{}, maxProbes),
 		provided: map[Capability]*provision{},
 		gone:     map[lpeer.ID]*goneEntry{},
 		// Sequence numbers from the clock keep increasing across restarts
@@ -298,7 +302,8 @@ func (s *Service) publish(build CardBuilder) error {
 	return errors.Join(putErr, provErr)
 }
 
-// Capabilities lists what a card advertises: its tool names and every tag.
+// Capabilities lists what a card advertises: its tool names, every tag and
+// its event types.
 func Capabilities(c *Card) []Capability {
 	seen := map[Capability]bool{}
 	var out []Capability
@@ -319,6 +324,9 @@ func Capabilities(c *Card) []Capability {
 				add("tag", tag)
 			}
 		}
+	}
+	for _, e := range c.Events {
+		add("event", e.Name)
 	}
 	return out
 }
@@ -403,10 +411,12 @@ func (s *Service) Card(ctx context.Context, p lpeer.ID) (*Card, error) {
 	return c, nil
 }
 
-// Match is one thing on a card that a query matched.
+// Match is one thing on a card that a query matched: a tool of a server,
+// or an event type of the node.
 type Match struct {
 	Server string
 	Tool   *cardpb.Tool
+	Event  *cardpb.EventType
 }
 
 // Found is a provider of a capability, with its verified card.
@@ -426,7 +436,19 @@ func (s *Service) Find(ctx context.Context, c Capability, found func(Found)) err
 		mu   sync.Mutex
 		seen = map[lpeer.ID]bool{}
 	)
-	for info := range s.dht.FindProvidersAsync(ctx, c.CID(), 0) {
+	// The lookup ends early if it stalls on peers that do not answer
+	// (stall.go); the card fetches go on under ctx.
+	lookupCtx, stopLookup := context.WithCancel(ctx)
+	defer stopLookup()
+	lookupCtx, events := routing.RegisterForQueryEvents(lookupCtx)
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		watchLookup(ctx, events, stopLookup)
+	}()
+	defer func() { <-watched }()
+	defer stopLookup() // before waiting for the watch: it ends with the lookup's context
+	for info := range s.dht.FindProvidersAsync(lookupCtx, c.CID(), 0) {
 		if seen[info.ID] {
 			continue
 		}
@@ -464,6 +486,14 @@ func (s *Service) Find(ctx context.Context, c Capability, found func(Found)) err
 // MatchCard returns what on card matches c.
 func MatchCard(card *Card, c Capability) []Match {
 	var out []Match
+	if c.Kind == "event" {
+		for _, e := range card.Events {
+			if e.Name == c.Name {
+				out = append(out, Match{Event: e})
+			}
+		}
+		return out
+	}
 	for _, srv := range card.Servers {
 		for _, t := range srv.Tools {
 			if (c.Kind == "tool" && t.Name == c.Name) || (c.Kind == "tag" && (slices.Contains(t.Tags, c.Name) || slices.Contains(card.Tags, c.Name))) {

@@ -21,9 +21,11 @@ import (
 	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/mcpmesh/mcpmesh/discovery"
+	"github.com/mcpmesh/mcpmesh/events/inbox"
 	"github.com/mcpmesh/mcpmesh/internal/retry"
 	"github.com/mcpmesh/mcpmesh/node/iface"
 	"github.com/mcpmesh/mcpmesh/peer/identity"
+	"github.com/mcpmesh/mcpmesh/tasks"
 )
 
 // Pin exposes one remote tool as a first-class tool of the mesh-mode server.
@@ -69,6 +71,10 @@ type MeshOptions struct {
 	// and call reach: a tool for which it returns an error is neither found
 	// nor reached, and the error says why to whoever asked.
 	Allow func(ToolInfo) error
+	// Events adds mesh_subscribe and mesh_events (package events/inbox),
+	// if the node has events: a host waits for the mesh's events with one
+	// call. Off by default: two more tools in every host's context.
+	Events bool
 }
 
 // ToolInfo is a tool of the mesh as MeshOptions.Allow sees it.
@@ -87,13 +93,17 @@ type MeshServer struct {
 	*sdkmcp.Server
 	cancel context.CancelFunc
 	pins   sync.WaitGroup
+	inbox  *inbox.Inbox // with MeshOptions.Events
 }
 
-// Close stops resolving pins and waits until it has stopped. The server
-// stays usable.
+// Close stops resolving pins and waits until it has stopped, and ends the
+// event subscriptions. The server stays usable.
 func (s *MeshServer) Close() {
 	s.cancel()
 	s.pins.Wait()
+	if s.inbox != nil {
+		s.inbox.Close()
+	}
 }
 
 // NewMeshServer returns the MCP server of mesh mode, acting through n.
@@ -132,20 +142,45 @@ func NewMeshServer(ctx context.Context, n iface.Node, opts MeshOptions) *MeshSer
 	sdkmcp.AddTool(s, &sdkmcp.Tool{
 		Name:        "mesh_call",
 		Description: "Call a tool by its ref (PEER/SERVER/TOOL), or by name on any peer that offers it (ref \"any/TOOL\").",
-	}, func(ctx context.Context, _ *sdkmcp.CallToolRequest, in CallIn) (*sdkmcp.CallToolResult, any, error) {
+	}, func(ctx context.Context, req *sdkmcp.CallToolRequest, in CallIn) (*sdkmcp.CallToolResult, any, error) {
 		var args any
 		if in.Arguments != nil {
 			args = in.Arguments
 		}
-		res, err := g.Call(ctx, in.Ref, args)
+		res, err := g.Call(withHostProgress(ctx, req), in.Ref, args)
 		return res, nil, err
 	})
 	ctx, cancel := context.WithCancel(ctx)
 	ms := &MeshServer{Server: s, cancel: cancel}
+	if en, ok := n.(inbox.Node); ok && opts.Events {
+		ms.inbox = inbox.New(en)
+		inbox.AddTools(s, ms.inbox)
+	}
 	for _, p := range opts.Pins {
 		ms.pins.Go(func() { g.pin(ctx, s, p) })
 	}
 	return ms
+}
+
+// withHostProgress makes the progress of the calls made under ctx (the
+// tool a host's request calls, and whatever that tool calls in turn) reach
+// the host, on its request's token, when the request asked for progress.
+// The node's task layer keeps it in order: every notification goes out
+// before the call's result.
+func withHostProgress(ctx context.Context, req *sdkmcp.CallToolRequest) context.Context {
+	tok := req.Params.GetProgressToken()
+	if tok == nil || req.Session == nil {
+		return ctx
+	}
+	return tasks.WithProgress(ctx, func(p *sdkmcp.ProgressNotificationParams) {
+		q := *p
+		q.ProgressToken = tok
+		// The handler's context: on Streamable HTTP, the SDK sends the
+		// notification on the stream of the host's request.
+		if err := req.Session.NotifyProgress(ctx, &q); err != nil {
+			log.Debugw("progress to the host", "error", err)
+		}
+	})
 }
 
 // Mesh searches the mesh for tools, describes them and calls them through a
@@ -480,8 +515,8 @@ func (g *Mesh) providers(ctx context.Context, tool string, first bool) ([]lpeer.
 	g.n.Find(ctx, name, func(f discovery.Found) {
 		g.remember(f.Card)
 		for _, m := range f.Matches {
-			if server != "" && m.Server != server {
-				continue
+			if m.Tool == nil || (server != "" && m.Server != server) {
+				continue // an event type ("any/event:NAME"), or another server's
 			}
 			if g.opts.Allow != nil {
 				tags := append(slices.Clone(m.Tool.Tags), f.Card.Tags...)
@@ -563,7 +598,7 @@ func (g *Mesh) pin(ctx context.Context, s *sdkmcp.Server, p Pin) {
 				if len(req.Params.Arguments) > 0 {
 					args = json.RawMessage(req.Params.Arguments)
 				}
-				return g.n.CallServerTool(ctx, p.Peer, server, t.Name, args)
+				return g.n.CallServerTool(withHostProgress(ctx, req), p.Peer, server, t.Name, args)
 			})
 			log.Infow("pinned", "tool", name, "peer", p.Peer)
 			return

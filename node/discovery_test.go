@@ -2,6 +2,7 @@ package node_test
 
 import (
 	"context"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -171,7 +172,10 @@ func TestCallAnyPrefersAConnectedPeer(t *testing.T) {
 	d := addTranslator(t, a, b)
 	bothFindable(t, a, c, d)
 	for range 3 {
-		a.Host().Network().ClosePeer(c.ID()) // the lookups connected A to C
+		// The lookups connected A to C (the last one in the background:
+		// a peer that disconnected is probed when a lookup wants it).
+		eventually(t, 5*time.Second, "A connected to C", func() bool { return len(a.Host().Network().ConnsToPeer(c.ID())) > 0 })
+		a.Host().Network().ClosePeer(c.ID())
 		res, err := a.CallAny(context.Background(), "translate", transIn{Text: "hi"})
 		if err != nil || res.Peer != d.ID() {
 			t.Fatalf("answered by %v (%v), want the connected D", res.Peer, err)
@@ -192,6 +196,8 @@ func TestCallAnyTriesTheNextProvider(t *testing.T) {
 	var res iface.AnyResult
 	var err error
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		// As in TestCallAnyPrefersAConnectedPeer.
+		eventually(t, 5*time.Second, "A connected to C", func() bool { return len(a.Host().Network().ConnsToPeer(c.ID())) > 0 })
 		a.Host().Network().ClosePeer(c.ID())
 		if res, err = a.CallAny(context.Background(), "translate", transIn{Text: "hi"}); err == nil || time.Now().After(deadline) {
 			break
@@ -277,13 +283,19 @@ func TestMDNSFindsPeersWithoutAddresses(t *testing.T) {
 	deadline := time.Now().Add(10 * time.Second)
 	for len(x.Host().Network().ConnsToPeer(y.ID())) == 0 {
 		if time.Now().After(deadline) {
-			t.Skipf("mDNS found nothing in 10s: this machine may not carry multicast (interfaces: %v)", slices.Collect(func(yield func(string) bool) {
+			addrs := slices.Collect(func(yield func(string) bool) {
 				for _, a := range x.Host().Addrs() {
 					if !yield(a.String()) {
 						return
 					}
 				}
-			}))
+			})
+			// CI's machine carries multicast (the test passes there in
+			// well under a second): there, finding nothing is a failure.
+			if os.Getenv("CI") != "" {
+				t.Fatalf("mDNS found nothing in 10s (interfaces: %v)", addrs)
+			}
+			t.Skipf("mDNS found nothing in 10s: this machine may not carry multicast (interfaces: %v)", addrs)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

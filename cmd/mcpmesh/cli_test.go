@@ -23,6 +23,13 @@ import (
 var binary string // the mcpmesh command, built once for the CLI tests
 
 func TestMain(m *testing.M) {
+	if gate := os.Getenv(gatedProgramEnv); gate != "" {
+		os.Exit(runGatedProgram(gate)) // a program a test's daemon shares
+	}
+	if os.Getenv(demoProgramEnv) == "1" {
+		runDemoProgram() // the demo's shared program: this test binary, run by the demo
+		return
+	}
 	dir, err := os.MkdirTemp("", "mcpmesh-cli")
 	if err != nil {
 		panic(err)
@@ -45,7 +52,8 @@ func TestDemoPasses(t *testing.T) {
 	if err := runDemo(ctx, &out); err != nil {
 		t.Fatalf("demo: %v\n%s", err, out.String())
 	}
-	for _, want := range []string{"connections between alice and bob: 1", "bob → carol", "alice's user answers", "All steps passed", "mcpmesh node --home"} {
+	for _, want := range []string{"connections between alice and bob: 1", "bob → carol", "alice's user answers", "All steps passed", "mcpmesh node --home",
+		"the event reached alice: mcp.resource.updated from carol", "event mcp.resource.updated from carol (trigger notes-changed)", "now says: pick up the bikes at six"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("demo transcript lacks %q:\n%s", want, out.String())
 		}
@@ -72,7 +80,7 @@ func run(t *testing.T, args ...string) (string, string, int) {
 }
 
 func TestEveryCommandHasHelp(t *testing.T) {
-	for _, c := range []string{"node", "id", "peers", "status", "connect", "tools", "call", "find", "card", "stdio", "demo", "audit", "tasks", "init-mesh", "policy", "ui"} {
+	for _, c := range []string{"node", "id", "peers", "status", "connect", "tools", "call", "find", "card", "stdio", "demo", "audit", "tasks", "init-mesh", "policy", "ui", "on", "events"} {
 		out, _, code := run(t, c, "--help")
 		if code != 0 || !strings.Contains(out, "Usage:") || !strings.Contains(out, "mcpmesh "+c) {
 			t.Errorf("mcpmesh %s --help: exit %d\n%s", c, code, out)
@@ -87,6 +95,7 @@ type daemon struct {
 	addr string
 	cmd  *exec.Cmd
 	out  *bytes.Buffer
+	errs *lockedBuffer // all the daemon writes on stderr
 }
 
 func startDaemon(t *testing.T, extra ...string) *daemon {
@@ -107,12 +116,12 @@ func startDaemonAt(t *testing.T, home string, extra ...string) *daemon {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
+	stderr := &lockedBuffer{}
+	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	d := &daemon{home: home, cmd: cmd, out: &bytes.Buffer{}}
+	d := &daemon{home: home, cmd: cmd, out: &bytes.Buffer{}, errs: stderr}
 	t.Cleanup(func() { d.stop(t) })
 
 	// The reader fills d (banner, id, addr) only until the daemon is ready:
@@ -481,6 +490,9 @@ func interopDir(t *testing.T, name string) string {
 		t.Skip(msg)
 	}
 	if _, err := exec.LookPath("node"); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("node (Node.js) not installed: CI must have it")
+		}
 		t.Skip("node not installed")
 	}
 	return dir
@@ -554,5 +566,50 @@ func TestConfigFileSharesServers(t *testing.T) {
 	_, stderr, code = run(t, "--home", t.TempDir(), "node", "--config", filepath.Join(home, "typo.json"))
 	if code != 2 || !strings.Contains(stderr, "unknown field") {
 		t.Fatalf("typo in config: exit %d: %s", code, stderr)
+	}
+}
+
+// When the server's side of `mcpmesh stdio --to` ends while the host is
+// still there (here the peer stops), the command says so on stderr and
+// exits 1: a host shows a stdio server's stderr and exit status, and
+// nothing else.
+func TestStdioSaysWhenTheSessionToThePeerEnds(t *testing.T) {
+	a := startDaemon(t)
+	c := startDaemon(t, "--peer", a.addr)
+	cmd := exec.Command(binary, "--home", a.home, "stdio", "--to", c.id+"/node")
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stdin.Close()
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(stdin, `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"h","version":"1"}}}`+"\n")
+	out := bufio.NewReader(stdout)
+	if line, err := out.ReadString('\n'); err != nil || !strings.Contains(line, `"serverInfo"`) {
+		t.Fatalf("initialize through mcpmesh stdio: %q %v; stderr %q", line, err, stderr.String())
+	}
+	exited := make(chan error, 1)
+	go func() {
+		io.Copy(io.Discard, out)
+		exited <- cmd.Wait()
+	}()
+	c.stop(t)
+	select {
+	case err := <-exited:
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(stderr.String(), "the session to "+c.id+"/node ended") {
+			t.Fatalf("mcpmesh stdio after its peer stopped: %v, stderr %q; want exit 1 saying the session ended", err, stderr.String())
+		}
+	case <-time.After(15 * time.Second):
+		cmd.Process.Kill()
+		t.Fatalf("mcpmesh stdio still running 15s after its peer stopped; stderr %q", stderr.String())
 	}
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/mcpmesh/mcpmesh/agent"
 	"github.com/mcpmesh/mcpmesh/control"
+	"github.com/mcpmesh/mcpmesh/events/trigger"
 	"github.com/mcpmesh/mcpmesh/limits"
 	"github.com/mcpmesh/mcpmesh/mcp/transport"
 	"github.com/mcpmesh/mcpmesh/mcp/upstream"
@@ -33,14 +34,19 @@ const ConfigFile = "config.json"
 // fileConfig is the daemon's configuration file. Command-line flags add to
 // it; a flag sharing a name the file already shares is an error.
 type fileConfig struct {
-	Name        string                 `json:"name,omitempty"`
-	Description string                 `json:"description,omitempty"`
-	Tags        []string               `json:"tags,omitempty"`
-	Listen      []string               `json:"listen,omitempty"`
-	Peers       []string               `json:"peers,omitempty"`
-	Shares      map[string]shareConfig `json:"shares,omitempty"`
+	Name        string   `json:"name,omitempty"`
+	Description string   `json:"description,omitempty"`
+	Tags        []string `json:"tags,omitempty"`
+	Listen      []string `json:"listen,omitempty"`
+	Peers       []string `json:"peers,omitempty"`
+	// MDNS turns mDNS on or off (absent: on, but in a private mesh).
+	MDNS   *bool                  `json:"mdns,omitempty"`
+	Shares map[string]shareConfig `json:"shares,omitempty"`
 	// Agents are LLM agents the node shares, each as one tool.
 	Agents []agent.Config `json:"agents,omitempty"`
+	// Triggers are rules that call a tool or an agent when a peer's event
+	// comes (see 'mcpmesh on').
+	Triggers []trigger.Rule `json:"triggers,omitempty"`
 	// Policy says which peers may see and call what the node shares
 	// (absent: none). Reread when the file changes or on SIGHUP.
 	Policy *policy.Policy `json:"policy,omitempty"`
@@ -149,6 +155,22 @@ type shareConfig struct {
 	Headers map[string]string `json:"headers,omitempty"`
 	// Peer is PEER/SERVER: a server of another node, re-shared.
 	Peer string `json:"peer,omitempty"`
+}
+
+// checkTriggers checks the file's triggers: each valid, names unique.
+func (c *fileConfig) checkTriggers() error {
+	seen := map[string]bool{}
+	for i := range c.Triggers {
+		r := c.Triggers[i]
+		if err := r.Check(); err != nil {
+			return fmt.Errorf("config triggers[%d]: %w", i, err)
+		}
+		if seen[r.Name] {
+			return fmt.Errorf("config triggers[%d]: a trigger named %q comes twice", i, r.Name)
+		}
+		seen[r.Name] = true
+	}
+	return nil
 }
 
 // loadConfig reads the configuration file at path. A missing file is an

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/mcpmesh/mcpmesh/agent"
 	"github.com/mcpmesh/mcpmesh/control"
 	"github.com/mcpmesh/mcpmesh/discovery"
+	"github.com/mcpmesh/mcpmesh/events/trigger"
 	"github.com/mcpmesh/mcpmesh/gateway"
 	"github.com/mcpmesh/mcpmesh/mcp/transport"
 	"github.com/mcpmesh/mcpmesh/metrics"
@@ -24,29 +26,31 @@ import (
 
 func newNodeCmd(g *globals) *cobra.Command {
 	var (
-		listen    []string
-		peers     []string
-		shares    []string
-		relays    []string
-		httpSh    []string
-		headers   []string
-		cfgPath   string
-		name      string
-		api       string
-		maxMsg    int
-		timeout   time.Duration
-		noMDNS    bool
-		noDHT     bool
-		cardTTL   time.Duration
-		desc      string
-		tags      []string
-		httpAt    string
-		httpPins  []string
-		meshKey   string
-		open      bool
-		metricsAt string
-		network   networkFlags
-		uiAt      string
+		listen     []string
+		peers      []string
+		shares     []string
+		relays     []string
+		httpSh     []string
+		headers    []string
+		cfgPath    string
+		name       string
+		api        string
+		maxMsg     int
+		timeout    time.Duration
+		mdns       bool
+		noMDNS     bool
+		noDHT      bool
+		cardTTL    time.Duration
+		desc       string
+		tags       []string
+		httpAt     string
+		httpPins   []string
+		meshKey    string
+		open       bool
+		metricsAt  string
+		network    networkFlags
+		uiAt       string
+		httpEvents bool
 	)
 	cmd := &cobra.Command{
 		Use:   "node",
@@ -77,7 +81,10 @@ the call fails at once (config "network": livenessInterval, livenessTimeout).
 
 --mesh-key FILE (default HOME/swarm.key when present; see 'mcpmesh init-mesh')
 makes the node a member of a private mesh: it connects only to nodes holding
-the same key, over TCP and WebSocket only (no QUIC listen addresses).
+the same key, over TCP and WebSocket only (no QUIC listen addresses). mDNS is
+then off unless --mdns: members announce under a name derived from the key, so
+that outsiders cannot tell which mesh it is, but anyone on the LAN still learns
+the members' peer IDs and addresses.
 
 Each --share NAME=COMMAND starts a stdio MCP server program and shares its tools,
 resources and prompts with the mesh under NAME, names unchanged. If the program
@@ -131,6 +138,9 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 			specs, err := shareSpecs(file, shares, httpSh, headers, relays)
 			if err != nil {
 				return err
+			}
+			if err := file.checkTriggers(); err != nil {
+				return usageError("%v", err)
 			}
 			peers = mergeStrings(file.Peers, peers)
 			listen = mergeStrings(file.Listen, listen)
@@ -205,6 +215,13 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 				node.WithTags(tags...),
 			}
 			opts = append(opts, meshOpts...)
+			useMDNS, err := mdnsOn(mdns, noMDNS, file.MDNS, len(meshOpts) > 0)
+			if err != nil {
+				return usageError("%v", err)
+			}
+			if meshSaid != "" && !noDHT {
+				meshSaid += "; " + mdnsSaid(useMDNS)
+			}
 			if open {
 				opts = append(opts, node.WithOpen())
 				fmt.Fprintln(os.Stderr, "WARNING: --open: every peer that connects may see and call everything this node shares. Use it for demos and labs only.")
@@ -227,7 +244,7 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 				opts = append(opts, node.WithMetrics(reg))
 			}
 			if !noDHT {
-				opts = append(opts, node.WithDiscovery(discovery.Config{MDNS: !noMDNS, CardTTL: cardTTL}))
+				opts = append(opts, node.WithDiscovery(discovery.Config{MDNS: useMDNS, CardTTL: cardTTL}))
 			}
 			n, err := node.New(opts...)
 			if err != nil {
@@ -256,7 +273,7 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 			daemon := control.Daemon{
 				State: "starting", Since: time.Now(), PID: os.Getpid(), Home: g.home,
 				Policy: describePolicy(file.Policy, open), Mesh: "open mesh (no mesh key)",
-				MDNS: !noDHT && !noMDNS, DHT: !noDHT, Control: srv.Addr(),
+				MDNS: !noDHT && useMDNS, DHT: !noDHT, Control: srv.Addr(),
 			}
 			if meshSaid != "" {
 				daemon.Mesh = meshSaid
@@ -265,6 +282,14 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 				daemon.Config = path
 			}
 			srv.SetDaemon(daemon)
+			triggers := trigger.New(n, trigger.Options{StateDir: filepath.Join(g.home, TriggersDir)})
+			defer triggers.Close()
+			for _, r := range file.Triggers {
+				if err := triggers.Add(r); err != nil {
+					return usageError("config triggers: %v", err)
+				}
+			}
+			srv.SetTriggers(triggers)
 			var metricsURL string
 			if reg != nil {
 				ms, err := reg.Serve(metricsAt)
@@ -279,7 +304,7 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 			}
 			var gatewayURL string
 			if httpAt != "" {
-				url, stopGateway, err := serveGateway(ctx, n, httpAt, pins)
+				url, stopGateway, err := serveGateway(ctx, n, httpAt, gateway.MeshOptions{Pins: pins, Events: httpEvents}, maxMsg)
 				if err != nil {
 					return err
 				}
@@ -302,6 +327,9 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 			fmt.Fprintf(out, "  servers: %s\n", strings.Join(bannerServers(n.Shared(), specs), ", "))
 			fmt.Fprintf(out, "  control: %s\n", srv.Addr())
 			fmt.Fprintf(out, "  policy:  %s\n", daemon.Policy)
+			if len(file.Triggers) > 0 {
+				fmt.Fprintf(out, "  triggers: %d (mcpmesh on --list)\n", len(file.Triggers))
+			}
 			if metricsURL != "" {
 				fmt.Fprintf(out, "  metrics: %s\n", metricsURL)
 			}
@@ -365,6 +393,7 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 	f.StringVar(&api, "api", "127.0.0.1:0", "loopback address of the control API")
 	f.IntVar(&maxMsg, "max-message-size", transport.DefaultMaxMessageSize, "largest MCP message accepted on a stream, in bytes")
 	f.DurationVar(&timeout, "dial-timeout", 10*time.Second, "how long reaching a peer may take")
+	f.BoolVar(&mdns, "mdns", false, "look for peers on the local network with mDNS (the default, but in a private mesh, where the name announced is derived from the key)")
 	f.BoolVar(&noMDNS, "no-mdns", false, "do not look for peers on the local network")
 	f.BoolVar(&noDHT, "no-dht", false, "take no part in the mesh's DHT: no card, no lookups (find, card, call any)")
 	f.DurationVar(&cardTTL, "card-ttl", 3*time.Minute, "how long this node's published card stays valid; a node that leaves drops out of lookups within this time")
@@ -376,6 +405,7 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 	f.StringVar(&httpAt, "http", "", "loopback HOST:PORT to serve MCP over Streamable HTTP: /mcp (mesh mode) and /mcp/PEER/SERVER (one server, transparent)")
 	f.StringVar(&uiAt, "ui", "", "loopback HOST:PORT to serve the web console on (e.g. 127.0.0.1:8780; 'mcpmesh ui' opens it)")
 	f.StringArrayVar(&httpPins, "http-pin", nil, "[NAME=]PEER/[SERVER/]TOOL: list a remote tool on --http's /mcp as a tool of its own (repeatable)")
+	f.BoolVar(&httpEvents, "http-events", false, "list mesh_subscribe and mesh_events on --http's /mcp, to wait for the mesh's events")
 	network.add(cmd)
 	return cmd
 }

@@ -45,10 +45,17 @@ func (t *StreamTransport) Connect(context.Context) (sdkmcp.Connection, error) {
 // frames are bounded to limit bytes (0: DefaultMaxMessageSize). A relay
 // reads and writes it frame by frame; the SDK, as an [sdkmcp.Connection].
 func NewConn(s network.Stream, limit int) *Conn {
+	return NewConnSize(s, limit, 16<<10)
+}
+
+// NewConnSize is NewConn with a read buffer of buf bytes (frames longer
+// than it are read all the same): for streams that stay open long and
+// carry little, such as event subscriptions.
+func NewConnSize(s network.Stream, limit, buf int) *Conn {
 	if limit <= 0 {
 		limit = DefaultMaxMessageSize
 	}
-	return &Conn{s: s, r: bufio.NewReaderSize(s, 16<<10), limit: limit}
+	return &Conn{s: s, r: bufio.NewReaderSize(s, buf), limit: limit}
 }
 
 // Conn is one MCP session on a libp2p stream, read and written either as
@@ -154,11 +161,25 @@ func (c *Conn) badFrame(err error) {
 	}
 }
 
-// Write implements [sdkmcp.Connection]: it writes msg as one frame.
+// Write implements [sdkmcp.Connection]: it writes msg as one frame. A
+// message over the session's limit, which the peer would refuse (resetting
+// the stream), is not sent: a response becomes an error response naming the
+// limit, so that the caller learns why; a request or notification fails with
+// a [*LimitError], and the session goes on.
 func (c *Conn) Write(_ context.Context, msg jsonrpc.Message) error {
 	data, err := jsonrpc.EncodeMessage(msg)
 	if err != nil {
 		return fmt.Errorf("encode mcp message: %w", err)
+	}
+	if len(data) > c.limit {
+		resp, ok := msg.(*jsonrpc.Response)
+		lerr := &LimitError{Message: describe(msg), Size: len(data), Limit: c.limit, Request: !ok}
+		if !ok {
+			return lerr
+		}
+		if data, err = jsonrpc.EncodeMessage(&jsonrpc.Response{ID: resp.ID, Error: lerr.JSONRPC()}); err != nil {
+			return fmt.Errorf("encode mcp message: %w", err)
+		}
 	}
 	return c.WriteFrame(data)
 }
