@@ -320,6 +320,10 @@ func (n *Node) resolveTool(ctx context.Context, p lpeer.ID, ref string) (iface.R
 	case 1:
 		return found[0], nil
 	case 0:
+		if len(all) == 0 {
+			// Closed nodes list nothing to peers they grant nothing.
+			return iface.RemoteTool{}, fmt.Errorf("peer %s lists no tools to this node, so none named %q: its policy may grant this node nothing (its owner can ask it: 'mcpmesh policy check %s SERVER/%s')%w", p, ref, n.host.ID(), ref, unsaid{errNoSuchTool})
+		}
 		names := make([]string, 0, len(all))
 		for _, t := range all {
 			names = append(names, t.Ref())

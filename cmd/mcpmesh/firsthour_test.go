@@ -224,3 +224,16 @@ func TestListenPortInUseRefused(t *testing.T) {
 		t.Fatalf("second daemon on port %s: exit %d: %s", port, code, stderr)
 	}
 }
+
+// A closed node lists nothing to a peer it grants nothing: a call by tool
+// name says that its policy may be why, not "it has: " and nothing.
+func TestCallToAClosedNodeNamesThePolicy(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "closed.json")
+	os.WriteFile(cfg, []byte(`{}`), 0o600)
+	a := startDaemon(t, "--config", cfg)
+	b := startDaemon(t, "--peer", a.addr)
+	_, stderr, code := run(t, "--home", b.home, "call", a.id, "echo", `{"text":"hi"}`)
+	if code != 1 || !strings.Contains(stderr, "lists no tools to this node") || !strings.Contains(stderr, "policy") {
+		t.Fatalf("call to a closed node: exit %d: %s", code, stderr)
+	}
+}
