@@ -237,3 +237,13 @@ func TestCallToAClosedNodeNamesThePolicy(t *testing.T) {
 		t.Fatalf("call to a closed node: exit %d: %s", code, stderr)
 	}
 }
+
+// 'mcpmesh stdio' without a daemon joins the mesh before it answers the
+// host: the host's very first search finds the --peer node.
+func TestStdioWithoutADaemonJoinsBeforeServing(t *testing.T) {
+	a := startDaemon(t, "--name", "alpha")
+	cs := stdioClient(t, "--home", t.TempDir(), "stdio", "--no-mdns", "--peer", a.addr)
+	if found := callText(t, cs, "mesh_search", map[string]any{"query": "echo"}); !strings.Contains(found, a.id) {
+		t.Fatalf("the first search found nothing of the --peer node: %s", found)
+	}
+}
