@@ -54,7 +54,14 @@ task ends (or Ctrl-C).`,
 				if g.json {
 					return printJSON(out, list)
 				}
-				printTasks(out, list)
+				// Names where a person reads: the connected peers' card names.
+				names := map[string]string{}
+				if peers, err := c.Peers(ctx); err == nil {
+					for _, p := range peers {
+						names[p.ID] = p.Name
+					}
+				}
+				printTasks(out, list, names)
 				return nil
 			}
 			for {
@@ -114,7 +121,7 @@ the daemon starts with them.`,
 	}
 }
 
-func printTasks(out io.Writer, list []tasks.Task) {
+func printTasks(out io.Writer, list []tasks.Task, names map[string]string) {
 	if len(list) == 0 {
 		fmt.Fprintln(out, "no tasks")
 		return
@@ -122,11 +129,12 @@ func printTasks(out io.Writer, list []tasks.Task) {
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tROLE\tTOOL\tPEER\tSTATE\tDURATION\tPROGRESS\tCAUSE")
 	for _, t := range list {
-		peer := t.Caller
+		peer := "← " + t.Caller
 		if t.Role == tasks.Call {
 			peer = "→ " + t.Target
-		} else {
-			peer = "← " + peer
+		}
+		if name := names[strings.TrimPrefix(strings.TrimPrefix(peer, "← "), "→ ")]; name != "" {
+			peer += " (" + name + ")"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s/%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, t.Role, t.Server, t.Tool, peer, state(&t), round(t.Duration()), progress(t.Progress), cause(t.Cause))
 	}
