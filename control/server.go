@@ -18,6 +18,7 @@ import (
 
 	logging "github.com/ipfs/go-log/v2"
 	lpeer "github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/mcpmesh/mcpmesh/events/trigger"
@@ -227,6 +228,9 @@ func (s *Server) handleConnect(w http.ResponseWriter, r *http.Request) {
 	if !readJSON(w, r, &req) {
 		return
 	}
+	if info, err := identity.ParseTarget(req.Peer); err == nil {
+		s.retryNow(info.ID)
+	}
 	id, err := s.node.Connect(r.Context(), req.Peer)
 	if err != nil {
 		writeError(w, http.StatusBadGateway, err)
@@ -235,12 +239,23 @@ func (s *Server) handleConnect(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, ConnectResponse{ID: id.String()})
 }
 
+// retryNow forgets the swarm's dial backoff for p: a person asked to reach
+// it now. A peer that restarted is reachable at once, and the backoff (5 s
+// and more after a failed dial) would fail the request with "dial backoff"
+// meanwhile. Dials the node makes on its own keep their backoff.
+func (s *Server) retryNow(p lpeer.ID) {
+	if sw, ok := s.node.Host().Network().(interface{ Backoff() *swarm.DialBackoff }); ok {
+		sw.Backoff().Clear(p)
+	}
+}
+
 // target resolves a peer argument, connecting when it carries an address.
 func (s *Server) target(ctx context.Context, arg string) (lpeer.ID, error) {
 	info, err := identity.ParseTarget(arg)
 	if err != nil {
 		return "", err
 	}
+	s.retryNow(info.ID)
 	if len(info.Addrs) > 0 {
 		if err := s.node.ConnectAddr(ctx, info); err != nil {
 			return "", err

@@ -247,3 +247,25 @@ func TestStdioWithoutADaemonJoinsBeforeServing(t *testing.T) {
 		t.Fatalf("the first search found nothing of the --peer node: %s", found)
 	}
 }
+
+// A peer that restarts is called at once: a person's connect or call does
+// not wait out the dial backoff that the failed dials while it was down
+// left behind ("dial backoff" for 5 s and more).
+func TestCallAPeerThatRestartedAtOnce(t *testing.T) {
+	a := startDaemon(t)
+	b := startDaemon(t)
+	if _, stderr, code := run(t, "--home", b.home, "connect", a.addr); code != 0 {
+		t.Fatalf("connect: exit %d: %s", code, stderr)
+	}
+	a.stop(t)
+	if _, _, code := run(t, "--home", b.home, "call", a.addr, "echo", `{"text":"down"}`); code == 0 {
+		t.Fatal("a call to a stopped daemon succeeded")
+	}
+	port := a.addr[strings.Index(a.addr, "/tcp/")+5:]
+	port = port[:strings.Index(port, "/")]
+	startDaemonAt(t, a.home, "--listen", "/ip4/127.0.0.1/tcp/"+port)
+	out, stderr, code := run(t, "--home", b.home, "call", a.addr, "echo", `{"text":"back"}`)
+	if code != 0 || strings.TrimSpace(out) != "back" {
+		t.Fatalf("call after the restart: exit %d: %q %s", code, out, stderr)
+	}
+}
