@@ -47,10 +47,10 @@ func (n *Node) ConnectAddr(ctx context.Context, info lpeer.AddrInfo) error {
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.dialTimeout)
 	defer cancel()
 	if err := n.host.Connect(ctx, info); err != nil {
-		if ctx.Err() == nil && (errors.Is(err, context.DeadlineExceeded) || strings.Contains(err.Error(), "message was too large")) {
-			// The connection opened, the handshake did not finish (its own
-			// timeout), or its first message made no sense: what a member
-			// of a private mesh does to a node without the mesh's key.
+		if len(n.cfg.psk) == 0 && ctx.Err() == nil && (errors.Is(err, context.DeadlineExceeded) || strings.Contains(err.Error(), "failed to negotiate security protocol")) {
+			// The connection opened, then the handshake timed out, was
+			// reset or made no sense: what a member of a private mesh does
+			// to a node without the mesh's key.
 			return fmt.Errorf("peer %s unreachable: it accepted the connection but not libp2p's handshake (%w); if it is in a private mesh, this node needs the mesh's key (HOME/swarm.key or --mesh-key)", info.ID, oneLine{err})
 		}
 		return n.dialError(info.ID, err)
