@@ -5,72 +5,20 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
 	lpeer "github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
-	manet "github.com/multiformats/go-multiaddr/net"
 	"github.com/spf13/cobra"
 
 	"github.com/mcpmesh/mcpmesh/node"
 	"github.com/mcpmesh/mcpmesh/peer/identity"
 )
-
-// portInUse says whether a fixed port of a listen address is taken by
-// another socket. libp2p listens with SO_REUSEPORT, so a second daemon on
-// the same TCP port does not fail: both would accept connections, and
-// peers dialing one would reach either. A plain socket cannot bind a port
-// that any socket holds, so trying one finds the conflict. Port 0 and
-// addresses that are not TCP or UDP are never in use.
-func portInUse(addr string) (bool, string) {
-	m, err := ma.NewMultiaddr(addr)
-	if err != nil {
-		return false, ""
-	}
-	na, err := manet.ToNetAddr(m)
-	if err != nil {
-		return false, ""
-	}
-	switch a := na.(type) {
-	case *net.TCPAddr:
-		if a.Port == 0 {
-			return false, ""
-		}
-		ln, err := net.Listen("tcp", a.String())
-		if err != nil {
-			return errors.Is(err, syscall.EADDRINUSE), fmt.Sprintf("TCP port %d", a.Port)
-		}
-		ln.Close()
-	case *net.UDPAddr:
-		if a.Port == 0 {
-			return false, ""
-		}
-		pc, err := net.ListenPacket("udp", a.String())
-		if err != nil {
-			return errors.Is(err, syscall.EADDRINUSE), fmt.Sprintf("UDP port %d", a.Port)
-		}
-		pc.Close()
-	}
-	return false, ""
-}
-
-// checkListenPorts refuses listen addresses whose fixed port another
-// program (often another daemon) holds.
-func checkListenPorts(listen []string) error {
-	for _, a := range listen {
-		if used, what := portInUse(a); used {
-			return fmt.Errorf("listen %s: %s is in use by another program (another mcpmesh daemon? libp2p shares ports, so both would answer and peers would reach either): choose another port, or tcp/0 for a free one", a, what)
-		}
-	}
-	return nil
-}
 
 // readIdentity returns the peer ID of home's identity key without
 // creating one; fs.ErrNotExist if there is none yet.

@@ -191,7 +191,7 @@ func TestStatusWithoutADaemon(t *testing.T) {
 	os.WriteFile(filepath.Join(home, "config.json"), []byte(cfg), 0o600)
 	out, stderr, code := run(t, "--home", home, "status")
 	if code != 3 || stderr != "" || !strings.Contains(out, "no daemon runs for home") || !strings.Contains(out, "identity:  none yet") ||
-		!strings.Contains(out, "${MCPMESH_TEST_UNSET_TOKEN}, which is not set") || !strings.Contains(out, fmt.Sprintf("TCP port %d is in use", port)) {
+		!strings.Contains(out, "${MCPMESH_TEST_UNSET_TOKEN}, which is not set") || !strings.Contains(out, fmt.Sprintf("port %d is in use", port)) {
 		t.Fatalf("status without a daemon: exit %d:\n%s\n%s", code, out, stderr)
 	}
 }
@@ -220,7 +220,7 @@ func TestListenPortInUseRefused(t *testing.T) {
 	port := a.addr[strings.Index(a.addr, "/tcp/")+5:]
 	port = port[:strings.Index(port, "/")]
 	_, stderr, code := run(t, "--home", t.TempDir(), "node", "--no-mdns", "--listen", "/ip4/127.0.0.1/tcp/"+port)
-	if code != 1 || !strings.Contains(stderr, "TCP port "+port+" is in use") {
+	if code != 1 || !strings.Contains(stderr, "port "+port+" is in use") {
 		t.Fatalf("second daemon on port %s: exit %d: %s", port, code, stderr)
 	}
 }

@@ -183,6 +183,9 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 			for _, w := range shareWarnings(file, specs, headers) {
 				fmt.Fprintf(os.Stderr, "warning: %s\n", w)
 			}
+			if err := checkListenPorts(listen); err != nil {
+				return err
+			}
 			if os.Getenv("GOLOG_LOG_LEVEL") == "" {
 				// Quiet, but a daemon must say when a shared program dies or a peer is lost.
 				logging.SetLogLevelRegex("mcpmesh/.*", "warn")
@@ -193,11 +196,6 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 			if c, err := control.Dial(ctx, g.home); err == nil {
 				id, _ := c.ID(ctx)
 				return fmt.Errorf("a node (%s) already runs for home %s: stop it, or use another --home", id.ID, g.home)
-			}
-			// After the check for a daemon of this home: that one's ports
-			// are its own, and "already runs" says more.
-			if err := checkListenPorts(listen); err != nil {
-				return err
 			}
 			var meshSaid string
 			meshOpts, err := meshKeyOptions(g.home, meshKey, listen, func(s string) { meshSaid = s })

@@ -157,11 +157,18 @@ func (s *Server) handle(st network.Stream) {
 	// A subscription's stream stays open and carries almost nothing in:
 	// a small read buffer (a longer request is read all the same).
 	conn := transport.NewConnSize(st, s.cfg.MaxRequest, 1<<10)
+	// A request over the limit is answered with an error naming it, and
+	// is a strike.
+	struck := false
+	conn.OnBadFrame(func(error) {
+		struck = true
+		s.strike(p, "events: bad request frame")
+	})
 	defer conn.Close()
 	st.SetReadDeadline(time.Now().Add(requestTimeout))
 	msg, err := conn.Read(s.ctx)
 	if err != nil {
-		if errors.Is(err, transport.ErrFrameTooLarge) || !isEOF(err) {
+		if !struck && (errors.Is(err, transport.ErrFrameTooLarge) || !isEOF(err)) {
 			s.strike(p, "events: bad request frame")
 		}
 		log.Debugw("events request", "peer", p, "error", err)
