@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -84,7 +85,15 @@ func (c *Client) request(ctx context.Context, method, path string, body any) (*h
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return nil, err
+		if ctx.Err() != nil {
+			// Say why we stopped waiting (a --timeout, Ctrl-C), not which URL.
+			return nil, fmt.Errorf("gave up waiting for the daemon: %w", context.Cause(ctx))
+		}
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return nil, fmt.Errorf("daemon at %s did not answer: %w", strings.TrimPrefix(c.base, "http://"), err)
 	}
 	if resp.StatusCode/100 != 2 {
 		defer resp.Body.Close()

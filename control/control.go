@@ -32,11 +32,15 @@ type Identity struct {
 	Addrs    []string               `json:"addrs"`
 	Servers  []string               `json:"servers"`
 	Programs []upstream.ShareStatus `json:"programs,omitempty"`
+	// State is "starting" while shared servers start for the first time,
+	// then "running" (see Daemon).
+	State string `json:"state,omitempty"`
 }
 
 // Peer is one entry of GET /v1/peers.
 type Peer struct {
 	ID      string        `json:"id"`
+	Name    string        `json:"name,omitempty"` // its card's name, when found`
 	Addrs   []string      `json:"addrs"`
 	Servers []string      `json:"servers"`
 	Latency time.Duration `json:"latencyNs,omitempty"`

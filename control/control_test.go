@@ -333,3 +333,48 @@ func TestCallStreamsProgressAsItComes(t *testing.T) {
 		t.Errorf("bad arguments: %v", err)
 	}
 }
+
+// A task is named by the start of its ID when no other task starts so; a
+// start two tasks share is refused with both named.
+func TestTaskIDsByPrefix(t *testing.T) {
+	d := newDaemon(t)
+	b, err := node.New(node.WithListenAddrs("/ip4/127.0.0.1/tcp/0"), node.WithOpen())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	ctx := context.Background()
+	if _, err := b.Connect(ctx, d.n.Addrs()[0].String()+"/p2p/"+d.n.ID().String()); err != nil {
+		t.Fatal(err)
+	}
+	// 17 tasks: two of them start with the same hex digit.
+	for range 17 {
+		if _, err := b.CallTool(ctx, d.n.ID(), "echo", map[string]any{"text": "hi"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, err := control.Dial(ctx, d.home)
+	if err != nil {
+		t.Fatal(err)
+	}
+	byFirst := map[byte][]string{}
+	for _, task := range d.n.Tasks() {
+		byFirst[task.ID[0]] = append(byFirst[task.ID[0]], task.ID)
+	}
+	for first, ids := range byFirst {
+		if len(ids) == 1 {
+			got, err := c.Task(ctx, ids[0][:6]+"…")
+			if err != nil || got.ID != ids[0] {
+				t.Errorf("task %s…: %v %v", ids[0][:6], got.ID, err)
+			}
+			continue
+		}
+		_, err := c.Task(ctx, string(first))
+		if err == nil || !strings.Contains(err.Error(), "tasks start with "+string(first)) || !strings.Contains(err.Error(), ids[0]) {
+			t.Errorf("ambiguous %c: %v", first, err)
+		}
+	}
+	if _, err := c.TaskTree(ctx, "zz"); err == nil || !strings.Contains(err.Error(), "no task zz") {
+		t.Errorf("unknown task: %v", err)
+	}
+}

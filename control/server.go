@@ -18,6 +18,7 @@ import (
 
 	logging "github.com/ipfs/go-log/v2"
 	lpeer "github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/mcpmesh/mcpmesh/events/trigger"
@@ -52,6 +53,9 @@ type Server struct {
 	closeErr  error
 
 	console atomic.Pointer[string] // the web console's login URL, if any
+	daemon  atomic.Pointer[Daemon] // what the command running the node says of it (status.go)
+	names   names                  // peers' card names (names.go)
+	pid     int
 }
 
 // Listen starts the control API of n on addr (a loopback address; port 0
@@ -72,7 +76,7 @@ func Listen(n *node.Node, home, addr string) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen for control API on %s: %w", addr, err)
 	}
-	s := &Server{node: n, home: home, token: hex.EncodeToString(tok), ln: ln, done: make(chan error, 1)}
+	s := &Server{node: n, home: home, token: hex.EncodeToString(tok), ln: ln, done: make(chan error, 1), pid: os.Getpid()}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.srv = &http.Server{Handler: s.routes()}
 	if err := s.writeEndpoint(); err != nil {
@@ -91,7 +95,7 @@ func (s *Server) SetConsoleURL(url string) { s.console.Store(&url) }
 func (s *Server) Addr() string { return s.ln.Addr().String() }
 
 func (s *Server) writeEndpoint() error {
-	data, err := json.Marshal(Endpoint{Addr: s.Addr(), Token: s.token, PID: os.Getpid()})
+	data, err := json.Marshal(Endpoint{Addr: s.Addr(), Token: s.token, PID: s.pid})
 	if err != nil {
 		return err
 	}
@@ -193,6 +197,7 @@ func (s *Server) handleID(w http.ResponseWriter, r *http.Request) {
 		Version:  n.Version(),
 		Servers:  n.Shared(),
 		Programs: n.Programs(),
+		State:    s.daemonInfo().State,
 	}
 	for _, a := range n.Addrs() {
 		id.Addrs = append(id.Addrs, a.String())
@@ -203,8 +208,10 @@ func (s *Server) handleID(w http.ResponseWriter, r *http.Request) {
 func (s *Server) handlePeers(w http.ResponseWriter, r *http.Request) {
 	h := s.node.Host()
 	peers := []Peer{}
-	for _, p := range h.Network().Peers() {
-		entry := Peer{ID: p.String(), Servers: s.node.ServersKnown(p), Latency: h.Peerstore().LatencyEWMA(p)}
+	ids := h.Network().Peers()
+	named := s.namesOf(r.Context(), ids)
+	for _, p := range ids {
+		entry := Peer{ID: p.String(), Name: named[p], Servers: s.node.ServersKnown(p), Latency: h.Peerstore().LatencyEWMA(p)}
 		for _, c := range h.Network().ConnsToPeer(p) {
 			entry.Addrs = append(entry.Addrs, c.RemoteMultiaddr().String())
 		}
@@ -221,6 +228,9 @@ func (s *Server) handleConnect(w http.ResponseWriter, r *http.Request) {
 	if !readJSON(w, r, &req) {
 		return
 	}
+	if info, err := identity.ParseTarget(req.Peer); err == nil {
+		s.retryNow(info.ID)
+	}
 	id, err := s.node.Connect(r.Context(), req.Peer)
 	if err != nil {
 		writeError(w, http.StatusBadGateway, err)
@@ -229,12 +239,23 @@ func (s *Server) handleConnect(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, ConnectResponse{ID: id.String()})
 }
 
+// retryNow forgets the swarm's dial backoff for p: a person asked to reach
+// it now. A peer that restarted is reachable at once, and the backoff (5 s
+// and more after a failed dial) would fail the request with "dial backoff"
+// meanwhile. Dials the node makes on its own keep their backoff.
+func (s *Server) retryNow(p lpeer.ID) {
+	if sw, ok := s.node.Host().Network().(interface{ Backoff() *swarm.DialBackoff }); ok {
+		sw.Backoff().Clear(p)
+	}
+}
+
 // target resolves a peer argument, connecting when it carries an address.
 func (s *Server) target(ctx context.Context, arg string) (lpeer.ID, error) {
 	info, err := identity.ParseTarget(arg)
 	if err != nil {
 		return "", err
 	}
+	s.retryNow(info.ID)
 	if len(info.Addrs) > 0 {
 		if err := s.node.ConnectAddr(ctx, info); err != nil {
 			return "", err

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
+	"strings"
 
 	"github.com/mcpmesh/mcpmesh/tasks"
 	"github.com/mcpmesh/mcpmesh/tasks/tracker"
@@ -36,17 +38,57 @@ func (s *Server) handleTasks(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, list)
 }
 
+// taskID resolves what a user typed for a task: its ID, or the start of
+// one ("5d0c", "5d0c…", as the CLI shows them) that only one task of this
+// node has. Tasks below it on other nodes are found through the tree.
+func (s *Server) taskID(typed string) (string, error) {
+	id := strings.TrimSpace(typed)
+	id = strings.TrimSuffix(strings.TrimSuffix(id, "…"), "...")
+	if _, ok := s.node.Task(id); ok {
+		return id, nil
+	}
+	var matches []string
+	if id != "" {
+		for _, t := range s.node.Tasks() {
+			if strings.HasPrefix(t.ID, id) {
+				matches = append(matches, t.ID)
+			}
+		}
+	}
+	switch len(matches) {
+	case 0:
+		return "", fmt.Errorf("no task %s on this node (ended tasks are kept for a while only; 'mcpmesh tasks' lists them)", typed)
+	case 1:
+		return matches[0], nil
+	}
+	slices.Sort(matches)
+	if len(matches) > 5 {
+		matches = append(matches[:5], "…")
+	}
+	return "", fmt.Errorf("%d tasks start with %s: type more of the ID (%s)", len(matches), id, strings.Join(matches, ", "))
+}
+
 func (s *Server) handleTask(w http.ResponseWriter, r *http.Request) {
-	t, ok := s.node.Task(r.PathValue("id"))
+	id, err := s.taskID(r.PathValue("id"))
+	if err != nil {
+		writeError(w, http.StatusNotFound, err)
+		return
+	}
+	t, ok := s.node.Task(id)
 	if !ok {
-		writeError(w, http.StatusNotFound, fmt.Errorf("no task %s on this node (ended tasks are kept for a while only)", r.PathValue("id")))
+		writeError(w, http.StatusNotFound, fmt.Errorf("no task %s on this node (ended tasks are kept for a while only)", id))
 		return
 	}
 	writeJSON(w, t)
 }
 
 func (s *Server) handleTaskTree(w http.ResponseWriter, r *http.Request) {
-	tree, err := s.node.TaskTree(r.Context(), r.PathValue("id"))
+	id, err := s.taskID(r.PathValue("id"))
+	if err != nil {
+		writeError(w, http.StatusNotFound, err)
+		return
+	}
+	tree, err := s.node.TaskTree(r.Context(), id)
 	if err != nil {
 		writeError(w, http.StatusNotFound, err)
 		return
@@ -55,7 +97,11 @@ func (s *Server) handleTaskTree(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleTaskCancel(w http.ResponseWriter, r *http.Request) {
-	id := r.PathValue("id")
+	id, err := s.taskID(r.PathValue("id"))
+	if err != nil {
+		writeError(w, http.StatusNotFound, err)
+		return
+	}
 	if err := s.node.CancelTask(id); err != nil {
 		writeError(w, http.StatusNotFound, err)
 		return
@@ -81,8 +127,10 @@ func (c *Client) TaskTree(ctx context.Context, id string) (*tracker.TaskTree, er
 	return &out, c.do(ctx, http.MethodGet, "/v1/tasks/"+url.PathEscape(id)+"/tree", nil, &out)
 }
 
-// CancelTask cancels one of the daemon's tasks and every task below it.
-func (c *Client) CancelTask(ctx context.Context, id string) error {
+// CancelTask cancels one of the daemon's tasks (id, or the start of one
+// that only one task has) and every task below it; it returns the full ID.
+func (c *Client) CancelTask(ctx context.Context, id string) (string, error) {
 	var out CancelResponse
-	return c.do(ctx, http.MethodPost, "/v1/tasks/"+url.PathEscape(id)+"/cancel", nil, &out)
+	err := c.do(ctx, http.MethodPost, "/v1/tasks/"+url.PathEscape(id)+"/cancel", nil, &out)
+	return out.ID, err
 }

@@ -47,6 +47,12 @@ func (n *Node) ConnectAddr(ctx context.Context, info lpeer.AddrInfo) error {
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.dialTimeout)
 	defer cancel()
 	if err := n.host.Connect(ctx, info); err != nil {
+		if len(n.cfg.psk) == 0 && ctx.Err() == nil && (errors.Is(err, context.DeadlineExceeded) || strings.Contains(err.Error(), "failed to negotiate security protocol")) {
+			// The connection opened, then the handshake timed out, was
+			// reset or made no sense: what a member of a private mesh does
+			// to a node without the mesh's key.
+			return fmt.Errorf("peer %s unreachable: it accepted the connection but not libp2p's handshake (%w); if it is in a private mesh, this node needs the mesh's key (HOME/swarm.key or --mesh-key)", info.ID, oneLine{err})
+		}
 		return n.dialError(info.ID, err)
 	}
 	return nil
@@ -54,8 +60,12 @@ func (n *Node) ConnectAddr(ctx context.Context, info lpeer.AddrInfo) error {
 
 func (n *Node) dialError(p lpeer.ID, err error) error {
 	switch {
+	case errors.Is(err, context.DeadlineExceeded) && len(n.cfg.psk) > 0:
+		return fmt.Errorf("peer %s unreachable: no answer within %v (this node is in a private mesh: only nodes holding its key answer it)", p, n.cfg.dialTimeout)
 	case errors.Is(err, context.DeadlineExceeded):
-		return fmt.Errorf("peer %s unreachable: no answer within %v", p, n.cfg.dialTimeout)
+		return fmt.Errorf("peer %s unreachable: no answer within %v (it is down, cannot be reached from here, or is in a private mesh whose key this node lacks)", p, n.cfg.dialTimeout)
+	case len(n.cfg.psk) > 0 && (strings.Contains(err.Error(), "privnet") || strings.Contains(err.Error(), "failed to negotiate security protocol")):
+		return fmt.Errorf("peer %s unreachable: it is not in this node's private mesh (no key, or another mesh's: %w)", p, oneLine{err})
 	case len(n.host.Peerstore().Addrs(p)) == 0 && n.host.Network().Connectedness(p) != network.Connected:
 		return fmt.Errorf("peer %s unreachable: no known address (give a full multiaddr ending in /p2p/%s)", p, p)
 	default:
@@ -320,6 +330,10 @@ func (n *Node) resolveTool(ctx context.Context, p lpeer.ID, ref string) (iface.R
 	case 1:
 		return found[0], nil
 	case 0:
+		if len(all) == 0 {
+			// Closed nodes list nothing to peers they grant nothing.
+			return iface.RemoteTool{}, fmt.Errorf("peer %s lists no tools to this node, so none named %q: its policy may grant this node nothing (its owner can ask it: 'mcpmesh policy check %s SERVER/%s')%w", p, ref, n.host.ID(), ref, unsaid{errNoSuchTool})
+		}
 		names := make([]string, 0, len(all))
 		for _, t := range all {
 			names = append(names, t.Ref())

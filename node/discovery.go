@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/jsonschema-go/jsonschema"
 	lpeer "github.com/libp2p/go-libp2p/core/peer"
 	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
 
@@ -270,6 +271,12 @@ func (n *Node) CallAny(ctx context.Context, tool string, args any) (iface.AnyRes
 
 	out := iface.AnyResult{}
 	for _, c := range cands {
+		// A provider whose tool takes other arguments (same name, another
+		// tool) is not called: the next one may fit.
+		if err := n.argsFit(ctx, c.peer, c.server, tool, args); err != nil {
+			out.Tried = append(out.Tried, err)
+			continue
+		}
 		res, err := n.CallServerTool(ctx, c.peer, c.server, tool, args)
 		if err == nil {
 			out.Peer, out.Server, out.Result = c.peer, c.server, res
@@ -281,6 +288,48 @@ func (n *Node) CallAny(ctx context.Context, tool string, args any) (iface.AnyRes
 		out.Tried = append(out.Tried, err)
 	}
 	return out, fmt.Errorf("every provider of %q failed: %w", tool, errors.Join(out.Tried...))
+}
+
+// argsFit says whether args fit the input schema that p lists for
+// server/tool. A provider that cannot be asked, or whose schema cannot be
+// read, fits: the call itself will say what is wrong.
+func (n *Node) argsFit(ctx context.Context, p lpeer.ID, server, tool string, args any) error {
+	tools, err := n.serverTools(ctx, p, server)
+	if err != nil {
+		return nil
+	}
+	var schema any
+	for _, t := range tools {
+		if t.Name == tool {
+			schema = t.InputSchema
+		}
+	}
+	if schema == nil {
+		return nil
+	}
+	raw, err := json.Marshal(schema)
+	if err != nil {
+		return nil
+	}
+	var js jsonschema.Schema
+	if json.Unmarshal(raw, &js) != nil {
+		return nil
+	}
+	resolved, err := js.Resolve(nil)
+	if err != nil {
+		return nil
+	}
+	var instance any = map[string]any{}
+	if args != nil {
+		b, err := json.Marshal(args)
+		if err != nil || json.Unmarshal(b, &instance) != nil {
+			return nil
+		}
+	}
+	if err := resolved.Validate(instance); err != nil {
+		return fmt.Errorf("%s/%s/%s: the arguments do not fit its input schema: %v", p, server, tool, err)
+	}
+	return nil
 }
 
 // KnownPeers lists the peers whose cards a search of the mesh reads: those

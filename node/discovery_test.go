@@ -300,3 +300,42 @@ func TestMDNSFindsPeersWithoutAddresses(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// A provider whose tool of that name takes other arguments is skipped, not
+// called: A's first choice (the connected D) does not fit {"text": …}.
+func TestCallAnySkipsAProviderWhoseSchemaDoesNotFit(t *testing.T) {
+	a, b, c := chain(t)
+	d := newNode(t, node.WithDiscovery(fastDiscovery), node.WithName("D"))
+	called := make(chan struct{}, 1)
+	type langIn struct {
+		Lang string `json:"lang"`
+	}
+	node.AddTool(d, &sdkmcp.Tool{Name: "translate"}, func(context.Context, *sdkmcp.CallToolRequest, langIn) (*sdkmcp.CallToolResult, any, error) {
+		called <- struct{}{}
+		return &sdkmcp.CallToolResult{Content: []sdkmcp.Content{&sdkmcp.TextContent{Text: "from D"}}}, nil, nil
+	})
+	connect(t, d, b)
+	connect(t, a, d)
+	bothFindable(t, a, c, d)
+	var res iface.AnyResult
+	var err error
+	// As above: a lookup may miss a record now and then; look again.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		a.Host().Network().ClosePeer(c.ID()) // D, connected, comes first
+		res, err = a.CallAny(context.Background(), "translate", transIn{Text: "hi"})
+		if (err == nil && res.Peer == c.ID() && len(res.Tried) == 1) || time.Now().After(deadline) {
+			break
+		}
+	}
+	if err != nil || res.Peer != c.ID() {
+		t.Fatalf("answered by %s (%v) after %v; want C, D skipped", res.Peer, err, res.Tried)
+	}
+	if len(res.Tried) != 1 || !strings.Contains(res.Tried[0].Error(), "do not fit its input schema") {
+		t.Fatalf("tried %v; want D, its schema named", res.Tried)
+	}
+	select {
+	case <-called:
+		t.Fatal("D's tool was called with arguments its schema refuses")
+	default:
+	}
+}

@@ -77,6 +77,11 @@ func TestPrivateMeshRefusesOutsiders(t *testing.T) {
 					t.Errorf("refused only after %v", d)
 				}
 				t.Logf("refused in %v: %v", time.Since(start).Round(time.Millisecond), err)
+				// Either side's error points at the mesh's key, not only at
+				// a handshake or a message size.
+				if !strings.Contains(err.Error(), "private mesh") {
+					t.Errorf("%s → %s: the error does not say private mesh: %v", from.ID(), to.ID(), err)
+				}
 				if n := len(from.Host().Network().ConnsToPeer(to.ID())); n != 0 {
 					t.Errorf("%d connections after a refused dial", n)
 				}

@@ -3,8 +3,10 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -14,10 +16,20 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/mcpmesh/mcpmesh/control"
+	"github.com/mcpmesh/mcpmesh/peer/identity"
 )
 
 func dial(cmd *cobra.Command, g *globals) (*control.Client, error) {
 	return control.Dial(cmd.Context(), g.home)
+}
+
+// checkPeer checks a PEER argument before the daemon is asked: a typo or a
+// placeholder copied from the docs is bad input (exit 2), said at once.
+func checkPeer(s string) error {
+	if _, err := identity.ParseTarget(s); err != nil {
+		return &exitError{code: 2, err: err}
+	}
+	return nil
 }
 
 func printJSONLine(w io.Writer, v any) error {
@@ -31,12 +43,23 @@ func printJSON(w io.Writer, v any) error {
 }
 
 func newIDCmd(g *globals) *cobra.Command {
+	var quiet bool
 	cmd := &cobra.Command{
 		Use:   "id",
-		Short: "Show the running daemon's peer ID, addresses and shared servers",
-		Args:  cobra.NoArgs,
+		Short: "Show the node's peer ID; with a daemon, its addresses and shared servers",
+		Long: `Show the peer ID of the node of this home and, when its daemon runs, its
+name, addresses, shared servers and the state of shared programs ("starting"
+while they come up). Without a daemon the peer ID is read from the home's
+identity key, which the daemon creates at its first start.
+
+-q prints the peer ID alone, for scripts: A=$(mcpmesh --home /tmp/a id -q).`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			out := cmd.OutOrStdout()
 			c, err := dial(cmd, g)
+			if errors.Is(err, control.ErrNoDaemon) {
+				return printOfflineID(out, g, quiet, err)
+			}
 			if err != nil {
 				return err
 			}
@@ -44,12 +67,18 @@ func newIDCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			out := cmd.OutOrStdout()
-			if g.json {
+			switch {
+			case quiet:
+				fmt.Fprintln(out, id.ID)
+				return nil
+			case g.json:
 				return printJSON(out, id)
 			}
 			fmt.Fprintln(out, id.ID)
 			fmt.Fprintf(out, "  name:    %s %s\n", id.Name, id.Version)
+			if id.State != "" && id.State != "running" {
+				fmt.Fprintf(out, "  daemon:  %s\n", id.State)
+			}
 			fmt.Fprintf(out, "  servers: %s\n", strings.Join(id.Servers, ", "))
 			for i, a := range id.Addrs {
 				label := "  addrs:   "
@@ -60,7 +89,10 @@ func newIDCmd(g *globals) *cobra.Command {
 			}
 			for _, p := range id.Programs {
 				state := "running"
-				if !p.Running {
+				switch {
+				case !p.Running && p.Restarts == 0 && p.LastError == "":
+					state = "starting"
+				case !p.Running:
 					state = "restarting: " + p.LastError
 				}
 				fmt.Fprintf(out, "  share %s: %s (%d tools, %d restarts) — %s\n", p.Name, state, p.Tools, p.Restarts, p.Command)
@@ -69,7 +101,30 @@ func newIDCmd(g *globals) *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&g.json, "json", false, "print JSON")
+	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "print the peer ID alone")
 	return cmd
+}
+
+// printOfflineID answers 'mcpmesh id' from the home's key when no daemon
+// runs: the peer ID is the key's, whether the daemon runs or not.
+func printOfflineID(out io.Writer, g *globals, quiet bool, noDaemon error) error {
+	id, err := readIdentity(g.home)
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("%w; nor has one ever run there: no identity key yet (the first 'mcpmesh node --home %s' creates it)", noDaemon, g.home)
+	}
+	if err != nil {
+		return err
+	}
+	switch {
+	case quiet:
+		fmt.Fprintln(out, id)
+	case g.json:
+		return printJSON(out, control.Identity{ID: id.String(), State: "stopped"})
+	default:
+		fmt.Fprintln(out, id)
+		fmt.Fprintf(out, "  daemon:  not running (start it: mcpmesh node --home %s)\n", g.home)
+	}
+	return nil
 }
 
 func newPeersCmd(g *globals) *cobra.Command {
@@ -95,13 +150,13 @@ func newPeersCmd(g *globals) *cobra.Command {
 				return nil
 			}
 			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "PEER\tSERVERS\tADDRESS\tAGENT")
+			fmt.Fprintln(tw, "PEER\tNAME\tSERVERS\tADDRESS\tAGENT")
 			for _, p := range peers {
 				addr := ""
 				if len(p.Addrs) > 0 {
 					addr = p.Addrs[0]
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", p.ID, strings.Join(p.Servers, ","), addr, p.Agent)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", p.ID, dash(p.Name), strings.Join(p.Servers, ","), addr, p.Agent)
 			}
 			return tw.Flush()
 		},
@@ -117,6 +172,9 @@ func newConnectCmd(g *globals) *cobra.Command {
 		Long:  "Connect the daemon to a peer given by a full multiaddr ending in /p2p/<peer ID>, as 'mcpmesh node' and 'mcpmesh id' print them.",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkPeer(args[0]); err != nil {
+				return err
+			}
 			c, err := dial(cmd, g)
 			if err != nil {
 				return err
@@ -140,6 +198,9 @@ func newToolsCmd(g *globals) *cobra.Command {
 PEER is a peer ID the daemon knows or a full multiaddr ending in /p2p/<peer ID>.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkPeer(args[0]); err != nil {
+				return err
+			}
 			c, err := dial(cmd, g)
 			if err != nil {
 				return err
@@ -204,6 +265,11 @@ Exits 1 with a one-line reason if the peer is unreachable or the tool fails.`,
   mcpmesh call /ip4/127.0.0.1/tcp/4001/p2p/12D3KooW... node/echo '{"text":"hi"}'`,
 		Args: cobra.RangeArgs(2, 3),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if args[0] != control.AnyPeer {
+				if err := checkPeer(args[0]); err != nil {
+					return err
+				}
+			}
 			var raw json.RawMessage
 			if len(args) == 3 {
 				text := args[2]
@@ -224,7 +290,7 @@ Exits 1 with a one-line reason if the peer is unreachable or the tool fails.`,
 			if err != nil {
 				return err
 			}
-			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+			ctx, cancel := context.WithTimeoutCause(cmd.Context(), timeout, fmt.Errorf("no answer within --timeout %v; the call was cancelled (give more time with --timeout)", timeout))
 			defer cancel()
 			stderr := cmd.ErrOrStderr()
 			view := newProgressView(stderr, isTerminal(stderr))

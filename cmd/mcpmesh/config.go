@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -59,6 +58,8 @@ type fileConfig struct {
 	// Network says how the node is reached from other networks (relays,
 	// hole punching, port mapping) and how soon a lost peer is seen.
 	Network *networkConfig `json:"network,omitempty"`
+
+	exists bool // the file was there (not only defaults)
 }
 
 // delegationConfig is the "delegation" section of the configuration file.
@@ -216,6 +217,7 @@ func loadConfig(path string, named bool) (*fileConfig, error) {
 	if err := dec.Decode(cfg); err != nil {
 		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
+	cfg.exists = true
 	return cfg, nil
 }
 
@@ -345,29 +347,18 @@ func shareSpecs(cfg *fileConfig, shares, httpShares, headers, relays []string) (
 	return specs, nil
 }
 
-// applyShares shares every spec on n. A program or remote server that fails
-// to start is a warning (the node keeps retrying); a bad re-share is an
-// error.
-func applyShares(ctx context.Context, n *node.Node, specs []shareSpec, warn func(string, ...any)) error {
+// sharePeers re-shares the other nodes' servers among specs (the
+// programs and HTTP servers are startShares's).
+func sharePeers(n *node.Node, specs []shareSpec) error {
 	for _, s := range specs {
-		switch {
-		case len(s.command.Args) > 0:
-			warn("starting shared server %s: %s", s.name, s.display)
-			if err := n.ShareCommand(ctx, s.name, s.command); err != nil {
-				warn("warning: %v", err)
-			}
-		case s.remote != nil:
-			warn("connecting shared server %s: %s", s.name, s.display)
-			if err := n.ShareHTTP(ctx, s.name, *s.remote); err != nil {
-				warn("warning: %v", err)
-			}
-		default:
-			if len(s.target.Addrs) > 0 {
-				n.KeepConnected(s.target)
-			}
-			if err := n.SharePeer(s.name, s.target.ID, s.server); err != nil {
-				return err
-			}
+		if len(s.command.Args) > 0 || s.remote != nil {
+			continue
+		}
+		if len(s.target.Addrs) > 0 {
+			n.KeepConnected(s.target)
+		}
+		if err := n.SharePeer(s.name, s.target.ID, s.server); err != nil {
+			return err
 		}
 	}
 	return nil

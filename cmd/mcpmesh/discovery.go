@@ -26,6 +26,9 @@ fetched and verified; results print as they arrive, and the lookup ends within
   mcpmesh find event:mcp.resource.updated`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if q := strings.TrimSpace(strings.TrimPrefix(args[0], "tag:")); q == "" {
+				return usageError("empty query: give a tool name, a word of its description, or tag:NAME")
+			}
 			c, err := dial(cmd, g)
 			if err != nil {
 				return err
@@ -72,6 +75,9 @@ print what the peer offers: servers, tools, resources and prompts, with its
 addresses. PEER is a peer ID (its own works too).`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkPeer(args[0]); err != nil {
+				return err
+			}
 			c, err := dial(cmd, g)
 			if err != nil {
 				return err

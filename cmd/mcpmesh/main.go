@@ -6,14 +6,16 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
 )
 
 // exitError carries a process exit code with its message.
 type exitError struct {
-	code int
-	err  error
+	code  int
+	err   error
+	quiet bool // the command has said it all already
 }
 
 func (e *exitError) Error() string { return e.err.Error() }
@@ -25,13 +27,56 @@ func main() {
 		return
 	}
 	root := newRoot()
-	if err := root.Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "mcpmesh:", err)
-		var ee *exitError
-		if errors.As(err, &ee) {
-			os.Exit(ee.code)
+	cmd, err := root.ExecuteC()
+	if err == nil {
+		return
+	}
+	code := exitCode(err)
+	if ee := (*exitError)(nil); errors.As(err, &ee) && ee.quiet {
+		os.Exit(code)
+	}
+	fmt.Fprintln(os.Stderr, "mcpmesh:", err)
+	if code == 2 && cmd != nil {
+		// Bad input: say how the command is used, as every Unix tool does.
+		use := cmd.UseLine()
+		if !cmd.HasParent() {
+			use = "mcpmesh COMMAND [flags]"
 		}
-		os.Exit(1)
+		fmt.Fprintf(os.Stderr, "usage: %s\n(see '%s --help')\n", use, cmd.CommandPath())
+	}
+	os.Exit(code)
+}
+
+// exitCode is 2 for bad command-line input, else the code the error
+// carries, else 1.
+func exitCode(err error) int {
+	var ee *exitError
+	if errors.As(err, &ee) {
+		return ee.code
+	}
+	// cobra reports an unknown command as a plain error (no type to test).
+	if strings.HasPrefix(err.Error(), "unknown command ") {
+		return 2
+	}
+	return 1
+}
+
+// usageExits makes bad input to c and every command below it a usage error
+// (exit 2): a wrong number of arguments and any flag cobra cannot parse.
+func usageExits(c *cobra.Command) {
+	c.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
+		return &exitError{code: 2, err: err}
+	})
+	if check := c.Args; check != nil {
+		c.Args = func(c *cobra.Command, args []string) error {
+			if err := check(c, args); err != nil {
+				return &exitError{code: 2, err: err}
+			}
+			return nil
+		}
+	}
+	for _, sub := range c.Commands() {
+		usageExits(sub)
 	}
 }
 
@@ -77,9 +122,11 @@ New here? Run 'mcpmesh demo'.`,
 		newAuditCmd(g),
 		newPolicyCmd(g),
 		newInitMeshCmd(g),
+		newConfigCmd(g),
 		newUICmd(g),
 		newDemoCmd(),
 	)
+	usageExits(root)
 	return root
 }
 

@@ -180,6 +180,9 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 			if len(listen) == 0 {
 				listen = node.DefaultListenAddrs
 			}
+			for _, w := range shareWarnings(file, specs, headers) {
+				fmt.Fprintf(os.Stderr, "warning: %s\n", w)
+			}
 			if err := checkListenPorts(listen); err != nil {
 				return err
 			}
@@ -252,16 +255,31 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 					return usageError("%v", err)
 				}
 			}
-
-			warn := func(format string, args ...any) { fmt.Fprintf(os.Stderr, format+"\n", args...) }
-			if err := applyShares(ctx, n, specs, warn); err != nil {
+			// Re-shared peers' servers start at once; programs and HTTP
+			// servers come up in the background (see startShares).
+			if err := sharePeers(n, specs); err != nil {
 				return err
 			}
+
+			// The control API first: 'mcpmesh id' and 'status' answer (and a
+			// second daemon on this home is refused) while shares start.
 			srv, err := control.Listen(n, g.home, api)
 			if err != nil {
 				return err
 			}
 			defer srv.Close()
+			daemon := control.Daemon{
+				State: "starting", Since: time.Now(), PID: os.Getpid(), Home: g.home,
+				Policy: describePolicy(file.Policy, open), Mesh: "open mesh (no mesh key)",
+				MDNS: !noDHT && useMDNS, DHT: !noDHT, Control: srv.Addr(),
+			}
+			if meshSaid != "" {
+				daemon.Mesh = meshSaid
+			}
+			if file.exists {
+				daemon.Config = path
+			}
+			srv.SetDaemon(daemon)
 			triggers := trigger.New(n, trigger.Options{StateDir: filepath.Join(g.home, TriggersDir)})
 			defer triggers.Close()
 			for _, r := range file.Triggers {
@@ -301,12 +319,12 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 				consoleURL = url
 			}
 
-			out := cmd.OutOrStdout()
+			out := &syncWriter{w: cmd.OutOrStdout()}
 			fmt.Fprintf(out, "mcpmesh node %s\n", n.ID())
 			fmt.Fprintf(out, "  home:    %s\n", g.home)
-			fmt.Fprintf(out, "  servers: %s\n", strings.Join(n.Shared(), ", "))
+			fmt.Fprintf(out, "  servers: %s\n", strings.Join(bannerServers(n.Shared(), specs), ", "))
 			fmt.Fprintf(out, "  control: %s\n", srv.Addr())
-			fmt.Fprintf(out, "  policy:  %s\n", describePolicy(file.Policy, open))
+			fmt.Fprintf(out, "  policy:  %s\n", daemon.Policy)
 			if len(file.Triggers) > 0 {
 				fmt.Fprintf(out, "  triggers: %d (mcpmesh on --list)\n", len(file.Triggers))
 			}
@@ -330,6 +348,7 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 				}
 				fmt.Fprintln(out, label+a.String())
 			}
+			shared := startShares(ctx, n, specs, out, os.Stderr)
 			for _, p := range peers {
 				info, _ := identity.ParseTarget(p)
 				cctx, cancel := context.WithTimeout(ctx, timeout)
@@ -342,9 +361,20 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 				}
 				n.KeepConnected(info)
 			}
-			fmt.Fprintln(out, "ready; Ctrl-C to stop")
-			<-ctx.Done()
+			// Ready once every shared server has started or failed its
+			// first start: what scripts wait for.
+			select {
+			case <-shared:
+			case <-ctx.Done():
+			}
+			if ctx.Err() == nil {
+				daemon.State = "running"
+				srv.SetDaemon(daemon)
+				fmt.Fprintln(out, "ready; Ctrl-C to stop")
+				<-ctx.Done()
+			}
 			stop() // a second Ctrl-C kills the process at once
+			<-shared
 			fmt.Fprintln(out, "stopping")
 			return nil
 		},

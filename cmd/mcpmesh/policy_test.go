@@ -105,3 +105,15 @@ func TestTrustConfigErrorsNameTheField(t *testing.T) {
 		}
 	}
 }
+
+// A reload applies the policy only; the sections it leaves alone are named.
+func TestChangedSectionsIgnoresThePolicy(t *testing.T) {
+	before := []byte(`{"name": "a", "policy": {"grants": []}, "shares": {"x": {"command": "a"}}}`)
+	after := []byte(`{"name": "a", "policy": {"grants": [{"peers": ["*"]}]}, "shares": {"x": {"command": "b"}}, "agents": []}`)
+	if got := changedSections(before, after); strings.Join(got, ",") != "agents,shares" {
+		t.Fatalf("changed: %q, want agents and shares", got)
+	}
+	if got := changedSections(before, before); len(got) != 0 {
+		t.Fatalf("unchanged file: %q", got)
+	}
+}

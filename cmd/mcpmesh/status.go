@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -28,11 +29,23 @@ func newStatusCmd(g *globals) *cobra.Command {
   peers          each connected peer: name (when a session to it is open),
                  direct or relayed (and through which relay), transport, latency
 
+Before these, the daemon itself: starting (shared servers not all up yet) or
+running, since when; its policy in a line; open or private mesh; DHT and mDNS;
+each shared server and its state (running, starting, restarting and why).
+
+Without a daemon, it says so (exit 3) and what it can tell from the home
+folder: the identity, the configuration file and what may go wrong with it
+(as 'mcpmesh config check'), the mesh key, listen ports another program holds.
+
 --json prints one JSON object (reach.Status's fields at the top level), for
 scripts.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := dial(cmd, g)
+			if errors.Is(err, control.ErrNoDaemon) && !g.json {
+				printOffline(cmd.OutOrStdout(), g.home, "")
+				return &exitError{code: 3, err: err, quiet: true}
+			}
 			if err != nil {
 				return err
 			}
@@ -53,6 +66,34 @@ scripts.`,
 
 func printStatus(out io.Writer, st control.Status) error {
 	fmt.Fprintf(out, "%s (%s %s)\n", st.ID, st.Name, st.Version)
+	d := st.Daemon
+	fmt.Fprintf(out, "  daemon:        %s since %s (pid %d)\n", d.State, d.Since.Local().Format(time.DateTime), d.PID)
+	if d.Config != "" {
+		fmt.Fprintf(out, "  config:        %s\n", d.Config)
+	}
+	fmt.Fprintf(out, "  policy:        %s\n", d.Policy)
+	fmt.Fprintf(out, "  mesh:          %s\n", d.Mesh)
+	fmt.Fprintf(out, "  discovery:     DHT %s, mDNS %s\n", onOff(d.DHT), onOff(d.MDNS))
+	for i, sh := range st.Shares {
+		label := "shares:"
+		if i > 0 {
+			label = ""
+		}
+		line := sh.Name + "  " + sh.State
+		if sh.State == "running" && sh.Command != "" {
+			line += fmt.Sprintf(", %d tools", sh.Tools)
+		}
+		if sh.Restarts > 0 {
+			line += fmt.Sprintf(", %d restarts", sh.Restarts)
+		}
+		if sh.LastError != "" && sh.State != "running" {
+			line += ": " + sh.LastError
+		}
+		if sh.Command != "" {
+			line += "  (" + sh.Command + ")"
+		}
+		fmt.Fprintf(out, "  %-14s %s\n", label, line)
+	}
 	mode := ""
 	if st.Mode != "auto" {
 		mode = " [set: " + st.Mode + "]"

@@ -188,6 +188,9 @@ func runEmbedded(ctx context.Context, g *globals, req control.GatewayRequest, pe
 		}
 		return gateway.Relay(ctx, host, up, req.To)
 	}
+	// The host asks at once: a search before this node has found anyone
+	// would answer nothing. Wait, briefly and saying so, for the mesh.
+	waitForMesh(ctx, n, len(peers), bootstrapWait, os.Stderr)
 	var pins []gateway.Pin
 	for _, p := range req.Pins {
 		pin, _ := gateway.ParsePin(p)
@@ -203,6 +206,46 @@ func runEmbedded(ctx context.Context, g *globals, req control.GatewayRequest, pe
 	defer stop()
 	ss.Wait()
 	return nil
+}
+
+// bootstrapWait bounds how long 'mcpmesh stdio' without a daemon waits for
+// peers before it serves the host.
+const bootstrapWait = 5 * time.Second
+
+// waitForMesh waits until n has joined the mesh: every one of the `want`
+// --peer nodes connected (or, with none, a first peer found by mDNS) and in
+// its DHT routing table, so that searches reach their cards. It gives up
+// after wait, and says on w what it found.
+func waitForMesh(ctx context.Context, n *node.Node, want int, wait time.Duration, w io.Writer) {
+	start := time.Now()
+	joined := func() (int, bool) {
+		connected := len(n.Host().Network().Peers())
+		d := n.Discovery()
+		if d == nil || d.DHT().RoutingTable().Size() == 0 {
+			return connected, false
+		}
+		return connected, connected >= max(want, 1)
+	}
+	fmt.Fprintf(w, "mcpmesh stdio: looking for peers (up to %v)…\n", wait)
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.NewTimer(wait)
+	defer deadline.Stop()
+	for {
+		if got, ok := joined(); ok {
+			fmt.Fprintf(w, "mcpmesh stdio: joined the mesh: %d peers connected (%v)\n", got, time.Since(start).Round(10*time.Millisecond))
+			return
+		}
+		select {
+		case <-tick.C:
+		case <-deadline.C:
+			got, _ := joined()
+			fmt.Fprintf(w, "mcpmesh stdio: %d peers connected after %v; serving anyway (searches find nodes as they are found)\n", got, wait)
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
 }
 
 // dialWithRetry gives a node that just started a few seconds to find the

@@ -25,6 +25,9 @@ func newTasksCmd(g *globals) *cobra.Command {
 		Long: `List the tasks of the daemon: every tool call it serves, and every call it makes
 outside a task (the root of a tree), running or ended recently.
 
+ID is a task's ID or its first characters, if no other task of the daemon
+starts with them ('5d0c' for 5d0c3f…).
+
 --tree ID shows the whole tree below the task ID, across nodes: each node that
 holds a part of it is asked (and asks the nodes below it); one that cannot be
 reached is marked, with what is below it missing. --watch redraws it until the
@@ -51,7 +54,14 @@ task ends (or Ctrl-C).`,
 				if g.json {
 					return printJSON(out, list)
 				}
-				printTasks(out, list)
+				// Names where a person reads: the connected peers' card names.
+				names := map[string]string{}
+				if peers, err := c.Peers(ctx); err == nil {
+					for _, p := range peers {
+						names[p.ID] = p.Name
+					}
+				}
+				printTasks(out, list, names)
 				return nil
 			}
 			for {
@@ -92,22 +102,26 @@ func newTasksCancelCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "cancel ID",
 		Short: "Cancel a task of the daemon and every task below it, on every node",
-		Args:  cobra.ExactArgs(1),
+		Long: `Cancel task ID of the daemon and, through its calls, every task below it on
+every node. ID is the task's ID or its first characters, if no other task of
+the daemon starts with them.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := dial(cmd, g)
 			if err != nil {
 				return err
 			}
-			if err := c.CancelTask(cmd.Context(), args[0]); err != nil {
+			id, err := c.CancelTask(cmd.Context(), args[0])
+			if err != nil {
 				return err
 			}
-			fmt.Fprintln(cmd.OutOrStdout(), "cancelled", args[0])
+			fmt.Fprintln(cmd.OutOrStdout(), "cancelled", id)
 			return nil
 		},
 	}
 }
 
-func printTasks(out io.Writer, list []tasks.Task) {
+func printTasks(out io.Writer, list []tasks.Task, names map[string]string) {
 	if len(list) == 0 {
 		fmt.Fprintln(out, "no tasks")
 		return
@@ -115,11 +129,12 @@ func printTasks(out io.Writer, list []tasks.Task) {
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tROLE\tTOOL\tPEER\tSTATE\tDURATION\tPROGRESS\tCAUSE")
 	for _, t := range list {
-		peer := t.Caller
+		peer := "← " + t.Caller
 		if t.Role == tasks.Call {
 			peer = "→ " + t.Target
-		} else {
-			peer = "← " + peer
+		}
+		if name := names[strings.TrimPrefix(strings.TrimPrefix(peer, "← "), "→ ")]; name != "" {
+			peer += " (" + name + ")"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s/%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, t.Role, t.Server, t.Tool, peer, state(&t), round(t.Duration()), progress(t.Progress), cause(t.Cause))
 	}

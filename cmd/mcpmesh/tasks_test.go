@@ -46,8 +46,13 @@ func TestTasksListTreeAndCancel(t *testing.T) {
 		t.Fatalf("tasks --tree: exit %d: %q %s", code, out, stderr)
 	}
 
-	out, _, code = run(t, "--home", b.home, "tasks", "cancel", root.ID)
-	if code != 0 || !strings.Contains(out, "cancelled") {
+	// A task is named by the start of its ID, as people type it.
+	short, _, code := run(t, "--home", b.home, "tasks", "--tree", root.ID[:5])
+	if code != 0 || short != out {
+		t.Fatalf("tasks --tree %s: exit %d: %q, want %q", root.ID[:5], code, short, out)
+	}
+	out, _, code = run(t, "--home", b.home, "tasks", "cancel", root.ID[:5]+"…")
+	if code != 0 || strings.TrimSpace(out) != "cancelled "+root.ID {
 		t.Fatalf("tasks cancel: exit %d: %s", code, out)
 	}
 	_, stderr, code = run(t, "--home", b.home, "tasks", "cancel", "nosuchtask")

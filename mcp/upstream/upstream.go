@@ -160,6 +160,10 @@ type Sink interface {
 	Counts() (tools, resources, prompts int)
 }
 
+// startTimeout bounds how long a program or server may take to answer
+// MCP's initialize, each time it starts.
+const startTimeout = 30 * time.Second
+
 // ErrStopped is what Ready returns for a Supervisor stopped before its
 // first start.
 var ErrStopped = errors.New("share stopped")
@@ -301,10 +305,18 @@ func (s *Supervisor) runOnce(ctx context.Context, first chan<- error) error {
 	}
 	t, c, done := s.open()
 	defer done()
-	startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	startCtx, cancel := context.WithTimeout(ctx, startTimeout)
 	defer cancel()
 	cs, err := s.client.Connect(startCtx, t, nil)
 	if err != nil {
+		if ctx.Err() == nil && startCtx.Err() != nil {
+			// Not "context deadline exceeded": say what did not happen.
+			hint := "is the URL an MCP Streamable HTTP endpoint?"
+			if len(s.cmd.Args) > 0 {
+				hint = "is it an MCP server on stdio? a first `npx -y` may still be downloading its package"
+			}
+			err = fmt.Errorf("no answer to MCP's initialize within %v (%s): %w", startTimeout, hint, err)
+		}
 		err = fmt.Errorf("start %q: %w", s.cmd.Line, err)
 		report(fmt.Errorf("share %s: %w (the node keeps retrying)", s.name, err))
 		return err

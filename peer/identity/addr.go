@@ -16,6 +16,10 @@ func ParseTarget(s string) (lpeer.AddrInfo, error) {
 	if s == "" {
 		return lpeer.AddrInfo{}, fmt.Errorf("empty peer: want a peer ID or a multiaddr ending in /p2p/<peer ID>")
 	}
+	if strings.Contains(s, "…") || strings.Contains(s, "...") {
+		// Copied from documentation, where peer IDs are written 12D3KooWA….
+		return lpeer.AddrInfo{}, fmt.Errorf("%q is a placeholder, not a peer ID: put a real one there (a daemon prints its own at start, in its first line; 'mcpmesh id' and 'mcpmesh peers' list them)", s)
+	}
 	if strings.HasPrefix(s, "/") {
 		addr, err := ma.NewMultiaddr(s)
 		if err != nil {
@@ -29,7 +33,7 @@ func ParseTarget(s string) (lpeer.AddrInfo, error) {
 	}
 	id, err := lpeer.Decode(s)
 	if err != nil {
-		return lpeer.AddrInfo{}, fmt.Errorf("parse peer ID %q: %w", s, err)
+		return lpeer.AddrInfo{}, fmt.Errorf("%q is not a peer ID (%w): want a peer ID such as 12D3KooW… (52 characters), or a multiaddr ending in /p2p/<peer ID>", s, err)
 	}
 	return lpeer.AddrInfo{ID: id}, nil
 }

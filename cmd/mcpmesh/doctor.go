@@ -1,0 +1,242 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+	lpeer "github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+	"github.com/spf13/cobra"
+
+	"github.com/mcpmesh/mcpmesh/node"
+	"github.com/mcpmesh/mcpmesh/peer/identity"
+)
+
+// readIdentity returns the peer ID of home's identity key without
+// creating one; fs.ErrNotExist if there is none yet.
+func readIdentity(home string) (lpeer.ID, error) {
+	path := filepath.Join(home, identity.KeyFile)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	key, err := crypto.UnmarshalPrivateKey(data)
+	if err != nil {
+		return "", fmt.Errorf("identity %s is corrupt (%v)", path, err)
+	}
+	return lpeer.IDFromPrivateKey(key)
+}
+
+// configWarnings are what a configuration that parses may still get
+// wrong: shareWarnings, API keys missing, and (with checkPorts) listen
+// ports in use.
+func configWarnings(cfg *fileConfig, specs []shareSpec, listen []string, checkPorts bool) []string {
+	out := shareWarnings(cfg, specs, nil)
+	for _, a := range cfg.Agents {
+		if a.Model.APIKeyEnv != "" && os.Getenv(a.Model.APIKeyEnv) == "" {
+			out = append(out, fmt.Sprintf("agent %s: environment variable %s is not set: the node will not start", a.Name, a.Model.APIKeyEnv))
+		}
+	}
+	if checkPorts {
+		if err := checkListenPorts(listen); err != nil {
+			out = append(out, err.Error())
+		}
+	}
+	return out
+}
+
+// shareWarnings are what shares that parse may still get wrong: a header
+// or env value naming a variable that is not set, a program not on PATH.
+// flagHeaders are --share-header's values (NAME=Header: value).
+func shareWarnings(cfg *fileConfig, specs []shareSpec, flagHeaders []string) []string {
+	var out []string
+	header := func(name, k, v string) {
+		for _, unset := range unsetVars(v) {
+			out = append(out, fmt.Sprintf("share %s: header %s uses ${%s}, which is not set: the server gets %q", name, k, unset, strings.TrimSpace(os.Expand(v, func(string) string { return "" }))))
+		}
+	}
+	for name, sc := range cfg.Shares {
+		for k, v := range sc.Headers {
+			header(name, k, v)
+		}
+		for k, v := range sc.Env {
+			for _, unset := range unsetVars(v) {
+				out = append(out, fmt.Sprintf("share %s: env %s uses ${%s}, which is not set", name, k, unset))
+			}
+		}
+	}
+	for _, h := range flagHeaders {
+		name, kv, _ := strings.Cut(h, "=")
+		k, v, _ := strings.Cut(kv, ":")
+		header(name, strings.TrimSpace(k), v)
+	}
+	for _, s := range specs {
+		if len(s.command.Args) == 0 {
+			continue
+		}
+		if prog := firstWord(s.display); prog != "" {
+			if _, err := exec.LookPath(prog); err != nil {
+				out = append(out, fmt.Sprintf("share %s: program %q is not on PATH (the node will keep trying to start it)", s.name, prog))
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// unsetVars lists the variables ${VAR} or $VAR in v that the environment
+// does not set.
+func unsetVars(v string) []string {
+	var out []string
+	os.Expand(v, func(name string) string {
+		if _, ok := os.LookupEnv(name); !ok {
+			out = append(out, name)
+		}
+		return ""
+	})
+	return out
+}
+
+// firstWord is the program of a shell command line, when it is a plain
+// word (not a variable assignment or a shell construct).
+func firstWord(line string) string {
+	f := strings.Fields(line)
+	if len(f) == 0 || strings.ContainsAny(f[0], "=$;|&()<>'\"`") {
+		return ""
+	}
+	return f[0]
+}
+
+func newConfigCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "config",
+		Short: "Check the daemon's configuration file",
+	}
+	var cfgPath string
+	check := &cobra.Command{
+		Use:   "check",
+		Short: "Check the configuration file as the daemon would read it, and warn of what it may get wrong",
+		Long: `Read the configuration file (--config, default HOME/config.json) as 'mcpmesh
+node' does, and report its errors (exit 1) or that it is fine (exit 0). Then
+warn of what parses but will not work: a header or env value naming a variable
+that is not set (${GITHUB_TOKEN}: the server gets "Bearer "), a shared
+program not on PATH, an agent's API key variable not set, a listen port
+another program holds.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			path, named := configPath(g.home, cfgPath)
+			out := cmd.OutOrStdout()
+			file, err := loadConfig(path, named)
+			if err != nil {
+				return err
+			}
+			if !file.exists {
+				fmt.Fprintf(out, "%s: none (the daemon runs on flags and defaults)\n", path)
+				return nil
+			}
+			specs, err := checkConfig(file)
+			if err != nil {
+				return fmt.Errorf("%s: %w", path, err)
+			}
+			fmt.Fprintf(out, "%s: ok: %s\n", path, summarizeConfig(file, specs))
+			_, running := dialQuiet(cmd, g)
+			for _, w := range configWarnings(file, specs, file.Listen, !running) {
+				fmt.Fprintf(out, "warning: %s\n", w)
+			}
+			return nil
+		},
+	}
+	check.Flags().StringVar(&cfgPath, "config", "", "configuration file (default HOME/config.json)")
+	cmd.AddCommand(check)
+	return cmd
+}
+
+// checkConfig checks what the daemon checks of a configuration file before
+// it starts: shares, peers, delegation and limits, network, agents.
+func checkConfig(file *fileConfig) ([]shareSpec, error) {
+	specs, err := shareSpecs(file, nil, nil, nil, nil)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range file.Peers {
+		if _, err := identity.ParseTarget(p); err != nil {
+			return nil, fmt.Errorf("peers: %w", err)
+		}
+	}
+	for _, a := range file.Listen {
+		if _, err := ma.NewMultiaddr(a); err != nil {
+			return nil, fmt.Errorf("listen %q: %w", a, err)
+		}
+	}
+	if _, err := file.trustOptions(); err != nil {
+		return nil, err
+	}
+	var flags networkFlags // at their defaults: the file's values win
+	dummy := &cobra.Command{}
+	flags.add(dummy)
+	if _, err := networkOptions(dummy, file.Network, &flags); err != nil {
+		return nil, err
+	}
+	return specs, nil
+}
+
+func summarizeConfig(file *fileConfig, specs []shareSpec) string {
+	parts := []string{fmt.Sprintf("%d shares", len(specs)), fmt.Sprintf("%d agents", len(file.Agents)), "policy " + describePolicy(file.Policy, false)}
+	return strings.Join(parts, ", ")
+}
+
+// dialQuiet reports whether a daemon runs for the home.
+func dialQuiet(cmd *cobra.Command, g *globals) (string, bool) {
+	c, err := dial(cmd, g)
+	if err != nil {
+		return "", false
+	}
+	id, err := c.ID(cmd.Context())
+	return id.ID, err == nil
+}
+
+// printOffline says what can be known of a home without its daemon: the
+// identity, the configuration and its warnings, the mesh key, the ports.
+func printOffline(out io.Writer, home, cfgFlag string) {
+	fmt.Fprintf(out, "no daemon runs for home %s (start one: mcpmesh node --home %s)\n", home, home)
+	if id, err := readIdentity(home); err == nil {
+		fmt.Fprintf(out, "  identity:  %s\n", id)
+	} else if errors.Is(err, fs.ErrNotExist) {
+		fmt.Fprintf(out, "  identity:  none yet (created at the daemon's first start)\n")
+	} else {
+		fmt.Fprintf(out, "  identity:  %v\n", err)
+	}
+	path, named := configPath(home, cfgFlag)
+	file, err := loadConfig(path, named)
+	switch {
+	case err != nil:
+		fmt.Fprintf(out, "  config:    %v\n", err)
+		return
+	case !file.exists:
+		fmt.Fprintf(out, "  config:    none (%s)\n", path)
+	}
+	specs, err := checkConfig(file)
+	if err != nil {
+		fmt.Fprintf(out, "  config:    %s: %v\n", path, err)
+		return
+	}
+	if file.exists {
+		fmt.Fprintf(out, "  config:    %s: %s\n", path, summarizeConfig(file, specs))
+	}
+	if _, err := os.Stat(filepath.Join(home, node.MeshKeyFile)); err == nil {
+		fmt.Fprintf(out, "  mesh:      private mesh: key %s\n", filepath.Join(home, node.MeshKeyFile))
+	} else {
+		fmt.Fprintf(out, "  mesh:      open mesh (no %s)\n", node.MeshKeyFile)
+	}
+	for _, w := range configWarnings(file, specs, file.Listen, true) {
+		fmt.Fprintf(out, "  warning:   %s\n", w)
+	}
+}
