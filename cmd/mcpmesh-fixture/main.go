@@ -5,9 +5,12 @@
 //
 //	mcpmesh-fixture --http 127.0.0.1:3001                 # direct baseline
 //	mcpmesh-fixture --listen /ip4/127.0.0.1/tcp/4001      # shared on a node as "fixture"
+//	mcpmesh-fixture --stdio                               # a stdio MCP program, for --share
 //
 // It prints one key=value line per endpoint (http=URL, peer=ID, addr=MULTIADDR),
-// then "ready", and runs until interrupted.
+// then "ready", and runs until interrupted. With --stdio it serves one MCP
+// session on stdin/stdout instead (nothing else printed on stdout) and exits
+// when stdin ends.
 package main
 
 import (
@@ -48,9 +51,20 @@ func run() error {
 	name := flag.String("name", "fixture", "the name the node shares the fixture under")
 	flag.Var(&listen, "listen", "run an mcpmesh node listening on this multiaddr and share the fixture on it (repeatable)")
 	period := flag.Duration("update-every", 3*time.Second, "how often the watched resource reports an update")
+	stdio := flag.Bool("stdio", false, "serve one MCP session on stdin/stdout (a program for `mcpmesh node --share`) and nothing else")
 	flag.Parse()
+	if *stdio {
+		if *httpAddr != "" || len(listen) > 0 {
+			return errors.New("--stdio serves stdin/stdout only: drop --http and --listen")
+		}
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		server := fixture.NewServer()
+		go fixture.Updates(ctx, server, *period)
+		return server.Run(ctx, &sdkmcp.StdioTransport{})
+	}
 	if *httpAddr == "" && len(listen) == 0 {
-		return errors.New("nothing to do: give --http ADDR, --listen MULTIADDR, or both")
+		return errors.New("nothing to do: give --http ADDR, --listen MULTIADDR (or both), or --stdio")
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
