@@ -6,8 +6,12 @@
 // the bytes on a stream are standard MCP. [StreamTransport] adapts a stream
 // to the official Go SDK's [sdkmcp.Transport]; a [Conn] is one session on a
 // stream, read and written as messages or as raw frames (for a relay).
-// Frames are bounded ([DefaultMaxMessageSize]); a peer that breaks the
-// framing has its stream reset, which ends that session only.
+// Frames are bounded ([DefaultMaxMessageSize]): a frame over the limit is
+// skipped and stands for a JSON-RPC error that names the limit
+// ([FrameTooLargeError]); a peer that breaks the framing (a frame that does
+// not decode, a line that does not end) has its stream reset, which ends
+// that session only. A [Conn] also frames a program's standard input and
+// output ([NewPipeConn]).
 //
 // Server names ([ValidateServerName]) live here too: they are part of the
 // protocol IDs.

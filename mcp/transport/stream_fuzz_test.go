@@ -10,6 +10,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/network"
 	lpeer "github.com/libp2p/go-libp2p/core/peer"
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 
 	"github.com/mcpmesh/mcpmesh/internal/sdkcompat"
 )
@@ -116,10 +117,27 @@ func FuzzStreamConnRead(f *testing.F) {
 		c, _ := fuzzConn(data, limit, bufSize, chunk)
 		for i, want := range splitFrames(data) {
 			line, err := c.ReadFrame()
+			var skipped *FrameTooLargeError
+			if errors.As(err, &skipped) {
+				// Skipped whole: the session goes on with the next frame.
+				if want.partial || len(want.line) <= limit || skipped.Size != len(want.line) {
+					t.Fatalf("frame %d (%d bytes, limit %d, partial %v): skipped as %d bytes", i, len(want.line), limit, want.partial, skipped.Size)
+				}
+				if c.broken != nil {
+					t.Fatalf("frame %d: a skipped frame broke the conn: %v", i, c.broken)
+				}
+				if id := skipped.ID; id.IsValid() {
+					// An ID read from the frame's ends is its own.
+					if msg, derr := sdkcompat.DecodeMessage(want.line); derr == nil && msgID(msg) != id {
+						t.Fatalf("frame %d: skipped with ID %v, the frame's is %v", i, id, msgID(msg))
+					}
+				}
+				continue
+			}
 			if err != nil {
 				tooLong := len(want.line) > limit
 				switch {
-				case errors.Is(err, ErrFrameTooLarge) && tooLong:
+				case errors.Is(err, ErrFrameTooLarge) && tooLong && (want.partial || len(want.line) > maxSkip*limit):
 				case errors.Is(err, io.ErrUnexpectedEOF) && want.partial:
 				default:
 					t.Fatalf("frame %d (%d bytes, limit %d, partial %v): %v", i, len(want.line), limit, want.partial, err)
@@ -140,17 +158,25 @@ func FuzzStreamConnRead(f *testing.F) {
 			}
 		}
 
-		// Read: the decoded messages, up to the first error.
+		// Read: the decoded messages, up to the first error. A frame over
+		// the limit is skipped; an answer among them comes back as the error
+		// that stands for it.
 		c, s := fuzzConn(data, limit, bufSize, chunk)
 		frames := splitFrames(data)
 		next := 0
+		blank := func(f expectedFrame) bool {
+			return !f.partial && (len(f.line) == 0 || string(f.line) == "\r")
+		}
+		over := func(f expectedFrame) bool { return !f.partial && len(f.line) > limit }
 		for {
 			msg, err := c.Read(context.Background())
-			// Skip the blank lines Read tolerates.
-			for next < len(frames) && !frames[next].partial && (len(frames[next].line) == 0 || string(frames[next].line) == "\r") {
+			for next < len(frames) && blank(frames[next]) {
 				next++
 			}
 			if err != nil {
+				for next < len(frames) && (blank(frames[next]) || over(frames[next])) {
+					next++
+				}
 				if errors.Is(err, io.EOF) {
 					if next != len(frames) {
 						t.Fatalf("clean end with %d frames left", len(frames)-next)
@@ -163,22 +189,33 @@ func FuzzStreamConnRead(f *testing.F) {
 				if c.broken == nil {
 					t.Fatalf("error %v left the conn unbroken", err)
 				}
-				if next >= len(frames) {
+				if next >= len(frames) && !errors.Is(err, ErrFrameTooLarge) {
 					t.Fatalf("error %v after the last frame", err)
 				}
-				if want := frames[next]; !want.partial && len(want.line) <= limit {
-					if _, derr := sdkcompat.DecodeMessage(want.line); derr == nil {
-						t.Fatalf("Read failed on %q, which sdkcompat.DecodeMessage reads: %v", want.line, err)
+				if next < len(frames) {
+					if want := frames[next]; !want.partial && len(want.line) <= limit {
+						if _, derr := sdkcompat.DecodeMessage(want.line); derr == nil {
+							t.Fatalf("Read failed on %q, which sdkcompat.DecodeMessage reads: %v", want.line, err)
+						}
 					}
 				}
 				break
+			}
+			var rpcErr *jsonrpc.Error
+			if resp, ok := msg.(*jsonrpc.Response); ok && errors.As(resp.Error, &rpcErr) && rpcErr.Code == CodeMessageTooLarge &&
+				next < len(frames) && over(frames[next]) {
+				next++ // the answer over the limit it stands for
+				continue
+			}
+			for next < len(frames) && (blank(frames[next]) || over(frames[next])) {
+				next++ // skipped: a request (answered) or a notification
 			}
 			if next >= len(frames) {
 				t.Fatalf("message %v read past the end of the input", msg)
 			}
 			want := frames[next]
-			if want.partial || len(want.line) > limit {
-				t.Fatalf("message read from a frame that should fail (%d bytes, limit %d, partial %v)", len(want.line), limit, want.partial)
+			if want.partial {
+				t.Fatalf("message read from a partial frame (%d bytes)", len(want.line))
 			}
 			if _, derr := sdkcompat.DecodeMessage(want.line); derr != nil {
 				t.Fatalf("Read decoded %q, which sdkcompat.DecodeMessage refuses: %v", want.line, derr)
@@ -193,4 +230,15 @@ func FuzzStreamConnRead(f *testing.F) {
 			t.Fatal("a healthy conn was not closed gracefully")
 		}
 	})
+}
+
+// msgID is the ID of a decoded message, zero for a notification.
+func msgID(msg jsonrpc.Message) jsonrpc.ID {
+	switch m := msg.(type) {
+	case *jsonrpc.Request:
+		return m.ID
+	case *jsonrpc.Response:
+		return m.ID
+	}
+	return jsonrpc.ID{}
 }
