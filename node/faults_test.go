@@ -1,7 +1,9 @@
 package node_test
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -140,7 +142,28 @@ func readUntilFail(t *testing.T, s network.Stream) error {
 	return err
 }
 
-func TestGarbageAndOversizeFramesResetOnlyTheirStream(t *testing.T) {
+// answeredTooLarge reads the answer to a request over the limit: a JSON-RPC
+// error that names the limit, on a stream that stays open.
+func answeredTooLarge(t *testing.T, s network.Stream, limit int) {
+	t.Helper()
+	s.SetReadDeadline(time.Now().Add(3 * time.Second))
+	line, err := bufio.NewReader(s).ReadBytes('\n')
+	if err != nil {
+		t.Fatalf("no answer to a request over the limit: %v", err)
+	}
+	var resp struct {
+		Error *struct {
+			Code    int64  `json:"code"`
+			Message string `json:"message"`
+		} `json:"error"`
+	}
+	if json.Unmarshal(line, &resp) != nil || resp.Error == nil || resp.Error.Code != transport.CodeMessageTooLarge ||
+		!strings.Contains(resp.Error.Message, "limit of "+transport.SizeText(limit)) {
+		t.Fatalf("answer to a request over the limit: %s, want error %d naming the limit", line, transport.CodeMessageTooLarge)
+	}
+}
+
+func TestGarbageResetsOnlyItsStreamAndOversizeIsAnswered(t *testing.T) {
 	const limit = 64 << 10
 	b := newNode(t, node.WithMaxMessageSize(limit))
 	a, c := newNode(t), newNode(t)
@@ -189,7 +212,9 @@ func TestGarbageAndOversizeFramesResetOnlyTheirStream(t *testing.T) {
 		if _, err := s.Write(data); err != nil {
 			t.Logf("%s: write: %v", name, err)
 		}
-		if err := readUntilFail(t, s); !errors.Is(err, network.ErrReset) {
+		if name == "oversize" {
+			answeredTooLarge(t, s, limit)
+		} else if err := readUntilFail(t, s); !errors.Is(err, network.ErrReset) {
 			t.Errorf("%s: the stream ended with %v, want a reset", name, err)
 		}
 		s.Reset()

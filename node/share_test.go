@@ -16,6 +16,7 @@ import (
 	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/mcpmesh/mcpmesh/mcp/ask"
+	"github.com/mcpmesh/mcpmesh/mcp/relay"
 	"github.com/mcpmesh/mcpmesh/mcp/transport"
 	"github.com/mcpmesh/mcpmesh/mcp/upstream"
 	"github.com/mcpmesh/mcpmesh/node"
@@ -116,7 +117,7 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-func shareCalc(t *testing.T, n *node.Node, stderr *syncBuffer) {
+func shareCalc(t *testing.T, n *node.Node, stderr *syncBuffer, opts ...node.ShareOption) {
 	t.Helper()
 	exe, err := os.Executable()
 	if err != nil {
@@ -131,7 +132,7 @@ func shareCalc(t *testing.T, n *node.Node, stderr *syncBuffer) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	if err := n.ShareCommand(ctx, "calc", cmd); err != nil {
+	if err := n.ShareCommand(ctx, "calc", cmd, opts...); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -171,24 +172,17 @@ func TestSharedProgramServesToolsResourcesPrompts(t *testing.T) {
 	}
 }
 
-func TestSharedProgramRestartsAfterExit(t *testing.T) {
+// A program's crash ends the session it served: the caller's next call
+// opens a session with a process of its own again; the node's own process
+// (its index) is untouched.
+func TestIsolatedProgramCrashEndsOnlyItsSession(t *testing.T) {
 	a, b := newNode(t), newNode(t)
 	stderr := &syncBuffer{}
 	shareCalc(t, b, stderr)
 	connect(t, a, b)
 	ctx := context.Background()
 
-	pidOf := func() (float64, error) {
-		res, err := a.CallTool(ctx, b.ID(), "calc/add", map[string]int{"a": 1, "b": 1})
-		if err != nil {
-			return 0, err
-		}
-		if res.IsError {
-			return 0, fmt.Errorf("add failed: %v", res.Content)
-		}
-		return res.StructuredContent.(map[string]any)["pid"].(float64), nil
-	}
-	first, err := pidOf()
+	first, err := calcPID(ctx, a, b)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -196,29 +190,69 @@ func TestSharedProgramRestartsAfterExit(t *testing.T) {
 	if res, err := a.CallTool(ctx, b.ID(), "calc/crash", nil); err == nil && !res.IsError {
 		t.Fatal("crash call succeeded")
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		second, err := pidOf()
-		if err == nil && second != first {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("program not restarted: pid %v then %v, err %v", first, second, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	var st upstream.ShareStatus
-	for _, p := range b.Programs() {
-		if p.Name == "calc" {
-			st = p
-		}
-	}
-	if st.Restarts < 1 || !st.Running || st.Tools != 5 {
-		t.Errorf("status after restart = %+v", st)
+	var second float64
+	eventually(t, 10*time.Second, "a call on a new process", func() bool {
+		second, err = calcPID(ctx, a, b)
+		return err == nil && second != first
+	})
+	st := status(t, b, "calc")
+	if st.Mode != "isolated" || st.Restarts != 0 || !st.Running || st.Tools != 5 || st.Sessions != 1 {
+		t.Errorf("status after a caller's process crashed = %+v", st)
 	}
 	if !strings.Contains(stderr.String(), "[calc] crashing on purpose") {
 		t.Errorf("program's stderr not relayed with its name: %q", stderr.String())
 	}
+}
+
+// In shared mode one process serves every caller: it crashing is the
+// share's, restarted with backoff, and status says so.
+func TestSharedModeProgramRestartsAfterExit(t *testing.T) {
+	a, b := newNode(t), newNode(t)
+	stderr := &syncBuffer{}
+	shareCalc(t, b, stderr, node.ShareMode(relay.Shared))
+	connect(t, a, b)
+	ctx := context.Background()
+
+	first, err := calcPID(ctx, a, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := status(t, b, "calc"); st.PID != int(first) {
+		t.Fatalf("in shared mode, the call ran in process %v, the share's is %d", first, st.PID)
+	}
+	if res, err := a.CallTool(ctx, b.ID(), "calc/crash", nil); err == nil && !res.IsError {
+		t.Fatal("crash call succeeded")
+	}
+	eventually(t, 10*time.Second, "the program restarted", func() bool {
+		second, err := calcPID(ctx, a, b)
+		return err == nil && second != first
+	})
+	st := status(t, b, "calc")
+	if st.Mode != "shared" || st.Restarts < 1 || !st.Running || st.Tools != 5 {
+		t.Errorf("status after restart = %+v", st)
+	}
+}
+
+func calcPID(ctx context.Context, a, b *node.Node) (float64, error) {
+	res, err := a.CallTool(ctx, b.ID(), "calc/add", map[string]int{"a": 1, "b": 1})
+	if err != nil {
+		return 0, err
+	}
+	if res.IsError {
+		return 0, fmt.Errorf("add failed: %v", res.Content)
+	}
+	return res.StructuredContent.(map[string]any)["pid"].(float64), nil
+}
+
+func status(t *testing.T, n *node.Node, name string) upstream.ShareStatus {
+	t.Helper()
+	for _, p := range n.Programs() {
+		if p.Name == name {
+			return p
+		}
+	}
+	t.Fatalf("no share %s in %+v", name, n.Programs())
+	return upstream.ShareStatus{}
 }
 
 func TestSharedProgramRelaysProgress(t *testing.T) {

@@ -233,3 +233,17 @@ func SetMetaField(params json.RawMessage, key string, v json.RawMessage) (json.R
 	}
 	return segjson.Marshal(top)
 }
+
+// SetField sets the top-level field key of params to v, re-encoding the top
+// level of params (the other fields stay raw bytes).
+func SetField(params json.RawMessage, key string, v json.RawMessage) (json.RawMessage, error) {
+	var top map[string]json.RawMessage
+	if _, err := segjson.Parse(params, &top, segjson.DontMatchCaseInsensitiveStructFields); err != nil {
+		return nil, err
+	}
+	if top == nil {
+		top = map[string]json.RawMessage{}
+	}
+	top[key] = v
+	return segjson.Marshal(top)
+}

@@ -96,6 +96,10 @@ type Conn struct {
 	onBad     func(error)
 }
 
+// OnBadFrame tells f of each frame the peer breaks from now on (one that
+// does not decode, or is over the limit).
+func (c *Conn) OnBadFrame(f func(error)) { c.onBad = f }
+
 // SessionID implements [sdkmcp.Connection]: a stream is one session, with
 // no ID of its own.
 func (c *Conn) SessionID() string { return "" }
