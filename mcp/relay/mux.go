@@ -37,8 +37,8 @@ type Mux struct {
 
 	mu        sync.Mutex
 	sessions  map[*MuxSession]struct{}
-	calls     map[int64]muxCall     // upstream request ID → whose
-	tokens    map[string]muxToken   // upstream progress token → whose
+	calls     map[int64]muxCall                   // upstream request ID → whose
+	tokens    map[string]muxToken                 // upstream progress token → whose
 	subs      map[string]map[*MuxSession]struct{} // resource URI → subscribers
 	nextID    int64
 	ended     error
