@@ -66,9 +66,14 @@ func memoryProgram(t *testing.T) program {
 	bin := npmBin(t, "servers", "mcp-server-memory")
 	return program{
 		name: "memory", args: []string{bin},
-		// C's program keeps its graph in a file of its own; each direct run
-		// starts with an empty graph in a new file.
-		env:      []string{"MEMORY_FILE_PATH=" + filepath.Join(t.TempDir(), "memory.jsonl")},
+		// server-memory keeps its graph in a file and reads it on every
+		// call, so processes that share the file share the graph: C's share
+		// puts each session's file in the session's own folder (the mesh
+		// gives each process one, $MCPMESH_SESSION_DIR), as each direct run
+		// starts with an empty graph in a new file. (A single file for all
+		// would be one graph whatever runs the program: the command line,
+		// not the mesh, would share the state.)
+		env:      []string{"MEMORY_FILE_PATH=$MCPMESH_SESSION_DIR/memory.jsonl"},
 		fresh:    func() []string { return []string{"MEMORY_FILE_PATH=" + filepath.Join(t.TempDir(), "memory.jsonl")} },
 		versions: []string{v20251125, askNewest},
 		script: func(version string) []step {

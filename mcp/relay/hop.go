@@ -219,9 +219,14 @@ func SetMetaField(params json.RawMessage, key string, v json.RawMessage) (json.R
 	if _, err := segjson.Parse(params, &top, segjson.DontMatchCaseInsensitiveStructFields); err != nil {
 		return nil, err
 	}
+	if top == nil { // "params": null
+		top = map[string]json.RawMessage{}
+	}
 	var meta map[string]json.RawMessage
-	if _, err := segjson.Parse(top["_meta"], &meta, segjson.DontMatchCaseInsensitiveStructFields); err != nil {
-		return nil, err
+	if raw, ok := top["_meta"]; ok {
+		if _, err := segjson.Parse(raw, &meta, segjson.DontMatchCaseInsensitiveStructFields); err != nil {
+			return nil, err
+		}
 	}
 	if meta == nil { // "_meta": null, or missing
 		meta = map[string]json.RawMessage{}

@@ -50,6 +50,12 @@ func (s *Session) Exited() (bool, error) {
 	}
 }
 
+// SessionDirEnv names the environment variable that gives each program
+// process a folder of its own, removed when it exits: a program that keeps
+// its state in files can be isolated per caller by pointing them there
+// (MEMORY_FILE_PATH=$MCPMESH_SESSION_DIR/memory.jsonl).
+const SessionDirEnv = "MCPMESH_SESSION_DIR"
+
 // terminateAfter is how long a program is given to exit once its standard
 // input is closed, then once it has been sent SIGTERM, before SIGKILL (the
 // SDK's CommandTransport waits as long).
@@ -59,8 +65,19 @@ const terminateAfter = 2 * time.Second
 // own, and returns the session on its standard input and output. Its
 // standard error goes to stderr.
 func startProgram(name string, cmd Command, limit int, stderr io.Writer) (*Session, error) {
+	// A folder of the session's own, for a program that keeps its state in
+	// files: one process per caller isolates nothing if they all write the
+	// same file.
+	dir, err := os.MkdirTemp("", "mcpmesh-"+name+"-")
+	if err != nil {
+		return nil, fmt.Errorf("a folder for the session: %w", err)
+	}
 	c := exec.Command(cmd.Args[0], cmd.Args[1:]...)
 	c.Env, c.Dir = cmd.Env, cmd.Dir
+	if c.Env == nil {
+		c.Env = os.Environ()
+	}
+	c.Env = append(c.Env[:len(c.Env):len(c.Env)], SessionDirEnv+"="+dir)
 	c.Stderr = stderr
 	c.WaitDelay = terminateAfter // a child left holding its standard error must not hold Wait
 	// Its own process group: a program that starts others (npx, a shell)
@@ -71,12 +88,14 @@ func startProgram(name string, cmd Command, limit int, stderr io.Writer) (*Sessi
 	// it is read.
 	inR, inW, err := os.Pipe()
 	if err != nil {
+		os.RemoveAll(dir)
 		return nil, err
 	}
 	outR, outW, err := os.Pipe()
 	if err != nil {
 		inR.Close()
 		inW.Close()
+		os.RemoveAll(dir)
 		return nil, err
 	}
 	c.Stdin, c.Stdout = inR, outW
@@ -85,11 +104,12 @@ func startProgram(name string, cmd Command, limit int, stderr io.Writer) (*Sessi
 		inW.Close()
 		outR.Close()
 		outW.Close()
+		os.RemoveAll(dir)
 		return nil, fmt.Errorf("start %q: %w", cmd.Line, err)
 	}
 	inR.Close() // the program's ends
 	outW.Close()
-	p := &process{cmd: c, stdin: inW, stdout: outR, exited: make(chan struct{})}
+	p := &process{cmd: c, stdin: inW, stdout: outR, dir: dir, exited: make(chan struct{})}
 	go p.wait() // ends when the process does; Close waits for it
 	s := &Session{Conn: transport.NewPipeConn(p, name, limit), PID: c.Process.Pid, exited: p.exited, exitErr: &p.err}
 	return s, nil
@@ -102,6 +122,7 @@ type process struct {
 	cmd    *exec.Cmd
 	stdin  *os.File
 	stdout *os.File
+	dir    string        // the session's folder, removed once the program has exited
 	exited chan struct{} // closed once Wait has returned
 	err    error         // what Wait returned
 
@@ -110,6 +131,7 @@ type process struct {
 
 func (p *process) wait() {
 	p.err = p.cmd.Wait()
+	os.RemoveAll(p.dir)
 	close(p.exited)
 }
 
