@@ -115,21 +115,7 @@ var paths = []path{
 // connection) being open before the timer starts.
 func BenchmarkCall(b *testing.B) {
 	for _, p := range paths {
-		b.Run(p.name, func(b *testing.B) {
-			ctx := context.Background()
-			c := p.setup(b)
-			if err := c(ctx); err != nil { // warm up: caches, pools, lazy schemas
-				b.Fatal(err)
-			}
-			b.ReportAllocs()
-			cpu := cpuTime()
-			for b.Loop() {
-				if err := c(ctx); err != nil {
-					b.Fatal(err)
-				}
-			}
-			reportCPU(b, cpu)
-		})
+		b.Run(p.name, func(b *testing.B) { timeCalls(b, p.setup(b)) })
 	}
 }
 
@@ -245,6 +231,25 @@ func BenchmarkConcurrent64(b *testing.B) {
 
 // reportCPU reports the process CPU time per operation since start: on a
 // busy machine it varies much less than the wall time per operation.
+// timeCalls times c, warmed up first (caches, pools, lazy schemas, open
+// sessions), with its allocations and the process's CPU time per call.
+func timeCalls(b *testing.B, c call) {
+	ctx := context.Background()
+	if err := c(ctx); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	cpu := cpuTime()
+	b.ResetTimer()
+	for b.Loop() {
+		if err := c(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	reportCPU(b, cpu)
+}
+
 func reportCPU(b *testing.B, start time.Duration) {
 	if used := cpuTime() - start; start > 0 && b.N > 0 {
 		b.ReportMetric(float64(used.Nanoseconds())/float64(b.N), "cpu-ns/op")

@@ -52,23 +52,7 @@ func BenchmarkRelay(b *testing.B) {
 		{"direct-no-delegation", false, []node.Option{node.WithoutDelegation()}},
 		{"via-relay-no-delegation", true, []node.Option{node.WithoutDelegation()}},
 	} {
-		b.Run(c.name, func(b *testing.B) {
-			call := relayCall(b, c.via, c.opts...)
-			ctx := context.Background()
-			if err := call(ctx); err != nil { // warm: sessions open
-				b.Fatal(err)
-			}
-			b.ReportAllocs()
-			start := cpuTime()
-			b.ResetTimer()
-			for b.Loop() {
-				if err := call(ctx); err != nil {
-					b.Fatal(err)
-				}
-			}
-			b.StopTimer()
-			reportCPU(b, start)
-		})
+		b.Run(c.name, func(b *testing.B) { timeCalls(b, relayCall(b, c.via, c.opts...)) })
 	}
 }
 

@@ -119,6 +119,7 @@ func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/id", s.handleID)
 	mux.HandleFunc("GET /v1/peers", s.handlePeers)
+	mux.HandleFunc("GET /v1/status", s.handleStatus) // see status.go
 	mux.HandleFunc("POST /v1/connect", s.handleConnect)
 	mux.HandleFunc("POST /v1/tools", s.handleTools)
 	mux.HandleFunc("POST /v1/call", s.handleCall)

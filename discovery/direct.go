@@ -7,6 +7,7 @@ import (
 	"time"
 
 	dhtpb "github.com/libp2p/go-libp2p-kad-dht/pb"
+	"github.com/libp2p/go-libp2p/core/network"
 	lpeer "github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/peerstore"
 	"github.com/libp2p/go-msgio/pbio"
@@ -15,7 +16,15 @@ import (
 // cardFromPeer asks p itself for its card, with one GET_VALUE request over
 // the DHT protocol: every node stores its own newest card locally, so the
 // answer is authoritative, and it costs one request instead of a lookup.
+//
+// A peer known to be gone is not dialed (the dial would wait for its
+// timeout): the caller reads the card from the DHT instead, and a probe in
+// the background finds out whether the peer is back.
 func (s *Service) cardFromPeer(ctx context.Context, p lpeer.ID) (*Card, error) {
+	if s.h.Network().Connectedness(p) != network.Connected && s.isGone(p) {
+		s.probe(p)
+		return nil, ErrPeerGone
+	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	st, err := s.h.NewStream(ctx, p, s.cfg.ProtocolPrefix+"/kad/1.0.0")

@@ -10,6 +10,7 @@ import (
 
 	logging "github.com/ipfs/go-log/v2"
 	dht "github.com/libp2p/go-libp2p-kad-dht"
+	dhtpb "github.com/libp2p/go-libp2p-kad-dht/pb"
 	"github.com/libp2p/go-libp2p-kad-dht/records"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
@@ -47,8 +48,18 @@ type Config struct {
 	// MDNSService is the mDNS service name; meshes that must not meet on a
 	// LAN use different names. Default "mcpmesh".
 	MDNSService string
+	// MeshKey is the private network key of the mesh, if any. mDNS then
+	// announces under a name derived from it (PrivateMDNSService), never
+	// under MDNSService in the clear.
+	MeshKey []byte
 	// Debounce coalesces bursts of changes into one republish. Default 200ms.
 	Debounce time.Duration
+}
+
+// withDefaults returns c with every unset field at its default.
+func (c Config) withDefaults() Config {
+	c.setDefaults()
+	return c
 }
 
 func (c *Config) setDefaults() {
@@ -86,17 +97,25 @@ type Service struct {
 	cfg Config
 	dht *dht.IpfsDHT
 
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	poke   chan struct{}
-	mdns   interface{ Close() error }
+	pm *dhtpb.ProtocolMessenger
+
+	ctx      context.Context
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	poke     chan struct{}
+	mdns     interface{ Close() error }
+	handOffs chan struct{} // provider record hand-offs in flight (provide.go)
 
 	mu       sync.Mutex
 	closed   bool
-	provided map[Capability]time.Time // what we advertise, and when we last did
+	provided map[Capability]*provision // what we advertise (provide.go)
+	card     *provision                // where the card was put (provide.go)
+	cardData []byte                    // the sealed card last put
 	seq      uint64
 	last     *Card // the card last published
+
+	goneMu sync.Mutex
+	gone   map[lpeer.ID]*goneEntry // peers known to be gone (peers.go)
 }
 
 // New starts a DHT node in server mode on h (so that meshes of two or three
@@ -104,7 +123,25 @@ type Service struct {
 // if configured, mDNS. Publishing starts with Start.
 func New(h host.Host, key crypto.PrivKey, cfg Config) (*Service, error) {
 	cfg.setDefaults()
-	kad, err := dht.New(h,
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Service{
+		h: h, key: key, cfg: cfg,
+		ctx: ctx, cancel: cancel,
+		poke:     make(chan struct{}, 1),
+		handOffs: make(chan struct{}, maxHandOffs),
+		provided: map[Capability]*provision{},
+		gone:     map[lpeer.ID]*goneEntry{},
+		// Sequence numbers from the clock keep increasing across restarts
+		// without any state on disk.
+		seq: uint64(time.Now().UnixNano()),
+	}
+	// Subscribe before the DHT starts, so that no connection is missed.
+	sub, err := s.subscribePeers()
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("watch peers: %w", err)
+	}
+	kad, err := dht.New(&dhtHost{Host: h, s: s},
 		dht.Mode(dht.ModeServer),
 		dht.ProtocolPrefix(cfg.ProtocolPrefix),
 		dht.Validator(Validator{}),
@@ -113,23 +150,31 @@ func New(h host.Host, key crypto.PrivKey, cfg Config) (*Service, error) {
 		dht.BootstrapPeers(), // the node brings its own peers; never the public IPFS ones
 	)
 	if err != nil {
+		sub.Close()
+		cancel()
 		return nil, fmt.Errorf("start DHT: %w", err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	s := &Service{
-		h: h, key: key, cfg: cfg, dht: kad,
-		ctx: ctx, cancel: cancel,
-		poke:     make(chan struct{}, 1),
-		provided: map[Capability]time.Time{},
-		// Sequence numbers from the clock keep increasing across restarts
-		// without any state on disk.
-		seq: uint64(time.Now().UnixNano()),
+	s.dht = kad
+	if s.pm, err = dhtpb.NewProtocolMessenger(kad.MessageSender()); err != nil {
+		sub.Close()
+		kad.Close()
+		cancel()
+		return nil, fmt.Errorf("start DHT: %w", err)
 	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.watchPeers(sub)
+	}()
 	if cfg.MDNS {
-		svc := mdns.NewMdnsService(h, cfg.MDNSService, &mdnsNotifee{s: s})
+		service := cfg.MDNSService
+		if len(cfg.MeshKey) > 0 {
+			service = PrivateMDNSService(cfg.MeshKey, cfg.MDNSService)
+			log.Infow("mDNS in a private mesh: announcing under a name derived from the mesh key; peer IDs and addresses stay visible on the local network", "service", service)
+		}
+		svc := mdns.NewMdnsService(h, service, &mdnsNotifee{s: s})
 		if err := svc.Start(); err != nil {
-			kad.Close()
-			cancel()
+			s.Close()
 			return nil, fmt.Errorf("start mDNS: %w", err)
 		}
 		s.mdns = svc
@@ -240,9 +285,16 @@ func (s *Service) publish(build CardBuilder) error {
 	s.mu.Unlock()
 
 	// The card is stored locally first, so peers that ask us find it even
-	// when the put to others fails (no peers yet).
-	putErr := s.dht.PutValue(ctx, CardKey(s.h.ID()), data)
-	provErr := s.advertise(ctx, Capabilities(opened))
+	// when the put to others fails (no peers yet). The card and the
+	// capabilities go out at once, each walk with its own timeout.
+	var putErr error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		putErr = s.putCard(ctx, data)
+	}()
+	provErr := s.advertise(s.ctx, Capabilities(opened))
+	<-done
 	return errors.Join(putErr, provErr)
 }
 
@@ -271,34 +323,60 @@ func Capabilities(c *Card) []Capability {
 	return out
 }
 
-// advertise provides new capabilities now and old ones when due; those no
-// longer listed are dropped and so expire from the DHT.
+// maxProvides bounds the capabilities provided at once: each is a DHT walk,
+// and a node with many tools should not wait for one walk after another.
+const maxProvides = 8
+
+// advertise provides new capabilities now, old ones when due, and those
+// whose records may have been lost (provide.go) again; those no longer
+// listed are dropped and so expire from the DHT.
 func (s *Service) advertise(ctx context.Context, caps []Capability) error {
 	now := time.Now()
 	s.mu.Lock()
-	keep := map[Capability]time.Time{}
+	keep := map[Capability]*provision{}
 	var due []Capability
 	for _, c := range caps {
-		last, ok := s.provided[c]
-		if !ok || now.Sub(last) >= s.cfg.ReprovideEvery {
-			due = append(due, c)
-			continue
+		p, ok := s.provided[c]
+		if !ok {
+			p = newProvision(string(c.CID().Hash()))
 		}
-		keep[c] = last
+		keep[c] = p
+		if p.at.IsZero() || now.Sub(p.at) >= s.cfg.ReprovideEvery || p.needsWalk() {
+			due = append(due, c)
+		}
 	}
 	s.provided = keep
 	s.mu.Unlock()
 
-	var errs []error
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		errs []error
+		sem  = make(chan struct{}, maxProvides)
+	)
 	for _, c := range due {
-		if err := s.dht.Provide(ctx, c.CID(), true); err != nil {
-			errs = append(errs, fmt.Errorf("provide %s: %w", c, err))
-			continue // not recorded: retried on the next publish
-		}
-		s.mu.Lock()
-		s.provided[c] = now
-		s.mu.Unlock()
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			pctx, cancel := context.WithTimeout(ctx, provideTimeout)
+			defer cancel()
+			took, err := s.provide(pctx, c)
+			if err != nil {
+				mu.Lock()
+				errs = append(errs, fmt.Errorf("provide %s: %w", c, err))
+				mu.Unlock()
+				return // not recorded: retried on the next publish
+			}
+			k := s.dht.BucketSize()
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			if p := s.provided[c]; p != nil {
+				p.stored(now, took, k)
+			}
+		}()
 	}
+	wg.Wait()
 	return errors.Join(errs...)
 }
 
@@ -394,34 +472,4 @@ func MatchCard(card *Card, c Capability) []Match {
 		}
 	}
 	return out
-}
-
-// mdnsNotifee connects to peers that mDNS finds.
-type mdnsNotifee struct{ s *Service }
-
-func (m *mdnsNotifee) HandlePeerFound(info lpeer.AddrInfo) {
-	s := m.s
-	if info.ID == s.h.ID() || s.ctx.Err() != nil {
-		return
-	}
-	if len(s.h.Network().ConnsToPeer(info.ID)) > 0 {
-		return
-	}
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return
-	}
-	s.wg.Add(1)
-	s.mu.Unlock()
-	go func() {
-		defer s.wg.Done()
-		ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
-		defer cancel()
-		if err := s.h.Connect(ctx, info); err != nil {
-			log.Debugw("connect to peer found by mDNS", "peer", info.ID, "error", err)
-			return
-		}
-		log.Infow("found peer on the local network", "peer", info.ID)
-	}()
 }

@@ -77,6 +77,19 @@ type Config struct {
 	// MaxStreamsPerProtocol bounds the inbound streams all peers together
 	// may hold open on one shared MCP server (default 2048).
 	MaxStreamsPerProtocol int
+
+	// ConnsPerIP bounds the connections open at once with one IP address,
+	// both directions (default 64; libp2p's own is 8, too few for a team
+	// behind one NAT). Loopback is not bounded.
+	ConnsPerIP int
+	// ConnRatePerIP and ConnBurstPerIP bound how fast connections with one
+	// public IP address may be opened, both directions (default 1 a second,
+	// bursts of 64; libp2p's own, one every 5 s in bursts of 16, trips on a
+	// node restarted a few times). Loopback and private addresses (RFC 1918,
+	// CGNAT, link-local, IPv6 ULA) are not rate limited: the concurrent
+	// bound still holds there.
+	ConnRatePerIP  float64
+	ConnBurstPerIP int
 }
 
 // DefaultConfig returns the default limits.
@@ -96,6 +109,9 @@ func DefaultConfig() Config {
 		MaxMemoryPerPeer:          64 << 20,
 		MaxStreamsPerProtocolPeer: 64,
 		MaxStreamsPerProtocol:     2048,
+		ConnsPerIP:                64,
+		ConnRatePerIP:             1,
+		ConnBurstPerIP:            64,
 	}
 }
 
@@ -143,6 +159,15 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxStreamsPerProtocol <= 0 {
 		c.MaxStreamsPerProtocol = d.MaxStreamsPerProtocol
+	}
+	if c.ConnsPerIP <= 0 {
+		c.ConnsPerIP = d.ConnsPerIP
+	}
+	if c.ConnRatePerIP <= 0 {
+		c.ConnRatePerIP = d.ConnRatePerIP
+	}
+	if c.ConnBurstPerIP <= 0 {
+		c.ConnBurstPerIP = max(d.ConnBurstPerIP, int(math.Ceil(c.ConnRatePerIP)))
 	}
 	return c
 }

@@ -1,15 +1,21 @@
 package limits
 
 import (
+	"errors"
 	"fmt"
 	"math"
+	"net/netip"
 	"strings"
+	"sync/atomic"
+	"time"
 
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
+	"github.com/libp2p/go-libp2p/x/rate"
+	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/mcpmesh/mcpmesh/mcp/transport"
 )
@@ -47,11 +53,94 @@ func ResourceManager(cfg Config, opts ...rcmgr.Option) (network.ResourceManager,
 	// the reporter of Limiter.ResourceManager counts as a strike.
 	l.protoPeer.StreamsOutbound = math.MaxInt
 	l.protoPeer.Streams = math.MaxInt
+	opts = append(connLimitOptions(cfg), opts...)
 	rm, err := rcmgr.NewResourceManager(l, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("resource manager: %w", err)
 	}
-	return rm, nil
+	return &hintingRM{ResourceManager: rm}, nil
+}
+
+// privateNets are not rate limited per IP (a restarting LAN node must not be
+// locked out); the concurrent bound per IP still applies there.
+var privateNets = []string{
+	"127.0.0.0/8", "::1/128", // loopback (libp2p's own exemption)
+	"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "169.254.0.0/16",
+	"fc00::/7", "fe80::/10",
+}
+
+// connLimitOptions are rcmgr's per-IP connection limits sized by cfg: how
+// many connections one IP address may hold open, and how fast a public one
+// may open new ones.
+func connLimitOptions(cfg Config) []rcmgr.Option {
+	var exempt []rate.PrefixLimit
+	for _, n := range privateNets {
+		exempt = append(exempt, rate.PrefixLimit{Prefix: netip.MustParsePrefix(n)}) // zero limit: none
+	}
+	perIP := rate.Limit{RPS: cfg.ConnRatePerIP, Burst: cfg.ConnBurstPerIP}
+	return []rcmgr.Option{
+		rcmgr.WithConnRateLimiters(&rate.Limiter{
+			NetworkPrefixLimits: exempt,
+			SubnetRateLimiter: rate.SubnetLimiter{
+				IPv4SubnetLimits: []rate.SubnetLimit{{PrefixLength: 32, Limit: perIP}},
+				IPv6SubnetLimits: []rate.SubnetLimit{{PrefixLength: 56, Limit: perIP}},
+				GracePeriod:      time.Minute,
+			},
+		}),
+		rcmgr.WithLimitPerSubnet(
+			[]rcmgr.ConnLimitPerSubnet{{PrefixLength: 32, ConnCount: cfg.ConnsPerIP}},
+			[]rcmgr.ConnLimitPerSubnet{{PrefixLength: 56, ConnCount: cfg.ConnsPerIP}, {PrefixLength: 48, ConnCount: 8 * cfg.ConnsPerIP}},
+		),
+	}
+}
+
+// hintingRM names the setting to change when a connection is refused for
+// the per-IP limits: libp2p says only "rate limit exceeded". The refusing
+// side also logs it (at most once a minute), as the peer refused only sees
+// its connection closed.
+type hintingRM struct {
+	network.ResourceManager
+	logged atomic.Int64 // unix nanoseconds of the last warning
+}
+
+// Per-IP connection refusals, as rcmgr words them (go-libp2p v0.51
+// p2p/host/resource-manager/rcmgr.go).
+const (
+	rcmgrRateLimited = "rate limit exceeded"
+	rcmgrTooManyConn = "connections per ip limit exceeded"
+)
+
+// ErrConnLimit marks a connection refused for the per-IP limits.
+var ErrConnLimit = errors.New("per-IP connection limit")
+
+func (h *hintingRM) OpenConnection(dir network.Direction, usefd bool, endpoint ma.Multiaddr) (network.ConnManagementScope, error) {
+	scope, err := h.ResourceManager.OpenConnection(dir, usefd, endpoint)
+	if err == nil {
+		return scope, nil
+	}
+	var hint string
+	switch msg := err.Error(); {
+	case strings.Contains(msg, rcmgrRateLimited):
+		hint = "too many new connections with this IP address in a short time; raise \"limits\": {\"connRatePerIP\", \"connBurstPerIP\"} in the configuration (limits.Config.ConnRatePerIP)"
+	case strings.Contains(msg, rcmgrTooManyConn):
+		hint = "too many connections open with this IP address; raise \"limits\": {\"connsPerIP\"} in the configuration (limits.Config.ConnsPerIP)"
+	default:
+		return nil, err
+	}
+	err = fmt.Errorf("%w with %s: %w: %s", ErrConnLimit, endpoint, err, hint)
+	now := time.Now().UnixNano()
+	if last := h.logged.Load(); now-last > int64(time.Minute) && h.logged.CompareAndSwap(last, now) {
+		log.Warnf("refused a %s connection: %v", dir, err)
+	}
+	return nil, err
+}
+
+// GetConnLimit passes libp2p's check of the connection manager's limits on.
+func (h *hintingRM) GetConnLimit() int {
+	if l, ok := h.ResourceManager.(interface{ GetConnLimit() int }); ok {
+		return l.GetConnLimit()
+	}
+	return math.MaxInt
 }
 
 // ResourceManager returns the resource manager of the package-level

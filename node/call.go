@@ -80,7 +80,7 @@ func (n *Node) dialSession(ctx context.Context, p lpeer.ID, server string) (*sdk
 		return n.dialSelf(ctx, server)
 	}
 	ctx = network.WithDialPeerTimeout(ctx, n.cfg.dialTimeout)
-	s, err := n.host.NewStream(ctx, p, transport.ProtocolID(server))
+	s, err := n.host.NewStream(mcpStream(ctx), p, transport.ProtocolID(server))
 	if err != nil {
 		var notSupported multistream.ErrNotSupported[protocol.ID]
 		if errors.As(err, &notSupported) {
@@ -94,6 +94,7 @@ func (n *Node) dialSession(ctx context.Context, p lpeer.ID, server string) (*sdk
 		s.Reset()
 		return nil, fmt.Errorf("open mcp session to %s/%s: %w", p, server, err)
 	}
+	n.trackRelayed(p, server, s, cs)
 	return cs, nil
 }
 
@@ -411,7 +412,9 @@ func (n *Node) callServerTool(ctx context.Context, p lpeer.ID, server, tool stri
 		if err != nil {
 			return nil, err
 		}
+		end := n.moves.Begin(cs)
 		res, err := cs.CallTool(ctx, params)
+		end()
 		if err == nil {
 			return res, nil
 		}
@@ -422,7 +425,7 @@ func (n *Node) callServerTool(ctx context.Context, p lpeer.ID, server, tool stri
 			if attempt == 0 && errors.Is(err, sdkmcp.ErrConnectionClosed) {
 				continue
 			}
-			return nil, fmt.Errorf("call %s/%s on %s: connection lost: %w", server, tool, p, err)
+			return nil, fmt.Errorf("call %s/%s on %s: connection lost%s: %w", server, tool, p, n.lostWhy(p), err)
 		}
 		return nil, fmt.Errorf("call %s/%s on %s: %w", server, tool, p, err)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/mcpmesh/mcpmesh/mcp/relay"
 	"github.com/mcpmesh/mcpmesh/node/iface"
 	"github.com/mcpmesh/mcpmesh/peer/policy"
+	"github.com/mcpmesh/mcpmesh/peer/reach"
 	"github.com/mcpmesh/mcpmesh/proto/cardpb"
 )
 
@@ -28,7 +29,8 @@ func (n *Node) startDiscovery() error {
 	if n.cfg.discovery == nil {
 		return nil
 	}
-	svc, err := discovery.New(n.host, n.host.Peerstore().PrivKey(n.host.ID()), *n.cfg.discovery)
+	// The DHT may use relayed connections: see reach.AllowLimited.
+	svc, err := discovery.New(reach.AllowLimited(n.host), n.host.Peerstore().PrivKey(n.host.ID()), *n.cfg.discovery)
 	if err != nil {
 		return err
 	}

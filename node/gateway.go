@@ -29,7 +29,7 @@ func (n *Node) DialServer(ctx context.Context, p lpeer.ID, server string) (sdkmc
 	if p == n.host.ID() {
 		return n.dialOwnServer(ctx, server)
 	}
-	s, err := n.host.NewStream(network.WithDialPeerTimeout(ctx, n.cfg.dialTimeout), p, transport.ProtocolID(server))
+	s, err := n.host.NewStream(mcpStream(network.WithDialPeerTimeout(ctx, n.cfg.dialTimeout)), p, transport.ProtocolID(server))
 	if err != nil {
 		var notSupported multistream.ErrNotSupported[protocol.ID]
 		if errors.As(err, &notSupported) {

@@ -33,6 +33,7 @@ import (
 	"github.com/mcpmesh/mcpmesh/mcp/transport"
 	"github.com/mcpmesh/mcpmesh/node/iface"
 	"github.com/mcpmesh/mcpmesh/peer/identity"
+	"github.com/mcpmesh/mcpmesh/peer/reach"
 	"github.com/mcpmesh/mcpmesh/peer/trust"
 	"github.com/mcpmesh/mcpmesh/tasks/tracker"
 )
@@ -54,6 +55,9 @@ type Node struct {
 	disc   *discovery.Service // nil without WithDiscovery
 	self   sync.Map           // client sessions to the node's own servers
 	limits *limits.Limiter
+	reach  *reach.Service                      // see reach.go
+	live   *reach.Liveness                     // nil if checks are off
+	moves  *reach.Moves[*sdkmcp.ClientSession] // sessions on relayed connections
 	audit  *audit.Log
 	names  identity.Texts   // peer IDs' text, for metrics
 	trust  *trust.Guard     // policy, delegation, limits, audit: see trust.go
@@ -111,6 +115,11 @@ func New(opts ...Option) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
+	rs, err := cfg.reachService(lim)
+	if err != nil {
+		return nil, err
+	}
+	hostOpts = append(hostOpts, rs.Options()...)
 	hostOpts = append(hostOpts, limitOpts...) // last: see limitOptions
 	h, err := libp2p.New(hostOpts...)
 	if err != nil {
@@ -129,6 +138,7 @@ func New(opts ...Option) (*Node, error) {
 		limits:  lim,
 	}
 	n.initLimits()
+	n.initReach(rs)
 	if err := n.initTrust(); err != nil {
 		h.Close()
 		cancel()
@@ -141,6 +151,7 @@ func New(opts ...Option) (*Node, error) {
 	n.pool = sessions.NewPool(n.dialSession, func(_ sessions.Key, cs *sdkmcp.ClientSession) {
 		n.tools.invalidate(cs)
 		n.self.Delete(cs)
+		n.moves.Ended(cs)
 	})
 	n.own = sdkmcp.NewServer(n.implementation(), &sdkmcp.ServerOptions{Logger: sdkLogger()})
 	if err := n.Share(transport.DefaultServer, n.own); err != nil {
@@ -148,6 +159,10 @@ func New(opts ...Option) (*Node, error) {
 		return nil, err
 	}
 	if err := n.startDiscovery(); err != nil {
+		n.Close()
+		return nil, err
+	}
+	if err := n.startReach(); err != nil {
 		n.Close()
 		return nil, err
 	}
@@ -343,6 +358,9 @@ func (n *Node) Close() error {
 	n.group.Stop()
 	n.cancel()
 	var errs []error
+	if err := n.closeReach(); err != nil {
+		errs = append(errs, fmt.Errorf("close reachability: %w", err))
+	}
 	if n.disc != nil {
 		if err := n.disc.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("close discovery: %w", err))

@@ -8,6 +8,7 @@ import (
 
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/crypto"
+	lpeer "github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/pnet"
 	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
 
@@ -18,6 +19,7 @@ import (
 	"github.com/mcpmesh/mcpmesh/peer/delegation"
 	"github.com/mcpmesh/mcpmesh/peer/identity"
 	"github.com/mcpmesh/mcpmesh/peer/policy"
+	"github.com/mcpmesh/mcpmesh/peer/reach"
 	"github.com/mcpmesh/mcpmesh/tasks"
 )
 
@@ -54,6 +56,8 @@ type config struct {
 	psk             pnet.PSK // see pnet.go
 	trust           trustConfig
 	limits          *limits.Config
+	reach           reach.Config     // see reach.go
+	liveness        [2]time.Duration // interval, timeout; see reach.go
 }
 
 // DefaultListenAddrs are where a node listens when no WithListenAddrs is
@@ -80,6 +84,8 @@ func defaults() *config {
 		maxMessageSize:  transport.DefaultMaxMessageSize,
 		dialTimeout:     10 * time.Second,
 		protocolVersion: DefaultProtocolVersion,
+		reach:           libraryReach(),
+		liveness:        [2]time.Duration{reach.DefaultLivenessInterval, reach.DefaultLivenessTimeout},
 	}
 }
 
@@ -214,7 +220,10 @@ func WithSamplingWithToolsHandler(h SamplingWithToolsHandler) Option {
 }
 
 // WithLibp2pOptions adds options to the libp2p host the node builds, after
-// the node's own (identity, listen addresses).
+// the node's own identity and listen addresses and before its reachability
+// options (see package reach), which override relay, AutoNAT and AutoRelay
+// settings given here; an address factory or NAT manager given here is
+// kept (the factory composed with the node's own).
 func WithLibp2pOptions(opts ...libp2p.Option) Option {
 	return func(c *config) error {
 		c.libp2pOpts = append(c.libp2pOpts, opts...)
@@ -273,8 +282,9 @@ func WithTags(tags ...string) Option {
 // Private networks work over TCP and WebSocket only: libp2p has no QUIC (nor
 // WebTransport, WebRTC) with a pre-shared key. The node therefore drops its
 // QUIC listen addresses (see PrivateNetworkAddrs); with none left it fails
-// to start. The cost: no QUIC, so no 0-RTT connection setup, no UDP hole
-// punching, and one TCP connection's head-of-line blocking for all streams.
+// to start. The cost: no QUIC, so no 0-RTT connection setup, and one TCP
+// connection's head-of-line blocking for all streams; relays and hole
+// punching work over TCP.
 func WithPrivateNetwork(psk pnet.PSK) Option {
 	return func(c *config) error {
 		if len(psk) != 32 {
@@ -384,6 +394,112 @@ func WithLimits(cfg limits.Config) Option {
 			return fmt.Errorf("WithLimits: negative burst, strike window or ban duration")
 		}
 		c.limits = &cfg
+		return nil
+	}
+}
+
+// --- reachability: relays, hole punching, port mapping, liveness ---
+
+// libraryReach is the library's default reachability: reach.DefaultConfig
+// without port mapping (see WithPortMapping).
+func libraryReach() reach.Config {
+	c := reach.DefaultConfig()
+	c.PortMapping = false
+	return c
+}
+
+// WithReachability says how the node decides whether peers outside its own
+// networks can dial it: reach.Auto (the default: AutoNAT asks peers to dial
+// back), reach.Public (it can: no relay reservations) or reach.Private (it
+// cannot: it reserves a slot with relays at once). See package reach.
+func WithReachability(mode string) Option {
+	return func(c *config) error {
+		c.reach.Reachability = mode
+		return nil
+	}
+}
+
+// WithRelayService says when the node carries connections for others as a
+// circuit relay: reach.RelayAuto (the default: while AutoNAT says it is
+// publicly reachable), reach.RelayOn (always: a node that joins two private
+// networks) or reach.RelayOff. What it gives is bounded by WithRelayLimits.
+func WithRelayService(mode string) Option {
+	return func(c *config) error {
+		c.reach.RelayService = mode
+		return nil
+	}
+}
+
+// WithRelayLimits bounds what the node's relay service gives others (see
+// reach.DefaultRelayLimits).
+func WithRelayLimits(l reach.RelayLimits) Option {
+	return func(c *config) error {
+		if err := l.Validate(); err != nil {
+			return fmt.Errorf("WithRelayLimits: %w", err)
+		}
+		c.reach.RelayLimits = l
+		return nil
+	}
+}
+
+// WithRelays adds relays the node reserves a slot with whenever it is not
+// known to be publicly reachable, besides those it finds among its peers.
+// Each needs an address (a full multiaddr's AddrInfo).
+func WithRelays(relays ...lpeer.AddrInfo) Option {
+	return func(c *config) error {
+		for _, r := range relays {
+			if len(r.Addrs) == 0 {
+				return fmt.Errorf("WithRelays: relay %s has no address", r.ID)
+			}
+		}
+		c.reach.Relays = append(c.reach.Relays, relays...)
+		return nil
+	}
+}
+
+// WithHolePunching turns DCUtR hole punching on or off (on by default): a
+// relayed connection is replaced by a direct one when both sides can.
+func WithHolePunching(on bool) Option {
+	return func(c *config) error {
+		c.reach.HolePunching = on
+		return nil
+	}
+}
+
+// WithPortMapping turns UPnP/NAT-PMP port mapping on or off: the node asks
+// its router to forward its listen ports. Off by default in the library
+// (the daemon turns it on): libp2p's UPnP discovery leaves goroutines that
+// run for up to 15 s after the node has closed (they end on their own).
+func WithPortMapping(on bool) Option {
+	return func(c *config) error {
+		c.reach.PortMapping = on
+		return nil
+	}
+}
+
+// WithLivenessInterval sets how often the node pings a peer while it has a
+// call in flight to it or serves a task for it (default 1s); a negative
+// interval turns the checks off.
+func WithLivenessInterval(d time.Duration) Option {
+	return func(c *config) error {
+		if d == 0 {
+			return fmt.Errorf("WithLivenessInterval(0): want a positive interval, or a negative one to turn checks off")
+		}
+		c.liveness[0] = d
+		return nil
+	}
+}
+
+// WithLivenessTimeout sets how long such a peer may go without answering a
+// ping before its connection is closed and the calls on it fail (default
+// 3s). A link so slow that a ping waits longer than this behind a large
+// message needs more.
+func WithLivenessTimeout(d time.Duration) Option {
+	return func(c *config) error {
+		if d <= 0 {
+			return fmt.Errorf("WithLivenessTimeout(%v): want a positive duration", d)
+		}
+		c.liveness[1] = d
 		return nil
 	}
 }

@@ -125,11 +125,15 @@ func (n *Node) runRelay(ctx context.Context, name string, caller lpeer.ID, down,
 	}
 	toServer, toClient, end := n.trust.RelayRewrites(caller, name, trust.Target{Peer: peer, Server: server}, then, r.SendToClient)
 	trustToClient = toClient
-	var lost error
-	r.ServerLost = func(err error) { lost = err }
+	r.ServerLost = func(err error) {
+		// The server's side ended on its own: what waits on it is answered
+		// with a failure naming it, while the caller's side is still open.
+		end(err)
+		tk.End(err)
+	}
 	err := r.Run(ctx, toServer, relay.Chain(tk.ToClient, toClient))
-	end()
-	tk.End(lost)
+	end(nil)
+	tk.End(nil)
 	return err
 }
 
@@ -137,7 +141,7 @@ func (n *Node) runRelay(ctx context.Context, name string, caller lpeer.ID, down,
 func (n *Node) openRelay(t *relayTarget) (network.Stream, error) {
 	dialCtx, cancel := context.WithTimeout(t.ctx, n.cfg.dialTimeout)
 	defer cancel()
-	s, err := n.host.NewStream(network.WithDialPeerTimeout(dialCtx, n.cfg.dialTimeout), t.peer, transport.ProtocolID(t.server))
+	s, err := n.host.NewStream(mcpStream(network.WithDialPeerTimeout(dialCtx, n.cfg.dialTimeout)), t.peer, transport.ProtocolID(t.server))
 	if err != nil {
 		// The caller sees its session end: it cannot get a better answer
 		// before it has sent anything.

@@ -18,8 +18,8 @@ func (n *Node) initTasks() {
 	c := n.cfg.tasks
 	n.tasks = tracker.New(tracker.Config{
 		Self: n.host.ID(), Off: c.off, Retention: c.retention, Promote: c.promote,
-		Session: n.Session,
-		Elicit:  n.cfg.elicit, ElicitDone: n.cfg.elicitDone,
+		Session: n.Session, Hold: n.hold,
+		Elicit: n.cfg.elicit, ElicitDone: n.cfg.elicitDone,
 		Sample: n.cfg.sample, SampleTools: n.cfg.sampleTools,
 	})
 	if m := n.cfg.trust.metrics; m != nil {

@@ -51,6 +51,7 @@ func (n *Node) initTrust() error {
 		Self: n.host.ID(), Key: n.host.Peerstore().PrivKey(n.host.ID()),
 		Policy: p, Scope: c.scope, TTL: ttl, NoDelegate: c.noDelegate,
 		Audit: a, Metrics: c.metrics, Limits: n.limits,
+		Hold: n.hold, LostWhy: n.lostWhy,
 	})
 	return nil
 }

@@ -72,7 +72,7 @@ func run(t *testing.T, args ...string) (string, string, int) {
 }
 
 func TestEveryCommandHasHelp(t *testing.T) {
-	for _, c := range []string{"node", "id", "peers", "connect", "tools", "call", "find", "card", "stdio", "demo", "audit", "tasks", "init-mesh", "policy"} {
+	for _, c := range []string{"node", "id", "peers", "status", "connect", "tools", "call", "find", "card", "stdio", "demo", "audit", "tasks", "init-mesh", "policy"} {
 		out, _, code := run(t, c, "--help")
 		if code != 0 || !strings.Contains(out, "Usage:") || !strings.Contains(out, "mcpmesh "+c) {
 			t.Errorf("mcpmesh %s --help: exit %d\n%s", c, code, out)

@@ -50,6 +50,9 @@ type fileConfig struct {
 	Delegation *delegationConfig `json:"delegation,omitempty"`
 	// Limits changes the limits each peer gets (zero fields: defaults).
 	Limits *limitsConfig `json:"limits,omitempty"`
+	// Network says how the node is reached from other networks (relays,
+	// hole punching, port mapping) and how soon a lost peer is seen.
+	Network *networkConfig `json:"network,omitempty"`
 }
 
 // delegationConfig is the "delegation" section of the configuration file.
@@ -73,6 +76,10 @@ type limitsConfig struct {
 	MaxConcurrentPerPrincipal int     `json:"maxConcurrentPerPrincipal,omitempty"`
 	PrincipalRate             float64 `json:"principalRate,omitempty"`
 	PrincipalBurst            int     `json:"principalBurst,omitempty"`
+	// libp2p's per-IP connection limits.
+	ConnsPerIP     int     `json:"connsPerIP,omitempty"`     // connections open at once with one IP address
+	ConnRatePerIP  float64 `json:"connRatePerIP,omitempty"`  // new connections per second with one public IP address…
+	ConnBurstPerIP int     `json:"connBurstPerIP,omitempty"` // …in bursts of
 }
 
 // trustOptions turns the file's delegation and limits sections into node
@@ -111,6 +118,7 @@ func (c *fileConfig) trustOptions() ([]node.Option, error) {
 			MaxConcurrentPerPeer: l.MaxConcurrentPerPeer, Rate: l.Rate, Burst: l.Burst,
 			Strikes: l.Strikes, StrikeWindow: window, BanFor: ban,
 			MaxConcurrentPerPrincipal: l.MaxConcurrentPerPrincipal, PrincipalRate: l.PrincipalRate, PrincipalBurst: l.PrincipalBurst,
+			ConnsPerIP: l.ConnsPerIP, ConnRatePerIP: l.ConnRatePerIP, ConnBurstPerIP: l.ConnBurstPerIP,
 		}))
 	}
 	return opts, nil

@@ -32,7 +32,8 @@ complete a connection. Anyone with the file can join the mesh: hand it out as
 you would a password.
 
 The cost: libp2p private networks run over TCP (and WebSocket) only, not QUIC,
-so such nodes have no 0-RTT connection setup and no UDP hole punching.
+so such nodes have no 0-RTT connection setup; relays and hole punching work over
+TCP.
 
 An existing key is never replaced without --force (nodes that hold the old key
 could no longer reach this one).`,

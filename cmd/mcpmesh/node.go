@@ -45,6 +45,7 @@ func newNodeCmd(g *globals) *cobra.Command {
 		meshKey   string
 		open      bool
 		metricsAt string
+		network   networkFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "node",
@@ -60,6 +61,18 @@ The node takes part in the mesh's DHT: it publishes a signed card of what it
 shares and advertises every tool name and tag, so that any node can find it
 ('mcpmesh find', 'mcpmesh call any'). --peer addresses double as bootstrap
 peers, and mDNS finds nodes on the local network (--no-mdns to turn off).
+
+Peers on other networks: AutoNAT (peers dial this node back) decides whether
+the node is publicly reachable. If it is not (or not known to be), it reserves a
+slot with a relay — one given with --relay, or any connected peer that serves
+as one — and announces an address through it; relayed connections turn into
+direct ones by hole punching when both sides can (--hole-punching), and the
+router is asked for a port mapping (--port-mapping). --relay-service on makes
+this node a relay for others even when it is not publicly reachable (a node
+that joins two networks); auto (the default) relays only while it is.
+'mcpmesh status' shows what was decided. While a call or a task runs, its
+peers are pinged every second; one silent for 3s has its connection closed, so
+the call fails at once (config "network": livenessInterval, livenessTimeout).
 
 --mesh-key FILE (default HOME/swarm.key when present; see 'mcpmesh init-mesh')
 makes the node a member of a private mesh: it connects only to nodes holding
@@ -184,6 +197,11 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 				return usageError("%v", err)
 			}
 			opts = append(opts, trustOpts...)
+			netOpts, err := networkOptions(cmd, file.Network, &network)
+			if err != nil {
+				return usageError("%v", err)
+			}
+			opts = append(opts, netOpts...)
 			var reg *metrics.Metrics
 			if metricsAt != "" {
 				reg = metrics.New()
@@ -299,5 +317,6 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 	f.StringVar(&metricsAt, "metrics", "", "HOST:PORT to serve Prometheus metrics on (/metrics; e.g. 127.0.0.1:9464)")
 	f.StringVar(&httpAt, "http", "", "loopback HOST:PORT to serve MCP over Streamable HTTP: /mcp (mesh mode) and /mcp/PEER/SERVER (one server, transparent)")
 	f.StringArrayVar(&httpPins, "http-pin", nil, "[NAME=]PEER/[SERVER/]TOOL: list a remote tool on --http's /mcp as a tool of its own (repeatable)")
+	network.add(cmd)
 	return cmd
 }

@@ -141,6 +141,36 @@ func (s *Pool) Drop(key Key, cs *sdkmcp.ClientSession) {
 	}
 }
 
+// Retire takes cs, the session to key, out of the pool without closing it:
+// the next Get dials anew while calls in flight on cs finish. Its owner
+// closes it. Retire reports whether cs was in the pool.
+func (s *Pool) Retire(key Key, cs *sdkmcp.ClientSession) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.m[key]
+	if !ok || e.cs != cs {
+		return false
+	}
+	delete(s.m, key)
+	return true
+}
+
+// Lookup returns the open session to key, if there is one, without dialing.
+func (s *Pool) Lookup(key Key) (*sdkmcp.ClientSession, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.m[key]
+	if !ok {
+		return nil, false
+	}
+	select {
+	case <-e.ready:
+		return e.cs, e.cs != nil
+	default:
+		return nil, false
+	}
+}
+
 // Open lists the keys of the sessions open now.
 func (s *Pool) Open() []Key {
 	s.mu.Lock()

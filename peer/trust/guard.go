@@ -46,6 +46,14 @@ type Config struct {
 	// bounds what each peer may ask.
 	Metrics *metrics.Metrics
 	Limits  *limits.Limiter
+	// Hold, if set, watches peer p while a relayed call to or from it is in
+	// flight, until release is called: a silent target fails the call and a
+	// silent caller ends it within seconds (the node's liveness checker,
+	// reach.Liveness). LostWhy, if set, says why the connection to p was
+	// just lost ("" if it cannot tell), for the answers to the relayed
+	// calls whose target was lost.
+	Hold    func(p lpeer.ID) (release func())
+	LostWhy func(p lpeer.ID) string
 }
 
 // Guard is a node's trust layer. Its methods are safe for concurrent use.
@@ -79,6 +87,22 @@ func withSelf(p *policy.Policy, self lpeer.ID) *policy.Policy {
 		p = policy.Closed()
 	}
 	return p.WithSelf(self)
+}
+
+// hold watches p while a relayed call involves it (see Config.Hold).
+func (g *Guard) hold(p lpeer.ID) (release func()) {
+	if g.cfg.Hold == nil {
+		return func() {}
+	}
+	return g.cfg.Hold(p)
+}
+
+// lostWhy says why the connection to p was just lost (see Config.LostWhy).
+func (g *Guard) lostWhy(p lpeer.ID) string {
+	if g.cfg.LostWhy == nil {
+		return ""
+	}
+	return g.cfg.LostWhy(p)
 }
 
 // Policy returns the policy in force.

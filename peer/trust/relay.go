@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
 	lpeer "github.com/libp2p/go-libp2p/core/peer"
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
+	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
 	segjson "github.com/segmentio/encoding/json"
 
 	"github.com/mcpmesh/mcpmesh/audit"
@@ -17,6 +19,7 @@ import (
 	"github.com/mcpmesh/mcpmesh/peer/delegation"
 	"github.com/mcpmesh/mcpmesh/peer/identity"
 	"github.com/mcpmesh/mcpmesh/peer/policy"
+	"github.com/mcpmesh/mcpmesh/tasks"
 )
 
 // A relayed session (a re-shared server, --share-peer, or a server shared
@@ -109,6 +112,14 @@ const maxPendingLists = 256
 // endCall ends a relayed call: it releases its admission and audits it.
 type endCall func(audit.Outcome, string)
 
+// relayedCall is a relayed request waiting for its answer: how to end it,
+// and, for a tools/call, the hop it goes to (named if the target is lost).
+type relayedCall struct {
+	finish endCall
+	hop    tasks.Hop
+	call   bool
+}
+
 // relayedOutcome is how a relayed call's answer is audited.
 func relayedOutcome(resp *jsonrpc.Response) (audit.Outcome, string) {
 	if resp.Error != nil {
@@ -167,12 +178,15 @@ type Target struct {
 // delegations and limits to a session that the server shared as name
 // relays from caller to t: toServer (then runs after it: the task layer's
 // rewrite) and toClient. send writes a message of the guard's own to the
-// client (a list_changed). end must be called when the session ends.
-func (g *Guard) RelayRewrites(caller lpeer.ID, name string, t Target, then relay.FrameRewrite, send func(jsonrpc.Message) error) (toServer, toClient relay.FrameRewrite, end func()) {
+// client (a list_changed, an answer). end must be called when the session
+// ends, with the error that ended the target's side if it was lost (the
+// calls waiting on it are then answered with a failure naming it, sent with
+// send, rather than left to the session's end).
+func (g *Guard) RelayRewrites(caller lpeer.ID, name string, t Target, then relay.FrameRewrite, send func(jsonrpc.Message) error) (toServer, toClient relay.FrameRewrite, end func(lost error)) {
 	if caller == g.cfg.Self {
-		return then, nil, func() {}
+		return then, nil, func(error) {}
 	}
-	lists, calls := &pending[listAsk]{}, &pending[endCall]{}
+	lists, calls := &pending[listAsk]{}, &pending[relayedCall]{}
 	session := NewSession(name, caller)
 	session.Notify = func(method string) error { return send(&jsonrpc.Request{Method: method}) }
 	g.Track(session)
@@ -186,8 +200,8 @@ func (g *Guard) RelayRewrites(caller lpeer.ID, name string, t Target, then relay
 		if calls.any() && bytes.Contains(frame, cancelledField) {
 			// A cancelled request may get no answer: it ends here.
 			if id, ok := cancelledRequest(frame); ok {
-				if finish, ok := calls.take(id); ok {
-					finish(audit.Cancelled, "")
+				if c, ok := calls.take(id); ok {
+					c.finish(audit.Cancelled, "")
 				}
 			}
 		}
@@ -212,18 +226,18 @@ func (g *Guard) RelayRewrites(caller lpeer.ID, name string, t Target, then relay
 				}
 				if !req.ID.IsValid() {
 					release(audit.OK, "")
-				} else if old, replaced, _ := calls.put(req.ID, release, 0); replaced {
-					old(audit.Error, "request ID reused while in flight")
+				} else if old, replaced, _ := calls.put(req.ID, relayedCall{finish: release}, 0); replaced {
+					old.finish(audit.Error, "request ID reused while in flight")
 				}
 			}
 			if req.Method == "tools/call" {
-				old, next, finish, reason := g.relayCallTrust(req.Params, caller, name, t)
+				old, next, finish, hop, reason := g.relayCallTrust(req.Params, caller, name, t)
 				if reason != nil {
 					return nil, refusalReply(req, reason), nil
 				}
 				if req.ID.IsValid() {
-					if old, replaced, _ := calls.put(req.ID, finish, 0); replaced {
-						old(audit.Error, "request ID reused while in flight")
+					if old, replaced, _ := calls.put(req.ID, relayedCall{finish: finish, hop: hop, call: true}, 0); replaced {
+						old.finish(audit.Error, "request ID reused while in flight")
 					}
 				} else {
 					finish(audit.Error, "sent as a notification: no answer") // nothing to wait for
@@ -260,8 +274,8 @@ func (g *Guard) RelayRewrites(caller lpeer.ID, name string, t Target, then relay
 		}
 		resp, ok := msg.(*jsonrpc.Response)
 		if ok {
-			if finish, found := calls.take(resp.ID); found {
-				finish(relayedOutcome(resp))
+			if c, found := calls.take(resp.ID); found {
+				c.finish(relayedOutcome(resp))
 			}
 		}
 		if !ok || resp.Error != nil {
@@ -298,13 +312,49 @@ func (g *Guard) RelayRewrites(caller lpeer.ID, name string, t Target, then relay
 		b, err := jsonrpc.EncodeMessage(&out)
 		return b, nil, err
 	}
-	end = func() {
+	end = func(lost error) {
 		g.Untrack(session)
-		for _, finish := range calls.takeAll() {
-			finish(audit.Error, "session ended before the answer")
+		why := "session ended before the answer"
+		if lost != nil {
+			why = "connection to the target lost"
+		}
+		for id, c := range calls.takeAll() {
+			if lost != nil && send != nil {
+				answer := g.lostAnswer(id, c.hop, t.Peer, lost)
+				if !c.call { // not a tool's: a plain error
+					answer = &jsonrpc.Response{ID: id, Error: &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: why}}
+				}
+				if err := send(answer); err != nil {
+					trustLog.Debugw("answer a relayed call whose target was lost", "to", caller, "error", err)
+				}
+			}
+			c.finish(audit.Error, why)
 		}
 	}
 	return toServer, toClient, end
+}
+
+// lostAnswer answers a relayed tools/call whose target was lost: a failed
+// result naming the hop (as a served task's failure does), so that the root
+// of the call sees which node was lost, not this relay.
+func (g *Guard) lostAnswer(id jsonrpc.ID, hop tasks.Hop, target lpeer.ID, lost error) *jsonrpc.Response {
+	text := fmt.Sprintf("connection lost to %s: %v", target, lost)
+	if target == "" { // a program or an endpoint
+		text = fmt.Sprintf("%s/%s on %s: the shared server's session ended before its answer (%v)", hop.Server, hop.Tool, identity.Short(g.cfg.Self), lost)
+		hop.Peer = g.names.Of(g.cfg.Self)
+	} else if why := g.lostWhy(target); why != "" {
+		text = fmt.Sprintf("connection lost to %s%s", target, why)
+	}
+	res := &sdkmcp.CallToolResult{
+		IsError: true,
+		Content: []sdkmcp.Content{&sdkmcp.TextContent{Text: text}},
+		Meta:    sdkmcp.Meta{tasks.MetaKey: &tasks.ResultMeta{Task: hop.Task, State: tasks.Failed, FailedAt: &hop}},
+	}
+	raw, err := json.Marshal(res)
+	if err != nil {
+		return &jsonrpc.Response{ID: id, Error: &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: text}}
+	}
+	return &jsonrpc.Response{ID: id, Result: raw}
 }
 
 // listAsk is a list request waiting for its answer.
@@ -440,16 +490,21 @@ func (g *Guard) relayRequestTrust(caller lpeer.ID, name, method string, kind pol
 // delegation, old, for which it returns the delegation extended to the peer
 // behind, next (nil: none came), and the caller's limits. end, called once
 // when the call ends, releases its admission and audits it.
-func (g *Guard) relayCallTrust(params json.RawMessage, caller lpeer.ID, name string, t Target) (old, next json.RawMessage, end endCall, refused *jsonrpc.Error) {
+func (g *Guard) relayCallTrust(params json.RawMessage, caller lpeer.ID, name string, t Target) (old, next json.RawMessage, end endCall, hop tasks.Hop, refused *jsonrpc.Error) {
 	// Read as the next node's SDK reads it (see extendTask).
 	var head struct {
 		Name string `json:"name"`
 		Meta *struct {
 			Delegation json.RawMessage `json:"io.mcpmesh/delegation"`
+			Task       string          `json:"io.mcpmesh/task"`
 		} `json:"_meta"`
 	}
 	if _, err := segjson.Parse(params, &head, segjson.DontMatchCaseInsensitiveStructFields); err != nil {
-		return nil, nil, func(audit.Outcome, string) {}, nil // not the relay's to judge: the server answers bad params
+		return nil, nil, func(audit.Outcome, string) {}, hop, nil // not the relay's to judge: the server answers bad params
+	}
+	hop = tasks.Hop{Peer: g.names.Of(t.Peer), Server: t.Server, Tool: head.Name}
+	if head.Meta != nil {
+		hop.Task, _, _ = strings.Cut(head.Meta.Task, " ") // the task's ID comes first
 	}
 	rec := audit.Record{Time: time.Now(), Caller: g.names.Of(caller), Server: name, Method: "tools/call", Name: head.Name}
 	a := policy.Access{Caller: caller, Server: name, Kind: policy.Tool, Name: head.Name}
@@ -468,7 +523,7 @@ func (g *Guard) relayCallTrust(params json.RawMessage, caller lpeer.ID, name str
 			}
 		}
 		if err != nil {
-			return nil, nil, nil, g.refuseRelayed(rec, &refusal{reason: "delegation", code: CodeNotPermitted,
+			return nil, nil, nil, hop, g.refuseRelayed(rec, &refusal{reason: "delegation", code: CodeNotPermitted,
 				msg: fmt.Sprintf("not permitted: %s/%s on %s: %v", name, head.Name, identity.Short(g.cfg.Self), err)})
 		}
 		old = head.Meta.Delegation
@@ -477,21 +532,26 @@ func (g *Guard) relayCallTrust(params json.RawMessage, caller lpeer.ID, name str
 		}
 	}
 	if !g.policy.Load().Allows(a) {
-		return nil, nil, nil, g.refuseRelayed(rec, &refusal{reason: "policy", code: CodeNotPermitted, msg: g.notPermitted(a)})
+		return nil, nil, nil, hop, g.refuseRelayed(rec, &refusal{reason: "policy", code: CodeNotPermitted, msg: g.notPermitted(a)})
 	}
 	release, r := g.admitCall(caller, a.For)
 	if r != nil {
-		return nil, nil, nil, g.refuseRelayed(rec, r)
+		return nil, nil, nil, hop, g.refuseRelayed(rec, r)
 	}
+	// While the call is in flight, a silent target fails it and a silent
+	// caller ends it, within seconds (see Config.Hold).
+	unholdTarget, unholdCaller := g.hold(t.Peer), g.hold(caller)
 	end = func(o audit.Outcome, reason string) {
 		release()
+		unholdTarget()
+		unholdCaller()
 		rec.Outcome, rec.Reason, rec.Duration = o, reason, time.Since(rec.Time)
 		g.cfg.Audit.Add(rec)
 		if m := g.cfg.Metrics; m != nil {
 			m.Call(name, head.Name, rec.Caller, string(o), rec.Duration)
 		}
 	}
-	return old, next, end, nil
+	return old, next, end, hop, nil
 }
 
 func (g *Guard) refuseRelayed(rec audit.Record, r *refusal) *jsonrpc.Error {

@@ -72,11 +72,11 @@ func TestRelayAdmissionEndsOnAnswerCancelOrSessionEnd(t *testing.T) {
 	if call("5") {
 		t.Fatal("an error answer did not free the call's place")
 	}
-	end()
+	end(nil)
 	if call("6") {
 		t.Fatal("the session's end did not free the call's place")
 	}
-	end()
+	end(nil)
 }
 
 // FuzzRelayTrust drives a relayed session's trust rewrites (policy,
@@ -119,7 +119,7 @@ func FuzzRelayTrust(f *testing.F) {
 				t.Fatalf("a server frame that decodes broke the session: %v\n%q", err, fromServer)
 			}
 		}
-		end()
+		end(nil)
 		// Every admission the session held is back: the caller can fill its
 		// limit again.
 		var releases []func()

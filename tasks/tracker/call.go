@@ -26,6 +26,7 @@ type CallFunc func(ctx context.Context, p lpeer.ID, server, tool string, args an
 // failures. The hop budget is tasks.WithHopBudget's, if lower.
 func (tr *Tracker) Call(ctx context.Context, p lpeer.ID, server, tool string, args any, call CallFunc) (*sdkmcp.CallToolResult, error) {
 	if tr.cfg.Off {
+		defer tr.hold(p)() // a silent peer fails the call in seconds
 		return call(ctx, p, server, tool, args, nil)
 	}
 	self := tr.reg.Self()
@@ -86,7 +87,9 @@ func (tr *Tracker) Call(ctx context.Context, p lpeer.ID, server, tool string, ar
 		defer tr.progress.Release(tok)
 	}
 	ctx = withCallHop(ctx, caller)
+	release := tr.hold(p) // a silent peer fails the call in seconds
 	res, err := call(ctx, p, server, tool, args, meta)
+	release()
 	if progress != nil {
 		progress.drain() // the call's progress goes up before its result
 	}

@@ -107,7 +107,9 @@ func (tr *Tracker) Serve(name string, next sdkmcp.MethodHandler) Handler {
 			res, err := tr.runDetached(ctx, work, cancel, e, m.Detach, next, method, req)
 			return res, e.ID(), err
 		}
+		release := tr.hold(callerID) // a silent caller cancels the task in seconds
 		res, err := next(work, method, req)
+		release()
 		tr.finishServed(work, e, name, p.Name, res, err)
 		cancel()
 		return res, e.ID(), err

@@ -47,6 +47,11 @@ type Config struct {
 	// Session returns the open client session to server on peer p: for
 	// tree queries and MCP Tasks polls.
 	Session func(ctx context.Context, p lpeer.ID, server string) (*sdkmcp.ClientSession, error)
+	// Hold, if set, watches peer p while a call to it is in flight or a
+	// task is served for it, until release is called: a silent peer then
+	// fails the call, or cancels the task, within seconds (the node's
+	// liveness checker, reach.Liveness).
+	Hold func(p lpeer.ID) (release func())
 
 	// The node's own user, who answers the questions of calls made outside
 	// any task; nil: such questions are refused.
@@ -70,6 +75,14 @@ type Tracker struct {
 	ctx    context.Context // ends with Close: detached tasks end
 	cancel context.CancelFunc
 	group  owner.Group // detached tasks running
+}
+
+// hold watches p while the node has work with it (see Config.Hold).
+func (tr *Tracker) hold(p lpeer.ID) (release func()) {
+	if tr.cfg.Hold == nil {
+		return func() {}
+	}
+	return tr.cfg.Hold(p)
 }
 
 // ErrClosed is returned for work that would outlive a closed Tracker.
