@@ -149,11 +149,11 @@ func (p *Pool) Acquire(ctx context.Context, caller string) (*Lease, error) {
 	}
 	if n := len(p.leases); n >= p.cfg.MaxSessions {
 		p.mu.Unlock()
-		return nil, fmt.Errorf("%w: share %s has %d sessions open, its most (sessions per share; mcpmesh node --share-sessions)", ErrPoolFull, p.up.Name, n)
+		return nil, fmt.Errorf("%w: share %s has %d sessions open, the most it may have (sessions per share: shares.%s.sessions.max in the node's config)", ErrPoolFull, p.up.Name, n, p.up.Name)
 	}
 	if n := p.byCaller[caller]; n >= p.cfg.MaxPerCaller {
 		p.mu.Unlock()
-		return nil, fmt.Errorf("%w: share %s has %d sessions open for %s, the most one caller may have (sessions per caller; mcpmesh node --share-sessions-per-caller)", ErrPoolFull, p.up.Name, n, caller)
+		return nil, fmt.Errorf("%w: share %s has %d sessions open for %s, the most one caller may have (sessions per caller: shares.%s.sessions.perCaller in the node's config)", ErrPoolFull, p.up.Name, n, caller, p.up.Name)
 	}
 	l := &Lease{pool: p, caller: caller}
 	p.leases[l] = struct{}{}

@@ -220,14 +220,14 @@ func TestPoolGivesEachSessionItsOwnProcessWithinItsBounds(t *testing.T) {
 	if a1.PID == a2.PID {
 		t.Fatal("two sessions share a process")
 	}
-	if _, err := p.Acquire(ctx, "alice"); !errors.Is(err, ErrPoolFull) || !strings.Contains(err.Error(), "sessions per caller") {
+	if _, err := p.Acquire(ctx, "alice"); !errors.Is(err, ErrPoolFull) || !strings.Contains(err.Error(), "sessions.perCaller") {
 		t.Fatalf("third session of one caller: %v, want ErrPoolFull naming the bound per caller", err)
 	}
 	b1, err := p.Acquire(ctx, "bob")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := p.Acquire(ctx, "carol"); !errors.Is(err, ErrPoolFull) || !strings.Contains(err.Error(), "sessions per share") {
+	if _, err := p.Acquire(ctx, "carol"); !errors.Is(err, ErrPoolFull) || !strings.Contains(err.Error(), "sessions.max") {
 		t.Fatalf("a session past the share's bound: %v, want ErrPoolFull naming it", err)
 	}
 	a1.Release()
