@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -20,6 +21,7 @@ import (
 	"github.com/mcpmesh/mcpmesh/mcp/transport"
 	"github.com/mcpmesh/mcpmesh/mcp/upstream"
 	"github.com/mcpmesh/mcpmesh/node"
+	"github.com/mcpmesh/mcpmesh/tasks"
 )
 
 // stdioServerEnv makes the test binary run as a stdio MCP server program:
@@ -60,6 +62,15 @@ func runStdioServer() {
 	sdkmcp.AddTool(s, &sdkmcp.Tool{Name: "add", Description: "adds two numbers"},
 		func(_ context.Context, _ *sdkmcp.CallToolRequest, in addIn) (*sdkmcp.CallToolResult, map[string]int, error) {
 			return nil, map[string]int{"sum": in.A + in.B, "pid": os.Getpid()}, nil
+		})
+	sdkmcp.AddTool(s, &sdkmcp.Tool{Name: "meta", Description: "names the _meta keys it was called with"},
+		func(_ context.Context, req *sdkmcp.CallToolRequest, _ struct{}) (*sdkmcp.CallToolResult, map[string]any, error) {
+			keys := []string{}
+			for k := range req.Params.Meta {
+				keys = append(keys, k)
+			}
+			slices.Sort(keys)
+			return nil, map[string]any{"keys": keys}, nil
 		})
 	sdkmcp.AddTool(s, &sdkmcp.Tool{Name: "crash", Description: "exits the program"},
 		func(context.Context, *sdkmcp.CallToolRequest, struct{}) (*sdkmcp.CallToolResult, any, error) {
@@ -196,7 +207,7 @@ func TestIsolatedProgramCrashEndsOnlyItsSession(t *testing.T) {
 		return err == nil && second != first
 	})
 	st := status(t, b, "calc")
-	if st.Mode != "isolated" || st.Restarts != 0 || !st.Running || st.Tools != 5 || st.Sessions != 1 {
+	if st.Mode != "isolated" || st.Restarts != 0 || !st.Running || st.Tools != 6 || st.Sessions != 1 {
 		t.Errorf("status after a caller's process crashed = %+v", st)
 	}
 	if !strings.Contains(stderr.String(), "[calc] crashing on purpose") {
@@ -228,7 +239,7 @@ func TestSharedModeProgramRestartsAfterExit(t *testing.T) {
 		return err == nil && second != first
 	})
 	st := status(t, b, "calc")
-	if st.Mode != "shared" || st.Restarts < 1 || !st.Running || st.Tools != 5 {
+	if st.Mode != "shared" || st.Restarts < 1 || !st.Running || st.Tools != 6 {
 		t.Errorf("status after restart = %+v", st)
 	}
 }
@@ -428,4 +439,40 @@ func TestSharedProgramRelaysCompletionLoggingAndUpdates(t *testing.T) {
 		defer mu.Unlock()
 		return len(logs) == 1 && logs[0] == "touched" && len(updates) == 1 && updates[0] == "calc://readme"
 	})
+}
+
+// A call to a shared program is a task of the sharing node, and the
+// program sees none of the mesh's own _meta keys: they stop at the node.
+func TestSharedProgramCallIsATaskAndSeesNoMeshMeta(t *testing.T) {
+	a, b := newNode(t), newNode(t)
+	shareCalc(t, b, &syncBuffer{})
+	connect(t, a, b)
+	ctx := tasks.WithProgress(ctxFor(t, 20*time.Second), func(*sdkmcp.ProgressNotificationParams) {})
+	res, err := a.CallServerTool(ctx, b.ID(), "calc", "meta", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := res.StructuredContent.(map[string]any)["keys"]
+	if fmt.Sprint(keys) != "[progressToken traceparent]" {
+		t.Errorf("the program saw _meta keys %v, want only progressToken and traceparent", keys)
+	}
+	root := rootCall(t, a)
+	tree, err := a.TaskTree(ctx, root.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(tree.Children) != 1 || tree.Children[0].Unreachable != "" || tree.Children[0].Task.State != tasks.Completed ||
+		tree.Children[0].Task.Peer != b.ID().String() || tree.Children[0].Task.Tool != "meta" {
+		t.Fatalf("tree below the root: %+v", tree.Children)
+	}
+	// A tool error names the sharing node as where it failed, in the mesh's
+	// own _meta key of the result.
+	res, err = a.CallServerTool(ctx, b.ID(), "calc", "add", map[string]any{"a": "one"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rm, ok := tasks.DecodeResult(res.Meta)
+	if !res.IsError || !ok || rm.FailedAt == nil || rm.FailedAt.Peer != b.ID().String() || rm.FailedAt.Tool != "add" {
+		t.Fatalf("failed call: isError %v, task meta %+v", res.IsError, rm)
+	}
 }
