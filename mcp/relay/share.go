@@ -170,7 +170,7 @@ func (s *Share) Open(ctx context.Context, caller string) (*Upstream, error) {
 		if err != nil {
 			return nil, err
 		}
-		return &Upstream{FrameConn: l, SetBusy: func(f func() bool) { l.Busy = f }}, nil
+		return &Upstream{FrameConn: l, SetBusy: l.SetBusy}, nil
 	}
 	s.mu.Lock()
 	mux := s.mux

@@ -97,11 +97,19 @@ type Lease struct {
 	*Session
 	pool   *Pool
 	caller string
-	last   atomic.Int64 // unix nanoseconds of the last frame either way
-	// Busy, if set, reports whether the session has something in flight:
-	// the idle sweep leaves it open then.
-	Busy     func() bool
+	last     atomic.Int64 // unix nanoseconds of the last frame either way
+	busy     atomic.Pointer[func() bool]
 	released atomic.Bool
+}
+
+// SetBusy tells the pool how to know that the session has something in
+// flight: the idle sweep leaves it open then.
+func (l *Lease) SetBusy(f func() bool) { l.busy.Store(&f) }
+
+// isBusy reports what SetBusy's function says (false without one).
+func (l *Lease) isBusy() bool {
+	f := l.busy.Load()
+	return f != nil && (*f)()
 }
 
 // ReadFrame implements Conn, noting the activity.
@@ -259,7 +267,7 @@ func (p *Pool) sweep() {
 		var idle []*Lease
 		p.mu.Lock()
 		for l := range p.leases {
-			if l.Session != nil && l.last.Load() < cutoff && (l.Busy == nil || !l.Busy()) {
+			if l.Session != nil && l.last.Load() < cutoff && !l.isBusy() {
 				idle = append(idle, l)
 			}
 		}

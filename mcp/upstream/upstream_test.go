@@ -262,7 +262,7 @@ func TestPoolEndsIdleSessions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	busy.Busy = func() bool { return true }
+	busy.SetBusy(func() bool { return true })
 	waitFor(t, "end of the idle session", func() bool { done, _ := idle.Exited(); return done })
 	if _, err := idle.ReadFrame(); err == nil {
 		t.Error("an ended session still reads")
