@@ -95,8 +95,8 @@ func (p *Pool) Config() PoolConfig { return p.cfg }
 // A Lease is one caller's session with the upstream. Release ends it.
 type Lease struct {
 	*Session
-	pool   *Pool
-	caller string
+	pool     *Pool
+	caller   string
 	last     atomic.Int64 // unix nanoseconds of the last frame either way
 	busy     atomic.Pointer[func() bool]
 	released atomic.Bool
