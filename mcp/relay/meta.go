@@ -8,6 +8,7 @@ import (
 	segjson "github.com/segmentio/encoding/json"
 
 	"github.com/mcpmesh/mcpmesh/internal/sdkcompat"
+	"github.com/mcpmesh/mcpmesh/tasks"
 )
 
 // MeshPrefix starts every _meta key of the mesh's own (io.mcpmesh/task,
@@ -156,4 +157,96 @@ func SetTaskMeta(frame []byte, req *jsonrpc.Request, old, next string) ([]byte, 
 	out := *req
 	out.Params = params
 	return jsonrpc.EncodeMessage(&out)
+}
+
+// taskField marks a frame whose task context a relay must extend.
+var taskField = []byte(`"` + tasks.MetaKey + `"`)
+
+// HasKeyEscape reports whether b holds a JSON escape (\uXXXX, \/) that could
+// spell a key another way than plainly: a rewrite that looks for a key's
+// bytes must then decode the frame.
+func HasKeyEscape(b []byte) bool {
+	return bytes.Contains(b, []byte(`\u`)) || bytes.Contains(b, []byte(`\/`))
+}
+
+// spliceMeta replaces the task field "key":"old" with "key":"next" in b,
+// where it is written the compact way (as Go and most encoders write it)
+// and only once; ok is false otherwise. The key must appear once in b, and
+// b hold no escape that could spell it another way: then that one key is
+// the one the next node reads, and not, say, a field of the arguments.
+func spliceMeta(b []byte, old, next string) ([]byte, bool) {
+	oldValue, _ := json.Marshal(old)
+	newValue, _ := json.Marshal(next)
+	return SpliceField(b, taskField, oldValue, newValue)
+}
+
+// SpliceField replaces "key":old with "key":next in b (key quoted, values
+// raw JSON), where it is written the compact way and only once; ok is false
+// otherwise (then decode and re-encode, see SetMetaField). The key must
+// appear once in b, and b hold no escape that could spell it another way
+// (HasKeyEscape): then that one key is the one the next node reads.
+func SpliceField(b, key, old, next []byte) ([]byte, bool) {
+	if bytes.Count(b, key) != 1 || HasKeyEscape(b) {
+		return nil, false
+	}
+	oldField := append(append(append([]byte(nil), key...), ':'), old...)
+	newField := append(append(append([]byte(nil), key...), ':'), next...)
+	i := bytes.Index(b, oldField)
+	if i < 0 || bytes.Index(b[i+len(oldField):], oldField) >= 0 {
+		return nil, false
+	}
+	out := make([]byte, 0, len(b)+len(newField)-len(oldField)+1) // +1: room for the frame's newline
+	out = append(append(append(out, b[:i]...), newField...), b[i+len(oldField):]...)
+	return out, true
+}
+
+// replaceMeta sets params._meta[task key] to next, re-encoding the top
+// level of params (the other fields stay raw bytes).
+func replaceMeta(params json.RawMessage, next string) (json.RawMessage, error) {
+	v, err := json.Marshal(next)
+	if err != nil {
+		return nil, err
+	}
+	return SetMetaField(params, tasks.MetaKey, v)
+}
+
+// SetMetaField sets params._meta[key] to v, re-encoding the top level of
+// params (the other fields stay raw bytes).
+func SetMetaField(params json.RawMessage, key string, v json.RawMessage) (json.RawMessage, error) {
+	var top map[string]json.RawMessage
+	if _, err := segjson.Parse(params, &top, segjson.DontMatchCaseInsensitiveStructFields); err != nil {
+		return nil, err
+	}
+	if top == nil { // "params": null
+		top = map[string]json.RawMessage{}
+	}
+	var meta map[string]json.RawMessage
+	if raw, ok := top["_meta"]; ok {
+		if _, err := segjson.Parse(raw, &meta, segjson.DontMatchCaseInsensitiveStructFields); err != nil {
+			return nil, err
+		}
+	}
+	if meta == nil { // "_meta": null, or missing
+		meta = map[string]json.RawMessage{}
+	}
+	meta[key] = v
+	var err error
+	if top["_meta"], err = segjson.Marshal(meta); err != nil {
+		return nil, err
+	}
+	return segjson.Marshal(top)
+}
+
+// SetField sets the top-level field key of params to v, re-encoding the top
+// level of params (the other fields stay raw bytes).
+func SetField(params json.RawMessage, key string, v json.RawMessage) (json.RawMessage, error) {
+	var top map[string]json.RawMessage
+	if _, err := segjson.Parse(params, &top, segjson.DontMatchCaseInsensitiveStructFields); err != nil {
+		return nil, err
+	}
+	if top == nil {
+		top = map[string]json.RawMessage{}
+	}
+	top[key] = v
+	return segjson.Marshal(top)
 }

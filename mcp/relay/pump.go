@@ -3,16 +3,17 @@
 // upstream (another peer's server, a shared program), rewriting only what
 // the mesh must.
 //
-//   - [Pump] relays two connections message by message, decoding nothing
-//     beyond the JSON-RPC envelope; [StreamRelay] does the same for two
-//     libp2p streams, frame by frame, undecoded unless a rewrite asks.
-//   - [TaskHop] makes a relaying node a hop of the task tree: it extends the
-//     task context of each relayed tools/call.
+//   - [Relay] relays two framed connections frame by frame, undecoded unless
+//     a rewrite asks; [Pump] does the same for two SDK connections, message
+//     by message, decoding nothing beyond the JSON-RPC envelope.
+//   - [Share] passes a server shared from a program or an endpoint through:
+//     each caller session goes to an upstream session of its own (isolated,
+//     the default) or, in shared mode, all go over one ([Mux]).
 //   - [RoutedConn] gives each message a server sends on a Streamable HTTP
 //     session the HTTP stream of the request it belongs to.
-//   - [Mirror] re-serves a server reached as a client (a program shared with
-//     --share) as an SDK server of the node's own. It is what the faithful
-//     passthrough replaces.
+//   - The mesh's own _meta ([StripMeshMeta], [ReadTaskMeta], [SetTaskMeta]):
+//     the bytes only. What a task context means, and what a relay hop
+//     passes on, is the task layer's (tasks/tracker's RelaySession).
 package relay
 
 import (

@@ -302,7 +302,7 @@ func (g *Guard) RelayRewrites(caller lpeer.ID, name string, t Target, then relay
 		a := policy.Access{Caller: caller, Server: name, Kind: kindOfList[ask.method]}
 		result, changed, err := list.keep(func(n string) bool { a.Name = n; return pol.Shows(a) })
 		if err != nil {
-			return nil, nil, fmt.Errorf("filter %s answer of %s: %w", ask.method, name, err)
+			return nil, nil, fmt.Errorf("filter %s answer from %s: %w", ask.method, name, err)
 		}
 		if !changed {
 			return frame, nil, nil
