@@ -116,7 +116,8 @@ func filesystemProgram(t *testing.T) program {
 			// server-filesystem asks for the client's roots once initialized.
 			steps := append(initSteps(version, "roots/list"), listSteps()...)
 			steps = append(steps,
-				call("list_allowed_directories", map[string]any{}),
+				// It applies the roots in the background: wait until it has.
+				settled(call("list_allowed_directories", map[string]any{}), filepath.Join(dir, "sub")),
 				call("list_directory", map[string]any{"path": filepath.Join(dir, "sub")}),
 				call("read_text_file", map[string]any{"path": filepath.Join(dir, "sub", "inner.txt")}),
 				call("read_text_file", map[string]any{"path": filepath.Join(dir, "top.txt")}), // outside the root
@@ -126,6 +127,12 @@ func filesystemProgram(t *testing.T) program {
 			return append(steps, commonSteps()...)
 		},
 	}
+}
+
+// settled is s, first repeated until its answer holds text (see step.settle).
+func settled(s step, text string) step {
+	s.settle = text
+	return s
 }
 
 func thinkingProgram(t *testing.T) program {
