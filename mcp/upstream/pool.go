@@ -147,21 +147,38 @@ func (l *Lease) Release() {
 }
 
 // Acquire returns a session of its own for a session of caller: a spare
-// started ahead if one is ready, else a new one. It fails with ErrPoolFull,
-// naming the bound, when caller or the pool has as many as they may.
+// started ahead if one is ready, else a new one. When caller or the pool
+// has as many as it may, the least recently active idle session (of
+// caller, or of anyone for the pool's bound) ends to make room: hosts
+// often leave sessions open that they no longer use (nothing in MCP makes
+// them end one), and those must not lock their callers out until the idle
+// timeout. Acquire fails with ErrPoolFull, naming the bound, only when
+// every session that could make room has something in flight.
 func (p *Pool) Acquire(ctx context.Context, caller string) (*Lease, error) {
-	p.mu.Lock()
-	if p.closed {
+	for attempt := 0; ; attempt++ {
+		p.mu.Lock()
+		if p.closed {
+			p.mu.Unlock()
+			return nil, ErrPoolClosed
+		}
+		var full error
+		var victim *Lease
+		if n := len(p.leases); n >= p.cfg.MaxSessions {
+			full = fmt.Errorf("%w: share %s has %d sessions open, each with a call in flight, the most it may have (sessions per share: shares.%s.sessions.max in the node's config)", ErrPoolFull, p.up.Name, n, p.up.Name)
+			victim = p.idlestLocked("")
+		} else if n := p.byCaller[caller]; n >= p.cfg.MaxPerCaller {
+			full = fmt.Errorf("%w: share %s has %d sessions open for %s, each with a call in flight, the most one caller may have (sessions per caller: shares.%s.sessions.perCaller in the node's config)", ErrPoolFull, p.up.Name, n, caller, p.up.Name)
+			victim = p.idlestLocked(caller)
+		}
+		if full == nil {
+			break // p.mu held
+		}
 		p.mu.Unlock()
-		return nil, ErrPoolClosed
-	}
-	if n := len(p.leases); n >= p.cfg.MaxSessions {
-		p.mu.Unlock()
-		return nil, fmt.Errorf("%w: share %s has %d sessions open, the most it may have (sessions per share: shares.%s.sessions.max in the node's config)", ErrPoolFull, p.up.Name, n, p.up.Name)
-	}
-	if n := p.byCaller[caller]; n >= p.cfg.MaxPerCaller {
-		p.mu.Unlock()
-		return nil, fmt.Errorf("%w: share %s has %d sessions open for %s, the most one caller may have (sessions per caller: shares.%s.sessions.perCaller in the node's config)", ErrPoolFull, p.up.Name, n, caller, p.up.Name)
+		if victim == nil || attempt >= 4 { // 4: others racing for the places freed
+			return nil, full
+		}
+		shareLog.Infof("share %s: ending the least recently active idle session (caller %s) to make room for a new one of %s", p.up.Name, victim.caller, caller)
+		victim.Release()
 	}
 	l := &Lease{pool: p, caller: caller}
 	p.leases[l] = struct{}{}
@@ -200,6 +217,21 @@ func (p *Pool) Acquire(ctx context.Context, caller string) (*Lease, error) {
 		return nil, ErrPoolClosed
 	}
 	return l, nil
+}
+
+// idlestLocked returns the open session of caller ("" for any caller) that
+// has carried nothing for the longest and has nothing in flight, or nil.
+func (p *Pool) idlestLocked(caller string) *Lease {
+	var idlest *Lease
+	for l := range p.leases {
+		if l.Session == nil || (caller != "" && l.caller != caller) || l.isBusy() {
+			continue
+		}
+		if idlest == nil || l.last.Load() < idlest.last.Load() {
+			idlest = l
+		}
+	}
+	return idlest
 }
 
 // refillLocked starts spares up to the configured count, one at a time.

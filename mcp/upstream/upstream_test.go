@@ -190,7 +190,8 @@ func waitFor(t *testing.T, what string, ok func() bool) {
 
 // Each caller session gets a process of its own; the spare started ahead
 // is the next one's; the bounds per caller and in all hold, each named in
-// its refusal; a released session frees its place.
+// its refusal while every session that could make room is busy; a
+// released session frees its place.
 func TestPoolGivesEachSessionItsOwnProcessWithinItsBounds(t *testing.T) {
 	p := NewPool(cat(t), PoolConfig{MaxSessions: 3, MaxPerCaller: 2})
 	defer p.Close()
@@ -203,12 +204,14 @@ func TestPoolGivesEachSessionItsOwnProcessWithinItsBounds(t *testing.T) {
 		}
 		return p.spares[0].PID
 	}
+	busy := func(l *Lease) { l.SetBusy(func() bool { return true }) }
 	waitFor(t, "spare", func() bool { return spare() != 0 })
 	want := spare()
 	a1, err := p.Acquire(ctx, "alice")
 	if err != nil {
 		t.Fatal(err)
 	}
+	busy(a1)
 	if a1.PID != want {
 		t.Errorf("first session's process %d, want the spare %d", a1.PID, want)
 	}
@@ -217,6 +220,7 @@ func TestPoolGivesEachSessionItsOwnProcessWithinItsBounds(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	busy(a2)
 	if a1.PID == a2.PID {
 		t.Fatal("two sessions share a process")
 	}
@@ -227,6 +231,7 @@ func TestPoolGivesEachSessionItsOwnProcessWithinItsBounds(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	busy(b1)
 	if _, err := p.Acquire(ctx, "carol"); !errors.Is(err, ErrPoolFull) || !strings.Contains(err.Error(), "sessions.max") {
 		t.Fatalf("a session past the share's bound: %v, want ErrPoolFull naming it", err)
 	}
@@ -238,6 +243,7 @@ func TestPoolGivesEachSessionItsOwnProcessWithinItsBounds(t *testing.T) {
 	if err != nil {
 		t.Fatalf("after a release: %v", err)
 	}
+	busy(c1)
 	if n, _, _ := p.Stats(); n != 3 {
 		t.Errorf("%d sessions open, want 3", n)
 	}
@@ -246,6 +252,46 @@ func TestPoolGivesEachSessionItsOwnProcessWithinItsBounds(t *testing.T) {
 	a2.Release()
 	if n, _, _ := p.Stats(); n != 0 {
 		t.Errorf("%d sessions open after every release, want 0", n)
+	}
+}
+
+// At a bound, the least recently active idle session makes room: the
+// caller's own at the bound per caller, anyone's at the pool's; a busy one
+// never does.
+func TestPoolEndsTheIdlestSessionToMakeRoom(t *testing.T) {
+	p := NewPool(cat(t), PoolConfig{MaxSessions: 3, MaxPerCaller: 2, Spares: -1})
+	defer p.Close()
+	ctx := context.Background()
+	acquire := func(caller string) *Lease {
+		t.Helper()
+		l, err := p.Acquire(ctx, caller)
+		if err != nil {
+			t.Fatalf("%s: %v", caller, err)
+		}
+		return l
+	}
+	gone := func(l *Lease) bool { done, _ := l.Exited(); return done }
+	old, recent := acquire("alice"), acquire("alice")
+	if err := recent.WriteFrame([]byte(`{"jsonrpc":"2.0","method":"ping","id":1}` + "\n")); err != nil {
+		t.Fatal(err)
+	}
+	third := acquire("alice") // over alice's bound: her idlest (old) ends
+	if !gone(old) || gone(recent) {
+		t.Fatalf("at the bound per caller: the idlest session ended %v, the recent one %v; want only the idlest", gone(old), gone(recent))
+	}
+	recent.SetBusy(func() bool { return true })
+	b := acquire("bob") // the share's bound: 3 open
+	b.SetBusy(func() bool { return true })
+	c := acquire("carol") // over the share's bound: the only idle one (third, alice's) ends
+	if !gone(third) || gone(recent) || gone(b) {
+		t.Fatalf("at the share's bound: idle %v, busy %v and %v ended; want only the idle one", gone(third), gone(recent), gone(b))
+	}
+	c.SetBusy(func() bool { return true })
+	if _, err := p.Acquire(ctx, "dave"); !errors.Is(err, ErrPoolFull) {
+		t.Fatalf("every session busy: %v, want ErrPoolFull", err)
+	}
+	if n, _, _ := p.Stats(); n != 3 {
+		t.Errorf("%d sessions open, want 3", n)
 	}
 }
 
