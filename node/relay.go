@@ -2,7 +2,6 @@ package node
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"github.com/libp2p/go-libp2p/core/network"
@@ -51,8 +50,6 @@ func (n *Node) SharePeer(name string, p lpeer.ID, server string) error {
 // authenticated caller.
 type passFunc func(down *transport.Conn, caller lpeer.ID)
 
-var errRefused = errors.New("session refused")
-
 // passStreams is the stream handler of a server the node passes through.
 func (n *Node) passStreams(pass passFunc) network.StreamHandler {
 	return func(s network.Stream) {
@@ -72,9 +69,8 @@ func (n *Node) passStreams(pass passFunc) network.StreamHandler {
 // to a stream of its own to the target.
 func (n *Node) passToPeer(name string, t *relayTarget) passFunc {
 	return func(down *transport.Conn, caller lpeer.ID) {
-		if !n.trust.MayOpenRelay(caller, name) {
-			down.Break(errRefused)
-			down.Close()
+		if refusal := n.trust.MayOpenRelay(caller, name); refusal != nil {
+			relay.RefuseSession(down, refusal.Code, refusal.Message)
 			return
 		}
 		s, err := n.openRelay(t)

@@ -94,9 +94,8 @@ func (n *Node) shareUpstream(ctx context.Context, name string, up *upstream.Upst
 // the shared one).
 func (n *Node) passToShare(name string, sh *relay.Share) passFunc {
 	return func(down *transport.Conn, caller lpeer.ID) {
-		if !n.trust.MayOpenRelay(caller, name) {
-			down.Break(errRefused)
-			down.Close()
+		if refusal := n.trust.MayOpenRelay(caller, name); refusal != nil {
+			relay.RefuseSession(down, refusal.Code, refusal.Message)
 			return
 		}
 		up, err := sh.Open(n.ctx, caller.String())

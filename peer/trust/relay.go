@@ -155,15 +155,19 @@ func cancelledRequest(frame []byte) (jsonrpc.ID, bool) {
 	return id, err == nil && id.IsValid()
 }
 
-// MayOpenRelay reports whether caller may open a session on the re-shared
-// server name, and audits a refusal.
-func (g *Guard) MayOpenRelay(caller lpeer.ID, name string) bool {
+// MayOpenRelay returns nil if caller may open a session on the server the
+// node shares as name (re-shared from a peer, or passed through from a
+// program or an endpoint), else the refusal, audited, as a JSON-RPC error
+// (CodeNotPermitted) that says who may not use what, where: the node answers
+// the session's first request with it.
+func (g *Guard) MayOpenRelay(caller lpeer.ID, name string) *jsonrpc.Error {
 	if g.policy.Load().AllowsServer(caller, policy.Anyone, name) {
-		return true
+		return nil
 	}
+	msg := fmt.Sprintf("not permitted: %s may not use server %s on %s (no grant names it for this peer)", identity.Short(caller), name, identity.Short(g.cfg.Self))
 	g.refuse(audit.Record{Time: time.Now(), Caller: caller.String(), Server: name, Method: "session"},
-		&refusal{reason: "policy", msg: fmt.Sprintf("not permitted: %s may not use server %s", identity.Short(caller), name)})
-	return false
+		&refusal{reason: "policy", msg: msg})
+	return &jsonrpc.Error{Code: CodeNotPermitted, Message: msg}
 }
 
 // Target is the server a relayed session goes to: server Server on peer
