@@ -2,6 +2,8 @@ package bench
 
 import (
 	"context"
+	"runtime"
+	"slices"
 	"testing"
 	"time"
 
@@ -66,5 +68,78 @@ func TestRelayPaths(t *testing.T) {
 			}
 		}
 		cancel()
+	}
+}
+
+// TestRelayHopBudget holds a relay hop (--share-peer) to a budget over a
+// direct hop, both set up in this process and measured side by side:
+// allocations per call (testing.AllocsPerRun), bytes allocated per call,
+// and the median CPU time per call as a ratio (rounds of one call on each path in
+// turn, so that the machine's load falls on both alike). Everything the
+// three nodes do for a call counts, the relay's rewrites (trust, the task
+// layer) above all.
+//
+// Issue 12's targets for a relay hop are +4 KB and +50 µs over a direct
+// hop; the budgets below are what the relay does today (+124 allocs,
+// +15 KB, median CPU ×1.57: about +110 µs) with slack, so that it does not
+// grow. Both are over the targets: see DESIGN.md ("What a relay hop
+// costs").
+//
+//	go test ./bench -run TestRelayHopBudget -v -count=1
+func TestRelayHopBudget(t *testing.T) {
+	const (
+		maxExtraAllocs = 160
+		maxExtraBytes  = 20 << 10
+		maxCPURatio    = 1.8
+	)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	direct, relayed := relayCall(t, false), relayCall(t, true)
+	run := func(c call) {
+		if err := c(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 50 { // warm-up: sessions, pools, caches
+		run(direct)
+		run(relayed)
+	}
+	allocs := func(c call) float64 { return testing.AllocsPerRun(300, func() { run(c) }) }
+	bytes := func(c call) float64 {
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		for range 300 {
+			run(c)
+		}
+		runtime.ReadMemStats(&after)
+		return float64(after.TotalAlloc-before.TotalAlloc) / 300
+	}
+	// Medians: a GC cycle's CPU falls on whichever call it interrupts.
+	var samples [2][]time.Duration
+	for range 301 {
+		for i, c := range []call{direct, relayed} {
+			start := cpuTime()
+			run(c)
+			samples[i] = append(samples[i], cpuTime()-start)
+		}
+	}
+	var cpu [2]time.Duration
+	for i := range samples {
+		slices.Sort(samples[i])
+		cpu[i] = samples[i][len(samples[i])/2]
+	}
+	da, ra := allocs(direct), allocs(relayed)
+	db, rb := bytes(direct), bytes(relayed)
+	ratio := float64(cpu[1]) / float64(cpu[0])
+	t.Logf("per call: direct %.0f allocs, %.1f KB; via relay %.0f allocs, %.1f KB: the relay hop adds %+.0f allocs, %+.1f KB; median CPU via relay ×%.2f direct (%v vs %v)",
+		da, db/1024, ra, rb/1024, ra-da, (rb-db)/1024, ratio, cpu[1].Round(time.Microsecond), cpu[0].Round(time.Microsecond))
+	if ra-da > maxExtraAllocs {
+		t.Errorf("a relay hop adds %.0f allocations per call, over its budget of %d", ra-da, maxExtraAllocs)
+	}
+	if rb-db > maxExtraBytes {
+		t.Errorf("a relay hop adds %.1f KB per call, over its budget of %d KB", (rb-db)/1024, maxExtraBytes>>10)
+	}
+	if cpu[0] > 0 && ratio > maxCPURatio {
+		t.Errorf("a call via a relay costs ×%.2f the CPU of a direct one, over ×%.2f", ratio, maxCPURatio)
 	}
 }
