@@ -369,3 +369,53 @@ func TestDiskFailureKeepsRecordsInMemory(t *testing.T) {
 		t.Fatalf("Recent: %d records, want 5", n)
 	}
 }
+
+// A live view follows the trail with Since: each record once, in order,
+// across the ring's wrap, and a view that fell behind gets the newest.
+func TestSinceFollowsTheTrail(t *testing.T) {
+	l, err := audit.Open("", audit.Options{Keep: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	names := func(rs []audit.Record) string {
+		var b strings.Builder
+		for _, r := range rs {
+			b.WriteString(r.Name[len("tool"):])
+		}
+		return b.String()
+	}
+	add := func(from, to int) {
+		for i := from; i < to; i++ {
+			r := rec(i)
+			r.Name = fmt.Sprintf("tool%d", i)
+			l.Add(r)
+		}
+	}
+	got, cur := l.Since(0, 0)
+	if len(got) != 0 || cur != 0 {
+		t.Fatalf("empty log: %d records, cursor %d", len(got), cur)
+	}
+	add(0, 3)
+	got, cur = l.Since(cur, 0)
+	if names(got) != "012" || cur != 3 {
+		t.Fatalf("after 3: %q, cursor %d", names(got), cur)
+	}
+	add(3, 5) // the ring (4) wraps
+	if got, cur = l.Since(cur, 0); names(got) != "34" {
+		t.Fatalf("after wrap: %q", names(got))
+	}
+	add(5, 12) // more than the ring holds since the last look
+	if got, cur = l.Since(cur, 0); names(got) != "891011" || cur != 12 {
+		t.Fatalf("fell behind: %q, cursor %d", names(got), cur)
+	}
+	if got, _ = l.Since(0, 2); names(got) != "1011" {
+		t.Fatalf("max 2 from the start: %q", names(got))
+	}
+	if got, cur = l.Since(cur, 0); len(got) != 0 || cur != 12 {
+		t.Fatalf("nothing new: %q, cursor %d", names(got), cur)
+	}
+	if got, _ = l.Since(99, 0); names(got) != "891011" {
+		t.Fatalf("a cursor past the end counts as 0: %q", names(got))
+	}
+}

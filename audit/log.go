@@ -51,6 +51,7 @@ type Log struct {
 	mu      sync.Mutex
 	ring    []Record // the newest records, oldest at index start once full
 	start   int
+	added   uint64 // records ever added: the cursor of the newest (see Since)
 	pending []byte // encoded lines the flusher has not written yet
 	dropped int    // records not written because pending was full
 	closed  bool
@@ -131,6 +132,7 @@ func (l *Log) Add(r Record) {
 
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.added++
 	if len(l.ring) < l.opts.Keep {
 		l.ring = append(l.ring, r)
 	} else {
@@ -170,6 +172,29 @@ func (l *Log) Recent(f Filter) []Record {
 	}
 	reverse(out)
 	return out
+}
+
+// Since returns the records added after cursor that are still in memory,
+// oldest first, and the cursor to pass next time: a live view follows the
+// trail with it, cursor 0 being the start. At most max records are returned
+// (the newest of them) if max > 0. A cursor from another Log, past this
+// one's end, counts as 0.
+func (l *Log) Since(cursor uint64, max int) ([]Record, uint64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if cursor > l.added {
+		cursor = 0
+	}
+	k := min(l.added-cursor, uint64(len(l.ring)))
+	if max > 0 {
+		k = min(k, uint64(max))
+	}
+	out := make([]Record, 0, k)
+	n := len(l.ring)
+	for i := n - int(k); i < n; i++ {
+		out = append(out, l.ring[(l.start+i)%n])
+	}
+	return out, l.added
 }
 
 func reverse(rs []Record) {

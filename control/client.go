@@ -127,6 +127,39 @@ func (c *Client) Call(ctx context.Context, peer, tool string, args json.RawMessa
 	return out, c.do(ctx, http.MethodPost, "/v1/call", CallRequest{Peer: peer, Tool: tool, Args: args}, &out)
 }
 
+// CallProgress calls tool on peer as Call does, and hands progress each
+// progress notification of the call as it comes, on the calling goroutine.
+func (c *Client) CallProgress(ctx context.Context, peer, tool string, args json.RawMessage, progress func(Progress)) (CallResponse, error) {
+	resp, err := c.request(ctx, http.MethodPost, "/v1/call", CallRequest{Peer: peer, Tool: tool, Args: args, Progress: true})
+	if err != nil {
+		return CallResponse{}, err
+	}
+	defer resp.Body.Close()
+	dec := json.NewDecoder(resp.Body)
+	if !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/x-ndjson") {
+		// A daemon that streams no progress answers as Call.
+		var out CallResponse
+		return out, dec.Decode(&out)
+	}
+	for {
+		var ev CallEvent
+		if err := dec.Decode(&ev); err != nil {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return CallResponse{}, fmt.Errorf("read the call's answer from the daemon: %w", err)
+		}
+		switch {
+		case ev.Error != "":
+			return CallResponse{}, errors.New(ev.Error)
+		case ev.Result != nil:
+			return *ev.Result, nil
+		case ev.Progress != nil && progress != nil:
+			progress(*ev.Progress)
+		}
+	}
+}
+
 // Card returns peer's verified card.
 func (c *Client) Card(ctx context.Context, peer string) (CardResponse, error) {
 	var out CardResponse

@@ -69,6 +69,26 @@ type CallRequest struct {
 	Peer string          `json:"peer"`
 	Tool string          `json:"tool"` // TOOL or SERVER/TOOL
 	Args json.RawMessage `json:"args,omitempty"`
+	// Progress asks for the call's progress as it comes: the answer is
+	// then JSON lines (application/x-ndjson), one CallEvent each, progress
+	// first and the result or the error last, always with status 200.
+	Progress bool `json:"progress,omitempty"`
+}
+
+// CallEvent is one line of the answer to a POST /v1/call that asked for
+// progress: exactly one of its fields is set.
+type CallEvent struct {
+	Progress *Progress     `json:"progress,omitempty"`
+	Result   *CallResponse `json:"result,omitempty"`
+	Error    string        `json:"error,omitempty"`
+}
+
+// Progress is one progress notification of a call, as MCP sends it: Total
+// is 0 when unknown.
+type Progress struct {
+	Progress float64 `json:"progress"`
+	Total    float64 `json:"total,omitempty"`
+	Message  string  `json:"message,omitempty"`
 }
 
 // CallResponse answers POST /v1/call.

@@ -266,3 +266,70 @@ func contains(list []string, s string) bool {
 	}
 	return false
 }
+
+// POST /v1/call with progress streams the call's progress as it comes (the
+// tool waits until the client has seen its first step before going on: an
+// answer held back until the end would never finish), then the result;
+// failures come as the stream's last event. The root task the call makes
+// records the latest progress.
+func TestCallStreamsProgressAsItComes(t *testing.T) {
+	d := newDaemon(t)
+	seen := make(chan struct{})
+	node.AddTool(d.n, &sdkmcp.Tool{Name: "steps"}, func(ctx context.Context, req *sdkmcp.CallToolRequest, _ any) (*sdkmcp.CallToolResult, any, error) {
+		tok := req.Params.GetProgressToken()
+		for i := 1; i <= 3; i++ {
+			req.Session.NotifyProgress(ctx, &sdkmcp.ProgressNotificationParams{ProgressToken: tok, Progress: float64(i), Total: 3, Message: "step"})
+			if i == 1 {
+				select {
+				case <-seen:
+				case <-ctx.Done():
+					return nil, nil, ctx.Err()
+				}
+			}
+		}
+		return &sdkmcp.CallToolResult{Content: []sdkmcp.Content{&sdkmcp.TextContent{Text: "done"}}}, nil, nil
+	})
+	c, err := control.Dial(context.Background(), d.home)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var got []control.Progress
+	res, err := c.CallProgress(ctx, d.n.ID().String(), "node/steps", nil, func(p control.Progress) {
+		if len(got) == 0 {
+			close(seen)
+		}
+		got = append(got, p)
+	})
+	if err != nil {
+		t.Fatalf("call: %v (progress seen: %+v)", err, got)
+	}
+	if len(got) != 3 || got[0].Progress != 1 || got[2].Progress != 3 || got[2].Total != 3 || got[2].Message != "step" {
+		t.Errorf("progress %+v, want 1, 2, 3 of 3", got)
+	}
+	if res.Result == nil || res.Result.Content[0].(*sdkmcp.TextContent).Text != "done" {
+		t.Errorf("result %+v", res.Result)
+	}
+	var root bool
+	for _, task := range d.n.Tasks() {
+		if task.Role == "call" && task.Tool == "steps" {
+			root = true
+			if task.Progress == nil || task.Progress.Progress != 3 {
+				t.Errorf("the call's task: progress %+v", task.Progress)
+			}
+		}
+	}
+	if !root {
+		t.Errorf("no task for the call: %+v", d.n.Tasks())
+	}
+
+	_, err = c.CallProgress(ctx, d.n.ID().String(), "node/nosuch", nil, func(control.Progress) {})
+	if err == nil || !strings.Contains(err.Error(), "nosuch") {
+		t.Errorf("a failing call: %v", err)
+	}
+	_, err = c.CallProgress(ctx, d.n.ID().String(), "echo", json.RawMessage(`[1]`), nil)
+	if err == nil || !strings.Contains(err.Error(), "JSON object") {
+		t.Errorf("bad arguments: %v", err)
+	}
+}

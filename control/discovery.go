@@ -119,19 +119,15 @@ func (s *Server) handleCard(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-func (s *Server) handleCallAny(w http.ResponseWriter, r *http.Request, req CallRequest) {
-	var args any
-	if len(req.Args) > 0 {
-		args = req.Args
-	}
-	res, err := s.node.CallAny(r.Context(), req.Tool, args)
+// callAny calls tool on a provider found in the mesh.
+func (s *Server) callAny(ctx context.Context, tool string, args any) (CallResponse, int, error) {
+	res, err := s.node.CallAny(ctx, tool, args)
 	if err != nil {
-		writeError(w, http.StatusBadGateway, err)
-		return
+		return CallResponse{}, http.StatusBadGateway, err
 	}
-	out := CallResponse{Peer: res.Peer.String(), Server: res.Server, Tool: req.Tool, Result: res.Result}
+	out := CallResponse{Peer: res.Peer.String(), Server: res.Server, Tool: tool, Result: res.Result}
 	for _, e := range res.Tried {
 		out.Tried = append(out.Tried, e.Error())
 	}
-	writeJSON(w, out)
+	return out, 0, nil
 }

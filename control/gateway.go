@@ -11,7 +11,6 @@ import (
 	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/mcpmesh/mcpmesh/gateway"
-	"github.com/mcpmesh/mcpmesh/mcp/relay"
 	"github.com/mcpmesh/mcpmesh/mcp/transport"
 )
 
@@ -98,12 +97,12 @@ func (s *Server) handleGateway(w http.ResponseWriter, r *http.Request) {
 		conn.Close()
 		return
 	}
-	s.serveGateway(conn, rw.Reader, upstream, pins)
+	s.serveGateway(conn, rw.Reader, upstream, req.To, pins)
 }
 
 // serveGateway runs one host session on conn until it ends or the daemon
 // stops.
-func (s *Server) serveGateway(conn net.Conn, buffered *bufio.Reader, upstream sdkmcp.Connection, pins []gateway.Pin) {
+func (s *Server) serveGateway(conn net.Conn, buffered *bufio.Reader, upstream sdkmcp.Connection, target string, pins []gateway.Pin) {
 	if !s.group.Enter() {
 		conn.Close()
 		if upstream != nil {
@@ -118,7 +117,7 @@ func (s *Server) serveGateway(conn net.Conn, buffered *bufio.Reader, upstream sd
 	defer stop()
 	host, _ := (&sdkmcp.IOTransport{Reader: readCloser{buffered, conn}, Writer: conn}).Connect(ctx)
 	if upstream != nil {
-		if err := relay.Pump(ctx, host, upstream, nil); err != nil {
+		if err := gateway.Relay(ctx, host, upstream, target); err != nil {
 			log.Debugw("transparent gateway session ended", "error", err)
 		}
 		return

@@ -14,14 +14,17 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	logging "github.com/ipfs/go-log/v2"
 	lpeer "github.com/libp2p/go-libp2p/core/peer"
+	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/mcpmesh/mcpmesh/internal/loopback"
 	"github.com/mcpmesh/mcpmesh/internal/owner"
 	"github.com/mcpmesh/mcpmesh/node"
 	"github.com/mcpmesh/mcpmesh/peer/identity"
+	"github.com/mcpmesh/mcpmesh/tasks"
 )
 
 var log = logging.Logger("mcpmesh/control")
@@ -44,6 +47,8 @@ type Server struct {
 
 	closeOnce sync.Once
 	closeErr  error
+
+	console atomic.Pointer[string] // the web console's login URL, if any
 }
 
 // Listen starts the control API of n on addr (a loopback address; port 0
@@ -74,6 +79,10 @@ func Listen(n *node.Node, home, addr string) (*Server, error) {
 	go func() { s.done <- s.srv.Serve(ln) }()
 	return s, nil
 }
+
+// SetConsoleURL makes GET /v1/console answer with the web console's login
+// URL, for 'mcpmesh ui' (see console.go).
+func (s *Server) SetConsoleURL(url string) { s.console.Store(&url) }
 
 // Addr returns the address the API listens on.
 func (s *Server) Addr() string { return s.ln.Addr().String() }
@@ -126,9 +135,10 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("POST /v1/find", s.handleFind)
 	mux.HandleFunc("POST /v1/card", s.handleCard)
 	mux.HandleFunc("POST /v1/mcp", s.handleGateway)
-	s.taskRoutes(mux)   // see tasks.go
-	s.auditRoutes(mux)  // see audit.go
-	s.policyRoutes(mux) // see policy.go
+	s.taskRoutes(mux)                                  // see tasks.go
+	s.auditRoutes(mux)                                 // see audit.go
+	s.policyRoutes(mux)                                // see policy.go
+	mux.HandleFunc("GET /v1/console", s.handleConsole) // see console.go
 	return s.auth(mux)
 }
 
@@ -256,41 +266,100 @@ func (s *Server) handleCall(w http.ResponseWriter, r *http.Request) {
 	if !readJSON(w, r, &req) {
 		return
 	}
+	if !req.Progress {
+		res, status, err := s.call(r.Context(), req)
+		if err != nil {
+			writeError(w, status, err)
+			return
+		}
+		writeJSON(w, res)
+		return
+	}
+	// The answer is a stream of events: progress as it comes, then the
+	// result or the error.
+	ev := newEventStream(w)
+	ctx := tasks.WithProgress(r.Context(), func(p *sdkmcp.ProgressNotificationParams) {
+		ev.send(CallEvent{Progress: &Progress{Progress: p.Progress, Total: p.Total, Message: p.Message}})
+	})
+	res, _, err := s.call(ctx, req)
+	if err != nil {
+		ev.end(CallEvent{Error: err.Error()})
+		return
+	}
+	ev.end(CallEvent{Result: &res})
+}
+
+// call makes the call req asks for; status is the HTTP status of its
+// failure.
+func (s *Server) call(ctx context.Context, req CallRequest) (res CallResponse, status int, err error) {
 	if len(req.Args) > 0 {
 		var obj map[string]any
 		if err := json.Unmarshal(req.Args, &obj); err != nil || obj == nil {
-			writeError(w, http.StatusBadRequest, fmt.Errorf("tool arguments must be a JSON object, like {\"text\": \"hi\"}"))
-			return
+			return res, http.StatusBadRequest, fmt.Errorf("tool arguments must be a JSON object, like {\"text\": \"hi\"}")
 		}
-	}
-	if req.Peer == AnyPeer {
-		s.handleCallAny(w, r, req)
-		return
-	}
-	p, err := s.target(r.Context(), req.Peer)
-	if err != nil {
-		writeError(w, http.StatusBadGateway, err)
-		return
-	}
-	// SERVER/TOOL is called as named: the peer answers, "not permitted"
-	// included; a bare TOOL is looked up among what the peer lists.
-	server, tool, named := node.SplitRef(req.Tool)
-	if !named {
-		t, err := s.node.ResolveTool(r.Context(), p, req.Tool)
-		if err != nil {
-			writeError(w, http.StatusNotFound, err)
-			return
-		}
-		server, tool = t.Server, t.Name
 	}
 	var args any
 	if len(req.Args) > 0 {
 		args = req.Args
 	}
-	res, err := s.node.CallServerTool(r.Context(), p, server, tool, args)
+	if req.Peer == AnyPeer {
+		return s.callAny(ctx, req.Tool, args)
+	}
+	p, err := s.target(ctx, req.Peer)
 	if err != nil {
-		writeError(w, http.StatusBadGateway, err)
+		return res, http.StatusBadGateway, err
+	}
+	// SERVER/TOOL is called as named: the peer answers, "not permitted"
+	// included; a bare TOOL is looked up among what the peer lists.
+	server, tool, named := node.SplitRef(req.Tool)
+	if !named {
+		t, err := s.node.ResolveTool(ctx, p, req.Tool)
+		if err != nil {
+			return res, http.StatusNotFound, err
+		}
+		server, tool = t.Server, t.Name
+	}
+	result, err := s.node.CallServerTool(ctx, p, server, tool, args)
+	if err != nil {
+		return res, http.StatusBadGateway, err
+	}
+	return CallResponse{Peer: p.String(), Server: server, Tool: tool, Result: result}, 0, nil
+}
+
+// eventStream writes JSON lines, each flushed as it is written, until its
+// end event: what comes after (progress arriving late) is dropped, since
+// the handler has returned by then.
+type eventStream struct {
+	mu    sync.Mutex
+	w     http.ResponseWriter
+	enc   *json.Encoder
+	ended bool
+}
+
+func newEventStream(w http.ResponseWriter) *eventStream {
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.WriteHeader(http.StatusOK)
+	return &eventStream{w: w, enc: json.NewEncoder(w)}
+}
+
+func (e *eventStream) send(ev CallEvent) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.ended {
 		return
 	}
-	writeJSON(w, CallResponse{Peer: p.String(), Server: server, Tool: tool, Result: res})
+	if err := e.enc.Encode(ev); err != nil {
+		log.Debugw("write call event", "error", err)
+		return
+	}
+	if f, ok := e.w.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (e *eventStream) end(ev CallEvent) {
+	e.send(ev)
+	e.mu.Lock()
+	e.ended = true
+	e.mu.Unlock()
 }

@@ -11,7 +11,7 @@ import (
 	"github.com/mcpmesh/mcpmesh/proto/cardpb"
 )
 
-func newKey(t *testing.T) (crypto.PrivKey, lpeer.ID) {
+func newKey(t testing.TB) (crypto.PrivKey, lpeer.ID) {
 	t.Helper()
 	k, _, err := crypto.GenerateEd25519Key(nil)
 	if err != nil {

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	dhtpb "github.com/libp2p/go-libp2p-kad-dht/pb"
-	"github.com/libp2p/go-libp2p/core/network"
 	lpeer "github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/peerstore"
 	"github.com/libp2p/go-msgio/pbio"
@@ -18,16 +17,16 @@ import (
 // answer is authoritative, and it costs one request instead of a lookup.
 //
 // A peer known to be gone is not dialed (the dial would wait for its
-// timeout): the caller reads the card from the DHT instead, and a probe in
-// the background finds out whether the peer is back.
+// timeout), and one that disconnected is dialed for a short while only
+// (see dhtHost); on failure the caller reads the card from the DHT.
 func (s *Service) cardFromPeer(ctx context.Context, p lpeer.ID) (*Card, error) {
-	if s.h.Network().Connectedness(p) != network.Connected && s.isGone(p) {
-		s.probe(p)
-		return nil, ErrPeerGone
-	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
+	if err := s.beforeDial(ctx, p); err != nil {
+		return nil, err
+	}
 	st, err := s.h.NewStream(ctx, p, s.cfg.ProtocolPrefix+"/kad/1.0.0")
+	s.afterDial(ctx, p, err)
 	if err != nil {
 		return nil, err
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	logging "github.com/ipfs/go-log/v2"
@@ -104,7 +105,8 @@ type Service struct {
 	wg       sync.WaitGroup
 	poke     chan struct{}
 	mdns     interface{ Close() error }
-	handOffs chan struct{} // provider record hand-offs in flight (provide.go)
+	handOffs chan struct{} // record hand-offs in flight (provide.go)
+	probes   chan struct{} // probes of gone peers in flight (peers.go)
 
 	mu       sync.Mutex
 	closed   bool
@@ -114,8 +116,9 @@ type Service struct {
 	seq      uint64
 	last     *Card // the card last published
 
-	goneMu sync.Mutex
-	gone   map[lpeer.ID]*goneEntry // peers known to be gone (peers.go)
+	goneMu   sync.Mutex
+	gone     map[lpeer.ID]*goneEntry // peers known to be gone (peers.go)
+	dialGone atomic.Bool             // tests: dial them anyway, as before
 }
 
 // New starts a DHT node in server mode on h (so that meshes of two or three
@@ -129,6 +132,7 @@ func New(h host.Host, key crypto.PrivKey, cfg Config) (*Service, error) {
 		ctx: ctx, cancel: cancel,
 		poke:     make(chan struct{}, 1),
 		handOffs: make(chan struct{}, maxHandOffs),
+		probes:   make(chan struct{}, maxProbes),
 		provided: map[Capability]*provision{},
 		gone:     map[lpeer.ID]*goneEntry{},
 		// Sequence numbers from the clock keep increasing across restarts
@@ -426,7 +430,19 @@ func (s *Service) Find(ctx context.Context, c Capability, found func(Found)) err
 		mu   sync.Mutex
 		seen = map[lpeer.ID]bool{}
 	)
-	for info := range s.dht.FindProvidersAsync(ctx, c.CID(), 0) {
+	// The lookup ends early if it stalls on peers that do not answer
+	// (stall.go); the card fetches go on under ctx.
+	lookupCtx, stopLookup := context.WithCancel(ctx)
+	defer stopLookup()
+	lookupCtx, events := routing.RegisterForQueryEvents(lookupCtx)
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		watchLookup(ctx, events, stopLookup)
+	}()
+	defer func() { <-watched }()
+	defer stopLookup() // before waiting for the watch: it ends with the lookup's context
+	for info := range s.dht.FindProvidersAsync(lookupCtx, c.CID(), 0) {
 		if seen[info.ID] {
 			continue
 		}

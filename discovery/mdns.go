@@ -15,10 +15,11 @@ import (
 // private mesh with key psk announce under in place of service: an
 // HMAC-SHA256 of service under the key, 72 bits of it in base32, shaped
 // like a DNS-SD service type ("_xxxxxxxxxxxxxxx._udp"). Members compute the
-// same name and find each other; an outsider cannot tell which mesh, or
-// that it is mcpmesh at all, nor find the name without the key. What mDNS
-// carries does not change: anyone on the LAN still sees each member's peer
-// ID and addresses in its answers.
+// same name and find each other; an outsider cannot tell from the name
+// which mesh it is, or that it is mcpmesh. The name itself is no secret
+// (members ask for it in the clear, and DNS-SD enumeration lists it), and
+// what mDNS carries does not change: anyone on the LAN sees each member's
+// peer ID and addresses in its answers.
 func PrivateMDNSService(psk []byte, service string) string {
 	mac := hmac.New(sha256.New, psk)
 	mac.Write([]byte("mcpmesh mDNS service name v1\x00" + service))

@@ -13,6 +13,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	lpeer "github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/mcpmesh/mcpmesh/proto/cardpb"
@@ -21,11 +22,55 @@ import (
 // meshNode is a libp2p host on loopback running a discovery Service that
 // offers one tool.
 type meshNode struct {
-	key  crypto.PrivKey
-	id   lpeer.ID
-	tool string
-	h    host.Host
-	svc  *Service
+	key   crypto.PrivKey
+	id    lpeer.ID
+	tool  string
+	h     host.Host
+	svc   *Service
+	dials *dialCounter // what the service dialed
+}
+
+// dialCounter counts, per peer, the calls that may dial it: Connect, and
+// NewStream to a peer not connected.
+type dialCounter struct {
+	host.Host
+	mu sync.Mutex
+	n  map[lpeer.ID]int
+}
+
+func (d *dialCounter) count(p lpeer.ID) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.n == nil {
+		d.n = map[lpeer.ID]int{}
+	}
+	d.n[p]++
+}
+
+func (d *dialCounter) Connect(ctx context.Context, pi lpeer.AddrInfo) error {
+	if d.Network().Connectedness(pi.ID) != network.Connected {
+		d.count(pi.ID)
+	}
+	return d.Host.Connect(ctx, pi)
+}
+
+func (d *dialCounter) NewStream(ctx context.Context, p lpeer.ID, pids ...protocol.ID) (network.Stream, error) {
+	if d.Network().Connectedness(p) != network.Connected {
+		d.count(p)
+	}
+	return d.Host.NewStream(ctx, p, pids...)
+}
+
+// to returns the dials to peers counted since the last call, and resets.
+func (d *dialCounter) to(peers ...lpeer.ID) int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	n := 0
+	for _, p := range peers {
+		n += d.n[p]
+	}
+	d.n = nil
+	return n
 }
 
 type nodeOpts struct {
@@ -36,7 +81,7 @@ type nodeOpts struct {
 
 // startNode starts a node with key, offering tool; stopped when the test
 // ends unless stopped before.
-func startNode(t *testing.T, key crypto.PrivKey, tool string, o nodeOpts) *meshNode {
+func startNode(t testing.TB, key crypto.PrivKey, tool string, o nodeOpts) *meshNode {
 	t.Helper()
 	id, err := lpeer.IDFromPrivateKey(key)
 	if err != nil {
@@ -53,12 +98,13 @@ func startNode(t *testing.T, key crypto.PrivKey, tool string, o nodeOpts) *meshN
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc, err := New(h, key, o.cfg)
+	dials := &dialCounter{Host: h}
+	svc, err := New(dials, key, o.cfg)
 	if err != nil {
 		h.Close()
 		t.Fatal(err)
 	}
-	n := &meshNode{key: key, id: id, tool: tool, h: h, svc: svc}
+	n := &meshNode{key: key, id: id, tool: tool, h: h, svc: svc, dials: dials}
 	svc.Start(func(context.Context) (*cardpb.Card, error) {
 		card := &cardpb.Card{Name: tool, Servers: []*cardpb.Server{{Name: "s", Tools: []*cardpb.Tool{{Name: tool}}}}}
 		for _, a := range h.Addrs() {
@@ -80,7 +126,7 @@ func (n *meshNode) stop() {
 
 func (n *meshNode) info() lpeer.AddrInfo { return lpeer.AddrInfo{ID: n.id, Addrs: n.h.Addrs()} }
 
-func connectNodes(t *testing.T, a, b *meshNode) {
+func connectNodes(t testing.TB, a, b *meshNode) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -103,7 +149,7 @@ func (n *meshNode) find(ctx context.Context, tool string) (map[lpeer.ID]bool, er
 }
 
 // waitFound retries lookups from n until one finds want offering tool.
-func waitFound(t *testing.T, n *meshNode, tool string, want lpeer.ID, within time.Duration) time.Duration {
+func waitFound(t testing.TB, n *meshNode, tool string, want lpeer.ID, within time.Duration) time.Duration {
 	t.Helper()
 	start := time.Now()
 	for {
@@ -120,27 +166,31 @@ func waitFound(t *testing.T, n *meshNode, tool string, want lpeer.ID, within tim
 	}
 }
 
-// refuseSet makes pairs of peers unable to connect, as two networks that
-// only some nodes join.
+// refuseSet keeps peers from dialing others, as NATs and separate
+// networks do: refuse(a, b) keeps them from connecting at all.
 type refuseSet struct {
-	mu    sync.Mutex
-	pairs map[[2]lpeer.ID]bool
+	mu   sync.Mutex
+	dial map[[2]lpeer.ID]bool // a may not dial b
 }
 
 func (r *refuseSet) refuse(a, b lpeer.ID) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.pairs == nil {
-		r.pairs = map[[2]lpeer.ID]bool{}
-	}
-	r.pairs[[2]lpeer.ID{a, b}] = true
-	r.pairs[[2]lpeer.ID{b, a}] = true
+	r.refuseDial(a, b)
+	r.refuseDial(b, a)
 }
 
-func (r *refuseSet) refused(a, b lpeer.ID) bool {
+func (r *refuseSet) refuseDial(a, b lpeer.ID) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.pairs[[2]lpeer.ID{a, b}]
+	if r.dial == nil {
+		r.dial = map[[2]lpeer.ID]bool{}
+	}
+	r.dial[[2]lpeer.ID{a, b}] = true
+}
+
+func (r *refuseSet) mayDial(a, b lpeer.ID) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return !r.dial[[2]lpeer.ID{a, b}]
 }
 
 func (r *refuseSet) gater(self lpeer.ID) *refuseGater { return &refuseGater{r: r, self: self} }
@@ -150,19 +200,19 @@ type refuseGater struct {
 	self lpeer.ID
 }
 
-func (g *refuseGater) InterceptPeerDial(p lpeer.ID) bool { return !g.r.refused(g.self, p) }
+func (g *refuseGater) InterceptPeerDial(p lpeer.ID) bool { return g.r.mayDial(g.self, p) }
 func (g *refuseGater) InterceptAddrDial(p lpeer.ID, _ ma.Multiaddr) bool {
-	return !g.r.refused(g.self, p)
+	return g.r.mayDial(g.self, p)
 }
 func (g *refuseGater) InterceptAccept(network.ConnMultiaddrs) bool { return true }
-func (g *refuseGater) InterceptSecured(_ network.Direction, p lpeer.ID, _ network.ConnMultiaddrs) bool {
-	return !g.r.refused(g.self, p)
+func (g *refuseGater) InterceptSecured(dir network.Direction, p lpeer.ID, _ network.ConnMultiaddrs) bool {
+	return dir == network.DirInbound || g.r.mayDial(g.self, p)
 }
 func (g *refuseGater) InterceptUpgraded(network.Conn) (bool, control.DisconnectReason) {
 	return true, 0
 }
 
-func genKey(t *testing.T) crypto.PrivKey {
+func genKey(t testing.TB) crypto.PrivKey {
 	t.Helper()
 	k, _ := newKey(t)
 	return k
@@ -171,7 +221,7 @@ func genKey(t *testing.T) crypto.PrivKey {
 func toolName(i int) string { return fmt.Sprintf("tool-%d", i) }
 
 // waitUntil polls f until it holds or d passes.
-func waitUntil(t *testing.T, d time.Duration, what string, f func() bool) {
+func waitUntil(t testing.TB, d time.Duration, what string, f func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for !f() {
@@ -180,4 +230,13 @@ func waitUntil(t *testing.T, d time.Duration, what string, f func() bool) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// suspect reports whether p disconnected and has not been seen since
+// (whether or not a dial failed since).
+func (s *Service) suspect(p lpeer.ID) bool {
+	s.goneMu.Lock()
+	defer s.goneMu.Unlock()
+	_, ok := s.gone[p]
+	return ok
 }

@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -24,11 +26,11 @@ import (
 //
 //   - it remembers, for each record, the peers that took it (the K closest
 //     found by its last walk, plus closer ones met since);
-//   - when a DHT server connects (identify completed: a new node, a node
-//     back from a restart, a reconnection) and is one of them that has
-//     disconnected since, or is closer to the key than the farthest of
-//     them, it sends that peer the record directly (PUT_VALUE for the card,
-//     ADD_PROVIDER for a capability): one request, no walk;
+//   - when a DHT server connects (identify completed on a new connection: a
+//     new node, a node back from a restart, a reconnection) and is one of
+//     them, or is closer to the key than one of them, it sends that peer
+//     the record directly (PUT_VALUE for the card, ADD_PROVIDER for a
+//     capability): one request, no walk;
 //   - when more than half of the peers that took a capability's record
 //     have disconnected since (each may have restarted and lost it), the
 //     next card republish provides it again with a walk. The card itself
@@ -63,12 +65,14 @@ func (p *provision) needsWalk() bool {
 	return len(p.holders) == 0 || 2*lost > len(p.holders)
 }
 
-// wants reports whether peer should be handed the record: it took it and
-// may have lost it since, or it is closer to the key than some holder, or
-// there are fewer than k holders.
+// wants reports whether peer, which just connected, should be handed the
+// record: it took it before (a new connection may be the peer back from a
+// restart: killed over QUIC, its old connection can outlive the restart, so
+// no disconnection ever shows), or it is closer to the key than some
+// holder, or there are fewer than k holders.
 func (p *provision) wants(peer lpeer.ID, k int) bool {
-	if held, ok := p.holders[peer]; ok {
-		return !held
+	if _, ok := p.holders[peer]; ok {
+		return true
 	}
 	if len(p.holders) < k {
 		return true
@@ -289,4 +293,40 @@ func (s *Service) handOff(peer lpeer.ID, card []byte, caps []Capability, k int) 
 	}
 	log.Debugw("handed records to peer", "peer", peer, "card", card != nil, "capabilities", len(caps))
 	return nil
+}
+
+// RecordStatus is where one of the node's records stands.
+type RecordStatus struct {
+	// Capability is the capability a provider record advertises; the zero
+	// value for the card.
+	Capability Capability
+	// StoredAt is when a DHT walk last stored the record; zero: not yet.
+	StoredAt time.Time
+	// Holders is how many peers took the record; Lost how many of them
+	// disconnected since (they may have restarted and lost it).
+	Holders, Lost int
+}
+
+// Records reports where the node's card and provider records stand.
+func (s *Service) Records() []RecordStatus {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	status := func(c Capability, p *provision) RecordStatus {
+		r := RecordStatus{Capability: c, StoredAt: p.at, Holders: len(p.holders)}
+		for _, held := range p.holders {
+			if !held {
+				r.Lost++
+			}
+		}
+		return r
+	}
+	var out []RecordStatus
+	for c, p := range s.provided {
+		out = append(out, status(c, p))
+	}
+	slices.SortFunc(out, func(a, b RecordStatus) int { return strings.Compare(a.Capability.String(), b.Capability.String()) })
+	if s.card != nil {
+		out = slices.Insert(out, 0, status(Capability{}, s.card))
+	}
+	return out
 }

@@ -32,13 +32,16 @@ import (
 // HTTPOptions configures the HTTP gateway.
 type HTTPOptions struct {
 	// MeshServer, if not nil, is served at /mcp (mesh mode) with the SDK's
-	// Streamable HTTP handler. Without it /mcp answers 404.
+	// Streamable HTTP handler, on every protocol version: with sessions
+	// before 2026-07-28, without from it on. Without it /mcp answers 404.
 	MeshServer *sdkmcp.Server
 	// SessionTimeout closes a transparent session that has seen no request
 	// for this long (its stream to the peer with it). Zero means 30 minutes;
 	// negative, never.
 	SessionTimeout time.Duration
-	// MaxRequestBodyBytes bounds one POST body; zero means 4 MiB.
+	// MaxRequestBodyBytes bounds one POST body, on every path; zero means
+	// 4 MiB, the mesh's default message limit. A body over it is answered
+	// with a JSON-RPC error naming the limit (HTTP 413).
 	MaxRequestBodyBytes int64
 	// EventStore, if set, lets clients resume a transparent session's SSE
 	// streams (Last-Event-ID), as with the SDK's own handler.
@@ -55,9 +58,9 @@ type HTTPOptions struct {
 // Origin (when present) is not a loopback origin, is refused with 403
 // (DNS-rebinding protection). Close ends every transparent session.
 type HTTPHandler struct {
-	n    iface.Node
-	opts HTTPOptions
-	mesh http.Handler
+	n                   iface.Node
+	opts                HTTPOptions
+	mesh, meshStateless http.Handler // the SDK's handlers: sessions (before 2026-07-28), none (from it on)
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -80,8 +83,12 @@ func NewHTTPHandler(n iface.Node, opts HTTPOptions) *HTTPHandler {
 	h := &HTTPHandler{n: n, opts: opts, ctx: ctx, cancel: cancel, sessions: map[string]*session{}}
 	if opts.MeshServer != nil {
 		srv := opts.MeshServer
-		h.mesh = sdkmcp.NewStreamableHTTPHandler(func(*http.Request) *sdkmcp.Server { return srv },
-			&sdkmcp.StreamableHTTPOptions{MaxRequestBodyBytes: opts.MaxRequestBodyBytes})
+		serve := func(*http.Request) *sdkmcp.Server { return srv }
+		h.mesh = sdkmcp.NewStreamableHTTPHandler(serve, &sdkmcp.StreamableHTTPOptions{MaxRequestBodyBytes: opts.MaxRequestBodyBytes})
+		// The SDK serves 2026-07-28 (no sessions) only from a stateless
+		// handler, and answers server/discover without it from a stateful
+		// one: each version goes to the handler that speaks it.
+		h.meshStateless = sdkmcp.NewStreamableHTTPHandler(serve, &sdkmcp.StreamableHTTPOptions{Stateless: true, MaxRequestBodyBytes: opts.MaxRequestBodyBytes})
 	}
 	return h
 }
@@ -109,24 +116,62 @@ func (h *HTTPHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rest, ok := strings.CutPrefix(r.URL.Path, "/mcp")
-	switch {
-	case !ok:
+	if !ok {
 		http.NotFound(w, r)
-	case rest == "" || rest == "/":
+		return
+	}
+	// Every message is bounded on every path, and one over the limit is
+	// answered as JSON-RPC, naming the limit, whatever the protocol version.
+	var body []byte
+	if r.Method == http.MethodPost {
+		if body, ok = h.readBody(w, r); !ok {
+			return
+		}
+	}
+	if rest == "" || rest == "/" {
 		if h.mesh == nil {
 			http.Error(w, "mesh mode is not served here; use /mcp/PEER/SERVER", http.StatusNotFound)
 			return
 		}
-		h.mesh.ServeHTTP(w, r)
-	default:
-		ps, server, ok := strings.Cut(strings.TrimPrefix(rest, "/"), "/")
-		p, err := lpeer.Decode(ps)
-		if !ok || err != nil || transport.ValidateServerName(server) != nil {
-			http.Error(w, "not found: want /mcp/PEER/SERVER (PEER a peer ID, SERVER a server name)", http.StatusNotFound)
+		if sessionless(r) {
+			h.meshStateless.ServeHTTP(w, r)
 			return
 		}
-		h.serveTransparent(w, r, p, server)
+		h.mesh.ServeHTTP(w, r)
+		return
 	}
+	ps, server, ok := strings.Cut(strings.TrimPrefix(rest, "/"), "/")
+	p, err := lpeer.Decode(ps)
+	if !ok || err != nil || transport.ValidateServerName(server) != nil {
+		http.Error(w, "not found: want /mcp/PEER/SERVER (PEER a peer ID, SERVER a server name)", http.StatusNotFound)
+		return
+	}
+	h.serveTransparent(w, r, p, server, body)
+}
+
+// readBody reads a POST's body, bounded by MaxRequestBodyBytes, and puts it
+// back for the handlers. A body over the limit is answered with a JSON-RPC
+// error naming the limit (for the request the body starts with, when its
+// head says which): ok is false then.
+func (h *HTTPHandler) readBody(w http.ResponseWriter, r *http.Request) (body []byte, ok bool) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.opts.MaxRequestBodyBytes))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if !errors.As(err, &mbe) {
+			http.Error(w, "failed to read body", http.StatusBadRequest)
+			return nil, false
+		}
+		id, method := head(body)
+		what := "a request"
+		if method != "" {
+			what = "a " + method + " request"
+		}
+		lerr := &transport.LimitError{Message: what, Limit: int(mbe.Limit), Request: true}
+		writeJSONRPCError(w, http.StatusRequestEntityTooLarge, id, lerr.JSONRPC())
+		return nil, false
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	return body, true
 }
 
 const (
@@ -149,7 +194,7 @@ type session struct {
 	timer     *time.Timer // idle timeout, nil without one
 }
 
-func (h *HTTPHandler) serveTransparent(w http.ResponseWriter, r *http.Request, p lpeer.ID, server string) {
+func (h *HTTPHandler) serveTransparent(w http.ResponseWriter, r *http.Request, p lpeer.ID, server string, body []byte) {
 	switch r.Method {
 	case http.MethodGet, http.MethodPost, http.MethodDelete:
 	default:
@@ -204,17 +249,6 @@ func (h *HTTPHandler) serveTransparent(w http.ResponseWriter, r *http.Request, p
 	// A POST without a session: a new session for an initialize, else a
 	// session for this request alone (stateless, or a request that comes
 	// before any session, such as a ping).
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.opts.MaxRequestBodyBytes))
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			http.Error(w, fmt.Sprintf("request body exceeds %d bytes", mbe.Limit), http.StatusRequestEntityTooLarge)
-			return
-		}
-		http.Error(w, "failed to read body", http.StatusBadRequest)
-		return
-	}
-	r.Body = io.NopCloser(bytes.NewReader(body))
 	first, isInit, count := peekRequest(body)
 	stateless := version >= statelessFrom
 	persistent := isInit && !stateless
@@ -273,7 +307,7 @@ func (h *HTTPHandler) open(ctx context.Context, t *sdkmcp.StreamableServerTransp
 	h.wg.Add(1)
 	go func() {
 		defer h.wg.Done()
-		err := relay.Pump(pctx, rc, sent, nil)
+		err := Relay(pctx, rc, sent, p.String()+"/"+server)
 		log.Debugw("transparent session ended", "session", s.id, "peer", p, "server", server, "error", err)
 		h.forget(s)
 	}()
@@ -303,6 +337,13 @@ func (h *HTTPHandler) touch(s *session) {
 		s.timer.Reset(h.opts.SessionTimeout)
 	}
 	h.mu.Unlock()
+}
+
+// sessionless reports whether a request to mesh mode speaks 2026-07-28 or
+// later (no sessions), as its Mcp-Protocol-Version header says: every
+// request of that version carries it, server/discover included.
+func sessionless(r *http.Request) bool {
+	return r.Header.Get(headerProtocol) >= statelessFrom
 }
 
 func knownVersion(v string) bool {
@@ -356,13 +397,64 @@ func peekRequest(body []byte) (jsonrpc.ID, bool, int) {
 	return id, init, max(len(many), 1)
 }
 
+// writeJSONRPCError answers a POST with a JSON-RPC error for request id,
+// or with "id": null when the request's ID could not be read, as JSON-RPC
+// asks.
 func writeJSONRPCError(w http.ResponseWriter, status int, id jsonrpc.ID, e *jsonrpc.Error) {
-	data, err := jsonrpc.EncodeMessage(&jsonrpc.Response{ID: id, Error: e})
-	if err != nil || !id.IsValid() {
+	var data []byte
+	var err error
+	if id.IsValid() {
+		data, err = jsonrpc.EncodeMessage(&jsonrpc.Response{ID: id, Error: e})
+	} else {
+		data, err = json.Marshal(struct {
+			JSONRPC string         `json:"jsonrpc"`
+			ID      any            `json:"id"`
+			Error   *jsonrpc.Error `json:"error"`
+		}{"2.0", nil, e})
+	}
+	if err != nil {
 		http.Error(w, e.Message, status)
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	w.Write(data)
+}
+
+// head reads the ID and method of the first message of a body that may be
+// cut short (read up to a limit), without reading the rest: "id" and
+// "method" may come in any order, and after params.
+func head(body []byte) (id jsonrpc.ID, method string) {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	tok, err := dec.Token()
+	if err == nil && tok == json.Delim('[') { // a batch: its first message
+		tok, err = dec.Token()
+	}
+	if err != nil || tok != json.Delim('{') {
+		return id, ""
+	}
+	for dec.More() {
+		key, err := dec.Token()
+		if err != nil {
+			return id, method
+		}
+		switch key {
+		case "id":
+			var v any
+			if dec.Decode(&v) != nil {
+				return id, method
+			}
+			id, _ = jsonrpc.MakeID(v)
+		case "method":
+			if dec.Decode(&method) != nil {
+				return id, ""
+			}
+		default:
+			var skip json.RawMessage
+			if dec.Decode(&skip) != nil {
+				return id, method
+			}
+		}
+	}
+	return id, method
 }

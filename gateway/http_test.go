@@ -21,7 +21,12 @@ import (
 
 func plainNode(t testing.TB) *node.Node {
 	t.Helper()
-	n, err := node.New(node.WithListenAddrs("/ip4/127.0.0.1/tcp/0"), node.WithOpen())
+	return plainNodeWith(t)
+}
+
+func plainNodeWith(t testing.TB, opts ...node.Option) *node.Node {
+	t.Helper()
+	n, err := node.New(append([]node.Option{node.WithListenAddrs("/ip4/127.0.0.1/tcp/0"), node.WithOpen()}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -410,23 +415,46 @@ func TestTransparentErrors(t *testing.T) {
 	}
 }
 
-// /mcp serves the mesh-mode server when there is one.
+// /mcp serves the mesh-mode server when there is one, on every protocol
+// version: with sessions before 2026-07-28, without from it on (where the
+// client starts with server/discover, which must list 2026-07-28).
 func TestMeshEndpoint(t *testing.T) {
 	a := plainNode(t)
 	srv := sdkmcp.NewServer(&sdkmcp.Implementation{Name: "mesh-under-test", Version: "1"}, nil)
+	sdkmcp.AddTool(srv, &sdkmcp.Tool{Name: "hello"}, func(context.Context, *sdkmcp.CallToolRequest, any) (*sdkmcp.CallToolResult, any, error) {
+		return &sdkmcp.CallToolResult{Content: []sdkmcp.Content{&sdkmcp.TextContent{Text: "hi"}}}, nil, nil
+	})
 	h := gateway.NewHTTPHandler(a, gateway.HTTPOptions{MeshServer: srv})
 	hs := httptest.NewServer(h)
 	defer func() { hs.CloseClientConnections(); hs.Close(); h.Close() }()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	cs, err := sdkmcp.NewClient(&sdkmcp.Implementation{Name: "h", Version: "1"}, nil).Connect(ctx,
-		&sdkmcp.StreamableClientTransport{Endpoint: hs.URL + "/mcp"}, &sdkmcp.ClientSessionOptions{ProtocolVersion: "2025-11-25"})
-	if err != nil {
-		t.Fatal(err)
+	for _, v := range []string{"2025-06-18", "2025-11-25", "2026-07-28"} {
+		t.Run(v, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			cs, err := sdkmcp.NewClient(&sdkmcp.Implementation{Name: "h", Version: "1"}, nil).Connect(ctx,
+				&sdkmcp.StreamableClientTransport{Endpoint: hs.URL + "/mcp"}, &sdkmcp.ClientSessionOptions{ProtocolVersion: v})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cs.Close()
+			if got := cs.InitializeResult().ProtocolVersion; got != v {
+				t.Errorf("negotiated %q", got)
+			}
+			if got := cs.InitializeResult().ServerInfo; got == nil || got.Name != "mesh-under-test" {
+				t.Errorf("server %+v", got)
+			}
+			res, err := cs.CallTool(ctx, &sdkmcp.CallToolParams{Name: "hello"})
+			if err != nil || text(t, res) != "hi" {
+				t.Fatalf("hello: %v %+v", err, res)
+			}
+		})
 	}
-	defer cs.Close()
-	if got := cs.InitializeResult().ServerInfo.Name; got != "mesh-under-test" {
-		t.Errorf("server %q", got)
+	// A client probing with server/discover (as mark3labs/mcp-go does by
+	// default) learns that the gateway speaks 2026-07-28.
+	w := do(t, h, "POST", "/mcp", with(map[string]string{"Mcp-Protocol-Version": "2026-07-28", "Mcp-Method": "server/discover"}),
+		`{"jsonrpc":"2.0","id":1,"method":"server/discover","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientInfo":{"name":"probe","version":"1"},"io.modelcontextprotocol/clientCapabilities":{}}}}`)
+	if !strings.Contains(w.Body.String(), `"2026-07-28"`) {
+		t.Errorf("server/discover: %d %q", w.Code, w.Body.String())
 	}
 }
 
@@ -460,7 +488,7 @@ func TestTransparentPeerLost(t *testing.T) {
 	}()
 	start := time.Now()
 	_, err := cs.CallTool(ctx, &sdkmcp.CallToolParams{Name: "wait"})
-	if err == nil || !strings.Contains(err.Error(), "session to the peer ended") {
+	if err == nil || !strings.Contains(err.Error(), "the session to "+c.ID().String()+"/slow ended before it answered") {
 		t.Errorf("call on a lost peer: %v", err)
 	}
 	if d := time.Since(start); d > 3*time.Second {
@@ -471,5 +499,65 @@ func TestTransparentPeerLost(t *testing.T) {
 	}
 	if h.Sessions() != 0 {
 		t.Errorf("%d sessions left", h.Sessions())
+	}
+}
+
+// A message over the limit is answered as JSON-RPC, naming the limit, on
+// every path and protocol version: a POST body over MaxRequestBodyBytes
+// with 413 and the error for the request the body starts with (id null when
+// the ID comes after what was read), a request the stream to the peer
+// cannot carry (over the node's message limit) with the error in its place,
+// and the session goes on.
+func TestOverTheLimitIsAJSONRPCErrorNamingIt(t *testing.T) {
+	a, c := plainNodeWith(t, node.WithMaxMessageSize(64<<10)), plainNode(t)
+	if err := c.Share("fixture", fixture.NewServer()); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := a.Connect(ctx, c.Addrs()[0].String()); err != nil {
+		t.Fatal(err)
+	}
+	mesh := sdkmcp.NewServer(&sdkmcp.Implementation{Name: "mesh", Version: "1"}, nil)
+	h := gateway.NewHTTPHandler(a, gateway.HTTPOptions{MeshServer: mesh, MaxRequestBodyBytes: 1 << 20})
+	hs := httptest.NewServer(h)
+	defer func() { hs.CloseClientConnections(); hs.Close(); h.Close() }()
+	path := fmt.Sprintf("/mcp/%s/fixture", c.ID())
+
+	big := strings.Repeat("x", 2<<20)
+	for _, tc := range []struct {
+		name, path, body, wantID string
+		header                   map[string]string
+	}{
+		{"transparent, new session", path, `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo","arguments":{"t":"` + big + `"}}}`, `"id":7`, nil},
+		{"transparent, 2026-07-28", path, `{"id":"s","jsonrpc":"2.0","method":"tools/call","params":{"name":"echo","arguments":{"t":"` + big + `"}}}`, `"id":"s"`, map[string]string{"Mcp-Protocol-Version": "2026-07-28"}},
+		{"mesh mode, id after params", "/mcp", `{"jsonrpc":"2.0","method":"tools/call","params":{"name":"echo","arguments":{"t":"` + big + `"}},"id":8}`, `"id":null`, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := do(t, h, "POST", tc.path, with(tc.header), tc.body)
+			body := w.Body.String()
+			if w.Code != http.StatusRequestEntityTooLarge || w.Header().Get("Content-Type") != "application/json" ||
+				!strings.Contains(body, tc.wantID) || !strings.Contains(body, `"code":-32600`) ||
+				!strings.Contains(body, "a tools/call request is over the message size limit of 1 MiB (1048576 bytes)") {
+				t.Errorf("%d %s %s", w.Code, w.Header().Get("Content-Type"), body)
+			}
+		})
+	}
+
+	// Under the HTTP limit, over the stream's: answered by the gateway, on
+	// both versions, and the session goes on.
+	for _, v := range []string{"2025-11-25", "2026-07-28"} {
+		t.Run("stream "+v, func(t *testing.T) {
+			cs := connect(t, hs.URL+path, &recorder{}, v, true)
+			defer cs.Close()
+			_, err := cs.CallTool(ctx, &sdkmcp.CallToolParams{Name: "test_simple_text", Arguments: map[string]any{"pad": strings.Repeat("y", 100<<10)}})
+			if err == nil || !strings.Contains(err.Error(), "a tools/call request of ") || !strings.Contains(err.Error(), "over the message size limit of 64 KiB (65536 bytes)") {
+				t.Fatalf("a request over the stream's limit: %v", err)
+			}
+			res, err := cs.CallTool(ctx, &sdkmcp.CallToolParams{Name: "test_simple_text"})
+			if err != nil || res.IsError {
+				t.Fatalf("the session after: %v %+v", err, res)
+			}
+		})
 	}
 }

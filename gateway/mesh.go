@@ -24,6 +24,7 @@ import (
 	"github.com/mcpmesh/mcpmesh/internal/retry"
 	"github.com/mcpmesh/mcpmesh/node/iface"
 	"github.com/mcpmesh/mcpmesh/peer/identity"
+	"github.com/mcpmesh/mcpmesh/tasks"
 )
 
 // Pin exposes one remote tool as a first-class tool of the mesh-mode server.
@@ -132,12 +133,12 @@ func NewMeshServer(ctx context.Context, n iface.Node, opts MeshOptions) *MeshSer
 	sdkmcp.AddTool(s, &sdkmcp.Tool{
 		Name:        "mesh_call",
 		Description: "Call a tool by its ref (PEER/SERVER/TOOL), or by name on any peer that offers it (ref \"any/TOOL\").",
-	}, func(ctx context.Context, _ *sdkmcp.CallToolRequest, in CallIn) (*sdkmcp.CallToolResult, any, error) {
+	}, func(ctx context.Context, req *sdkmcp.CallToolRequest, in CallIn) (*sdkmcp.CallToolResult, any, error) {
 		var args any
 		if in.Arguments != nil {
 			args = in.Arguments
 		}
-		res, err := g.Call(ctx, in.Ref, args)
+		res, err := g.Call(withHostProgress(ctx, req), in.Ref, args)
 		return res, nil, err
 	})
 	ctx, cancel := context.WithCancel(ctx)
@@ -146,6 +147,27 @@ func NewMeshServer(ctx context.Context, n iface.Node, opts MeshOptions) *MeshSer
 		ms.pins.Go(func() { g.pin(ctx, s, p) })
 	}
 	return ms
+}
+
+// withHostProgress makes the progress of the calls made under ctx (the
+// tool a host's request calls, and whatever that tool calls in turn) reach
+// the host, on its request's token, when the request asked for progress.
+// The node's task layer keeps it in order: every notification goes out
+// before the call's result.
+func withHostProgress(ctx context.Context, req *sdkmcp.CallToolRequest) context.Context {
+	tok := req.Params.GetProgressToken()
+	if tok == nil || req.Session == nil {
+		return ctx
+	}
+	return tasks.WithProgress(ctx, func(p *sdkmcp.ProgressNotificationParams) {
+		q := *p
+		q.ProgressToken = tok
+		// The handler's context: on Streamable HTTP, the SDK sends the
+		// notification on the stream of the host's request.
+		if err := req.Session.NotifyProgress(ctx, &q); err != nil {
+			log.Debugw("progress to the host", "error", err)
+		}
+	})
 }
 
 // Mesh searches the mesh for tools, describes them and calls them through a
@@ -563,7 +585,7 @@ func (g *Mesh) pin(ctx context.Context, s *sdkmcp.Server, p Pin) {
 				if len(req.Params.Arguments) > 0 {
 					args = json.RawMessage(req.Params.Arguments)
 				}
-				return g.n.CallServerTool(ctx, p.Peer, server, t.Name, args)
+				return g.n.CallServerTool(withHostProgress(ctx, req), p.Peer, server, t.Name, args)
 			})
 			log.Infow("pinned", "tool", name, "peer", p.Peer)
 			return

@@ -3,15 +3,20 @@ package gateway_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
 	"go.uber.org/goleak"
 
 	"github.com/mcpmesh/mcpmesh/discovery"
 	"github.com/mcpmesh/mcpmesh/gateway"
+	"github.com/mcpmesh/mcpmesh/internal/sdkcompat"
 	"github.com/mcpmesh/mcpmesh/node"
 )
 
@@ -191,5 +196,93 @@ func TestPinnedToolIsFirstClass(t *testing.T) {
 		if _, err := gateway.ParsePin(bad); err == nil {
 			t.Errorf("pin %q accepted", bad)
 		}
+	}
+}
+
+// mesh_call carries the host's progressToken to the tool it calls, and the
+// tool's progress comes back on it, every notification before the result
+// (as read off the wire, not as the host's SDK hands them out), on the
+// stdio-like in-memory path as on Streamable HTTP, both protocol versions;
+// the calling node records it on its task (the PROGRESS of `mcpmesh tasks`).
+func TestMeshCallForwardsTheHostsProgress(t *testing.T) {
+	const steps = 3
+	a, c := newNode(t), newNode(t)
+	node.AddTool(c, &sdkmcp.Tool{Name: "steps"}, func(ctx context.Context, req *sdkmcp.CallToolRequest, _ any) (*sdkmcp.CallToolResult, any, error) {
+		for i := 1; i <= steps; i++ {
+			req.Session.NotifyProgress(ctx, &sdkmcp.ProgressNotificationParams{ProgressToken: req.Params.GetProgressToken(), Progress: float64(i), Total: steps, Message: fmt.Sprintf("step %d", i)})
+		}
+		return &sdkmcp.CallToolResult{Content: []sdkmcp.Content{&sdkmcp.TextContent{Text: "done"}}}, nil, nil
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := a.Connect(ctx, c.Addrs()[0].String()); err != nil {
+		t.Fatal(err)
+	}
+	srv := gateway.NewMeshServer(ctx, a, gateway.MeshOptions{})
+	defer srv.Close()
+	h := gateway.NewHTTPHandler(a, gateway.HTTPOptions{MeshServer: srv.Server})
+	hs := httptest.NewServer(h)
+	defer func() { hs.CloseClientConnections(); hs.Close(); h.Close() }()
+
+	transports := map[string]func() sdkmcp.Transport{
+		"in-memory": func() sdkmcp.Transport {
+			st, ct := sdkmcp.NewInMemoryTransports()
+			ss, err := srv.Connect(ctx, st, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { ss.Close() })
+			return ct
+		},
+		"http": func() sdkmcp.Transport { return &sdkmcp.StreamableClientTransport{Endpoint: hs.URL + "/mcp"} },
+	}
+	for _, path := range []string{"in-memory", "http"} {
+		for _, v := range []string{"2025-11-25", "2026-07-28"} {
+			t.Run(path+"/"+v, func(t *testing.T) {
+				var mu sync.Mutex
+				var wire []string // what the host read, in order: "progress N" and "result"
+				tr := sdkcompat.WatchReads(transports[path](), func(m jsonrpc.Message) {
+					mu.Lock()
+					defer mu.Unlock()
+					switch m := m.(type) {
+					case *jsonrpc.Request:
+						var p sdkmcp.ProgressNotificationParams
+						if m.Method == "notifications/progress" && json.Unmarshal(m.Params, &p) == nil && p.ProgressToken == "host-token" {
+							wire = append(wire, fmt.Sprintf("progress %v", p.Progress))
+						}
+					case *jsonrpc.Response:
+						wire = append(wire, "result")
+					}
+				})
+				cs, err := sdkmcp.NewClient(&sdkmcp.Implementation{Name: "host"}, nil).Connect(ctx, tr, &sdkmcp.ClientSessionOptions{ProtocolVersion: v})
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer cs.Close()
+				want := "progress 1,progress 2,progress 3,result"
+				for i := range 5 { // a late notification is a race: several calls
+					mu.Lock()
+					wire = nil
+					mu.Unlock()
+					res, err := cs.CallTool(ctx, &sdkmcp.CallToolParams{Name: "mesh_call", Meta: sdkmcp.Meta{"progressToken": "host-token"},
+						Arguments: map[string]any{"ref": c.ID().String() + "/node/steps"}})
+					if err != nil || res.IsError {
+						t.Fatalf("mesh_call: %v %+v", err, res)
+					}
+					mu.Lock()
+					got := strings.Join(wire, ",")
+					mu.Unlock()
+					if got != want {
+						t.Fatalf("call %d: the host read %s, want %s", i, got, want)
+					}
+				}
+			})
+		}
+	}
+	// The calling node's task of the last call holds the progress it relayed.
+	list := a.Tasks()
+	last := list[len(list)-1]
+	if last.Progress == nil || last.Progress.Progress != steps || last.Progress.Total != steps || last.Progress.Message != "step 3" {
+		t.Errorf("the task of mesh_call on the gateway's node: progress %+v", last.Progress)
 	}
 }

@@ -29,8 +29,14 @@ func (n *Node) startDiscovery() error {
 	if n.cfg.discovery == nil {
 		return nil
 	}
+	cfg := *n.cfg.discovery
+	if n.cfg.psk != nil {
+		// A private mesh announces itself on mDNS only under a name
+		// derived from its key.
+		cfg.MeshKey = n.cfg.psk
+	}
 	// The DHT may use relayed connections: see reach.AllowLimited.
-	svc, err := discovery.New(reach.AllowLimited(n.host), n.host.Peerstore().PrivKey(n.host.ID()), *n.cfg.discovery)
+	svc, err := discovery.New(reach.AllowLimited(n.host), n.host.Peerstore().PrivKey(n.host.ID()), cfg)
 	if err != nil {
 		return err
 	}

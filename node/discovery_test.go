@@ -171,7 +171,10 @@ func TestCallAnyPrefersAConnectedPeer(t *testing.T) {
 	d := addTranslator(t, a, b)
 	bothFindable(t, a, c, d)
 	for range 3 {
-		a.Host().Network().ClosePeer(c.ID()) // the lookups connected A to C
+		// The lookups connected A to C (the last one in the background:
+		// a peer that disconnected is probed when a lookup wants it).
+		eventually(t, 5*time.Second, "A connected to C", func() bool { return len(a.Host().Network().ConnsToPeer(c.ID())) > 0 })
+		a.Host().Network().ClosePeer(c.ID())
 		res, err := a.CallAny(context.Background(), "translate", transIn{Text: "hi"})
 		if err != nil || res.Peer != d.ID() {
 			t.Fatalf("answered by %v (%v), want the connected D", res.Peer, err)
@@ -192,6 +195,8 @@ func TestCallAnyTriesTheNextProvider(t *testing.T) {
 	var res iface.AnyResult
 	var err error
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		// As in TestCallAnyPrefersAConnectedPeer.
+		eventually(t, 5*time.Second, "A connected to C", func() bool { return len(a.Host().Network().ConnsToPeer(c.ID())) > 0 })
 		a.Host().Network().ClosePeer(c.ID())
 		if res, err = a.CallAny(context.Background(), "translate", transIn{Text: "hi"}); err == nil || time.Now().After(deadline) {
 			break

@@ -247,7 +247,9 @@ func (c *config) identity() (crypto.PrivKey, error) {
 
 // WithDiscovery runs a DHT on the node: it publishes the node's signed card
 // and advertises every tool name and tag it shares, and can look up others'
-// (Find, Card, CallAny). cfg's zero value is a sane default.
+// (Find, Card, CallAny). cfg's zero value is a sane default, with mDNS off.
+// In a private mesh (WithPrivateNetwork) mDNS, if cfg turns it on, announces
+// under a name derived from the mesh key (discovery.PrivateMDNSService).
 func WithDiscovery(cfg discovery.Config) Option {
 	return func(c *config) error {
 		c.discovery = &cfg

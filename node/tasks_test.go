@@ -278,6 +278,48 @@ func TestTaskCancelAtRootReachesLeaf(t *testing.T) {
 	}
 }
 
+// OnRootTask names the tree a call starts while it runs: the caller can
+// cancel it before the call returns, and a call inside a task starts no tree.
+func TestOnRootTaskNamesTheTreeWhileItRuns(t *testing.T) {
+	ns, ev := mesh(t, 3)
+	a, b, c := ns[0], ns[1], ns[2]
+	started := make(chan string, 2)
+	ctx := tasks.OnRootTask(ctxFor(t, 20*time.Second), func(id string) { started <- id })
+	done := make(chan error, 1)
+	go func() {
+		_, err := a.CallServerTool(ctx, b.ID(), transport.DefaultServer, "chain", chainIn{Path: ids(c), Leaf: "sleep"})
+		done <- err
+	}()
+	var root string
+	select {
+	case root = <-started:
+	case err := <-done:
+		t.Fatalf("the call ended (%v) and named no tree", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the call named no tree")
+	}
+	<-ev[2].started
+	if tk, ok := a.Task(root); !ok || tk.Role != tasks.Call || tk.State != tasks.Working {
+		t.Fatalf("task %s on the caller: %+v, %v; want a working root call", root, tk, ok)
+	}
+	if err := a.CancelTask(root); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-ev[2].ctxDone:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the leaf's context did not end after the tree was cancelled")
+	}
+	if err := <-done; err == nil {
+		t.Error("the cancelled call succeeded")
+	}
+	select {
+	case id := <-started:
+		t.Errorf("a second tree %s was reported (the calls below the root start none)", id)
+	default:
+	}
+}
+
 func TestTaskLeafKilledFailsRootNamingIt(t *testing.T) {
 	ns, ev := mesh(t, 4)
 	a, b, c, d := ns[0], ns[1], ns[2], ns[3]

@@ -37,3 +37,19 @@ func ProgressFunc(ctx context.Context) func(*sdkmcp.ProgressNotificationParams) 
 	f, _ := ctx.Value(progressKey{}).(func(*sdkmcp.ProgressNotificationParams))
 	return f
 }
+
+type rootTaskKey struct{}
+
+// OnRootTask returns a context whose calls through a node (made outside any
+// task) report the ID of the tree each starts to f, once its root task is
+// registered and before the request leaves: a caller can show or cancel the
+// tree while the call runs. f must not block.
+func OnRootTask(ctx context.Context, f func(id string)) context.Context {
+	return context.WithValue(ctx, rootTaskKey{}, f)
+}
+
+// RootTaskFunc returns what OnRootTask put on ctx, or nil.
+func RootTaskFunc(ctx context.Context) func(id string) {
+	f, _ := ctx.Value(rootTaskKey{}).(func(string))
+	return f
+}

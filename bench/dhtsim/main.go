@@ -43,6 +43,12 @@ func main() {
 		grace     = flag.Duration("grace", time.Minute, "connection manager grace period for new connections")
 		settle    = flag.Duration("settle", 0, "idle time after setup before memory is measured (default grace+5s; -1s: none)")
 		cpuprof   = flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
+		cardTTL   = flag.Duration("card-ttl", 0, "card TTL; the card is republished every third of it (default 1h, so that nothing expires while measured; with -churn, the daemon's 3m)")
+		reprovide = flag.Duration("reprovide", 0, "how often every provider record is provided again with a walk (default discovery's 1h)")
+		churn     = flag.Int("churn", 0, "after the other measurements, restart nodes for this many intervals while lookups run (0: no churn phase)")
+		churnFrac = flag.Float64("churn-fraction", 0.1, "share of the nodes restarted in each churn interval")
+		churnInt  = flag.Duration("churn-every", time.Minute, "one churn interval")
+		churnDown = flag.Duration("churn-down", time.Second, "how long a restarting node stays away")
 	)
 	flag.Parse()
 	if *cpuprof != "" {
@@ -67,6 +73,14 @@ func main() {
 		}
 	}
 
+	ttl := *cardTTL
+	if ttl == 0 {
+		ttl = time.Hour
+		if *churn > 0 {
+			ttl = 3 * time.Minute
+		}
+	}
+
 	var results []*Result
 	for _, f := range strings.Split(*sizes, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
@@ -78,7 +92,8 @@ func main() {
 			N: n, Bootstrap: *bootstrap, Latency: *latency, RefreshRounds: *refresh,
 			ConnLow: low, ConnHigh: high, ConnGrace: *grace, Settle: *settle,
 			Lookups: *lookups, PopularFinds: *popular, Fresh: *fresh, Seed: *seed,
-			Discovery: discovery.Config{CardTTL: time.Hour},
+			Discovery: discovery.Config{CardTTL: ttl, ReprovideEvery: *reprovide},
+			Churn:     Churn{Rounds: *churn, Every: *churnInt, Fraction: *churnFrac, Down: *churnDown},
 			Progress:  os.Stderr,
 		})
 		if err != nil {
@@ -172,6 +187,8 @@ func Report(w io.Writer, rs []*Result) {
 			r.RTMin, r.RTMedian, r.RTMax, r.Setup.Conns, h0+s0, r.Mem.Conns, h1+s1,
 			mb(r.HeapMocknet-r.HeapBase)/float64(r.P.N), r.GoroutinesLeft, r.LoadAvg[0], r.LoadAvg[1])
 	}
+
+	reportChurn(w, rs)
 
 	for _, r := range rs {
 		if l := max(r.LoadAvg[0], r.LoadAvg[1]); l > float64(runtime.NumCPU()) {

@@ -66,6 +66,9 @@ type Params struct {
 	// must outlive the run: nothing should expire while it is measured.
 	Discovery discovery.Config
 
+	// Churn restarts nodes after the other measurements (none by default).
+	Churn Churn
+
 	Progress io.Writer // progress lines; nil for none
 }
 
@@ -100,9 +103,13 @@ func (p *Params) setDefaults() {
 	if p.Discovery.CardTTL <= 0 {
 		p.Discovery.CardTTL = time.Hour
 	}
+	if p.Discovery.RepublishEvery <= 0 {
+		p.Discovery.RepublishEvery = p.Discovery.CardTTL / 3
+	}
 	if p.Progress == nil {
 		p.Progress = io.Discard
 	}
+	p.Churn.setDefaults()
 }
 
 // RTT is one request and its answer over one link.
@@ -143,6 +150,7 @@ type Result struct {
 	Single  []Lookup
 	Popular []Lookup
 	Fresh   []time.Duration // -1: not findable in time
+	Churn   *ChurnResult    // nil without a churn phase
 }
 
 // Snapshot is the cost of the mesh at one moment.
@@ -171,12 +179,16 @@ func (s *sim) measure(m *Snapshot, gBefore int, what string) {
 }
 
 type simNode struct {
-	idx  int
-	h    host.Host
-	cm   *connmgr.BasicConnMgr
-	svc  *discovery.Service
-	mu   sync.Mutex
-	more []string // tools added during the run
+	idx   int
+	id    lpeer.ID
+	key   crypto.PrivKey
+	addr  ma.Multiaddr
+	h     host.Host
+	cm    *connmgr.BasicConnMgr
+	svc   *discovery.Service
+	mu    sync.Mutex
+	more  []string   // tools added during the run
+	churn churnState // guarded by sim.mu; see churn.go
 	// builds counts the cards built: one per publish attempt, so more
 	// than one before anything changed means a publish failed.
 	builds atomic.Int64
@@ -206,6 +218,7 @@ func (n *simNode) build(context.Context) (*cardpb.Card, error) {
 }
 
 type sim struct {
+	mu    sync.Mutex // the nodes' churn states, and their hosts and services during the churn
 	p     Params
 	rng   *mrand.Rand
 	mn    mocknet.Mocknet
@@ -294,6 +307,9 @@ func (s *sim) run() error {
 	s.lookups()
 	s.popular()
 	s.fresh()
+	if p.Churn.Rounds > 0 {
+		s.churn()
+	}
 	s.res.LoadAvg[1] = loadAvg()
 	return nil
 }
@@ -321,7 +337,7 @@ func (s *sim) build() error {
 		if err != nil {
 			return err
 		}
-		s.nodes[i] = &simNode{idx: i, h: h, pop: fmt.Sprintf("pop-%d", i%p.Popular)}
+		s.nodes[i] = &simNode{idx: i, id: h.ID(), key: key, addr: addr, h: h, pop: fmt.Sprintf("pop-%d", i%p.Popular)}
 	}
 	for i := range s.nodes {
 		for j := i + 1; j < len(s.nodes); j++ {
@@ -336,25 +352,34 @@ func (s *sim) build() error {
 	s.res.HeapMocknet, _ = memInuse()
 	s.logf("%d hosts, %d links: heap %.0f MB", p.N, p.N*(p.N-1)/2, mb(s.res.HeapMocknet-s.res.HeapBase))
 	for i, n := range s.nodes {
-		ch := &countingHost{Host: n.h, c: s.cnt}
-		if p.ConnHigh > 0 {
-			cm, err := connmgr.NewConnManager(p.ConnLow, p.ConnHigh, connmgr.WithGracePeriod(p.ConnGrace))
-			if err != nil {
-				return err
-			}
-			n.h.Network().Notify(cm.Notifee())
-			n.cm, ch.cm = cm, cm
-		}
-		key := n.h.Peerstore().PrivKey(n.h.ID())
-		svc, err := discovery.New(ch, key, p.Discovery)
-		if err != nil {
+		if err := s.startService(n); err != nil {
 			return fmt.Errorf("node %d: %w", i, err)
 		}
-		n.svc = svc
 		if (i+1)%100 == 0 || i+1 == p.N {
 			s.logf("building %d nodes… %d/%d", p.N, i+1, p.N)
 		}
 	}
+	return nil
+}
+
+// startService gives n's host a connection manager (if the mesh has them)
+// and starts its discovery service, not yet publishing.
+func (s *sim) startService(n *simNode) error {
+	p := s.p
+	ch := &countingHost{Host: n.h, c: s.cnt}
+	if p.ConnHigh > 0 {
+		cm, err := connmgr.NewConnManager(p.ConnLow, p.ConnHigh, connmgr.WithGracePeriod(p.ConnGrace))
+		if err != nil {
+			return err
+		}
+		n.h.Network().Notify(cm.Notifee())
+		n.cm, ch.cm = cm, cm
+	}
+	svc, err := discovery.New(ch, n.key, p.Discovery)
+	if err != nil {
+		return err
+	}
+	n.svc = svc
 	return nil
 }
 
@@ -486,6 +511,14 @@ func (s *sim) publish() error {
 		n.svc.Start(n.build)
 	}
 	last, stable, begin := s.cnt.snapshot(), time.Now(), time.Now()
+	// With a short card period (the churn's) republishing never lets the
+	// counters rest: every record stored for a whole period plus the quiet
+	// time is settled too.
+	var allStored time.Time
+	settled := s.p.Quiet
+	if ttl := s.p.Discovery.CardTTL; ttl > 0 {
+		settled += ttl / 3
+	}
 	for {
 		time.Sleep(250 * time.Millisecond)
 		missing := 0
@@ -498,7 +531,13 @@ func (s *sim) publish() error {
 		if now[msgPutValue] != last[msgPutValue] || now[msgAddProvider] != last[msgAddProvider] || missing > 0 {
 			last, stable = now, time.Now()
 		}
-		if time.Since(stable) > s.p.Quiet {
+		switch {
+		case missing > 0:
+			allStored = time.Time{}
+		case allStored.IsZero():
+			allStored = time.Now()
+		}
+		if time.Since(stable) > s.p.Quiet || (!allStored.IsZero() && time.Since(allStored) > settled) {
 			s.res.PublishRetries = 0
 			for _, n := range s.nodes {
 				s.res.PublishRetries += int(n.builds.Load()) - 1

@@ -23,6 +23,9 @@ import (
 var binary string // the mcpmesh command, built once for the CLI tests
 
 func TestMain(m *testing.M) {
+	if gate := os.Getenv(gatedProgramEnv); gate != "" {
+		os.Exit(runGatedProgram(gate)) // a program a test's daemon shares
+	}
 	dir, err := os.MkdirTemp("", "mcpmesh-cli")
 	if err != nil {
 		panic(err)
@@ -72,7 +75,7 @@ func run(t *testing.T, args ...string) (string, string, int) {
 }
 
 func TestEveryCommandHasHelp(t *testing.T) {
-	for _, c := range []string{"node", "id", "peers", "status", "connect", "tools", "call", "find", "card", "stdio", "demo", "audit", "tasks", "init-mesh", "policy"} {
+	for _, c := range []string{"node", "id", "peers", "status", "connect", "tools", "call", "find", "card", "stdio", "demo", "audit", "tasks", "init-mesh", "policy", "ui"} {
 		out, _, code := run(t, c, "--help")
 		if code != 0 || !strings.Contains(out, "Usage:") || !strings.Contains(out, "mcpmesh "+c) {
 			t.Errorf("mcpmesh %s --help: exit %d\n%s", c, code, out)
@@ -549,5 +552,50 @@ func TestConfigFileSharesServers(t *testing.T) {
 	_, stderr, code = run(t, "--home", t.TempDir(), "node", "--config", filepath.Join(home, "typo.json"))
 	if code != 2 || !strings.Contains(stderr, "unknown field") {
 		t.Fatalf("typo in config: exit %d: %s", code, stderr)
+	}
+}
+
+// When the server's side of `mcpmesh stdio --to` ends while the host is
+// still there (here the peer stops), the command says so on stderr and
+// exits 1: a host shows a stdio server's stderr and exit status, and
+// nothing else.
+func TestStdioSaysWhenTheSessionToThePeerEnds(t *testing.T) {
+	a := startDaemon(t)
+	c := startDaemon(t, "--peer", a.addr)
+	cmd := exec.Command(binary, "--home", a.home, "stdio", "--to", c.id+"/node")
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stdin.Close()
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(stdin, `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"h","version":"1"}}}`+"\n")
+	out := bufio.NewReader(stdout)
+	if line, err := out.ReadString('\n'); err != nil || !strings.Contains(line, `"serverInfo"`) {
+		t.Fatalf("initialize through mcpmesh stdio: %q %v; stderr %q", line, err, stderr.String())
+	}
+	exited := make(chan error, 1)
+	go func() {
+		io.Copy(io.Discard, out)
+		exited <- cmd.Wait()
+	}()
+	c.stop(t)
+	select {
+	case err := <-exited:
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(stderr.String(), "the session to "+c.id+"/node ended") {
+			t.Fatalf("mcpmesh stdio after its peer stopped: %v, stderr %q; want exit 1 saying the session ended", err, stderr.String())
+		}
+	case <-time.After(15 * time.Second):
+		cmd.Process.Kill()
+		t.Fatalf("mcpmesh stdio still running 15s after its peer stopped; stderr %q", stderr.String())
 	}
 }

@@ -190,6 +190,11 @@ func newCallCmd(g *globals) *cobra.Command {
 text, other content described, structured content as JSON. --json prints the raw
 MCP result.
 
+Progress the tool reports shows on stderr as it comes: on a terminal, one line
+redrawn in place with a spinner while the call runs; otherwise one line per
+notification ("progress 2/5 message"). Stdout holds the result alone, so
+--json output stays clean.
+
 PEER is a peer ID the daemon knows, a full multiaddr ending in /p2p/<peer ID>, or
 "any": find the providers of TOOL in the mesh and call one (a connected peer
 first, then the lowest latency; the next one if it cannot be reached).
@@ -225,7 +230,10 @@ Exits 1 with a one-line reason if the peer is unreachable or the tool fails.`,
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
-			res, err := c.Call(ctx, args[0], args[1], raw)
+			stderr := cmd.ErrOrStderr()
+			view := newProgressView(stderr, isTerminal(stderr))
+			res, err := c.CallProgress(ctx, args[0], args[1], raw, view.update)
+			view.close()
 			if err != nil {
 				return err
 			}

@@ -35,12 +35,14 @@ const ConfigFile = "config.json"
 // fileConfig is the daemon's configuration file. Command-line flags add to
 // it; a flag sharing a name the file already shares is an error.
 type fileConfig struct {
-	Name        string                 `json:"name,omitempty"`
-	Description string                 `json:"description,omitempty"`
-	Tags        []string               `json:"tags,omitempty"`
-	Listen      []string               `json:"listen,omitempty"`
-	Peers       []string               `json:"peers,omitempty"`
-	Shares      map[string]shareConfig `json:"shares,omitempty"`
+	Name        string   `json:"name,omitempty"`
+	Description string   `json:"description,omitempty"`
+	Tags        []string `json:"tags,omitempty"`
+	Listen      []string `json:"listen,omitempty"`
+	Peers       []string `json:"peers,omitempty"`
+	// MDNS turns mDNS on or off (absent: on, but in a private mesh).
+	MDNS   *bool                  `json:"mdns,omitempty"`
+	Shares map[string]shareConfig `json:"shares,omitempty"`
 	// Agents are LLM agents the node shares, each as one tool.
 	Agents []agent.Config `json:"agents,omitempty"`
 	// Policy says which peers may see and call what the node shares

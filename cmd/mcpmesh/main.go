@@ -71,6 +71,7 @@ New here? Run 'mcpmesh demo'.`,
 		newAuditCmd(g),
 		newPolicyCmd(g),
 		newInitMeshCmd(g),
+		newUICmd(g),
 		newDemoCmd(),
 	)
 	return root

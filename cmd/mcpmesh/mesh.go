@@ -92,3 +92,29 @@ func meshKeyOptions(home, path string, listen []string, say func(string)) ([]nod
 	say(msg)
 	return []node.Option{node.WithPrivateNetwork(psk)}, nil
 }
+
+// mdnsOn decides whether a node looks for peers with mDNS: --mdns or
+// --no-mdns if given, else the configuration file's "mdns", else on in an
+// open mesh and off in a private one, whose members, when asked, announce
+// under a name derived from the mesh key (discovery.PrivateMDNSService).
+func mdnsOn(on, off bool, file *bool, private bool) (bool, error) {
+	switch {
+	case on && off:
+		return false, errors.New("--mdns and --no-mdns: give one or the other")
+	case on:
+		return true, nil
+	case off:
+		return false, nil
+	case file != nil:
+		return *file, nil
+	}
+	return !private, nil
+}
+
+// mdnsSaid is what a private mesh's node tells the user about mDNS.
+func mdnsSaid(on bool) string {
+	if on {
+		return "mDNS on, under a name derived from the key (anyone on the LAN still learns members' peer IDs and addresses)"
+	}
+	return "mDNS off (--mdns announces under a name derived from the key)"
+}

@@ -59,8 +59,8 @@ func TestPrivateMeshDaemons(t *testing.T) {
 	}
 	key := filepath.Join(homeA, "swarm.key")
 	a, banner := startBanner(t, homeA)
-	if !strings.Contains(banner, "private mesh: key "+key) {
-		t.Errorf("daemon a does not say it uses the home's key:\n%s", banner)
+	if !strings.Contains(banner, "private mesh: key "+key) || !strings.Contains(banner, "mDNS off") {
+		t.Errorf("daemon a does not say it uses the home's key, mDNS off:\n%s", banner)
 	}
 	b, banner := startBanner(t, t.TempDir(), "--mesh-key", key, "--peer", a.addr, "--listen", "/ip4/127.0.0.1/udp/0/quic-v1")
 	if !strings.Contains(banner, "not listening on /ip4/127.0.0.1/udp/0/quic-v1") {
@@ -95,4 +95,32 @@ func startBanner(t *testing.T, home string, extra ...string) (*daemon, string) {
 	t.Helper()
 	d := startDaemonAt(t, home, extra...)
 	return d, d.out.String()
+}
+
+// mDNS is on by default, but in a private mesh; a flag wins over the
+// configuration file, and the two flags together are a usage error.
+func TestMDNSOffByDefaultInAPrivateMesh(t *testing.T) {
+	yes, no := true, false
+	for _, tc := range []struct {
+		on, off, private bool
+		file             *bool
+		want             bool
+	}{
+		{want: true},
+		{private: true, want: false},
+		{private: true, on: true, want: true},
+		{off: true, want: false},
+		{private: true, file: &yes, want: true},
+		{file: &no, want: false},
+		{file: &no, on: true, want: true},
+		{file: &yes, off: true, want: false},
+	} {
+		got, err := mdnsOn(tc.on, tc.off, tc.file, tc.private)
+		if err != nil || got != tc.want {
+			t.Errorf("mdnsOn(on %v, off %v, file %v, private %v) = %v, %v; want %v", tc.on, tc.off, tc.file, tc.private, got, err, tc.want)
+		}
+	}
+	if _, stderr, code := run(t, "--home", t.TempDir(), "node", "--mdns", "--no-mdns"); code != 2 || !strings.Contains(stderr, "--mdns and --no-mdns") {
+		t.Errorf("node --mdns --no-mdns: exit %d: %q", code, stderr)
+	}
 }

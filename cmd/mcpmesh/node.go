@@ -36,6 +36,7 @@ func newNodeCmd(g *globals) *cobra.Command {
 		api       string
 		maxMsg    int
 		timeout   time.Duration
+		mdns      bool
 		noMDNS    bool
 		noDHT     bool
 		cardTTL   time.Duration
@@ -47,6 +48,7 @@ func newNodeCmd(g *globals) *cobra.Command {
 		open      bool
 		metricsAt string
 		network   networkFlags
+		uiAt      string
 	)
 	cmd := &cobra.Command{
 		Use:   "node",
@@ -77,7 +79,10 @@ the call fails at once (config "network": livenessInterval, livenessTimeout).
 
 --mesh-key FILE (default HOME/swarm.key when present; see 'mcpmesh init-mesh')
 makes the node a member of a private mesh: it connects only to nodes holding
-the same key, over TCP and WebSocket only (no QUIC listen addresses).
+the same key, over TCP and WebSocket only (no QUIC listen addresses). mDNS is
+then off unless --mdns: members announce under a name derived from the key, so
+that outsiders cannot tell which mesh it is, but anyone on the LAN still learns
+the members' peer IDs and addresses.
 
 Each --share NAME=COMMAND shares a stdio MCP server program with the mesh under
 NAME, passed through: a caller sees the program as a host running it would (its
@@ -104,6 +109,11 @@ server SERVER of peer PEER exactly, relayed unchanged. Loopback only: requests
 whose Host or Origin is not loopback are refused (DNS-rebinding protection).
 Each --http-pin [NAME=]PEER/[SERVER/]TOOL adds a remote tool to /mcp as a tool
 of its own, as 'mcpmesh stdio --pin' does.
+
+--ui 127.0.0.1:PORT serves a web console: the mesh, capability search, live
+task trees, the audit trail and the policy, and a form to call a tool. Its URL,
+printed at start, carries a login token; 'mcpmesh ui' opens it. Loopback only,
+with the same Host/Origin checks as --http.
 
 Closed by default: peers see and may call only what the "policy" of the
 configuration file grants them, by peer ID or group, per server, tool, resource
@@ -153,6 +163,11 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 					return usageError("--http %v", err)
 				}
 			}
+			if uiAt != "" {
+				if err := checkUIAddr(uiAt); err != nil {
+					return usageError("--ui %v", err)
+				}
+			}
 			var pins []gateway.Pin
 			for _, s := range httpPins {
 				if httpAt == "" {
@@ -194,6 +209,13 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 				node.WithTags(tags...),
 			}
 			opts = append(opts, meshOpts...)
+			useMDNS, err := mdnsOn(mdns, noMDNS, file.MDNS, len(meshOpts) > 0)
+			if err != nil {
+				return usageError("%v", err)
+			}
+			if meshSaid != "" && !noDHT {
+				meshSaid += "; " + mdnsSaid(useMDNS)
+			}
 			if open {
 				opts = append(opts, node.WithOpen())
 				fmt.Fprintln(os.Stderr, "WARNING: --open: every peer that connects may see and call everything this node shares. Use it for demos and labs only.")
@@ -216,7 +238,7 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 				opts = append(opts, node.WithMetrics(reg))
 			}
 			if !noDHT {
-				opts = append(opts, node.WithDiscovery(discovery.Config{MDNS: !noMDNS, CardTTL: cardTTL}))
+				opts = append(opts, node.WithDiscovery(discovery.Config{MDNS: useMDNS, CardTTL: cardTTL}))
 			}
 			n, err := node.New(opts...)
 			if err != nil {
@@ -253,12 +275,21 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 			}
 			var gatewayURL string
 			if httpAt != "" {
-				url, stopGateway, err := serveGateway(ctx, n, httpAt, pins)
+				url, stopGateway, err := serveGateway(ctx, n, httpAt, pins, maxMsg)
 				if err != nil {
 					return err
 				}
 				defer stopGateway()
 				gatewayURL = url
+			}
+			var consoleURL string
+			if uiAt != "" {
+				url, stopConsole, err := serveConsole(n, uiAt, specs, srv)
+				if err != nil {
+					return err
+				}
+				defer stopConsole()
+				consoleURL = url
 			}
 
 			out := cmd.OutOrStdout()
@@ -276,6 +307,9 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 			if gatewayURL != "" {
 				fmt.Fprintf(out, "  http:    %s (mesh mode)\n", gatewayURL)
 				fmt.Fprintf(out, "           %s/PEER/SERVER (one peer's server, transparent)\n", gatewayURL)
+			}
+			if consoleURL != "" {
+				fmt.Fprintf(out, "  console: %s\n", consoleURL)
 			}
 			for i, a := range n.Addrs() {
 				label := "  listen:  "
@@ -316,6 +350,7 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 	f.StringVar(&api, "api", "127.0.0.1:0", "loopback address of the control API")
 	f.IntVar(&maxMsg, "max-message-size", transport.DefaultMaxMessageSize, "largest MCP message accepted on a stream, in bytes")
 	f.DurationVar(&timeout, "dial-timeout", 10*time.Second, "how long reaching a peer may take")
+	f.BoolVar(&mdns, "mdns", false, "look for peers on the local network with mDNS (the default, but in a private mesh, where the name announced is derived from the key)")
 	f.BoolVar(&noMDNS, "no-mdns", false, "do not look for peers on the local network")
 	f.BoolVar(&noDHT, "no-dht", false, "take no part in the mesh's DHT: no card, no lookups (find, card, call any)")
 	f.DurationVar(&cardTTL, "card-ttl", 3*time.Minute, "how long this node's published card stays valid; a node that leaves drops out of lookups within this time")
@@ -325,6 +360,7 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 	f.BoolVar(&open, "open", false, "let every peer see and call everything this node shares, ignoring the policy (demos and labs only)")
 	f.StringVar(&metricsAt, "metrics", "", "HOST:PORT to serve Prometheus metrics on (/metrics; e.g. 127.0.0.1:9464)")
 	f.StringVar(&httpAt, "http", "", "loopback HOST:PORT to serve MCP over Streamable HTTP: /mcp (mesh mode) and /mcp/PEER/SERVER (one server, transparent)")
+	f.StringVar(&uiAt, "ui", "", "loopback HOST:PORT to serve the web console on (e.g. 127.0.0.1:8780; 'mcpmesh ui' opens it)")
 	f.StringArrayVar(&httpPins, "http-pin", nil, "[NAME=]PEER/[SERVER/]TOOL: list a remote tool on --http's /mcp as a tool of its own (repeatable)")
 	network.add(cmd)
 	return cmd

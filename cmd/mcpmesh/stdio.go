@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -18,7 +19,6 @@ import (
 	"github.com/mcpmesh/mcpmesh/control"
 	"github.com/mcpmesh/mcpmesh/discovery"
 	"github.com/mcpmesh/mcpmesh/gateway"
-	"github.com/mcpmesh/mcpmesh/mcp/relay"
 	"github.com/mcpmesh/mcpmesh/mcp/transport"
 	"github.com/mcpmesh/mcpmesh/node"
 	"github.com/mcpmesh/mcpmesh/peer/identity"
@@ -29,6 +29,7 @@ func newStdioCmd(g *globals) *cobra.Command {
 		to      string
 		pins    []string
 		peers   []string
+		mdns    bool
 		noMDNS  bool
 		meshKey string
 	)
@@ -75,15 +76,16 @@ of its own in this process (finding peers by mDNS and --peer).`,
 					return err
 				}
 				fmt.Fprintf(os.Stderr, "mcpmesh stdio: %s, through the daemon of %s\n", modeOf(to), g.home)
-				return pipe(ctx, conn, os.Stdin, os.Stdout)
+				return pipe(ctx, conn, os.Stdin, os.Stdout, to)
 			}
-			return runEmbedded(ctx, g, req, peers, noMDNS, meshKey)
+			return runEmbedded(ctx, g, req, peers, mdns, noMDNS, meshKey)
 		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&to, "to", "", "PEER/SERVER: transparent mode, relaying that one server unchanged")
 	f.StringArrayVar(&pins, "pin", nil, "[NAME=]PEER/[SERVER/]TOOL: expose a remote tool as a tool of its own (repeatable)")
 	f.StringArrayVar(&peers, "peer", nil, "without a daemon: a peer to join the mesh through (repeatable)")
+	f.BoolVar(&mdns, "mdns", false, "without a daemon: look for peers on the local network with mDNS (the default, but in a private mesh)")
 	f.BoolVar(&noMDNS, "no-mdns", false, "without a daemon: do not look for peers on the local network")
 	f.StringVar(&meshKey, "mesh-key", "", "without a daemon: private mesh key file (default HOME/swarm.key if it exists)")
 	return cmd
@@ -97,17 +99,33 @@ func modeOf(to string) string {
 }
 
 // pipe copies the host's stdin to conn and conn to stdout until either
-// side ends.
-func pipe(ctx context.Context, conn io.ReadWriteCloser, in io.Reader, out io.Writer) error {
+// side ends. The host ending its stdin is the normal end; the daemon ending
+// the session while the host is still there is an error, which says so (the
+// host shows a stdio server's stderr and exit status, and nothing else).
+func pipe(ctx context.Context, conn io.ReadWriteCloser, in io.Reader, out io.Writer, target string) error {
+	type end struct {
+		daemon bool // the daemon's side ended first
+		err    error
+	}
 	var once sync.Once
-	done := make(chan error, 2)
-	finish := func(err error) { once.Do(func() { done <- err }) }
-	go func() { _, err := io.Copy(conn, in); finish(err) }()
-	go func() { _, err := io.Copy(out, conn); finish(err) }()
+	done := make(chan end, 1)
+	finish := func(e end) { once.Do(func() { done <- e }) }
+	go func() { _, err := io.Copy(conn, in); finish(end{err: err}) }()
+	go func() { _, err := io.Copy(out, conn); finish(end{daemon: true, err: err}) }()
 	select {
-	case err := <-done:
+	case e := <-done:
 		conn.Close()
-		return err
+		if !e.daemon {
+			return e.err
+		}
+		why := "the daemon ended the session"
+		if target != "" {
+			why = fmt.Sprintf("the session to %s ended (the server or its peer closed it, or the daemon stopped; the daemon's log says which)", target)
+		}
+		if e.err != nil {
+			why += ": " + e.err.Error()
+		}
+		return errors.New(why)
 	case <-ctx.Done():
 		conn.Close()
 		return nil
@@ -115,19 +133,25 @@ func pipe(ctx context.Context, conn io.ReadWriteCloser, in io.Reader, out io.Wri
 }
 
 // runEmbedded serves the host from a node of this process.
-func runEmbedded(ctx context.Context, g *globals, req control.GatewayRequest, peers []string, noMDNS bool, meshKey string) error {
+func runEmbedded(ctx context.Context, g *globals, req control.GatewayRequest, peers []string, mdns, noMDNS bool, meshKey string) error {
 	// stdout is the host's MCP stream: everything said goes to stderr.
-	meshOpts, err := meshKeyOptions(g.home, meshKey, node.DefaultListenAddrs, func(s string) {
-		fmt.Fprintf(os.Stderr, "mcpmesh stdio: %s\n", s)
-	})
+	var meshSaid string
+	meshOpts, err := meshKeyOptions(g.home, meshKey, node.DefaultListenAddrs, func(s string) { meshSaid = s })
 	if err != nil {
 		return usageError("%v", err)
+	}
+	useMDNS, err := mdnsOn(mdns, noMDNS, nil, len(meshOpts) > 0)
+	if err != nil {
+		return usageError("%v", err)
+	}
+	if meshSaid != "" {
+		fmt.Fprintf(os.Stderr, "mcpmesh stdio: %s; %s\n", meshSaid, mdnsSaid(useMDNS))
 	}
 	n, err := node.New(append([]node.Option{
 		node.WithHome(g.home),
 		node.WithVersion(version),
 		node.WithListenAddrs(node.DefaultListenAddrs...),
-		node.WithDiscovery(discovery.Config{MDNS: !noMDNS}),
+		node.WithDiscovery(discovery.Config{MDNS: useMDNS}),
 	}, meshOpts...)...)
 	if err != nil {
 		return err
@@ -158,7 +182,7 @@ func runEmbedded(ctx context.Context, g *globals, req control.GatewayRequest, pe
 		if err != nil {
 			return err
 		}
-		return relay.Pump(ctx, host, up, nil)
+		return gateway.Relay(ctx, host, up, req.To)
 	}
 	var pins []gateway.Pin
 	for _, p := range req.Pins {

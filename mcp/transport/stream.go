@@ -251,11 +251,25 @@ func (c *Conn) badFrame(err error) {
 	}
 }
 
-// Write implements [sdkmcp.Connection]: it writes msg as one frame.
+// Write implements [sdkmcp.Connection]: it writes msg as one frame. A
+// message over the session's limit, which the peer would refuse (resetting
+// the stream), is not sent: a response becomes an error response naming the
+// limit, so that the caller learns why; a request or notification fails with
+// a [*LimitError], and the session goes on.
 func (c *Conn) Write(_ context.Context, msg jsonrpc.Message) error {
 	data, err := jsonrpc.EncodeMessage(msg)
 	if err != nil {
 		return fmt.Errorf("encode mcp message: %w", err)
+	}
+	if len(data) > c.limit {
+		resp, ok := msg.(*jsonrpc.Response)
+		lerr := &LimitError{Message: describe(msg), Size: len(data), Limit: c.limit, Request: !ok}
+		if !ok {
+			return lerr
+		}
+		if data, err = jsonrpc.EncodeMessage(&jsonrpc.Response{ID: resp.ID, Error: lerr.JSONRPC()}); err != nil {
+			return fmt.Errorf("encode mcp message: %w", err)
+		}
 	}
 	return c.WriteFrame(data)
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/protocol"
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
 	"go.uber.org/goleak"
 
@@ -38,6 +39,10 @@ type echoIn struct {
 
 type echoOut struct {
 	Text string `json:"text"`
+}
+
+type repeatIn struct {
+	N int `json:"n"`
 }
 
 // ended is one server session that ended, with the error Wait returned.
@@ -72,6 +77,9 @@ func newFixture(t *testing.T, limit int) *fixture {
 	sdkmcp.AddTool(srv, &sdkmcp.Tool{Name: "echo"}, func(_ context.Context, _ *sdkmcp.CallToolRequest, in echoIn) (*sdkmcp.CallToolResult, echoOut, error) {
 		return nil, echoOut(in), nil
 	})
+	sdkmcp.AddTool(srv, &sdkmcp.Tool{Name: "repeat"}, func(_ context.Context, _ *sdkmcp.CallToolRequest, in repeatIn) (*sdkmcp.CallToolResult, any, error) {
+		return &sdkmcp.CallToolResult{Content: []sdkmcp.Content{&sdkmcp.TextContent{Text: strings.Repeat("x", in.N)}}}, nil, nil
+	})
 	f.server.SetStreamHandler(testProto, func(s network.Stream) {
 		ss, err := srv.Connect(context.Background(), &transport.StreamTransport{Stream: s, MaxMessageSize: limit}, nil)
 		if err != nil {
@@ -100,11 +108,17 @@ func (f *fixture) stream() network.Stream {
 
 // session opens an SDK client session on a new stream.
 func (f *fixture) session(version string) *sdkmcp.ClientSession {
+	return f.sessionLimited(version, 0)
+}
+
+// sessionLimited opens an SDK client session on a new stream whose
+// messages are bounded to limit bytes.
+func (f *fixture) sessionLimited(version string, limit int) *sdkmcp.ClientSession {
 	f.t.Helper()
 	c := sdkmcp.NewClient(&sdkmcp.Implementation{Name: "cli", Version: "1"}, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
-	cs, err := c.Connect(ctx, &transport.StreamTransport{Stream: f.stream()}, &sdkmcp.ClientSessionOptions{ProtocolVersion: version})
+	cs, err := c.Connect(ctx, &transport.StreamTransport{Stream: f.stream(), MaxMessageSize: limit}, &sdkmcp.ClientSessionOptions{ProtocolVersion: version})
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -325,5 +339,58 @@ func TestStreamTransportAcceptsAFrameOfExactlyTheLimit(t *testing.T) {
 			}
 			f.noneEnded()
 		})
+	}
+}
+
+// A result over the serving side's limit is not sent (the peer would reset
+// the stream, and the caller never learn why): the call is answered with an
+// error that names the limit, and the session goes on.
+func TestStreamTransportAnswersAResultOverTheLimitWithAnError(t *testing.T) {
+	const limit = 64 << 10
+	f := newFixture(t, limit)
+	for _, v := range []string{"2025-11-25", "2026-07-28"} {
+		t.Run(v, func(t *testing.T) {
+			cs := f.session(v)
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			defer cancel()
+			_, err := cs.CallTool(ctx, &sdkmcp.CallToolParams{Name: "repeat", Arguments: map[string]any{"n": limit + 1}})
+			var werr *jsonrpc.Error
+			if !errors.As(err, &werr) || werr.Code != jsonrpc.CodeInternalError ||
+				!strings.Contains(werr.Message, "limit of 64 KiB (65536 bytes)") || !strings.Contains(werr.Message, "the result of request") {
+				t.Fatalf("a result over the limit: %v, want a JSON-RPC error naming the limit", err)
+			}
+			echo(t, cs, "after")
+			f.noneEnded()
+		})
+	}
+}
+
+// A request over the calling side's limit is not sent either: the call
+// fails with a LimitError, and the session goes on.
+func TestStreamTransportRefusesToSendARequestOverTheLimit(t *testing.T) {
+	const limit = 64 << 10
+	f := newFixture(t, 0)
+	cs := f.sessionLimited("2025-11-25", limit)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	_, err := cs.CallTool(ctx, &sdkmcp.CallToolParams{Name: "echo", Arguments: map[string]any{"text": strings.Repeat("y", limit)}})
+	var lerr *transport.LimitError
+	if !errors.As(err, &lerr) || lerr.Limit != limit || !lerr.Request || !strings.Contains(err.Error(), "a tools/call request of") {
+		t.Fatalf("a request over the limit: %v, want a LimitError", err)
+	}
+	echo(t, cs, "after")
+	f.noneEnded()
+}
+
+func TestSizeReadsAsPeopleWriteLimits(t *testing.T) {
+	for n, want := range map[int]string{
+		4 << 20:  "4 MiB (4194304 bytes)",
+		5242939:  "5.0 MiB (5242939 bytes)",
+		64 << 10: "64 KiB (65536 bytes)",
+		1000:     "1000 bytes",
+	} {
+		if got := transport.Size(n); got != want {
+			t.Errorf("Size(%d) = %q, want %q", n, got, want)
+		}
 	}
 }

@@ -70,6 +70,9 @@ func (tr *Tracker) Call(ctx context.Context, p lpeer.ID, server, tool string, ar
 		}
 		caller = root
 		m = tasks.Root(id, self, budget, left) // the root gives its callee all its time
+		if f := tasks.RootTaskFunc(ctx); f != nil {
+			f(id)
+		}
 		if onProg := tasks.ProgressFunc(ctx); onProg != nil {
 			route = &served{entry: root, onProg: onProg}
 		}

@@ -1,0 +1,147 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
+)
+
+// gatedProgramEnv, set to a file's path, makes the test binary a stdio MCP
+// program (see TestMain) whose tool "slow" reports progress 1/2, waits until
+// that file exists, reports 2/2 and returns "done": a call that stays
+// running, with progress, until the test lets it go.
+const gatedProgramEnv = "MCPMESH_CLI_TEST_GATE"
+
+// runGatedProgram serves the gated program on stdin/stdout until stdin ends.
+func runGatedProgram(gate string) int {
+	s := sdkmcp.NewServer(&sdkmcp.Implementation{Name: "gated", Version: "1.0.0"}, nil)
+	sdkmcp.AddTool(s, &sdkmcp.Tool{Name: "slow", Description: "progress 1/2, then waits for the test"},
+		func(ctx context.Context, req *sdkmcp.CallToolRequest, _ any) (*sdkmcp.CallToolResult, any, error) {
+			tok := req.Params.GetProgressToken()
+			notify := func(p float64, msg string) {
+				if tok != nil {
+					req.Session.NotifyProgress(ctx, &sdkmcp.ProgressNotificationParams{ProgressToken: tok, Progress: p, Total: 2, Message: msg})
+				}
+			}
+			notify(1, "halfway")
+			tick := time.NewTicker(10 * time.Millisecond)
+			defer tick.Stop()
+			for {
+				if _, err := os.Stat(gate); err == nil {
+					break
+				}
+				select {
+				case <-ctx.Done():
+					return nil, nil, ctx.Err()
+				case <-tick.C:
+				}
+			}
+			notify(2, "finishing")
+			return &sdkmcp.CallToolResult{Content: []sdkmcp.Content{&sdkmcp.TextContent{Text: "done"}}}, nil, nil
+		})
+	if err := s.Run(context.Background(), &sdkmcp.StdioTransport{}); err != nil && !errors.Is(err, context.Canceled) {
+		fmt.Fprintln(os.Stderr, "gated program:", err)
+		return 1
+	}
+	return 0
+}
+
+// `mcpmesh tasks` shows the latest progress of a running call, on the
+// calling daemon (the root task `mcpmesh call` starts) and on the serving
+// one (the task of the shared program's call), and `mcpmesh call` prints it
+// on stderr as it comes; once the call is over, the column holds the last.
+func TestTasksShowTheProgressOfARunningCall(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	gate := filepath.Join(t.TempDir(), "go")
+	b := startDaemon(t, "--share", fmt.Sprintf("gated=env %s='%s' '%s'", gatedProgramEnv, gate, exe))
+	a := startDaemon(t, "--peer", b.addr)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	call := exec.CommandContext(ctx, binary, "--home", a.home, "call", b.id, "gated/slow")
+	var stdout, stderr bytes.Buffer
+	call.Stdout, call.Stderr = &stdout, &stderr
+	if err := call.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- call.Wait() }()
+	defer func() {
+		if call.ProcessState == nil {
+			call.Process.Kill()
+			<-done
+		}
+	}()
+
+	// taskLine waits until `mcpmesh tasks` on home lists the call with all
+	// of want, and returns its line.
+	taskLine := func(home string, want ...string) string {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		var out string
+		for time.Now().Before(deadline) {
+			select {
+			case err := <-done:
+				t.Fatalf("mcpmesh call ended before the test let it (%v): stdout %q, stderr %q", err, stdout.String(), stderr.String())
+			default:
+			}
+			out, _, _ = run(t, "--home", home, "tasks")
+			for _, line := range strings.Split(out, "\n") {
+				if !strings.Contains(line, "gated/slow") {
+					continue
+				}
+				ok := true
+				for _, w := range want {
+					ok = ok && strings.Contains(line, w)
+				}
+				if ok {
+					return line
+				}
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		t.Fatalf("mcpmesh tasks (home %s) never showed gated/slow with %q; last:\n%s", home, want, out)
+		return ""
+	}
+	header := func(home string) string {
+		out, _, _ := run(t, "--home", home, "tasks")
+		return strings.SplitN(out, "\n", 2)[0]
+	}
+	// Running: the latest progress, on both daemons.
+	taskLine(a.home, "call", "working", "1/2 halfway")
+	taskLine(b.home, "served", "working", "1/2 halfway")
+	if h := header(a.home); !strings.HasSuffix(strings.TrimSpace(h), "PROGRESS") {
+		t.Errorf("tasks header %q: want PROGRESS last", h)
+	}
+
+	if err := os.WriteFile(gate, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil || strings.TrimSpace(stdout.String()) != "done" {
+			t.Fatalf("mcpmesh call: %v: stdout %q, stderr %q", err, stdout.String(), stderr.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("mcpmesh call still running 30s after the gate opened: stderr %q", stderr.String())
+	}
+	for _, p := range []string{"progress 1/2 halfway", "progress 2/2 finishing"} {
+		if !strings.Contains(stderr.String(), p) {
+			t.Errorf("mcpmesh call: stderr lacks %q:\n%s", p, stderr.String())
+		}
+	}
+	// Over: the last progress stays.
+	taskLine(a.home, "call", "completed", "2/2 finishing")
+}

@@ -1,0 +1,175 @@
+// Try a tool: a form made from the tool's input schema, the call, its live
+// tree and its result.
+import { useEffect, useState } from './vendor/hooks.mjs';
+import { html, post, peerLabel, shortID, ResultView } from './util.js';
+import { TreeView } from './tasks.js';
+
+// kindOf says how a schema property is edited.
+function kindOf(s) {
+  if (!s || typeof s !== 'object') return 'json';
+  if (Array.isArray(s.enum) && s.enum.every((v) => typeof v === 'string')) return 'enum';
+  const t = Array.isArray(s.type) ? s.type.filter((x) => x !== 'null') : [s.type];
+  if (t.length !== 1) return 'json';
+  return { string: 'string', integer: 'integer', number: 'number', boolean: 'boolean' }[t[0]] || 'json';
+}
+
+function initial(schema) {
+  const v = {};
+  for (const [name, s] of Object.entries((schema && schema.properties) || {})) {
+    const k = kindOf(s);
+    if (s && s.default !== undefined) v[name] = k === 'json' ? JSON.stringify(s.default) : k === 'boolean' ? !!s.default : String(s.default);
+    else v[name] = k === 'boolean' ? false : '';
+  }
+  return v;
+}
+
+// toArgs turns the form's values into the call's arguments; it throws on
+// a value that does not parse.
+function toArgs(schema, values) {
+  const props = (schema && schema.properties) || {};
+  const required = new Set((schema && schema.required) || []);
+  const args = {};
+  for (const [name, s] of Object.entries(props)) {
+    const k = kindOf(s);
+    const v = values[name];
+    if (k === 'boolean') {
+      if (v || required.has(name)) args[name] = !!v;
+      continue;
+    }
+    if (v === '' || v == null) {
+      if (required.has(name)) throw new Error(`${name} is required`);
+      continue;
+    }
+    if (k === 'integer' || k === 'number') {
+      const n = Number(v);
+      if (isNaN(n) || (k === 'integer' && !Number.isInteger(n))) throw new Error(`${name} must be ${k === 'integer' ? 'a whole number' : 'a number'}`);
+      args[name] = n;
+    } else if (k === 'json') {
+      try {
+        args[name] = JSON.parse(v);
+      } catch (e) {
+        throw new Error(`${name} is not valid JSON: ${e.message}`);
+      }
+    } else args[name] = v;
+  }
+  return args;
+}
+
+function Field({ name, s, required, value, set }) {
+  const id = 'arg-' + name;
+  const k = kindOf(s);
+  const hint = [s && s.description, k === 'json' ? 'As JSON.' : ''].filter(Boolean).join(' ');
+  const label = html`<label for=${id}>${(s && s.title) || name}${required ? html` <span class="req">(required)</span>` : null}</label>`;
+  const described = hint ? id + '-hint' : null;
+  let input;
+  if (k === 'enum')
+    input = html`<select id=${id} value=${value} onChange=${(e) => set(e.target.value)} aria-describedby=${described} required=${required}>
+      ${required ? null : html`<option value="">(none)</option>`}${s.enum.map((o) => html`<option value=${o}>${o}</option>`)}</select>`;
+  else if (k === 'boolean')
+    input = html`<input id=${id} type="checkbox" checked=${!!value} onChange=${(e) => set(e.target.checked)} aria-describedby=${described} />`;
+  else if (k === 'integer' || k === 'number')
+    input = html`<input id=${id} type="number" step=${k === 'integer' ? '1' : 'any'} value=${value} onInput=${(e) => set(e.target.value)} aria-describedby=${described} required=${required} />`;
+  else if (k === 'json')
+    input = html`<textarea id=${id} rows="3" value=${value} onInput=${(e) => set(e.target.value)} aria-describedby=${described} required=${required}></textarea>`;
+  else input = html`<input id=${id} type="text" value=${value} onInput=${(e) => set(e.target.value)} aria-describedby=${described} required=${required} />`;
+  return html`${label}${input}${hint ? html`<span id=${described} class="hint">${hint}</span>` : html`<span></span>`}`;
+}
+
+export function TryView({ feed, route }) {
+  const self = feed.self;
+  const wantPeer = route.params.get('peer');
+  const wantTool = route.params.get('tool');
+  const [peer, setPeer] = useState(wantPeer || '');
+  const [tools, setTools] = useState(null);
+  const [toolRef, setToolRef] = useState(wantTool || '');
+  const [values, setValues] = useState({});
+  const [asJSON, setAsJSON] = useState(false);
+  const [jsonText, setJsonText] = useState('{}');
+  const [call, setCall] = useState(null); // {task} or {result, error}
+  const [problem, setProblem] = useState('');
+  const [busy, setBusy] = useState(false);
+
+  useEffect(() => { if (!peer && self) setPeer(self.id); }, [self]);
+  useEffect(() => { if (wantPeer) setPeer(wantPeer); if (wantTool) setToolRef(wantTool); }, [wantPeer, wantTool]);
+  useEffect(() => {
+    if (!peer) return;
+    let live = true;
+    setTools(null);
+    setProblem('');
+    post('/tools', { peer })
+      .then((d) => live && setTools(d.tools))
+      .catch((err) => live && (setTools([]), setProblem('Could not list its tools: ' + err.message)));
+    return () => { live = false; };
+  }, [peer]);
+  const tool = (tools || []).find((t) => `${t.server}/${t.tool.name}` === toolRef);
+  const schema = tool && tool.tool.inputSchema;
+  useEffect(() => {
+    setValues(initial(schema));
+    setJsonText("{}");
+  }, [toolRef, tools]);
+
+  const choices = [];
+  if (self) choices.push({ id: self.id, label: peerLabel(self) + ' (this node)' });
+  feed.peers.filter((p) => p.state === 'connected').forEach((p) => choices.push({ id: p.id, label: `${peerLabel(p)} (${shortID(p.id)})` }));
+  if (peer && !choices.some((c) => c.id === peer)) choices.push({ id: peer, label: shortID(peer) });
+
+  const submit = async (e) => {
+    e.preventDefault();
+    setProblem('');
+    let args;
+    try {
+      args = asJSON ? JSON.parse(jsonText) : toArgs(schema, values);
+    } catch (err) {
+      setProblem(err.message);
+      return;
+    }
+    const [server, ...rest] = toolRef.split('/');
+    setBusy(true);
+    setCall(null);
+    try {
+      setCall(await post('/call', { peer, server, tool: rest.join('/'), args }));
+    } catch (err) {
+      setProblem(err.message);
+    }
+    setBusy(false);
+  };
+  const toggleJSON = (e) => {
+    if (e.target.checked) {
+      try { setJsonText(JSON.stringify(toArgs(schema, values), null, 2)); } catch { setJsonText('{}'); }
+    }
+    setAsJSON(e.target.checked);
+  };
+  const props = (schema && schema.properties) || {};
+  const required = new Set((schema && schema.required) || []);
+  return html`
+    <h1 tabindex="-1">Try a tool</h1>
+    <div class="split">
+      <section class="card" aria-labelledby="call-title">
+        <h2 id="call-title">Call</h2>
+        <form onSubmit=${submit} class="form-grid">
+          <label for="try-peer">Peer</label>
+          <select id="try-peer" value=${peer} onChange=${(e) => { setPeer(e.target.value); setToolRef(''); }}>
+            ${choices.map((c) => html`<option value=${c.id}>${c.label}</option>`)}
+          </select><span></span>
+          <label for="try-tool">Tool</label>
+          <select id="try-tool" value=${toolRef} onChange=${(e) => setToolRef(e.target.value)} disabled=${!tools}>
+            <option value="">${tools ? `(choose one of ${tools.length})` : 'loading…'}</option>
+            ${(tools || []).map((t) => html`<option value=${t.server + '/' + t.tool.name}>${t.server}/${t.tool.name}</option>`)}
+          </select><span></span>
+          ${tool && tool.tool.description ? html`<span></span><p class="hint">${tool.tool.description}</p><span></span>` : null}
+          ${tool
+            ? asJSON
+              ? html`<label for="try-json">Arguments (JSON object)</label><textarea id="try-json" rows="8" value=${jsonText} onInput=${(e) => setJsonText(e.target.value)}></textarea><span></span>`
+              : Object.entries(props).map(([name, s]) => html`<${Field} name=${name} s=${s} required=${required.has(name)} value=${values[name] ?? ''} set=${(v) => setValues({ ...values, [name]: v })} />`)
+            : null}
+          ${tool ? html`<span></span><label class="inline"><input type="checkbox" checked=${asJSON} onChange=${toggleJSON} /> Edit the arguments as JSON</label><span></span>` : null}
+          <span></span><button type="submit" disabled=${!tool || busy}>${busy ? 'Calling…' : 'Call'}</button><span></span>
+        </form>
+        <div aria-live="polite">${problem ? html`<p class="bad" role="alert">${problem}</p>` : null}</div>
+        ${call && !call.task ? html`<${ResultView} result=${call.result} error=${call.error} />` : null}
+      </section>
+      ${call && call.task
+        ? html`<${TreeView} id=${call.task} feed=${feed} key=${call.task} />`
+        : html`<section class="card"><h2>Tree</h2><p>The call's tree across nodes appears here, live, with its result.</p></section>`}
+    </div>`;
+}

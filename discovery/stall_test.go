@@ -1,0 +1,67 @@
+package discovery
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p"
+	dhtpb "github.com/libp2p/go-libp2p-kad-dht/pb"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-msgio/pbio"
+)
+
+// A peer whose connection stays up but which stops answering (a process
+// killed over QUIC looks like this until QUIC's idle timeout) no longer
+// holds a lookup for kad-dht's 10 s read timeout: the lookup ends about a
+// second after the last answer, with what it found.
+func TestLookupEndsWhenAPeerStopsAnswering(t *testing.T) {
+	cfg := Config{Debounce: 10 * time.Millisecond}
+	a := startNode(t, genKey(t), "a-tool", nodeOpts{cfg: cfg})
+	b := startNode(t, genKey(t), "b-tool", nodeOpts{cfg: cfg})
+	connectNodes(t, a, b)
+	waitFound(t, a, "b-tool", b.id, 15*time.Second)
+
+	// M speaks the DHT protocol with empty answers, until it goes mute.
+	m, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableMetrics())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	var mute atomic.Bool
+	m.SetStreamHandler(a.svc.kadProtocol(), func(s network.Stream) {
+		defer s.Close()
+		r, w := pbio.NewDelimitedReader(s, 4096), pbio.NewDelimitedWriter(s)
+		for {
+			var req dhtpb.Message
+			if err := r.ReadMsg(&req); err != nil {
+				return
+			}
+			if mute.Load() {
+				continue
+			}
+			if err := w.WriteMsg(&dhtpb.Message{Type: req.Type, Key: req.Key}); err != nil {
+				return
+			}
+		}
+	})
+	if err := a.h.Connect(context.Background(), m.Peerstore().PeerInfo(m.ID())); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 10*time.Second, "M in A's routing table", func() bool { return a.svc.DHT().RoutingTable().Find(m.ID()) != "" })
+	mute.Store(true)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
+	defer cancel()
+	start := time.Now()
+	found, err := a.find(ctx, "b-tool")
+	took := time.Since(start)
+	if err != nil || !found[b.id] {
+		t.Fatalf("lookup with a mute peer: found %v, %v after %v", found, err, took)
+	}
+	if took > 3*time.Second {
+		t.Fatalf("lookup with a mute peer took %v (kad-dht's read timeout is 10 s)", took)
+	}
+	t.Logf("lookup with a mute peer in the routing table: %v", took.Round(time.Millisecond))
+}
