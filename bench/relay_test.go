@@ -87,11 +87,10 @@ func TestRelayPaths(t *testing.T) {
 //
 //	go test ./bench -run TestRelayHopBudget -v -count=1
 func TestRelayHopBudget(t *testing.T) {
-	const (
-		maxExtraAllocs = 160
-		maxExtraBytes  = 20 << 10
-		maxCPURatio    = 1.8
-	)
+	maxExtraAllocs, maxExtraBytes, maxCPURatio := 160.0, 20.0*1024, 1.8
+	if raceEnabled { // measured +138 allocs, +20 KB, x1.65
+		maxExtraAllocs, maxExtraBytes = 180, 26*1024
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	direct, relayed := relayCall(t, false), relayCall(t, true)
@@ -134,10 +133,10 @@ func TestRelayHopBudget(t *testing.T) {
 	t.Logf("per call: direct %.0f allocs, %.1f KB; via relay %.0f allocs, %.1f KB: the relay hop adds %+.0f allocs, %+.1f KB; median CPU via relay ×%.2f direct (%v vs %v)",
 		da, db/1024, ra, rb/1024, ra-da, (rb-db)/1024, ratio, cpu[1].Round(time.Microsecond), cpu[0].Round(time.Microsecond))
 	if ra-da > maxExtraAllocs {
-		t.Errorf("a relay hop adds %.0f allocations per call, over its budget of %d", ra-da, maxExtraAllocs)
+		t.Errorf("a relay hop adds %.0f allocations per call, over its budget of %.0f", ra-da, maxExtraAllocs)
 	}
 	if rb-db > maxExtraBytes {
-		t.Errorf("a relay hop adds %.1f KB per call, over its budget of %d KB", (rb-db)/1024, maxExtraBytes>>10)
+		t.Errorf("a relay hop adds %.1f KB per call, over its budget of %.0f KB", (rb-db)/1024, maxExtraBytes/1024)
 	}
 	if cpu[0] > 0 && ratio > maxCPURatio {
 		t.Errorf("a call via a relay costs ×%.2f the CPU of a direct one, over ×%.2f", ratio, maxCPURatio)

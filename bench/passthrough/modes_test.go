@@ -52,16 +52,7 @@ func BenchmarkShareModes(b *testing.B) {
 				c := sdkmcp.NewClient(&sdkmcp.Implementation{Name: "bench"}, nil)
 				cmd := exec.Command("/bin/sh", "-c", "exec "+strings.Join(args, " "))
 				cs, err := c.Connect(context.Background(), &sdkmcp.CommandTransport{Command: cmd}, nil)
-				if err != nil {
-					b.Fatal(err)
-				}
-				if _, err := cs.ListTools(context.Background(), nil); err != nil {
-					b.Fatal(err)
-				}
-				total += time.Since(start)
-				b.StopTimer()
-				cs.Close()
-				b.StartTimer()
+				total += firstRequest(b, cs, err, start)
 			}
 			b.ReportMetric(float64(total.Microseconds())/1000/float64(b.N), "new-session-ms")
 		})
@@ -113,16 +104,7 @@ func shareModeCost(b *testing.B, args []string, mode string, opts []node.ShareOp
 			b.Fatal(err)
 		}
 		cs, err := client.Connect(ctx, &transport.StreamTransport{Stream: s}, &sdkmcp.ClientSessionOptions{ProtocolVersion: "2025-11-25"})
-		if err != nil {
-			b.Fatal(err)
-		}
-		if _, err := cs.ListTools(ctx, nil); err != nil {
-			b.Fatal(err)
-		}
-		total += time.Since(start)
-		b.StopTimer()
-		cs.Close()
-		b.StartTimer()
+		total += firstRequest(b, cs, err, start)
 	}
 	b.ReportMetric(float64(total.Microseconds())/1000/float64(b.N), "new-session-ms")
 	if rss := rssMB(status().PID); rss > 0 {
@@ -130,6 +112,24 @@ func shareModeCost(b *testing.B, args []string, mode string, opts []node.ShareOp
 	}
 	st := status()
 	b.ReportMetric(float64(1+st.Spares), "idle-processes")
+}
+
+// firstRequest makes the first request of a session that connected (err
+// from Connect), returns the time since start, and closes the session off
+// the clock.
+func firstRequest(b *testing.B, cs *sdkmcp.ClientSession, err error, start time.Time) time.Duration {
+	b.Helper()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := cs.ListTools(context.Background(), nil); err != nil {
+		b.Fatal(err)
+	}
+	took := time.Since(start)
+	b.StopTimer()
+	cs.Close()
+	b.StartTimer()
+	return took
 }
 
 // rssMB is the resident memory of process pid, in MB (0 if unknown).
