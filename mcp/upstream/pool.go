@@ -1,7 +1,9 @@
 package upstream
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -114,6 +116,13 @@ func (l *Lease) isBusy() bool {
 
 // ReadFrame implements Conn, noting the activity.
 func (l *Lease) ReadFrame() ([]byte, error) {
+	if w := l.Session.warm; w != nil {
+		<-w.done
+		if f, err, ok := w.take(); ok {
+			l.last.Store(time.Now().UnixNano())
+			return f, err
+		}
+	}
 	f, err := l.Session.ReadFrame()
 	l.last.Store(time.Now().UnixNano())
 	return f, err
@@ -251,6 +260,9 @@ func (p *Pool) refillLocked() {
 			return
 		}
 		s, err := p.up.Open()
+		if err == nil && p.up.Process {
+			s.warm = warmUp(s, &p.wg, p.stop)
+		}
 		p.mu.Lock()
 		p.starting--
 		switch {
@@ -347,4 +359,80 @@ func (p *Pool) Close() {
 	}
 	wg.Wait()
 	p.wg.Wait()
+}
+
+// A spare program is warmed up before a caller gets it: it is sent an MCP
+// ping (which a client may send before initialize) and its answer is
+// awaited, so that the caller's initialize does not wait for the program's
+// own start-up (a Node.js program loads its modules for a second or more
+// after its process starts). The answer is the pool's, never passed on.
+const warmUpPing = `{"jsonrpc":"2.0","id":"mcpmesh-warm-up","method":"ping"}`
+
+var warmUpID = []byte(`"mcpmesh-warm-up"`)
+
+// warmUpWait bounds how long a spare's warm-up is waited for before the
+// spare is offered anyway (a program that never answers a ping before
+// initialize): then its first caller waits for its start-up, as without
+// warm-up.
+const warmUpWait = 20 * time.Second
+
+// warming is a spare's warm-up: done is closed once its reader has read the
+// ping's answer, or something else (kept for the caller), or failed.
+type warming struct {
+	done  chan struct{}
+	mu    sync.Mutex
+	frame []byte // read during warm-up, not the ping's answer: the caller's
+	err   error
+	taken bool
+}
+
+// take returns, once, what the warm-up read that is the caller's.
+func (w *warming) take() ([]byte, error, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.taken || (w.frame == nil && w.err == nil) {
+		return nil, nil, false
+	}
+	w.taken = true
+	return w.frame, w.err, true
+}
+
+// warmUp pings s and reads its first frame in a goroutine of wg, which
+// ends with that frame (or an error: closing s ends the read); it waits for
+// that up to warmUpWait or until stop is closed.
+func warmUp(s *Session, wg *sync.WaitGroup, stop <-chan struct{}) *warming {
+	w := &warming{done: make(chan struct{})}
+	if err := s.Conn.WriteFrame([]byte(warmUpPing)); err != nil {
+		w.err = err
+		close(w.done)
+		return w
+	}
+	wg.Go(func() {
+		defer close(w.done)
+		f, err := s.Conn.ReadFrame()
+		if err == nil && isAnswerTo(f, warmUpID) {
+			return
+		}
+		w.mu.Lock()
+		w.frame, w.err = f, err
+		w.mu.Unlock()
+	})
+	t := time.NewTimer(warmUpWait)
+	defer t.Stop()
+	select {
+	case <-w.done:
+	case <-t.C:
+	case <-stop:
+	}
+	return w
+}
+
+// isAnswerTo reports whether frame is a response (result or error) to the
+// request with the JSON ID id.
+func isAnswerTo(frame, id []byte) bool {
+	var env struct {
+		ID     json.RawMessage `json:"id"`
+		Method string          `json:"method"`
+	}
+	return json.Unmarshal(frame, &env) == nil && env.Method == "" && bytes.Equal(bytes.TrimSpace(env.ID), id)
 }

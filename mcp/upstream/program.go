@@ -34,6 +34,8 @@ type Session struct {
 	// then says how.
 	exited  <-chan struct{}
 	exitErr *error
+	// warm is a spare's warm-up, if it had one (see Pool).
+	warm *warming
 }
 
 // Exited reports whether the session's program has exited (always false

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -272,7 +273,7 @@ func TestPoolEndsTheIdlestSessionToMakeRoom(t *testing.T) {
 	}
 	gone := func(l *Lease) bool { done, _ := l.Exited(); return done }
 	old, recent := acquire("alice"), acquire("alice")
-	if err := recent.WriteFrame([]byte(`{"jsonrpc":"2.0","method":"ping","id":1}` + "\n")); err != nil {
+	if err := recent.WriteFrame([]byte(`{"jsonrpc":"2.0","method":"ping","id":1}`)); err != nil {
 		t.Fatal(err)
 	}
 	third := acquire("alice") // over alice's bound: her idlest (old) ends
@@ -352,5 +353,40 @@ func TestPoolSaysWhyAProgramDoesNotStart(t *testing.T) {
 	}
 	if _, _, last := p.Stats(); last == "" {
 		t.Error("no last error in the stats")
+	}
+}
+
+// A spare is offered once the program has answered a ping (so its own
+// start-up is done before a caller's initialize), and the answer is the
+// pool's: the caller reads only what answers its own frames.
+func TestPoolWarmsUpSparesAndKeepsTheAnswer(t *testing.T) {
+	dir := t.TempDir()
+	script := `sleep 0.3; touch ` + dir + `/started-$$; read ping; ` +
+		`echo '{"jsonrpc":"2.0","id":"mcpmesh-warm-up","result":{}}'; exec cat`
+	up, err := Program("warm", Command{Args: []string{"/bin/sh", "-c", script}}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := NewPool(up, PoolConfig{})
+	defer p.Close()
+	waitFor(t, "a spare", func() bool { _, n, _ := p.Stats(); return n == 1 })
+	if started, _ := filepath.Glob(filepath.Join(dir, "started-*")); len(started) != 1 {
+		t.Fatalf("a spare was offered before its program had started up (%d started)", len(started))
+	}
+	l, err := p.Acquire(context.Background(), "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Release()
+	frame := `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}`
+	if err := l.WriteFrame([]byte(frame)); err != nil {
+		t.Fatal(err)
+	}
+	got, err := l.ReadFrame()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.TrimSpace(string(got)) != frame {
+		t.Fatalf("the caller's first frame is %s, want its own echoed (the warm-up's answer is the pool's)", got)
 	}
 }
