@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"runtime"
 	"slices"
 	"testing"
 	"time"
@@ -71,26 +70,17 @@ func TestRelayPaths(t *testing.T) {
 	}
 }
 
-// TestRelayHopBudget holds a relay hop (--share-peer) to a budget over a
-// direct hop, both set up in this process and measured side by side:
-// allocations per call (testing.AllocsPerRun), bytes allocated per call,
-// and the median CPU time per call as a ratio (rounds of one call on each path in
-// turn, so that the machine's load falls on both alike). Everything the
-// three nodes do for a call counts, the relay's rewrites (trust, the task
-// layer) above all.
+// TestRelayHopCPU holds the CPU time of a call through a relay hop
+// (--share-peer) to a ratio of a direct call's, both set up in this process
+// and measured side by side: rounds of one call on each path in turn, so
+// that the machine's load falls on both alike, medians (a GC cycle's CPU
+// falls on whichever call it interrupts). Everything the three nodes do for
+// a call counts. Measured: x1.57 (about +110 µs; issue 12's target is
+// +50 µs); held to x1.8. TestAllocationBudgets holds its allocations.
 //
-// Issue 12's targets for a relay hop are +4 KB and +50 µs over a direct
-// hop; the budgets below are what the relay does today (+124 allocs,
-// +15 KB, median CPU ×1.57: about +110 µs) with slack, so that it does not
-// grow. Both are over the targets: see DESIGN.md ("What a relay hop
-// costs").
-//
-//	go test ./bench -run TestRelayHopBudget -v -count=1
-func TestRelayHopBudget(t *testing.T) {
-	maxExtraAllocs, maxExtraBytes, maxCPURatio := 160.0, 20.0*1024, 1.8
-	if raceEnabled { // measured +138 allocs, +20 KB, x1.65
-		maxExtraAllocs, maxExtraBytes = 180, 26*1024
-	}
+//	go test ./bench -run TestRelayHopCPU -v -count=1
+func TestRelayHopCPU(t *testing.T) {
+	const maxCPURatio = 1.8
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	direct, relayed := relayCall(t, false), relayCall(t, true)
@@ -103,17 +93,6 @@ func TestRelayHopBudget(t *testing.T) {
 		run(direct)
 		run(relayed)
 	}
-	allocs := func(c call) float64 { return testing.AllocsPerRun(300, func() { run(c) }) }
-	bytes := func(c call) float64 {
-		var before, after runtime.MemStats
-		runtime.ReadMemStats(&before)
-		for range 300 {
-			run(c)
-		}
-		runtime.ReadMemStats(&after)
-		return float64(after.TotalAlloc-before.TotalAlloc) / 300
-	}
-	// Medians: a GC cycle's CPU falls on whichever call it interrupts.
 	var samples [2][]time.Duration
 	for range 301 {
 		for i, c := range []call{direct, relayed} {
@@ -127,18 +106,12 @@ func TestRelayHopBudget(t *testing.T) {
 		slices.Sort(samples[i])
 		cpu[i] = samples[i][len(samples[i])/2]
 	}
-	da, ra := allocs(direct), allocs(relayed)
-	db, rb := bytes(direct), bytes(relayed)
+	if cpu[0] == 0 {
+		t.Skip("no CPU time on this platform")
+	}
 	ratio := float64(cpu[1]) / float64(cpu[0])
-	t.Logf("per call: direct %.0f allocs, %.1f KB; via relay %.0f allocs, %.1f KB: the relay hop adds %+.0f allocs, %+.1f KB; median CPU via relay ×%.2f direct (%v vs %v)",
-		da, db/1024, ra, rb/1024, ra-da, (rb-db)/1024, ratio, cpu[1].Round(time.Microsecond), cpu[0].Round(time.Microsecond))
-	if ra-da > maxExtraAllocs {
-		t.Errorf("a relay hop adds %.0f allocations per call, over its budget of %.0f", ra-da, maxExtraAllocs)
-	}
-	if rb-db > maxExtraBytes {
-		t.Errorf("a relay hop adds %.1f KB per call, over its budget of %.0f KB", (rb-db)/1024, maxExtraBytes/1024)
-	}
-	if cpu[0] > 0 && ratio > maxCPURatio {
-		t.Errorf("a call via a relay costs ×%.2f the CPU of a direct one, over ×%.2f", ratio, maxCPURatio)
+	t.Logf("median CPU per call: via relay %v, direct %v: x%.2f", cpu[1].Round(time.Microsecond), cpu[0].Round(time.Microsecond), ratio)
+	if ratio > maxCPURatio {
+		t.Errorf("a call via a relay costs x%.2f the CPU of a direct one, over x%.2f", ratio, maxCPURatio)
 	}
 }

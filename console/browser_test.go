@@ -221,15 +221,45 @@ func TestConsoleInBrowser(t *testing.T) {
 	p.accessible("mesh")
 
 	// Try a tool: a three-hop call from the page, drawn as a live tree.
-	p.do("open Try a tool on alpha's plan", chromedp.Navigate(strings.Split(url, "?")[0]+"#/try?peer="+a+"&tool=node/plan"))
+	// The quickest user types the moment the form appears, in the same
+	// task that drew it: what they typed must stay (it once was wiped by
+	// the form's reset, and the browser then refused the empty required
+	// field without a word).
+	p.do("open Try a tool on alpha's plan, typing the topic as soon as it appears", chromedp.Evaluate[chromedp.Void](fmt.Sprintf(`(() => {
+		const o = new MutationObserver(() => {
+			const e = document.querySelector("#arg-topic");
+			if (!e) return;
+			o.disconnect();
+			e.value = "rivers";
+			e.dispatchEvent(new Event("input", {bubbles: true}));
+		});
+		o.observe(document.body, {childList: true, subtree: true});
+		location.hash = %q;
+	})()`, "#/try?peer="+a+"&tool=node/plan")))
 	p.wait("the form from plan's input schema", `document.querySelector("#arg-topic") && document.querySelector("#arg-depth")?.type === "number"`)
-	p.do("fill and call", setValue("#arg-topic", "rivers"), chromedp.Click(`form button[type=submit]`))
+	// Preact runs a render's effects after the next frame: two frames
+	// drawn and a task later, whatever would reset the form has.
+	sctx, cancelSettled := context.WithTimeout(p.ctx, 30*time.Second)
+	settled, serr := chromedp.Run(sctx, chromedp.Evaluate[string](`new Promise(done =>
+		requestAnimationFrame(() => requestAnimationFrame(() => setTimeout(() => {
+			const e = document.querySelector("#arg-topic");
+			done(e.value + (e.form.checkValidity() ? "" : " (invalid)"));
+		}))))`, chromedp.EvalAwaitPromise))
+	cancelSettled()
+	if serr != nil || settled != "rivers" {
+		p.shot("failed")
+		t.Fatalf("the topic typed as the form appeared, two frames later: %q (%v), want rivers", settled, serr)
+	}
+	p.do("call", chromedp.Click(`form button[type=submit]`))
 	var leaf string
 	select {
 	case leaf = <-m.leafStarted:
 	case <-time.After(45 * time.Second):
 		p.shot("failed")
-		t.Fatal("the leaf on charlie did not start")
+		t.Fatalf("the leaf on charlie did not start; the form: topic %q, valid %s, says %q",
+			p.eval(`document.querySelector("#arg-topic")?.value ?? "(none)"`),
+			p.eval(`String(document.querySelector("#arg-topic")?.form.checkValidity())`),
+			p.eval(`document.querySelector("[aria-live]")?.innerText ?? ""`))
 	}
 	p.wait("the tree of four tasks on three nodes, all working", fmt.Sprintf(`(() => {
 		const n = [...document.querySelectorAll("[data-tree] li.tnode")];

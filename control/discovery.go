@@ -26,10 +26,12 @@ type FindResult struct {
 	Error   string      `json:"error,omitempty"` // set on the last line if the lookup failed
 }
 
-// FindMatch is one matching tool of a provider.
+// FindMatch is one matching tool of a provider, or one event type it
+// emits (Event set, Server and Tool empty).
 type FindMatch struct {
 	Server      string   `json:"server"`
 	Tool        string   `json:"tool"`
+	Event       string   `json:"event,omitempty"`
 	Description string   `json:"description,omitempty"`
 	Tags        []string `json:"tags,omitempty"`
 }
@@ -85,7 +87,12 @@ func (s *Server) handleFind(w http.ResponseWriter, r *http.Request) {
 	err := s.node.Find(ctx, req.Query, func(f discovery.Found) {
 		res := FindResult{Peer: f.Card.Peer.String(), Name: f.Card.Name, Addrs: addrStrings(f.Card), Matches: []FindMatch{}}
 		for _, m := range f.Matches {
-			res.Matches = append(res.Matches, FindMatch{Server: m.Server, Tool: m.Tool.Name, Description: m.Tool.Description, Tags: m.Tool.Tags})
+			switch {
+			case m.Tool != nil:
+				res.Matches = append(res.Matches, FindMatch{Server: m.Server, Tool: m.Tool.Name, Description: m.Tool.Description, Tags: m.Tool.Tags})
+			case m.Event != nil:
+				res.Matches = append(res.Matches, FindMatch{Event: m.Event.Name, Description: m.Event.Description})
+			}
 		}
 		enc.Encode(res)
 		if flusher != nil {

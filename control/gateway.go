@@ -26,6 +26,8 @@ type GatewayRequest struct {
 	To string `json:"to,omitempty"`
 	// Pins are remote tools to add to mesh mode ([AS=]PEER/[SERVER/]TOOL).
 	Pins []string `json:"pins,omitempty"`
+	// Events adds mesh_subscribe and mesh_events to mesh mode.
+	Events bool `json:"events,omitempty"`
 }
 
 // SplitTarget reads PEER/SERVER, PEER a peer ID or a full multiaddr.
@@ -97,12 +99,12 @@ func (s *Server) handleGateway(w http.ResponseWriter, r *http.Request) {
 		conn.Close()
 		return
 	}
-	s.serveGateway(conn, rw.Reader, upstream, req.To, pins)
+	s.serveGateway(conn, rw.Reader, upstream, req.To, gateway.MeshOptions{Pins: pins, Events: req.Events})
 }
 
 // serveGateway runs one host session on conn until it ends or the daemon
 // stops.
-func (s *Server) serveGateway(conn net.Conn, buffered *bufio.Reader, upstream sdkmcp.Connection, target string, pins []gateway.Pin) {
+func (s *Server) serveGateway(conn net.Conn, buffered *bufio.Reader, upstream sdkmcp.Connection, target string, mesh gateway.MeshOptions) {
 	if !s.group.Enter() {
 		conn.Close()
 		if upstream != nil {
@@ -122,7 +124,7 @@ func (s *Server) serveGateway(conn net.Conn, buffered *bufio.Reader, upstream sd
 		}
 		return
 	}
-	srv := gateway.NewMeshServer(ctx, s.node, gateway.MeshOptions{Pins: pins})
+	srv := gateway.NewMeshServer(ctx, s.node, mesh)
 	defer srv.Close()
 	ss, err := srv.Connect(ctx, transport.Connected(host), nil)
 	if err != nil {

@@ -20,6 +20,7 @@ import (
 	lpeer "github.com/libp2p/go-libp2p/core/peer"
 	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/mcpmesh/mcpmesh/events/trigger"
 	"github.com/mcpmesh/mcpmesh/internal/loopback"
 	"github.com/mcpmesh/mcpmesh/internal/owner"
 	"github.com/mcpmesh/mcpmesh/node"
@@ -44,6 +45,8 @@ type Server struct {
 	ctx    context.Context // ends on Close: host sessions taken over from HTTP end too
 	cancel context.CancelFunc
 	group  owner.Group // host sessions (POST /v1/mcp), which Shutdown does not track
+
+	triggers atomic.Pointer[trigger.Engine] // see events.go
 
 	closeOnce sync.Once
 	closeErr  error
@@ -139,6 +142,7 @@ func (s *Server) routes() http.Handler {
 	s.auditRoutes(mux)                                 // see audit.go
 	s.policyRoutes(mux)                                // see policy.go
 	mux.HandleFunc("GET /v1/console", s.handleConsole) // see console.go
+	s.eventRoutes(mux)                                 // see events.go
 	return s.auth(mux)
 }
 

@@ -2,6 +2,7 @@ package discovery
 
 import (
 	"errors"
+	"slices"
 	"testing"
 	"time"
 
@@ -112,21 +113,45 @@ func TestCardKeyMustNamePeer(t *testing.T) {
 
 func TestParseQuery(t *testing.T) {
 	for q, want := range map[string]Capability{
-		"translate":  {Kind: "tool", Name: "translate"},
-		"tag:github": {Kind: "tag", Name: "github"},
-		" echo ":     {Kind: "tool", Name: "echo"},
+		"translate":      {Kind: "tool", Name: "translate"},
+		"tag:github":     {Kind: "tag", Name: "github"},
+		" echo ":         {Kind: "tool", Name: "echo"},
+		"event:job.done": {Kind: "event", Name: "job.done"},
 	} {
 		got, err := ParseQuery(q)
 		if err != nil || got != want {
 			t.Errorf("ParseQuery(%q) = %v, %v", q, got, err)
 		}
 	}
-	for _, q := range []string{"", "tag:"} {
+	for _, q := range []string{"", "tag:", "event:"} {
 		if _, err := ParseQuery(q); err == nil {
 			t.Errorf("ParseQuery(%q) accepted", q)
 		}
 	}
 	if a, b := (Capability{"tool", "x"}).CID(), (Capability{"tag", "x"}).CID(); a.Equals(b) {
 		t.Error("tool and tag of the same name share a key")
+	}
+	if a, b := (Capability{"tool", "x"}).CID(), (Capability{"event", "x"}).CID(); a.Equals(b) {
+		t.Error("tool and event of the same name share a key")
+	}
+}
+
+// A card's event types are advertised and matched as "event:NAME", never as
+// tools or tags.
+func TestCardEventsAdvertisedAndMatched(t *testing.T) {
+	card := &Card{Card: &cardpb.Card{
+		Servers: []*cardpb.Server{{Name: "node", Tools: []*cardpb.Tool{{Name: "job.done"}}}},
+		Events:  []*cardpb.EventType{{Name: "job.done", Description: "A job ended.", Replay: true}},
+	}}
+	caps := Capabilities(card)
+	if !slices.Contains(caps, Capability{"event", "job.done"}) || !slices.Contains(caps, Capability{"tool", "job.done"}) {
+		t.Errorf("Capabilities = %v; want the tool and the event", caps)
+	}
+	m := MatchCard(card, Capability{"event", "job.done"})
+	if len(m) != 1 || m[0].Event == nil || m[0].Tool != nil || m[0].Event.Description != "A job ended." {
+		t.Errorf("MatchCard(event) = %+v", m)
+	}
+	if m := MatchCard(card, Capability{"tool", "job.done"}); len(m) != 1 || m[0].Tool == nil || m[0].Event != nil {
+		t.Errorf("MatchCard(tool) = %+v", m)
 	}
 }

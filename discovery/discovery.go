@@ -302,7 +302,8 @@ func (s *Service) publish(build CardBuilder) error {
 	return errors.Join(putErr, provErr)
 }
 
-// Capabilities lists what a card advertises: its tool names and every tag.
+// Capabilities lists what a card advertises: its tool names, every tag and
+// its event types.
 func Capabilities(c *Card) []Capability {
 	seen := map[Capability]bool{}
 	var out []Capability
@@ -323,6 +324,9 @@ func Capabilities(c *Card) []Capability {
 				add("tag", tag)
 			}
 		}
+	}
+	for _, e := range c.Events {
+		add("event", e.Name)
 	}
 	return out
 }
@@ -407,10 +411,12 @@ func (s *Service) Card(ctx context.Context, p lpeer.ID) (*Card, error) {
 	return c, nil
 }
 
-// Match is one thing on a card that a query matched.
+// Match is one thing on a card that a query matched: a tool of a server,
+// or an event type of the node.
 type Match struct {
 	Server string
 	Tool   *cardpb.Tool
+	Event  *cardpb.EventType
 }
 
 // Found is a provider of a capability, with its verified card.
@@ -480,6 +486,14 @@ func (s *Service) Find(ctx context.Context, c Capability, found func(Found)) err
 // MatchCard returns what on card matches c.
 func MatchCard(card *Card, c Capability) []Match {
 	var out []Match
+	if c.Kind == "event" {
+		for _, e := range card.Events {
+			if e.Name == c.Name {
+				out = append(out, Match{Event: e})
+			}
+		}
+		return out
+	}
 	for _, srv := range card.Servers {
 		for _, t := range srv.Tools {
 			if (c.Kind == "tool" && t.Name == c.Name) || (c.Kind == "tag" && (slices.Contains(t.Tags, c.Name) || slices.Contains(card.Tags, c.Name))) {

@@ -8,26 +8,29 @@ import (
 	mh "github.com/multiformats/go-multihash"
 )
 
-// Capability names what a provider record advertises: a tool name or a tag.
+// Capability names what a provider record advertises: a tool name, a tag
+// or an event type.
 type Capability struct {
-	Kind string // "tool" or "tag"
+	Kind string // "tool", "tag" or "event"
 	Name string
 }
 
 func (c Capability) String() string { return c.Kind + "/" + c.Name }
 
 // ParseQuery reads a lookup as users write it: "tag:NAME" for a tag,
-// anything else a tool name.
+// "event:NAME" for the sources of an event type, anything else a tool name.
 func ParseQuery(q string) (Capability, error) {
 	q = strings.TrimSpace(q)
-	if name, ok := strings.CutPrefix(q, "tag:"); ok {
-		if name == "" {
-			return Capability{}, fmt.Errorf("query %q: empty tag", q)
+	for _, kind := range []string{"tag", "event"} {
+		if name, ok := strings.CutPrefix(q, kind+":"); ok {
+			if name == "" {
+				return Capability{}, fmt.Errorf("query %q: empty %s", q, kind)
+			}
+			return Capability{Kind: kind, Name: name}, nil
 		}
-		return Capability{Kind: "tag", Name: name}, nil
 	}
 	if q == "" {
-		return Capability{}, fmt.Errorf("empty query: give a tool name or tag:NAME")
+		return Capability{}, fmt.Errorf("empty query: give a tool name, tag:NAME or event:NAME")
 	}
 	return Capability{Kind: "tool", Name: q}, nil
 }

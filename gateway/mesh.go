@@ -21,6 +21,7 @@ import (
 	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/mcpmesh/mcpmesh/discovery"
+	"github.com/mcpmesh/mcpmesh/events/inbox"
 	"github.com/mcpmesh/mcpmesh/internal/retry"
 	"github.com/mcpmesh/mcpmesh/node/iface"
 	"github.com/mcpmesh/mcpmesh/peer/identity"
@@ -70,6 +71,10 @@ type MeshOptions struct {
 	// and call reach: a tool for which it returns an error is neither found
 	// nor reached, and the error says why to whoever asked.
 	Allow func(ToolInfo) error
+	// Events adds mesh_subscribe and mesh_events (package events/inbox),
+	// if the node has events: a host waits for the mesh's events with one
+	// call. Off by default: two more tools in every host's context.
+	Events bool
 }
 
 // ToolInfo is a tool of the mesh as MeshOptions.Allow sees it.
@@ -88,13 +93,17 @@ type MeshServer struct {
 	*sdkmcp.Server
 	cancel context.CancelFunc
 	pins   sync.WaitGroup
+	inbox  *inbox.Inbox // with MeshOptions.Events
 }
 
-// Close stops resolving pins and waits until it has stopped. The server
-// stays usable.
+// Close stops resolving pins and waits until it has stopped, and ends the
+// event subscriptions. The server stays usable.
 func (s *MeshServer) Close() {
 	s.cancel()
 	s.pins.Wait()
+	if s.inbox != nil {
+		s.inbox.Close()
+	}
 }
 
 // NewMeshServer returns the MCP server of mesh mode, acting through n.
@@ -143,6 +152,10 @@ func NewMeshServer(ctx context.Context, n iface.Node, opts MeshOptions) *MeshSer
 	})
 	ctx, cancel := context.WithCancel(ctx)
 	ms := &MeshServer{Server: s, cancel: cancel}
+	if en, ok := n.(inbox.Node); ok && opts.Events {
+		ms.inbox = inbox.New(en)
+		inbox.AddTools(s, ms.inbox)
+	}
 	for _, p := range opts.Pins {
 		ms.pins.Go(func() { g.pin(ctx, s, p) })
 	}
@@ -502,8 +515,8 @@ func (g *Mesh) providers(ctx context.Context, tool string, first bool) ([]lpeer.
 	g.n.Find(ctx, name, func(f discovery.Found) {
 		g.remember(f.Card)
 		for _, m := range f.Matches {
-			if server != "" && m.Server != server {
-				continue
+			if m.Tool == nil || (server != "" && m.Server != server) {
+				continue // an event type ("any/event:NAME"), or another server's
 			}
 			if g.opts.Allow != nil {
 				tags := append(slices.Clone(m.Tool.Tags), f.Card.Tags...)

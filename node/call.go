@@ -117,7 +117,7 @@ func (n *Node) dialSelf(ctx context.Context, server string) (*sdkmcp.ClientSessi
 		conn.Close()
 		return nil, fmt.Errorf("connect to own server %s: %w", server, err)
 	}
-	n.self.Store(cs, struct{}{})
+	n.self.Store(cs, server)
 	return cs, nil
 }
 

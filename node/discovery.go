@@ -104,6 +104,8 @@ func (n *Node) buildCard(ctx context.Context) (*cardpb.Card, error) {
 		}
 		card.Servers = append(card.Servers, srv)
 	}
+	n.cardEvents(card)
+	n.cardBuilt(card)
 	return card, nil
 }
 

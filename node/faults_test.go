@@ -328,16 +328,16 @@ func servingPeerClosesMidCall(t *testing.T, version string) {
 		} else {
 			t.Logf("caller got: %s", msg)
 		}
-	case <-time.After(3 * time.Second):
-		t.Error("caller still waiting 3s after the serving node closed")
+	case <-time.After(eventDeadline):
+		t.Errorf("caller still waiting %v after the serving node closed", eventDeadline)
 	}
 	select {
 	case err := <-closed:
 		if err != nil {
 			t.Errorf("close: %v", err)
 		}
-	case <-time.After(3 * time.Second):
-		t.Error("Close of the serving node hangs on its in-flight handler")
+	case <-time.After(eventDeadline):
+		t.Errorf("Close of the serving node hangs on its in-flight handler after %v", eventDeadline)
 	}
 
 	// The caller forgets the dead session and fails fast next time too.
@@ -534,12 +534,17 @@ func addBlockTool(n *node.Node) (started, canceled chan struct{}) {
 	return started, canceled
 }
 
+// eventDeadline is how long the fault tests wait for an event that should
+// follow at once: long enough for a loaded machine under the race detector
+// (3 s was not), where a missing event still fails the test.
+const eventDeadline = 20 * time.Second
+
 func waitFor(t *testing.T, c chan struct{}, what string) {
 	t.Helper()
 	select {
 	case <-c:
-	case <-time.After(3 * time.Second):
-		t.Fatalf("%s did not happen within 3s", what)
+	case <-time.After(eventDeadline):
+		t.Fatalf("%s did not happen within %v", what, eventDeadline)
 	}
 }
 
@@ -565,8 +570,8 @@ func TestCallerGivingUpCancelsTheHandler(t *testing.T) {
 				if !errors.Is(err, context.Canceled) {
 					t.Errorf("canceled call returned %v, want context.Canceled", err)
 				}
-			case <-time.After(3 * time.Second):
-				t.Fatal("canceled call still waiting after 3s")
+			case <-time.After(eventDeadline):
+				t.Fatalf("canceled call still waiting after %v", eventDeadline)
 			}
 			waitFor(t, canceled, "the serving handler's cancellation")
 			mustEcho(t, a, b, "same session, next call")
@@ -590,24 +595,24 @@ func TestCallerClosingMidCallEndsTheHandler(t *testing.T) {
 	go func() { closed <- a.Close() }()
 	select {
 	case <-canceled:
-	case <-time.After(3 * time.Second):
-		t.Error("the serving handler was not canceled within 3s")
+	case <-time.After(eventDeadline):
+		t.Errorf("the serving handler was not canceled within %v", eventDeadline)
 	}
 	select {
 	case err := <-done:
 		if err == nil {
 			t.Error("call of a closed node succeeded")
 		}
-	case <-time.After(3 * time.Second):
-		t.Error("call still waiting 3s after its node closed")
+	case <-time.After(eventDeadline):
+		t.Errorf("call still waiting %v after its node closed", eventDeadline)
 	}
 	select {
 	case err := <-closed:
 		if err != nil {
 			t.Errorf("close: %v", err)
 		}
-	case <-time.After(3 * time.Second):
-		t.Error("Close of the calling node hangs on its in-flight call")
+	case <-time.After(eventDeadline):
+		t.Errorf("Close of the calling node hangs on its in-flight call after %v", eventDeadline)
 	}
 	c := newNode(t)
 	connect(t, c, b)

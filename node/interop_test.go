@@ -32,6 +32,9 @@ func everythingServer(t *testing.T) string {
 		t.Skip(msg)
 	}
 	if _, err := exec.LookPath("node"); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("node (Node.js) not installed: CI must have it")
+		}
 		t.Skip("node not installed")
 	}
 	return bin

@@ -2,6 +2,7 @@ package node_test
 
 import (
 	"context"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -92,6 +93,9 @@ func TestPrivateMeshNotOnMDNSUnderTheDefaultName(t *testing.T) {
 	deadline := time.Now().Add(10 * time.Second)
 	for !everyone.saw(open.ID()) {
 		if time.Now().After(deadline) {
+			if os.Getenv("CI") != "" { // CI's machine carries multicast
+				t.Fatal("mDNS heard nothing in 10s")
+			}
 			t.Skip("mDNS heard nothing in 10s: this machine may not carry multicast")
 		}
 		time.Sleep(50 * time.Millisecond)

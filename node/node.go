@@ -25,6 +25,7 @@ import (
 
 	"github.com/mcpmesh/mcpmesh/audit"
 	"github.com/mcpmesh/mcpmesh/discovery"
+	"github.com/mcpmesh/mcpmesh/events"
 	"github.com/mcpmesh/mcpmesh/internal/owner"
 	"github.com/mcpmesh/mcpmesh/limits"
 	"github.com/mcpmesh/mcpmesh/mcp/ask"
@@ -62,6 +63,7 @@ type Node struct {
 	names  identity.Texts   // peer IDs' text, for metrics
 	trust  *trust.Guard     // policy, delegation, limits, audit: see trust.go
 	tasks  *tracker.Tracker // the task layer: see tasks.go
+	ev     *nodeEvents      // the event log, feed and sources: see events.go; nil with events off
 
 	ctx    context.Context // ends when Close starts
 	cancel context.CancelFunc
@@ -144,6 +146,12 @@ func New(opts ...Option) (*Node, error) {
 		cancel()
 		return nil, err
 	}
+	if err := n.initEvents(); err != nil {
+		h.Close()
+		cancel()
+		n.audit.Close()
+		return nil, err
+	}
 	n.initTasks()
 	n.tools = newToolIndex()
 	n.client = sdkmcp.NewClient(n.implementation(), n.clientOptions())
@@ -153,7 +161,13 @@ func New(opts ...Option) (*Node, error) {
 		n.self.Delete(cs)
 		n.moves.Ended(cs)
 	})
-	n.own = sdkmcp.NewServer(n.implementation(), &sdkmcp.ServerOptions{Logger: sdkLogger()})
+	n.own = sdkmcp.NewServer(n.implementation(), &sdkmcp.ServerOptions{Logger: sdkLogger(),
+		// Resources added to the node's server can be subscribed to (the
+		// SDK keeps the subscriptions): Server().ResourceUpdated reaches
+		// peers and the node's own events.
+		SubscribeHandler:   func(context.Context, *sdkmcp.SubscribeRequest) error { return nil },
+		UnsubscribeHandler: func(context.Context, *sdkmcp.UnsubscribeRequest) error { return nil },
+	})
 	if err := n.Share(transport.DefaultServer, n.own); err != nil {
 		n.Close()
 		return nil, err
@@ -163,6 +177,10 @@ func New(opts ...Option) (*Node, error) {
 		return nil, err
 	}
 	if err := n.startReach(); err != nil {
+		n.Close()
+		return nil, err
+	}
+	if err := n.startEvents(); err != nil {
 		n.Close()
 		return nil, err
 	}
@@ -183,15 +201,24 @@ func (n *Node) clientOptions() *sdkmcp.ClientOptions {
 		Logger: sdkLogger(),
 		// A changed tool list on a peer's server makes our cached copy stale;
 		// on one of our own, our card too.
+		// On one of our own, our card too, and it is an event.
 		ToolListChangedHandler: func(_ context.Context, req *sdkmcp.ToolListChangedRequest) {
 			n.tools.invalidate(req.Session)
 			n.selfChanged(req.Session)
+			n.serverChanged(req.Session, events.ToolsChanged)
 		},
 		ResourceListChangedHandler: func(_ context.Context, req *sdkmcp.ResourceListChangedRequest) {
 			n.selfChanged(req.Session)
+			n.serverChanged(req.Session, events.ResourcesChanged)
 		},
 		PromptListChangedHandler: func(_ context.Context, req *sdkmcp.PromptListChangedRequest) {
 			n.selfChanged(req.Session)
+			n.serverChanged(req.Session, events.PromptsChanged)
+		},
+		// Updates of resources of our own servers, which the node
+		// subscribes to (see startWatch), are events.
+		ResourceUpdatedHandler: func(_ context.Context, req *sdkmcp.ResourceUpdatedNotificationRequest) {
+			n.resourceUpdated(req.Session, req.Params.URI)
 		},
 		// Peers have no roots of ours to list.
 		Capabilities: &sdkmcp.ClientCapabilities{},
@@ -286,6 +313,7 @@ func (n *Node) addServer(name string, s *sharedServer) error {
 		n.host.SetStreamHandler(transport.ProtocolID(name), n.serve(name, s.server))
 	}
 	n.changed()
+	n.startWatch(name) // its resource updates are events
 	return nil
 }
 
@@ -308,6 +336,7 @@ func (n *Node) Unshare(name string) error {
 	if !ok {
 		return fmt.Errorf("no server named %q is shared", name)
 	}
+	n.stopWatch(name)
 	if s.stop != nil {
 		s.stop()
 	}
@@ -357,6 +386,7 @@ func (n *Node) Close() error {
 
 	n.group.Stop()
 	n.cancel()
+	n.closeEvents()
 	var errs []error
 	if err := n.closeReach(); err != nil {
 		errs = append(errs, fmt.Errorf("close reachability: %w", err))
@@ -384,6 +414,9 @@ func (n *Node) Close() error {
 	n.tasks.Close()
 	n.group.Wait()
 	n.trust.Close()
+	if err := n.closeEventLog(); err != nil {
+		errs = append(errs, fmt.Errorf("close event log: %w", err))
+	}
 	if err := n.audit.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("close audit log: %w", err))
 	}

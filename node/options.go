@@ -13,6 +13,7 @@ import (
 	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/mcpmesh/mcpmesh/discovery"
+	"github.com/mcpmesh/mcpmesh/events"
 	"github.com/mcpmesh/mcpmesh/limits"
 	"github.com/mcpmesh/mcpmesh/mcp/transport"
 	"github.com/mcpmesh/mcpmesh/metrics"
@@ -58,6 +59,7 @@ type config struct {
 	limits          *limits.Config
 	reach           reach.Config     // see reach.go
 	liveness        [2]time.Duration // interval, timeout; see reach.go
+	events          EventsConfig     // see events.go
 }
 
 // DefaultListenAddrs are where a node listens when no WithListenAddrs is
@@ -550,6 +552,41 @@ func WithTaskPromotion(d time.Duration) Option {
 			return fmt.Errorf("WithTaskPromotion(%v): want a positive duration", d)
 		}
 		c.tasks.promote = d
+		return nil
+	}
+}
+
+// --- events ---
+
+// EventsConfig tunes a node's events: the log subscribers resume from, and
+// what one peer may hold of the feed. The zero value is the default.
+type EventsConfig struct {
+	// Log bounds the event log (defaults: 10,000 events, 16 MiB, an hour).
+	// Its Dir defaults to the events folder of the node's home (the log
+	// then outlives a restart), unless Memory is set; a node without a
+	// home keeps it in memory.
+	Log    events.LogConfig
+	Memory bool
+	// MaxData bounds one event's data (default 64 KiB).
+	MaxData int
+	// MaxSubscriptionsPerPeer and MaxSubscriptions bound the subscriptions
+	// held open (defaults 16 per peer, 1024 in all).
+	MaxSubscriptionsPerPeer, MaxSubscriptions int
+	// Heartbeat is how often a quiet subscription hears from the node
+	// (default 15s); WriteTimeout how long a subscriber may leave an event
+	// unread before it is dropped (default 30s).
+	Heartbeat, WriteTimeout time.Duration
+	// Off turns events off: no log, no feed, no event types on the card.
+	Off bool
+}
+
+// WithEvents tunes the node's events (see EventsConfig).
+func WithEvents(cfg EventsConfig) Option {
+	return func(c *config) error {
+		if cfg.MaxData < 0 || cfg.MaxSubscriptions < 0 || cfg.MaxSubscriptionsPerPeer < 0 || cfg.Heartbeat < 0 || cfg.WriteTimeout < 0 {
+			return fmt.Errorf("WithEvents: negative bound")
+		}
+		c.events = cfg
 		return nil
 	}
 }

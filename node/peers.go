@@ -7,6 +7,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	lpeer "github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/host/eventbus"
+	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 
 	"github.com/mcpmesh/mcpmesh/internal/retry"
 )
@@ -75,6 +76,13 @@ func (n *Node) keepConnected(info lpeer.AddrInfo, changed <-chan struct{}) {
 				return
 			}
 			continue
+		}
+		// This loop paces its own attempts. The swarm's dial backoff (5 s
+		// and more after a failed dial) would otherwise turn the first
+		// attempts after the peer comes back into instant "dial backoff"
+		// failures, and reconnecting would wait on both schedules.
+		if sw, ok := n.host.Network().(interface{ Backoff() *swarm.DialBackoff }); ok {
+			sw.Backoff().Clear(info.ID)
 		}
 		err := n.ConnectAddr(n.ctx, info)
 		if err == nil {

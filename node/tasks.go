@@ -21,6 +21,7 @@ func (n *Node) initTasks() {
 		Session: n.Session, Hold: n.hold,
 		Elicit: n.cfg.elicit, ElicitDone: n.cfg.elicitDone,
 		Sample: n.cfg.sample, SampleTools: n.cfg.sampleTools,
+		Ended: n.taskEnded, // roots that end are events
 	})
 	if m := n.cfg.trust.metrics; m != nil {
 		m.TaskStates(n.tasks.States)

@@ -38,6 +38,45 @@ func ProgressFunc(ctx context.Context) func(*sdkmcp.ProgressNotificationParams) 
 	return f
 }
 
+type causeKey struct{}
+
+// Cause is what started a tree that no one asked for: the event a trigger
+// fired on. The root task of the tree records it.
+type Cause struct {
+	// Event is the event's name, ID its eventId, Source the peer that
+	// emitted it.
+	Event  string `json:"event"`
+	ID     string `json:"eventId"`
+	Source string `json:"source"`
+	// Trigger is the rule that fired.
+	Trigger string `json:"trigger,omitempty"`
+	// Depth counts the events before this one in the chain that led here
+	// (an event about a task that an event caused is one deeper): triggers
+	// stop a loop with it.
+	Depth int `json:"depth,omitempty"`
+}
+
+// String shows a cause as "event NAME from PEER [ID] (trigger T)".
+func (c *Cause) String() string {
+	s := "event " + c.Event + " from " + c.Source + " [" + c.ID + "]"
+	if c.Trigger != "" {
+		s += " (trigger " + c.Trigger + ")"
+	}
+	return s
+}
+
+// WithCause returns a context whose calls through a node (made outside any
+// task) start trees caused by c: their root tasks record it.
+func WithCause(ctx context.Context, c *Cause) context.Context {
+	return context.WithValue(ctx, causeKey{}, c)
+}
+
+// CauseOf returns what WithCause put on ctx, or nil.
+func CauseOf(ctx context.Context) *Cause {
+	c, _ := ctx.Value(causeKey{}).(*Cause)
+	return c
+}
+
 type rootTaskKey struct{}
 
 // OnRootTask returns a context whose calls through a node (made outside any

@@ -84,10 +84,13 @@ type Task struct {
 	Children []Hop     `json:"children,omitempty"`
 	// Detached is set for a task the caller polls (MCP Tasks) instead of
 	// waiting on its call.
-	Detached bool            `json:"detached,omitempty"`
-	Started  time.Time       `json:"started"`
-	Ended    time.Time       `json:"ended,omitzero"`
-	Result   json.RawMessage `json:"result,omitempty"`
+	Detached bool `json:"detached,omitempty"`
+	// Cause is the event that started the tree, on the root task of a
+	// tree a trigger started.
+	Cause   *Cause          `json:"cause,omitempty"`
+	Started time.Time       `json:"started"`
+	Ended   time.Time       `json:"ended,omitzero"`
+	Result  json.RawMessage `json:"result,omitempty"`
 }
 
 // Duration is how long the task ran, or has run so far.
@@ -116,6 +119,7 @@ type Entry struct {
 type Registry struct {
 	self      string
 	retention Retention
+	onEnd     func(Task) // see OnEnd
 
 	mu    sync.Mutex
 	live  map[string]*Entry
@@ -140,6 +144,11 @@ func NewRegistry(self string, r Retention) *Registry {
 	}
 	return &Registry{self: self, retention: r, live: map[string]*Entry{}, byID: map[string]*Entry{}}
 }
+
+// OnEnd makes the registry call f with a snapshot (no result) of each
+// task that ends and is the root of its tree (it has no parent), once it
+// has ended. f must not block. Call it before the registry is used.
+func (r *Registry) OnEnd(f func(Task)) { r.onEnd = f }
 
 // Self returns the peer ID of the registry's node.
 func (r *Registry) Self() string { return r.self }
@@ -296,6 +305,10 @@ func (e *Entry) Snapshot(result bool) Task {
 		h := *t.FailedAt
 		t.FailedAt = &h
 	}
+	if t.Cause != nil {
+		c := *t.Cause
+		t.Cause = &c
+	}
 	if result && e.result != nil {
 		if raw, err := json.Marshal(e.result); err == nil {
 			t.Result = raw
@@ -381,6 +394,9 @@ func (e *Entry) Finish(s State, result any, err error, failedAt *Hop) {
 	r.ended = append(r.ended, e)
 	r.pruneLocked(now)
 	r.mu.Unlock()
+	if r.onEnd != nil && e.t.Parent == "" { // Parent never changes
+		r.onEnd(e.Snapshot(false))
+	}
 }
 
 // Park sets a task aside in state input_required while its handler does not

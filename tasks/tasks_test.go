@@ -83,3 +83,26 @@ func TestRegistryRetention(t *testing.T) {
 		t.Error("an ended task outlived its TTL")
 	}
 }
+
+// OnEnd hears of roots that end, once each, with their cause; not of tasks
+// with a parent, nor of parked ones.
+func TestRegistryOnEndRootsOnly(t *testing.T) {
+	r := NewRegistry("A", Retention{})
+	var ended []Task
+	r.OnEnd(func(t Task) { ended = append(ended, t) })
+	cause := &Cause{Event: "mcp.resource.updated", ID: "e-1", Source: "B", Trigger: "t"}
+	root, _ := r.Begin(Task{ID: "root", Root: "root", Cause: cause}, nil)
+	child, _ := r.Begin(Task{ID: "child", Root: "root", Parent: "root"}, nil)
+	parked, _ := r.Begin(Task{ID: "parked", Root: "parked"}, nil)
+	parked.Park()
+	child.Finish(Completed, nil, nil, nil)
+	root.Finish(Failed, nil, errors.New("boom"), nil)
+	root.Finish(Completed, nil, nil, nil) // only the first Finish counts
+	if len(ended) != 1 || ended[0].ID != "root" || ended[0].State != Failed || ended[0].Cause == nil || *ended[0].Cause != *cause {
+		t.Fatalf("OnEnd saw %+v; want the root once, failed, with its cause", ended)
+	}
+	ended[0].Cause.Trigger = "changed"
+	if got, _ := r.Get("root"); got.Cause.Trigger != "t" {
+		t.Error("a snapshot's cause is shared with the registry")
+	}
+}

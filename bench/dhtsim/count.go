@@ -20,8 +20,6 @@ const (
 	numMsgTypes
 )
 
-var msgNames = [numMsgTypes]string{"PUT_VALUE", "GET_VALUE", "ADD_PROVIDER", "GET_PROVIDERS", "FIND_NODE", "PING"}
-
 // counter counts the DHT requests that every node of the mesh receives, by
 // type. The DHT answers each request with at most one response, so a
 // request is one RPC.

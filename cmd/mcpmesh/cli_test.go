@@ -26,6 +26,10 @@ func TestMain(m *testing.M) {
 	if gate := os.Getenv(gatedProgramEnv); gate != "" {
 		os.Exit(runGatedProgram(gate)) // a program a test's daemon shares
 	}
+	if os.Getenv(demoProgramEnv) == "1" {
+		runDemoProgram() // the demo's shared program: this test binary, run by the demo
+		return
+	}
 	dir, err := os.MkdirTemp("", "mcpmesh-cli")
 	if err != nil {
 		panic(err)
@@ -48,7 +52,8 @@ func TestDemoPasses(t *testing.T) {
 	if err := runDemo(ctx, &out); err != nil {
 		t.Fatalf("demo: %v\n%s", err, out.String())
 	}
-	for _, want := range []string{"connections between alice and bob: 1", "bob → carol", "alice's user answers", "All steps passed", "mcpmesh node --home"} {
+	for _, want := range []string{"connections between alice and bob: 1", "bob → carol", "alice's user answers", "All steps passed", "mcpmesh node --home",
+		"the event reached alice: mcp.resource.updated from carol", "event mcp.resource.updated from carol (trigger notes-changed)", "now says: pick up the bikes at six"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("demo transcript lacks %q:\n%s", want, out.String())
 		}
@@ -75,7 +80,7 @@ func run(t *testing.T, args ...string) (string, string, int) {
 }
 
 func TestEveryCommandHasHelp(t *testing.T) {
-	for _, c := range []string{"node", "id", "peers", "status", "connect", "tools", "call", "find", "card", "stdio", "demo", "audit", "tasks", "init-mesh", "policy", "ui"} {
+	for _, c := range []string{"node", "id", "peers", "status", "connect", "tools", "call", "find", "card", "stdio", "demo", "audit", "tasks", "init-mesh", "policy", "ui", "on", "events"} {
 		out, _, code := run(t, c, "--help")
 		if code != 0 || !strings.Contains(out, "Usage:") || !strings.Contains(out, "mcpmesh "+c) {
 			t.Errorf("mcpmesh %s --help: exit %d\n%s", c, code, out)
@@ -90,6 +95,7 @@ type daemon struct {
 	addr string
 	cmd  *exec.Cmd
 	out  *bytes.Buffer
+	errs *lockedBuffer // all the daemon writes on stderr
 }
 
 func startDaemon(t *testing.T, extra ...string) *daemon {
@@ -110,12 +116,12 @@ func startDaemonAt(t *testing.T, home string, extra ...string) *daemon {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
+	stderr := &lockedBuffer{}
+	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	d := &daemon{home: home, cmd: cmd, out: &bytes.Buffer{}}
+	d := &daemon{home: home, cmd: cmd, out: &bytes.Buffer{}, errs: stderr}
 	t.Cleanup(func() { d.stop(t) })
 
 	// The reader fills d (banner, id, addr) only until the daemon is ready:
@@ -479,6 +485,9 @@ func interopDir(t *testing.T, name string) string {
 		t.Skip(msg)
 	}
 	if _, err := exec.LookPath("node"); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("node (Node.js) not installed: CI must have it")
+		}
 		t.Skip("node not installed")
 	}
 	return dir

@@ -19,6 +19,7 @@ import (
 
 	"github.com/mcpmesh/mcpmesh/agent"
 	"github.com/mcpmesh/mcpmesh/control"
+	"github.com/mcpmesh/mcpmesh/events/trigger"
 	"github.com/mcpmesh/mcpmesh/limits"
 	"github.com/mcpmesh/mcpmesh/mcp/relay"
 	"github.com/mcpmesh/mcpmesh/mcp/transport"
@@ -45,6 +46,9 @@ type fileConfig struct {
 	Shares map[string]shareConfig `json:"shares,omitempty"`
 	// Agents are LLM agents the node shares, each as one tool.
 	Agents []agent.Config `json:"agents,omitempty"`
+	// Triggers are rules that call a tool or an agent when a peer's event
+	// comes (see 'mcpmesh on').
+	Triggers []trigger.Rule `json:"triggers,omitempty"`
 	// Policy says which peers may see and call what the node shares
 	// (absent: none). Reread when the file changes or on SIGHUP.
 	Policy *policy.Policy `json:"policy,omitempty"`
@@ -166,6 +170,22 @@ type sessionsConfig struct {
 	PerCaller int    `json:"perCaller,omitempty"` // per calling peer (4)
 	Spares    int    `json:"spares,omitempty"`    // processes started ahead (1; -1 for none)
 	Idle      string `json:"idle,omitempty"`      // ended when idle this long ("30m")
+}
+
+// checkTriggers checks the file's triggers: each valid, names unique.
+func (c *fileConfig) checkTriggers() error {
+	seen := map[string]bool{}
+	for i := range c.Triggers {
+		r := c.Triggers[i]
+		if err := r.Check(); err != nil {
+			return fmt.Errorf("config triggers[%d]: %w", i, err)
+		}
+		if seen[r.Name] {
+			return fmt.Errorf("config triggers[%d]: a trigger named %q comes twice", i, r.Name)
+		}
+		seen[r.Name] = true
+	}
+	return nil
 }
 
 // loadConfig reads the configuration file at path. A missing file is an

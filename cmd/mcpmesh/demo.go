@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -13,8 +15,11 @@ import (
 
 	"github.com/mcpmesh/mcpmesh/agent"
 	"github.com/mcpmesh/mcpmesh/audit"
+	"github.com/mcpmesh/mcpmesh/events"
+	"github.com/mcpmesh/mcpmesh/events/trigger"
 	"github.com/mcpmesh/mcpmesh/mcp/ask"
 	"github.com/mcpmesh/mcpmesh/mcp/transport"
+	"github.com/mcpmesh/mcpmesh/mcp/upstream"
 	"github.com/mcpmesh/mcpmesh/node"
 	"github.com/mcpmesh/mcpmesh/peer/identity"
 	"github.com/mcpmesh/mcpmesh/peer/policy"
@@ -29,9 +34,12 @@ func newDemoCmd() *cobra.Command {
 		Long: `Start three nodes (alice, bob, carol) on loopback in this process and show, step
 by step: alice and bob calling each other at the same time over one connection,
 a tool on bob that calls carol (two hops), bob asking alice's user a
-question (elicitation), and an agent on alice that delegates to an agent on
+question (elicitation), an agent on alice that delegates to an agent on
 bob, which calls a tool on carol (scripted models: no network, no key), with
-the task tree of that request. Exits 0 if every step worked.`,
+the task tree of that request, carol closing up (delegation, audit), and a
+trigger: carol shares a program whose resource changes, and alice runs an
+agent each time it does, the event the cause of its task tree. Exits 0 if
+every step worked.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
@@ -232,6 +240,9 @@ func runDemo(ctx context.Context, w io.Writer) (err error) {
 	if err := d.trustStep(ctx); err != nil {
 		return err
 	}
+	if err := d.triggerStep(ctx); err != nil {
+		return err
+	}
 
 	fmt.Fprintf(w, "All steps passed in %v.\n\n", time.Since(start).Round(time.Millisecond))
 	fmt.Fprint(w, `Next, two daemons on this machine (each command in its own terminal):
@@ -389,3 +400,116 @@ func depth(t *tracker.TaskTree) int {
 
 // shortPeer is how agents name a peer in their progress: "12D3…abcd".
 func shortPeer(id string) string { return id[:4] + "…" + id[len(id)-4:] }
+
+// triggerStep: carol shares a program whose resource changes; alice
+// subscribes to carol's resource updates with a trigger that runs an agent
+// (scripted) on each; bob changes the resource; the agent's task tree on
+// alice names the event as its cause.
+func (d *demoMesh) triggerStep(ctx context.Context) error {
+	w := d.w
+	fmt.Fprintln(w, "6. carol shares a program whose resource changes; a trigger on alice runs an agent when it does")
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	program := upstream.Command{Args: []string{exe}, Env: append(os.Environ(), demoProgramEnv+"=1"), Line: "mcpmesh (as a notes program)"}
+	if err := d.carol.ShareCommand(ctx, "notes", program); err != nil {
+		return fmt.Errorf("share the notes program: %w", err)
+	}
+	fmt.Fprintln(w, `   carol shares "notes", a stdio program (this binary, started as one) with a resource notes://today`)
+	pol, err := policy.Parse(fmt.Appendf(nil, `{"grants": [
+		{"peers": [%[1]q], "for": [%[2]q], "tools": ["weather"]},
+		{"peers": [%[2]q], "events": ["mcp.resource.updated"]},
+		{"peers": [%[2]q], "server": "notes", "tools": ["read_note"], "resources": ["notes://*"]},
+		{"peers": [%[1]q], "server": "notes", "tools": ["write_note"]}]}`, d.bob.ID(), d.alice.ID()))
+	if err != nil {
+		return err
+	}
+	d.carol.SetPolicy(pol)
+	fmt.Fprintln(w, `   carol's policy adds: alice may subscribe to mcp.resource.updated and read notes; bob may write them`)
+	if _, err := d.alice.Connect(ctx, d.carol.Addrs()[0].String()); err != nil {
+		return fmt.Errorf("connect alice to carol: %w", err)
+	}
+	notetaker := agent.Config{
+		Name:        "notetaker",
+		Description: "Reads a note that changed and keeps what it says.",
+		Model: agent.ModelConfig{Backend: "scripted", Script: []agent.ScriptStep{
+			{Call: "call", Args: map[string]any{"ref": d.carol.ID().String() + "/notes/read_note", "arguments": map[string]any{"uri": "{{task}}"}}},
+			{Answer: "noted, {{task}} now says: {{last}}"},
+		}},
+		Capabilities: agent.Capabilities{Tools: []string{"notes/read_note"}},
+	}
+	if err := agent.Add(d.alice, notetaker); err != nil {
+		return fmt.Errorf("add notetaker: %w", err)
+	}
+	triggers := trigger.New(d.alice, trigger.Options{})
+	defer triggers.Close()
+	rule := trigger.Rule{Name: "notes-changed", Event: events.ResourceUpdated, From: []string{d.carol.ID().String()},
+		Where: json.RawMessage(`{"server":"notes"}`), Agent: "notetaker", Task: "{{event.data.uri}}"}
+	if err := triggers.Add(rule); err != nil {
+		return err
+	}
+	fmt.Fprintln(w, `   alice: mcpmesh on mcp.resource.updated --from carol --where server=notes --agent notetaker --task '{{event.data.uri}}'`)
+	// The trigger's subscription is in place, and carol watches the
+	// program's resource (the node subscribes to it through the mirror).
+	for ready := false; !ready; {
+		st := triggers.List()[0]
+		ready = len(st.Subscriptions) == 1 && st.Subscriptions[0].Connected && d.carol.WatchedResources("notes") > 0
+		if !ready {
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("the trigger's subscription to carol: %+v (carol watches %d resources of notes)", st, d.carol.WatchedResources("notes"))
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+	}
+	fmt.Fprintln(w, `   bob → carol  notes/write_note {"text":"pick up the bikes at six"}   (the program updates notes://today)`)
+	t0 := time.Now()
+	res, err := d.bob.CallServerTool(ctx, d.carol.ID(), "notes", "write_note", noteIn{Text: "pick up the bikes at six"})
+	if err != nil || res.IsError {
+		return fmt.Errorf("write_note: %v %s", err, resultText(res))
+	}
+	var root tasks.Task
+	for root.ID == "" || !root.State.Terminal() {
+		for _, t := range d.alice.Tasks() {
+			if t.Cause != nil && t.Cause.Trigger == rule.Name {
+				root = t
+			}
+		}
+		if root.State.Terminal() {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("the trigger did not run the agent: %+v", triggers.List())
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	full, _ := d.alice.Task(root.ID)
+	var out sdkmcp.CallToolResult
+	if err := json.Unmarshal(full.Result, &out); err != nil || root.State != tasks.Completed || !strings.Contains(resultText(&out), "bikes") {
+		return fmt.Errorf("the agent's run: %s %s %v", root.State, full.Result, err)
+	}
+	fmt.Fprintf(w, "   the event reached alice: %s from carol [%s]; the agent ran (%v after the write)\n", root.Cause.Event, root.Cause.ID, time.Since(t0).Round(100*time.Microsecond))
+	fmt.Fprintf(w, "   ← notetaker: %q\n", resultText(&out))
+	tree, err := d.alice.TaskTree(ctx, root.ID)
+	if err != nil {
+		return fmt.Errorf("task tree: %w", err)
+	}
+	if tree.Cause == nil || depth(tree) != 3 {
+		return fmt.Errorf("the tree has cause %v and %d levels, want the event and 3 (call, notetaker, read_note)", tree.Cause, depth(tree))
+	}
+	var b strings.Builder
+	drawTree(&b, tree)
+	text := b.String()
+	for id, name := range d.names {
+		text = strings.ReplaceAll(text, id, name)
+		text = strings.ReplaceAll(text, shortText(id), name)
+	}
+	fmt.Fprintln(w, "   alice's task tree of the firing, with its cause (mcpmesh tasks --tree ID):")
+	for _, line := range strings.Split(strings.TrimRight(text, "\n"), "\n") {
+		fmt.Fprintln(w, "     "+line)
+	}
+	fmt.Fprintln(w)
+	return nil
+}

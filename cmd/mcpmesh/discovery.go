@@ -15,13 +15,15 @@ func newFindCmd(g *globals) *cobra.Command {
 	var timeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "find QUERY",
-		Short: "Find the peers that offer a tool or a tag, anywhere in the mesh",
+		Short: "Find the peers that offer a tool, a tag or an event type, anywhere in the mesh",
 		Long: `Look up, through the mesh's DHT, the peers that offer QUERY: a tool name, or
-tag:NAME for every tool (or node) with that tag. Each provider's signed card is
+tag:NAME for every tool (or node) with that tag, or event:NAME for the nodes that
+emit events of that name (see 'mcpmesh on'). Each provider's signed card is
 fetched and verified; results print as they arrive, and the lookup ends within
 --timeout.`,
 		Example: `  mcpmesh find translate
-  mcpmesh find tag:github --json`,
+  mcpmesh find tag:github --json
+  mcpmesh find event:mcp.resource.updated`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := dial(cmd, g)
@@ -37,6 +39,10 @@ fetched and verified; results print as they arrive, and the lookup ends within
 					return
 				}
 				for _, m := range r.Matches {
+					if m.Event != "" {
+						fmt.Fprintf(out, "%s  %-12s event %s  %s\n", r.Peer, r.Name, m.Event, firstLine(m.Description, 60))
+						continue
+					}
 					fmt.Fprintf(out, "%s  %-12s %s/%s  %s\n", r.Peer, r.Name, m.Server, m.Tool, firstLine(m.Description, 60))
 				}
 				if len(r.Matches) == 0 {

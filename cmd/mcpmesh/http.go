@@ -29,15 +29,15 @@ func checkHTTPAddr(addr string) error {
 
 // serveGateway serves the MCP gateway over Streamable HTTP on addr: mesh
 // mode at /mcp, transparent mode at /mcp/PEER/SERVER. It returns the base
-// URL and a function that stops it. pins are listed in mesh mode as tools of
-// their own. A POST body is bounded as a message on a stream is, by
+// URL and a function that stops it. opts are mesh mode's (pins, event
+// tools). A POST body is bounded as a message on a stream is, by
 // maxMessage bytes.
-func serveGateway(ctx context.Context, n *node.Node, addr string, pins []gateway.Pin, maxMessage int) (string, func(), error) {
+func serveGateway(ctx context.Context, n *node.Node, addr string, opts gateway.MeshOptions, maxMessage int) (string, func(), error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return "", nil, fmt.Errorf("--http: %w", err)
 	}
-	mesh := gateway.NewMeshServer(ctx, n, gateway.MeshOptions{Pins: pins})
+	mesh := gateway.NewMeshServer(ctx, n, opts)
 	h := gateway.NewHTTPHandler(n, gateway.HTTPOptions{MeshServer: mesh.Server, MaxRequestBodyBytes: int64(maxMessage)})
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	served := make(chan struct{})

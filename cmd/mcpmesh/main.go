@@ -20,6 +20,10 @@ func (e *exitError) Error() string { return e.err.Error() }
 func (e *exitError) Unwrap() error { return e.err }
 
 func main() {
+	if os.Getenv(demoProgramEnv) == "1" {
+		runDemoProgram() // the demo's shared program
+		return
+	}
 	root := newRoot()
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "mcpmesh:", err)
@@ -65,6 +69,8 @@ New here? Run 'mcpmesh demo'.`,
 		newToolsCmd(g),
 		newCallCmd(g),
 		newFindCmd(g),
+		newOnCmd(g),
+		newEventsCmd(g),
 		newCardCmd(g),
 		newStdioCmd(g),
 		newTasksCmd(g),

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/mcpmesh/mcpmesh/agent"
 	"github.com/mcpmesh/mcpmesh/control"
 	"github.com/mcpmesh/mcpmesh/discovery"
+	"github.com/mcpmesh/mcpmesh/events/trigger"
 	"github.com/mcpmesh/mcpmesh/gateway"
 	"github.com/mcpmesh/mcpmesh/mcp/transport"
 	"github.com/mcpmesh/mcpmesh/metrics"
@@ -24,31 +26,32 @@ import (
 
 func newNodeCmd(g *globals) *cobra.Command {
 	var (
-		listen    []string
-		peers     []string
-		shares    []string
-		modes     []string
-		relays    []string
-		httpSh    []string
-		headers   []string
-		cfgPath   string
-		name      string
-		api       string
-		maxMsg    int
-		timeout   time.Duration
-		mdns      bool
-		noMDNS    bool
-		noDHT     bool
-		cardTTL   time.Duration
-		desc      string
-		tags      []string
-		httpAt    string
-		httpPins  []string
-		meshKey   string
-		open      bool
-		metricsAt string
-		network   networkFlags
-		uiAt      string
+		listen     []string
+		peers      []string
+		shares     []string
+		modes      []string
+		relays     []string
+		httpSh     []string
+		headers    []string
+		cfgPath    string
+		name       string
+		api        string
+		maxMsg     int
+		timeout    time.Duration
+		mdns       bool
+		noMDNS     bool
+		noDHT      bool
+		cardTTL    time.Duration
+		desc       string
+		tags       []string
+		httpAt     string
+		httpPins   []string
+		meshKey    string
+		open       bool
+		metricsAt  string
+		network    networkFlags
+		uiAt       string
+		httpEvents bool
 	)
 	cmd := &cobra.Command{
 		Use:   "node",
@@ -143,6 +146,9 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 			specs, err := shareSpecs(file, shares, httpSh, headers, relays, modes)
 			if err != nil {
 				return err
+			}
+			if err := file.checkTriggers(); err != nil {
+				return usageError("%v", err)
 			}
 			peers = mergeStrings(file.Peers, peers)
 			listen = mergeStrings(file.Listen, listen)
@@ -261,6 +267,14 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 				return err
 			}
 			defer srv.Close()
+			triggers := trigger.New(n, trigger.Options{StateDir: filepath.Join(g.home, TriggersDir)})
+			defer triggers.Close()
+			for _, r := range file.Triggers {
+				if err := triggers.Add(r); err != nil {
+					return usageError("config triggers: %v", err)
+				}
+			}
+			srv.SetTriggers(triggers)
 			var metricsURL string
 			if reg != nil {
 				ms, err := reg.Serve(metricsAt)
@@ -275,7 +289,7 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 			}
 			var gatewayURL string
 			if httpAt != "" {
-				url, stopGateway, err := serveGateway(ctx, n, httpAt, pins, maxMsg)
+				url, stopGateway, err := serveGateway(ctx, n, httpAt, gateway.MeshOptions{Pins: pins, Events: httpEvents}, maxMsg)
 				if err != nil {
 					return err
 				}
@@ -298,6 +312,9 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 			fmt.Fprintf(out, "  servers: %s\n", strings.Join(n.Shared(), ", "))
 			fmt.Fprintf(out, "  control: %s\n", srv.Addr())
 			fmt.Fprintf(out, "  policy:  %s\n", describePolicy(file.Policy, open))
+			if len(file.Triggers) > 0 {
+				fmt.Fprintf(out, "  triggers: %d (mcpmesh on --list)\n", len(file.Triggers))
+			}
 			if metricsURL != "" {
 				fmt.Fprintf(out, "  metrics: %s\n", metricsURL)
 			}
@@ -362,6 +379,7 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 	f.StringVar(&httpAt, "http", "", "loopback HOST:PORT to serve MCP over Streamable HTTP: /mcp (mesh mode) and /mcp/PEER/SERVER (one server, transparent)")
 	f.StringVar(&uiAt, "ui", "", "loopback HOST:PORT to serve the web console on (e.g. 127.0.0.1:8780; 'mcpmesh ui' opens it)")
 	f.StringArrayVar(&httpPins, "http-pin", nil, "[NAME=]PEER/[SERVER/]TOOL: list a remote tool on --http's /mcp as a tool of its own (repeatable)")
+	f.BoolVar(&httpEvents, "http-events", false, "list mesh_subscribe and mesh_events on --http's /mcp, to wait for the mesh's events")
 	network.add(cmd)
 	return cmd
 }

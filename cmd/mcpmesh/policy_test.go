@@ -69,7 +69,12 @@ func TestPolicyFromConfigReloadsWithoutRestart(t *testing.T) {
 	if err := os.WriteFile(cfg, []byte(`{"policy": {"grants": [{"peers": ["nobody-we-know"], "tools": ["*"]}]}}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(2500 * time.Millisecond) // one poll of the file
+	// The daemon says it kept the old policy (it polls the file every 2 s).
+	for deadline := time.Now().Add(20 * time.Second); !strings.Contains(a.errs.String(), "policy not reloaded, the old one stays"); time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the daemon did not refuse the bad file within 20s; its stderr:\n%s", a.errs)
+		}
+	}
 	if out, stderr, code := run(t, "--home", b.home, "call", a.id, "node/echo", `{"text":"still"}`); code != 0 {
 		t.Fatalf("a bad file changed the policy: exit %d, %s %s", code, out, stderr)
 	}

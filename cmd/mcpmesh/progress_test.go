@@ -10,7 +10,8 @@ import (
 	"github.com/mcpmesh/mcpmesh/control"
 )
 
-// lockedBuffer is a bytes.Buffer safe for the spinner's goroutine.
+// lockedBuffer is a bytes.Buffer safe for a writing goroutine (the
+// spinner's, a daemon's stderr copier) while a test reads it.
 type lockedBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer

@@ -32,6 +32,7 @@ func newStdioCmd(g *globals) *cobra.Command {
 		mdns    bool
 		noMDNS  bool
 		meshKey string
+		events  bool
 	)
 	cmd := &cobra.Command{
 		Use:   "stdio",
@@ -42,7 +43,9 @@ Desktop, any MCP client) that starts it as a stdio server.
 Mesh mode (the default) offers three tools whatever the size of the mesh:
 mesh_search (find tools by words and tags), mesh_describe (one tool's input
 schema) and mesh_call (call it on a chosen peer, or "any"). --pin adds chosen
-remote tools as tools of their own, named LABEL.TOOL.
+remote tools as tools of their own, named LABEL.TOOL. --events adds two:
+mesh_subscribe (to an event of a peer, or of any) and mesh_events (wait for
+what comes), so that the host's model waits for the mesh instead of polling.
 
 Transparent mode (--to PEER/SERVER) is exactly the server SERVER that PEER
 shares, relayed unchanged: the host cannot tell it from the server itself.
@@ -69,7 +72,7 @@ of its own in this process (finding peers by mDNS and --peer).`,
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			req := control.GatewayRequest{To: to, Pins: pins}
+			req := control.GatewayRequest{To: to, Pins: pins, Events: events}
 			if c, err := control.Dial(ctx, g.home); err == nil {
 				conn, err := c.OpenGateway(ctx, req)
 				if err != nil {
@@ -84,6 +87,7 @@ of its own in this process (finding peers by mDNS and --peer).`,
 	f := cmd.Flags()
 	f.StringVar(&to, "to", "", "PEER/SERVER: transparent mode, relaying that one server unchanged")
 	f.StringArrayVar(&pins, "pin", nil, "[NAME=]PEER/[SERVER/]TOOL: expose a remote tool as a tool of its own (repeatable)")
+	f.BoolVar(&events, "events", false, "mesh mode: add mesh_subscribe and mesh_events, to wait for the mesh's events")
 	f.StringArrayVar(&peers, "peer", nil, "without a daemon: a peer to join the mesh through (repeatable)")
 	f.BoolVar(&mdns, "mdns", false, "without a daemon: look for peers on the local network with mDNS (the default, but in a private mesh)")
 	f.BoolVar(&noMDNS, "no-mdns", false, "without a daemon: do not look for peers on the local network")
@@ -189,7 +193,7 @@ func runEmbedded(ctx context.Context, g *globals, req control.GatewayRequest, pe
 		pin, _ := gateway.ParsePin(p)
 		pins = append(pins, pin)
 	}
-	mesh := gateway.NewMeshServer(ctx, n, gateway.MeshOptions{Pins: pins})
+	mesh := gateway.NewMeshServer(ctx, n, gateway.MeshOptions{Pins: pins, Events: req.Events})
 	defer mesh.Close()
 	ss, err := mesh.Connect(ctx, transport.Connected(host), nil)
 	if err != nil {

@@ -113,7 +113,7 @@ func printTasks(out io.Writer, list []tasks.Task) {
 		return
 	}
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tROLE\tTOOL\tPEER\tSTATE\tDURATION\tPROGRESS")
+	fmt.Fprintln(tw, "ID\tROLE\tTOOL\tPEER\tSTATE\tDURATION\tPROGRESS\tCAUSE")
 	for _, t := range list {
 		peer := t.Caller
 		if t.Role == tasks.Call {
@@ -121,13 +121,31 @@ func printTasks(out io.Writer, list []tasks.Task) {
 		} else {
 			peer = "← " + peer
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s/%s\t%s\t%s\t%s\t%s\n", t.ID, t.Role, t.Server, t.Tool, peer, state(&t), round(t.Duration()), progress(t.Progress))
+		fmt.Fprintf(tw, "%s\t%s\t%s/%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, t.Role, t.Server, t.Tool, peer, state(&t), round(t.Duration()), progress(t.Progress), cause(t.Cause))
 	}
 	tw.Flush()
 }
 
+// cause shows what started a tree: the event a trigger fired on.
+func cause(c *tasks.Cause) string {
+	if c == nil {
+		return ""
+	}
+	s := "event " + c.Event + " from " + shortText(c.Source)
+	if c.Trigger != "" {
+		s += " (trigger " + c.Trigger + ")"
+	}
+	return s
+}
+
 // drawTree draws a task tree, one line per task.
 func drawTree(out io.Writer, t *tracker.TaskTree) {
+	if c := t.Cause; c != nil {
+		fmt.Fprintf(out, "%s  [event %s]\n", cause(c), c.ID)
+		fmt.Fprintln(out, "└▶ "+treeLine(t))
+		drawChildren(out, t, "   ")
+		return
+	}
 	fmt.Fprintln(out, treeLine(t))
 	drawChildren(out, t, "")
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -122,8 +123,8 @@ func TestTasksShowTheProgressOfARunningCall(t *testing.T) {
 	// Running: the latest progress, on both daemons.
 	taskLine(a.home, "call", "working", "1/2 halfway")
 	taskLine(b.home, "served", "working", "1/2 halfway")
-	if h := header(a.home); !strings.HasSuffix(strings.TrimSpace(h), "PROGRESS") {
-		t.Errorf("tasks header %q: want PROGRESS last", h)
+	if h := header(a.home); !slices.Contains(strings.Fields(h), "PROGRESS") {
+		t.Errorf("tasks header %q: want a PROGRESS column", h)
 	}
 
 	if err := os.WriteFile(gate, nil, 0o644); err != nil {

@@ -82,9 +82,12 @@ export function TryView({ feed, route }) {
   const [peer, setPeer] = useState(wantPeer || '');
   const [tools, setTools] = useState(null);
   const [toolRef, setToolRef] = useState(wantTool || '');
-  const [values, setValues] = useState({});
+  // What was typed, and for which tool of which listing: a new tool or a
+  // new listing starts from the schema's defaults. Derived while rendering,
+  // not reset in an effect: an effect runs after the form is drawn and
+  // would wipe what a quick user typed in between.
+  const [entered, setEntered] = useState({ tool: null, values: {}, json: '{}' });
   const [asJSON, setAsJSON] = useState(false);
-  const [jsonText, setJsonText] = useState('{}');
   const [call, setCall] = useState(null); // {task} or {result, error}
   const [problem, setProblem] = useState('');
   const [busy, setBusy] = useState(false);
@@ -103,10 +106,16 @@ export function TryView({ feed, route }) {
   }, [peer]);
   const tool = (tools || []).find((t) => `${t.server}/${t.tool.name}` === toolRef);
   const schema = tool && tool.tool.inputSchema;
-  useEffect(() => {
-    setValues(initial(schema));
-    setJsonText("{}");
-  }, [toolRef, tools]);
+  const mine = tool && entered.tool === tool;
+  const values = mine ? entered.values : initial(schema);
+  const jsonText = mine ? entered.json : '{}';
+  // edit changes what was typed for this tool, from its latest state.
+  const edit = (change) =>
+    setEntered((e) => {
+      const cur = e.tool === tool ? e : { tool, values: initial(schema), json: '{}' };
+      return { ...cur, ...change(cur) };
+    });
+  const setJsonText = (json) => edit(() => ({ json }));
 
   const choices = [];
   if (self) choices.push({ id: self.id, label: peerLabel(self) + ' (this node)' });
@@ -160,7 +169,7 @@ export function TryView({ feed, route }) {
           ${tool
             ? asJSON
               ? html`<label for="try-json">Arguments (JSON object)</label><textarea id="try-json" rows="8" value=${jsonText} onInput=${(e) => setJsonText(e.target.value)}></textarea><span></span>`
-              : Object.entries(props).map(([name, s]) => html`<${Field} name=${name} s=${s} required=${required.has(name)} value=${values[name] ?? ''} set=${(v) => setValues({ ...values, [name]: v })} />`)
+              : Object.entries(props).map(([name, s]) => html`<${Field} name=${name} s=${s} required=${required.has(name)} value=${values[name] ?? ''} set=${(v) => edit((e) => ({ values: { ...e.values, [name]: v } }))} />`)
             : null}
           ${tool ? html`<span></span><label class="inline"><input type="checkbox" checked=${asJSON} onChange=${toggleJSON} /> Edit the arguments as JSON</label><span></span>` : null}
           <span></span><button type="submit" disabled=${!tool || busy}>${busy ? 'Calling…' : 'Call'}</button><span></span>

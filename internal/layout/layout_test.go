@@ -1,5 +1,6 @@
-// Package layout holds the test that keeps the map of packages in
-// DESIGN.md ("Where things are") true.
+// Package layout holds the tests that keep the map of packages in
+// DESIGN.md ("Where things are") and the list of figures (docs/figures.md)
+// true.
 package layout
 
 import (
@@ -66,7 +67,7 @@ func layers(t *testing.T, dir string) map[string]int {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	row := regexp.MustCompile("^\\| (\\d+) \\| (.+?) \\|")
+	row := regexp.MustCompile(`^\| (\d+) \| (.+?) \|`)
 	name := regexp.MustCompile("`([^`]+)`")
 	out := map[string]int{}
 	in := false

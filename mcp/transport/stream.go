@@ -55,25 +55,32 @@ type byteStream interface {
 // frames are bounded to limit bytes (0: DefaultMaxMessageSize). A relay
 // reads and writes it frame by frame; the SDK, as an [sdkmcp.Connection].
 func NewConn(s network.Stream, limit int) *Conn {
-	return newConn(s, s.Conn().RemotePeer().String(), limit)
+	return NewConnSize(s, limit, 16<<10)
+}
+
+// NewConnSize is NewConn with a read buffer of buf bytes (frames longer
+// than it are read all the same): for streams that stay open long and
+// carry little, such as event subscriptions.
+func NewConnSize(s network.Stream, limit, buf int) *Conn {
+	return newConn(s, s.Conn().RemotePeer().String(), limit, buf)
 }
 
 // NewPipeConn is NewConn for a byte stream that is not a libp2p stream: a
 // program's standard input and output, one end of a net.Pipe. from names
 // the other end in errors; Close closes rw (there is no reset).
 func NewPipeConn(rw io.ReadWriteCloser, from string, limit int) *Conn {
-	return newConn(closeOnReset{rw}, from, limit)
+	return newConn(closeOnReset{rw}, from, limit, 16<<10)
 }
 
 type closeOnReset struct{ io.ReadWriteCloser }
 
 func (c closeOnReset) Reset() error { return c.Close() }
 
-func newConn(s byteStream, from string, limit int) *Conn {
+func newConn(s byteStream, from string, limit, buf int) *Conn {
 	if limit <= 0 {
 		limit = DefaultMaxMessageSize
 	}
-	return &Conn{s: s, from: from, r: bufio.NewReaderSize(s, 16<<10), limit: limit}
+	return &Conn{s: s, from: from, r: bufio.NewReaderSize(s, buf), limit: limit}
 }
 
 // Conn is one MCP session on a byte stream, read and written either as

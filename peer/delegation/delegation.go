@@ -21,8 +21,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/record"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/mcpmesh/mcpmesh/internal/pattern"
 	"github.com/mcpmesh/mcpmesh/peer/identity"
-	"github.com/mcpmesh/mcpmesh/peer/internal/pattern"
 	"github.com/mcpmesh/mcpmesh/proto/delegationpb"
 )
 

@@ -16,7 +16,7 @@ import (
 
 	lpeer "github.com/libp2p/go-libp2p/core/peer"
 
-	"github.com/mcpmesh/mcpmesh/peer/internal/pattern"
+	"github.com/mcpmesh/mcpmesh/internal/pattern"
 )
 
 // Anyone stands for any principal in [Policy.AllowsServer].
@@ -30,9 +30,12 @@ const (
 	Tool Kind = iota + 1
 	Resource
 	Prompt
+	// Event is subscribing to the node's events of a name (events/stream,
+	// events/poll, events/list). Events are the node's, not a server's.
+	Event
 )
 
-// String returns "tool", "resource" or "prompt".
+// String returns "tool", "resource", "prompt" or "event".
 func (k Kind) String() string {
 	switch k {
 	case Tool:
@@ -41,6 +44,8 @@ func (k Kind) String() string {
 		return "resource"
 	case Prompt:
 		return "prompt"
+	case Event:
+		return "event"
 	}
 	return fmt.Sprintf("Kind(%d)", int(k))
 }
@@ -59,7 +64,7 @@ type Access struct {
 	// Kind is what is asked for.
 	Kind Kind
 	// Name is the tool name, the resource URI (or a resource template's URI
-	// template), or the prompt name.
+	// template), the prompt name, or the event name.
 	Name string
 }
 
@@ -106,6 +111,7 @@ type grantJSON struct {
 	Tools     []string `json:"tools,omitempty"`
 	Resources []string `json:"resources,omitempty"`
 	Prompts   []string `json:"prompts,omitempty"`
+	Events    []string `json:"events,omitempty"`
 	Hidden    bool     `json:"hidden,omitempty"`
 }
 
@@ -116,7 +122,7 @@ type grant struct {
 	forSelf bool   // "self": direct calls
 	forSet  map[lpeer.ID]struct{}
 	hidden  bool
-	kinds   [Prompt + 1][]pattern.Pattern // by Kind
+	kinds   [Event + 1][]pattern.Pattern // by Kind
 }
 
 const (
@@ -145,8 +151,11 @@ func Closed() *Policy { return &Policy{} }
 //   - server: a server name, or "*" (the default) for all.
 //   - tools, prompts: name patterns; resources: URI patterns, also matched
 //     against resource templates' URI templates. A "*" in a pattern matches
-//     any run of characters ("/" included); everything else is literal. A
-//     grant must grant at least one of the three.
+//     any run of characters ("/" included); everything else is literal.
+//   - events: event name patterns: the caller may subscribe to the node's
+//     events of those names (events are the node's, so a grant with events
+//     names no server). Closed like the rest: no grant, no subscription.
+//   - A grant must grant at least one of the four.
 //   - hidden: leave the grant's capabilities out of the node's public card.
 //
 // Groups map a name to peer IDs and other groups' names. Unknown fields,
@@ -246,7 +255,7 @@ func compileGrant(gj grantJSON, groups map[string]map[lpeer.ID]struct{}, p *Poli
 		kind Kind
 		what string
 		pats []string
-	}{{Tool, "tool", gj.Tools}, {Resource, "resource", gj.Resources}, {Prompt, "prompt", gj.Prompts}} {
+	}{{Tool, "tool", gj.Tools}, {Resource, "resource", gj.Resources}, {Prompt, "prompt", gj.Prompts}, {Event, "event", gj.Events}} {
 		for _, s := range k.pats {
 			if s == "" {
 				return nil, fmt.Errorf("empty %s pattern", k.what)
@@ -254,8 +263,11 @@ func compileGrant(gj grantJSON, groups map[string]map[lpeer.ID]struct{}, p *Poli
 			g.kinds[k.kind] = append(g.kinds[k.kind], pattern.Compile(s))
 		}
 	}
-	if len(gj.Tools)+len(gj.Resources)+len(gj.Prompts) == 0 {
-		return nil, errors.New("grants nothing: give tools, resources or prompts")
+	if len(gj.Tools)+len(gj.Resources)+len(gj.Prompts)+len(gj.Events) == 0 {
+		return nil, errors.New("grants nothing: give tools, resources, prompts or events")
+	}
+	if len(gj.Events) > 0 && g.server != "" {
+		return nil, fmt.Errorf("events belong to the node, not to server %q: grant them in a grant without a server", g.server)
 	}
 	if anyCaller {
 		p.anyPeer = append(p.anyPeer, g)
@@ -453,7 +465,7 @@ func (p *Policy) check(a *Access, ok func(*grant, *Access) bool) bool {
 	if p.open || (p.self != "" && a.Caller == p.self) {
 		return true
 	}
-	if a.Kind < Tool || a.Kind > Prompt {
+	if a.Kind < Tool || a.Kind > Event {
 		return false
 	}
 	for _, gs := range [2][]*grant{p.byPeer[a.Caller], p.anyPeer} {
@@ -483,6 +495,12 @@ func (g *grant) covers(a *Access) bool {
 	return false
 }
 
+// onServers reports whether g grants anything on servers: a grant of
+// events alone opens no session.
+func (g *grant) onServers() bool {
+	return len(g.kinds[Tool])+len(g.kinds[Resource])+len(g.kinds[Prompt]) > 0
+}
+
 func (g *grant) coversFor(principal lpeer.ID) bool {
 	switch {
 	case g.forAny:
@@ -509,7 +527,7 @@ func (p *Policy) AllowsServer(caller, forPeer lpeer.ID, server string) bool {
 		forPeer = ""
 	}
 	ok := func(g *grant) bool {
-		return (g.server == "" || g.server == server) && (forPeer == Anyone || g.coversFor(forPeer))
+		return (g.server == "" || g.server == server) && g.onServers() && (forPeer == Anyone || g.coversFor(forPeer))
 	}
 	return slices.ContainsFunc(p.byPeer[caller], ok) || slices.ContainsFunc(p.anyPeer, ok)
 }
@@ -524,7 +542,7 @@ func (p *Policy) Advertised(server string, kind Kind, name string) bool {
 	if p.open {
 		return true
 	}
-	if kind < Tool || kind > Prompt {
+	if kind < Tool || kind > Event {
 		return false
 	}
 	for _, g := range p.grants {

@@ -345,3 +345,44 @@ func BenchmarkPolicyAllows(b *testing.B) {
 		})
 	}
 }
+
+// Subscribing to events is a grant like a tool: closed by default, by name
+// pattern, the node's and not a server's, and no session opener.
+func TestPolicyEvents(t *testing.T) {
+	a, b, stranger := peertest.ID(t, 1), peertest.ID(t, 2), peertest.ID(t, 3)
+	p := mustParsePolicy(t, fmt.Sprintf(`{"grants": [
+	  {"peers": [%q], "events": ["mcp.resource.updated", "job.*"]},
+	  {"peers": [%q], "events": ["mesh.*"], "hidden": true}
+	]}`, a, b))
+	tests := []struct {
+		a    Access
+		want bool
+	}{
+		{Access{Caller: a, Kind: Event, Name: "mcp.resource.updated"}, true},
+		{Access{Caller: a, Kind: Event, Name: "job.done"}, true},
+		{Access{Caller: a, Kind: Event, Name: "mesh.peer.joined"}, false},
+		{Access{Caller: b, Kind: Event, Name: "mesh.peer.joined"}, true},
+		{Access{Caller: stranger, Kind: Event, Name: "job.done"}, false},
+		{Access{Caller: a, Kind: Tool, Name: "job.done"}, false}, // an event grant is no tool grant
+	}
+	for _, tt := range tests {
+		if got := p.Allows(tt.a); got != tt.want {
+			t.Errorf("Allows(%v %s %s) = %v, want %v", tt.a.Caller, tt.a.Kind, tt.a.Name, got, tt.want)
+		}
+	}
+	if Closed().Allows(Access{Caller: a, Kind: Event, Name: "job.done"}) {
+		t.Error("the closed policy lets a peer subscribe")
+	}
+	if !Open().Allows(Access{Caller: a, Kind: Event, Name: "job.done"}) {
+		t.Error("the open policy refuses a subscription")
+	}
+	if !p.Advertised("", Event, "job.done") || p.Advertised("", Event, "mesh.peer.left") {
+		t.Error("Advertised: want job.done on the card, the hidden mesh.* not")
+	}
+	if p.AllowsServer(a, "", "node") {
+		t.Error("a grant of events alone opens sessions to servers")
+	}
+	if _, err := Parse(fmt.Appendf(nil, `{"grants": [{"peers": [%q], "server": "files", "events": ["x"]}]}`, a)); err == nil || !strings.Contains(err.Error(), "grant 1: events belong to the node") {
+		t.Errorf("a grant of events on a server: err %v", err)
+	}
+}

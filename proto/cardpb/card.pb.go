@@ -4,7 +4,7 @@
 // versions:
 // 	protoc-gen-go v1.36.12
 // 	protoc        v3.21.12
-// source: proto/card.proto
+// source: card.proto
 
 package cardpb
 
@@ -40,15 +40,18 @@ type Card struct {
 	// Listen addresses, as binary multiaddrs.
 	Addrs [][]byte `protobuf:"bytes,8,rep,name=addrs,proto3" json:"addrs,omitempty"`
 	// Tags that apply to the whole node.
-	Tags          []string  `protobuf:"bytes,9,rep,name=tags,proto3" json:"tags,omitempty"`
-	Servers       []*Server `protobuf:"bytes,10,rep,name=servers,proto3" json:"servers,omitempty"`
+	Tags    []string  `protobuf:"bytes,9,rep,name=tags,proto3" json:"tags,omitempty"`
+	Servers []*Server `protobuf:"bytes,10,rep,name=servers,proto3" json:"servers,omitempty"`
+	// The event types the node's peers may subscribe to (events/list has
+	// their schemas), so that "find event:NAME" finds their sources.
+	Events        []*EventType `protobuf:"bytes,11,rep,name=events,proto3" json:"events,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Card) Reset() {
 	*x = Card{}
-	mi := &file_proto_card_proto_msgTypes[0]
+	mi := &file_card_proto_msgTypes[0]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -60,7 +63,7 @@ func (x *Card) String() string {
 func (*Card) ProtoMessage() {}
 
 func (x *Card) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_card_proto_msgTypes[0]
+	mi := &file_card_proto_msgTypes[0]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -73,7 +76,7 @@ func (x *Card) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Card.ProtoReflect.Descriptor instead.
 func (*Card) Descriptor() ([]byte, []int) {
-	return file_proto_card_proto_rawDescGZIP(), []int{0}
+	return file_card_proto_rawDescGZIP(), []int{0}
 }
 
 func (x *Card) GetPeerId() []byte {
@@ -146,6 +149,77 @@ func (x *Card) GetServers() []*Server {
 	return nil
 }
 
+func (x *Card) GetEvents() []*EventType {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+// EventType is a kind of event the node emits.
+type EventType struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The first sentence or so of the event type's description.
+	Description string `protobuf:"bytes,2,opt,name=description,proto3" json:"description,omitempty"`
+	// Whether the node keeps a log of these events that a subscriber can
+	// resume from (a cursor), or only delivers them as they happen.
+	Replay        bool `protobuf:"varint,3,opt,name=replay,proto3" json:"replay,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EventType) Reset() {
+	*x = EventType{}
+	mi := &file_card_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EventType) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EventType) ProtoMessage() {}
+
+func (x *EventType) ProtoReflect() protoreflect.Message {
+	mi := &file_card_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EventType.ProtoReflect.Descriptor instead.
+func (*EventType) Descriptor() ([]byte, []int) {
+	return file_card_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *EventType) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *EventType) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
+func (x *EventType) GetReplay() bool {
+	if x != nil {
+		return x.Replay
+	}
+	return false
+}
+
 // Server is one MCP server the node shares, under its name.
 type Server struct {
 	state             protoimpl.MessageState `protogen:"open.v1"`
@@ -164,7 +238,7 @@ type Server struct {
 
 func (x *Server) Reset() {
 	*x = Server{}
-	mi := &file_proto_card_proto_msgTypes[1]
+	mi := &file_card_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -176,7 +250,7 @@ func (x *Server) String() string {
 func (*Server) ProtoMessage() {}
 
 func (x *Server) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_card_proto_msgTypes[1]
+	mi := &file_card_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -189,7 +263,7 @@ func (x *Server) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Server.ProtoReflect.Descriptor instead.
 func (*Server) Descriptor() ([]byte, []int) {
-	return file_proto_card_proto_rawDescGZIP(), []int{1}
+	return file_card_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Server) GetName() string {
@@ -247,7 +321,7 @@ type Tool struct {
 
 func (x *Tool) Reset() {
 	*x = Tool{}
-	mi := &file_proto_card_proto_msgTypes[2]
+	mi := &file_card_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -259,7 +333,7 @@ func (x *Tool) String() string {
 func (*Tool) ProtoMessage() {}
 
 func (x *Tool) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_card_proto_msgTypes[2]
+	mi := &file_card_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -272,7 +346,7 @@ func (x *Tool) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Tool.ProtoReflect.Descriptor instead.
 func (*Tool) Descriptor() ([]byte, []int) {
-	return file_proto_card_proto_rawDescGZIP(), []int{2}
+	return file_card_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Tool) GetName() string {
@@ -316,7 +390,7 @@ type Resource struct {
 
 func (x *Resource) Reset() {
 	*x = Resource{}
-	mi := &file_proto_card_proto_msgTypes[3]
+	mi := &file_card_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -328,7 +402,7 @@ func (x *Resource) String() string {
 func (*Resource) ProtoMessage() {}
 
 func (x *Resource) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_card_proto_msgTypes[3]
+	mi := &file_card_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -341,7 +415,7 @@ func (x *Resource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Resource.ProtoReflect.Descriptor instead.
 func (*Resource) Descriptor() ([]byte, []int) {
-	return file_proto_card_proto_rawDescGZIP(), []int{3}
+	return file_card_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Resource) GetUri() string {
@@ -391,7 +465,7 @@ type ResourceTemplate struct {
 
 func (x *ResourceTemplate) Reset() {
 	*x = ResourceTemplate{}
-	mi := &file_proto_card_proto_msgTypes[4]
+	mi := &file_card_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -403,7 +477,7 @@ func (x *ResourceTemplate) String() string {
 func (*ResourceTemplate) ProtoMessage() {}
 
 func (x *ResourceTemplate) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_card_proto_msgTypes[4]
+	mi := &file_card_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -416,7 +490,7 @@ func (x *ResourceTemplate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResourceTemplate.ProtoReflect.Descriptor instead.
 func (*ResourceTemplate) Descriptor() ([]byte, []int) {
-	return file_proto_card_proto_rawDescGZIP(), []int{4}
+	return file_card_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ResourceTemplate) GetUriTemplate() string {
@@ -458,7 +532,7 @@ type Prompt struct {
 
 func (x *Prompt) Reset() {
 	*x = Prompt{}
-	mi := &file_proto_card_proto_msgTypes[5]
+	mi := &file_card_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -470,7 +544,7 @@ func (x *Prompt) String() string {
 func (*Prompt) ProtoMessage() {}
 
 func (x *Prompt) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_card_proto_msgTypes[5]
+	mi := &file_card_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -483,7 +557,7 @@ func (x *Prompt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Prompt.ProtoReflect.Descriptor instead.
 func (*Prompt) Descriptor() ([]byte, []int) {
-	return file_proto_card_proto_rawDescGZIP(), []int{5}
+	return file_card_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Prompt) GetName() string {
@@ -507,11 +581,12 @@ func (x *Prompt) GetDescription() string {
 	return ""
 }
 
-var File_proto_card_proto protoreflect.FileDescriptor
+var File_card_proto protoreflect.FileDescriptor
 
-const file_proto_card_proto_rawDesc = "" +
+const file_card_proto_rawDesc = "" +
 	"\n" +
-	"\x10proto/card.proto\x12\x0fmcpmesh.card.v1\"\xa4\x02\n" +
+	"\n" +
+	"card.proto\x12\x0fmcpmesh.card.v1\"\xd8\x02\n" +
 	"\x04Card\x12\x17\n" +
 	"\apeer_id\x18\x01 \x01(\fR\x06peerId\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12 \n" +
@@ -524,7 +599,12 @@ const file_proto_card_proto_rawDesc = "" +
 	"\x05addrs\x18\b \x03(\fR\x05addrs\x12\x12\n" +
 	"\x04tags\x18\t \x03(\tR\x04tags\x121\n" +
 	"\aservers\x18\n" +
-	" \x03(\v2\x17.mcpmesh.card.v1.ServerR\aservers\"\xa6\x02\n" +
+	" \x03(\v2\x17.mcpmesh.card.v1.ServerR\aservers\x122\n" +
+	"\x06events\x18\v \x03(\v2\x1a.mcpmesh.card.v1.EventTypeR\x06events\"Y\n" +
+	"\tEventType\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
+	"\vdescription\x18\x02 \x01(\tR\vdescription\x12\x16\n" +
+	"\x06replay\x18\x03 \x01(\bR\x06replay\"\xa6\x02\n" +
 	"\x06Server\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12+\n" +
 	"\x05tools\x18\x02 \x03(\v2\x15.mcpmesh.card.v1.ToolR\x05tools\x127\n" +
@@ -555,59 +635,61 @@ const file_proto_card_proto_rawDesc = "" +
 	"\vdescription\x18\x03 \x01(\tR\vdescriptionB)Z'github.com/mcpmesh/mcpmesh/proto/cardpbb\x06proto3"
 
 var (
-	file_proto_card_proto_rawDescOnce sync.Once
-	file_proto_card_proto_rawDescData []byte
+	file_card_proto_rawDescOnce sync.Once
+	file_card_proto_rawDescData []byte
 )
 
-func file_proto_card_proto_rawDescGZIP() []byte {
-	file_proto_card_proto_rawDescOnce.Do(func() {
-		file_proto_card_proto_rawDescData = protoimpl.X.CompressGZIP(unsafe.Slice(unsafe.StringData(file_proto_card_proto_rawDesc), len(file_proto_card_proto_rawDesc)))
+func file_card_proto_rawDescGZIP() []byte {
+	file_card_proto_rawDescOnce.Do(func() {
+		file_card_proto_rawDescData = protoimpl.X.CompressGZIP(unsafe.Slice(unsafe.StringData(file_card_proto_rawDesc), len(file_card_proto_rawDesc)))
 	})
-	return file_proto_card_proto_rawDescData
+	return file_card_proto_rawDescData
 }
 
-var file_proto_card_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
-var file_proto_card_proto_goTypes = []any{
+var file_card_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_card_proto_goTypes = []any{
 	(*Card)(nil),             // 0: mcpmesh.card.v1.Card
-	(*Server)(nil),           // 1: mcpmesh.card.v1.Server
-	(*Tool)(nil),             // 2: mcpmesh.card.v1.Tool
-	(*Resource)(nil),         // 3: mcpmesh.card.v1.Resource
-	(*ResourceTemplate)(nil), // 4: mcpmesh.card.v1.ResourceTemplate
-	(*Prompt)(nil),           // 5: mcpmesh.card.v1.Prompt
+	(*EventType)(nil),        // 1: mcpmesh.card.v1.EventType
+	(*Server)(nil),           // 2: mcpmesh.card.v1.Server
+	(*Tool)(nil),             // 3: mcpmesh.card.v1.Tool
+	(*Resource)(nil),         // 4: mcpmesh.card.v1.Resource
+	(*ResourceTemplate)(nil), // 5: mcpmesh.card.v1.ResourceTemplate
+	(*Prompt)(nil),           // 6: mcpmesh.card.v1.Prompt
 }
-var file_proto_card_proto_depIdxs = []int32{
-	1, // 0: mcpmesh.card.v1.Card.servers:type_name -> mcpmesh.card.v1.Server
-	2, // 1: mcpmesh.card.v1.Server.tools:type_name -> mcpmesh.card.v1.Tool
-	3, // 2: mcpmesh.card.v1.Server.resources:type_name -> mcpmesh.card.v1.Resource
-	4, // 3: mcpmesh.card.v1.Server.resource_templates:type_name -> mcpmesh.card.v1.ResourceTemplate
-	5, // 4: mcpmesh.card.v1.Server.prompts:type_name -> mcpmesh.card.v1.Prompt
-	5, // [5:5] is the sub-list for method output_type
-	5, // [5:5] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+var file_card_proto_depIdxs = []int32{
+	2, // 0: mcpmesh.card.v1.Card.servers:type_name -> mcpmesh.card.v1.Server
+	1, // 1: mcpmesh.card.v1.Card.events:type_name -> mcpmesh.card.v1.EventType
+	3, // 2: mcpmesh.card.v1.Server.tools:type_name -> mcpmesh.card.v1.Tool
+	4, // 3: mcpmesh.card.v1.Server.resources:type_name -> mcpmesh.card.v1.Resource
+	5, // 4: mcpmesh.card.v1.Server.resource_templates:type_name -> mcpmesh.card.v1.ResourceTemplate
+	6, // 5: mcpmesh.card.v1.Server.prompts:type_name -> mcpmesh.card.v1.Prompt
+	6, // [6:6] is the sub-list for method output_type
+	6, // [6:6] is the sub-list for method input_type
+	6, // [6:6] is the sub-list for extension type_name
+	6, // [6:6] is the sub-list for extension extendee
+	0, // [0:6] is the sub-list for field type_name
 }
 
-func init() { file_proto_card_proto_init() }
-func file_proto_card_proto_init() {
-	if File_proto_card_proto != nil {
+func init() { file_card_proto_init() }
+func file_card_proto_init() {
+	if File_card_proto != nil {
 		return
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
-			RawDescriptor: unsafe.Slice(unsafe.StringData(file_proto_card_proto_rawDesc), len(file_proto_card_proto_rawDesc)),
+			RawDescriptor: unsafe.Slice(unsafe.StringData(file_card_proto_rawDesc), len(file_card_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   6,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
-		GoTypes:           file_proto_card_proto_goTypes,
-		DependencyIndexes: file_proto_card_proto_depIdxs,
-		MessageInfos:      file_proto_card_proto_msgTypes,
+		GoTypes:           file_card_proto_goTypes,
+		DependencyIndexes: file_card_proto_depIdxs,
+		MessageInfos:      file_card_proto_msgTypes,
 	}.Build()
-	File_proto_card_proto = out.File
-	file_proto_card_proto_goTypes = nil
-	file_proto_card_proto_depIdxs = nil
+	File_card_proto = out.File
+	file_card_proto_goTypes = nil
+	file_card_proto_depIdxs = nil
 }

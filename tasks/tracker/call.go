@@ -64,7 +64,7 @@ func (tr *Tracker) Call(ctx context.Context, p lpeer.ID, server, tool string, ar
 			b = tasks.DefaultBudget
 		}
 		var err error
-		root, err = tr.reg.Begin(tasks.Task{ID: id, Root: id, Role: tasks.Call, Server: server, Tool: tool, Target: target, Budget: b}, cancel)
+		root, err = tr.reg.Begin(tasks.Task{ID: id, Root: id, Role: tasks.Call, Server: server, Tool: tool, Target: target, Budget: b, Cause: tasks.CauseOf(ctx)}, cancel)
 		if err != nil {
 			return nil, err
 		}

@@ -53,6 +53,11 @@ type Config struct {
 	// liveness checker, reach.Liveness).
 	Hold func(p lpeer.ID) (release func())
 
+	// Ended, if not nil, is told of each task that ends as the root of its
+	// tree (a call made outside any task, a call served for a plain MCP
+	// client), with a snapshot of it. It must not block.
+	Ended func(tasks.Task)
+
 	// The node's own user, who answers the questions of calls made outside
 	// any task; nil: such questions are refused.
 	Elicit      func(context.Context, *sdkmcp.ElicitRequest) (*sdkmcp.ElicitResult, error)
@@ -91,6 +96,9 @@ var ErrClosed = errors.New("node closed")
 // New returns the task layer of the node cfg describes.
 func New(cfg Config) *Tracker {
 	reg := tasks.NewRegistry(cfg.Self.String(), cfg.Retention)
+	if cfg.Ended != nil {
+		reg.OnEnd(cfg.Ended)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Tracker{
 		cfg:      cfg,

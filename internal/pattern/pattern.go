@@ -1,6 +1,6 @@
-// Package pattern compiles and matches the name patterns of policies and
-// delegations: "*" matches any run of characters, everything else is
-// literal.
+// Package pattern compiles and matches name patterns: those of policies,
+// delegations and event filters. "*" matches any run of characters,
+// everything else is literal.
 package pattern
 
 import "strings"
