@@ -206,8 +206,10 @@ func TestIsolatedProgramCrashEndsOnlyItsSession(t *testing.T) {
 		second, err = calcPID(ctx, a, b)
 		return err == nil && second != first
 	})
+	// Sessions: A's, and the node's own that watches the program's
+	// resources for events (an isolated session too).
 	st := status(t, b, "calc")
-	if st.Mode != "isolated" || st.Restarts != 0 || !st.Running || st.Tools != 6 || st.Sessions != 1 {
+	if st.Mode != "isolated" || st.Restarts != 0 || !st.Running || st.Tools != 6 || st.Sessions != 2 {
 		t.Errorf("status after a caller's process crashed = %+v", st)
 	}
 	if !strings.Contains(stderr.String(), "[calc] crashing on purpose") {

@@ -73,7 +73,9 @@ type Share struct {
 	up   *upstream.Upstream
 	cfg  ShareConfig
 	sup  *upstream.Supervisor
-	pool *upstream.Pool // isolated mode
+	pool *upstream.Pool // isolated mode, from Start (under mu)
+	// started is closed by Start.
+	started chan struct{}
 
 	ctx    context.Context // ends with Stop
 	cancel context.CancelFunc
@@ -91,7 +93,7 @@ func NewShare(up *upstream.Upstream, cfg ShareConfig) *Share {
 		cfg.Mode = Isolated
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Share{up: up, cfg: cfg, ctx: ctx, cancel: cancel}
+	s := &Share{up: up, cfg: cfg, ctx: ctx, cancel: cancel, started: make(chan struct{})}
 	s.sup = upstream.New(up, s)
 	return s
 }
@@ -100,9 +102,20 @@ func NewShare(up *upstream.Upstream, cfg ShareConfig) *Share {
 // spares).
 func (s *Share) Start() {
 	if s.cfg.Mode == Isolated {
-		s.pool = upstream.NewPool(s.up, s.cfg.Pool)
+		pool := upstream.NewPool(s.up, s.cfg.Pool)
+		s.mu.Lock()
+		s.pool = pool
+		s.mu.Unlock()
 	}
+	close(s.started)
 	s.sup.Start()
+}
+
+// isolatedPool returns the pool of an isolated share, nil until Start.
+func (s *Share) isolatedPool() *upstream.Pool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.pool
 }
 
 // Ready waits for the outcome of the first start (see upstream.Supervisor).
@@ -113,8 +126,8 @@ func (s *Share) Stop() {
 	s.cancel()
 	s.group.Stop()
 	s.sup.Stop()
-	if s.pool != nil {
-		s.pool.Close()
+	if pool := s.isolatedPool(); pool != nil {
+		pool.Close()
 	}
 	s.group.Wait()
 }
@@ -126,9 +139,9 @@ func (s *Share) Mode() Mode { return s.cfg.Mode }
 func (s *Share) Status() upstream.ShareStatus {
 	st := s.sup.Status()
 	st.Mode = string(s.cfg.Mode)
-	if s.pool != nil {
+	if pool := s.isolatedPool(); pool != nil {
 		var lastErr string
-		st.Sessions, st.Spares, lastErr = s.pool.Stats()
+		st.Sessions, st.Spares, lastErr = pool.Stats()
 		if st.LastError == "" {
 			st.LastError = lastErr
 		}
@@ -166,7 +179,14 @@ var ErrNotRunning = errors.New("shared server is not running")
 // the shared session in shared mode. Closing it ends it.
 func (s *Share) Open(ctx context.Context, caller string) (*Upstream, error) {
 	if s.cfg.Mode == Isolated {
-		l, err := s.pool.Acquire(ctx, caller)
+		select { // a session may come between the node's adding the share and Start
+		case <-s.started:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-s.ctx.Done():
+			return nil, upstream.ErrPoolClosed
+		}
+		l, err := s.isolatedPool().Acquire(ctx, caller)
 		if err != nil {
 			return nil, err
 		}
