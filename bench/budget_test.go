@@ -14,8 +14,8 @@ import (
 // measured again (the benchmarks named with each) and corrected. The
 // budgets leave about 15 % of slack over the measured values.
 const (
-	// A mesh call between two nodes (BenchmarkCall/mesh): 221 KB and
-	// 220 allocations measured.
+	// A mesh call between two nodes (BenchmarkCall/mesh): 222 KB and
+	// 227 allocations measured.
 	meshCallBytes, meshCallAllocs = 256 << 10, 256
 	// What a --share-peer relay hop adds (BenchmarkRelay, via-relay
 	// against direct): 14.9 KB and 120 allocations measured, the relayed
@@ -23,8 +23,10 @@ const (
 	// 4 KB.
 	relayHopBytes, relayHopAllocs = 18 << 10, 140
 	// What task tracking adds to one hop (BenchmarkTaskHop, 1hop-tracked
-	// against 1hop-untracked): 4.7–4.9 KB and 52–56 allocations measured.
-	trackedHopBytes, trackedHopAllocs = 6 << 10, 64
+	// against 1hop-untracked): 5.7–6.3 KB and 59–62 allocations measured
+	// (52–56 and 4.7–4.9 KB before the merge of issue 12's host side and
+	// the events: this budget is what caught the change).
+	trackedHopBytes, trackedHopAllocs = 7<<10 + 512, 72
 )
 
 // perCall returns the allocations and bytes allocated per call of c, over
@@ -55,12 +57,13 @@ func perCall(t *testing.T, c call, runs int) (allocs, bytes float64) {
 }
 
 func TestAllocationBudgets(t *testing.T) {
+	if raceEnabled {
+		// .ci/run runs this test again without -race, so CI checks it.
+		t.Skip("allocations differ under the race detector; the budgets are of normal builds")
+	}
 	const runs = 100
 	within := func(what string, allocs, bytes float64, maxAllocs, maxBytes int) {
 		t.Helper()
-		if raceEnabled { // the race detector's instrumentation allocates too
-			maxAllocs, maxBytes = maxAllocs*6/5, maxBytes*3/2
-		}
 		t.Logf("%s: %.0f allocations, %.1f KB", what, allocs, bytes/1024)
 		if allocs > float64(maxAllocs) {
 			t.Errorf("%s: %.0f allocations, over its budget of %d (DESIGN.md's figure is out of date: measure it again)", what, allocs, maxAllocs)

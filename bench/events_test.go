@@ -244,6 +244,11 @@ func TestEventPaths(t *testing.T) {
 // together (heap and goroutine stacks, after a GC), and the goroutines each
 // holds.
 func TestMemoryPerSubscription(t *testing.T) {
+	if raceEnabled {
+		// 53 KiB under -race against 35 KiB without: .ci/run runs this test
+		// again without -race, so CI checks the budget.
+		t.Skip("memory differs under the race detector; the budget is of normal builds")
+	}
 	const perPeer, peers = 50, 4
 	src := newNode(t, node.WithEvents(node.EventsConfig{MaxSubscriptionsPerPeer: perPeer + 1}))
 	if err := src.DeclareEvent(events.Type{Name: "bench.mem"}); err != nil {
