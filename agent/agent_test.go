@@ -644,3 +644,31 @@ func TestAskingAgentIsNotRunTwice(t *testing.T) {
 		})
 	}
 }
+
+// A model that answers after the agent's deadline has passed gives a
+// partial answer that says so, not an answer: the stop reason is exact
+// (issue 14: it said "answer" when the deadline passed mid-script).
+func TestDeadlinePassedDuringTheModelsReply(t *testing.T) {
+	n := newNode(t)
+	const deadline = 50 * time.Millisecond
+	late := backendFunc(func(ctx context.Context, req *agent.Request) (*agent.Reply, error) {
+		time.Sleep(2 * deadline) // a reply that ignores the deadline
+		return &agent.Reply{Text: "late words"}, nil
+	})
+	cfg := agent.Config{
+		Name: "slowthinker", Description: "Thinks past its deadline.",
+		Model:   agent.ModelConfig{Backend: "scripted", Script: []agent.ScriptStep{{Answer: "unused"}}},
+		Budgets: agent.Budgets{Deadline: agent.Duration(deadline)},
+	}
+	if err := agent.Add(n, cfg, agent.WithBackend(late)); err != nil {
+		t.Fatal(err)
+	}
+	res, err := n.CallTool(context.Background(), n.ID(), "slowthinker", map[string]any{"task": "go"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := outcome(t, res)
+	if res.IsError || out.StopReason != agent.StopDeadline || !strings.Contains(text(res), "Its last words: late words") {
+		t.Fatalf("answer %q, outcome %+v; want a partial answer at the deadline with the model's late words", text(res), out)
+	}
+}

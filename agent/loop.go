@@ -128,11 +128,19 @@ func (r *run) loop(ctx context.Context, in Input) (string, *Outcome, error) {
 		Tools:    r.a.tools,
 	}
 	maxSteps := cfg.Budgets.MaxSteps
+	// over reports whether the run's deadline has passed, by the clock: a
+	// context's timer may fire a little after its deadline (on a busy
+	// machine, tens of milliseconds), and a reply or a tool result that
+	// came in that gap came too late.
+	over := func() bool {
+		d, _ := ctx.Deadline()
+		return parent.Err() == nil && (ctx.Err() != nil || !time.Now().Before(d))
+	}
 	for {
 		if r.out.Steps >= maxSteps {
 			return r.partial(StopMaxSteps)
 		}
-		if ctx.Err() != nil && parent.Err() == nil {
+		if over() {
 			return r.partial(StopDeadline)
 		}
 		r.out.Steps++
@@ -146,7 +154,7 @@ func (r *run) loop(ctx context.Context, in Input) (string, *Outcome, error) {
 			switch {
 			case parent.Err() != nil:
 				return "", nil, parent.Err()
-			case ctx.Err() != nil:
+			case over():
 				return r.partial(StopDeadline)
 			case errors.Is(err, ask.ErrInputRequired):
 				return "", nil, err
@@ -160,6 +168,9 @@ func (r *run) loop(ctx context.Context, in Input) (string, *Outcome, error) {
 			r.lastText = reply.Text
 		}
 		req.Messages = append(req.Messages, Message{Role: Assistant, Text: reply.Text, ToolCalls: reply.ToolCalls})
+		if over() {
+			return r.partial(StopDeadline) // the reply came after the deadline
+		}
 		if len(reply.ToolCalls) == 0 {
 			r.progress.report(ctx, step, maxSteps, fmt.Sprintf("%s: step %d/%d: answering", cfg.Name, step, maxSteps))
 			r.out.StopReason = StopAnswer
@@ -180,7 +191,7 @@ func (r *run) loop(ctx context.Context, in Input) (string, *Outcome, error) {
 			switch {
 			case parent.Err() != nil:
 				return "", nil, parent.Err()
-			case ctx.Err() != nil:
+			case over():
 				return r.partial(StopDeadline)
 			case err != nil:
 				return "", nil, err // a question must go up first

@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"runtime"
 	"slices"
 	"sync"
 	"time"
@@ -22,16 +23,23 @@ import (
 	logging "github.com/ipfs/go-log/v2"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"golang.org/x/time/rate"
+
+	"github.com/mcpmesh/mcpmesh/mcp/transport"
 )
 
 var log = logging.Logger("mcpmesh/limits")
 
 // Config sets a node's limits. A zero field takes its default (see
 // DefaultConfig); a negative MaxConcurrentPerPeer, Rate, Strikes,
-// MaxConcurrentPerPrincipal or PrincipalRate turns that limit off.
+// MaxConcurrentPerPrincipal, PrincipalRate, MaxMessageValues,
+// MaxMessageDepth, MaxBytesPerPeer, MaxBytesInFlight, WindowPerSession,
+// PacedPerSession, MaxHandshakingPerPeer, HandshakeTimeout, IdleTimeout or
+// LargeFrameRate turns that limit off.
 type Config struct {
 	// MaxConcurrentPerPeer bounds the calls one peer may have in flight at
-	// once (default 256).
+	// once (default 64: each holds goroutines and a task, ~20 KB beyond its
+	// message, and 50 peers at the bound stay within the memory bound of
+	// DESIGN.md).
 	MaxConcurrentPerPeer int
 	// Rate is how many calls per second one peer may start, on average
 	// (default 1000), with bursts of up to Burst calls (default 2000): a token
@@ -78,6 +86,61 @@ type Config struct {
 	// may hold open on one shared MCP server (default 2048).
 	MaxStreamsPerProtocol int
 
+	// MaxMessageValues and MaxMessageDepth bound one inbound message once
+	// decoded: the JSON values it holds (every scalar, key, array and
+	// object; default 65536) and how deep they nest (default 64). They
+	// are counted as the message arrives; one over either is refused with
+	// an error before anything decodes it (a strike).
+	MaxMessageValues int
+	MaxMessageDepth  int
+	// MaxBytesPerPeer and MaxBytesInFlight bound the memory that the
+	// messages in flight hold, as transport.FrameCost estimates it (the
+	// message, its copies and its decoded values): those of one peer
+	// (default 48 MiB, room for one message of the largest size and
+	// values) and of all peers together (default 96 MiB, a quarter of it
+	// kept for ordinary small requests). A message over the peer's budget
+	// is refused with an error (a strike), one over the node's with an
+	// error saying the node is busy (no strike).
+	MaxBytesPerPeer  int64
+	MaxBytesInFlight int64
+	// WindowPerSession is how many requests one session may have in flight
+	// (default 64, as MaxConcurrentPerPeer): at the window the node stops
+	// reading that session until it answers one, so a peer that pipelines
+	// waits instead of queueing work.
+	WindowPerSession int
+	// PacedPerSession is how many requests one session may have in flight
+	// before each further one waits for an answer, up to 10 ms
+	// (transport.PaceWait), before the node reads it (default 4): a peer
+	// that pipelines quick requests has about that many served at a time,
+	// so that its backlog does not multiply the other peers' latency,
+	// while slow calls still reach the window.
+	PacedPerSession int
+	// MaxSessions bounds the inbound MCP sessions the node holds, all
+	// peers and servers together (default 1024), MaxHandshaking those that
+	// have not sent a request yet (default 256), MaxHandshakingPerPeer
+	// those of one peer (default 8). A session past a bound makes room by
+	// evicting another: the oldest silent one of the same peer, else one of
+	// the peer holding the most sessions, silent first, then idle the
+	// longest (see Sessions). So identities that cost nothing to make
+	// cannot keep a newcomer out.
+	MaxSessions           int
+	MaxHandshaking        int
+	MaxHandshakingPerPeer int
+	// HandshakeTimeout is how long a new session may take to send its
+	// first request (default 10s); IdleTimeout how long a session with
+	// nothing in flight may go without one (default 30m) before it is
+	// closed.
+	HandshakeTimeout time.Duration
+	IdleTimeout      time.Duration
+	// LargeFramesAtOnce bounds how many sessions, of all peers, may be
+	// reading a message longer than transport.LargeFrame (64 KiB) at once
+	// (default one per two cores, at least one): the others wait their
+	// turn, so that peers sending large messages cannot take every core
+	// from the small ones.
+	LargeFramesAtOnce int
+	// LargeFrameRate is how fast the node reads those messages, all
+	// sessions together, in bytes per second (default 8 MiB/s).
+	LargeFrameRate int
 	// ConnsPerIP bounds the connections open at once with one IP address,
 	// both directions (default 64; libp2p's own is 8, too few for a team
 	// behind one NAT). Loopback is not bounded.
@@ -95,7 +158,7 @@ type Config struct {
 // DefaultConfig returns the default limits.
 func DefaultConfig() Config {
 	return Config{
-		MaxConcurrentPerPeer:      256,
+		MaxConcurrentPerPeer:      64,
 		Rate:                      1000,
 		Burst:                     2000,
 		MaxConcurrentPerPrincipal: 64,
@@ -109,6 +172,19 @@ func DefaultConfig() Config {
 		MaxMemoryPerPeer:          64 << 20,
 		MaxStreamsPerProtocolPeer: 64,
 		MaxStreamsPerProtocol:     2048,
+		MaxMessageValues:          transport.DefaultMaxValues,
+		MaxMessageDepth:           transport.DefaultMaxDepth,
+		MaxBytesPerPeer:           48 << 20,
+		MaxBytesInFlight:          96 << 20,
+		WindowPerSession:          transport.DefaultWindow,
+		PacedPerSession:           transport.DefaultPaced,
+		MaxSessions:               1024,
+		MaxHandshaking:            256,
+		MaxHandshakingPerPeer:     8,
+		HandshakeTimeout:          transport.DefaultHandshakeTimeout,
+		IdleTimeout:               transport.DefaultIdleTimeout,
+		LargeFramesAtOnce:         max(runtime.GOMAXPROCS(0)/2, 1),
+		LargeFrameRate:            transport.DefaultLargeFrameRate,
 		ConnsPerIP:                64,
 		ConnRatePerIP:             1,
 		ConnBurstPerIP:            64,
@@ -159,6 +235,39 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxStreamsPerProtocol <= 0 {
 		c.MaxStreamsPerProtocol = d.MaxStreamsPerProtocol
+	}
+	setInt(&c.MaxMessageValues, d.MaxMessageValues)
+	setInt(&c.MaxMessageDepth, d.MaxMessageDepth)
+	if c.MaxBytesPerPeer == 0 {
+		c.MaxBytesPerPeer = d.MaxBytesPerPeer
+	}
+	if c.MaxBytesInFlight == 0 {
+		c.MaxBytesInFlight = d.MaxBytesInFlight
+	}
+	setInt(&c.WindowPerSession, d.WindowPerSession)
+	setInt(&c.PacedPerSession, d.PacedPerSession)
+	setInt(&c.LargeFrameRate, d.LargeFrameRate)
+	setInt(&c.MaxSessions, d.MaxSessions)
+	setInt(&c.MaxHandshaking, d.MaxHandshaking)
+	setInt(&c.MaxHandshakingPerPeer, d.MaxHandshakingPerPeer)
+	if c.HandshakeTimeout == 0 {
+		c.HandshakeTimeout = d.HandshakeTimeout
+	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = d.IdleTimeout
+	}
+	if c.LargeFramesAtOnce <= 0 {
+		c.LargeFramesAtOnce = d.LargeFramesAtOnce
+	}
+	// Sessions are evicted to make room before the resource manager
+	// refuses a stream on a server's protocol (which counts them too, per
+	// server): the bounds stay below its own, with room for the streams
+	// that arrive while one is being made.
+	if room := c.MaxStreamsPerProtocol * 7 / 8; c.MaxSessions <= 0 || c.MaxSessions > room {
+		c.MaxSessions = max(room, 1)
+	}
+	if c.MaxHandshaking <= 0 || c.MaxHandshaking > c.MaxSessions {
+		c.MaxHandshaking = c.MaxSessions
 	}
 	if c.ConnsPerIP <= 0 {
 		c.ConnsPerIP = d.ConnsPerIP
@@ -235,6 +344,10 @@ type Limiter struct {
 	peers      table
 	principals table // calls on behalf of a principal, through other peers
 	onBan      []func(peer.ID, time.Time, string)
+	memory     int64 // held by all peers' messages in flight (Budget)
+	large      *transport.Gate
+
+	sessions sessionTable
 }
 
 // table is the state of peers, or of principals, by ID.
@@ -248,6 +361,7 @@ type peerState struct {
 	calls    *rate.Limiter // nil when Rate is off
 	strikes  *rate.Limiter // nil when Strikes is off
 	inflight int
+	memory   int64 // held by its messages in flight (Budget)
 	seen     time.Time
 	banned   time.Time // banned until then
 }
@@ -258,8 +372,10 @@ const minSweep = 256
 // New returns a limiter with cfg's limits (zero fields take their defaults).
 // self, the node's own ID, is never limited.
 func New(cfg Config, self peer.ID) *Limiter {
+	cfg = cfg.withDefaults()
 	return &Limiter{
-		cfg:        cfg.withDefaults(),
+		cfg:        cfg,
+		large:      transport.NewGate(cfg.LargeFramesAtOnce, cfg.LargeFrameRate),
 		self:       self,
 		now:        time.Now,
 		peers:      table{m: make(map[peer.ID]*peerState), sweepAt: minSweep},
@@ -468,7 +584,7 @@ func (l *Limiter) sweep(t *table, now time.Time) {
 		// first, so that a flood of new peers costs a sort now and then.
 		idle := make([]peer.ID, 0, len(t.m))
 		for p, s := range t.m {
-			if s.inflight == 0 {
+			if s.inflight == 0 && s.memory == 0 {
 				idle = append(idle, p)
 			}
 		}
@@ -492,7 +608,7 @@ func (l *Limiter) sweep(t *table, now time.Time) {
 
 // fresh reports whether s is what a newcomer's state would be.
 func (l *Limiter) fresh(s *peerState, now time.Time) bool {
-	if s.inflight > 0 || now.Before(s.banned) {
+	if s.inflight > 0 || s.memory > 0 || now.Before(s.banned) {
 		return false
 	}
 	if s.calls != nil && s.calls.TokensAt(now) < float64(s.calls.Burst()) {

@@ -301,3 +301,42 @@ func TestPeerSendingBrokenFramesIsBanned(t *testing.T) {
 	}
 	mustEcho(t, c, b, "c is still served")
 }
+
+// A newcomer gets in, however many streams identities that cost nothing to
+// make hold open without a word (or with a handshake and nothing after):
+// the node makes room by evicting theirs before its resource manager would
+// refuse a stream on the server's protocol (issue 14: 2,047 idle streams
+// kept a new peer out).
+func TestNewcomerGetsInPastIdleStreams(t *testing.T) {
+	const perProtocol = 32
+	b := newNode(t, node.WithLimits(limits.Config{MaxStreamsPerProtocol: perProtocol}))
+	flood := func(identities, streams int, handshake bool) {
+		for range identities {
+			h := newNode(t).Host() // an identity that sends raw bytes only
+			if err := h.Connect(ctxFor(t, 3*time.Second), lpeer.AddrInfo{ID: b.ID(), Addrs: b.Addrs()}); err != nil {
+				t.Fatal(err)
+			}
+			for j := range streams {
+				s, err := h.NewStream(ctxFor(t, 3*time.Second), b.ID(), transport.ProtocolID(transport.DefaultServer))
+				if err != nil {
+					continue // refused: a newcomer may find the same
+				}
+				if handshake {
+					s.Write([]byte(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"idle","version":"1"}}}` + "\n"))
+				} else if j%2 == 0 {
+					s.Write([]byte("\n"))
+				}
+			}
+		}
+	}
+	flood(6, 12, false)
+	a := newNode(t)
+	connect(t, a, b)
+	mustEcho(t, a, b, "past silent streams")
+
+	flood(6, 12, true)
+	c := newNode(t)
+	connect(t, c, b)
+	mustEcho(t, c, b, "past idle sessions")
+	mustEcho(t, a, b, "the first newcomer still served")
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/libp2p/go-libp2p/core/network"
+	lpeer "github.com/libp2p/go-libp2p/core/peer"
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
 
@@ -54,14 +55,35 @@ func (n *Node) serve(name string, server *sdkmcp.Server) network.StreamHandler {
 		remote := s.Conn().RemotePeer()
 		sess := trust.NewSession(name, remote)
 		ctx := trust.WithSession(identity.WithRemote(n.ctx, remote), sess)
-		t := &transport.StreamTransport{Stream: s, MaxMessageSize: n.cfg.maxMessageSize,
+		// The limits bound what the peer can make this session cost: what a
+		// message holds once decoded, its requests in flight, the memory
+		// they hold, how long it may stay silent.
+		t := &transport.StreamTransport{Stream: s, MaxMessageSize: n.cfg.maxMessageSize, Guard: n.guard(remote),
 			OnBadFrame: func(err error) { n.trust.BadFrame(remote, err) }}
+		conn := t.Conn()
+		// Room for this session, made by evicting another if need be
+		// (limits.OpenSession); and when the node closes, the session ends
+		// even while it waits for answers (at its window, or after the peer
+		// closed its side).
+		if n.limits != nil {
+			slot := n.limits.OpenSession(remote, conn.Activity, conn.Abort)
+			defer slot.Close()
+		}
+		defer context.AfterFunc(n.ctx, conn.Abort)()
+		// A stream that never speaks costs a read, not a session: the SDK's
+		// session is built once the peer has sent something, within the
+		// handshake timeout.
+		if err := conn.AwaitRequest(); err != nil {
+			log.Debugw("session not started", "peer", remote, "error", err)
+			conn.Close()
+			return
+		}
 		// The trust layer writes list_changed notices to this session alone,
 		// which the SDK has no call for.
 		notify := func(ctx context.Context, c sdkmcp.Connection) {
 			sess.Notify = func(method string) error { return c.Write(ctx, &jsonrpc.Request{Method: method}) }
 		}
-		ss, err := server.Connect(ctx, sdkcompat.OnConnect(t, notify), nil)
+		ss, err := server.Connect(ctx, sdkcompat.OnConnect(conn.Transport(), notify), nil)
 		if err != nil {
 			log.Debugw("serve session", "peer", remote, "error", err)
 			s.Reset()
@@ -78,4 +100,13 @@ func (n *Node) serve(name string, server *sdkmcp.Server) network.StreamHandler {
 		n.mu.Unlock()
 		log.Debugw("session ended", "peer", remote, "protocol", s.Protocol(), "error", err)
 	}
+}
+
+// guard returns the bounds of a session that p opens (limits.Limiter.Guard),
+// or the transport's defaults for the frames when the node has no limiter.
+func (n *Node) guard(p lpeer.ID) transport.Guard {
+	if n.limits == nil {
+		return transport.Guard{}
+	}
+	return n.limits.Guard(p)
 }

@@ -1,6 +1,8 @@
 package node_test
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/host"
 	lpeer "github.com/libp2p/go-libp2p/core/peer"
 	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
 
@@ -629,4 +632,83 @@ func TestTaskProgressComesBeforeTheResult(t *testing.T) {
 			t.Fatalf("round %d: %d progress notifications came after the result", round, late)
 		}
 	}
+}
+
+// rawSession opens a session to b's default server from a raw identity,
+// does the 2025-11-25 handshake, and returns a function that sends a frame
+// and returns the answer to the request with the given id (its line).
+func rawSession(t *testing.T, b *node.Node) (h host.Host, call func(id, frame string) string) {
+	t.Helper()
+	h = newNode(t).Host()
+	if err := h.Connect(ctxFor(t, 3*time.Second), lpeer.AddrInfo{ID: b.ID(), Addrs: b.Addrs()}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := h.NewStream(ctxFor(t, 3*time.Second), b.ID(), transport.ProtocolID(transport.DefaultServer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Reset() })
+	r := bufio.NewReader(s)
+	call = func(id, frame string) string {
+		t.Helper()
+		if _, err := s.Write([]byte(frame + "\n")); err != nil {
+			t.Fatal(err)
+		}
+		s.SetReadDeadline(time.Now().Add(5 * time.Second))
+		for {
+			line, err := r.ReadBytes('\n')
+			if err != nil {
+				t.Fatalf("no answer to %s: %v", id, err)
+			}
+			if bytes.HasPrefix(line, []byte(`{"jsonrpc":"2.0","id":`+id+`,`)) {
+				return string(line)
+			}
+		}
+	}
+	call("0", `{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}`+"\n"+
+		`{"jsonrpc":"2.0","method":"notifications/initialized"}`)
+	return h, call
+}
+
+// A caller that writes a hop budget above the node's own default in its
+// task context gets the node's (less the hops its path says were made);
+// the task records what was claimed.
+func TestClaimedHopBudgetIsClamped(t *testing.T) {
+	b := newNode(t)
+	h, call := rawSession(t, b)
+	m := &tasks.Meta{ID: tasks.NewID(), Root: tasks.NewID(), Path: []string{h.ID().String()}, Budget: 1000}
+	meta := map[string]any{}
+	m.Encode(meta)
+	params, _ := json.Marshal(map[string]any{"name": "echo", "arguments": map[string]any{"text": "x"}, "_meta": meta})
+	if line := call("1", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":`+string(params)+"}"); !strings.Contains(line, `"result"`) {
+		t.Fatalf("the call: %s", line)
+	}
+	got, ok := b.Task(m.ID)
+	if !ok || got.Budget != tasks.DefaultBudget || got.BudgetClaimed != 1000 {
+		t.Fatalf("task found %v, budget %d, claimed %d; want budget %d, 1000 claimed", ok, got.Budget, got.BudgetClaimed, tasks.DefaultBudget)
+	}
+}
+
+// The task methods with no params (or null ones) are answered with an
+// error, and the node goes on (FuzzServedSession found that tasks/get
+// without params crashed the node).
+func TestTaskMethodsWithoutParamsAreRefused(t *testing.T) {
+	b := newNode(t)
+	_, call := rawSession(t, b)
+	for i, method := range []string{"tasks/get", "tasks/update", "tasks/cancel", "mcpmesh/tasks/tree"} {
+		for j, params := range []string{``, `,"params":null`} {
+			id := fmt.Sprint(10*i + j + 1)
+			line := call(id, `{"jsonrpc":"2.0","id":`+id+`,"method":"`+method+`"`+params+`}`)
+			if !strings.Contains(line, `"error"`) && !strings.Contains(line, `"resultType":"complete"`) {
+				t.Errorf("%s%s: %s", method, params, line)
+			}
+		}
+	}
+	mustEcho(t, newConnected(t, b), b, "still serving")
+}
+
+func newConnected(t *testing.T, b *node.Node) *node.Node {
+	a := newNode(t)
+	connect(t, a, b)
+	return a
 }

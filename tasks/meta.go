@@ -292,7 +292,14 @@ var (
 //     refused;
 //   - the hop budget must not be exhausted;
 //   - the deadline, if any, must not have passed.
+//
+// The budget is the caller's claim, and a claim can only lower what the
+// node allows: its own default less the hops the path says were made
+// before (MaxBudget). Check lowers a budget above that to it, so that no
+// caller widens a tree by what it writes; an honest chain never needs it,
+// as each hop passes on one hop less.
 func Check(m *Meta, self, caller string) error {
+	m.Budget = min(m.Budget, MaxBudget(m.Path))
 	if len(m.Path) == 0 || m.Path[len(m.Path)-1] != caller {
 		return fmt.Errorf("%w: the call came from %s but its path is %s", ErrCaller, short(caller), PathString(m.Path))
 	}
@@ -313,6 +320,11 @@ func Check(m *Meta, self, caller string) error {
 	}
 	return nil
 }
+
+// MaxBudget is the most hops a call that came through path may still make:
+// DefaultBudget less the hops before the caller's (the root's call, whose
+// path is the root's node alone, may make them all).
+func MaxBudget(path []string) int { return max(DefaultBudget+1-len(path), 0) }
 
 // PathString shows a path of peer IDs as "A→B→C", each ID shortened to its
 // last 8 characters (enough to tell peers apart in a message).

@@ -62,21 +62,24 @@ func (h Hop) String() string { return h.Server + "/" + h.Tool + " on " + h.Peer 
 
 // Task is a snapshot of one task.
 type Task struct {
-	ID       string    `json:"id"`
-	Root     string    `json:"root"`
-	Role     Role      `json:"role"`
-	Peer     string    `json:"peer"`             // the node that holds the task
-	Caller   string    `json:"caller,omitempty"` // the authenticated peer that made the call (served tasks)
-	Parent   string    `json:"parent,omitempty"` // the caller's task ID
-	Path     []string  `json:"path,omitempty"`
-	Server   string    `json:"server"`
-	Tool     string    `json:"tool"`
-	Target   string    `json:"target,omitempty"` // the peer called (root calls)
-	Budget   int       `json:"budget"`
-	Deadline time.Time `json:"deadline,omitzero"`
-	State    State     `json:"state"`
-	Message  string    `json:"message,omitempty"`
-	Error    string    `json:"error,omitempty"`
+	ID     string   `json:"id"`
+	Root   string   `json:"root"`
+	Role   Role     `json:"role"`
+	Peer   string   `json:"peer"`             // the node that holds the task
+	Caller string   `json:"caller,omitempty"` // the authenticated peer that made the call (served tasks)
+	Parent string   `json:"parent,omitempty"` // the caller's task ID
+	Path   []string `json:"path,omitempty"`
+	Server string   `json:"server"`
+	Tool   string   `json:"tool"`
+	Target string   `json:"target,omitempty"` // the peer called (root calls)
+	Budget int      `json:"budget"`
+	// BudgetClaimed is the budget the caller claimed, when it was above
+	// what this node allows and Budget is the node's instead (tasks.Check).
+	BudgetClaimed int       `json:"budgetClaimed,omitempty"`
+	Deadline      time.Time `json:"deadline,omitzero"`
+	State         State     `json:"state"`
+	Message       string    `json:"message,omitempty"`
+	Error         string    `json:"error,omitempty"`
 	// FailedAt names the hop where the failure started, if this task failed
 	// because a task below it did.
 	FailedAt *Hop      `json:"failedAt,omitempty"`

@@ -84,6 +84,47 @@ func TestRegistryRetention(t *testing.T) {
 	}
 }
 
+// The hop budget a call arrives with is what its caller claims: it can only
+// lower what this node allows, which is its own default less the hops the
+// path says were made. Check clamps a claim above it (issue 14: a raw
+// caller claiming 1000 got a 12-node chain).
+func TestCheckClampsAClaimedBudget(t *testing.T) {
+	path := func(n int) []string {
+		var p []string
+		for i := range n {
+			p = append(p, string(rune('A'+i)))
+		}
+		return p
+	}
+	for _, tc := range []struct {
+		path, claimed, want int
+		err                 error
+	}{
+		{1, 1000, DefaultBudget, nil},
+		{3, 1000, DefaultBudget - 2, nil},
+		{3, 2, 2, nil}, // a lower claim stands
+		{DefaultBudget, 1000, 1, nil},
+		{DefaultBudget + 1, 5, 0, ErrBudget},
+		{40, 1 << 30, 0, ErrBudget},
+	} {
+		p := path(tc.path)
+		m := &Meta{ID: NewID(), Root: NewID(), Path: p, Budget: tc.claimed}
+		err := Check(m, "self", p[len(p)-1])
+		if !errors.Is(err, tc.err) || m.Budget != tc.want {
+			t.Errorf("path of %d, budget %d claimed: budget %d, %v; want %d, %v", tc.path, tc.claimed, m.Budget, err, tc.want, tc.err)
+		}
+	}
+	// An honest chain is never clamped: each hop passes on one less.
+	m := Root(NewID(), "A", 0, 0)
+	for i, self := range path(DefaultBudget)[1:] {
+		before := m.Budget
+		if err := Check(m, self, m.Path[len(m.Path)-1]); err != nil || m.Budget != before {
+			t.Fatalf("hop %d: budget %d → %d, %v", i+1, before, m.Budget, err)
+		}
+		m = m.Child(self, 0, 0)
+	}
+}
+
 // OnEnd hears of roots that end, once each, with their cause; not of tasks
 // with a parent, nor of parked ones.
 func TestRegistryOnEndRootsOnly(t *testing.T) {

@@ -87,6 +87,20 @@ type limitsConfig struct {
 	ConnsPerIP     int     `json:"connsPerIP,omitempty"`     // connections open at once with one IP address
 	ConnRatePerIP  float64 `json:"connRatePerIP,omitempty"`  // new connections per second with one public IP address…
 	ConnBurstPerIP int     `json:"connBurstPerIP,omitempty"` // …in bursts of
+	// What one peer's messages and sessions may cost (limits.Config).
+	MaxMessageValues      int    `json:"maxMessageValues,omitempty"`      // JSON values in one message
+	MaxMessageDepth       int    `json:"maxMessageDepth,omitempty"`       // how deep they nest
+	MaxBytesPerPeer       int64  `json:"maxBytesPerPeer,omitempty"`       // memory one peer's messages in flight may hold
+	MaxBytesInFlight      int64  `json:"maxBytesInFlight,omitempty"`      // … all peers' together
+	WindowPerSession      int    `json:"windowPerSession,omitempty"`      // requests outstanding on one session
+	PacedPerSession       int    `json:"pacedPerSession,omitempty"`       // requests in flight before the next waits for an answer
+	MaxSessions           int    `json:"maxSessions,omitempty"`           // inbound sessions, all peers
+	MaxHandshaking        int    `json:"maxHandshaking,omitempty"`        // … that have not sent a request yet
+	MaxHandshakingPerPeer int    `json:"maxHandshakingPerPeer,omitempty"` // … of one peer
+	HandshakeTimeout      string `json:"handshakeTimeout,omitempty"`      // e.g. "10s"
+	IdleTimeout           string `json:"idleTimeout,omitempty"`           // e.g. "30m"
+	LargeFramesAtOnce     int    `json:"largeFramesAtOnce,omitempty"`     // sessions reading a message over 64 KiB at once
+	LargeFrameRate        int    `json:"largeFrameRate,omitempty"`        // bytes per second such messages are read at
 }
 
 // trustOptions turns the file's delegation and limits sections into node
@@ -121,11 +135,25 @@ func (c *fileConfig) trustOptions() ([]node.Option, error) {
 		if err != nil {
 			return nil, err
 		}
+		handshake, err := optionalDuration("limits.handshakeTimeout", l.HandshakeTimeout)
+		if err != nil {
+			return nil, err
+		}
+		idle, err := optionalDuration("limits.idleTimeout", l.IdleTimeout)
+		if err != nil {
+			return nil, err
+		}
 		opts = append(opts, node.WithLimits(limits.Config{
 			MaxConcurrentPerPeer: l.MaxConcurrentPerPeer, Rate: l.Rate, Burst: l.Burst,
 			Strikes: l.Strikes, StrikeWindow: window, BanFor: ban,
 			MaxConcurrentPerPrincipal: l.MaxConcurrentPerPrincipal, PrincipalRate: l.PrincipalRate, PrincipalBurst: l.PrincipalBurst,
 			ConnsPerIP: l.ConnsPerIP, ConnRatePerIP: l.ConnRatePerIP, ConnBurstPerIP: l.ConnBurstPerIP,
+			MaxMessageValues: l.MaxMessageValues, MaxMessageDepth: l.MaxMessageDepth,
+			MaxBytesPerPeer: l.MaxBytesPerPeer, MaxBytesInFlight: l.MaxBytesInFlight,
+			WindowPerSession: l.WindowPerSession, PacedPerSession: l.PacedPerSession,
+			MaxSessions: l.MaxSessions, MaxHandshaking: l.MaxHandshaking, MaxHandshakingPerPeer: l.MaxHandshakingPerPeer,
+			HandshakeTimeout: handshake, IdleTimeout: idle,
+			LargeFramesAtOnce: l.LargeFramesAtOnce, LargeFrameRate: l.LargeFrameRate,
 		}))
 	}
 	return opts, nil

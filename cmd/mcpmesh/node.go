@@ -188,6 +188,9 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 			if len(listen) == 0 {
 				listen = node.DefaultListenAddrs
 			}
+			if err := checkListenPorts(listen); err != nil {
+				return err
+			}
 			if os.Getenv("GOLOG_LOG_LEVEL") == "" {
 				// Quiet, but a daemon must say when a shared program dies or a peer is lost.
 				logging.SetLogLevelRegex("mcpmesh/.*", "warn")

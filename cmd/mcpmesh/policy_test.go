@@ -89,6 +89,8 @@ func TestTrustConfigErrorsNameTheField(t *testing.T) {
 	for _, c := range []struct{ file, want string }{
 		{`{"delegation": {"ttl": "soon"}}`, `delegation.ttl: "soon" is not a duration`},
 		{`{"limits": {"banFor": "-1m"}}`, `limits.banFor`},
+		{`{"limits": {"windowPerSession": 16, "idleTimeout": "soon"}}`, `limits.idleTimeout: "soon" is not a duration`},
+		{`{"limits": {"handshakeTimeout": "0s"}}`, `limits.handshakeTimeout`},
 		{`{"policy": {"grants": [{"peers": ["friends"], "tools": ["*"]}]}}`, `grant 1`},
 		{`{"policy": {"grants": [{"peers": ["*"]}]}}`, `grant 1`},
 	} {

@@ -538,7 +538,7 @@ func TestHostileSubscriber(t *testing.T) {
 		want   string
 	}{
 		"garbage":        {[]string{"not json"}, ""},
-		"huge":           {[]string{`{"jsonrpc":"2.0","id":1,"method":"events/list","params":{"pad":"` + strings.Repeat("x", 5000) + `"}}`}, ""},
+		"huge":           {[]string{`{"jsonrpc":"2.0","id":1,"method":"events/list","params":{"pad":"` + strings.Repeat("x", 5000) + `"}}`}, `"code":-32032`},
 		"unknown args":   {[]string{req(`{"name":"job.done","arguments":{"exec":"rm"}}`)}, `"code":-32602`},
 		"bad filter":     {[]string{req(`{"name":"job.done","arguments":{"where":{"a":{"b":1}}}}`)}, `"code":-32602`},
 		"forged cursor":  {[]string{req(`{"name":"job.done","cursor":"` + src.log.Epoch() + `.999"}`)}, `"code":-32602`},

@@ -158,6 +158,13 @@ func (s *Server) handle(st network.Stream) {
 	// A subscription's stream stays open and carries almost nothing in:
 	// a small read buffer (a longer request is read all the same).
 	conn := transport.NewConnSize(st, s.cfg.MaxRequest, 1<<10)
+	// A request over the limit is answered with an error naming it, and
+	// is a strike.
+	struck := false
+	conn.OnBadFrame(func(error) {
+		struck = true
+		s.strike(p, "events: bad request frame")
+	})
 	defer conn.Close()
 	st.SetReadDeadline(time.Now().Add(requestTimeout))
 	// The request's frame, read whole: an over-limit one is a strike and
@@ -165,7 +172,7 @@ func (s *Server) handle(st network.Stream) {
 	// session does).
 	msg, err := readRequest(conn)
 	if err != nil {
-		if errors.Is(err, transport.ErrFrameTooLarge) || !isEOF(err) {
+		if !struck && (errors.Is(err, transport.ErrFrameTooLarge) || !isEOF(err)) {
 			s.strike(p, "events: bad request frame")
 		}
 		log.Debugw("events request", "peer", p, "error", err)

@@ -14,7 +14,7 @@ import (
 // so that a present but empty method is told apart from none.
 type wireFrame struct {
 	VersionTag string          `json:"jsonrpc"`
-	ID         any             `json:"id,omitempty"`
+	ID         json.RawMessage `json:"id,omitempty"`
 	Method     json.RawMessage `json:"method"`
 	Params     json.RawMessage `json:"params,omitempty"`
 	Result     json.RawMessage `json:"result,omitempty"`
@@ -26,39 +26,64 @@ type wireFrame struct {
 // the frame. It also refuses data after the message, as the SDK's stdio
 // transport does. RawMessage fields are copied, so line may be reused.
 func DecodeMessage(line []byte) (jsonrpc.Message, error) {
+	msg, _, err := DecodeFrame(line)
+	return msg, err
+}
+
+// DecodeFrame is DecodeMessage that also returns the message's id exactly
+// as it was sent: its JSON text (a number of any length or precision, a
+// string with its escapes, or null), or nil when the message has no id.
+// The SDK's jsonrpc.ID holds an int64 or a string, so 1.5 becomes 1 and
+// 2^53+1 becomes 2^53 in the message; a transport that must echo ids as
+// sent (JSON-RPC 2.0 asks it to) answers with the raw id instead. A null id
+// makes no valid ID: the message is then a request without one, and only
+// the raw id tells it from a notification. Like the message, rawID is a copy.
+func DecodeFrame(line []byte) (msg jsonrpc.Message, rawID []byte, err error) {
 	if err := checkDepth(line, 1000); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var f wireFrame
 	rest, err := segjson.Parse(line, &f, segjson.DontMatchCaseInsensitiveStructFields)
 	if err != nil {
-		return nil, fmt.Errorf("unmarshaling jsonrpc message: %w", err)
+		return nil, nil, fmt.Errorf("unmarshaling jsonrpc message: %w", err)
 	}
 	if len(bytes.TrimSpace(rest)) != 0 {
-		return nil, errors.New("unmarshaling jsonrpc message: data after the message")
+		return nil, nil, errors.New("unmarshaling jsonrpc message: data after the message")
 	}
 	if f.VersionTag != "2.0" {
-		return nil, fmt.Errorf("invalid message version tag %q; expected %q", f.VersionTag, "2.0")
+		return nil, nil, fmt.Errorf("invalid message version tag %q; expected %q", f.VersionTag, "2.0")
 	}
-	id, err := jsonrpc.MakeID(f.ID)
+	id, err := makeID(f.ID)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if len(f.Method) > 0 {
 		var method string
 		if _, err := segjson.Parse(f.Method, &method, segjson.DontMatchCaseInsensitiveStructFields); err != nil {
-			return nil, fmt.Errorf("unmarshaling jsonrpc message: %w", err)
+			return nil, nil, fmt.Errorf("unmarshaling jsonrpc message: %w", err)
 		}
-		return &jsonrpc.Request{Method: method, ID: id, Params: f.Params}, nil
+		return &jsonrpc.Request{Method: method, ID: id, Params: f.Params}, f.ID, nil
 	}
 	if !id.IsValid() {
-		return nil, errors.New("JSON RPC invalid request")
+		return nil, nil, errors.New("JSON RPC invalid request")
 	}
 	resp := &jsonrpc.Response{ID: id, Result: f.Result}
 	if f.Error != nil {
 		resp.Error = f.Error
 	}
-	return resp, nil
+	return resp, f.ID, nil
+}
+
+// makeID is jsonrpc.MakeID of the value raw holds, as the SDK's decoder
+// reads it (a number as a float64).
+func makeID(raw json.RawMessage) (jsonrpc.ID, error) {
+	var v any
+	if len(raw) > 0 {
+		if _, err := segjson.Parse(raw, &v, 0); err != nil {
+			return jsonrpc.ID{}, fmt.Errorf("unmarshaling jsonrpc message: %w", err)
+		}
+	}
+	return jsonrpc.MakeID(v)
 }
 
 // checkDepth bounds JSON nesting as the SDK's decoder does (1000 levels).

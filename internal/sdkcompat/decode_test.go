@@ -105,3 +105,49 @@ func FuzzDecodeFrame(f *testing.F) {
 		}
 	})
 }
+
+// DecodeFrame gives the id exactly as sent, where the SDK's ID cannot hold
+// it; a null id is told apart from none.
+func TestDecodeFrameKeepsTheRawID(t *testing.T) {
+	for frame, want := range map[string]string{
+		`{"jsonrpc":"2.0","id":1.5,"method":"x"}`:                            `1.5`,
+		`{"jsonrpc":"2.0","id":123456789012345678901234567890,"method":"x"}`: `123456789012345678901234567890`,
+		`{"jsonrpc":"2.0","id":9007199254740993,"method":"x"}`:               `9007199254740993`,
+		`{"jsonrpc":"2.0","id": "a\u0062" ,"method":"x"}`:                    `"a\u0062"`,
+		`{"jsonrpc":"2.0","id":null,"method":"x"}`:                           `null`,
+		`{"jsonrpc":"2.0","method":"x"}`:                                     ``,
+		`{"jsonrpc":"2.0","id":7,"result":{}}`:                               `7`,
+	} {
+		_, raw, err := DecodeFrame([]byte(frame))
+		if err != nil || string(raw) != want {
+			t.Errorf("%s: raw id %q, %v; want %q", frame, raw, err, want)
+		}
+	}
+}
+
+// EncodeResponse relies on the SDK writing "jsonrpc" then "id" first.
+func TestEncodeResponseWithRawID(t *testing.T) {
+	for _, id := range []jsonrpc.ID{IDFor(42), mustID(t, "s")} {
+		resp := &jsonrpc.Response{ID: id, Result: []byte(`{"ok":true}`)}
+		got, err := EncodeResponse(resp, []byte(`123456789012345678901234567890`))
+		if err != nil {
+			t.Fatalf("%v: %v (did the SDK change how it encodes a response?)", id, err)
+		}
+		if want := `{"jsonrpc":"2.0","id":123456789012345678901234567890,"result":{"ok":true}}`; string(got) != want {
+			t.Errorf("got %s, want %s", got, want)
+		}
+	}
+	resp := &jsonrpc.Response{ID: IDFor(1), Error: &jsonrpc.Error{Code: -1, Message: "no"}}
+	got, err := EncodeResponse(resp, []byte(`"é"`))
+	if want := `{"jsonrpc":"2.0","id":"é","error":{"code":-1,"message":"no"}}`; err != nil || string(got) != want {
+		t.Errorf("got %s, %v; want %s", got, err, want)
+	}
+}
+
+func mustID(t *testing.T, v any) jsonrpc.ID {
+	id, err := jsonrpc.MakeID(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}

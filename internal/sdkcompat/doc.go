@@ -4,7 +4,10 @@
 //
 //   - [DecodeMessage] reads a JSON-RPC frame exactly as the SDK's
 //     jsonrpc.DecodeMessage does, without its 32 KiB decoder buffer per
-//     call;
+//     call; [DecodeFrame] also gives the id as sent, which the SDK's
+//     jsonrpc.ID (an int64 or a string) cannot always hold, and
+//     [EncodeResponse] puts it back on the answer, relying on the SDK
+//     writing the id right after "jsonrpc";
 //   - [RequestContext] answers the SDK's unexported context keys, which its
 //     Streamable HTTP server transport reads to pick a message's HTTP
 //     stream, and [RejectedCode] is the error that transport returns for a

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -58,6 +59,23 @@ type fixture struct {
 	t              *testing.T
 	client, server host.Host
 	ended          chan ended
+	release        chan struct{} // a value lets one call of "block" return
+	blocked        chan struct{} // a value when a call of "block" starts
+
+	mu  sync.Mutex
+	bad []error // what OnBadFrame was told
+}
+
+func (f *fixture) onBad(err error) {
+	f.mu.Lock()
+	f.bad = append(f.bad, err)
+	f.mu.Unlock()
+}
+
+func (f *fixture) badFrames() []error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]error(nil), f.bad...)
 }
 
 func newHost(t *testing.T) host.Host {
@@ -71,17 +89,34 @@ func newHost(t *testing.T) host.Host {
 }
 
 func newFixture(t *testing.T, limit int) *fixture {
+	return newGuardedFixture(t, limit, transport.Guard{})
+}
+
+// newGuardedFixture is newFixture whose server sessions have guard g. Its
+// server also has a tool "block" that returns once its call is cancelled,
+// or once a value is sent on f.release.
+func newGuardedFixture(t *testing.T, limit int, g transport.Guard) *fixture {
 	t.Helper()
-	f := &fixture{t: t, client: newHost(t), server: newHost(t), ended: make(chan ended, 64)}
+	f := &fixture{t: t, client: newHost(t), server: newHost(t), ended: make(chan ended, 64),
+		release: make(chan struct{}, 64), blocked: make(chan struct{}, 64)}
 	srv := sdkmcp.NewServer(&sdkmcp.Implementation{Name: "srv", Version: "1"}, nil)
 	sdkmcp.AddTool(srv, &sdkmcp.Tool{Name: "echo"}, func(_ context.Context, _ *sdkmcp.CallToolRequest, in echoIn) (*sdkmcp.CallToolResult, echoOut, error) {
 		return nil, echoOut(in), nil
+	})
+	sdkmcp.AddTool(srv, &sdkmcp.Tool{Name: "block"}, func(ctx context.Context, _ *sdkmcp.CallToolRequest, in echoIn) (*sdkmcp.CallToolResult, echoOut, error) {
+		f.blocked <- struct{}{}
+		select {
+		case <-ctx.Done():
+			return nil, echoOut{}, ctx.Err()
+		case <-f.release:
+			return nil, echoOut(in), nil
+		}
 	})
 	sdkmcp.AddTool(srv, &sdkmcp.Tool{Name: "repeat"}, func(_ context.Context, _ *sdkmcp.CallToolRequest, in repeatIn) (*sdkmcp.CallToolResult, any, error) {
 		return &sdkmcp.CallToolResult{Content: []sdkmcp.Content{&sdkmcp.TextContent{Text: strings.Repeat("x", in.N)}}}, nil, nil
 	})
 	f.server.SetStreamHandler(testProto, func(s network.Stream) {
-		ss, err := srv.Connect(context.Background(), &transport.StreamTransport{Stream: s, MaxMessageSize: limit}, nil)
+		ss, err := srv.Connect(context.Background(), &transport.StreamTransport{Stream: s, MaxMessageSize: limit, Guard: g, OnBadFrame: f.onBad}, nil)
 		if err != nil {
 			s.Reset()
 			f.ended <- ended{err: err}

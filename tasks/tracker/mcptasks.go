@@ -247,7 +247,16 @@ func (tr *Tracker) lookupFor(ctx context.Context, id string) (*tasks.Entry, erro
 	return nil, rpcError(jsonrpc.CodeInvalidParams, "no task %s on %s for this caller", id, tr.reg.Self())
 }
 
+// noParams is the error of a task method that came without params: the SDK
+// hands the method nil then.
+func noParams(method string) error {
+	return rpcError(jsonrpc.CodeInvalidParams, "%s: missing params: want {\"taskId\": ID}", method)
+}
+
 func (tr *Tracker) handleTasksGet(ctx context.Context, _ *sdkmcp.ServerSession, p *TaskParams) (*TaskResult, error) {
+	if p == nil {
+		return nil, noParams(methodTasksGet)
+	}
 	e, err := tr.lookupFor(ctx, p.TaskID)
 	if err != nil {
 		return nil, err
@@ -260,6 +269,9 @@ func (tr *Tracker) handleTasksGet(ctx context.Context, _ *sdkmcp.ServerSession, 
 
 func (tr *Tracker) handleTasksUpdate(ctx context.Context, _ *sdkmcp.ServerSession, p *TaskParams) (*EmptyResult, error) {
 	// SEP-2663: acknowledge even what cannot be applied.
+	if p == nil {
+		return &EmptyResult{ResultType: "complete"}, nil
+	}
 	if e, err := tr.lookupFor(ctx, p.TaskID); err == nil && len(p.InputResponses) > 0 {
 		if d, ok := tr.detached.Get(e.ID()); ok {
 			select {
@@ -272,6 +284,9 @@ func (tr *Tracker) handleTasksUpdate(ctx context.Context, _ *sdkmcp.ServerSessio
 }
 
 func (tr *Tracker) handleTasksCancel(ctx context.Context, _ *sdkmcp.ServerSession, p *TaskParams) (*EmptyResult, error) {
+	if p == nil {
+		return &EmptyResult{ResultType: "complete"}, nil // acknowledged, as any ID is
+	}
 	if e, err := tr.lookupFor(ctx, p.TaskID); err == nil {
 		e.Cancel()
 	}
@@ -279,6 +294,9 @@ func (tr *Tracker) handleTasksCancel(ctx context.Context, _ *sdkmcp.ServerSessio
 }
 
 func (tr *Tracker) handleTasksTree(ctx context.Context, _ *sdkmcp.ServerSession, p *TaskParams) (*TreeResult, error) {
+	if p == nil {
+		return nil, noParams(methodTasksTree)
+	}
 	e, err := tr.lookupFor(ctx, p.TaskID)
 	if err != nil {
 		return nil, err

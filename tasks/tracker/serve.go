@@ -68,9 +68,15 @@ func (tr *Tracker) Serve(name string, next sdkmcp.MethodHandler) Handler {
 			id := tasks.NewID()
 			m = &tasks.Meta{ID: id, Root: id, Path: []string{caller}, Budget: tasks.DefaultBudget}
 		}
+		claimed := m.Budget
 		if err := tasks.Check(m, self, caller); err != nil {
 			taskLog.Debugw("refused call", "tool", p.Name, "caller", caller, "error", err)
 			return nil, "", rpcError(jsonrpc.CodeInvalidRequest, "%s/%s on %s: %v", name, p.Name, self, err)
+		}
+		if claimed == m.Budget {
+			claimed = 0
+		} else {
+			taskLog.Infow("hop budget claimed above what this node allows: clamped", "tool", p.Name, "caller", caller, "claimed", claimed, "budget", m.Budget)
 		}
 		ss, _ := req.GetSession().(*sdkmcp.ServerSession)
 		detach := wantsTask(p.Meta) && (m.Detach || tr.cfg.Promote > 0)
@@ -91,7 +97,7 @@ func (tr *Tracker) Serve(name string, next sdkmcp.MethodHandler) Handler {
 		}
 		t := tasks.Task{
 			ID: m.ID, Root: m.Root, Role: tasks.Served, Caller: caller, Parent: m.Parent, Path: m.Path,
-			Server: name, Tool: p.Name, Budget: m.Budget, Deadline: deadline, Detached: detach,
+			Server: name, Tool: p.Name, Budget: m.Budget, BudgetClaimed: claimed, Deadline: deadline, Detached: detach,
 		}
 		e, resumed := tr.reg.Resume(m.ID, caller, cancel)
 		if !resumed {

@@ -1,0 +1,506 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	lpeer "github.com/libp2p/go-libp2p/core/peer"
+)
+
+// config is one run of the suite: its scale and its targets. The program
+// takes each from a flag; the test sets a small scale.
+type config struct {
+	bin  string // the mcpmesh command
+	self string // this executable, shared by a daemon as a stdio program (the sleep tool)
+
+	peers           int           // well-behaved peers calling throughout
+	interval        time.Duration // each good peer calls once per interval
+	callTimeout     time.Duration // a good call that takes longer is an error
+	phase           time.Duration // the clean window, and the window under attack
+	newcomerTimeout time.Duration // the new peer's dial timeout
+	readyTimeout    time.Duration // how long an attack may take to be in place
+
+	maxMessage     int // the daemon's frame limit (its default), which attack frames stay just under
+	ampInflight    int // amplification: frames in flight from one identity
+	ampIdentities  int // amplification from many identities: how many
+	ampPerIdentity int // … and frames in flight from each
+	idleIdentities int // idle streams: fresh identities
+	idleStreams    int // … and streams each
+	pipelined      int // requests pipelined on one stream
+	pipeIdentities int // … from each of this many identities, in the many-identity variant
+	halfClose      int // requests followed by a half-close
+	portDials      int // fresh identities dialing the shared port
+
+	maxRatio       float64       // target: good peers' p50 and p99 under attack / clean
+	maxRSSMB       int64         // target: the daemon's peak RSS
+	settle         time.Duration // target: goroutines back to baseline within this
+	goroutineSlack int           // … baseline meaning at most this many more
+	rssGuardMB     int64         // the suite kills a daemon past this RSS (0: never)
+}
+
+// defaultConfig is the program's scale: the issue's.
+func defaultConfig() config {
+	return config{
+		peers:           50,
+		interval:        100 * time.Millisecond,
+		callTimeout:     10 * time.Second,
+		phase:           5 * time.Second,
+		newcomerTimeout: 10 * time.Second,
+		readyTimeout:    60 * time.Second,
+		maxMessage:      4 << 20,
+		ampInflight:     8,
+		ampIdentities:   8,
+		ampPerIdentity:  4,
+		idleIdentities:  40,
+		idleStreams:     70,
+		pipelined:       10000,
+		pipeIdentities:  8,
+		halfClose:       20,
+		portDials:       20,
+		maxRatio:        2,
+		maxRSSMB:        256,
+		settle:          5 * time.Second,
+		goroutineSlack:  20,
+		rssGuardMB:      3072,
+	}
+}
+
+// attack is one attack of the suite.
+type attack struct {
+	name   string // a subtest name: "1-amplification-keys"
+	title  string // what it does, in a line
+	daemon daemonSpec
+	// explicitPort: the daemon listens on a port chosen beforehand (given
+	// to run as env.port).
+	explicitPort bool
+	// oneShot: the attack ends by itself (a flood that is answered or cut
+	// off); the suite lets it end, and see what came of it, instead of
+	// stopping it once the newcomer has tried.
+	oneShot bool
+	// run carries out the attack until ctx ends (or, if oneShot, until it
+	// is done), telling st when it is in place and when it is over (the
+	// good peers' window under attack ends there), and closes
+	// every host it started before it returns. What it sees goes into rep.
+	run func(ctx context.Context, e *env, rep *report, st *stage) error
+}
+
+// stage is how an attack tells the suite where it stands.
+type stage struct {
+	ready, over         chan struct{}
+	readyOnce, overOnce sync.Once
+	overAt              time.Time // when over was closed
+}
+
+func newStage() *stage { return &stage{ready: make(chan struct{}), over: make(chan struct{})} }
+
+// Ready says the attack is in place: the newcomer may try.
+func (s *stage) Ready() { s.readyOnce.Do(func() { close(s.ready) }) }
+
+// Over says the attack has done all it will (a one-shot flood that has
+// ended): the good peers' window under attack ends here.
+func (s *stage) Over() {
+	s.Ready()
+	s.overOnce.Do(func() {
+		s.overAt = time.Now()
+		close(s.over)
+	})
+}
+
+// env is what an attack gets to work with.
+type env struct {
+	cfg    *config
+	d      *daemon
+	target lpeer.AddrInfo
+	port   int // the daemon's TCP port, for explicitPort attacks
+}
+
+// report is what an attack saw, beyond the common measures: notes, and
+// checks of its own targets.
+type report struct {
+	mu     sync.Mutex
+	notes  []string
+	checks []check
+	ids    []idCase
+}
+
+// check is one target of an attack's own.
+type check struct {
+	what, measured, target string
+	ok                     bool
+}
+
+// idCase is one JSON-RPC ID sent, and what came back.
+type idCase struct {
+	sent, got, due string
+	ok             bool
+}
+
+func (r *report) note(format string, args ...any) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.notes = append(r.notes, fmt.Sprintf(format, args...))
+}
+
+func (r *report) check(what string, ok bool, measured, target string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.checks = append(r.checks, check{what: what, measured: measured, target: target, ok: ok})
+}
+
+// outcome is what one attack measured.
+type outcome struct {
+	a            *attack
+	clean, under latencies
+	// cleanAfter is a second clean window, once the attack is over and
+	// the goroutines have come back: do the good peers still get
+	// answers, and as fast? It is not the reference: a daemon still busy
+	// with an attack's leftovers would hide the attack's effect.
+	cleanAfter        latencies
+	baseRSSKB, peakKB int64
+	peakBy            string // how the peak was read
+	guardKilled       bool
+	gBase, gPeak      int // goroutines: baseline (clean, good peers idle) and the most seen during the attack
+	gAfter            int
+	settled           bool
+	settleTook        time.Duration
+	newcomerTook      time.Duration
+	newcomerErr       error
+	daemonDied        string // how the daemon ended, if it did during the attack
+	rep               *report
+	err               error // the suite could not run the attack
+}
+
+// runAttack runs one attack on a fresh daemon: good peers call it for a
+// clean window, then for a window under attack; a newcomer tries to get
+// in while the attack is in place; then the attack ends and the daemon's
+// goroutines must come back to their baseline.
+func runAttack(ctx context.Context, cfg *config, a *attack, progress io.Writer) (o *outcome) {
+	o = &outcome{a: a, rep: &report{}}
+	say := func(format string, args ...any) {
+		fmt.Fprintf(progress, "%s: %s\n", a.name, fmt.Sprintf(format, args...))
+	}
+	home, err := os.MkdirTemp("", "mcpmesh-attack-")
+	if err != nil {
+		o.err = err
+		return o
+	}
+	defer os.RemoveAll(home)
+	spec := a.daemon
+	e := &env{cfg: cfg}
+	if a.explicitPort {
+		if e.port, err = freePort(); err != nil {
+			o.err = err
+			return o
+		}
+		spec.args = append(slicesClone(spec.args), "--listen", fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", e.port))
+	}
+	sctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	d, err := startDaemon(sctx, cfg.bin, home, spec)
+	cancel()
+	if err != nil {
+		o.err = fmt.Errorf("start the daemon: %w", err)
+		return o
+	}
+	defer d.stop()
+	e.d, e.target = d, d.info
+	say("daemon %s (pid %d); %d good peers", d.info.ID, d.pid(), cfg.peers)
+
+	peers, err := startGoodPeers(ctx, cfg.peers, d.info)
+	if err != nil {
+		o.err = err
+		return o
+	}
+	defer closePeers(peers)
+
+	// The clean window.
+	cctx, cancel := context.WithTimeout(ctx, cfg.phase)
+	cpuD, cpuS := procCPU(d.pid()), procCPU(os.Getpid())
+	o.clean = callLoop(cctx, peers, cfg.interval, cfg.callTimeout)
+	cancel()
+	cleanD, cleanS := procCPU(d.pid())-cpuD, procCPU(os.Getpid())-cpuS
+	// The baseline: the least of a few readings, good peers idle with
+	// their sessions open.
+	o.gBase = -1
+	for range 3 {
+		sleepUntil(ctx, time.Now().Add(100*time.Millisecond))
+		if g, err := d.goroutines(ctx); err == nil && (o.gBase < 0 || g < o.gBase) {
+			o.gBase = g
+		}
+	}
+	if o.gBase < 0 {
+		o.err = fmt.Errorf("read the daemon's goroutines before the attack")
+		return o
+	}
+	o.baseRSSKB, _ = procStatusKB(d.pid(), "VmRSS")
+
+	// Under attack.
+	o.peakBy = "VmHWM"
+	if err := resetPeakRSS(d.pid()); err != nil {
+		o.peakBy = "VmRSS sampled every 25 ms"
+	}
+	watch := watchRSS(d, cfg.rssGuardMB<<10)
+	gPeak := make(chan int, 1)
+	sampling, stopSampling := context.WithCancel(ctx)
+	go func() {
+		peak := o.gBase
+		t := time.NewTicker(250 * time.Millisecond)
+		defer t.Stop()
+		for {
+			if g, err := d.goroutines(sampling); err == nil {
+				peak = max(peak, g)
+			}
+			select {
+			case <-sampling.Done():
+				gPeak <- peak
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	actx, stopAttack := context.WithCancel(ctx)
+	defer stopAttack()
+	st := newStage()
+	say("attacking: %s", a.title)
+	var runErr error
+	runDone := make(chan struct{})
+	go func() {
+		defer close(runDone)
+		defer st.Over()
+		runErr = a.run(actx, e, o.rep, st)
+	}()
+	// The window under attack is as long as the clean one, whether or not
+	// the attack ends before it (a one-shot flood that the daemon cuts
+	// short costs the good peers what it costs them in that time, as a
+	// longer attack does); how long the attack took is noted.
+	attackStart := time.Now()
+	wctx, endWindow := context.WithTimeout(ctx, cfg.phase)
+	cpuD, cpuS = procCPU(d.pid()), procCPU(os.Getpid())
+	o.under = callLoop(wctx, peers, cfg.interval, cfg.callTimeout)
+	endWindow()
+	// Whose processor time the attack costs: the daemon's, or the suite's
+	// own (its attackers share a process with the good peers).
+	o.rep.note("CPU time in the clean window and under attack: daemon %v → %v, suite (good peers and attackers) %v → %v",
+		cleanD, procCPU(d.pid())-cpuD, cleanS, procCPU(os.Getpid())-cpuS)
+
+	// The newcomer, once the attack is in place (or over).
+	select {
+	case <-st.ready:
+	case <-time.After(cfg.readyTimeout):
+		o.rep.note("the attack was not in place after %v; the newcomer tried anyway", cfg.readyTimeout)
+	}
+	g, err1 := d.goroutines(ctx)
+	streams, err2 := d.metric(ctx, mcpStreamsMetric)
+	if err := errors.Join(err1, err2); err != nil {
+		o.rep.note("when the newcomer tried, the daemon's metrics could not be read: %v", err)
+	} else {
+		o.rep.note("when the newcomer tried: %d goroutines, %v inbound streams on the node server (resource manager)", g, streams)
+	}
+	say("a newcomer tries to get in")
+	o.newcomerTook, o.newcomerErr = newcomer(ctx, d.info, cfg.newcomerTimeout)
+
+	// The end of the attack: a one-shot attack ends by itself.
+	if a.oneShot {
+		select {
+		case <-runDone:
+			o.rep.note("the attack was over %v after it started (the window under attack lasts %v)",
+				st.overAt.Sub(attackStart).Round(time.Millisecond), cfg.phase)
+		case <-time.After(cfg.readyTimeout):
+			o.rep.note("the attack was not over after %v more; stopped", cfg.readyTimeout)
+		}
+	}
+	stopAttack()
+	select {
+	case <-runDone:
+		if runErr != nil {
+			o.rep.note("the attack ended with: %v", runErr)
+		}
+	case <-time.After(60 * time.Second):
+		o.rep.note("the attack did not stop within a minute of being told to")
+	}
+	stopSampling()
+	o.gPeak = <-gPeak
+	sampled, killed := watch.end()
+	o.guardKilled = killed
+	o.peakKB = sampled
+	if o.peakBy == "VmHWM" {
+		if hwm, err := procStatusKB(d.pid(), "VmHWM"); err == nil {
+			o.peakKB = max(hwm, sampled)
+		}
+	}
+
+	// Goroutines back to the baseline?
+	say("waiting up to %v for the daemon's goroutines to come back to %d", cfg.settle, o.gBase)
+	start := time.Now()
+	for {
+		g, err := d.goroutines(ctx)
+		if err == nil {
+			o.gAfter = g
+			if g <= o.gBase+cfg.goroutineSlack {
+				o.settled = true
+				o.settleTook = time.Since(start)
+				break
+			}
+		}
+		if time.Since(start) > cfg.settle || !d.alive() {
+			break
+		}
+		sleepUntil(ctx, time.Now().Add(100*time.Millisecond))
+	}
+	if !d.alive() {
+		o.daemonDied = d.exitStatus()
+		return o
+	}
+	say("a second clean window")
+	cctx, cancel = context.WithTimeout(ctx, cfg.phase)
+	o.cleanAfter = callLoop(cctx, peers, cfg.interval, cfg.callTimeout)
+	cancel()
+	return o
+}
+
+// failures lists every target the attack missed, each with the value
+// measured against the target.
+func (o *outcome) failures(cfg *config) []string {
+	if o.err != nil {
+		return []string{"the suite could not run the attack: " + o.err.Error()}
+	}
+	var f []string
+	if o.daemonDied != "" {
+		why := o.daemonDied
+		if o.guardKilled {
+			why = fmt.Sprintf("killed by the suite's guard at %d MB RSS", cfg.rssGuardMB)
+		}
+		f = append(f, "the daemon died during the attack: "+why+"; target: it keeps serving")
+	}
+	if o.under.errors > 0 {
+		f = append(f, fmt.Sprintf("good peers' errors under attack: %d (first: %s); target 0", o.under.errors, o.under.firstErr))
+	}
+	if o.cleanAfter.errors > 0 {
+		f = append(f, fmt.Sprintf("good peers' errors after the attack: %d (first: %s); target 0", o.cleanAfter.errors, o.cleanAfter.firstErr))
+	}
+	if o.under.ok == 0 {
+		f = append(f, "no good peer's call completed under attack")
+	} else {
+		for _, q := range []struct {
+			name         string
+			clean, under time.Duration
+		}{{"p50", o.clean.p50, o.under.p50}, {"p99", o.clean.p99, o.under.p99}} {
+			if r := ratio(q.under, q.clean); r > cfg.maxRatio {
+				f = append(f, fmt.Sprintf("good peers' %s ×%.1f (%v clean, %v under attack); target ≤ ×%g", q.name, r, round(q.clean), round(q.under), cfg.maxRatio))
+			}
+		}
+	}
+	if mb := o.peakKB >> 10; mb > cfg.maxRSSMB {
+		f = append(f, fmt.Sprintf("the daemon's peak RSS %d MB (%d MB before); target ≤ %d MB", mb, o.baseRSSKB>>10, cfg.maxRSSMB))
+	}
+	if !o.settled && o.daemonDied == "" {
+		f = append(f, fmt.Sprintf("the daemon's goroutines: %d, %v after the attack ended (baseline %d); target ≤ %d within %v", o.gAfter, cfg.settle, o.gBase, o.gBase+cfg.goroutineSlack, cfg.settle))
+	}
+	if o.newcomerErr != nil {
+		f = append(f, fmt.Sprintf("a new peer could not get in within %v: %v; target: always", cfg.newcomerTimeout, o.newcomerErr))
+	}
+	for _, c := range o.rep.checks {
+		if !c.ok {
+			f = append(f, fmt.Sprintf("%s: %s; target: %s", c.what, c.measured, c.target))
+		}
+	}
+	for _, c := range o.rep.ids {
+		if !c.ok {
+			f = append(f, fmt.Sprintf("JSON-RPC id %s: got back %s; target: %s", c.sent, c.got, c.due))
+		}
+	}
+	return f
+}
+
+func (l latencies) String() string {
+	if l.ok == 0 && l.errors == 0 {
+		return "–"
+	}
+	return fmt.Sprintf("%d calls in %v, p50 %v, p99 %v, %d errors", l.ok, l.window.Round(10*time.Millisecond), round(l.p50), round(l.p99), l.errors)
+}
+
+func ratio(a, b time.Duration) float64 {
+	if b <= 0 {
+		return 0
+	}
+	return float64(a) / float64(b)
+}
+
+func round(d time.Duration) time.Duration {
+	switch {
+	case d >= time.Second:
+		return d.Round(10 * time.Millisecond)
+	case d >= time.Millisecond:
+		return d.Round(10 * time.Microsecond)
+	default:
+		return d.Round(time.Microsecond)
+	}
+}
+
+// printTable writes one row per attack, then what each saw and missed.
+func printTable(w io.Writer, cfg *config, os []*outcome) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "attack\tgood calls clean / attack\tp50 clean → attack\tp99 clean → attack\tgood errors\tpeak RSS\tgoroutines base → peak → after\tnewcomer\ttargets missed")
+	for _, o := range os {
+		if o.err != nil {
+			fmt.Fprintf(tw, "%s\t–\t–\t–\t–\t–\t–\t–\t(not run)\n", o.a.name)
+			continue
+		}
+		after := fmt.Sprintf("%d (%v)", o.gAfter, o.settleTook.Round(100*time.Millisecond))
+		switch {
+		case o.daemonDied != "":
+			after = "daemon died"
+		case !o.settled:
+			after = fmt.Sprintf("%d (not by %v)", o.gAfter, cfg.settle)
+		}
+		rss := fmt.Sprintf("%d MB", o.peakKB>>10)
+		if o.guardKilled {
+			rss = fmt.Sprintf("> %d MB (killed)", cfg.rssGuardMB)
+		}
+		nc := fmt.Sprintf("yes, %v", round(o.newcomerTook))
+		if o.newcomerErr != nil {
+			nc = "NO"
+		}
+		fmt.Fprintf(tw, "%s\t%d / %d\t%v → %v (×%.1f)\t%v → %v (×%.1f)\t%d\t%s\t%d → %d → %s\t%s\t%d\n",
+			o.a.name, o.clean.ok, o.under.ok,
+			round(o.clean.p50), round(o.under.p50), ratio(o.under.p50, o.clean.p50),
+			round(o.clean.p99), round(o.under.p99), ratio(o.under.p99, o.clean.p99),
+			o.under.errors+o.cleanAfter.errors, rss, o.gBase, o.gPeak, after, nc, len(o.failures(cfg)))
+	}
+	tw.Flush()
+	for _, o := range os {
+		fmt.Fprintf(w, "\n%s: %s\n", o.a.name, o.a.title)
+		if o.err == nil {
+			fmt.Fprintf(w, "  good peers: clean before %s; under attack %s; clean after %s\n", o.clean, o.under, o.cleanAfter)
+			fmt.Fprintf(w, "  daemon: RSS %d MB before, peak %d MB (%s)\n", o.baseRSSKB>>10, o.peakKB>>10, o.peakBy)
+		}
+		for _, n := range o.rep.notes {
+			fmt.Fprintf(w, "  %s\n", n)
+		}
+		if len(o.rep.ids) > 0 {
+			iw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+			fmt.Fprintln(iw, "  id sent\tgot back\tdue\tok")
+			for _, c := range o.rep.ids {
+				fmt.Fprintf(iw, "  %s\t%s\t%s\t%v\n", c.sent, c.got, c.due, c.ok)
+			}
+			iw.Flush()
+		}
+		for _, c := range o.rep.checks {
+			mark := "ok  "
+			if !c.ok {
+				mark = "MISS"
+			}
+			fmt.Fprintf(w, "  %s %s: %s (target: %s)\n", mark, c.what, c.measured, c.target)
+		}
+		for _, f := range o.failures(cfg) {
+			fmt.Fprintf(w, "  MISSED: %s\n", f)
+		}
+	}
+}
+
+func slicesClone(s []string) []string { return append([]string(nil), s...) }
