@@ -28,7 +28,6 @@ import (
 	"github.com/mcpmesh/mcpmesh/audit"
 	"github.com/mcpmesh/mcpmesh/events"
 	"github.com/mcpmesh/mcpmesh/internal/owner"
-	"github.com/mcpmesh/mcpmesh/internal/sdkcompat"
 	"github.com/mcpmesh/mcpmesh/mcp/transport"
 	"github.com/mcpmesh/mcpmesh/peer/identity"
 )
@@ -167,10 +166,7 @@ func (s *Server) handle(st network.Stream) {
 	})
 	defer conn.Close()
 	st.SetReadDeadline(time.Now().Add(requestTimeout))
-	// The request's frame, read whole: an over-limit one is a strike and
-	// the end (conn.Read would answer it and wait for another, as an MCP
-	// session does).
-	msg, err := readRequest(conn)
+	msg, err := conn.Read(s.ctx)
 	if err != nil {
 		if !struck && (errors.Is(err, transport.ErrFrameTooLarge) || !isEOF(err)) {
 			s.strike(p, "events: bad request frame")
@@ -523,18 +519,4 @@ func clipString(s string, n int) string {
 		return s
 	}
 	return s[:n] + "…"
-}
-
-// readRequest reads one frame from conn and decodes it.
-func readRequest(conn *transport.Conn) (jsonrpc.Message, error) {
-	for {
-		line, err := conn.ReadFrame()
-		if err != nil {
-			return nil, err
-		}
-		if len(line) == 0 || (len(line) == 1 && line[0] == '\r') {
-			continue // blank lines between frames
-		}
-		return sdkcompat.DecodeMessage(line)
-	}
 }
