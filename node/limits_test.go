@@ -1,9 +1,11 @@
 package node_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -339,4 +341,47 @@ func TestNewcomerGetsInPastIdleStreams(t *testing.T) {
 	connect(t, c, b)
 	mustEcho(t, c, b, "past idle sessions")
 	mustEcho(t, a, b, "the first newcomer still served")
+}
+
+// A session the node relays (here, a re-shared server) is bounded as one it
+// serves: a frame over the node's own decoded-size bounds is answered with
+// the error that names the bound and goes no further, and the session goes
+// on. C, beyond, would take the frame (its bounds are the defaults).
+func TestRelayedSessionIsGuardedAsAServedOne(t *testing.T) {
+	b, c := newNode(t, node.WithLimits(limits.Config{MaxMessageValues: 1000})), newNode(t)
+	connect(t, b, c)
+	if err := b.SharePeer("far", c.ID(), transport.DefaultServer); err != nil {
+		t.Fatal(err)
+	}
+	h := newNode(t).Host()
+	if err := h.Connect(ctxFor(t, 3*time.Second), lpeer.AddrInfo{ID: b.ID(), Addrs: b.Addrs()}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := h.NewStream(ctxFor(t, 3*time.Second), b.ID(), transport.ProtocolID("far"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Reset()
+	r := bufio.NewReader(s)
+	read := func() string {
+		t.Helper()
+		s.SetReadDeadline(time.Now().Add(5 * time.Second))
+		line, err := r.ReadString('\n')
+		if err != nil {
+			t.Fatalf("no answer: %v", err)
+		}
+		return line
+	}
+	keys := make([]string, 5000)
+	for i := range keys {
+		keys[i] = fmt.Sprintf(`"k%d":0`, i)
+	}
+	s.Write([]byte(`{"jsonrpc":"2.0","id":7,"method":"ping","params":{` + strings.Join(keys, ",") + "}}\n"))
+	if got := read(); !strings.Contains(got, `"id":7`) || !strings.Contains(got, "too complex") {
+		t.Fatalf("a frame over the relay's bounds: %s, want an error for id 7 naming the bound", got)
+	}
+	s.Write([]byte(`{"jsonrpc":"2.0","id":8,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}` + "\n"))
+	if got := read(); !strings.Contains(got, `"id":8`) || !strings.Contains(got, `"result"`) {
+		t.Fatalf("the session after the refused frame: %s, want initialize's result", got)
+	}
 }

@@ -60,7 +60,24 @@ func (n *Node) passStreams(pass passFunc) network.StreamHandler {
 		defer n.group.Leave()
 		caller := s.Conn().RemotePeer()
 		down := transport.NewConn(s, n.cfg.maxMessageSize)
+		// The same bounds as a session the node serves itself: what a frame
+		// holds once decoded, the memory frames in flight hold, the
+		// handshake and idle timeouts; a table slot, so that silent
+		// sessions make room for a newcomer.
+		down.SetGuard(n.guard(caller))
 		down.OnBadFrame(func(err error) { n.trust.BadFrame(caller, err) })
+		if n.limits != nil {
+			slot := n.limits.OpenSession(caller, down.Activity, down.Abort)
+			defer slot.Close()
+		}
+		defer context.AfterFunc(n.ctx, down.Abort)()
+		// A stream that never speaks costs a read: no upstream session, no
+		// process started for it.
+		if err := down.AwaitRequest(); err != nil {
+			log.Debugw("relayed session not started", "peer", caller, "error", err)
+			down.Close()
+			return
+		}
 		pass(down, caller)
 	}
 }
