@@ -385,3 +385,36 @@ func TestRelayedSessionIsGuardedAsAServedOne(t *testing.T) {
 		t.Fatalf("the session after the refused frame: %s, want initialize's result", got)
 	}
 }
+
+// A relayed session outlives the handshake timeout that bounds how long its
+// stream may stay silent at first: the relay does not follow its requests,
+// so no timeout of the served sessions' may end a call that takes longer.
+func TestRelayedSessionOutlivesTheHandshakeTimeout(t *testing.T) {
+	b, c := newNode(t, node.WithLimits(limits.Config{HandshakeTimeout: 300 * time.Millisecond, IdleTimeout: 300 * time.Millisecond})), newNode(t)
+	started, open := addGateTool(c)
+	connect(t, b, c)
+	if err := b.SharePeer("far", c.ID(), transport.DefaultServer); err != nil {
+		t.Fatal(err)
+	}
+	a := newNode(t)
+	connect(t, a, b)
+	done := make(chan error, 1)
+	go func() {
+		res, err := a.CallTool(ctxFor(t, 10*time.Second), b.ID(), "far/gate", nil)
+		if err == nil && res.IsError {
+			err = fmt.Errorf("tool error: %v", res.Content)
+		}
+		done <- err
+	}()
+	select {
+	case <-started:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the call never reached c")
+	}
+	// The call is held past both timeouts, the client silent meanwhile.
+	time.Sleep(time.Second)
+	close(open)
+	if err := <-done; err != nil {
+		t.Fatalf("a relayed call longer than the handshake timeout: %v", err)
+	}
+}
