@@ -67,6 +67,7 @@ func (n *Node) passStreams(pass passFunc) network.StreamHandler {
 		// session's requests and answers, which a relay carrying raw frames
 		// does not follow.
 		down.SetGuard(n.guard(caller))
+		down.TrackRequestIDs()
 		down.OnBadFrame(func(err error) { n.trust.BadFrame(caller, err) })
 		defer context.AfterFunc(n.ctx, down.Abort)()
 		// A stream that never speaks within the handshake timeout costs a

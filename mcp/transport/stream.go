@@ -177,6 +177,7 @@ type Conn struct {
 
 	guard     Guard
 	sc        scanner       // the frame being read
+	ids       *relayIDs     // the peer's requests in flight, for a relay (TrackRequestIDs)
 	held      int64         // budget the frame ReadFrame returned last holds, returned at the next ReadFrame unless a request keeps it
 	fl        flight        // the peer's requests in flight
 	deadlines readDeadliner // nil: no timeouts
@@ -467,12 +468,21 @@ func (c *Conn) strike(err error) {
 // inside it): then the session is broken. The Guard's bounds are checked
 // as the frame arrives, before it is all read.
 func (c *Conn) ReadFrame() ([]byte, error) {
-	frame, err := c.readFrame()
-	if c.inGate {
-		c.inGate = false
-		c.guard.Large.leave()
+	for {
+		frame, err := c.readFrame()
+		if c.inGate {
+			c.inGate = false
+			c.guard.Large.leave()
+		}
+		if err != nil || c.ids == nil {
+			return frame, err
+		}
+		if ok, err := c.admitRelayed(); err != nil {
+			return nil, err
+		} else if ok {
+			return frame, nil
+		}
 	}
-	return frame, err
 }
 
 // large is called for each chunk of a frame past LargeFrame bytes: it
@@ -702,6 +712,9 @@ func (c *Conn) Write(_ context.Context, msg jsonrpc.Message) error {
 // in frame's backing array: for a frame from ReadFrame that is where its own
 // newline was. It is safe to call concurrently with Write.
 func (c *Conn) WriteFrame(frame []byte) error {
+	if c.ids != nil {
+		c.answered(frame)
+	}
 	frame = append(frame, '\n')
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
