@@ -65,12 +65,18 @@ func (l *Limiter) OpenSession(p peer.ID, activity func() transport.Activity, evi
 	// peer opens, so under a flood of them (identities that cost nothing to
 	// make) it must cost the node little more than the stream itself.
 	if c.MaxHandshakingPerPeer > 0 && len(t.byPeer[p]) > c.MaxHandshakingPerPeer {
-		if v := silent(t.byPeer[p], s, c.MaxHandshakingPerPeer); v != nil {
+		sc := silentScan{fresh: s}
+		sc.add(t.byPeer[p])
+		if v := sc.over(c.MaxHandshakingPerPeer); v != nil {
 			victims = append(victims, t.remove(v))
 		}
 	}
 	if c.MaxHandshaking > 0 && t.n > c.MaxHandshaking {
-		if v := t.silent(s, c.MaxHandshaking); v != nil {
+		sc := silentScan{fresh: s}
+		for _, list := range t.byPeer {
+			sc.add(list)
+		}
+		if v := sc.over(c.MaxHandshaking); v != nil {
 			victims = append(victims, t.remove(v))
 		}
 	}
@@ -123,51 +129,35 @@ func (t *sessionTable) remove(s *Session) *Session {
 	return s
 }
 
-// silent returns the oldest session of list, other than fresh, that has
-// not sent a request yet, if more than max of list have not. Each
-// session's activity is read once.
-func silent(list []*Session, fresh *Session, max int) *Session {
-	n := 0
-	var oldest *Session
-	var oldestAt time.Time
+// silentScan finds, over the lists given to add, the oldest session
+// other than fresh that has not sent a request yet, and counts those that
+// have not. Each session's activity is read once, and nothing is copied.
+type silentScan struct {
+	fresh    *Session
+	n        int
+	oldest   *Session
+	oldestAt time.Time
+}
+
+func (c *silentScan) add(list []*Session) {
 	for _, x := range list {
 		a := x.activity()
 		if a.Requests > 0 {
 			continue
 		}
-		n++
-		if x != fresh && (oldest == nil || a.Opened.Before(oldestAt)) {
-			oldest, oldestAt = x, a.Opened
+		c.n++
+		if x != c.fresh && (c.oldest == nil || a.Opened.Before(c.oldestAt)) {
+			c.oldest, c.oldestAt = x, a.Opened
 		}
 	}
-	if n <= max {
-		return nil
-	}
-	return oldest
 }
 
-// silent is the package's silent over every session of the table, in
-// one pass and without a copy of it. t.mu must be held.
-func (t *sessionTable) silent(fresh *Session, max int) *Session {
-	n := 0
-	var oldest *Session
-	var oldestAt time.Time
-	for _, list := range t.byPeer {
-		for _, x := range list {
-			a := x.activity()
-			if a.Requests > 0 {
-				continue
-			}
-			n++
-			if x != fresh && (oldest == nil || a.Opened.Before(oldestAt)) {
-				oldest, oldestAt = x, a.Opened
-			}
-		}
-	}
-	if n <= max {
+// over returns the oldest silent session if more than max are silent.
+func (c *silentScan) over(max int) *Session {
+	if c.n <= max {
 		return nil
 	}
-	return oldest
+	return c.oldest
 }
 
 // busiestPeers returns the session to evict when there are too many: of
