@@ -2,6 +2,7 @@ package limits
 
 import (
 	"errors"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -135,5 +136,46 @@ func TestSessionsMakeRoomForANewcomer(t *testing.T) {
 	zs.s.Close() // twice: no effect
 	if l.Sessions() != n {
 		t.Error("a second Close changed the count")
+	}
+}
+
+// A flood of streams from identities that cost nothing to make opens a
+// session per stream, each of which may evict another. With the table at
+// its bound for silent sessions, an open must not cost a copy of the
+// table: it did (64 bytes per session held, 16 KiB per open at the default
+// bounds), and under bench/attack's 2-idle-streams that was a fifth of the
+// daemon's CPU, with the collections it caused.
+func TestOpenSessionCopiesNoTable(t *testing.T) {
+	l, clk := newLimiter(t, Config{})
+	cfg := l.Config()
+	peers := make([]peer.ID, 40)
+	for i := range peers {
+		peers[i] = test.RandPeerIDFatal(t)
+	}
+	silent := func() transport.Activity { return transport.Activity{Opened: clk.now()} }
+	evict := func() {}
+	opened := 0
+	openOne := func() {
+		l.OpenSession(peers[opened%len(peers)], silent, evict)
+		opened++
+	}
+	for range 2 * cfg.MaxHandshaking {
+		openOne()
+	}
+	if n := l.Sessions(); n != cfg.MaxHandshaking {
+		t.Fatalf("%d sessions held, want the bound for silent ones, %d", n, cfg.MaxHandshaking)
+	}
+	const opens = 1000
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for range opens {
+		openOne()
+	}
+	runtime.ReadMemStats(&after)
+	if per := (after.TotalAlloc - before.TotalAlloc) / opens; per > 512 {
+		t.Errorf("an open with %d sessions held allocates %d bytes, want at most 512 (the session, the eviction)", l.Sessions(), per)
+	}
+	if n := l.Sessions(); n != cfg.MaxHandshaking {
+		t.Errorf("%d sessions held after the flood, want %d", n, cfg.MaxHandshaking)
 	}
 }

@@ -60,19 +60,28 @@ func (l *Limiter) OpenSession(p peer.ID, activity func() transport.Activity, evi
 	}
 	t.byPeer[p] = append(t.byPeer[p], s)
 	t.n++
-	snap := t.snapshot(s)
-	if c.MaxHandshakingPerPeer > 0 {
-		if v := snap.silent(p, c.MaxHandshakingPerPeer); v != nil {
+	// Each bound is looked at only once the table passes it, and only over
+	// the sessions it concerns: an open is on the path of every stream a
+	// peer opens, so under a flood of them (identities that cost nothing to
+	// make) it must cost the node little more than the stream itself.
+	if c.MaxHandshakingPerPeer > 0 && len(t.byPeer[p]) > c.MaxHandshakingPerPeer {
+		sc := silentScan{fresh: s}
+		sc.add(t.byPeer[p])
+		if v := sc.over(c.MaxHandshakingPerPeer); v != nil {
 			victims = append(victims, t.remove(v))
 		}
 	}
-	if c.MaxHandshaking > 0 {
-		if v := snap.silent("", c.MaxHandshaking); v != nil && !v.gone {
+	if c.MaxHandshaking > 0 && t.n > c.MaxHandshaking {
+		sc := silentScan{fresh: s}
+		for _, list := range t.byPeer {
+			sc.add(list)
+		}
+		if v := sc.over(c.MaxHandshaking); v != nil {
 			victims = append(victims, t.remove(v))
 		}
 	}
 	if c.MaxSessions > 0 && t.n > c.MaxSessions {
-		if v := snap.busiestPeers(t); v != nil {
+		if v := t.busiestPeers(s); v != nil {
 			victims = append(victims, t.remove(v))
 		}
 	}
@@ -120,57 +129,46 @@ func (t *sessionTable) remove(s *Session) *Session {
 	return s
 }
 
-// sessionsView is the table's sessions with their activity read once, for
-// choosing whom to evict.
-type sessionsView struct {
-	fresh *Session // the session being opened: never chosen
-	all   []viewed
+// silentScan finds, over the lists given to add, the oldest session
+// other than fresh that has not sent a request yet, and counts those that
+// have not. Each session's activity is read once, and nothing is copied.
+type silentScan struct {
+	fresh    *Session
+	n        int
+	oldest   *Session
+	oldestAt time.Time
 }
 
-type viewed struct {
-	s *Session
-	a transport.Activity
-}
-
-func (t *sessionTable) snapshot(fresh *Session) *sessionsView {
-	v := &sessionsView{fresh: fresh, all: make([]viewed, 0, t.n)}
-	for _, list := range t.byPeer {
-		for _, s := range list {
-			v.all = append(v.all, viewed{s: s, a: s.activity()})
-		}
-	}
-	return v
-}
-
-// silent returns the oldest session that has not sent a request yet, of p
-// (or of anyone, for ""), if there are more than max such sessions.
-func (v *sessionsView) silent(p peer.ID, max int) *Session {
-	n := 0
-	var oldest *viewed
-	for i := range v.all {
-		x := &v.all[i]
-		if x.s.gone || x.a.Requests > 0 || (p != "" && x.s.p != p) {
+func (c *silentScan) add(list []*Session) {
+	for _, x := range list {
+		a := x.activity()
+		if a.Requests > 0 {
 			continue
 		}
-		n++
-		if x.s != v.fresh && (oldest == nil || x.a.Opened.Before(oldest.a.Opened)) {
-			oldest = x
+		c.n++
+		if x != c.fresh && (c.oldest == nil || a.Opened.Before(c.oldestAt)) {
+			c.oldest, c.oldestAt = x, a.Opened
 		}
 	}
-	if n <= max || oldest == nil {
+}
+
+// over returns the oldest silent session if more than max are silent.
+func (c *silentScan) over(max int) *Session {
+	if c.n <= max {
 		return nil
 	}
-	return oldest.s
+	return c.oldest
 }
 
 // busiestPeers returns the session to evict when there are too many: of
 // the peers holding the most sessions, the session that has not sent a
 // request the longest, else the one idle the longest, else the least
-// recently active (see OpenSession).
-func (v *sessionsView) busiestPeers(t *sessionTable) *Session {
+// recently active (see OpenSession). Only those peers' sessions are read.
+// t.mu must be held.
+func (t *sessionTable) busiestPeers(fresh *Session) *Session {
 	count := func(p peer.ID) int {
 		n := len(t.byPeer[p])
-		if p == v.fresh.p {
+		if p == fresh.p {
 			n-- // the new session does not count against its peer here
 		}
 		return n
@@ -182,33 +180,31 @@ func (v *sessionsView) busiestPeers(t *sessionTable) *Session {
 	if most == 0 {
 		return nil
 	}
-	rank := func(x *viewed) (int, time.Time) {
+	rank := func(a transport.Activity) (int, time.Time) {
 		switch {
-		case x.a.Requests == 0:
-			return 0, x.a.Opened
-		case x.a.InFlight == 0:
-			return 1, x.a.Last
+		case a.Requests == 0:
+			return 0, a.Opened
+		case a.InFlight == 0:
+			return 1, a.Last
 		}
-		return 2, x.a.Last
+		return 2, a.Last
 	}
-	var best *viewed
-	for i := range v.all {
-		x := &v.all[i]
-		if x.s.gone || x.s == v.fresh || count(x.s.p) != most {
+	var best *Session
+	var br int
+	var bat time.Time
+	for p, list := range t.byPeer {
+		if count(p) != most {
 			continue
 		}
-		if best == nil {
-			best = x
-			continue
-		}
-		r, at := rank(x)
-		br, bat := rank(best)
-		if r < br || r == br && at.Before(bat) {
-			best = x
+		for _, x := range list {
+			if x == fresh {
+				continue
+			}
+			r, at := rank(x.activity())
+			if best == nil || r < br || r == br && at.Before(bat) {
+				best, br, bat = x, r, at
+			}
 		}
 	}
-	if best == nil {
-		return nil
-	}
-	return best.s
+	return best
 }

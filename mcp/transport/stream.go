@@ -143,9 +143,28 @@ func newConn(s byteStream, from string, limit, buf int) *Conn {
 	if limit <= 0 {
 		limit = DefaultMaxMessageSize
 	}
-	c := &Conn{s: s, from: from, r: bufio.NewReaderSize(s, buf), limit: limit, sc: newScanner(), done: make(chan struct{})}
+	c := &Conn{s: s, from: from, r: bufio.NewReaderSize(s, min(buf, silentBuffer)), bufSize: buf, limit: limit, sc: newScanner(), done: make(chan struct{})}
 	c.fl.init(time.Now())
 	return c
+}
+
+// silentBuffer is the read buffer of a conn until its first frame: a
+// server's stream that never speaks (AwaitRequest) costs this, not the
+// full buffer, and a flood of such streams is a flood of small buffers.
+const silentBuffer = 256
+
+// grow gives the reader its full buffer, at the first frame, keeping what
+// the small one holds ahead. It is called on the reading goroutine.
+func (c *Conn) grow() {
+	if c.r.Size() >= c.bufSize {
+		return
+	}
+	var src io.Reader = c.s
+	if n := c.r.Buffered(); n > 0 {
+		ahead, _ := c.r.Peek(n)
+		src = io.MultiReader(bytes.NewReader(bytes.Clone(ahead)), c.s)
+	}
+	c.r = bufio.NewReaderSize(src, c.bufSize)
 }
 
 // SetGuard bounds what the peer can make the session cost (see Guard); a
@@ -169,11 +188,13 @@ func (c *Conn) Activity() Activity { return c.fl.state() }
 // goroutine and unblocks it by closing the connection, so no extra
 // goroutine or channel hand-off per message is needed.
 type Conn struct {
-	s     byteStream
-	from  string // the other end, for errors
-	r     *bufio.Reader
-	limit int
-	long  []byte // reused for frames longer than the reader's buffer
+	s    byteStream
+	from string // the other end, for errors
+	r    *bufio.Reader
+	// bufSize is r's size from the first frame on (see grow).
+	bufSize int
+	limit   int
+	long    []byte // reused for frames longer than the reader's buffer
 
 	guard     Guard
 	sc        scanner       // the frame being read
@@ -506,6 +527,7 @@ func (c *Conn) large(chunk int) bool {
 }
 
 func (c *Conn) readFrame() ([]byte, error) {
+	c.grow()
 	c.giveBack()
 	c.sc.reset()
 	c.long = c.long[:0]
