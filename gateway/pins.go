@@ -178,10 +178,11 @@ func (g *Mesh) resolvePin(ctx context.Context, p Pin) pinResult {
 	case errors.Is(err, iface.ErrAmbiguousTool):
 		return pinResult{err: fmt.Errorf("%w; pin one of them as PEER/SERVER/TOOL", err)}
 	case errors.Is(err, iface.ErrNoSuchTool):
+		hint := ""
 		if near := g.nearTool(ctx, p); near != "" {
-			err = fmt.Errorf("%w; did you mean %q?", err, near)
+			hint = fmt.Sprintf("; did you mean %q?", near)
 		}
-		return pinResult{err: fmt.Errorf("%w (tried again when the mesh changes; 'mcpmesh tools %s' lists them)", err, p.Peer)}
+		return pinResult{err: fmt.Errorf("%w%s; 'mcpmesh tools %s' lists its tools (tried again when the mesh changes)", err, hint, p.Peer)}
 	case err != nil:
 		return pinResult{err: fmt.Errorf("not reachable yet: %w (tried again when a peer connects: is it running, is its ID right? --peer ADDR connects to it)", err)}
 	}
