@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
 	lpeer "github.com/libp2p/go-libp2p/core/peer"
@@ -60,7 +61,22 @@ func (n *Node) passStreams(pass passFunc) network.StreamHandler {
 		defer n.group.Leave()
 		caller := s.Conn().RemotePeer()
 		down := transport.NewConn(s, n.cfg.maxMessageSize)
+		// The bounds of a session the node serves itself on what a frame
+		// holds once decoded and the memory frames in flight hold. Not its
+		// idle timeout nor its slot in the session table: both read the
+		// session's requests and answers, which a relay carrying raw frames
+		// does not follow.
+		down.SetGuard(n.guard(caller))
 		down.OnBadFrame(func(err error) { n.trust.BadFrame(caller, err) })
+		defer context.AfterFunc(n.ctx, down.Abort)()
+		// A stream that never speaks within the handshake timeout costs a
+		// read: no upstream session, no process started for it.
+		if err := down.AwaitRequest(); err != nil {
+			log.Debugw("relayed session not started", "peer", caller, "error", err)
+			down.Close()
+			return
+		}
+		s.SetReadDeadline(time.Time{}) // the handshake's, set by AwaitRequest
 		pass(down, caller)
 	}
 }

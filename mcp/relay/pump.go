@@ -199,6 +199,20 @@ func (r *Relay) Run(ctx context.Context, toServer, toClient FrameRewrite) error 
 			for {
 				line, err := from.ReadFrame()
 				var tooLarge *transport.FrameTooLargeError
+				var refused *transport.FrameRefusedError
+				if !errors.As(err, &tooLarge) && errors.As(err, &refused) {
+					// Refused by the side's Guard (too complex, over its
+					// memory budget): a request is answered with the error
+					// naming the bound, the rest dropped; the session goes on.
+					if c, ok := from.(interface {
+						AnswerRefused(*transport.FrameRefusedError) error
+					}); ok {
+						if err := c.AnswerRefused(refused); err != nil {
+							return err
+						}
+					}
+					continue
+				}
 				if errors.As(err, &tooLarge) {
 					reply := tooLarge.Reply()
 					if reply == nil {
