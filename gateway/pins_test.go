@@ -158,12 +158,27 @@ func TestPinThatDoesNotResolveSaysWhy(t *testing.T) {
 	if _, err := c.Connect(context.Background(), a.Addrs()[0].String()); err != nil {
 		t.Fatal(err)
 	}
+	// c's own server and its share "other" both have "translate".
+	other := sdkmcp.NewServer(&sdkmcp.Implementation{Name: "other", Version: "1"}, nil)
+	sdkmcp.AddTool(other, &sdkmcp.Tool{Name: "translate"}, func(context.Context, *sdkmcp.CallToolRequest, textIn) (*sdkmcp.CallToolResult, any, error) {
+		return &sdkmcp.CallToolResult{}, nil, nil
+	})
+	if err := c.Share("other", other); err != nil {
+		t.Fatal(err)
+	}
 	nobody := newNode(t) // never connected: not reachable
 	h := pinGateway(t, a, gateway.MeshOptions{Pins: []gateway.Pin{
 		pinOf(t, c.ID().String()+"/translat"),
 		pinOf(t, nobody.ID().String()+"/echo"),
+		pinOf(t, c.ID().String()+"/translate"),
 	}})
-	e := h.waitEvent(t, "for the misspelt tool", func(e gateway.PinEvent) bool { return strings.HasSuffix(e.Pin, "/translat") })
+	e := h.waitEvent(t, "for the ambiguous tool", func(e gateway.PinEvent) bool { return strings.HasSuffix(e.Pin, "/translate") })
+	for _, want := range []string{"ambiguous", "node/translate", "other/translate", "PEER/SERVER/TOOL"} {
+		if e.Err == nil || !strings.Contains(e.String(), want) {
+			t.Errorf("the ambiguous pin said %q; want it to say %q", e, want)
+		}
+	}
+	e = h.waitEvent(t, "for the misspelt tool", func(e gateway.PinEvent) bool { return strings.HasSuffix(e.Pin, "/translat") })
 	msg := e.String()
 	for _, want := range []string{"not listed", `no tool named "translat"`, `did you mean "translate"?`, "mcpmesh tools " + c.ID().String()} {
 		if !strings.Contains(msg, want) {
