@@ -22,7 +22,6 @@ import (
 
 	"github.com/mcpmesh/mcpmesh/discovery"
 	"github.com/mcpmesh/mcpmesh/events/inbox"
-	"github.com/mcpmesh/mcpmesh/internal/retry"
 	"github.com/mcpmesh/mcpmesh/node/iface"
 	"github.com/mcpmesh/mcpmesh/peer/identity"
 	"github.com/mcpmesh/mcpmesh/tasks"
@@ -33,8 +32,9 @@ type Pin struct {
 	Peer   lpeer.ID
 	Server string // empty: wherever the tool is on Peer
 	Tool   string
-	// As is the name the host sees; empty means "<label>.<tool>", label
-	// being the peer's card name or the end of its ID.
+	// As is the name the host sees; empty means "LABEL.TOOL", LABEL being
+	// the peer's name (its card's) made a valid tool name, or the end of its
+	// ID if it has none or another pinned peer has the same.
 	As string
 }
 
@@ -54,7 +54,15 @@ func ParsePin(s string) (Pin, error) {
 	if err != nil {
 		return p, fmt.Errorf("pin %q: %w", s, err)
 	}
+	if as != "" {
+		if err := validToolName(as); err != nil {
+			return p, fmt.Errorf("pin %q: NAME: %w", s, err)
+		}
+	}
 	p.Peer, p.As, p.Tool = info.ID, as, parts[len(parts)-1]
+	if p.Tool == "" {
+		return p, fmt.Errorf("pin %q: no TOOL after the last /", s)
+	}
 	if len(parts) == 3 {
 		p.Server = parts[1]
 	}
@@ -65,6 +73,14 @@ func ParsePin(s string) (Pin, error) {
 type MeshOptions struct {
 	// Pins are remote tools the mesh-mode server lists as its own.
 	Pins []Pin
+	// OnPin, if set, hears what becomes of each pin: listed, or not yet and
+	// why (said again only when the reason changes). Unset, the package's
+	// log says it (info when listed, warn when not).
+	OnPin func(PinEvent)
+	// PinRetry, if set, is the wait between tries of a pin that does not
+	// resolve while no peer connects; default a backoff from 1s to 30s. A
+	// peer connecting is always a new try.
+	PinRetry time.Duration
 	// SearchTimeout bounds one search of the mesh. Default 3s.
 	SearchTimeout time.Duration
 	// Allow, if set, limits the tools that searches find and that describe
@@ -156,8 +172,8 @@ func NewMeshServer(ctx context.Context, n iface.Node, opts MeshOptions) *MeshSer
 		ms.inbox = inbox.New(en)
 		inbox.AddTools(s, ms.inbox)
 	}
-	for _, p := range opts.Pins {
-		ms.pins.Go(func() { g.pin(ctx, s, p) })
+	if len(opts.Pins) > 0 {
+		ms.pins.Go(func() { g.runPins(ctx, s, opts.Pins) })
 	}
 	return ms
 }
@@ -569,44 +585,4 @@ func (g *Mesh) Call(ctx context.Context, ref string, args any) (*sdkmcp.CallTool
 		return nil, err
 	}
 	return g.n.CallServerTool(ctx, p, t.Server, t.Name, args)
-}
-
-// pin resolves p and adds it to s as a tool of its own, retrying until the
-// peer answers or ctx ends.
-func (g *Mesh) pin(ctx context.Context, s *sdkmcp.Server, p Pin) {
-	ref := p.Tool
-	if p.Server != "" {
-		ref = p.Server + "/" + p.Tool
-	}
-	backoff := retry.Backoff(time.Second, time.Minute)
-	for {
-		t, err := g.n.ResolveTool(ctx, p.Peer, ref)
-		if err == nil {
-			name := p.As
-			if name == "" {
-				label := shortID(p.Peer)
-				if c, err := g.n.Card(ctx, p.Peer); err == nil {
-					label = cardLabel(c)
-				}
-				name = label + "." + t.Name
-			}
-			tool := *t.Tool
-			tool.Name = name
-			server := t.Server
-			s.AddTool(&tool, func(ctx context.Context, req *sdkmcp.CallToolRequest) (*sdkmcp.CallToolResult, error) {
-				var args any
-				if len(req.Params.Arguments) > 0 {
-					args = json.RawMessage(req.Params.Arguments)
-				}
-				return g.n.CallServerTool(withHostProgress(ctx, req), p.Peer, server, t.Name, args)
-			})
-			log.Infow("pinned", "tool", name, "peer", p.Peer)
-			return
-		}
-		wait := backoff.Delay()
-		log.Warnf("pin %s on %s: %v; retrying in %v", ref, p.Peer, err, wait.Round(time.Millisecond))
-		if !retry.Sleep(ctx, wait) {
-			return
-		}
-	}
 }

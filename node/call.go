@@ -284,7 +284,7 @@ func (n *Node) ResolveTool(ctx context.Context, p lpeer.ID, ref string) (iface.R
 }
 
 // errNoSuchTool marks a tool name a peer does not list.
-var errNoSuchTool = errors.New("no such tool")
+var errNoSuchTool = iface.ErrNoSuchTool
 
 // unsaid wraps an error for errors.Is without adding to the message.
 type unsaid struct{ err error }
@@ -344,7 +344,7 @@ func (n *Node) resolveTool(ctx context.Context, p lpeer.ID, ref string) (iface.R
 		for i, t := range found {
 			refs[i] = t.Ref()
 		}
-		return iface.RemoteTool{}, fmt.Errorf("tool name %q is ambiguous on peer %s: name one of %s", ref, p, strings.Join(refs, ", "))
+		return iface.RemoteTool{}, fmt.Errorf("tool name %q is ambiguous on peer %s: name one of %s%w", ref, p, strings.Join(refs, ", "), unsaid{iface.ErrAmbiguousTool})
 	}
 }
 

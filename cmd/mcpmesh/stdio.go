@@ -196,7 +196,11 @@ func runEmbedded(ctx context.Context, g *globals, req control.GatewayRequest, pe
 		pin, _ := gateway.ParsePin(p)
 		pins = append(pins, pin)
 	}
-	mesh := gateway.NewMeshServer(ctx, n, gateway.MeshOptions{Pins: pins, Events: req.Events})
+	// What becomes of each pin is said on stderr, which the host shows:
+	// one that does not resolve says why and is tried again as the mesh
+	// changes, rather than never appearing unexplained.
+	onPin := func(e gateway.PinEvent) { fmt.Fprintf(os.Stderr, "mcpmesh stdio: %s\n", e) }
+	mesh := gateway.NewMeshServer(ctx, n, gateway.MeshOptions{Pins: pins, Events: req.Events, OnPin: onPin})
 	defer mesh.Close()
 	ss, err := mesh.Connect(ctx, transport.Connected(host), nil)
 	if err != nil {

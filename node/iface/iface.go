@@ -7,6 +7,7 @@ package iface
 
 import (
 	"context"
+	"errors"
 
 	lpeer "github.com/libp2p/go-libp2p/core/peer"
 	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
@@ -64,3 +65,10 @@ type AnyResult struct {
 	// Tried lists the providers that failed before Peer answered.
 	Tried []error
 }
+
+// Errors of ResolveTool that a caller may act on (errors.Is): the peer
+// lists no tool of that name, or several of its servers do.
+var (
+	ErrNoSuchTool    = errors.New("no such tool")
+	ErrAmbiguousTool = errors.New("ambiguous tool name")
+)

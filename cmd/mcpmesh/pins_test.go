@@ -1,0 +1,67 @@
+package main
+
+import (
+	"context"
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
+)
+
+// `mcpmesh stdio --pin` lists a pinned tool as LABEL.TOOL, LABEL the
+// peer's name, and says on stderr what became of each pin: a misspelt
+// one with why and the near name; the daemon's --http-pin says it in the
+// daemon's log.
+func TestStdioPinsNamedAndSaid(t *testing.T) {
+	a := startDaemon(t, "--name", "alpha")
+	cmd := exec.Command(binary, "--home", t.TempDir(), "stdio", "--no-mdns", "--peer", a.addr,
+		"--pin", a.id+"/echo", "--pin", a.id+"/ecko")
+	stderr := &lockedBuffer{}
+	cmd.Stderr = stderr
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cs, err := sdkmcp.NewClient(&sdkmcp.Implementation{Name: "test-host"}, nil).Connect(ctx, &sdkmcp.CommandTransport{Command: cmd}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		list, err := cs.ListTools(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for _, tool := range list.Tools {
+			names = append(names, tool.Name)
+		}
+		said := stderr.String()
+		if slices.Contains(names, "alpha.echo") && strings.Contains(said, "/ecko: not listed") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the host lists %v, want alpha.echo; stderr:\n%s", names, said)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if got := callText(t, cs, "alpha.echo", map[string]any{"text": "pinned"}); got != "pinned" {
+		t.Fatalf("alpha.echo = %q", got)
+	}
+	said := stderr.String()
+	for _, want := range []string{"mcpmesh stdio: pin " + a.id + "/echo: listed as alpha.echo", `no tool named "ecko"`, `did you mean "echo"?`} {
+		if !strings.Contains(said, want) {
+			t.Errorf("stderr does not say %q:\n%s", want, said)
+		}
+	}
+
+	b := startDaemon(t, "--peer", a.addr, "--http", "127.0.0.1:0", "--http-pin", a.id+"/ecko")
+	for deadline := time.Now().Add(20 * time.Second); !strings.Contains(b.errs.String(), `did you mean "echo"?`); {
+		if time.Now().After(deadline) {
+			t.Fatalf("the daemon's log does not say why its --http-pin is not listed:\n%s", b.errs.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
