@@ -478,7 +478,9 @@ func (s *RelaySession) question(frame []byte, req *jsonrpc.Request) ([]byte, []b
 }
 
 // End ends the session's tasks still in flight: as failed, naming the lost
-// target when lost says why it was lost.
+// target, when lost says why the target was lost; else (the caller's side
+// ended, or the node stops) as cancelled, as a served call whose caller
+// went away is.
 func (s *RelaySession) End(lost error) {
 	s.mu.Lock()
 	s.ended = true
@@ -489,10 +491,10 @@ func (s *RelaySession) End(lost error) {
 	}
 	s.mu.Unlock()
 	for _, c := range calls {
-		err := errors.New("the session ended before the answer")
-		if lost != nil {
-			err = fmt.Errorf("lost %s: %w", c.hop.Server, lost)
+		if lost == nil {
+			c.entry.Finish(tasks.Cancelled, nil, errors.New("its caller's session ended before the answer"), nil)
+			continue
 		}
-		c.entry.Finish(tasks.Failed, nil, err, &c.hop)
+		c.entry.Finish(tasks.Failed, nil, fmt.Errorf("lost %s: %w", c.hop.Server, lost), &c.hop)
 	}
 }
