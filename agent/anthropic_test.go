@@ -5,12 +5,10 @@ import (
 	"errors"
 	"strings"
 	"testing"
-
-	"github.com/anthropics/anthropic-sdk-go/v2"
 )
 
 // TestAnthropicToolConversation drives a whole tool-using conversation
-// through the official Anthropic library against a loopback server speaking
+// through the Anthropic backend against a loopback server speaking
 // the Messages API: task → tool_use → tool_result → answer, checking what
 // goes over the wire each way.
 func TestAnthropicToolConversation(t *testing.T) {
@@ -55,8 +53,8 @@ func TestAnthropicToolConversation(t *testing.T) {
 	if got.Path != "/v1/messages" {
 		t.Errorf("path = %s", got.Path)
 	}
-	// anthropic-sdk-go v2 sends an API key as a bearer token, not in
-	// x-api-key; either way it must be the configured key, not one from
+	// The key goes as a bearer token, as anthropic-sdk-go v2 sent it, not
+	// in x-api-key; either way it must be the configured key, not one from
 	// ANTHROPIC_API_KEY or ANTHROPIC_AUTH_TOKEN.
 	if h := got.Header.Get("Authorization"); h != "Bearer "+testKey {
 		t.Errorf("Authorization = %q, want the configured key", h)
@@ -64,8 +62,8 @@ func TestAnthropicToolConversation(t *testing.T) {
 	if h := got.Header.Get("X-Api-Key"); h != "" {
 		t.Errorf("x-api-key = %q: the environment leaked into the client", h)
 	}
-	if h := got.Header.Get("Anthropic-Version"); h == "" {
-		t.Errorf("no anthropic-version header")
+	if h := got.Header.Get("Anthropic-Version"); h != anthropicVersion {
+		t.Errorf("anthropic-version = %q, want %q", h, anthropicVersion)
 	}
 	if m := dig(got.Body, "model"); m != model {
 		t.Errorf("model = %v", m)
@@ -187,7 +185,7 @@ func TestAnthropicServerErrors(t *testing.T) {
 		want     string
 	}{
 		{"500", anthropicError(500, "api_error", "Internal server error"), 1 + modelRetries, "500 Internal Server Error: api_error: Internal server error (request-id req_fake)"},
-		{"529", anthropicError(529, "overloaded_error", "Overloaded"), 1 + modelRetries, "529 : overloaded_error: Overloaded (request-id req_fake)"},
+		{"529", anthropicError(529, "overloaded_error", "Overloaded"), 1 + modelRetries, "529: overloaded_error: Overloaded (request-id req_fake)"},
 		{"429", anthropicError(429, "rate_limit_error", "Rate limited"), 1 + modelRetries, "429 Too Many Requests: rate_limit_error: Rate limited (request-id req_fake)"},
 		{"401 echoing the key", anthropicError(401, "authentication_error", "invalid x-api-key "+testKey), 1, "401 Unauthorized: authentication_error: invalid x-api-key [redacted] (request-id req_fake)"},
 	} {
@@ -213,9 +211,9 @@ func TestAnthropicServerErrors(t *testing.T) {
 					t.Errorf("the key did not reach the server: the test proves nothing")
 				}
 			}
-			var apiErr *anthropic.Error
+			var apiErr *apiError
 			if errors.As(err, &apiErr) {
-				t.Errorf("errors.As(*anthropic.Error) found the library's error, whose request holds the key")
+				t.Errorf("errors.As(*apiError) found the API's error: the backend error unwraps only to context errors")
 			}
 			for e := error(err); e != nil; e = errors.Unwrap(e) {
 				if strings.Contains(e.Error(), testKey) {
