@@ -234,3 +234,39 @@ func TestAnthropicCancelHangingRequest(t *testing.T) {
 	}
 	testCancelHanging(t, api, b)
 }
+
+// TestAnthropicErrorShapes: a 429 asking for a longer wait than
+// maxRetryWait ends the retries at once with the API's message; an error
+// answer that is not the API's JSON gives its start.
+func TestAnthropicErrorShapes(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		resp     fakeResponse
+		attempts int
+		want     string
+	}{
+		{"429 asking to wait a minute", fakeResponse{Status: 429, Header: map[string]string{"Retry-After": "60", "Request-Id": "req_1"},
+			Body: map[string]any{"type": "error", "error": map[string]any{"type": "rate_limit_error", "message": "Number of request tokens has exceeded your per-minute rate limit"}}}, 1,
+			"429 Too Many Requests: rate_limit_error: Number of request tokens has exceeded your per-minute rate limit (request-id req_1)"},
+		{"400 invalid request", fakeResponse{Status: 400, Body: map[string]any{"type": "error", "error": map[string]any{"type": "invalid_request_error", "message": "max_tokens: Field required"}}}, 1,
+			"400 Bad Request: invalid_request_error: max_tokens: Field required"},
+		{"a proxy's text", fakeResponse{Status: 503, Header: map[string]string{"Retry-After-Ms": "1"}, Body: []byte("upstream connect error")}, 1 + modelRetries,
+			"503 Service Unavailable: upstream connect error"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			api := newFakeAnthropic(t, func(int, *fakeRequest) fakeResponse { return tc.resp })
+			b, err := newAnthropic(ModelConfig{Backend: "anthropic", Model: "claude-x", URL: api.baseURL()}, testKey)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = b.Complete(context.Background(), &Request{Messages: []Message{{Role: User, Text: "hi"}}})
+			want := "anthropic messages (model claude-x at " + api.baseURL() + "): " + tc.want
+			if err == nil || err.Error() != want {
+				t.Errorf("error = %v\nwant    %s", err, want)
+			}
+			if n := len(api.requests()); n != tc.attempts {
+				t.Errorf("%d attempts, want %d", n, tc.attempts)
+			}
+		})
+	}
+}

@@ -42,7 +42,7 @@ type fakeRequest struct {
 type fakeResponse struct {
 	Status int               // 0: 200
 	Header map[string]string // extra headers
-	Body   any               // marshalled as JSON
+	Body   any               // marshalled as JSON; a []byte is sent as it is
 	Hang   bool              // never answer (until the client goes away)
 }
 
@@ -117,6 +117,12 @@ func writeJSON(w http.ResponseWriter, status int, header map[string]string, body
 	}
 	for k, v := range header {
 		w.Header().Set(k, v)
+	}
+	if raw, ok := body.([]byte); ok {
+		w.Header().Set("Content-Type", "text/html")
+		w.WriteHeader(status)
+		_, _ = w.Write(raw)
+		return
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
