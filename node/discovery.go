@@ -15,6 +15,7 @@ import (
 	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/mcpmesh/mcpmesh/discovery"
+	"github.com/mcpmesh/mcpmesh/mcp/relay"
 	"github.com/mcpmesh/mcpmesh/node/iface"
 	"github.com/mcpmesh/mcpmesh/peer/policy"
 	"github.com/mcpmesh/mcpmesh/peer/reach"
@@ -67,17 +68,13 @@ func (n *Node) buildCard(ctx context.Context) (*cardpb.Card, error) {
 	for _, a := range n.host.Addrs() {
 		card.Addrs = append(card.Addrs, a.Bytes())
 	}
-	self := n.host.ID()
 	for _, name := range n.Shared() {
-		cs, err := n.Session(ctx, self, name)
-		if err != nil {
-			return nil, fmt.Errorf("list own server %s: %w", name, err)
-		}
-		srv := &cardpb.Server{Name: name}
-		tools, err := n.serverTools(ctx, self, name)
+		lists, err := n.ownLists(ctx, name)
 		if err != nil {
 			return nil, err
 		}
+		srv := &cardpb.Server{Name: name}
+		tools := lists.Tools
 		// The card shows what the policy lets some peer see (and does not
 		// hide); each peer's own lists show what it may use.
 		tools = slices.DeleteFunc(slices.Clone(tools), func(t *sdkmcp.Tool) bool { return !n.trust.Advertised(name, policy.Tool, t.Name) })
@@ -91,35 +88,18 @@ func (n *Node) buildCard(ctx context.Context) (*cardpb.Card, error) {
 		for _, t := range tools {
 			srv.Tools = append(srv.Tools, &cardpb.Tool{Name: t.Name, Title: t.Title, Description: summary(t.Description), Tags: toolTags(t)})
 		}
-		caps := cs.InitializeResult().Capabilities
-		if caps != nil && caps.Resources != nil {
-			for r, err := range cs.Resources(ctx, nil) {
-				if err != nil {
-					return nil, fmt.Errorf("list resources of %s: %w", name, err)
-				}
-				if !n.trust.Advertised(name, policy.Resource, r.URI) {
-					continue
-				}
+		for _, r := range lists.Resources {
+			if n.trust.Advertised(name, policy.Resource, r.URI) {
 				srv.Resources = append(srv.Resources, &cardpb.Resource{Uri: r.URI, Name: r.Name, Title: r.Title, Description: summary(r.Description), MimeType: r.MIMEType})
 			}
-			for r, err := range cs.ResourceTemplates(ctx, nil) {
-				if err != nil {
-					return nil, fmt.Errorf("list resource templates of %s: %w", name, err)
-				}
-				if !n.trust.Advertised(name, policy.Resource, r.URITemplate) {
-					continue
-				}
+		}
+		for _, r := range lists.Templates {
+			if n.trust.Advertised(name, policy.Resource, r.URITemplate) {
 				srv.ResourceTemplates = append(srv.ResourceTemplates, &cardpb.ResourceTemplate{UriTemplate: r.URITemplate, Name: r.Name, Title: r.Title, Description: summary(r.Description)})
 			}
 		}
-		if caps != nil && caps.Prompts != nil {
-			for p, err := range cs.Prompts(ctx, nil) {
-				if err != nil {
-					return nil, fmt.Errorf("list prompts of %s: %w", name, err)
-				}
-				if !n.trust.Advertised(name, policy.Prompt, p.Name) {
-					continue
-				}
+		for _, p := range lists.Prompts {
+			if n.trust.Advertised(name, policy.Prompt, p.Name) {
 				srv.Prompts = append(srv.Prompts, &cardpb.Prompt{Name: p.Name, Title: p.Title, Description: summary(p.Description)})
 			}
 		}
@@ -128,6 +108,51 @@ func (n *Node) buildCard(ctx context.Context) (*cardpb.Card, error) {
 	n.cardEvents(card)
 	n.cardBuilt(card)
 	return card, nil
+}
+
+// ownLists lists what one of the node's own servers offers: a program's or
+// an endpoint's from the node's index session of it (never a caller's
+// process), the others through the node's own in-memory session.
+func (n *Node) ownLists(ctx context.Context, name string) (relay.Lists, error) {
+	n.mu.Lock()
+	s := n.servers[name]
+	n.mu.Unlock()
+	if s != nil && s.share != nil {
+		return s.share.Lists(), nil
+	}
+	self := n.host.ID()
+	cs, err := n.Session(ctx, self, name)
+	if err != nil {
+		return relay.Lists{}, fmt.Errorf("list own server %s: %w", name, err)
+	}
+	l := relay.Lists{Capabilities: cs.InitializeResult().Capabilities}
+	if l.Tools, err = n.serverTools(ctx, self, name); err != nil {
+		return l, err
+	}
+	caps := l.Capabilities
+	if caps != nil && caps.Resources != nil {
+		for r, err := range cs.Resources(ctx, nil) {
+			if err != nil {
+				return l, fmt.Errorf("list resources of %s: %w", name, err)
+			}
+			l.Resources = append(l.Resources, r)
+		}
+		for r, err := range cs.ResourceTemplates(ctx, nil) {
+			if err != nil {
+				return l, fmt.Errorf("list resource templates of %s: %w", name, err)
+			}
+			l.Templates = append(l.Templates, r)
+		}
+	}
+	if caps != nil && caps.Prompts != nil {
+		for p, err := range cs.Prompts(ctx, nil) {
+			if err != nil {
+				return l, fmt.Errorf("list prompts of %s: %w", name, err)
+			}
+			l.Prompts = append(l.Prompts, p)
+		}
+	}
+	return l, nil
 }
 
 // summary keeps a description's first sentence, at most 160 characters:

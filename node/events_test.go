@@ -12,6 +12,7 @@ import (
 
 	"github.com/mcpmesh/mcpmesh/events"
 	"github.com/mcpmesh/mcpmesh/events/feed"
+	"github.com/mcpmesh/mcpmesh/mcp/relay"
 	"github.com/mcpmesh/mcpmesh/mcp/transport"
 	"github.com/mcpmesh/mcpmesh/node"
 	"github.com/mcpmesh/mcpmesh/peer/policy"
@@ -64,12 +65,15 @@ func (c *collector) none(t *testing.T, d time.Duration) {
 
 // A shared program's resource update is an event on the node that shares
 // it, which a peer subscribed to gets: the node subscribes to the
-// program's resources through its own session (the mirror passes the
-// subscription on to the program).
+// program's resources through its own session. The program is shared in
+// shared mode, one process for every caller, so that A's call changes the
+// resource the node watches; in isolated mode (the default) each caller's
+// process has resources of its own, and the node's session sees only its
+// own process's updates.
 func TestSharedProgramResourceUpdateIsAnEvent(t *testing.T) {
 	a, b := newNode(t), newNode(t)
 	connect(t, a, b)
-	shareCalc(t, b, &syncBuffer{})
+	shareCalc(t, b, &syncBuffer{}, node.ShareMode(relay.Shared))
 	_, c := subscribe(t, a, b, events.ResourceUpdated, `{"server":"calc"}`)
 	// The node subscribes to the program's resources on its own.
 	eventually(t, 10*time.Second, "b watches calc://readme", func() bool {

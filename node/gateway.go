@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 
 	"github.com/libp2p/go-libp2p/core/network"
@@ -48,18 +49,20 @@ func (n *Node) dialOwnServer(ctx context.Context, server string) (sdkmcp.Connect
 	if !ok {
 		return nil, fmt.Errorf("this node shares no server named %q (it shares: %s)", server, strings.Join(n.Shared(), ", "))
 	}
-	st, ct := sdkmcp.NewInMemoryTransports()
-	if s.relay != nil {
-		down, _ := st.Connect(ctx)
-		relayed := n.group.Go(func() {
-			if err := n.relay(s.relay, down, n.host.ID()); err != nil {
-				log.Debugw("relay of gateway session ended", "server", server, "error", err)
-			}
-		})
-		if !relayed {
+	if s.pass != nil {
+		// A pipe in memory, served as an inbound stream from the node itself.
+		mine, theirs := net.Pipe()
+		self := n.host.ID()
+		down := transport.NewPipeConn(theirs, self.String(), n.cfg.maxMessageSize)
+		if !n.group.Go(func() { s.pass(down, self) }) {
+			mine.Close()
+			theirs.Close()
 			return nil, ErrClosed
 		}
-	} else if _, err := s.server.Connect(identity.WithRemote(n.ctx, n.host.ID()), st, nil); err != nil {
+		return transport.NewPipeConn(mine, server, n.cfg.maxMessageSize), nil
+	}
+	st, ct := sdkmcp.NewInMemoryTransports()
+	if _, err := s.server.Connect(identity.WithRemote(n.ctx, n.host.ID()), st, nil); err != nil {
 		return nil, fmt.Errorf("connect to own server %s: %w", server, err)
 	}
 	return ct.Connect(ctx)

@@ -1,9 +1,11 @@
 package node_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -339,4 +341,80 @@ func TestNewcomerGetsInPastIdleStreams(t *testing.T) {
 	connect(t, c, b)
 	mustEcho(t, c, b, "past idle sessions")
 	mustEcho(t, a, b, "the first newcomer still served")
+}
+
+// A session the node relays (here, a re-shared server) is bounded as one it
+// serves: a frame over the node's own decoded-size bounds is answered with
+// the error that names the bound and goes no further, and the session goes
+// on. C, beyond, would take the frame (its bounds are the defaults).
+func TestRelayedSessionIsGuardedAsAServedOne(t *testing.T) {
+	b, c := newNode(t, node.WithLimits(limits.Config{MaxMessageValues: 1000})), newNode(t)
+	connect(t, b, c)
+	if err := b.SharePeer("far", c.ID(), transport.DefaultServer); err != nil {
+		t.Fatal(err)
+	}
+	h := newNode(t).Host()
+	if err := h.Connect(ctxFor(t, 3*time.Second), lpeer.AddrInfo{ID: b.ID(), Addrs: b.Addrs()}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := h.NewStream(ctxFor(t, 3*time.Second), b.ID(), transport.ProtocolID("far"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Reset()
+	r := bufio.NewReader(s)
+	read := func() string {
+		t.Helper()
+		s.SetReadDeadline(time.Now().Add(5 * time.Second))
+		line, err := r.ReadString('\n')
+		if err != nil {
+			t.Fatalf("no answer: %v", err)
+		}
+		return line
+	}
+	keys := make([]string, 5000)
+	for i := range keys {
+		keys[i] = fmt.Sprintf(`"k%d":0`, i)
+	}
+	s.Write([]byte(`{"jsonrpc":"2.0","id":7,"method":"ping","params":{` + strings.Join(keys, ",") + "}}\n"))
+	if got := read(); !strings.Contains(got, `"id":7`) || !strings.Contains(got, "too complex") {
+		t.Fatalf("a frame over the relay's bounds: %s, want an error for id 7 naming the bound", got)
+	}
+	s.Write([]byte(`{"jsonrpc":"2.0","id":8,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}` + "\n"))
+	if got := read(); !strings.Contains(got, `"id":8`) || !strings.Contains(got, `"result"`) {
+		t.Fatalf("the session after the refused frame: %s, want initialize's result", got)
+	}
+}
+
+// A relayed session outlives the handshake timeout that bounds how long its
+// stream may stay silent at first: the relay does not follow its requests,
+// so no timeout of the served sessions' may end a call that takes longer.
+func TestRelayedSessionOutlivesTheHandshakeTimeout(t *testing.T) {
+	b, c := newNode(t, node.WithLimits(limits.Config{HandshakeTimeout: 300 * time.Millisecond, IdleTimeout: 300 * time.Millisecond})), newNode(t)
+	started, open := addGateTool(c)
+	connect(t, b, c)
+	if err := b.SharePeer("far", c.ID(), transport.DefaultServer); err != nil {
+		t.Fatal(err)
+	}
+	a := newNode(t)
+	connect(t, a, b)
+	done := make(chan error, 1)
+	go func() {
+		res, err := a.CallTool(ctxFor(t, 10*time.Second), b.ID(), "far/gate", nil)
+		if err == nil && res.IsError {
+			err = fmt.Errorf("tool error: %v", res.Content)
+		}
+		done <- err
+	}()
+	select {
+	case <-started:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the call never reached c")
+	}
+	// The call is held past both timeouts, the client silent meanwhile.
+	time.Sleep(time.Second)
+	close(open)
+	if err := <-done; err != nil {
+		t.Fatalf("a relayed call longer than the handshake timeout: %v", err)
+	}
 }

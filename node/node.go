@@ -29,9 +29,9 @@ import (
 	"github.com/mcpmesh/mcpmesh/internal/owner"
 	"github.com/mcpmesh/mcpmesh/limits"
 	"github.com/mcpmesh/mcpmesh/mcp/ask"
+	"github.com/mcpmesh/mcpmesh/mcp/relay"
 	"github.com/mcpmesh/mcpmesh/mcp/sessions"
 	"github.com/mcpmesh/mcpmesh/mcp/transport"
-	"github.com/mcpmesh/mcpmesh/mcp/upstream"
 	"github.com/mcpmesh/mcpmesh/node/iface"
 	"github.com/mcpmesh/mcpmesh/peer/identity"
 	"github.com/mcpmesh/mcpmesh/peer/reach"
@@ -69,17 +69,21 @@ type Node struct {
 	cancel context.CancelFunc
 	group  owner.Group // inbound sessions, relays, KeepConnected loops, bans being enforced
 
-	mu       sync.Mutex
-	servers  map[string]*sharedServer
-	inbound  map[*sdkmcp.ServerSession]string // open sessions served, to the server named
-	programs map[string]*upstream.Supervisor
-	closed   bool
+	mu      sync.Mutex
+	servers map[string]*sharedServer
+	inbound map[*sdkmcp.ServerSession]string // open sessions served, to the server named
+	closed  bool
 }
 
+// sharedServer is a server the node shares: an SDK server of its own
+// (server), or one whose sessions it passes through (pass): a peer's
+// (relay) or a program's or an endpoint's (share).
 type sharedServer struct {
-	server *sdkmcp.Server // nil for a re-shared server of another peer
-	relay  *relayTarget   // set for a re-shared server
-	stop   func()         // stops what keeps the server alive (a program's supervisor), if anything
+	server *sdkmcp.Server
+	pass   passFunc
+	relay  *relayTarget
+	share  *relay.Share
+	stop   func() // stops what keeps the server alive (a program's processes), if anything
 }
 
 // New starts a node: its libp2p host listens, and its default server (for
@@ -126,15 +130,14 @@ func New(opts ...Option) (*Node, error) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	n := &Node{
-		cfg:      cfg,
-		host:     h,
-		inputs:   ask.NewInputs(),
-		ctx:      ctx,
-		cancel:   cancel,
-		servers:  map[string]*sharedServer{},
-		inbound:  map[*sdkmcp.ServerSession]string{},
-		programs: map[string]*upstream.Supervisor{},
-		limits:   lim,
+		cfg:     cfg,
+		host:    h,
+		inputs:  ask.NewInputs(),
+		ctx:     ctx,
+		cancel:  cancel,
+		servers: map[string]*sharedServer{},
+		inbound: map[*sdkmcp.ServerSession]string{},
+		limits:  lim,
 	}
 	n.initLimits()
 	n.initReach(rs)
@@ -286,6 +289,12 @@ func (n *Node) Share(name string, server *sdkmcp.Server) error {
 }
 
 func (n *Node) share(name string, server *sdkmcp.Server, stop func()) error {
+	n.addLayers(name, server) // see serve.go
+	return n.addServer(name, &sharedServer{server: server, stop: stop})
+}
+
+// addServer shares s under name.
+func (n *Node) addServer(name string, s *sharedServer) error {
 	if err := transport.ValidateServerName(name); err != nil {
 		return err
 	}
@@ -297,9 +306,12 @@ func (n *Node) share(name string, server *sdkmcp.Server, stop func()) error {
 	if _, ok := n.servers[name]; ok {
 		return fmt.Errorf("a server named %q is already shared", name)
 	}
-	n.addLayers(name, server) // see serve.go
-	n.servers[name] = &sharedServer{server: server, stop: stop}
-	n.host.SetStreamHandler(transport.ProtocolID(name), n.serve(name, server))
+	n.servers[name] = s
+	if s.pass != nil {
+		n.host.SetStreamHandler(transport.ProtocolID(name), n.passStreams(s.pass))
+	} else {
+		n.host.SetStreamHandler(transport.ProtocolID(name), n.serve(name, s.server))
+	}
 	n.changed()
 	n.startWatch(name) // its resource updates are events
 	return nil
@@ -312,7 +324,6 @@ func (n *Node) Unshare(name string) error {
 	s, ok := n.servers[name]
 	if ok {
 		delete(n.servers, name)
-		delete(n.programs, name)
 		n.host.RemoveStreamHandler(transport.ProtocolID(name))
 	}
 	var toClose []*sdkmcp.ServerSession

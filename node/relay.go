@@ -3,14 +3,16 @@ package node
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
 	lpeer "github.com/libp2p/go-libp2p/core/peer"
-	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 
 	"github.com/mcpmesh/mcpmesh/mcp/relay"
 	"github.com/mcpmesh/mcpmesh/mcp/transport"
 	"github.com/mcpmesh/mcpmesh/peer/trust"
+	"github.com/mcpmesh/mcpmesh/tasks/tracker"
 )
 
 // relayTarget is a server of another peer that this node re-shares.
@@ -24,9 +26,10 @@ type relayTarget struct {
 // SharePeer re-shares the server called server on peer p under name: peers
 // that cannot reach p (another network, behind NAT, not permitted there)
 // reach it through this node. Each session opened on name is relayed to a
-// session of its own on p, message by message, decoding nothing beyond the
-// JSON-RPC envelope, so everything MCP carries passes through unchanged; only
-// the task context of a tools/call is extended by this hop.
+// session of its own on p, frame by frame, decoding nothing that the mesh
+// need not rewrite, so everything MCP carries passes through unchanged; each
+// tools/call is a task of this node (a hop of its tree), whose context the
+// call carries on.
 func (n *Node) SharePeer(name string, p lpeer.ID, server string) error {
 	if err := transport.ValidateServerName(server); err != nil {
 		return err
@@ -34,29 +37,22 @@ func (n *Node) SharePeer(name string, p lpeer.ID, server string) error {
 	if p == n.host.ID() {
 		return fmt.Errorf("share %s: %s/%s is this node's own server", name, p, server)
 	}
-	if err := transport.ValidateServerName(name); err != nil {
-		return err
-	}
 	ctx, cancel := context.WithCancel(n.ctx)
 	t := &relayTarget{peer: p, server: server, ctx: ctx, cancel: cancel}
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.closed {
+	if err := n.addServer(name, &sharedServer{relay: t, stop: cancel, pass: n.passToPeer(name, t)}); err != nil {
 		cancel()
-		return ErrClosed
+		return err
 	}
-	if _, ok := n.servers[name]; ok {
-		cancel()
-		return fmt.Errorf("a server named %q is already shared", name)
-	}
-	n.servers[name] = &sharedServer{relay: t, stop: cancel}
-	n.host.SetStreamHandler(transport.ProtocolID(name), n.serveRelay(name, t))
-	n.changed()
 	return nil
 }
 
-// serveRelay returns the stream handler of a re-shared server.
-func (n *Node) serveRelay(name string, t *relayTarget) network.StreamHandler {
+// passFunc serves one session of a server the node passes through, from
+// down (its caller's side, a stream or a pipe in memory) by the
+// authenticated caller.
+type passFunc func(down *transport.Conn, caller lpeer.ID)
+
+// passStreams is the stream handler of a server the node passes through.
+func (n *Node) passStreams(pass passFunc) network.StreamHandler {
 	return func(s network.Stream) {
 		if !n.group.Enter() {
 			s.Reset()
@@ -64,26 +60,93 @@ func (n *Node) serveRelay(name string, t *relayTarget) network.StreamHandler {
 		}
 		defer n.group.Leave()
 		caller := s.Conn().RemotePeer()
-		if !n.trust.MayOpenRelay(caller, name) {
-			s.Reset()
+		down := transport.NewConn(s, n.cfg.maxMessageSize)
+		// The bounds of a session the node serves itself on what a frame
+		// holds once decoded and the memory frames in flight hold. Not its
+		// idle timeout nor its slot in the session table: both read the
+		// session's requests and answers, which a relay carrying raw frames
+		// does not follow.
+		down.SetGuard(n.guard(caller))
+		down.OnBadFrame(func(err error) { n.trust.BadFrame(caller, err) })
+		defer context.AfterFunc(n.ctx, down.Abort)()
+		// A stream that never speaks within the handshake timeout costs a
+		// read: no upstream session, no process started for it.
+		if err := down.AwaitRequest(); err != nil {
+			log.Debugw("relayed session not started", "peer", caller, "error", err)
+			down.Close()
 			return
 		}
-		up, err := n.openRelay(t)
+		s.SetReadDeadline(time.Time{}) // the handshake's, set by AwaitRequest
+		pass(down, caller)
+	}
+}
+
+// passToPeer returns how a session of a re-shared server is served: relayed
+// to a stream of its own to the target.
+func (n *Node) passToPeer(name string, t *relayTarget) passFunc {
+	return func(down *transport.Conn, caller lpeer.ID) {
+		if refusal := n.trust.MayOpenRelay(caller, name); refusal != nil {
+			relay.RefuseSession(down, refusal.Code, refusal.Message)
+			return
+		}
+		s, err := n.openRelay(t)
 		if err != nil {
-			s.Reset()
+			down.Break(err)
+			down.Close()
 			log.Debugw("relay session refused", "server", name, "error", err)
 			return
 		}
-		r := relay.NewStreamRelay(s, up, n.cfg.maxMessageSize)
-		// The trust layer's rewrites first, then the task hop's.
-		toServer, toClient, end := n.trust.RelayRewrites(caller, name, trust.Target{Peer: t.peer, Server: t.server},
-			relay.TaskHop(n.host.ID(), caller), r.SendToClient)
-		defer end(nil)
-		r.ServerLost = end // the target's side ended: answer what waits on it
-		if err := r.Run(t.ctx, toServer, toClient); err != nil {
+		up := transport.NewConn(s, n.cfg.maxMessageSize)
+		if err := n.runRelay(t.ctx, name, caller, down, up, t.peer, t.server, nil); err != nil {
 			log.Debugw("relay session ended", "server", name, "to", t.peer, "error", err)
 		}
 	}
+}
+
+// runRelay relays one session of the server shared as name from caller
+// (down) to up, until either ends or ctx is done: server on peer, or, with no peer, the program or endpoint
+// behind the share. The layers apply in order: the trust layer (policy,
+// delegation, limits, audit, list filtering), then the task layer (each
+// tools/call a task of this node; for a peer, passed on as its child),
+// then, for a program or an endpoint, the mesh's own _meta keys are taken
+// out. setBusy, if not nil, is told how to know that calls are in flight.
+func (n *Node) runRelay(ctx context.Context, name string, caller lpeer.ID, down, up relay.FrameConn, peer lpeer.ID, server string, setBusy func(func() bool)) error {
+	r := relay.New(down, up)
+	// The task layer's own answers (a call cancelled or past its deadline
+	// here) pass the trust layer on their way, as the server's would.
+	var trustToClient relay.FrameRewrite
+	answer := func(msg jsonrpc.Message) error {
+		frame, err := jsonrpc.EncodeMessage(msg)
+		if err != nil {
+			return err
+		}
+		if trustToClient != nil {
+			if fwd, _, err := trustToClient(frame); err == nil && fwd != nil {
+				frame = fwd
+			}
+		}
+		return r.WriteToClient(frame)
+	}
+	tk := n.tasks.Relay(name, caller, tracker.Target{Peer: peer, Server: server}, r.SendToServer, answer)
+	if setBusy != nil {
+		setBusy(tk.Busy)
+	}
+	then := tk.ToServer
+	if peer == "" {
+		then = relay.Chain(tk.ToServer, relay.StripMeshMeta)
+	}
+	toServer, toClient, end := n.trust.RelayRewrites(caller, name, trust.Target{Peer: peer, Server: server}, then, r.SendToClient)
+	trustToClient = toClient
+	r.ServerLost = func(err error) {
+		// The server's side ended on its own: what waits on it is answered
+		// with a failure naming it, while the caller's side is still open.
+		end(err)
+		tk.End(err)
+	}
+	err := r.Run(ctx, toServer, relay.Chain(tk.ToClient, toClient))
+	end(nil)
+	tk.End(nil)
+	return err
 }
 
 // openRelay opens the stream to the target of a re-shared server.
@@ -97,16 +160,4 @@ func (n *Node) openRelay(t *relayTarget) (network.Stream, error) {
 		return nil, fmt.Errorf("relay to %s/%s: %w", t.peer, t.server, n.dialError(t.peer, err))
 	}
 	return s, nil
-}
-
-// relay pumps down's session (a connection in memory, from the node
-// itself) to the target.
-func (n *Node) relay(t *relayTarget, down sdkmcp.Connection, caller lpeer.ID) error {
-	s, err := n.openRelay(t)
-	if err != nil {
-		down.Close()
-		return err
-	}
-	up, _ := (&transport.StreamTransport{Stream: s, MaxMessageSize: n.cfg.maxMessageSize}).Connect(t.ctx)
-	return relay.Pump(t.ctx, down, up, relay.TaskHopMessages(n.host.ID(), caller))
 }

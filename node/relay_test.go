@@ -146,3 +146,76 @@ func TestUnsharePeerEndsRelayedSessions(t *testing.T) {
 		return err != nil
 	})
 }
+
+// A call relayed by --share-peer is a task of the relay: the root's tree
+// shows the relay hop (not an unreachable one) with the call below it as
+// its child, and the relay records the call's progress.
+func TestSharePeerCallIsATaskInTheTree(t *testing.T) {
+	a, b, c := relayChain(t)
+	ev := addChain(t, c)
+	ctx := tasks.WithProgress(ctxFor(t, 20*time.Second), func(*sdkmcp.ProgressNotificationParams) {})
+	done := make(chan error, 1)
+	go func() {
+		_, err := a.CallServerTool(ctx, b.ID(), "far", "chain", chainIn{Leaf: "sleep"})
+		done <- err
+	}()
+	leaf := <-ev.started
+	root := rootCall(t, a)
+	tree, err := a.TaskTree(ctx, root.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(tree.Children) != 1 {
+		t.Fatalf("root has %d children, want the relay hop", len(tree.Children))
+	}
+	hop := tree.Children[0]
+	if hop.Unreachable != "" || hop.Task.Peer != b.ID().String() || hop.Task.Role != tasks.Relayed || hop.Task.Target != c.ID().String() {
+		t.Fatalf("relay hop in the tree: %+v (unreachable %q)", hop.Task, hop.Unreachable)
+	}
+	if len(hop.Children) != 1 || hop.Children[0].Task.ID != leaf || hop.Children[0].Task.Peer != c.ID().String() {
+		t.Fatalf("below the relay hop: %+v, want C's task %s", hop.Children, leaf)
+	}
+	// Cancelled at the relay: C's handler is cancelled, A's call fails
+	// saying where.
+	if err := b.CancelTask(hop.Task.ID); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case id := <-ev.ctxDone:
+		if id != leaf {
+			t.Errorf("leaf %s ended, want %s", id, leaf)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("cancelling the relay's task did not reach the leaf")
+	}
+	if err := <-done; err == nil || !strings.Contains(err.Error(), "cancelled") || !strings.Contains(err.Error(), b.ID().String()) {
+		t.Errorf("A's call after the relay's task was cancelled: %v, want a cancellation naming B", err)
+	}
+	waitUntil(t, "the relay's task cancelled", 5*time.Second, func() bool {
+		tk, ok := b.Task(hop.Task.ID)
+		return ok && tk.State == tasks.Cancelled
+	})
+}
+
+// The relay records the progress of the calls it relays, and the call's
+// result ends its task.
+func TestSharePeerRecordsProgress(t *testing.T) {
+	a, b, c := relayChain(t)
+	addChain(t, c)
+	ctx := tasks.WithProgress(ctxFor(t, 20*time.Second), func(*sdkmcp.ProgressNotificationParams) {})
+	if _, err := a.CallServerTool(ctx, b.ID(), "far", "chain", chainIn{Leaf: "progress"}); err != nil {
+		t.Fatal(err)
+	}
+	var relayed tasks.Task
+	for _, tk := range b.Tasks() {
+		if tk.Role == tasks.Relayed {
+			relayed = tk
+		}
+	}
+	if relayed.State != tasks.Completed || relayed.Progress == nil || relayed.Progress.Progress != 3 || relayed.Progress.Total != 3 {
+		t.Fatalf("relay's task: %+v, want completed with progress 3/3", relayed)
+	}
+	if relayed.Caller != a.ID().String() || relayed.Server != "far" || relayed.Tool != "chain" {
+		t.Errorf("relay's task: %+v", relayed)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,9 +17,11 @@ import (
 	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/mcpmesh/mcpmesh/mcp/ask"
+	"github.com/mcpmesh/mcpmesh/mcp/relay"
 	"github.com/mcpmesh/mcpmesh/mcp/transport"
 	"github.com/mcpmesh/mcpmesh/mcp/upstream"
 	"github.com/mcpmesh/mcpmesh/node"
+	"github.com/mcpmesh/mcpmesh/tasks"
 )
 
 // stdioServerEnv makes the test binary run as a stdio MCP server program:
@@ -59,6 +62,15 @@ func runStdioServer() {
 	sdkmcp.AddTool(s, &sdkmcp.Tool{Name: "add", Description: "adds two numbers"},
 		func(_ context.Context, _ *sdkmcp.CallToolRequest, in addIn) (*sdkmcp.CallToolResult, map[string]int, error) {
 			return nil, map[string]int{"sum": in.A + in.B, "pid": os.Getpid()}, nil
+		})
+	sdkmcp.AddTool(s, &sdkmcp.Tool{Name: "meta", Description: "names the _meta keys it was called with"},
+		func(_ context.Context, req *sdkmcp.CallToolRequest, _ struct{}) (*sdkmcp.CallToolResult, map[string]any, error) {
+			keys := []string{}
+			for k := range req.Params.Meta {
+				keys = append(keys, k)
+			}
+			slices.Sort(keys)
+			return nil, map[string]any{"keys": keys}, nil
 		})
 	sdkmcp.AddTool(s, &sdkmcp.Tool{Name: "crash", Description: "exits the program"},
 		func(context.Context, *sdkmcp.CallToolRequest, struct{}) (*sdkmcp.CallToolResult, any, error) {
@@ -116,7 +128,7 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-func shareCalc(t *testing.T, n *node.Node, stderr *syncBuffer) {
+func shareCalc(t *testing.T, n *node.Node, stderr *syncBuffer, opts ...node.ShareOption) {
 	t.Helper()
 	exe, err := os.Executable()
 	if err != nil {
@@ -131,7 +143,7 @@ func shareCalc(t *testing.T, n *node.Node, stderr *syncBuffer) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	if err := n.ShareCommand(ctx, "calc", cmd); err != nil {
+	if err := n.ShareCommand(ctx, "calc", cmd, opts...); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -171,24 +183,17 @@ func TestSharedProgramServesToolsResourcesPrompts(t *testing.T) {
 	}
 }
 
-func TestSharedProgramRestartsAfterExit(t *testing.T) {
+// A program's crash ends the session it served: the caller's next call
+// opens a session with a process of its own again; the node's own process
+// (its index) is untouched.
+func TestIsolatedProgramCrashEndsOnlyItsSession(t *testing.T) {
 	a, b := newNode(t), newNode(t)
 	stderr := &syncBuffer{}
 	shareCalc(t, b, stderr)
 	connect(t, a, b)
 	ctx := context.Background()
 
-	pidOf := func() (float64, error) {
-		res, err := a.CallTool(ctx, b.ID(), "calc/add", map[string]int{"a": 1, "b": 1})
-		if err != nil {
-			return 0, err
-		}
-		if res.IsError {
-			return 0, fmt.Errorf("add failed: %v", res.Content)
-		}
-		return res.StructuredContent.(map[string]any)["pid"].(float64), nil
-	}
-	first, err := pidOf()
+	first, err := calcPID(ctx, a, b)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -196,29 +201,71 @@ func TestSharedProgramRestartsAfterExit(t *testing.T) {
 	if res, err := a.CallTool(ctx, b.ID(), "calc/crash", nil); err == nil && !res.IsError {
 		t.Fatal("crash call succeeded")
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		second, err := pidOf()
-		if err == nil && second != first {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("program not restarted: pid %v then %v, err %v", first, second, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	var st upstream.ShareStatus
-	for _, p := range b.Programs() {
-		if p.Name == "calc" {
-			st = p
-		}
-	}
-	if st.Restarts < 1 || !st.Running || st.Tools != 5 {
-		t.Errorf("status after restart = %+v", st)
+	var second float64
+	eventually(t, 10*time.Second, "a call on a new process", func() bool {
+		second, err = calcPID(ctx, a, b)
+		return err == nil && second != first
+	})
+	// Sessions: A's, and the node's own that watches the program's
+	// resources for events (an isolated session too).
+	st := status(t, b, "calc")
+	if st.Mode != "isolated" || st.Restarts != 0 || !st.Running || st.Tools != 6 || st.Sessions != 2 {
+		t.Errorf("status after a caller's process crashed = %+v", st)
 	}
 	if !strings.Contains(stderr.String(), "[calc] crashing on purpose") {
 		t.Errorf("program's stderr not relayed with its name: %q", stderr.String())
 	}
+}
+
+// In shared mode one process serves every caller: it crashing is the
+// share's, restarted with backoff, and status says so.
+func TestSharedModeProgramRestartsAfterExit(t *testing.T) {
+	a, b := newNode(t), newNode(t)
+	stderr := &syncBuffer{}
+	shareCalc(t, b, stderr, node.ShareMode(relay.Shared))
+	connect(t, a, b)
+	ctx := context.Background()
+
+	first, err := calcPID(ctx, a, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := status(t, b, "calc"); st.PID != int(first) {
+		t.Fatalf("in shared mode, the call ran in process %v, the share's is %d", first, st.PID)
+	}
+	if res, err := a.CallTool(ctx, b.ID(), "calc/crash", nil); err == nil && !res.IsError {
+		t.Fatal("crash call succeeded")
+	}
+	eventually(t, 10*time.Second, "the program restarted", func() bool {
+		second, err := calcPID(ctx, a, b)
+		return err == nil && second != first
+	})
+	st := status(t, b, "calc")
+	if st.Mode != "shared" || st.Restarts < 1 || !st.Running || st.Tools != 6 {
+		t.Errorf("status after restart = %+v", st)
+	}
+}
+
+func calcPID(ctx context.Context, a, b *node.Node) (float64, error) {
+	res, err := a.CallTool(ctx, b.ID(), "calc/add", map[string]int{"a": 1, "b": 1})
+	if err != nil {
+		return 0, err
+	}
+	if res.IsError {
+		return 0, fmt.Errorf("add failed: %v", res.Content)
+	}
+	return res.StructuredContent.(map[string]any)["pid"].(float64), nil
+}
+
+func status(t *testing.T, n *node.Node, name string) upstream.ShareStatus {
+	t.Helper()
+	for _, p := range n.Programs() {
+		if p.Name == name {
+			return p
+		}
+	}
+	t.Fatalf("no share %s in %+v", name, n.Programs())
+	return upstream.ShareStatus{}
 }
 
 func TestSharedProgramRelaysProgress(t *testing.T) {
@@ -394,4 +441,40 @@ func TestSharedProgramRelaysCompletionLoggingAndUpdates(t *testing.T) {
 		defer mu.Unlock()
 		return len(logs) == 1 && logs[0] == "touched" && len(updates) == 1 && updates[0] == "calc://readme"
 	})
+}
+
+// A call to a shared program is a task of the sharing node, and the
+// program sees none of the mesh's own _meta keys: they stop at the node.
+func TestSharedProgramCallIsATaskAndSeesNoMeshMeta(t *testing.T) {
+	a, b := newNode(t), newNode(t)
+	shareCalc(t, b, &syncBuffer{})
+	connect(t, a, b)
+	ctx := tasks.WithProgress(ctxFor(t, 20*time.Second), func(*sdkmcp.ProgressNotificationParams) {})
+	res, err := a.CallServerTool(ctx, b.ID(), "calc", "meta", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := res.StructuredContent.(map[string]any)["keys"]
+	if fmt.Sprint(keys) != "[progressToken traceparent]" {
+		t.Errorf("the program saw _meta keys %v, want only progressToken and traceparent", keys)
+	}
+	root := rootCall(t, a)
+	tree, err := a.TaskTree(ctx, root.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(tree.Children) != 1 || tree.Children[0].Unreachable != "" || tree.Children[0].Task.State != tasks.Completed ||
+		tree.Children[0].Task.Peer != b.ID().String() || tree.Children[0].Task.Tool != "meta" {
+		t.Fatalf("tree below the root: %+v", tree.Children)
+	}
+	// A tool error names the sharing node as where it failed, in the mesh's
+	// own _meta key of the result.
+	res, err = a.CallServerTool(ctx, b.ID(), "calc", "add", map[string]any{"a": "one"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rm, ok := tasks.DecodeResult(res.Meta)
+	if !res.IsError || !ok || rm.FailedAt == nil || rm.FailedAt.Peer != b.ID().String() || rm.FailedAt.Tool != "add" {
+		t.Fatalf("failed call: isError %v, task meta %+v", res.IsError, rm)
+	}
 }

@@ -573,8 +573,8 @@ func TestPolicyOnAReSharedServer(t *testing.T) {
 	// A peer with no grant on the server cannot open a session on it.
 	d := newNode(t)
 	connect(t, d, b)
-	if _, err := d.CallTool(ctx, b.ID(), "far/echo", echoIn{Text: "hi"}); err == nil {
-		t.Fatal("a peer with no grant reached the re-shared server")
+	if _, err := d.CallTool(ctx, b.ID(), "far/echo", echoIn{Text: "hi"}); err == nil || !strings.Contains(err.Error(), "not permitted") {
+		t.Fatalf("a peer with no grant on the re-shared server: %v, want a refusal saying so", err)
 	}
 }
 

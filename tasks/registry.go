@@ -34,6 +34,9 @@ const (
 	// kept on the calling node so that the tree can be seen and cancelled
 	// from there.
 	Call Role = "call"
+	// Relayed is a call this node passed on to another peer's server
+	// (--share-peer): a hop of the tree whose one child is the call below.
+	Relayed Role = "relay"
 )
 
 // Progress is the latest progress notification seen for a task, from its own

@@ -267,10 +267,12 @@ func BenchmarkPassthrough(b *testing.B) {
 //
 //   - one hop to a shared program costs at most a direct call plus the
 //     mesh's own call (echo-1), ×1.25;
-//   - a --share-peer relay hop (hops-2 − hops-1) adds at most 50 µs, +50%.
+//   - a --share-peer relay hop costs at most ×0.75 of one hop more: two
+//     hops through a relay (hops-2) at most ×1.75 one hop (hops-1).
 //
-// The relay's +4 KB allocation target is measured in-process by
-// bench.BenchmarkRelay (node internals), not here.
+// Issue 12's absolute targets for a relay hop (+50 µs, +4 KB over a direct
+// hop) are not timed here, on shared machines: bench.TestAllocationBudgets
+// and bench.TestRelayHopCPU hold its allocations and CPU time, in-process.
 func TestPassthroughCost(t *testing.T) {
 	if !*costRun {
 		t.Skip("a measurement of wall times: run with -passthrough.cost, on a quiet machine")
@@ -308,8 +310,9 @@ func TestPassthroughCost(t *testing.T) {
 		errs = append(errs, fmt.Errorf("one hop to a shared program: %v, over direct %v + the mesh's own call %v (×1.25 = %v)",
 			median["hops-1"].Round(time.Microsecond), direct.Round(time.Microsecond), median["echo-1"].Round(time.Microsecond), limit.Round(time.Microsecond)))
 	}
-	if relay > 75*time.Microsecond {
-		errs = append(errs, fmt.Errorf("a relay hop adds %v, over the 50 µs target (+50%% slack: 75 µs)", relay.Round(time.Microsecond)))
+	if ratio := float64(median["hops-2"]) / float64(median["hops-1"]); ratio > 1.75 {
+		errs = append(errs, fmt.Errorf("two hops through a relay cost ×%.2f one hop (%v vs %v), over ×1.75",
+			ratio, median["hops-2"].Round(time.Microsecond), median["hops-1"].Round(time.Microsecond)))
 	}
 	if err := errors.Join(errs...); err != nil {
 		t.Error(err)

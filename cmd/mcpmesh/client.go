@@ -95,7 +95,11 @@ identity key, which the daemon creates at its first start.
 				case !p.Running:
 					state = "restarting: " + p.LastError
 				}
-				fmt.Fprintf(out, "  share %s: %s (%d tools, %d restarts) — %s\n", p.Name, state, p.Tools, p.Restarts, p.Command)
+				sessions := ""
+				if p.Mode == "isolated" {
+					sessions = fmt.Sprintf(", %d sessions", p.Sessions)
+				}
+				fmt.Fprintf(out, "  share %s: %s, %s (%d tools, %d restarts%s) — %s\n", p.Name, state, p.Mode, p.Tools, p.Restarts, sessions, p.Command)
 			}
 			return nil
 		},

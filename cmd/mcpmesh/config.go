@@ -20,6 +20,7 @@ import (
 	"github.com/mcpmesh/mcpmesh/control"
 	"github.com/mcpmesh/mcpmesh/events/trigger"
 	"github.com/mcpmesh/mcpmesh/limits"
+	"github.com/mcpmesh/mcpmesh/mcp/relay"
 	"github.com/mcpmesh/mcpmesh/mcp/transport"
 	"github.com/mcpmesh/mcpmesh/mcp/upstream"
 	"github.com/mcpmesh/mcpmesh/node"
@@ -183,6 +184,21 @@ type shareConfig struct {
 	Headers map[string]string `json:"headers,omitempty"`
 	// Peer is PEER/SERVER: a server of another node, re-shared.
 	Peer string `json:"peer,omitempty"`
+	// Mode is how callers share a program or an endpoint: "isolated" (the
+	// default: a session, and for a program a process, of its own each) or
+	// "shared" (one for all callers).
+	Mode string `json:"mode,omitempty"`
+	// Sessions bounds an isolated share's callers' sessions.
+	Sessions *sessionsConfig `json:"sessions,omitempty"`
+}
+
+// sessionsConfig is upstream.PoolConfig as the file writes it; zero fields
+// keep the defaults.
+type sessionsConfig struct {
+	Max       int    `json:"max,omitempty"`       // in all (16)
+	PerCaller int    `json:"perCaller,omitempty"` // per calling peer (4)
+	Spares    int    `json:"spares,omitempty"`    // processes started ahead (1; -1 for none)
+	Idle      string `json:"idle,omitempty"`      // ended when idle this long ("30m")
 }
 
 // checkTriggers checks the file's triggers: each valid, names unique.
@@ -236,10 +252,11 @@ type shareSpec struct {
 	target  lpeer.AddrInfo   // a peer's server, re-shared
 	server  string
 	display string
+	opts    []node.ShareOption // a program's or an endpoint's mode and bounds
 }
 
 // shareSpecs merges the file's shares with the flags' and checks them all.
-func shareSpecs(cfg *fileConfig, shares, httpShares, headers, relays []string) ([]shareSpec, error) {
+func shareSpecs(cfg *fileConfig, shares, httpShares, headers, relays, modes []string) ([]shareSpec, error) {
 	all := map[string]shareConfig{}
 	for name, sc := range cfg.Shares {
 		all[name] = sc
@@ -291,6 +308,15 @@ func shareSpecs(cfg *fileConfig, shares, httpShares, headers, relays []string) (
 			return nil, err
 		}
 	}
+	for _, m := range modes {
+		name, mode, ok := strings.Cut(m, "=")
+		sc, known := all[name]
+		if !ok || !known || (sc.Command == "" && sc.URL == "") {
+			return nil, usageError("--share-mode %q: want NAME=isolated or NAME=shared, NAME shared with --share or --share-http", m)
+		}
+		sc.Mode = mode
+		all[name] = sc
+	}
 
 	names := make([]string, 0, len(all))
 	for name := range all {
@@ -341,6 +367,26 @@ func shareSpecs(cfg *fileConfig, shares, httpShares, headers, relays []string) (
 		}
 		if kinds != 1 {
 			return nil, usageError("share %s: give exactly one of command, url and peer", name)
+		}
+		if sc.Mode != "" || sc.Sessions != nil {
+			if sc.Peer != "" {
+				return nil, usageError("share %s: mode and sessions are for programs and URLs; a re-shared peer's server is the peer's to share", name)
+			}
+			mode, err := relay.ParseMode(sc.Mode)
+			if err != nil {
+				return nil, usageError("share %s: %v", name, err)
+			}
+			spec.opts = append(spec.opts, node.ShareMode(mode))
+			if s := sc.Sessions; s != nil {
+				idle, err := optionalDuration("shares."+name+".sessions.idle", s.Idle)
+				if err != nil {
+					return nil, usageError("%v", err)
+				}
+				if s.Max < 0 || s.PerCaller < 0 {
+					return nil, usageError("share %s: sessions.max and sessions.perCaller must be positive", name)
+				}
+				spec.opts = append(spec.opts, node.ShareSessions(upstream.PoolConfig{MaxSessions: s.Max, MaxPerCaller: s.PerCaller, Spares: s.Spares, IdleTimeout: idle}))
+			}
 		}
 		specs = append(specs, spec)
 	}

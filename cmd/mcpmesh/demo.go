@@ -18,6 +18,7 @@ import (
 	"github.com/mcpmesh/mcpmesh/events"
 	"github.com/mcpmesh/mcpmesh/events/trigger"
 	"github.com/mcpmesh/mcpmesh/mcp/ask"
+	"github.com/mcpmesh/mcpmesh/mcp/relay"
 	"github.com/mcpmesh/mcpmesh/mcp/transport"
 	"github.com/mcpmesh/mcpmesh/mcp/upstream"
 	"github.com/mcpmesh/mcpmesh/node"
@@ -413,10 +414,13 @@ func (d *demoMesh) triggerStep(ctx context.Context) error {
 		return err
 	}
 	program := upstream.Command{Args: []string{exe}, Env: append(os.Environ(), demoProgramEnv+"=1"), Line: "mcpmesh (as a notes program)"}
-	if err := d.carol.ShareCommand(ctx, "notes", program); err != nil {
+	// Shared mode: one notes process for every caller, so that bob's change
+	// is the resource carol's node watches (isolated, each caller would
+	// write notes of its own).
+	if err := d.carol.ShareCommand(ctx, "notes", program, node.ShareMode(relay.Shared)); err != nil {
 		return fmt.Errorf("share the notes program: %w", err)
 	}
-	fmt.Fprintln(w, `   carol shares "notes", a stdio program (this binary, started as one) with a resource notes://today`)
+	fmt.Fprintln(w, `   carol shares "notes", a stdio program (this binary, started as one) with a resource notes://today, one process for every caller (--share-mode notes=shared)`)
 	pol, err := policy.Parse(fmt.Appendf(nil, `{"grants": [
 		{"peers": [%[1]q], "for": [%[2]q], "tools": ["weather"]},
 		{"peers": [%[2]q], "events": ["mcp.resource.updated"]},

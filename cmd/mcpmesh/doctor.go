@@ -162,7 +162,7 @@ another program holds.`,
 // checkConfig checks what the daemon checks of a configuration file before
 // it starts: shares, peers, delegation and limits, network, agents.
 func checkConfig(file *fileConfig) ([]shareSpec, error) {
-	specs, err := shareSpecs(file, nil, nil, nil, nil)
+	specs, err := shareSpecs(file, nil, nil, nil, nil, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -29,6 +29,7 @@ func newNodeCmd(g *globals) *cobra.Command {
 		listen     []string
 		peers      []string
 		shares     []string
+		modes      []string
 		relays     []string
 		httpSh     []string
 		headers    []string
@@ -86,11 +87,18 @@ then off unless --mdns: members announce under a name derived from the key, so
 that outsiders cannot tell which mesh it is, but anyone on the LAN still learns
 the members' peer IDs and addresses.
 
-Each --share NAME=COMMAND starts a stdio MCP server program and shares its tools,
-resources and prompts with the mesh under NAME, names unchanged. If the program
-exits, the node says so and restarts it with backoff.
+Each --share NAME=COMMAND shares a stdio MCP server program with the mesh under
+NAME, passed through: a caller sees the program as a host running it would (its
+own initialize, tools, errors, notifications and questions). Each caller session
+gets a process of its own (one is kept started ahead), so one caller's state is
+not another's; --share-mode NAME=shared runs one process for every caller
+instead (for stateless programs). Each process gets a folder of its own in
+$MCPMESH_SESSION_DIR, for programs that keep state in files. The node runs one
+more process of its own to list what the program offers; if it exits, the node
+says so and restarts it with backoff.
 
-Each --share-http NAME=URL shares a Streamable HTTP MCP server the same way;
+Each --share-http NAME=URL shares a Streamable HTTP MCP server the same way (a
+session of its own per caller session);
 --share-header NAME="Authorization: Bearer ${TOKEN}" adds a header to its
 requests (the value's ${VAR} read from the environment, so secrets stay out of
 the command line).
@@ -135,7 +143,7 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 			if err != nil {
 				return usageError("%v", err)
 			}
-			specs, err := shareSpecs(file, shares, httpSh, headers, relays)
+			specs, err := shareSpecs(file, shares, httpSh, headers, relays, modes)
 			if err != nil {
 				return err
 			}
@@ -386,6 +394,7 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 	f.StringArrayVar(&relays, "share-peer", nil, "NAME=PEER/SERVER: re-share SERVER of another node under NAME, for peers that cannot reach it (repeatable; PEER is a peer ID or a full multiaddr)")
 	f.StringArrayVar(&httpSh, "share-http", nil, "NAME=URL: share a Streamable HTTP MCP server under NAME (repeatable)")
 	f.StringArrayVar(&headers, "share-header", nil, "NAME=Header: value, sent to the --share-http server NAME (repeatable; ${VAR} is read from the environment)")
+	f.StringArrayVar(&modes, "share-mode", nil, "NAME=isolated|shared: how callers share the --share or --share-http server NAME (default isolated: a session, and for a program a process, of its own each; repeatable)")
 	f.StringVar(&cfgPath, "config", "", "configuration file (JSON; default HOME/config.json if it exists): name, description, tags, listen, peers, shares")
 	f.StringVar(&name, "name", "mcpmesh", "the name this node gives peers")
 	f.StringVar(&api, "api", "127.0.0.1:0", "loopback address of the control API")

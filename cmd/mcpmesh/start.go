@@ -37,9 +37,9 @@ func startShares(ctx context.Context, n *node.Node, specs []shareSpec, out, errO
 			result := make(chan error, 1)
 			go func() {
 				if s.remote != nil {
-					result <- n.ShareHTTP(ctx, s.name, *s.remote)
+					result <- n.ShareHTTP(ctx, s.name, *s.remote, s.opts...)
 				} else {
-					result <- n.ShareCommand(ctx, s.name, s.command)
+					result <- n.ShareCommand(ctx, s.name, s.command, s.opts...)
 				}
 			}()
 			for {

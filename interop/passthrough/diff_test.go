@@ -66,9 +66,14 @@ func memoryProgram(t *testing.T) program {
 	bin := npmBin(t, "servers", "mcp-server-memory")
 	return program{
 		name: "memory", args: []string{bin},
-		// C's program keeps its graph in a file of its own; each direct run
-		// starts with an empty graph in a new file.
-		env:      []string{"MEMORY_FILE_PATH=" + filepath.Join(t.TempDir(), "memory.jsonl")},
+		// server-memory keeps its graph in a file and reads it on every
+		// call, so processes that share the file share the graph: C's share
+		// puts each session's file in the session's own folder (the mesh
+		// gives each process one, $MCPMESH_SESSION_DIR), as each direct run
+		// starts with an empty graph in a new file. (A single file for all
+		// would be one graph whatever runs the program: the command line,
+		// not the mesh, would share the state.)
+		env:      []string{"MEMORY_FILE_PATH=$MCPMESH_SESSION_DIR/memory.jsonl"},
 		fresh:    func() []string { return []string{"MEMORY_FILE_PATH=" + filepath.Join(t.TempDir(), "memory.jsonl")} },
 		versions: []string{v20251125, askNewest},
 		script: func(version string) []step {
@@ -111,7 +116,8 @@ func filesystemProgram(t *testing.T) program {
 			// server-filesystem asks for the client's roots once initialized.
 			steps := append(initSteps(version, "roots/list"), listSteps()...)
 			steps = append(steps,
-				call("list_allowed_directories", map[string]any{}),
+				// It applies the roots in the background: wait until it has.
+				settled(call("list_allowed_directories", map[string]any{}), filepath.Join(dir, "sub")),
 				call("list_directory", map[string]any{"path": filepath.Join(dir, "sub")}),
 				call("read_text_file", map[string]any{"path": filepath.Join(dir, "sub", "inner.txt")}),
 				call("read_text_file", map[string]any{"path": filepath.Join(dir, "top.txt")}), // outside the root
@@ -121,6 +127,12 @@ func filesystemProgram(t *testing.T) program {
 			return append(steps, commonSteps()...)
 		},
 	}
+}
+
+// settled is s, first repeated until its answer holds text (see step.settle).
+func settled(s step, text string) step {
+	s.settle = text
+	return s
 }
 
 func thinkingProgram(t *testing.T) program {

@@ -44,6 +44,11 @@ type step struct {
 	// progress notification arrives, then waits cancelWait for a response
 	// that must not come.
 	cancel bool
+	// settle, if set, first repeats the step's request (IDs of their own,
+	// nothing recorded) until its answer holds this text, for up to
+	// expectWait: for what a server applies in the background after a step
+	// (server-filesystem validates the client's roots after answering).
+	settle string
 }
 
 const (
@@ -143,6 +148,9 @@ func (r *runner) params(p map[string]any) map[string]any {
 }
 
 func (r *runner) do(s step) record {
+	if s.settle != "" {
+		r.settle(s)
+	}
 	rec := record{step: s.name}
 	if s.notify {
 		msg := map[string]any{"jsonrpc": "2.0", "method": s.method}
@@ -225,6 +233,44 @@ func (r *runner) do(s step) record {
 	}
 	r.barrier(&rec)
 	return rec
+}
+
+// settle repeats s's request until its answer holds s.settle, or expectWait
+// passes; what the server sends meanwhile is answered, not recorded.
+func (r *runner) settle(s step) {
+	deadline := time.Now().Add(expectWait)
+	for n := 1; time.Now().Before(deadline); n++ {
+		id := fmt.Sprintf("settle-%d", n)
+		b, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": id, "method": s.method, "params": r.params(s.params)})
+		if err := r.c.send(b); err != nil {
+			r.t.Fatalf("%s: settle: %v", s.name, err)
+		}
+		var scratch record
+		want := []byte(`"` + id + `"`)
+	read:
+		for {
+			select {
+			case m, ok := <-r.c.in():
+				if !ok {
+					return
+				}
+				var env struct {
+					ID     json.RawMessage `json:"id"`
+					Method string          `json:"method"`
+				}
+				if json.Unmarshal(m, &env) == nil && env.Method == "" && bytes.Equal(bytes.TrimSpace(env.ID), want) {
+					if bytes.Contains(m, []byte(s.settle)) {
+						return
+					}
+					break read
+				}
+				r.handle(m, &scratch)
+			case <-time.After(time.Until(deadline)):
+				return
+			}
+		}
+		time.Sleep(20 * time.Millisecond) // the server works in the background
+	}
 }
 
 // barrier sends a request every server answers and reads until its answer:

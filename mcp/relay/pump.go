@@ -3,16 +3,17 @@
 // upstream (another peer's server, a shared program), rewriting only what
 // the mesh must.
 //
-//   - [Pump] relays two connections message by message, decoding nothing
-//     beyond the JSON-RPC envelope; [StreamRelay] does the same for two
-//     libp2p streams, frame by frame, undecoded unless a rewrite asks.
-//   - [TaskHop] makes a relaying node a hop of the task tree: it extends the
-//     task context of each relayed tools/call.
+//   - [Relay] relays two framed connections frame by frame, undecoded unless
+//     a rewrite asks; [Pump] does the same for two SDK connections, message
+//     by message, decoding nothing beyond the JSON-RPC envelope.
+//   - [Share] passes a server shared from a program or an endpoint through:
+//     each caller session goes to an upstream session of its own (isolated,
+//     the default) or, in shared mode, all go over one ([Mux]).
 //   - [RoutedConn] gives each message a server sends on a Streamable HTTP
 //     session the HTTP stream of the request it belongs to.
-//   - [Mirror] re-serves a server reached as a client (a program shared with
-//     --share) as an SDK server of the node's own. It is what the faithful
-//     passthrough replaces.
+//   - The mesh's own _meta ([StripMeshMeta], [ReadTaskMeta], [SetTaskMeta]):
+//     the bytes only. What a task context means, and what a relay hop
+//     passes on, is the task layer's (tasks/tracker's RelaySession).
 package relay
 
 import (
@@ -20,11 +21,13 @@ import (
 	"errors"
 	"io"
 	"sync"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/mcpmesh/mcpmesh/internal/sdkcompat"
 	"github.com/mcpmesh/mcpmesh/mcp/transport"
 )
 
@@ -106,11 +109,27 @@ func bothWays(ctx context.Context, closeBoth func(), there, back func(context.Co
 	return end
 }
 
-// FrameRewrite may change a frame on its way through RelayStreams: it
-// returns the frame to pass on (nil to drop it) and a frame to send back to
-// where it came from instead (nil for none). frame is valid only during the
-// call.
+// FrameRewrite may change a frame on its way through a Relay: it returns
+// the frame to pass on (nil to drop it) and a frame to send back to where it
+// came from instead (nil for none). frame is valid only during the call.
 type FrameRewrite func(frame []byte) (forward, reply []byte, err error)
+
+// FrameConn is one side of a relayed session, read and written frame by
+// frame: a libp2p stream ([transport.Conn]), a program's standard input and
+// output, a Streamable HTTP session, a session multiplexed onto a shared
+// upstream. ReadFrame returns a [*transport.FrameTooLargeError] for a frame
+// over the limit it skipped, and goes on.
+type FrameConn interface {
+	ReadFrame() ([]byte, error)
+	// WriteFrame writes one frame, whole; it may append to frame's backing
+	// array, and must be safe to call concurrently.
+	WriteFrame(frame []byte) error
+	Close() error
+}
+
+// breaker is a FrameConn that can be marked broken by its peer, so that
+// Close resets rather than closes it.
+type breaker interface{ Break(error) }
 
 // RelayStreams relays one MCP session from the stream down (a client's) to
 // the stream up (the server's), frame by frame, until either ends or ctx is
@@ -122,49 +141,102 @@ func RelayStreams(ctx context.Context, down, up network.Stream, maxMessageSize i
 	return NewStreamRelay(down, up, maxMessageSize).Run(ctx, toServer, toClient)
 }
 
-// A StreamRelay relays one MCP session between two libp2p streams, as
-// RelayStreams does, and lets the relaying side send the client messages of
-// its own (a notification) between the frames it relays.
-type StreamRelay struct {
-	down, up *transport.Conn
+// A Relay relays one MCP session between a client's side and a server's, as
+// RelayStreams does, and lets the relaying node send either side messages of
+// its own (a notification, a cancellation) between the frames it relays.
+type Relay struct {
+	down, up FrameConn
 	// ServerLost, if set, is called when the server's side ends on its own
 	// (not after the client's end, nor ctx's), with why, while the client's
-	// stream is still open: the relay can answer what waits on the server
+	// side is still open: the relay can answer what waits on the server
 	// (SendToClient) before the session ends.
 	ServerLost func(error)
 }
 
+// StreamRelay is the Relay of two libp2p streams.
+type StreamRelay = Relay
+
+// New returns the relay of the session from down (the client's side) to up
+// (the server's).
+func New(down, up FrameConn) *Relay { return &Relay{down: down, up: up} }
+
 // NewStreamRelay returns the relay of the session from down (the client's
 // stream) to up (the server's). maxMessageSize bounds one frame either way
 // (0: transport.DefaultMaxMessageSize).
-func NewStreamRelay(down, up network.Stream, maxMessageSize int) *StreamRelay {
-	return &StreamRelay{down: transport.NewConn(down, maxMessageSize), up: transport.NewConn(up, maxMessageSize)}
+func NewStreamRelay(down, up network.Stream, maxMessageSize int) *Relay {
+	return New(transport.NewConn(down, maxMessageSize), transport.NewConn(up, maxMessageSize))
 }
 
 // SendToClient writes one message to the client, whole, between relayed
 // frames. It is safe to call while Run runs, and fails once the session has
 // ended.
-func (r *StreamRelay) SendToClient(msg jsonrpc.Message) error {
+func (r *Relay) SendToClient(msg jsonrpc.Message) error { return send(r.down, msg) }
+
+// SendToServer writes one message to the server, as SendToClient does to
+// the client.
+func (r *Relay) SendToServer(msg jsonrpc.Message) error { return send(r.up, msg) }
+
+// WriteToClient writes one frame to the client, as SendToClient does a
+// message.
+func (r *Relay) WriteToClient(frame []byte) error { return r.down.WriteFrame(frame) }
+
+func send(c FrameConn, msg jsonrpc.Message) error {
 	frame, err := jsonrpc.EncodeMessage(msg)
 	if err != nil {
 		return err
 	}
-	return r.down.WriteFrame(frame)
+	return c.WriteFrame(frame)
 }
 
-// Run relays until either side ends or ctx is done, as RelayStreams does.
-func (r *StreamRelay) Run(ctx context.Context, toServer, toClient FrameRewrite) error {
-	copyFrames := func(from, to *transport.Conn, rw FrameRewrite) func(context.Context) error {
+// Run relays until either side ends or ctx is done, as RelayStreams does. A
+// frame over a side's limit does not end the session: a request in it is
+// answered with the JSON-RPC error that names the limit, and an answer in it
+// is replaced by that error, which goes on through the rewrite as the
+// answer would have (see transport.FrameTooLargeError).
+func (r *Relay) Run(ctx context.Context, toServer, toClient FrameRewrite) error {
+	copyFrames := func(from, to FrameConn, rw FrameRewrite) func(context.Context) error {
 		return func(context.Context) error {
 			for {
 				line, err := from.ReadFrame()
-				if err != nil {
+				var tooLarge *transport.FrameTooLargeError
+				var refused *transport.FrameRefusedError
+				if !errors.As(err, &tooLarge) && errors.As(err, &refused) {
+					// Refused by the side's Guard (too complex, over its
+					// memory budget): a request is answered with the error
+					// naming the bound, the rest dropped; the session goes on.
+					if c, ok := from.(interface {
+						AnswerRefused(*transport.FrameRefusedError) error
+					}); ok {
+						if err := c.AnswerRefused(refused); err != nil {
+							return err
+						}
+					}
+					continue
+				}
+				if errors.As(err, &tooLarge) {
+					reply := tooLarge.Reply()
+					if reply == nil {
+						log.Debugw("frame over the size limit dropped", "error", err)
+						continue // a notification, or an ID its ends do not show
+					}
+					if tooLarge.Request {
+						if err := send(from, reply); err != nil {
+							return err
+						}
+						continue
+					}
+					if line, err = jsonrpc.EncodeMessage(reply); err != nil {
+						return err
+					}
+				} else if err != nil {
 					return err
 				}
 				if rw != nil {
 					fwd, reply, err := rw(line)
 					if err != nil {
-						from.Break(err)
+						if b, ok := from.(breaker); ok {
+							b.Break(err)
+						}
 						return err
 					}
 					if reply != nil {
@@ -196,3 +268,35 @@ func (r *StreamRelay) Run(ctx context.Context, toServer, toClient FrameRewrite) 
 	return bothWays(ctx, func() { r.down.Close(); r.up.Close() },
 		copyFrames(r.down, r.up, toServer), back)
 }
+
+// RefuseSession answers the first request of a session that will not be
+// relayed (its initialize, or a 2026-07-28 client's first request) with a
+// JSON-RPC error, then ends the session: the caller learns why, where a
+// bare end of the stream would tell it nothing. It gives the client a few
+// seconds to send its request.
+func RefuseSession(down FrameConn, code int64, msg string) {
+	timer := time.AfterFunc(refuseWait, func() { down.Close() })
+	defer timer.Stop()
+	defer down.Close()
+	for range 8 { // notifications before the request are skipped
+		f, err := down.ReadFrame()
+		if err != nil {
+			var tooLarge *transport.FrameTooLargeError
+			if errors.As(err, &tooLarge) {
+				continue
+			}
+			return
+		}
+		m, err := sdkcompat.DecodeMessage(f)
+		if err != nil {
+			return
+		}
+		if req, ok := m.(*jsonrpc.Request); ok && req.IsCall() {
+			send(down, &jsonrpc.Response{ID: req.ID, Error: &jsonrpc.Error{Code: code, Message: msg}})
+			return
+		}
+	}
+}
+
+// refuseWait bounds how long RefuseSession waits for the request to answer.
+const refuseWait = 5 * time.Second

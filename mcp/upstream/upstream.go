@@ -1,9 +1,14 @@
 // Package upstream keeps alive the MCP servers a node shares from outside
-// the mesh: a stdio program it starts and restarts, or a Streamable HTTP
-// endpoint it reconnects to. A [Supervisor] opens one session to the
-// upstream at a time and hands it to a [Sink] (today relay.Mirror), which
-// serves it to peers; when the session ends it opens the next, with
-// backoff, until stopped.
+// the mesh, a stdio program it starts or a Streamable HTTP endpoint, and
+// opens sessions with them as raw frame connections ([Conn]), which the
+// relay passes through as they are:
+//
+//   - a [Supervisor] keeps one session open (the node's own: its index of
+//     what the server offers, or the one session every caller shares),
+//     opening the next with backoff when it ends, and reports its status;
+//   - a [Pool] gives each caller session a session of its own (a process of
+//     its own, one started ahead so that the first call does not wait for
+//     it), bounded per caller and in all, idle ones ended.
 package upstream
 
 import (
@@ -14,13 +19,12 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	logging "github.com/ipfs/go-log/v2"
-	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/mcpmesh/mcpmesh/internal/retry"
 )
@@ -54,18 +58,27 @@ func ShellCommand(line string) Command {
 	return Command{Args: []string{"/bin/sh", "-c", "exec " + line}, Line: line}
 }
 
-// ShareStatus describes one server shared from a program.
+// ShareStatus describes one server shared from a program or an endpoint.
 type ShareStatus struct {
-	Name      string    `json:"name"`
-	Command   string    `json:"command"`
+	Name    string `json:"name"`
+	Command string `json:"command"`
+	// Mode is how callers share the upstream: "isolated" (a session, and for
+	// a program a process, of its own each) or "shared" (one for all).
+	Mode string `json:"mode,omitempty"`
+	// Running, PID, Restarts and LastError are about the node's own session
+	// (its index; in shared mode, every caller's too).
 	Running   bool      `json:"running"`
 	PID       int       `json:"pid,omitempty"`
 	Restarts  int       `json:"restarts"`
 	LastError string    `json:"lastError,omitempty"`
 	Since     time.Time `json:"since"`
-	Tools     int       `json:"tools"`
-	Resources int       `json:"resources"`
-	Prompts   int       `json:"prompts"`
+	// Sessions counts the callers' sessions open (isolated mode), Spares
+	// the processes started ahead for the next ones.
+	Sessions  int `json:"sessions"`
+	Spares    int `json:"spares,omitempty"`
+	Tools     int `json:"tools"`
+	Resources int `json:"resources"`
+	Prompts   int `json:"prompts"`
 }
 
 // Remote describes a Streamable HTTP MCP server to share.
@@ -81,16 +94,28 @@ type Remote struct {
 	HTTPClient *http.Client
 }
 
-// Open opens one session's transport to an upstream: a program started
-// anew, or a remote endpoint. proc is the program, if any; done runs when
-// the session has ended.
-type Open func() (t sdkmcp.Transport, proc *exec.Cmd, done func())
+// Upstream is a server to share: how to open a session with it, and how it
+// is shown.
+type Upstream struct {
+	Name string
+	// Line is the command line or the URL (without query or user), as shown.
+	Line string
+	// Open opens a new session: a program started anew, or a new HTTP
+	// session (which costs nothing until its first request).
+	Open func() (*Session, error)
+	// Process is set for programs: a session costs a process, worth
+	// starting ahead of its caller.
+	Process bool
+	// MinBackoff and MaxBackoff bound the wait before reopening the
+	// supervised session.
+	MinBackoff, MaxBackoff time.Duration
+}
 
-// Program returns how to start the stdio program cmd, shared as name, and
-// cmd with its defaults filled in (Stderr, Line).
-func Program(name string, cmd Command) (Open, Command, error) {
+// Program returns the upstream of the stdio program cmd, shared as name;
+// maxMessageSize bounds one frame it sends (0: the default).
+func Program(name string, cmd Command, maxMessageSize int) (*Upstream, error) {
 	if len(cmd.Args) == 0 {
-		return nil, cmd, fmt.Errorf("share %s: empty command", name)
+		return nil, fmt.Errorf("share %s: empty command", name)
 	}
 	if cmd.Stderr == nil {
 		cmd.Stderr = os.Stderr
@@ -98,23 +123,20 @@ func Program(name string, cmd Command) (Open, Command, error) {
 	if cmd.Line == "" {
 		cmd.Line = strings.Join(cmd.Args, " ")
 	}
-	open := func() (sdkmcp.Transport, *exec.Cmd, func()) {
-		c := exec.Command(cmd.Args[0], cmd.Args[1:]...)
-		c.Env, c.Dir = cmd.Env, cmd.Dir
-		stderr := newPrefixWriter(cmd.Stderr, "["+name+"] ")
-		c.Stderr = stderr
-		return &sdkmcp.CommandTransport{Command: c, TerminateDuration: 2 * time.Second}, c, stderr.Flush
-	}
-	return open, cmd, nil
+	stderr := newPrefixWriter(cmd.Stderr, "["+name+"] ")
+	return &Upstream{
+		Name: name, Line: cmd.Line, Process: true,
+		MinBackoff: cmd.MinBackoff, MaxBackoff: cmd.MaxBackoff,
+		Open: func() (*Session, error) { return startProgram(name, cmd, maxMessageSize, stderr) },
+	}, nil
 }
 
-// Endpoint returns how to reach the Streamable HTTP server r, shared as
-// name, and the Command that describes it: its URL (without query or user,
-// which may hold secrets) and r's backoffs.
-func Endpoint(name string, r Remote) (Open, Command, error) {
+// Endpoint returns the upstream of the Streamable HTTP server r, shared as
+// name; maxMessageSize bounds one message it sends (0: the default).
+func Endpoint(name string, r Remote, maxMessageSize int) (*Upstream, error) {
 	u, err := url.Parse(r.URL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, Command{}, fmt.Errorf("share %s: %q is not an http(s) URL", name, r.URL)
+		return nil, fmt.Errorf("share %s: %q is not an http(s) URL", name, r.URL)
 	}
 	client := &http.Client{}
 	if r.HTTPClient != nil {
@@ -128,12 +150,14 @@ func Endpoint(name string, r Remote) (Open, Command, error) {
 		}
 		client.Transport = headerTransport{base: base, header: r.Header}
 	}
-	open := func() (sdkmcp.Transport, *exec.Cmd, func()) {
-		return &sdkmcp.StreamableClientTransport{Endpoint: r.URL, HTTPClient: client}, nil, func() {}
-	}
 	shown := *u
 	shown.RawQuery, shown.User = "", nil
-	return open, Command{Line: shown.String(), MinBackoff: r.MinBackoff, MaxBackoff: r.MaxBackoff}, nil
+	return &Upstream{
+		Name: name, Line: shown.String(), MinBackoff: r.MinBackoff, MaxBackoff: r.MaxBackoff,
+		Open: func() (*Session, error) {
+			return &Session{Conn: newHTTPConn(name, r.URL, client, maxMessageSize)}, nil
+		},
+	}, nil
 }
 
 // headerTransport adds fixed headers to every request.
@@ -150,12 +174,12 @@ func (t headerTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	return t.base.RoundTrip(req)
 }
 
-// Sink receives the sessions a Supervisor opens, one at a time.
+// Sink serves the sessions a Supervisor opens, one at a time.
 type Sink interface {
-	// Attach takes cs as the upstream's session.
-	Attach(ctx context.Context, cs *sdkmcp.ClientSession) error
-	// Detach forgets cs, which has ended.
-	Detach(cs *sdkmcp.ClientSession)
+	// Serve uses s until it ends or ctx is done, and returns why. It calls
+	// ready once s has answered as an MCP server should (the start's
+	// outcome); a Serve that returns without calling it failed to start.
+	Serve(ctx context.Context, s *Session, ready func()) error
 	// Counts reports what the upstream offers, for status.
 	Counts() (tools, resources, prompts int)
 }
@@ -168,14 +192,11 @@ const startTimeout = 30 * time.Second
 // first start.
 var ErrStopped = errors.New("share stopped")
 
-// Supervisor keeps one upstream shared: it opens a session with client,
+// Supervisor keeps one session with an upstream open: it opens a session,
 // hands it to the sink, waits for it to end, and opens the next after a
 // backoff, until Stop. Its goroutine is its own: Stop ends it and waits.
 type Supervisor struct {
-	name   string
-	cmd    Command // Line and backoffs; Args only for programs
-	open   Open
-	client *sdkmcp.Client
+	up     *Upstream
 	sink   Sink
 	first  chan error // the outcome of the first start
 	ctx    context.Context
@@ -188,21 +209,20 @@ type Supervisor struct {
 	stopped bool
 }
 
-// New returns the supervisor of the upstream that open reaches, shared as
-// name and described by cmd (Line, backoffs). It starts nothing before
-// Start.
-func New(name string, cmd Command, open Open, client *sdkmcp.Client, sink Sink) *Supervisor {
-	if cmd.MinBackoff <= 0 {
-		cmd.MinBackoff = 500 * time.Millisecond
+// New returns the supervisor of up, whose sessions go to sink. It starts
+// nothing before Start.
+func New(up *Upstream, sink Sink) *Supervisor {
+	if up.MinBackoff <= 0 {
+		up.MinBackoff = 500 * time.Millisecond
 	}
-	if cmd.MaxBackoff <= 0 {
-		cmd.MaxBackoff = 30 * time.Second
+	if up.MaxBackoff <= 0 {
+		up.MaxBackoff = 30 * time.Second
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Supervisor{
-		name: name, cmd: cmd, open: open, client: client, sink: sink,
+		up: up, sink: sink,
 		first: make(chan error, 1), ctx: ctx, cancel: cancel, done: make(chan struct{}),
-		status: ShareStatus{Name: name, Command: cmd.Line, Since: time.Now()},
+		status: ShareStatus{Name: up.Name, Command: up.Line, Since: time.Now()},
 	}
 }
 
@@ -269,7 +289,7 @@ func (s *Supervisor) update(f func(*ShareStatus)) {
 // outcome of the first start goes to first.
 func (s *Supervisor) supervise(first chan<- error) {
 	ctx := s.ctx
-	backoff := retry.Backoff(s.cmd.MinBackoff, s.cmd.MaxBackoff)
+	backoff := retry.Backoff(s.up.MinBackoff, s.up.MaxBackoff)
 	for attempt := 0; ; attempt++ {
 		started := time.Now()
 		err := s.runOnce(ctx, first)
@@ -278,7 +298,7 @@ func (s *Supervisor) supervise(first chan<- error) {
 			return
 		}
 		// A program that ran a while was healthy: start over with short waits.
-		if time.Since(started) > 2*s.cmd.MaxBackoff {
+		if time.Since(started) > 2*s.up.MaxBackoff {
 			backoff.Reset()
 		}
 		s.update(func(st *ShareStatus) {
@@ -288,63 +308,62 @@ func (s *Supervisor) supervise(first chan<- error) {
 			}
 		})
 		wait := backoff.Delay()
-		shareLog.Warnf("shared server %s exited (%v); restarting in %v", s.name, err, wait.Round(time.Millisecond))
+		shareLog.Warnf("shared server %s exited (%v); restarting in %v", s.up.Name, err, wait.Round(time.Millisecond))
 		if !retry.Sleep(ctx, wait) {
 			return
 		}
 	}
 }
 
-// runOnce starts the program, attaches it to the sink, and waits for it
-// to end. It reports the start's outcome on first, if not nil.
+// runOnce opens a session, hands it to the sink, and waits for it to end.
+// It reports the start's outcome on first, if not nil.
 func (s *Supervisor) runOnce(ctx context.Context, first chan<- error) error {
+	var once sync.Once
+	var ready atomic.Bool
 	report := func(err error) {
-		if first != nil {
-			first <- err
-		}
+		once.Do(func() {
+			if first != nil {
+				first <- err // buffered
+			}
+		})
 	}
-	t, c, done := s.open()
-	defer done()
-	startCtx, cancel := context.WithTimeout(ctx, startTimeout)
-	defer cancel()
-	cs, err := s.client.Connect(startCtx, t, nil)
+	sess, err := s.up.Open()
 	if err != nil {
+		report(fmt.Errorf("share %s: %w (the node keeps retrying)", s.up.Name, err))
+		return err
+	}
+	defer sess.Close()
+	s.update(func(st *ShareStatus) { st.Running, st.PID, st.Since = true, sess.PID, time.Now() })
+	// A program that does not answer in time is given up on (and restarted).
+	startCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	timer := time.AfterFunc(startTimeout, cancel)
+	err = s.sink.Serve(startCtx, sess, func() {
+		ready.Store(true)
+		timer.Stop()
+		tools, resources, prompts := s.sink.Counts()
+		shareLog.Infof("sharing %s (%s, pid %d): %d tools, %d resources, %d prompts", s.up.Name, s.up.Line, sess.PID, tools, resources, prompts)
+		report(nil)
+	})
+	timer.Stop()
+	sess.Close()
+	if ctx.Err() == nil && (err == nil || errors.Is(err, io.EOF) || errors.Is(err, context.Canceled)) {
+		err = exitError(sess)
+	}
+	if !ready.Load() {
+		if err == nil {
+			err = errors.New("no answer")
+		}
 		if ctx.Err() == nil && startCtx.Err() != nil {
-			// Not "context deadline exceeded": say what did not happen.
+			// Not "context canceled": say what did not happen.
 			hint := "is the URL an MCP Streamable HTTP endpoint?"
-			if len(s.cmd.Args) > 0 {
+			if s.up.Process {
 				hint = "is it an MCP server on stdio? a first `npx -y` may still be downloading its package"
 			}
 			err = fmt.Errorf("no answer to MCP's initialize within %v (%s): %w", startTimeout, hint, err)
 		}
-		err = fmt.Errorf("start %q: %w", s.cmd.Line, err)
-		report(fmt.Errorf("share %s: %w (the node keeps retrying)", s.name, err))
-		return err
-	}
-	// Stopping the share closes the session, which ends the program.
-	stopWatch := context.AfterFunc(ctx, func() { cs.Close() })
-	defer stopWatch()
-
-	pid := 0
-	if c != nil && c.Process != nil {
-		pid = c.Process.Pid
-	}
-	s.update(func(st *ShareStatus) { st.Running, st.PID, st.Since = true, pid, time.Now() })
-	if err := s.sink.Attach(startCtx, cs); err != nil {
-		shareLog.Warnw("read what the shared server offers", "server", s.name, "error", err)
-	}
-	tools, resources, prompts := s.sink.Counts()
-	shareLog.Infof("sharing %s (%s, pid %d): %d tools, %d resources, %d prompts", s.name, s.cmd.Line, pid, tools, resources, prompts)
-	report(nil)
-
-	err = cs.Wait()
-	cs.Close() // ends the SDK's subscriptions/listen goroutine, see sessions.Pool
-	s.sink.Detach(cs)
-	if err == nil && c != nil && c.ProcessState != nil && !c.ProcessState.Success() {
-		err = fmt.Errorf("program %s", c.ProcessState)
-	}
-	if err == nil {
-		err = fmt.Errorf("the session ended")
+		err = fmt.Errorf("start %q: %w", s.up.Line, err)
+		report(fmt.Errorf("share %s: %w (the node keeps retrying)", s.up.Name, err))
 	}
 	return err
 }

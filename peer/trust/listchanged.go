@@ -91,6 +91,11 @@ func (s *Session) remember(method string, firstPage bool, res sdkmcp.Result) {
 	default:
 		return
 	}
+	s.rememberNames(method, firstPage, names)
+}
+
+// rememberNames records the names in a list answer (see remember).
+func (s *Session) rememberNames(method string, firstPage bool, names []string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.listed == nil {

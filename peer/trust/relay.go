@@ -22,26 +22,36 @@ import (
 	"github.com/mcpmesh/mcpmesh/tasks"
 )
 
-// A re-shared server is relayed frame by frame, undecoded where possible, so
-// the policy applies to it at three points: a peer needs some grant on it to
-// open a session; each tools/call is checked by tool name; and the answers
-// to its list requests are filtered on their way back. A delegation that
-// comes with a call is verified here and extended to the peer behind, which
-// sees this node acting for the delegation's principal.
+// A relayed session (a re-shared server, --share-peer, or a server shared
+// from a program or an endpoint, passed through) is relayed frame by frame,
+// undecoded where possible, so the policy applies to it at three points: a
+// peer needs some grant on the server to open a session; each request that
+// names what it uses (tools/call by tool, prompts/get, resources/read and
+// subscriptions by URI, completion by its reference) is checked; and the
+// answers to its list requests are filtered on their way back, item by item
+// with every other byte as the server sent it. A delegation that comes with
+// a call is verified here and, for a peer's server, extended to the peer
+// behind, which sees this node acting for the delegation's principal.
 
 var (
 	toolsCallField  = []byte(`tools/call`)
 	listField       = []byte(`/list`)
+	promptsGetField = []byte(`prompts/get`)
+	resourcesField  = []byte(`resources/`)
+	completionField = []byte(`completion/complete`)
 	delegationField = []byte(`"` + delegation.MetaKey + `"`)
 	resultField     = []byte(`"result"`)
 	errorField      = []byte(`"error"`)
 	cancelledField  = []byte(`notifications/cancelled`)
 )
 
-// mayNeedTrust reports whether a frame may be a tools/call or a list
-// request, or carry a delegation, written plainly or behind JSON escapes.
+// mayNeedTrust reports whether a frame may be a request the policy checks
+// or a list request, or carry a delegation, written plainly or behind JSON
+// escapes.
 func mayNeedTrust(b []byte) bool {
 	return bytes.Contains(b, toolsCallField) || bytes.Contains(b, listField) ||
+		bytes.Contains(b, promptsGetField) || bytes.Contains(b, resourcesField) ||
+		bytes.Contains(b, completionField) ||
 		bytes.Contains(b, delegationField) || relay.HasKeyEscape(b)
 }
 
@@ -102,11 +112,12 @@ const maxPendingLists = 256
 // endCall ends a relayed call: it releases its admission and audits it.
 type endCall func(audit.Outcome, string)
 
-// relayedCall is a relayed tools/call waiting for its answer: how to end it,
-// and the hop it goes to (named if the target is lost).
+// relayedCall is a relayed request waiting for its answer: how to end it,
+// and, for a tools/call, the hop it goes to (named if the target is lost).
 type relayedCall struct {
 	finish endCall
 	hop    tasks.Hop
+	call   bool
 }
 
 // relayedOutcome is how a relayed call's answer is audited.
@@ -144,25 +155,31 @@ func cancelledRequest(frame []byte) (jsonrpc.ID, bool) {
 	return id, err == nil && id.IsValid()
 }
 
-// MayOpenRelay reports whether caller may open a session on the re-shared
-// server name, and audits a refusal.
-func (g *Guard) MayOpenRelay(caller lpeer.ID, name string) bool {
+// MayOpenRelay returns nil if caller may open a session on the server the
+// node shares as name (re-shared from a peer, or passed through from a
+// program or an endpoint), else the refusal, audited, as a JSON-RPC error
+// (CodeNotPermitted) that says who may not use what, where: the node answers
+// the session's first request with it.
+func (g *Guard) MayOpenRelay(caller lpeer.ID, name string) *jsonrpc.Error {
 	if g.policy.Load().AllowsServer(caller, policy.Anyone, name) {
-		return true
+		return nil
 	}
+	msg := fmt.Sprintf("not permitted: %s may not use server %s on %s (no grant names it for this peer)", identity.Short(caller), name, identity.Short(g.cfg.Self))
 	g.refuse(audit.Record{Time: time.Now(), Caller: caller.String(), Server: name, Method: "session"},
-		&refusal{reason: "policy", msg: fmt.Sprintf("not permitted: %s may not use server %s", identity.Short(caller), name)})
-	return false
+		&refusal{reason: "policy", msg: msg})
+	return &jsonrpc.Error{Code: CodeNotPermitted, Message: msg}
 }
 
-// Target is the server a re-shared server relays to: server on peer Peer.
+// Target is the server a relayed session goes to: server Server on peer
+// Peer, or (Peer empty) a server the node shares from a program or an
+// endpoint, where calls end and delegations are verified, not passed on.
 type Target struct {
 	Peer   lpeer.ID
 	Server string
 }
 
 // RelayRewrites returns the frame rewrites that apply the policy,
-// delegations and limits to a session that the re-shared server name
+// delegations and limits to a session that the server shared as name
 // relays from caller to t: toServer (then runs after it: the task layer's
 // rewrite) and toClient. send writes a message of the guard's own to the
 // client (a list_changed, an answer). end must be called when the session
@@ -206,13 +223,24 @@ func (g *Guard) RelayRewrites(caller lpeer.ID, name string, t Target, then relay
 					return nil, refusalReply(req, &jsonrpc.Error{Code: CodeLimited, Message: "too many list requests waiting for their answers"}), nil
 				}
 			}
+			if kind, what, ok := checkedRequest(req); ok && req.Method != "tools/call" {
+				release, reason := g.relayRequestTrust(caller, name, req.Method, kind, what)
+				if reason != nil {
+					return nil, refusalReply(req, reason), nil
+				}
+				if !req.ID.IsValid() {
+					release(audit.OK, "")
+				} else if old, replaced, _ := calls.put(req.ID, relayedCall{finish: release}, 0); replaced {
+					old.finish(audit.Error, "request ID reused while in flight")
+				}
+			}
 			if req.Method == "tools/call" {
 				old, next, finish, hop, reason := g.relayCallTrust(req.Params, caller, name, t)
 				if reason != nil {
 					return nil, refusalReply(req, reason), nil
 				}
 				if req.ID.IsValid() {
-					if old, replaced, _ := calls.put(req.ID, relayedCall{finish, hop}, 0); replaced {
+					if old, replaced, _ := calls.put(req.ID, relayedCall{finish: finish, hop: hop, call: true}, 0); replaced {
 						old.finish(audit.Error, "request ID reused while in flight")
 					}
 				} else {
@@ -264,21 +292,29 @@ func (g *Guard) RelayRewrites(caller lpeer.ID, name string, t Target, then relay
 		if !ok {
 			return frame, nil, nil
 		}
-		res, err := decodeList(ask.method, resp)
+		list, err := readList(ask.method, resp.Result)
 		if err != nil {
-			return nil, nil, fmt.Errorf("read %s answer from %s/%s: %w", ask.method, t.Peer, t.Server, err)
+			// Not the relay's to judge: the caller reads the server's answer.
+			trustLog.Debugw("read a relayed list", "method", ask.method, "server", name, "error", err)
+			return frame, nil, nil
 		}
-		session.remember(ask.method, ask.firstPage, res)
+		session.rememberNames(ask.method, ask.firstPage, list.names)
 		pol := g.policy.Load()
 		if pol.IsOpen() {
 			return frame, nil, nil
 		}
-		filterList(pol, policy.Access{Caller: caller, Server: name}, res)
-		out, err := encodeList(resp, res)
+		a := policy.Access{Caller: caller, Server: name, Kind: kindOfList[ask.method]}
+		result, changed, err := list.keep(func(n string) bool { a.Name = n; return pol.Shows(a) })
 		if err != nil {
-			return nil, nil, fmt.Errorf("filter %s answer from %s/%s: %w", ask.method, t.Peer, t.Server, err)
+			return nil, nil, fmt.Errorf("filter %s answer from %s: %w", ask.method, name, err)
 		}
-		return out, nil, nil
+		if !changed {
+			return frame, nil, nil
+		}
+		out := *resp
+		out.Result = result
+		b, err := jsonrpc.EncodeMessage(&out)
+		return b, nil, err
 	}
 	end = func(lost error) {
 		g.Untrack(session)
@@ -288,7 +324,11 @@ func (g *Guard) RelayRewrites(caller lpeer.ID, name string, t Target, then relay
 		}
 		for id, c := range calls.takeAll() {
 			if lost != nil && send != nil {
-				if err := send(g.lostAnswer(id, c.hop, t.Peer, lost)); err != nil {
+				answer := g.lostAnswer(id, c.hop, t.Peer, lost)
+				if !c.call { // not a tool's: a plain error
+					answer = &jsonrpc.Response{ID: id, Error: &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: why}}
+				}
+				if err := send(answer); err != nil {
 					trustLog.Debugw("answer a relayed call whose target was lost", "to", caller, "error", err)
 				}
 			}
@@ -303,7 +343,10 @@ func (g *Guard) RelayRewrites(caller lpeer.ID, name string, t Target, then relay
 // of the call sees which node was lost, not this relay.
 func (g *Guard) lostAnswer(id jsonrpc.ID, hop tasks.Hop, target lpeer.ID, lost error) *jsonrpc.Response {
 	text := fmt.Sprintf("connection lost to %s: %v", target, lost)
-	if why := g.lostWhy(target); why != "" {
+	if target == "" { // a program or an endpoint
+		text = fmt.Sprintf("%s/%s on %s: the shared server's session ended before its answer (%v)", hop.Server, hop.Tool, identity.Short(g.cfg.Self), lost)
+		hop.Peer = g.names.Of(g.cfg.Self)
+	} else if why := g.lostWhy(target); why != "" {
 		text = fmt.Sprintf("connection lost to %s%s", target, why)
 	}
 	res := &sdkmcp.CallToolResult{
@@ -333,35 +376,118 @@ func firstPage(params json.RawMessage) bool {
 	return p.Cursor == ""
 }
 
-// decodeList decodes the answer to a list request.
-func decodeList(method string, resp *jsonrpc.Response) (sdkmcp.Result, error) {
-	var res sdkmcp.Result
-	switch method {
-	case "tools/list":
-		res = &sdkmcp.ListToolsResult{}
-	case "prompts/list":
-		res = &sdkmcp.ListPromptsResult{}
-	case "resources/list":
-		res = &sdkmcp.ListResourcesResult{}
-	default:
-		res = &sdkmcp.ListResourceTemplatesResult{}
-	}
-	if err := json.Unmarshal(resp.Result, res); err != nil {
-		return nil, err
-	}
-	return res, nil
+// rawList is the answer to a list request, its items raw.
+type rawList struct {
+	top   map[string]json.RawMessage
+	field string
+	items []json.RawMessage
+	names []string
 }
 
-// encodeList re-encodes the answer resp to a list request with the result
-// res.
-func encodeList(resp *jsonrpc.Response, res sdkmcp.Result) ([]byte, error) {
-	raw, err := json.Marshal(res)
-	if err != nil {
+// listItems names, by list method, the field of the items and the field
+// that names each.
+var listItems = map[string][2]string{
+	"tools/list":               {"tools", "name"},
+	"prompts/list":             {"prompts", "name"},
+	"resources/list":           {"resources", "uri"},
+	"resources/templates/list": {"resourceTemplates", "uriTemplate"},
+}
+
+// readList reads the answer to a list request: its items, raw, and their
+// names.
+func readList(method string, result json.RawMessage) (*rawList, error) {
+	f := listItems[method]
+	l := &rawList{field: f[0]}
+	if _, err := segjson.Parse(result, &l.top, segjson.DontMatchCaseInsensitiveStructFields); err != nil {
 		return nil, err
 	}
-	out := *resp
-	out.Result = raw
-	return jsonrpc.EncodeMessage(&out)
+	if _, err := segjson.Parse(l.top[l.field], &l.items, segjson.DontMatchCaseInsensitiveStructFields); err != nil {
+		return nil, err
+	}
+	l.names = make([]string, len(l.items))
+	for i, item := range l.items {
+		var named map[string]json.RawMessage
+		if _, err := segjson.Parse(item, &named, segjson.DontMatchCaseInsensitiveStructFields); err != nil {
+			return nil, err
+		}
+		segjson.Unmarshal(named[f[1]], &l.names[i])
+	}
+	return l, nil
+}
+
+// keep returns the answer with only the items whose names ok keeps, every
+// byte of those as the server sent them; changed is false when all are
+// kept.
+func (l *rawList) keep(ok func(name string) bool) (json.RawMessage, bool, error) {
+	kept := make([]json.RawMessage, 0, len(l.items))
+	for i, item := range l.items {
+		if ok(l.names[i]) {
+			kept = append(kept, item)
+		}
+	}
+	if len(kept) == len(l.items) {
+		return nil, false, nil
+	}
+	var err error
+	if l.top[l.field], err = segjson.Marshal(kept); err != nil {
+		return nil, false, err
+	}
+	out, err := segjson.Marshal(l.top)
+	return out, true, err
+}
+
+// checkedRequest tells what a request the policy checks names, from its
+// params, read as accessOf reads the SDK's.
+func checkedRequest(req *jsonrpc.Request) (policy.Kind, string, bool) {
+	var p struct {
+		Name string `json:"name"`
+		URI  string `json:"uri"`
+		Ref  *struct {
+			Type string `json:"type"`
+			Name string `json:"name"`
+			URI  string `json:"uri"`
+		} `json:"ref"`
+	}
+	switch req.Method {
+	case "tools/call", "prompts/get", "resources/read", "resources/subscribe", "resources/unsubscribe", "completion/complete":
+	default:
+		return 0, "", false
+	}
+	segjson.Parse(req.Params, &p, segjson.DontMatchCaseInsensitiveStructFields)
+	switch req.Method {
+	case "tools/call":
+		return policy.Tool, p.Name, true
+	case "prompts/get":
+		return policy.Prompt, p.Name, true
+	case "completion/complete":
+		switch {
+		case p.Ref == nil:
+			return 0, "", true
+		case p.Ref.Type == "ref/prompt":
+			return policy.Prompt, p.Ref.Name, true
+		case p.Ref.Type == "ref/resource":
+			return policy.Resource, p.Ref.URI, true
+		}
+		return 0, "", true
+	}
+	return policy.Resource, p.URI, true
+}
+
+// relayRequestTrust checks one relayed request other than a call: the
+// policy on what it names, and the caller's limits. The admission is held
+// until release (the answer, a cancellation, the session's end); only
+// refusals are audited, as for served requests.
+func (g *Guard) relayRequestTrust(caller lpeer.ID, name, method string, kind policy.Kind, what string) (endCall, *jsonrpc.Error) {
+	rec := audit.Record{Time: time.Now(), Caller: g.names.Of(caller), Server: name, Method: method, Name: what}
+	a := policy.Access{Caller: caller, Server: name, Kind: kind, Name: what}
+	if kind != 0 && !g.policy.Load().Allows(a) {
+		return nil, g.refuseRelayed(rec, &refusal{reason: "policy", code: CodeNotPermitted, msg: g.notPermitted(a)})
+	}
+	release, r := g.admitCall(caller, "")
+	if r != nil {
+		return nil, g.refuseRelayed(rec, r)
+	}
+	return func(audit.Outcome, string) { release() }, nil
 }
 
 // relayCallTrust checks one relayed tools/call: the policy on its tool, its
@@ -393,7 +519,7 @@ func (g *Guard) relayCallTrust(params json.RawMessage, caller lpeer.ID, name str
 		if err == nil {
 			d, err = g.verifyDelegation(wire, caller, name, head.Name)
 		}
-		if err == nil {
+		if err == nil && t.Peer != "" { // a program or an endpoint is where the call ends
 			var enc []string
 			enc, err = g.extendDelegation(d, t.Peer, t.Server, head.Name)
 			if err == nil {

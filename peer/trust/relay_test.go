@@ -13,7 +13,6 @@ import (
 	"github.com/mcpmesh/mcpmesh/internal/fuzzseed"
 	"github.com/mcpmesh/mcpmesh/internal/sdkcompat"
 	"github.com/mcpmesh/mcpmesh/limits"
-	"github.com/mcpmesh/mcpmesh/mcp/relay"
 	"github.com/mcpmesh/mcpmesh/peer/policy"
 )
 
@@ -103,7 +102,7 @@ func FuzzRelayTrust(f *testing.F) {
 	caller := lpeer.ID("caller-node-id")
 	target := Target{Peer: lpeer.ID("far-node-id"), Server: "node"}
 	f.Fuzz(func(t *testing.T, fromClient, fromServer []byte) {
-		toServer, toClient, end := g.RelayRewrites(caller, "far", target, relay.TaskHop(g.cfg.Self, caller), func(jsonrpc.Message) error { return nil })
+		toServer, toClient, end := g.RelayRewrites(caller, "far", target, nil, func(jsonrpc.Message) error { return nil })
 		for _, frame := range [][]byte{fromClient, fromClient} { // twice: a reused request ID
 			fwd, reply, err := toServer(slices.Clone(frame))
 			_, derr := sdkcompat.DecodeMessage(frame)
