@@ -175,8 +175,9 @@ func TestAnthropicConfig(t *testing.T) {
 
 // TestAnthropicServerErrors: 500, 529 and 429 are retried a bounded number
 // of times and end in an error naming backend, model, URL, status and the
-// API's error type; 401 is not retried; no error holds the key, even when
-// the server echoes it.
+// API's error type and message (or a proxy's text); 401, 400 and a 429
+// asking for a longer wait than maxRetryWait are not retried; no error
+// holds the key, even when the server echoes it.
 func TestAnthropicServerErrors(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
@@ -188,6 +189,13 @@ func TestAnthropicServerErrors(t *testing.T) {
 		{"529", anthropicError(529, "overloaded_error", "Overloaded"), 1 + modelRetries, "529: overloaded_error: Overloaded (request-id req_fake)"},
 		{"429", anthropicError(429, "rate_limit_error", "Rate limited"), 1 + modelRetries, "429 Too Many Requests: rate_limit_error: Rate limited (request-id req_fake)"},
 		{"401 echoing the key", anthropicError(401, "authentication_error", "invalid x-api-key "+testKey), 1, "401 Unauthorized: authentication_error: invalid x-api-key [redacted] (request-id req_fake)"},
+		{"429 asking to wait a minute", fakeResponse{Status: 429, Header: map[string]string{"Retry-After": "60", "Request-Id": "req_1"},
+			Body: map[string]any{"type": "error", "error": map[string]any{"type": "rate_limit_error", "message": "Number of request tokens has exceeded your per-minute rate limit"}}}, 1,
+			"429 Too Many Requests: rate_limit_error: Number of request tokens has exceeded your per-minute rate limit (request-id req_1)"},
+		{"400 invalid request", fakeResponse{Status: 400, Body: map[string]any{"type": "error", "error": map[string]any{"type": "invalid_request_error", "message": "max_tokens: Field required"}}}, 1,
+			"400 Bad Request: invalid_request_error: max_tokens: Field required"},
+		{"a proxy's text", fakeResponse{Status: 503, Header: map[string]string{"Retry-After-Ms": "1"}, Body: []byte("upstream connect error")}, 1 + modelRetries,
+			"503 Service Unavailable: upstream connect error"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			api := newFakeAnthropic(t, func(int, *fakeRequest) fakeResponse { return tc.resp })
@@ -233,40 +241,4 @@ func TestAnthropicCancelHangingRequest(t *testing.T) {
 		t.Fatal(err)
 	}
 	testCancelHanging(t, api, b)
-}
-
-// TestAnthropicErrorShapes: a 429 asking for a longer wait than
-// maxRetryWait ends the retries at once with the API's message; an error
-// answer that is not the API's JSON gives its start.
-func TestAnthropicErrorShapes(t *testing.T) {
-	for _, tc := range []struct {
-		name     string
-		resp     fakeResponse
-		attempts int
-		want     string
-	}{
-		{"429 asking to wait a minute", fakeResponse{Status: 429, Header: map[string]string{"Retry-After": "60", "Request-Id": "req_1"},
-			Body: map[string]any{"type": "error", "error": map[string]any{"type": "rate_limit_error", "message": "Number of request tokens has exceeded your per-minute rate limit"}}}, 1,
-			"429 Too Many Requests: rate_limit_error: Number of request tokens has exceeded your per-minute rate limit (request-id req_1)"},
-		{"400 invalid request", fakeResponse{Status: 400, Body: map[string]any{"type": "error", "error": map[string]any{"type": "invalid_request_error", "message": "max_tokens: Field required"}}}, 1,
-			"400 Bad Request: invalid_request_error: max_tokens: Field required"},
-		{"a proxy's text", fakeResponse{Status: 503, Header: map[string]string{"Retry-After-Ms": "1"}, Body: []byte("upstream connect error")}, 1 + modelRetries,
-			"503 Service Unavailable: upstream connect error"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			api := newFakeAnthropic(t, func(int, *fakeRequest) fakeResponse { return tc.resp })
-			b, err := newAnthropic(ModelConfig{Backend: "anthropic", Model: "claude-x", URL: api.baseURL()}, testKey)
-			if err != nil {
-				t.Fatal(err)
-			}
-			_, err = b.Complete(context.Background(), &Request{Messages: []Message{{Role: User, Text: "hi"}}})
-			want := "anthropic messages (model claude-x at " + api.baseURL() + "): " + tc.want
-			if err == nil || err.Error() != want {
-				t.Errorf("error = %v\nwant    %s", err, want)
-			}
-			if n := len(api.requests()); n != tc.attempts {
-				t.Errorf("%d attempts, want %d", n, tc.attempts)
-			}
-		})
-	}
 }

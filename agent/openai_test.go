@@ -175,9 +175,12 @@ func TestOpenAILocalServerNeedsNoKey(t *testing.T) {
 	}
 }
 
-// TestOpenAIServerErrors: 500 and 429 are retried a bounded number of times
-// and end in an error naming backend, model, URL and status; 401 is not
-// retried; no error holds the key, even when the server echoes it.
+// TestOpenAIServerErrors: 500, 502 and 429 are retried a bounded number of
+// times and end in an error naming backend, model, URL, status and the
+// server's message (in OpenAI's shape, Ollama's, vLLM's, or a proxy's
+// text); 401, 404 and 400 are not retried, nor a 429 asking for a longer
+// wait than maxRetryWait, nor an answer saying x-should-retry: false; no
+// error holds the key, even when the server echoes it.
 func TestOpenAIServerErrors(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
@@ -188,6 +191,16 @@ func TestOpenAIServerErrors(t *testing.T) {
 		{"500", openAIError(500, "internal error"), 1 + modelRetries, "500 Internal Server Error: internal error"},
 		{"429", openAIError(429, "Rate limit reached"), 1 + modelRetries, "429 Too Many Requests: Rate limit reached"},
 		{"401 echoing the key", openAIError(401, "Incorrect API key provided: "+testKey+"."), 1, "401 Unauthorized: Incorrect API key provided: [redacted]."},
+		{"ollama's string error", fakeResponse{Status: 404, Body: map[string]any{"error": `model "llama9" not found, try pulling it first`}}, 1,
+			`404 Not Found: model "llama9" not found, try pulling it first`},
+		{"vllm's top-level message", fakeResponse{Status: 400, Body: map[string]any{"object": "error", "message": "max_tokens is too large", "type": "BadRequestError", "code": 400}}, 1,
+			"400 Bad Request: max_tokens is too large"},
+		{"a proxy's HTML", fakeResponse{Status: 502, Header: map[string]string{"Retry-After-Ms": "1"}, Body: []byte("<html><body>\n<h1>502 Bad Gateway</h1>\n</body></html>")}, 1 + modelRetries,
+			"502 Bad Gateway: <html><body> <h1>502 Bad Gateway</h1> </body></html>"},
+		{"429 asking to wait a minute", fakeResponse{Status: 429, Header: map[string]string{"Retry-After": "60"}, Body: map[string]any{"error": map[string]any{"message": "Rate limit reached for requests", "type": "requests", "code": "rate_limit_exceeded"}}}, 1,
+			"429 Too Many Requests: Rate limit reached for requests"},
+		{"500 the server says not to retry", fakeResponse{Status: 500, Header: map[string]string{"X-Should-Retry": "false"}, Body: map[string]any{"error": map[string]any{"message": "The server had an error", "type": "server_error"}}}, 1,
+			"500 Internal Server Error: The server had an error"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			api := newFakeOpenAI(t, func(int, *fakeRequest) fakeResponse { return tc.resp })
@@ -320,45 +333,6 @@ func TestOpenAIToolErrorAndText(t *testing.T) {
 	}
 	if r, c := dig(msgs, 4, "role"), dig(msgs, 4, "content"); r != "user" || c != "please hurry" {
 		t.Errorf("messages[4] = %v %v, want the user's text after the results", r, c)
-	}
-}
-
-// TestOpenAIErrorShapes: the error answers of servers that copy the API in
-// their own shapes still give the user the server's message, and a server
-// asking for a longer wait than maxRetryWait ends the retries at once.
-func TestOpenAIErrorShapes(t *testing.T) {
-	for _, tc := range []struct {
-		name     string
-		resp     fakeResponse
-		attempts int
-		want     string
-	}{
-		{"ollama's string error", fakeResponse{Status: 404, Body: map[string]any{"error": `model "llama9" not found, try pulling it first`}}, 1,
-			`404 Not Found: model "llama9" not found, try pulling it first`},
-		{"vllm's top-level message", fakeResponse{Status: 400, Body: map[string]any{"object": "error", "message": "max_tokens is too large", "type": "BadRequestError", "code": 400}}, 1,
-			"400 Bad Request: max_tokens is too large"},
-		{"a proxy's HTML", fakeResponse{Status: 502, Header: map[string]string{"Retry-After-Ms": "1"}, Body: []byte("<html><body>\n<h1>502 Bad Gateway</h1>\n</body></html>")}, 1 + modelRetries,
-			"502 Bad Gateway: <html><body> <h1>502 Bad Gateway</h1> </body></html>"},
-		{"429 asking to wait a minute", fakeResponse{Status: 429, Header: map[string]string{"Retry-After": "60"}, Body: map[string]any{"error": map[string]any{"message": "Rate limit reached for requests", "type": "requests", "code": "rate_limit_exceeded"}}}, 1,
-			"429 Too Many Requests: Rate limit reached for requests"},
-		{"500 the server says not to retry", fakeResponse{Status: 500, Header: map[string]string{"X-Should-Retry": "false"}, Body: map[string]any{"error": map[string]any{"message": "The server had an error", "type": "server_error"}}}, 1,
-			"500 Internal Server Error: The server had an error"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			api := newFakeOpenAI(t, func(int, *fakeRequest) fakeResponse { return tc.resp })
-			b, err := newOpenAI(ModelConfig{Backend: "openai", Model: "llama3.1", URL: api.baseURL()}, "")
-			if err != nil {
-				t.Fatal(err)
-			}
-			_, err = b.Complete(context.Background(), &Request{Messages: []Message{{Role: User, Text: "hi"}}})
-			want := "openai chat completion (model llama3.1 at " + api.baseURL() + "): " + tc.want
-			if err == nil || err.Error() != want {
-				t.Errorf("error = %v\nwant    %s", err, want)
-			}
-			if n := len(api.requests()); n != tc.attempts {
-				t.Errorf("%d attempts, want %d", n, tc.attempts)
-			}
-		})
 	}
 }
 
