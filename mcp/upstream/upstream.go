@@ -333,7 +333,9 @@ func (s *Supervisor) runOnce(ctx context.Context, first chan<- error) error {
 		return err
 	}
 	defer sess.Close()
-	s.update(func(st *ShareStatus) { st.Running, st.PID, st.Since = true, sess.PID, time.Now() })
+	// Running once it answers initialize: until then the share is starting
+	// (what status shows), though its process runs.
+	s.update(func(st *ShareStatus) { st.PID, st.Since = sess.PID, time.Now() })
 	// A program that does not answer in time is given up on (and restarted).
 	startCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -341,6 +343,7 @@ func (s *Supervisor) runOnce(ctx context.Context, first chan<- error) error {
 	err = s.sink.Serve(startCtx, sess, func() {
 		ready.Store(true)
 		timer.Stop()
+		s.update(func(st *ShareStatus) { st.Running = true })
 		tools, resources, prompts := s.sink.Counts()
 		shareLog.Infof("sharing %s (%s, pid %d): %d tools, %d resources, %d prompts", s.up.Name, s.up.Line, sess.PID, tools, resources, prompts)
 		report(nil)
