@@ -7,19 +7,22 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
-
-	"github.com/anthropics/anthropic-sdk-go/v2"
-	"github.com/anthropics/anthropic-sdk-go/v2/option"
 )
 
-// anthropicDefaultURL is the Anthropic API's base URL, used when none is
-// set. The library appends "v1/messages" to the base URL.
-const anthropicDefaultURL = "https://api.anthropic.com"
+const (
+	// anthropicDefaultURL is the Anthropic API's base URL, used when none is
+	// set. "/v1/messages" is appended to the base URL.
+	anthropicDefaultURL = "https://api.anthropic.com"
+	// anthropicVersion is the API version asked for (the anthropic-version
+	// header), the one anthropic-sdk-go v2.15.0 sent.
+	anthropicVersion = "2026-10-21"
+)
 
-// anthropicBackend is a Backend speaking the Anthropic Messages API through
-// the official client library.
+// anthropicBackend is a Backend speaking the Anthropic Messages API over
+// net/http.
 type anthropicBackend struct {
-	msgs      anthropic.MessageService
+	api       apiClient
+	endpoint  string // url + "/v1/messages"
 	model     string
 	url       string // base URL, for error messages
 	maxTokens int    // the configuration's bound; 0: none
@@ -27,14 +30,13 @@ type anthropicBackend struct {
 }
 
 // newAnthropic returns a backend speaking the Anthropic Messages API at
-// cfg.URL (empty: Anthropic's own). The library adds "/v1/messages" to the
-// URL; a URL written ending in "/v1", as OpenAI-style URLs are, has it
-// taken off.
+// cfg.URL (empty: Anthropic's own). "/v1/messages" is added to the URL; a
+// URL written ending in "/v1", as OpenAI-style URLs are, has it taken off.
 // cfg.Model and apiKey are required.
 //
-// The client reads nothing from the environment (no ANTHROPIC_API_KEY,
-// ANTHROPIC_BASE_URL, profiles, ...): the key is the one the configuration
-// names.
+// Nothing is read from the environment (no ANTHROPIC_API_KEY,
+// ANTHROPIC_AUTH_TOKEN, ANTHROPIC_BASE_URL, profiles, ...): the key is the
+// one the configuration names, sent only to the URL it names.
 func newAnthropic(cfg ModelConfig, apiKey string) (Backend, error) {
 	if cfg.Model == "" {
 		return nil, errors.New(`anthropic backend: no model: set "model" (e.g. "claude-sonnet-4-5")`)
@@ -49,14 +51,13 @@ func newAnthropic(cfg ModelConfig, apiKey string) (Backend, error) {
 	if cfg.MaxTokens < 0 {
 		return nil, fmt.Errorf("anthropic backend (model %s at %s): maxTokens %d is negative", cfg.Model, url, cfg.MaxTokens)
 	}
-	client := anthropic.NewClient(
-		option.WithoutEnvironmentDefaults(),
-		option.WithBaseURL(url),
-		option.WithAPIKey(apiKey),
-		option.WithMaxRetries(modelRetries),
-	)
+	header := http.Header{}
+	// As anthropic-sdk-go v2 did: the key as a bearer token.
+	header.Set("Authorization", "Bearer "+apiKey)
+	header.Set("Anthropic-Version", anthropicVersion)
 	return &anthropicBackend{
-		msgs:      client.Messages,
+		api:       apiClient{http: http.DefaultClient, header: header, parseError: parseAnthropicError},
+		endpoint:  url + "/v1/messages",
 		model:     cfg.Model,
 		url:       url,
 		maxTokens: cfg.MaxTokens,
@@ -64,59 +65,102 @@ func newAnthropic(cfg ModelConfig, apiKey string) (Backend, error) {
 	}, nil
 }
 
+// The Messages API's wire format, as far as the backend uses it
+// (https://docs.anthropic.com/en/api/messages).
+type (
+	anthropicRequest struct {
+		Model     string             `json:"model"`
+		MaxTokens int                `json:"max_tokens"`
+		System    []anthropicBlock   `json:"system,omitempty"`
+		Messages  []anthropicMessage `json:"messages"`
+		Tools     []anthropicTool    `json:"tools,omitempty"`
+	}
+	anthropicMessage struct {
+		Role    string           `json:"role"`
+		Content []anthropicBlock `json:"content"`
+	}
+	// anthropicBlock is a content block of the kinds the backend sends and
+	// reads: text, tool_use, tool_result.
+	anthropicBlock struct {
+		Type string `json:"type"`
+		Text string `json:"text,omitempty"`
+		// tool_use
+		ID    string          `json:"id,omitempty"`
+		Name  string          `json:"name,omitempty"`
+		Input json.RawMessage `json:"input,omitempty"`
+		// tool_result
+		ToolUseID string           `json:"tool_use_id,omitempty"`
+		Content   []anthropicBlock `json:"content,omitempty"`
+		IsError   *bool            `json:"is_error,omitempty"`
+	}
+	anthropicTool struct {
+		Name        string         `json:"name"`
+		Description string         `json:"description,omitempty"`
+		InputSchema map[string]any `json:"input_schema"`
+	}
+	anthropicResponse struct {
+		Model      string           `json:"model"`
+		Content    []anthropicBlock `json:"content"`
+		StopReason string           `json:"stop_reason"`
+	}
+)
+
 // Complete asks the model for the next turn of the conversation.
 func (b *anthropicBackend) Complete(ctx context.Context, req *Request) (*Reply, error) {
 	params, err := b.params(req)
 	if err != nil {
 		return nil, b.fail(err)
 	}
-	res, err := b.msgs.New(ctx, params)
-	if err != nil {
+	var res anthropicResponse
+	if err := b.api.post(ctx, b.endpoint, params, &res); err != nil {
 		return nil, b.fail(err)
 	}
-	return anthropicReply(res), nil
+	return anthropicReply(&res), nil
 }
 
-// params translates a Request into the library's request parameters.
-func (b *anthropicBackend) params(req *Request) (anthropic.MessageNewParams, error) {
-	p := anthropic.MessageNewParams{
-		Model:     anthropic.Model(b.model),
-		MaxTokens: int64(maxTokens(b.maxTokens, req.MaxTokens)),
-	}
+// params translates a Request into the API's request body.
+func (b *anthropicBackend) params(req *Request) (*anthropicRequest, error) {
+	p := &anthropicRequest{Model: b.model, MaxTokens: maxTokens(b.maxTokens, req.MaxTokens)}
 	if req.System != "" {
-		p.System = []anthropic.TextBlockParam{{Text: req.System}}
+		p.System = []anthropicBlock{{Type: "text", Text: req.System}}
 	}
 	for i, m := range req.Messages {
-		var blocks []anthropic.ContentBlockParamUnion
+		var blocks []anthropicBlock
 		switch m.Role {
 		case User:
 			// Tool results come first in the user turn that answers the
 			// assistant's tool_use blocks.
 			for _, r := range m.ToolResults {
-				blocks = append(blocks, anthropic.NewToolResultBlock(r.CallID, r.Text, r.IsError))
+				isError := r.IsError
+				blocks = append(blocks, anthropicBlock{
+					Type:      "tool_result",
+					ToolUseID: r.CallID,
+					Content:   []anthropicBlock{{Type: "text", Text: r.Text}},
+					IsError:   &isError,
+				})
 			}
 			if m.Text != "" {
-				blocks = append(blocks, anthropic.NewTextBlock(m.Text))
-			}
-			if len(blocks) > 0 {
-				p.Messages = append(p.Messages, anthropic.NewUserMessage(blocks...))
+				blocks = append(blocks, anthropicBlock{Type: "text", Text: m.Text})
 			}
 		case Assistant:
 			if m.Text != "" {
-				blocks = append(blocks, anthropic.NewTextBlock(m.Text))
+				blocks = append(blocks, anthropicBlock{Type: "text", Text: m.Text})
 			}
 			for _, c := range m.ToolCalls {
-				var input any = json.RawMessage(c.Args)
-				if len(c.Args) == 0 {
-					input = map[string]any{}
+				input := c.Args
+				if len(input) == 0 {
+					input = json.RawMessage("{}")
 				}
-				blocks = append(blocks, anthropic.NewToolUseBlock(c.ID, input, c.Name))
-			}
-			if len(blocks) > 0 {
-				p.Messages = append(p.Messages, anthropic.NewAssistantMessage(blocks...))
+				if !json.Valid(input) {
+					return p, fmt.Errorf("message %d: tool call %s (%s): arguments are not valid JSON", i, c.ID, c.Name)
+				}
+				blocks = append(blocks, anthropicBlock{Type: "tool_use", ID: c.ID, Name: c.Name, Input: input})
 			}
 		default:
 			return p, fmt.Errorf("message %d: unknown role %q", i, m.Role)
+		}
+		if len(blocks) > 0 {
+			p.Messages = append(p.Messages, anthropicMessage{Role: string(m.Role), Content: blocks})
 		}
 	}
 	for _, t := range req.Tools {
@@ -124,40 +168,15 @@ func (b *anthropicBackend) params(req *Request) (anthropic.MessageNewParams, err
 		if err != nil {
 			return p, fmt.Errorf("tool %s: %w", t.Name, err)
 		}
-		in := anthropic.ToolInputSchemaParam{ExtraFields: map[string]any{}}
-		for k, v := range schema {
-			switch k {
-			case "type": // always "object"
-			case "properties":
-				in.Properties = v
-			case "required":
-				for _, r := range asSlice(v) {
-					if s, ok := r.(string); ok {
-						in.Required = append(in.Required, s)
-					}
-				}
-			default:
-				in.ExtraFields[k] = v
-			}
-		}
-		tool := anthropic.ToolUnionParamOfTool(in, t.Name)
-		if t.Description != "" {
-			tool.OfTool.Description = anthropic.String(t.Description)
-		}
-		p.Tools = append(p.Tools, tool)
+		schema["type"] = "object" // the only type the API takes
+		p.Tools = append(p.Tools, anthropicTool{Name: t.Name, Description: t.Description, InputSchema: schema})
 	}
 	return p, nil
 }
 
-// asSlice returns v as a slice, or nil.
-func asSlice(v any) []any {
-	s, _ := v.([]any)
-	return s
-}
-
-// anthropicReply translates the library's answer into a Reply.
-func anthropicReply(res *anthropic.Message) *Reply {
-	reply := &Reply{StopReason: string(res.StopReason), Model: string(res.Model)}
+// anthropicReply translates the API's answer into a Reply.
+func anthropicReply(res *anthropicResponse) *Reply {
+	reply := &Reply{StopReason: res.StopReason, Model: res.Model}
 	var text []string
 	for _, block := range res.Content {
 		switch block.Type {
@@ -175,23 +194,15 @@ func anthropicReply(res *anthropic.Message) *Reply {
 	return reply
 }
 
+// parseAnthropicError reads an error answer: {"type": "error", "error": {"type",
+// "message"}}, with the request's id in the request-id header.
+func parseAnthropicError(status int, header http.Header, body []byte) *apiError {
+	msg, typ := errorMessage(body)
+	return &apiError{Status: status, Type: typ, Message: msg, RequestID: header.Get("Request-Id")}
+}
+
 // fail wraps an error of a completion with the backend, model and URL,
 // with the API key taken out of its text.
 func (b *anthropicBackend) fail(err error) error {
-	var apiErr *anthropic.Error
-	detail := err.Error()
-	if errors.As(err, &apiErr) {
-		// Error() holds the whole response body; say it shorter.
-		detail = fmt.Sprintf("%d %s", apiErr.StatusCode, http.StatusText(apiErr.StatusCode))
-		if t := apiErr.Type(); t != "" {
-			detail += ": " + string(t)
-		}
-		if apiErr.Message != "" {
-			detail += ": " + apiErr.Message
-		}
-		if apiErr.RequestID != "" {
-			detail += " (request-id " + apiErr.RequestID + ")"
-		}
-	}
-	return newModelError(fmt.Sprintf("anthropic messages (model %s at %s): %s", b.model, b.url, detail), err, b.redact)
+	return newModelError(fmt.Sprintf("anthropic messages (model %s at %s): %v", b.model, b.url, err), err, b.redact)
 }

@@ -5,12 +5,10 @@ import (
 	"errors"
 	"strings"
 	"testing"
-
-	"github.com/anthropics/anthropic-sdk-go/v2"
 )
 
 // TestAnthropicToolConversation drives a whole tool-using conversation
-// through the official Anthropic library against a loopback server speaking
+// through the Anthropic backend against a loopback server speaking
 // the Messages API: task → tool_use → tool_result → answer, checking what
 // goes over the wire each way.
 func TestAnthropicToolConversation(t *testing.T) {
@@ -55,8 +53,8 @@ func TestAnthropicToolConversation(t *testing.T) {
 	if got.Path != "/v1/messages" {
 		t.Errorf("path = %s", got.Path)
 	}
-	// anthropic-sdk-go v2 sends an API key as a bearer token, not in
-	// x-api-key; either way it must be the configured key, not one from
+	// The key goes as a bearer token, as anthropic-sdk-go v2 sent it, not
+	// in x-api-key; either way it must be the configured key, not one from
 	// ANTHROPIC_API_KEY or ANTHROPIC_AUTH_TOKEN.
 	if h := got.Header.Get("Authorization"); h != "Bearer "+testKey {
 		t.Errorf("Authorization = %q, want the configured key", h)
@@ -64,8 +62,8 @@ func TestAnthropicToolConversation(t *testing.T) {
 	if h := got.Header.Get("X-Api-Key"); h != "" {
 		t.Errorf("x-api-key = %q: the environment leaked into the client", h)
 	}
-	if h := got.Header.Get("Anthropic-Version"); h == "" {
-		t.Errorf("no anthropic-version header")
+	if h := got.Header.Get("Anthropic-Version"); h != anthropicVersion {
+		t.Errorf("anthropic-version = %q, want %q", h, anthropicVersion)
 	}
 	if m := dig(got.Body, "model"); m != model {
 		t.Errorf("model = %v", m)
@@ -177,8 +175,9 @@ func TestAnthropicConfig(t *testing.T) {
 
 // TestAnthropicServerErrors: 500, 529 and 429 are retried a bounded number
 // of times and end in an error naming backend, model, URL, status and the
-// API's error type; 401 is not retried; no error holds the key, even when
-// the server echoes it.
+// API's error type and message (or a proxy's text); 401, 400 and a 429
+// asking for a longer wait than maxRetryWait are not retried; no error
+// holds the key, even when the server echoes it.
 func TestAnthropicServerErrors(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
@@ -187,9 +186,16 @@ func TestAnthropicServerErrors(t *testing.T) {
 		want     string
 	}{
 		{"500", anthropicError(500, "api_error", "Internal server error"), 1 + modelRetries, "500 Internal Server Error: api_error: Internal server error (request-id req_fake)"},
-		{"529", anthropicError(529, "overloaded_error", "Overloaded"), 1 + modelRetries, "529 : overloaded_error: Overloaded (request-id req_fake)"},
+		{"529", anthropicError(529, "overloaded_error", "Overloaded"), 1 + modelRetries, "529: overloaded_error: Overloaded (request-id req_fake)"},
 		{"429", anthropicError(429, "rate_limit_error", "Rate limited"), 1 + modelRetries, "429 Too Many Requests: rate_limit_error: Rate limited (request-id req_fake)"},
 		{"401 echoing the key", anthropicError(401, "authentication_error", "invalid x-api-key "+testKey), 1, "401 Unauthorized: authentication_error: invalid x-api-key [redacted] (request-id req_fake)"},
+		{"429 asking to wait a minute", fakeResponse{Status: 429, Header: map[string]string{"Retry-After": "60", "Request-Id": "req_1"},
+			Body: map[string]any{"type": "error", "error": map[string]any{"type": "rate_limit_error", "message": "Number of request tokens has exceeded your per-minute rate limit"}}}, 1,
+			"429 Too Many Requests: rate_limit_error: Number of request tokens has exceeded your per-minute rate limit (request-id req_1)"},
+		{"400 invalid request", fakeResponse{Status: 400, Body: map[string]any{"type": "error", "error": map[string]any{"type": "invalid_request_error", "message": "max_tokens: Field required"}}}, 1,
+			"400 Bad Request: invalid_request_error: max_tokens: Field required"},
+		{"a proxy's text", fakeResponse{Status: 503, Header: map[string]string{"Retry-After-Ms": "1"}, Body: []byte("upstream connect error")}, 1 + modelRetries,
+			"503 Service Unavailable: upstream connect error"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			api := newFakeAnthropic(t, func(int, *fakeRequest) fakeResponse { return tc.resp })
@@ -213,9 +219,9 @@ func TestAnthropicServerErrors(t *testing.T) {
 					t.Errorf("the key did not reach the server: the test proves nothing")
 				}
 			}
-			var apiErr *anthropic.Error
+			var apiErr *apiError
 			if errors.As(err, &apiErr) {
-				t.Errorf("errors.As(*anthropic.Error) found the library's error, whose request holds the key")
+				t.Errorf("errors.As(*apiError) found the API's error: the backend error unwraps only to context errors")
 			}
 			for e := error(err); e != nil; e = errors.Unwrap(e) {
 				if strings.Contains(e.Error(), testKey) {

@@ -13,7 +13,7 @@ import (
 // fakeAPI is a model API on loopback: an HTTP server speaking the wire
 // format of the OpenAI chat-completions API or of the Anthropic Messages
 // API, answering with whatever its respond function says. It records every
-// request it receives, so tests can check what the client libraries sent.
+// request it receives, so tests can check what the backends sent.
 // It is the only stand-in for a model the tests use: no outside network is
 // reachable.
 type fakeAPI struct {
@@ -42,7 +42,7 @@ type fakeRequest struct {
 type fakeResponse struct {
 	Status int               // 0: 200
 	Header map[string]string // extra headers
-	Body   any               // marshalled as JSON
+	Body   any               // marshalled as JSON; a []byte is sent as it is
 	Hang   bool              // never answer (until the client goes away)
 }
 
@@ -53,7 +53,7 @@ func newFakeOpenAI(t *testing.T, respond func(n int, r *fakeRequest) fakeRespons
 }
 
 // newFakeAnthropic starts a fake Anthropic Messages API server. Its base URL
-// is baseURL() (the library adds /v1/messages).
+// is baseURL() (the backend adds /v1/messages).
 func newFakeAnthropic(t *testing.T, respond func(n int, r *fakeRequest) fakeResponse) *fakeAPI {
 	return newFakeAPI(t, "/v1/messages", respond)
 }
@@ -117,6 +117,12 @@ func writeJSON(w http.ResponseWriter, status int, header map[string]string, body
 	}
 	for k, v := range header {
 		w.Header().Set(k, v)
+	}
+	if raw, ok := body.([]byte); ok {
+		w.Header().Set("Content-Type", "text/html")
+		w.WriteHeader(status)
+		_, _ = w.Write(raw)
+		return
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)

@@ -6,8 +6,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/openai/openai-go/v3"
 )
 
 // testKey is an API key for the fake servers: distinctive, so that a search
@@ -22,7 +20,7 @@ var translateTool = ToolSpec{
 }
 
 // TestOpenAIToolConversation drives a whole tool-calling conversation through
-// the official OpenAI library against a loopback server speaking its wire
+// the OpenAI backend against a loopback server speaking its wire
 // format: task → tool call → tool result → answer, checking what goes over
 // the wire each way.
 func TestOpenAIToolConversation(t *testing.T) {
@@ -140,7 +138,7 @@ func TestOpenAIOfficialEndpoint(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !p.MaxCompletionTokens.Valid() || p.MaxCompletionTokens.Value != defaultMaxTokens || p.MaxTokens.Valid() {
+	if p.MaxCompletionTokens != defaultMaxTokens || p.MaxTokens != 0 {
 		t.Errorf("max_completion_tokens %v, max_tokens %v; want the default in max_completion_tokens only", p.MaxCompletionTokens, p.MaxTokens)
 	}
 	if _, err := newOpenAI(ModelConfig{Backend: "openai", URL: "http://127.0.0.1:1/v1"}, ""); err == nil || !strings.Contains(err.Error(), "model") {
@@ -177,9 +175,12 @@ func TestOpenAILocalServerNeedsNoKey(t *testing.T) {
 	}
 }
 
-// TestOpenAIServerErrors: 500 and 429 are retried a bounded number of times
-// and end in an error naming backend, model, URL and status; 401 is not
-// retried; no error holds the key, even when the server echoes it.
+// TestOpenAIServerErrors: 500, 502 and 429 are retried a bounded number of
+// times and end in an error naming backend, model, URL, status and the
+// server's message (in OpenAI's shape, Ollama's, vLLM's, or a proxy's
+// text); 401, 404 and 400 are not retried, nor a 429 asking for a longer
+// wait than maxRetryWait, nor an answer saying x-should-retry: false; no
+// error holds the key, even when the server echoes it.
 func TestOpenAIServerErrors(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
@@ -190,6 +191,16 @@ func TestOpenAIServerErrors(t *testing.T) {
 		{"500", openAIError(500, "internal error"), 1 + modelRetries, "500 Internal Server Error: internal error"},
 		{"429", openAIError(429, "Rate limit reached"), 1 + modelRetries, "429 Too Many Requests: Rate limit reached"},
 		{"401 echoing the key", openAIError(401, "Incorrect API key provided: "+testKey+"."), 1, "401 Unauthorized: Incorrect API key provided: [redacted]."},
+		{"ollama's string error", fakeResponse{Status: 404, Body: map[string]any{"error": `model "llama9" not found, try pulling it first`}}, 1,
+			`404 Not Found: model "llama9" not found, try pulling it first`},
+		{"vllm's top-level message", fakeResponse{Status: 400, Body: map[string]any{"object": "error", "message": "max_tokens is too large", "type": "BadRequestError", "code": 400}}, 1,
+			"400 Bad Request: max_tokens is too large"},
+		{"a proxy's HTML", fakeResponse{Status: 502, Header: map[string]string{"Retry-After-Ms": "1"}, Body: []byte("<html><body>\n<h1>502 Bad Gateway</h1>\n</body></html>")}, 1 + modelRetries,
+			"502 Bad Gateway: <html><body> <h1>502 Bad Gateway</h1> </body></html>"},
+		{"429 asking to wait a minute", fakeResponse{Status: 429, Header: map[string]string{"Retry-After": "60"}, Body: map[string]any{"error": map[string]any{"message": "Rate limit reached for requests", "type": "requests", "code": "rate_limit_exceeded"}}}, 1,
+			"429 Too Many Requests: Rate limit reached for requests"},
+		{"500 the server says not to retry", fakeResponse{Status: 500, Header: map[string]string{"X-Should-Retry": "false"}, Body: map[string]any{"error": map[string]any{"message": "The server had an error", "type": "server_error"}}}, 1,
+			"500 Internal Server Error: The server had an error"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			api := newFakeOpenAI(t, func(int, *fakeRequest) fakeResponse { return tc.resp })
@@ -216,11 +227,10 @@ func TestOpenAIServerErrors(t *testing.T) {
 					t.Errorf("the key did not reach the server: the test proves nothing")
 				}
 			}
-			// The library's own error is not handed out: it carries the
-			// request, whose Authorization header holds the key.
-			var apiErr *openai.Error
+			// The error unwraps to nothing that holds the exchange.
+			var apiErr *apiError
 			if errors.As(err, &apiErr) {
-				t.Errorf("errors.As(*openai.Error) found the library's error")
+				t.Errorf("errors.As(*apiError) found the API's error: the backend error unwraps only to context errors")
 			}
 			for e := error(err); e != nil; e = errors.Unwrap(e) {
 				if strings.Contains(e.Error(), testKey) {
@@ -323,5 +333,19 @@ func TestOpenAIToolErrorAndText(t *testing.T) {
 	}
 	if r, c := dig(msgs, 4, "role"), dig(msgs, 4, "content"); r != "user" || c != "please hurry" {
 		t.Errorf("messages[4] = %v %v, want the user's text after the results", r, c)
+	}
+}
+
+// TestOpenAIAnswerNotJSON: a 200 whose body is not the API's JSON is an
+// error saying so, with the start of what came.
+func TestOpenAIAnswerNotJSON(t *testing.T) {
+	api := newFakeOpenAI(t, func(int, *fakeRequest) fakeResponse { return fakeResponse{Body: []byte("not a completion")} })
+	b, err := newOpenAI(ModelConfig{Backend: "openai", Model: "m", URL: api.baseURL()}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = b.Complete(context.Background(), &Request{Messages: []Message{{Role: User, Text: "hi"}}})
+	if err == nil || !strings.Contains(err.Error(), "not the API's JSON") || !strings.Contains(err.Error(), "not a completion") {
+		t.Errorf("err = %v, want one saying the answer is not the API's JSON, quoting it", err)
 	}
 }

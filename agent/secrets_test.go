@@ -59,7 +59,7 @@ func captureLogs(t *testing.T) func() []byte {
 }
 
 // TestAPIKeyNeverLeaks runs an agent on a real OpenAI-compatible backend (a
-// loopback server speaking the API, through the official client library),
+// loopback server speaking the API, through the backend),
 // with its key in an environment variable, on real nodes, called from
 // another node: once to a tool call and an answer, once to the server
 // refusing the key with an answer that quotes it. The key must reach the
