@@ -65,14 +65,24 @@ func (s *Server) eventPeer(ctx context.Context, arg string) (lpeer.ID, error) {
 	return s.target(ctx, arg)
 }
 
-func (s *Server) handleEventList(w http.ResponseWriter, r *http.Request) {
+// readEventsRequest reads an events request and resolves its peer, answering
+// the request itself (false) when either fails.
+func (s *Server) readEventsRequest(w http.ResponseWriter, r *http.Request) (EventsRequest, lpeer.ID, bool) {
 	var req EventsRequest
 	if !readJSON(w, r, &req) {
-		return
+		return req, "", false
 	}
 	p, err := s.eventPeer(r.Context(), req.Peer)
 	if err != nil {
 		writeError(w, http.StatusBadGateway, err)
+		return req, "", false
+	}
+	return req, p, true
+}
+
+func (s *Server) handleEventList(w http.ResponseWriter, r *http.Request) {
+	_, p, ok := s.readEventsRequest(w, r)
+	if !ok {
 		return
 	}
 	types, err := s.node.EventTypes(r.Context(), p)
@@ -84,13 +94,8 @@ func (s *Server) handleEventList(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleEventPoll(w http.ResponseWriter, r *http.Request) {
-	var req EventsRequest
-	if !readJSON(w, r, &req) {
-		return
-	}
-	p, err := s.eventPeer(r.Context(), req.Peer)
-	if err != nil {
-		writeError(w, http.StatusBadGateway, err)
+	req, p, ok := s.readEventsRequest(w, r)
+	if !ok {
 		return
 	}
 	params := events.SubscribeParams{Name: req.Name, MaxEvents: req.MaxEvents}
@@ -101,6 +106,7 @@ func (s *Server) handleEventPoll(w http.ResponseWriter, r *http.Request) {
 		params.Arguments, _ = json.Marshal(events.Arguments{Where: req.Where})
 	}
 	var res *events.PollResult
+	var err error
 	if p == s.node.ID() {
 		err = errors.New("poll the daemon's own events with watch, or from a peer")
 	} else {
@@ -114,13 +120,8 @@ func (s *Server) handleEventPoll(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleEventWatch(w http.ResponseWriter, r *http.Request) {
-	var req EventsRequest
-	if !readJSON(w, r, &req) {
-		return
-	}
-	p, err := s.eventPeer(r.Context(), req.Peer)
-	if err != nil {
-		writeError(w, http.StatusBadGateway, err)
+	req, p, ok := s.readEventsRequest(w, r)
+	if !ok {
 		return
 	}
 	if err := events.CheckName(req.Name); err != nil {
