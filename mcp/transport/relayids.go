@@ -15,7 +15,7 @@ import (
 // key calls by id (the task layer's), as if it were new.
 type relayIDs struct {
 	mu      sync.Mutex
-	pending map[string]struct{}
+	pending map[any]struct{} // an id's value (int64 or string): the answer may spell it otherwise
 }
 
 // maxRelayIDs bounds the ids followed on one session: past it, new ones
@@ -28,11 +28,7 @@ const maxRelayIDs = 4096
 // id, or reusing an id in flight, is answered with an error naming it (and
 // counted as a bad frame) instead of being returned. For a relay, which
 // reads raw frames; call it before the first read.
-func (c *Conn) TrackRequestIDs() { c.ids = &relayIDs{pending: map[string]struct{}{}} }
-
-// idKey is how an id is known in relayIDs: its value, so that the spelling
-// of the answer's id does not matter.
-func idKey(id jsonrpc.ID) string { return fmt.Sprintf("%T:%v", id.Raw(), id.Raw()) }
+func (c *Conn) TrackRequestIDs() { c.ids = &relayIDs{pending: map[any]struct{}{}} }
 
 // admitRelayed reports whether the request ReadFrame just read (as its
 // scanner saw it) may go on, answering it otherwise.
@@ -52,7 +48,7 @@ func (c *Conn) admitRelayed() (bool, error) {
 	if !id.IsValid() {
 		return true, nil
 	}
-	key := idKey(id)
+	key := id.Raw()
 	c.ids.mu.Lock()
 	_, dup := c.ids.pending[key]
 	if !dup && len(c.ids.pending) < maxRelayIDs {
@@ -80,6 +76,6 @@ func (c *Conn) answered(frame []byte) {
 		return
 	}
 	c.ids.mu.Lock()
-	delete(c.ids.pending, idKey(id))
+	delete(c.ids.pending, id.Raw())
 	c.ids.mu.Unlock()
 }
