@@ -31,6 +31,8 @@ type asker struct {
 	in      *lines    // where typed answers come from; nil: no prompting
 	answers []string  // --answer values not used yet
 	noInput string    // why the call cannot prompt, when in is nil
+	fix     string    // and what to change so that it can
+	echo    bool      // show each answer read (the input is no terminal, which would)
 	view    *progressView
 }
 
@@ -107,7 +109,7 @@ func (a *asker) question(ctx context.Context, q control.Question) (control.Answe
 	}
 	if a.in == nil {
 		what := fmt.Sprintf("%q", p.Message)
-		how := "run the call in a terminal, give the answer with --answer"
+		how := a.fix + ", give the answer beforehand with --answer"
 		if f != nil {
 			what += " (" + f.summary() + ")"
 			how += " '" + f.example() + "'"
@@ -159,6 +161,9 @@ func (a *asker) prompt(ctx context.Context, message, url string, f *form) (contr
 func (a *asker) promptUntilEOF(ctx context.Context, message, url string, f *form) (control.Answer, error) {
 	read := func() (string, error) {
 		s, err := a.in.next(ctx)
+		if err == nil && a.echo {
+			fmt.Fprintln(a.w, s)
+		}
 		return strings.TrimSpace(s), err
 	}
 	fmt.Fprintf(a.w, "The tool asks: %s\n", message)
@@ -344,9 +349,9 @@ func (f *form) summary() string {
 	}
 	var parts []string
 	for _, fl := range f.fields {
-		parts = append(parts, fl.name+" "+fl.typeText())
+		parts = append(parts, fl.name+" ("+fl.typeText()+")")
 	}
-	return "fields: " + strings.Join(parts, "; ")
+	return "fields: " + strings.Join(parts, ", ")
 }
 
 // example is a JSON answer of the form's shape, for the advice to use

@@ -320,15 +320,15 @@ Exits 1 with a one-line reason if the peer is unreachable or the tool fails.`,
 			ask := &asker{w: stderr, answers: answers, view: view}
 			switch in := cmd.InOrStdin(); {
 			case noInput:
-				ask.noInput = "--no-input was given"
+				ask.noInput, ask.fix = "--no-input was given", "call without --no-input in a terminal"
 			case prompt:
-				ask.in = newLines(in)
+				ask.in, ask.echo = newLines(in), !isTerminal(in)
 			case g.json:
-				ask.noInput = "--json output is for scripts, which do not answer questions"
+				ask.noInput, ask.fix = "--json output is for scripts, which do not answer questions", "call without --json in a terminal"
 			case argsFromStdin:
-				ask.noInput = "standard input held JSON-ARGS"
+				ask.noInput, ask.fix = "standard input held JSON-ARGS", "give JSON-ARGS on the command line"
 			case !isTerminal(in):
-				ask.noInput = "standard input is not a terminal"
+				ask.noInput, ask.fix = "standard input is not a terminal", "run the call in a terminal"
 			default:
 				ask.in = newLines(in)
 			}
