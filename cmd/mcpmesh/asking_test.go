@@ -3,11 +3,13 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -82,22 +84,22 @@ func runIn(t *testing.T, stdin string, args ...string) (string, string, int) {
 // askingChain starts three daemons: C shares the asking program, B
 // re-shares it (--share-peer far=C/asking), A knows only B. A call from A
 // to B's far/book is answered by C's program, two hops away.
-func askingChain(t *testing.T) (a, b *daemon) {
+func askingChain(t *testing.T) (a, b, c *daemon) {
 	t.Helper()
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := startDaemon(t, "--share", fmt.Sprintf("asking=env %s=1 '%s'", askingProgramEnv, exe))
+	c = startDaemon(t, "--share", fmt.Sprintf("asking=env %s=1 '%s'", askingProgramEnv, exe))
 	b = startDaemon(t, "--peer", c.addr, "--share-peer", "far="+c.id+"/asking")
 	a = startDaemon(t, "--peer", b.addr)
-	return a, b
+	return a, b, c
 }
 
 // `mcpmesh call` answers, at its prompt, the question a program two hops
 // away asks mid-call, and the program's result holds the answer.
 func TestCallAnswersAQuestionTwoHopsAway(t *testing.T) {
-	a, b := askingChain(t)
+	a, b, _ := askingChain(t)
 	// accept; name; newsletter; people ("many" is no number: asked again);
 	// seating by its number.
 	stdin := "\nAda\ny\nmany\n4\n2\n"
@@ -148,7 +150,7 @@ func TestCallAnswersAQuestionTwoHopsAway(t *testing.T) {
 // and stderr says what was asked and how to answer it; a sampling request
 // is declined, saying what it asked for.
 func TestCallDeclinesQuestionsItCannotAsk(t *testing.T) {
-	a, b := askingChain(t)
+	a, b, _ := askingChain(t)
 	for _, c := range []struct {
 		flags    []string
 		why, fix string
@@ -174,4 +176,60 @@ func TestCallDeclinesQuestionsItCannotAsk(t *testing.T) {
 	if !strings.Contains(stderr, "declined a sampling request") || !strings.Contains(stderr, `"Summarise the menu"`) || !strings.Contains(stderr, "at most 64 tokens") {
 		t.Errorf("sampling: stderr %s", stderr)
 	}
+}
+
+// Ctrl-C while a question waits for its answer cancels the call: its task
+// on the calling daemon and the program's task two hops away.
+func TestCtrlCAtAQuestionCancelsTheCall(t *testing.T) {
+	a, b, c := askingChain(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	call := exec.CommandContext(ctx, binary, "--home", a.home, "call", b.id, "far/book", "--prompt")
+	stdin, err := call.StdinPipe() // kept open: the prompt waits
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stdin.Close()
+	stderr := &lockedBuffer{}
+	call.Stderr = stderr
+	if err := call.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- call.Wait() }()
+	for !strings.Contains(stderr.String(), "(a)ccept") {
+		select {
+		case err := <-done:
+			t.Fatalf("call ended before its question (%v): %s", err, stderr)
+		case <-ctx.Done():
+			t.Fatalf("no question on stderr: %s", stderr)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	call.Process.Signal(syscall.SIGINT)
+	select {
+	case <-done:
+	case <-ctx.Done():
+		t.Fatal("call still runs after SIGINT")
+	}
+	// state waits until `mcpmesh tasks` on home shows the task of tool in
+	// state want.
+	state := func(home, tool, want string) {
+		t.Helper()
+		var out string
+		for ctx.Err() == nil {
+			out, _, _ = run(t, "--home", home, "tasks", "--json")
+			var list []struct{ Tool, State string }
+			json.Unmarshal([]byte(out), &list)
+			for _, task := range list {
+				if task.Tool == tool && task.State == want {
+					return
+				}
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		t.Fatalf("no task of %s %s on %s: %s", tool, want, home, out)
+	}
+	state(a.home, "book", "cancelled")
+	state(c.home, "book", "cancelled")
 }
