@@ -201,6 +201,9 @@ func (a *asker) promptUntilEOF(ctx context.Context, message, url string, f *form
 					return control.Answer{}, err
 				}
 				v, set, err := fl.parse(s)
+				if err == nil && set {
+					err = fl.check(v)
+				}
 				if err != nil {
 					fmt.Fprintf(a.w, "    %v\n", err)
 					continue
@@ -233,6 +236,8 @@ type field struct {
 	required          bool
 	def               any
 	choices           []choice
+	schema            *jsonschema.Resolved // the field's own, to check it as it is typed; nil if it cannot stand alone
+	limits            string               // its bounds and format, as the prompt says them
 }
 
 type choice struct{ value, title string }
@@ -282,6 +287,8 @@ func parseForm(requested any) (*form, error) {
 			continue
 		}
 		fl := field{name: name, title: p.Title, desc: p.Description, kind: p.Type, required: slices.Contains(s.Required, name)}
+		fl.schema, _ = p.Resolve(nil)
+		fl.limits = limitsOf(p)
 		if len(p.Default) > 0 {
 			json.Unmarshal(p.Default, &fl.def)
 		}
@@ -303,6 +310,35 @@ func parseForm(requested any) (*form, error) {
 		f.fields = append(f.fields, fl)
 	}
 	return f, nil
+}
+
+// limitsOf says a field's bounds and format: "2 to 12", "at least 1 item".
+func limitsOf(p *jsonschema.Schema) string {
+	var parts []string
+	bounds := func(lo, hi *float64, unit string) {
+		switch {
+		case lo != nil && hi != nil:
+			parts = append(parts, fmt.Sprintf("%v to %v%s", *lo, *hi, unit))
+		case lo != nil:
+			parts = append(parts, fmt.Sprintf("at least %v%s", *lo, unit))
+		case hi != nil:
+			parts = append(parts, fmt.Sprintf("at most %v%s", *hi, unit))
+		}
+	}
+	asFloat := func(n *int) *float64 {
+		if n == nil {
+			return nil
+		}
+		f := float64(*n)
+		return &f
+	}
+	bounds(p.Minimum, p.Maximum, "")
+	bounds(asFloat(p.MinLength), asFloat(p.MaxLength), " characters")
+	bounds(asFloat(p.MinItems), asFloat(p.MaxItems), " chosen")
+	if p.Format != "" {
+		parts = append(parts, p.Format)
+	}
+	return strings.Join(parts, ", ")
 }
 
 // choicesOf lists the values a field may take, with their titles: enum
@@ -327,16 +363,28 @@ func choicesOf(s *jsonschema.Schema) []choice {
 
 // check validates content against the requested schema.
 func (f *form) check(content map[string]any) error {
+	return validate(f.schema, content)
+}
+
+// check validates a field's value against the field's own schema.
+func (fl field) check(v any) error {
+	if fl.schema == nil {
+		return nil
+	}
+	return validate(fl.schema, v)
+}
+
+func validate(rs *jsonschema.Resolved, v any) error {
 	// As JSON decodes it: the validator's numbers are float64.
-	data, err := json.Marshal(content)
+	data, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}
-	var v map[string]any
-	if err := json.Unmarshal(data, &v); err != nil {
+	var decoded any
+	if err := json.Unmarshal(data, &decoded); err != nil {
 		return err
 	}
-	if err := f.schema.Validate(v); err != nil {
+	if err := rs.Validate(decoded); err != nil {
 		return errors.New(strings.TrimPrefix(err.Error(), "validating root: "))
 	}
 	return nil
@@ -389,6 +437,9 @@ func (fl field) typeText() string {
 		s = "yes or no"
 	default:
 		s = fl.kind
+	}
+	if fl.limits != "" {
+		s += ", " + fl.limits
 	}
 	if fl.required {
 		s += ", required"

@@ -109,9 +109,9 @@ func TestCallAnswersAQuestionTwoHopsAway(t *testing.T) {
 	}
 	for _, want := range []string{
 		"The tool asks: Your booking?",
-		"name — whose name the table is in (string, required)",
+		"name — whose name the table is in (string, at least 2 characters, required)",
 		"Newsletter [newsletter] (yes or no)",
-		"people (integer, default 2)",
+		"people (integer, 1 to 12, default 2)",
 		`"many" is not a whole number`,
 		"seating (one of 1=inside, 2=outside, default inside)",
 	} {
@@ -120,9 +120,9 @@ func TestCallAnswersAQuestionTwoHopsAway(t *testing.T) {
 		}
 	}
 
-	// An answer the schema refuses is asked again; Enter takes the defaults.
-	out, stderr, code = runIn(t, "a\nA\n\n\n\nAl\n\n\n\n", "--home", a.home, "call", b.id, "far/book", "--prompt")
-	if code != 0 || strings.TrimSpace(out) != "booked for Al: 2 people, inside, newsletter false" || !strings.Contains(stderr, "does not fit the question") {
+	// A value the schema refuses is asked again; Enter takes the defaults.
+	out, stderr, code = runIn(t, "a\nA\nAl\n\n\n\n", "--home", a.home, "call", b.id, "far/book", "--prompt")
+	if code != 0 || strings.TrimSpace(out) != "booked for Al: 2 people, inside, newsletter false" || !strings.Contains(stderr, `minLength: "A"`) {
 		t.Fatalf("exit %d\nstdout: %s\nstderr: %s", code, out, stderr)
 	}
 	// Decline; and the end of the input cancels.
@@ -163,7 +163,7 @@ func TestCallDeclinesQuestionsItCannotAsk(t *testing.T) {
 		if code != 0 || !strings.Contains(out, "not booked: decline") {
 			t.Errorf("%v: exit %d: %s %s", c.flags, code, out, stderr)
 		}
-		for _, want := range []string{`declined the tool's question "Your booking?"`, "name (string, required)", c.why, c.fix, `--answer '{"name":"…","newsletter":true,"people":2,"seating":"inside"}'`, "--prompt"} {
+		for _, want := range []string{`declined the tool's question "Your booking?"`, "name (string, at least 2 characters, required)", c.why, c.fix, `--answer '{"name":"…","newsletter":true,"people":2,"seating":"inside"}'`, "--prompt"} {
 			if !strings.Contains(stderr, want) {
 				t.Errorf("%v: stderr lacks %q:\n%s", c.flags, want, stderr)
 			}

@@ -1,0 +1,74 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"reflect"
+	"strings"
+	"testing"
+
+	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/mcpmesh/mcpmesh/control"
+)
+
+// The choices of every enum form MCP allows (the conformance fixture's
+// test_elicitation_sep1330_enums schema) are offered and read by number or
+// value; the answer is checked against the schema.
+func TestFormReadsEveryKindOfChoice(t *testing.T) {
+	var schema any
+	json.Unmarshal([]byte(`{"type":"object","properties":{
+		"untitledSingle":{"type":"string","enum":["option1","option2","option3"]},
+		"titledSingle":{"type":"string","oneOf":[{"const":"value1","title":"First Option"},{"const":"value2","title":"Second Option"}]},
+		"legacyEnum":{"type":"string","enum":["opt1","opt2"],"enumNames":["Option One","Option Two"]},
+		"untitledMulti":{"type":"array","minItems":1,"maxItems":2,"items":{"type":"string","enum":["option1","option2","option3"]}},
+		"titledMulti":{"type":"array","items":{"type":"string","anyOf":[{"const":"value1","title":"First Option"},{"const":"value2","title":"Second Option"}]}}
+	},"required":["titledMulti"]}`), &schema)
+	f, err := parseForm(schema)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, fl := range f.fields {
+		names = append(names, fl.name)
+	}
+	if want := []string{"titledMulti", "legacyEnum", "titledSingle", "untitledMulti", "untitledSingle"}; !reflect.DeepEqual(names, want) {
+		t.Fatalf("fields %v, want %v (required first)", names, want)
+	}
+	w := &strings.Builder{}
+	a := &asker{w: w, in: newLines(strings.NewReader("\n2, value1\n2\nvalue1\n1,2,3\n1,3\n9\noption3\n")), view: newProgressView(w, false)}
+	ans, err := a.question(context.Background(), control.Question{ID: "q", Kind: control.QuestionElicitation, Elicit: elicit("Pick", schema)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]any{"titledMulti": []string{"value2", "value1"}, "legacyEnum": "opt2", "titledSingle": "value1", "untitledMulti": []string{"option1", "option3"}, "untitledSingle": "option3"}
+	if ans.Action != "accept" || !reflect.DeepEqual(ans.Content, want) {
+		t.Fatalf("answer %+v, want %v\n%s", ans, want, w)
+	}
+	for _, shown := range []string{"legacyEnum (one of 1=opt1 (Option One), 2=opt2 (Option Two))", "titledSingle (one of 1=value1 (First Option), 2=value2 (Second Option))",
+		"array length 3 is greater than 2" /* 1,2,3 is too many: asked again */, `"9" is not one of the choices`} {
+		if !strings.Contains(w.String(), shown) {
+			t.Errorf("the prompt lacks %q:\n%s", shown, w)
+		}
+	}
+}
+
+func TestAnswerGivenIsCheckedAgainstTheSchema(t *testing.T) {
+	f, err := parseForm(map[string]any{"type": "object", "properties": map[string]any{"n": map[string]any{"type": "integer", "maximum": 3}}, "required": []any{"n"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for given, ok := range map[string]bool{`{"n":2}`: true, `{"n":7}`: false, `{"n":"2"}`: false, `{}`: false, `[1]`: false, "accept": false, "decline": true, "cancel": true} {
+		ans, err := answerGiven("how many?", f, given)
+		if (err == nil) != ok {
+			t.Errorf("--answer %s: %+v, %v", given, ans, err)
+		}
+	}
+	if _, err := parseForm(map[string]any{"type": "object", "properties": map[string]any{"x": map[string]any{"type": "object"}}}); err == nil {
+		t.Error("a nested object was taken for a field")
+	}
+}
+
+func elicit(message string, schema any) *sdkmcp.ElicitParams {
+	return &sdkmcp.ElicitParams{Message: message, RequestedSchema: schema}
+}
