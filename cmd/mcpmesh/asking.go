@@ -13,10 +13,13 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net/mail"
+	"net/url"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/google/jsonschema-go/jsonschema"
 
@@ -233,6 +236,7 @@ type form struct {
 type field struct {
 	name, title, desc string
 	kind              string // string, integer, number, boolean, or array (several of choices)
+	format            string // of a string: email, uri, date, date-time (MCP's), or another, not checked
 	required          bool
 	def               any
 	choices           []choice
@@ -288,7 +292,7 @@ func parseForm(requested any) (*form, error) {
 		}
 		fl := field{name: name, title: p.Title, desc: p.Description, kind: p.Type, required: slices.Contains(s.Required, name)}
 		fl.schema, _ = p.Resolve(nil)
-		fl.limits = limitsOf(p)
+		fl.limits, fl.format = limitsOf(p), p.Format
 		if len(p.Default) > 0 {
 			json.Unmarshal(p.Default, &fl.def)
 		}
@@ -363,6 +367,13 @@ func choicesOf(s *jsonschema.Schema) []choice {
 
 // check validates content against the requested schema.
 func (f *form) check(content map[string]any) error {
+	for _, fl := range f.fields {
+		if v, ok := content[fl.name].(string); ok && fl.kind == "string" {
+			if err := checkFormat(fl.format, v); err != nil {
+				return fmt.Errorf("%s: %w", fl.name, err)
+			}
+		}
+	}
 	return validate(f.schema, content)
 }
 
@@ -403,10 +414,14 @@ func (f *form) summary() string {
 }
 
 // example is a JSON answer of the form's shape, for the advice to use
-// --answer.
+// --answer: its required fields (the others take their defaults), or its
+// first.
 func (f *form) example() string {
 	ex := map[string]any{}
-	for _, fl := range f.fields {
+	for i, fl := range f.fields {
+		if !fl.required && (i > 0 || len(f.required) > 0) {
+			continue
+		}
 		switch {
 		case fl.def != nil:
 			ex[fl.name] = fl.def
@@ -524,7 +539,36 @@ func (fl field) parse(s string) (any, bool, error) {
 		}
 		return nil, false, fmt.Errorf("%q: type y or n", s)
 	}
+	if err := checkFormat(fl.format, s); err != nil {
+		return nil, false, err
+	}
 	return s, true, nil
+}
+
+// checkFormat checks a string against the formats MCP's elicitation allows
+// (the schema validator takes formats as annotations only).
+func checkFormat(format, s string) error {
+	var err error
+	switch format {
+	case "email":
+		var a *mail.Address
+		if a, err = mail.ParseAddress(s); err == nil && a.Address != s {
+			err = errors.New("not a bare address")
+		}
+	case "uri":
+		var u *url.URL
+		if u, err = url.Parse(s); err == nil && u.Scheme == "" {
+			err = errors.New("no scheme, like https:")
+		}
+	case "date":
+		_, err = time.Parse(time.DateOnly, s)
+	case "date-time":
+		_, err = time.Parse(time.RFC3339, s)
+	}
+	if err != nil {
+		return fmt.Errorf("%q is not a %s: %v", s, format, err)
+	}
+	return nil
 }
 
 // pick finds a choice by its number or its value.

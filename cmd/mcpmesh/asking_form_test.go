@@ -64,6 +64,21 @@ func TestAnswerGivenIsCheckedAgainstTheSchema(t *testing.T) {
 			t.Errorf("--answer %s: %+v, %v", given, ans, err)
 		}
 	}
+	// Formats, which the schema validator does not check.
+	f, err = parseForm(map[string]any{"type": "object", "properties": map[string]any{
+		"email": map[string]any{"type": "string", "format": "email"}, "uri": map[string]any{"type": "string", "format": "uri"},
+		"date": map[string]any{"type": "string", "format": "date"}, "at": map[string]any{"type": "string", "format": "date-time"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for given, ok := range map[string]bool{
+		`{"email":"ada@example.org","uri":"https://example.org/x","date":"2026-12-06","at":"2026-12-06T11:30:00Z"}`: true,
+		`{"email":"ada"}`: false, `{"email":"Ada <ada@example.org>"}`: false, `{"uri":"example.org"}`: false, `{"date":"6/12/2026"}`: false, `{"at":"2026-12-06"}`: false,
+	} {
+		if _, err := answerGiven("when?", f, given); (err == nil) != ok {
+			t.Errorf("--answer %s: %v", given, err)
+		}
+	}
 	if _, err := parseForm(map[string]any{"type": "object", "properties": map[string]any{"x": map[string]any{"type": "object"}}}); err == nil {
 		t.Error("a nested object was taken for a field")
 	}
