@@ -20,6 +20,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/google/jsonschema-go/jsonschema"
 
@@ -37,6 +39,43 @@ type asker struct {
 	fix     string    // and what to change so that it can
 	echo    bool      // show each answer read (the input is no terminal, which would)
 	view    *progressView
+}
+
+// printable drops what a terminal would take for a command (escape
+// sequences, carriage returns, other control characters but new lines and
+// tabs) from text a peer wrote: a question must not rewrite the screen.
+func printable(s string) string {
+	clean := true
+	for _, r := range s {
+		if r == utf8.RuneError || (unicode.IsControl(r) && r != '\n' && r != '\t') {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return s
+	}
+	var b strings.Builder
+	for _, r := range s {
+		switch {
+		case r == utf8.RuneError:
+			b.WriteRune('?')
+		case unicode.IsControl(r) && r != '\n' && r != '\t':
+		default:
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
+}
+
+// printableWriter writes what printable leaves of each write.
+type printableWriter struct{ w io.Writer }
+
+func (p printableWriter) Write(b []byte) (int, error) {
+	if _, err := io.WriteString(p.w, printable(string(b))); err != nil {
+		return 0, err
+	}
+	return len(b), nil
 }
 
 // lines reads a reader's lines on a goroutine of its own, started at the
@@ -100,7 +139,10 @@ func (a *asker) question(ctx context.Context, q control.Question) (control.Answe
 	var f *form
 	if p.Mode != "url" {
 		var err error
-		if f, err = parseForm(p.RequestedSchema); err != nil {
+		if f, err = parseForm(p.RequestedSchema); err == nil && len(f.fields) > maxFields {
+			err = fmt.Errorf("%d fields, more than the %d a prompt asks", len(f.fields), maxFields)
+		}
+		if err != nil {
 			fmt.Fprintf(a.w, "declined the tool's question %q: its schema is not one a terminal can fill in (%v)\n", p.Message, err)
 			return control.Answer{Action: "decline"}, nil
 		}
@@ -224,6 +266,9 @@ func (a *asker) promptUntilEOF(ctx context.Context, message, url string, f *form
 		return control.Answer{Action: "accept", Content: content}, nil
 	}
 }
+
+// maxFields bounds the fields a question may ask at the prompt.
+const maxFields = 64
 
 // form is an elicitation's requested schema: a flat object of fields.
 type form struct {

@@ -87,3 +87,18 @@ func TestAnswerGivenIsCheckedAgainstTheSchema(t *testing.T) {
 func elicit(message string, schema any) *sdkmcp.ElicitParams {
 	return &sdkmcp.ElicitParams{Message: message, RequestedSchema: schema}
 }
+
+// A question is text from the network: it cannot move the cursor or clear
+// the screen.
+func TestAQuestionCannotCommandTheTerminal(t *testing.T) {
+	var out strings.Builder
+	schema := map[string]any{"type": "object", "properties": map[string]any{"x": map[string]any{"type": "string", "title": "X\r\x1b[1A", "enum": []any{"a\x1b]0;pwned\x07"}}}}
+	a := &asker{w: printableWriter{&out}, in: newLines(strings.NewReader("\n1\n")), view: newProgressView(&out, false)}
+	ans, err := a.question(context.Background(), control.Question{ID: "q", Kind: control.QuestionElicitation, Elicit: elicit("Clear\x1b[2J\x9b2J the screen?\nSecond line", schema)})
+	if err != nil || ans.Content["x"] != "a\x1b]0;pwned\x07" {
+		t.Fatalf("answer %+v, %v", ans, err) // the value goes back as the tool gave it
+	}
+	if strings.ContainsAny(out.String(), "\x1b\x07\r\u009b") || !strings.Contains(out.String(), "Clear[2J?2J the screen?\nSecond line") /* a stray byte shows as ? */ {
+		t.Fatalf("shown: %q", out.String())
+	}
+}

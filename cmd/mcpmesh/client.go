@@ -317,7 +317,7 @@ Exits 1 with a one-line reason if the peer is unreachable or the tool fails.`,
 			defer cancel()
 			stderr := cmd.ErrOrStderr()
 			view := newProgressView(stderr, isTerminal(stderr))
-			ask := &asker{w: stderr, answers: answers, view: view}
+			ask := &asker{w: printableWriter{stderr}, answers: answers, view: view}
 			switch in := cmd.InOrStdin(); {
 			case noInput:
 				ask.noInput, ask.fix = "--no-input was given", "call without --no-input in a terminal"

@@ -95,7 +95,7 @@ func (v *progressView) update(p control.Progress) {
 		text += "/" + number(p.Total)
 	}
 	if p.Message != "" {
-		text += " " + firstLine(p.Message, 60)
+		text += " " + printable(firstLine(p.Message, 60))
 	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
