@@ -124,6 +124,14 @@ func (l *lines) next(ctx context.Context) (string, error) {
 	}
 }
 
+// unused says, after the call, that --answer values were left over: the
+// tool asked fewer questions than the script expected.
+func (a *asker) unused() {
+	if n := len(a.answers); n > 0 {
+		fmt.Fprintf(a.w, "note: %d --answer value(s) went unused: the tool asked fewer questions\n", n)
+	}
+}
+
 func (a *asker) question(ctx context.Context, q control.Question) (control.Answer, error) {
 	a.view.pause()
 	defer a.view.resume()
@@ -180,14 +188,15 @@ func answerGiven(message string, f *form, given string) (control.Answer, error) 
 	case "decline", "cancel":
 		return control.Answer{Action: given}, nil
 	}
+	if f == nil {
+		return control.Answer{}, usageError("--answer %q: the question %q asks to open a link: answer accept, decline or cancel", given, message)
+	}
 	var content map[string]any
 	if err := json.Unmarshal([]byte(given), &content); err != nil || content == nil {
 		return control.Answer{}, usageError("--answer %q: want a JSON object of the question's fields, or accept, decline or cancel", given)
 	}
-	if f != nil {
-		if err := f.check(content); err != nil {
-			return control.Answer{}, usageError("--answer %s does not answer the question %q: %v (%s)", given, message, err, f.summary())
-		}
+	if err := f.check(content); err != nil {
+		return control.Answer{}, usageError("--answer %s does not answer the question %q: %v (%s)", given, message, err, f.summary())
 	}
 	return control.Answer{Action: "accept", Content: content}, nil
 }

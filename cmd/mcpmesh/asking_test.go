@@ -140,6 +140,10 @@ func TestCallAnswersAQuestionTwoHopsAway(t *testing.T) {
 	if code != 0 || strings.TrimSpace(out) != "booked for Bo: 2 people, outside, newsletter false" {
 		t.Fatalf("--answer: exit %d: %s", code, out)
 	}
+	out, stderr, code = runIn(t, "", "--home", a.home, "call", b.id, "far/book", "--answer", "decline", "--answer", "cancel")
+	if code != 0 || strings.TrimSpace(out) != "not booked: decline" || !strings.Contains(stderr, "1 --answer value(s) went unused") {
+		t.Fatalf("--answer decline: exit %d: %s %s", code, out, stderr)
+	}
 	_, stderr, code = runIn(t, "", "--home", a.home, "call", b.id, "far/book", "--answer", `{"name":"Bo","people":40}`)
 	if code != 2 || !strings.Contains(stderr, "does not answer the question") || !strings.Contains(stderr, "people") {
 		t.Fatalf("--answer out of range: exit %d: %s", code, stderr)

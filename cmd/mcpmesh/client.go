@@ -337,6 +337,7 @@ Exits 1 with a one-line reason if the peer is unreachable or the tool fails.`,
 			if err != nil {
 				return err
 			}
+			ask.unused()
 			if args[0] == control.AnyPeer {
 				for _, t := range res.Tried {
 					fmt.Fprintf(cmd.ErrOrStderr(), "skipped: %s\n", t)
