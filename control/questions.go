@@ -13,15 +13,20 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/mcpmesh/mcpmesh/tasks"
 )
 
-// maxOpenQuestions bounds the questions waiting for an answer, all calls
-// together: the tools of a call may ask in parallel, and each waits.
-const maxOpenQuestions = 64
+// The questions waiting for an answer are bounded per call (its tools may
+// ask in parallel, and each waits; one call's peers must not crowd out the
+// questions of another) and in all.
+const (
+	maxCallQuestions = 16
+	maxOpenQuestions = 1024
+)
 
 // questions are the open questions, by ID, each with where its answer goes.
 type questions struct {
@@ -38,7 +43,7 @@ func (q *questions) add() (string, chan Answer, error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if len(q.open) >= maxOpenQuestions {
-		return "", nil, fmt.Errorf("the caller has %d questions open already; answer those first", len(q.open))
+		return "", nil, fmt.Errorf("the daemon has %d questions open already; answer those first", len(q.open))
 	}
 	if q.open == nil {
 		q.open = map[string]chan Answer{}
@@ -79,7 +84,13 @@ func (s *Server) callUser(call context.Context, ev *eventStream, ask bool) *task
 	if !ask {
 		return u
 	}
+	var open atomic.Int32
 	u.Elicit = func(ctx context.Context, r *sdkmcp.ElicitRequest) (*sdkmcp.ElicitResult, error) {
+		if n := open.Add(1); n > maxCallQuestions {
+			open.Add(-1)
+			return nil, fmt.Errorf("the caller has %d questions of this call open already; answer those first", n-1)
+		}
+		defer open.Add(-1)
 		id, answer, err := s.questions.add()
 		if err != nil {
 			return nil, err

@@ -2,6 +2,8 @@ package control_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -125,4 +127,51 @@ func resultText(res control.CallResponse) string {
 		return ""
 	}
 	return t.Text
+}
+
+// One call's tools may not hold more than 16 questions open: the 17th is
+// refused at once, and the others are still answered.
+func TestACallHoldsAtMost16OpenQuestions(t *testing.T) {
+	d := newDaemon(t)
+	refused := make(chan string, 1)
+	node.AddTool(d.n, &sdkmcp.Tool{Name: "flood"}, func(ctx context.Context, _ *sdkmcp.CallToolRequest, _ any) (*sdkmcp.CallToolResult, any, error) {
+		errs := make(chan error, 17)
+		for range 17 {
+			go func() {
+				_, err := ask.Elicit(ctx, &sdkmcp.ElicitParams{Message: "?", RequestedSchema: map[string]any{"type": "object"}})
+				errs <- err
+			}()
+		}
+		failed := 0
+		for range 17 {
+			if err := <-errs; err != nil {
+				failed++
+				select {
+				case refused <- err.Error():
+				default:
+				}
+			}
+		}
+		return &sdkmcp.CallToolResult{Content: []sdkmcp.Content{&sdkmcp.TextContent{Text: fmt.Sprint(failed, " refused")}}}, nil, nil
+	})
+	c, err := control.Dial(context.Background(), d.home)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var why string
+	res, err := c.CallWith(ctx, d.n.ID().String(), "node/flood", nil, control.CallHooks{Question: func(ctx context.Context, q control.Question) (control.Answer, error) {
+		if why == "" { // hold the first until one is refused
+			select {
+			case why = <-refused:
+			case <-ctx.Done():
+				return control.Answer{}, errors.New("no question was refused")
+			}
+		}
+		return control.Answer{Action: "decline"}, nil
+	}})
+	if err != nil || resultText(res) != "1 refused" || !strings.Contains(why, "16 questions of this call open already") {
+		t.Fatalf("flood: %q, %v (refused: %q)", resultText(res), err, why)
+	}
 }

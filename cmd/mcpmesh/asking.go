@@ -181,7 +181,10 @@ func (a *asker) question(ctx context.Context, q control.Question) (control.Answe
 func answerGiven(message string, f *form, given string) (control.Answer, error) {
 	switch given {
 	case "accept":
-		if f != nil && len(f.required) > 0 {
+		if f == nil {
+			return control.Answer{Action: "accept"}, nil // a link: no content
+		}
+		if len(f.required) > 0 {
 			return control.Answer{}, usageError("--answer accept: the question %q has required fields: give them, like --answer '%s'", message, f.example())
 		}
 		return control.Answer{Action: "accept", Content: map[string]any{}}, nil
