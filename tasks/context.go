@@ -105,7 +105,8 @@ type User struct {
 }
 
 // WithUser returns a context whose calls through a node (made outside any
-// task) have their questions answered by u.
+// task) have their questions answered by u, while each runs. With the task
+// layer off (node.WithTaskTracking(false)) the node's handlers answer.
 func WithUser(ctx context.Context, u *User) context.Context {
 	return context.WithValue(ctx, userKey{}, u)
 }
