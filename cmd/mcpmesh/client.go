@@ -277,7 +277,8 @@ stderr saying what was asked and how to answer; --prompt asks them anyway,
 reading one answer a line from stdin (for scripts). A request for a model
 completion (MCP sampling) is declined: a terminal has no model.
 
-Exits 1 with a one-line reason if the peer is unreachable or the tool fails.`,
+Exits 1 with a one-line reason if the peer is unreachable or the tool fails, 2 on
+bad input (an --answer that does not fit its question among it).`,
 		Example: `  mcpmesh call 12D3KooW... echo '{"text":"hello"}'
   mcpmesh call any translate '{"text":"hello"}'
   mcpmesh call /ip4/127.0.0.1/tcp/4001/p2p/12D3KooW... node/echo '{"text":"hi"}'
