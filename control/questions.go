@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
 
@@ -105,11 +106,26 @@ func (s *Server) callUser(call context.Context, ev *eventStream, ask bool) *task
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		case <-call.Done():
-			return nil, fmt.Errorf("the question went unanswered: %w", context.Cause(call))
 		}
+		// The caller has gone (Ctrl-C): the call is being cancelled, its
+		// notifications/cancelled on the way down. Hold the question until
+		// it is withdrawn from below, or for a moment: an error sent back at
+		// once could reach the asking tool before the cancellation, and its
+		// hop would record the task failed rather than cancelled.
+		grace := time.NewTimer(cancelGrace)
+		defer grace.Stop()
+		select {
+		case <-ctx.Done():
+		case <-grace.C:
+		}
+		return nil, fmt.Errorf("the question went unanswered: %w", context.Cause(call))
 	}
 	return u
 }
+
+// cancelGrace is how long a question whose caller has gone waits for the
+// call's cancellation to reach the hop that asked.
+const cancelGrace = 2 * time.Second
 
 // describeSampling says what a sampling request asks for, in a line.
 func describeSampling(p *sdkmcp.CreateMessageWithToolsParams) string {
