@@ -29,6 +29,7 @@ var (
 	maxRSS   = flag.Int64("max-rss", 256, "target: the daemon's peak RSS, in MB")
 	settle   = flag.Duration("settle", 5*time.Second, "target: the daemon's goroutines back to baseline within this")
 	prebuilt = flag.String("mcpmesh", "", "the mcpmesh command to attack (default: built from ./cmd/mcpmesh), e.g. another checkout's, for a baseline")
+	where    = flag.String("attackers", "niced", "where the attackers run: niced (a process of their own at nice 19), process (a process of their own), inline (the test's process); a comma-separated list runs each attack once per mode (subtests NAME-process, NAME-inline, NAME)")
 )
 
 var mcpmeshBin string // built once by TestMain
@@ -84,6 +85,9 @@ func testConfig(t *testing.T) *config {
 	cfg.pipeIdentities = 4
 	cfg.rssGuardMB = 2048
 	cfg.maxRatio, cfg.maxRSSMB, cfg.settle = *maxRatio, *maxRSS, *settle
+	if cfg.attackers, err = parseAttackerModes(*where); err != nil {
+		t.Fatal(err)
+	}
 	return &cfg
 }
 
@@ -98,22 +102,24 @@ func TestAttacks(t *testing.T) {
 		if a.name == "0-control" {
 			continue // TestControlPassesAndTargetsBite
 		}
-		t.Run(a.name, func(t *testing.T) {
-			defer goleak.VerifyNone(t, append([]goleak.Option{goleak.IgnoreCurrent()}, leakOptions...)...)
-			defer checkNoChildren(t)
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-			defer cancel()
-			o := runAttack(ctx, cfg, a, logWriter{t})
-			var table bytes.Buffer
-			printTable(&table, cfg, []*outcome{o})
-			t.Log("\n" + table.String())
-			if o.err != nil {
-				t.Fatal(o.err)
-			}
-			for _, f := range o.failures(cfg) {
-				t.Errorf("%s: %s", a.name, f)
-			}
-		})
+		for _, where := range cfg.attackers {
+			t.Run(a.name+where.suffix(), func(t *testing.T) {
+				defer goleak.VerifyNone(t, append([]goleak.Option{goleak.IgnoreCurrent()}, leakOptions...)...)
+				defer checkNoChildren(t)
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+				defer cancel()
+				o := runAttack(ctx, cfg, a, where, logWriter{t})
+				var table bytes.Buffer
+				printTable(&table, cfg, []*outcome{o})
+				t.Log("\n" + table.String())
+				if o.err != nil {
+					t.Fatal(o.err)
+				}
+				for _, f := range o.failures(cfg) {
+					t.Errorf("%s: %s", o.name(), f)
+				}
+			})
+		}
 	}
 }
 
@@ -128,7 +134,7 @@ func TestControlPassesAndTargetsBite(t *testing.T) {
 	// invent an attack's effect (today's attacks cost the good peers ×4 to
 	// ×25 at p50), but a shared machine's noise reaches ×3 at p99.
 	cfg.maxRatio = 5
-	o := runAttack(context.Background(), cfg, control(), logWriter{t})
+	o := runAttack(context.Background(), cfg, control(), attackersNiced, logWriter{t})
 	if o.err != nil {
 		t.Fatal(o.err)
 	}

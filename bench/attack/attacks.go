@@ -383,7 +383,7 @@ func hopBudget() *attack {
 func taskOf(ctx context.Context, e *env, id string) (*tasks.Task, error) {
 	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, e.cfg.bin, "--home", e.d.home, "tasks", "--json").Output()
+	out, err := exec.CommandContext(ctx, e.cfg.bin, "--home", e.home, "tasks", "--json").Output()
 	if err != nil {
 		return nil, fmt.Errorf("mcpmesh tasks --json: %w", err)
 	}

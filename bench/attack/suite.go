@@ -42,6 +42,8 @@ type config struct {
 	settle         time.Duration // target: goroutines back to baseline within this
 	goroutineSlack int           // … baseline meaning at most this many more
 	rssGuardMB     int64         // the suite kills a daemon past this RSS (0: never)
+
+	attackers []attackerMode // each attack is run once per mode: where its attackers are
 }
 
 // defaultConfig is the program's scale: the issue's.
@@ -68,6 +70,7 @@ func defaultConfig() config {
 		settle:          5 * time.Second,
 		goroutineSlack:  20,
 		rssGuardMB:      3072,
+		attackers:       []attackerMode{attackersNiced},
 	}
 }
 
@@ -94,13 +97,18 @@ type attack struct {
 type stage struct {
 	ready, over         chan struct{}
 	readyOnce, overOnce sync.Once
-	overAt              time.Time // when over was closed
+	readyAt, overAt     time.Time // when ready and over were closed
 }
 
 func newStage() *stage { return &stage{ready: make(chan struct{}), over: make(chan struct{})} }
 
 // Ready says the attack is in place: the newcomer may try.
-func (s *stage) Ready() { s.readyOnce.Do(func() { close(s.ready) }) }
+func (s *stage) Ready() {
+	s.readyOnce.Do(func() {
+		s.readyAt = time.Now()
+		close(s.ready)
+	})
+}
 
 // Over says the attack has done all it will (a one-shot flood that has
 // ended): the good peers' window under attack ends here.
@@ -115,9 +123,9 @@ func (s *stage) Over() {
 // env is what an attack gets to work with.
 type env struct {
 	cfg    *config
-	d      *daemon
 	target lpeer.AddrInfo
-	port   int // the daemon's TCP port, for explicitPort attacks
+	home   string // the daemon's home
+	port   int    // the daemon's TCP port, for explicitPort attacks
 }
 
 // report is what an attack saw, beyond the common measures: notes, and
@@ -156,6 +164,7 @@ func (r *report) check(what string, ok bool, measured, target string) {
 // outcome is what one attack measured.
 type outcome struct {
 	a            *attack
+	where        attackerMode // where the attackers ran
 	clean, under latencies
 	// cleanAfter is a second clean window, once the attack is over and
 	// the goroutines have come back: do the good peers still get
@@ -180,10 +189,14 @@ type outcome struct {
 // clean window, then for a window under attack; a newcomer tries to get
 // in while the attack is in place; then the attack ends and the daemon's
 // goroutines must come back to their baseline.
-func runAttack(ctx context.Context, cfg *config, a *attack, progress io.Writer) (o *outcome) {
-	o = &outcome{a: a, rep: &report{}}
+//
+// Where the attackers run is where's: a process of their own (niced or
+// not), or the suite's, beside the good peers, as they first did (README,
+// "Whose process was slow").
+func runAttack(ctx context.Context, cfg *config, a *attack, where attackerMode, progress io.Writer) (o *outcome) {
+	o = &outcome{a: a, where: where, rep: &report{}}
 	say := func(format string, args ...any) {
-		fmt.Fprintf(progress, "%s: %s\n", a.name, fmt.Sprintf(format, args...))
+		fmt.Fprintf(progress, "%s: %s\n", o.name(), fmt.Sprintf(format, args...))
 	}
 	home, err := os.MkdirTemp("", "mcpmesh-attack-")
 	if err != nil {
@@ -208,7 +221,7 @@ func runAttack(ctx context.Context, cfg *config, a *attack, progress io.Writer) 
 		return o
 	}
 	defer d.stop()
-	e.d, e.target = d, d.info
+	e.target, e.home = d.info, d.home
 	say("daemon %s (pid %d); %d good peers", d.info.ID, d.pid(), cfg.peers)
 
 	peers, err := startGoodPeers(ctx, cfg.peers, d.info)
@@ -266,14 +279,44 @@ func runAttack(ctx context.Context, cfg *config, a *attack, progress io.Writer) 
 	actx, stopAttack := context.WithCancel(ctx)
 	defer stopAttack()
 	st := newStage()
-	say("attacking: %s", a.title)
 	var runErr error
 	runDone := make(chan struct{})
-	go func() {
-		defer close(runDone)
-		defer st.Over()
-		runErr = a.run(actx, e, o.rep, st)
-	}()
+	attackerPID := 0
+	if where == attackersInline {
+		say("attacking, from the suite's process: %s", a.title)
+		go func() {
+			defer close(runDone)
+			defer st.Over()
+			runErr = a.run(actx, e, o.rep, st)
+		}()
+	} else {
+		p, err := startAttacker(cfg, a, where, e, o.rep, st)
+		if err != nil {
+			stopSampling()
+			<-gPeak
+			watch.end()
+			o.err = err
+			return o
+		}
+		attackerPID = p.pid()
+		say("attacking, from process %d (%s): %s", attackerPID, where, a.title)
+		context.AfterFunc(actx, p.stop)
+		go func() {
+			defer close(runDone)
+			<-p.done
+			runErr = p.err
+		}()
+		defer func() {
+			// However runAttack ends, the attacker process ends with it.
+			p.stop()
+			select {
+			case <-p.done:
+			case <-time.After(30 * time.Second):
+				p.kill()
+				<-p.done
+			}
+		}()
+	}
 	// The window under attack is as long as the clean one, whether or not
 	// the attack ends before it (a one-shot flood that the daemon cuts
 	// short costs the good peers what it costs them in that time, as a
@@ -283,16 +326,31 @@ func runAttack(ctx context.Context, cfg *config, a *attack, progress io.Writer) 
 	cpuD, cpuS = procCPU(d.pid()), procCPU(os.Getpid())
 	o.under = callLoop(wctx, peers, cfg.interval, cfg.callTimeout)
 	endWindow()
-	// Whose processor time the attack costs: the daemon's, or the suite's
-	// own (its attackers share a process with the good peers).
-	o.rep.note("CPU time in the clean window and under attack: daemon %v → %v, suite (good peers and attackers) %v → %v",
-		cleanD, procCPU(d.pid())-cpuD, cleanS, procCPU(os.Getpid())-cpuS)
+	// Whose processor time the attack costs: the daemon's, the good peers'
+	// (the suite's process), the attackers'.
+	underD, underS := procCPU(d.pid())-cpuD, procCPU(os.Getpid())-cpuS
+	if where == attackersInline {
+		o.rep.note("CPU time in the clean window and under attack: daemon %v → %v, suite (good peers and attackers) %v → %v",
+			cleanD, underD, cleanS, underS)
+	} else {
+		o.rep.note("CPU time in the clean window and under attack: daemon %v → %v, suite (good peers) %v → %v; the attackers' process %v by the window's end",
+			cleanD, underD, cleanS, underS, procCPU(attackerPID))
+	}
 
 	// The newcomer, once the attack is in place (or over).
 	select {
 	case <-st.ready:
 	case <-time.After(cfg.readyTimeout):
 		o.rep.note("the attack was not in place after %v; the newcomer tried anyway", cfg.readyTimeout)
+	}
+	if !st.readyAt.IsZero() && !a.oneShot {
+		// The window under attack, in two: while the attack was being set
+		// up (a flood of opens), and once it was in place.
+		setup, held := o.under.split(st.readyAt)
+		s50, s99 := percentiles(setup)
+		h50, h99 := percentiles(held)
+		o.rep.note("the attack was in place %v after it started: good calls while it was set up %d, p50 %v, p99 %v; once in place %d, p50 %v, p99 %v",
+			st.readyAt.Sub(attackStart).Round(time.Millisecond), len(setup), round(s50), round(s99), len(held), round(h50), round(h99))
 	}
 	g, err1 := d.goroutines(ctx)
 	streams, err2 := d.metric(ctx, mcpStreamsMetric)
@@ -362,6 +420,10 @@ func runAttack(ctx context.Context, cfg *config, a *attack, progress io.Writer) 
 	cancel()
 	return o
 }
+
+// name is the attack's name, marked with where its attackers ran unless
+// that was the default.
+func (o *outcome) name() string { return o.a.name + o.where.suffix() }
 
 // failures lists every target the attack missed, each with the value
 // measured against the target.
@@ -448,7 +510,7 @@ func printTable(w io.Writer, cfg *config, os []*outcome) {
 	fmt.Fprintln(tw, "attack\tgood calls clean / attack\tp50 clean → attack\tp99 clean → attack\tgood errors\tpeak RSS\tgoroutines base → peak → after\tnewcomer\ttargets missed")
 	for _, o := range os {
 		if o.err != nil {
-			fmt.Fprintf(tw, "%s\t–\t–\t–\t–\t–\t–\t–\t(not run)\n", o.a.name)
+			fmt.Fprintf(tw, "%s\t–\t–\t–\t–\t–\t–\t–\t(not run)\n", o.name())
 			continue
 		}
 		after := fmt.Sprintf("%d (%v)", o.gAfter, o.settleTook.Round(100*time.Millisecond))
@@ -467,14 +529,14 @@ func printTable(w io.Writer, cfg *config, os []*outcome) {
 			nc = "NO"
 		}
 		fmt.Fprintf(tw, "%s\t%d / %d\t%v → %v (×%.1f)\t%v → %v (×%.1f)\t%d\t%s\t%d → %d → %s\t%s\t%d\n",
-			o.a.name, o.clean.ok, o.under.ok,
+			o.name(), o.clean.ok, o.under.ok,
 			round(o.clean.p50), round(o.under.p50), ratio(o.under.p50, o.clean.p50),
 			round(o.clean.p99), round(o.under.p99), ratio(o.under.p99, o.clean.p99),
 			o.under.errors+o.cleanAfter.errors, rss, o.gBase, o.gPeak, after, nc, len(o.failures(cfg)))
 	}
 	tw.Flush()
 	for _, o := range os {
-		fmt.Fprintf(w, "\n%s: %s\n", o.a.name, o.a.title)
+		fmt.Fprintf(w, "\n%s: %s\n", o.name(), o.a.title)
 		if o.err == nil {
 			fmt.Fprintf(w, "  good peers: clean before %s; under attack %s; clean after %s\n", o.clean, o.under, o.cleanAfter)
 			fmt.Fprintf(w, "  daemon: RSS %d MB before, peak %d MB (%s)\n", o.baseRSSKB>>10, o.peakKB>>10, o.peakBy)
