@@ -25,11 +25,12 @@ import (
 // `go run ./bench/attack` does (×2). Under CI's -race on two shared cores
 // a 1.5 s window's ratio says more about the machine than about the node.
 var (
-	maxRatio = flag.Float64("max-ratio", 0, "target: good peers' p50 and p99 under attack at most this times the clean run's; 0: printed, not asserted (the program's target is 2, at the issue's scale; 1.5 s windows on a shared machine need ×3)")
-	maxRSS   = flag.Int64("max-rss", 256, "target: the daemon's peak RSS, in MB")
-	settle   = flag.Duration("settle", 5*time.Second, "target: the daemon's goroutines back to baseline within this")
-	prebuilt = flag.String("mcpmesh", "", "the mcpmesh command to attack (default: built from ./cmd/mcpmesh), e.g. another checkout's, for a baseline")
-	where    = flag.String("attackers", "niced", "where the attackers run: niced (a process of their own at nice 19), process (a process of their own), inline (the test's process); a comma-separated list runs each attack once per mode (subtests NAME-process, NAME-inline, NAME)")
+	maxRatio  = flag.Float64("max-ratio", 0, "target: good peers' p50 and p99 under attack at most this times the clean run's; 0: printed, not asserted (the program's target is 2, at the issue's scale; 1.5 s windows on a shared machine need ×3)")
+	maxRSS    = flag.Int64("max-rss", 256, "target: the daemon's peak RSS, in MB")
+	settle    = flag.Duration("settle", 5*time.Second, "target: the daemon's goroutines back to baseline within this")
+	prebuilt  = flag.String("mcpmesh", "", "the mcpmesh command to attack (default: built from ./cmd/mcpmesh), e.g. another checkout's, for a baseline")
+	reference = flag.Bool("reference", false, "run a reference daemon, never attacked, and take the latency ratios against its own (as the program does)")
+	where     = flag.String("attackers", "niced", "where the attackers run: niced (a process of their own at nice 19), process (a process of their own), inline (the test's process); a comma-separated list runs each attack once per mode (subtests NAME-process, NAME-inline, NAME)")
 )
 
 var mcpmeshBin string // built once by TestMain
@@ -85,6 +86,7 @@ func testConfig(t *testing.T) *config {
 	cfg.pipeIdentities = 4
 	cfg.rssGuardMB = 2048
 	cfg.maxRatio, cfg.maxRSSMB, cfg.settle = *maxRatio, *maxRSS, *settle
+	cfg.reference = *reference
 	if cfg.attackers, err = parseAttackerModes(*where); err != nil {
 		t.Fatal(err)
 	}

@@ -44,6 +44,10 @@ type config struct {
 	rssGuardMB     int64         // the suite kills a daemon past this RSS (0: never)
 
 	attackers []attackerMode // each attack is run once per mode: where its attackers are
+	// reference: a second daemon, never attacked, called by as many good
+	// peers in the same windows; the latency ratios are taken against its
+	// own (README, "The reference daemon").
+	reference bool
 }
 
 // defaultConfig is the program's scale: the issue's.
@@ -71,6 +75,7 @@ func defaultConfig() config {
 		goroutineSlack:  20,
 		rssGuardMB:      3072,
 		attackers:       []attackerMode{attackersNiced},
+		reference:       true,
 	}
 }
 
@@ -170,19 +175,23 @@ type outcome struct {
 	// the goroutines have come back: do the good peers still get
 	// answers, and as fast? It is not the reference: a daemon still busy
 	// with an attack's leftovers would hide the attack's effect.
-	cleanAfter        latencies
-	baseRSSKB, peakKB int64
-	peakBy            string // how the peak was read
-	guardKilled       bool
-	gBase, gPeak      int // goroutines: baseline (clean, good peers idle) and the most seen during the attack
-	gAfter            int
-	settled           bool
-	settleTook        time.Duration
-	newcomerTook      time.Duration
-	newcomerErr       error
-	daemonDied        string // how the daemon ended, if it did during the attack
-	rep               *report
-	err               error // the suite could not run the attack
+	cleanAfter latencies
+	// refClean, refUnder: the reference daemon's good peers in the same
+	// two windows (nothing without cfg.reference).
+	refClean, refUnder latencies
+	refCPU             [2]time.Duration // the reference daemon's CPU time in the two windows
+	baseRSSKB, peakKB  int64
+	peakBy             string // how the peak was read
+	guardKilled        bool
+	gBase, gPeak       int // goroutines: baseline (clean, good peers idle) and the most seen during the attack
+	gAfter             int
+	settled            bool
+	settleTook         time.Duration
+	newcomerTook       time.Duration
+	newcomerErr        error
+	daemonDied         string // how the daemon ended, if it did during the attack
+	rep                *report
+	err                error // the suite could not run the attack
 }
 
 // runAttack runs one attack on a fresh daemon: good peers call it for a
@@ -231,10 +240,49 @@ func runAttack(ctx context.Context, cfg *config, a *attack, where attackerMode, 
 	}
 	defer closePeers(peers)
 
+	// The reference: a daemon of its own, never attacked, its good peers
+	// calling in the same windows.
+	var ref *daemon
+	var refPeers []*goodPeer
+	if cfg.reference {
+		refHome, err := os.MkdirTemp("", "mcpmesh-attack-ref-")
+		if err != nil {
+			o.err = err
+			return o
+		}
+		defer os.RemoveAll(refHome)
+		sctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+		ref, err = startDaemon(sctx, cfg.bin, refHome, daemonSpec{})
+		cancel()
+		if err != nil {
+			o.err = fmt.Errorf("start the reference daemon: %w", err)
+			return o
+		}
+		defer ref.stop()
+		if refPeers, err = startGoodPeers(ctx, cfg.peers, ref.info); err != nil {
+			o.err = fmt.Errorf("the reference daemon: %w", err)
+			return o
+		}
+		defer closePeers(refPeers)
+		say("reference daemon %s (pid %d), never attacked; %d good peers of its own", ref.info.ID, ref.pid(), cfg.peers)
+	}
+	// window has the good peers of both daemons call until ctx ends.
+	window := func(ctx context.Context) (l, refL latencies, refCPU time.Duration) {
+		if ref == nil {
+			return callLoop(ctx, peers, cfg.interval, cfg.callTimeout), latencies{}, 0
+		}
+		before := procCPU(ref.pid())
+		var wg sync.WaitGroup
+		wg.Go(func() { refL = callLoop(ctx, refPeers, cfg.interval, cfg.callTimeout) })
+		l = callLoop(ctx, peers, cfg.interval, cfg.callTimeout)
+		wg.Wait()
+		return l, refL, procCPU(ref.pid()) - before
+	}
+
 	// The clean window.
 	cctx, cancel := context.WithTimeout(ctx, cfg.phase)
 	cpuD, cpuS := procCPU(d.pid()), procCPU(os.Getpid())
-	o.clean = callLoop(cctx, peers, cfg.interval, cfg.callTimeout)
+	o.clean, o.refClean, o.refCPU[0] = window(cctx)
 	cancel()
 	cleanD, cleanS := procCPU(d.pid())-cpuD, procCPU(os.Getpid())-cpuS
 	// The baseline: the least of a few readings, good peers idle with
@@ -324,7 +372,7 @@ func runAttack(ctx context.Context, cfg *config, a *attack, where attackerMode, 
 	attackStart := time.Now()
 	wctx, endWindow := context.WithTimeout(ctx, cfg.phase)
 	cpuD, cpuS = procCPU(d.pid()), procCPU(os.Getpid())
-	o.under = callLoop(wctx, peers, cfg.interval, cfg.callTimeout)
+	o.under, o.refUnder, o.refCPU[1] = window(wctx)
 	endWindow()
 	// Whose processor time the attack costs: the daemon's, the good peers'
 	// (the suite's process), the attackers'.
@@ -425,6 +473,39 @@ func runAttack(ctx context.Context, cfg *config, a *attack, where attackerMode, 
 // that was the default.
 func (o *outcome) name() string { return o.a.name + o.where.suffix() }
 
+// latencyRatio is one of the good peers' latency ratios that the target
+// applies to, and how it was come by.
+type latencyRatio struct {
+	name  string // p50, p99
+	ratio float64
+	how   string
+}
+
+// ratios are the good peers' p50 and p99 under attack against the clean
+// window's; with a reference daemon, each divided by the reference's own
+// ratio in the same two windows, so that what the machine did to both
+// daemons (other work starting or ending) cancels out.
+func (o *outcome) ratios() []latencyRatio {
+	var rs []latencyRatio
+	for _, q := range []struct {
+		name                             string
+		clean, under, refClean, refUnder time.Duration
+	}{
+		{"p50", o.clean.p50, o.under.p50, o.refClean.p50, o.refUnder.p50},
+		{"p99", o.clean.p99, o.under.p99, o.refClean.p99, o.refUnder.p99},
+	} {
+		raw := ratio(q.under, q.clean)
+		r := latencyRatio{name: q.name, ratio: raw, how: fmt.Sprintf("%v clean, %v under attack", round(q.clean), round(q.under))}
+		if ref := ratio(q.refUnder, q.refClean); ref > 0 {
+			r.ratio = raw / ref
+			r.how = fmt.Sprintf("×%.1f: %v clean, %v under attack; the reference daemon in the same windows ×%.1f: %v, %v",
+				raw, round(q.clean), round(q.under), ref, round(q.refClean), round(q.refUnder))
+		}
+		rs = append(rs, r)
+	}
+	return rs
+}
+
 // failures lists every target the attack missed, each with the value
 // measured against the target.
 func (o *outcome) failures(cfg *config) []string {
@@ -448,12 +529,9 @@ func (o *outcome) failures(cfg *config) []string {
 	if o.under.ok == 0 {
 		f = append(f, "no good peer's call completed under attack")
 	} else {
-		for _, q := range []struct {
-			name         string
-			clean, under time.Duration
-		}{{"p50", o.clean.p50, o.under.p50}, {"p99", o.clean.p99, o.under.p99}} {
-			if r := ratio(q.under, q.clean); cfg.maxRatio > 0 && r > cfg.maxRatio {
-				f = append(f, fmt.Sprintf("good peers' %s ×%.1f (%v clean, %v under attack); target ≤ ×%g", q.name, r, round(q.clean), round(q.under), cfg.maxRatio))
+		for _, q := range o.ratios() {
+			if cfg.maxRatio > 0 && q.ratio > cfg.maxRatio {
+				f = append(f, fmt.Sprintf("good peers' %s ×%.1f (%s); target ≤ ×%g", q.name, q.ratio, q.how, cfg.maxRatio))
 			}
 		}
 	}
@@ -507,10 +585,10 @@ func round(d time.Duration) time.Duration {
 // printTable writes one row per attack, then what each saw and missed.
 func printTable(w io.Writer, cfg *config, os []*outcome) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "attack\tgood calls clean / attack\tp50 clean → attack\tp99 clean → attack\tgood errors\tpeak RSS\tgoroutines base → peak → after\tnewcomer\ttargets missed")
+	fmt.Fprintln(tw, "attack\tgood calls clean / attack\tp50 clean → attack\tp99 clean → attack\treference daemon p50 / p99\tratios vs reference p50 / p99\tgood errors\tpeak RSS\tgoroutines base → peak → after\tnewcomer\ttargets missed")
 	for _, o := range os {
 		if o.err != nil {
-			fmt.Fprintf(tw, "%s\t–\t–\t–\t–\t–\t–\t–\t(not run)\n", o.name())
+			fmt.Fprintf(tw, "%s\t–\t–\t–\t–\t–\t–\t–\t–\t–\t(not run)\n", o.name())
 			continue
 		}
 		after := fmt.Sprintf("%d (%v)", o.gAfter, o.settleTook.Round(100*time.Millisecond))
@@ -528,10 +606,17 @@ func printTable(w io.Writer, cfg *config, os []*outcome) {
 		if o.newcomerErr != nil {
 			nc = "NO"
 		}
-		fmt.Fprintf(tw, "%s\t%d / %d\t%v → %v (×%.1f)\t%v → %v (×%.1f)\t%d\t%s\t%d → %d → %s\t%s\t%d\n",
+		refCol, vsCol := "–", "–"
+		if o.refClean.ok > 0 {
+			rs := o.ratios()
+			refCol = fmt.Sprintf("×%.1f / ×%.1f", ratio(o.refUnder.p50, o.refClean.p50), ratio(o.refUnder.p99, o.refClean.p99))
+			vsCol = fmt.Sprintf("×%.1f / ×%.1f", rs[0].ratio, rs[1].ratio)
+		}
+		fmt.Fprintf(tw, "%s\t%d / %d\t%v → %v (×%.1f)\t%v → %v (×%.1f)\t%s\t%s\t%d\t%s\t%d → %d → %s\t%s\t%d\n",
 			o.name(), o.clean.ok, o.under.ok,
 			round(o.clean.p50), round(o.under.p50), ratio(o.under.p50, o.clean.p50),
 			round(o.clean.p99), round(o.under.p99), ratio(o.under.p99, o.clean.p99),
+			refCol, vsCol,
 			o.under.errors+o.cleanAfter.errors, rss, o.gBase, o.gPeak, after, nc, len(o.failures(cfg)))
 	}
 	tw.Flush()
@@ -539,6 +624,10 @@ func printTable(w io.Writer, cfg *config, os []*outcome) {
 		fmt.Fprintf(w, "\n%s: %s\n", o.name(), o.a.title)
 		if o.err == nil {
 			fmt.Fprintf(w, "  good peers: clean before %s; under attack %s; clean after %s\n", o.clean, o.under, o.cleanAfter)
+			if o.refClean.ok > 0 {
+				fmt.Fprintf(w, "  the reference daemon's good peers, same windows: clean %s; while the other was attacked %s; its CPU time %v → %v\n",
+					o.refClean, o.refUnder, o.refCPU[0], o.refCPU[1])
+			}
 			fmt.Fprintf(w, "  daemon: RSS %d MB before, peak %d MB (%s)\n", o.baseRSSKB>>10, o.peakKB>>10, o.peakBy)
 		}
 		for _, n := range o.rep.notes {
