@@ -195,3 +195,97 @@ func (w logWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimSpace(string(p)))
 	return len(p), nil
 }
+
+// TestRatiosAreTakenAgainstTheReference checks the latency targets' arithmetic:
+// with a reference daemon, a ratio is the attacked daemon's divided by
+// the reference's in the same windows; without one, the raw ratio.
+func TestRatiosAreTakenAgainstTheReference(t *testing.T) {
+	ms := time.Millisecond
+	o := &outcome{
+		clean:   latencies{ok: 100, p50: 10 * ms, p99: 100 * ms},
+		under:   latencies{ok: 100, p50: 40 * ms, p99: 300 * ms},
+		settled: true,
+		rep:     &report{},
+	}
+	cfg := &config{maxRatio: 2, maxRSSMB: 256}
+	if rs := o.ratios(); rs[0].ratio != 4 || rs[1].ratio != 3 {
+		t.Errorf("no reference: ratios %+v, want ×4 and ×3", rs)
+	}
+	if f := strings.Join(o.failures(cfg), "\n"); !strings.Contains(f, "p50 ×4.0") || !strings.Contains(f, "p99 ×3.0") {
+		t.Errorf("no reference: failures %q, want p50 ×4.0 and p99 ×3.0", f)
+	}
+	// The machine slowed both daemons ×4 at p50 and ×1.5 at p99.
+	o.refClean = latencies{ok: 100, p50: 5 * ms, p99: 50 * ms}
+	o.refUnder = latencies{ok: 100, p50: 20 * ms, p99: 75 * ms}
+	rs := o.ratios()
+	if rs[0].ratio != 1 || rs[1].ratio != 2 {
+		t.Errorf("with a reference: ratios %+v, want ×1 and ×2", rs)
+	}
+	if f := o.failures(cfg); len(f) != 0 {
+		t.Errorf("with a reference, within ×2: failures %q", f)
+	}
+	cfg.maxRatio = 1.5
+	if f := strings.Join(o.failures(cfg), "\n"); strings.Contains(f, "p50") || !strings.Contains(f, "p99 ×2.0 (×3.0: ") || !strings.Contains(f, "reference daemon in the same windows ×1.5") {
+		t.Errorf("with a reference, target ×1.5: failures %q, want p99 ×2.0 only, naming the raw ×3.0 and the reference's ×1.5", f)
+	}
+}
+
+// TestAttackersRunApartAtLowPriority checks that an attack runs in a
+// process of its own, every thread of it at nice 19, and that what it
+// saw comes back: 3-hop-budget's check, made by the attacker process.
+func TestAttackersRunApartAtLowPriority(t *testing.T) {
+	defer goleak.VerifyNone(t, leakOptions...)
+	defer checkNoChildren(t)
+	cfg := testConfig(t)
+	cfg.attackers = []attackerMode{attackersNiced}
+	home := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	d, err := startDaemon(ctx, cfg.bin, home, daemonSpec{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.stop()
+	rep, st := &report{}, newStage()
+	p, err := startAttacker(cfg, hopBudget(), attackersNiced, &env{cfg: cfg, target: d.info, home: home}, rep, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		p.stop()
+		<-p.done
+	}()
+	select {
+	case <-st.ready:
+	case <-ctx.Done():
+		t.Fatalf("the attack was never in place: %s", p.stderr.String())
+	}
+	if p.pid() == os.Getpid() {
+		t.Fatal("the attacker runs in the test's process")
+	}
+	nices := map[string]int{}
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/stat", p.pid()))
+	for _, f := range tasks {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue // a thread that ended
+		}
+		// pid (comm) state ppid ...: nice is the 19th field, the 17th
+		// after the command.
+		_, rest, _ := strings.Cut(string(b), ") ")
+		if fs := strings.Fields(rest); len(fs) > 16 {
+			nices[fs[16]]++
+		}
+	}
+	if len(nices) != 1 || nices[strconv.Itoa(attackerNice)] == 0 {
+		t.Errorf("the attacker process's threads by nice value: %v; want all at %d", nices, attackerNice)
+	}
+	p.stop()
+	<-p.done
+	if p.err != nil {
+		t.Errorf("the attack ended with: %v", p.err)
+	}
+	if len(rep.checks) != 1 || !rep.checks[0].ok {
+		t.Errorf("the attacker's checks came back as %+v; want the hop budget's, met", rep.checks)
+	}
+}
