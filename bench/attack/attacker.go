@@ -22,13 +22,13 @@ import (
 )
 
 // The attackers run in a process of their own: this executable again,
-// told its role by the environment, at the lowest CPU priority. In the
-// suite's process they would share a Go scheduler and a garbage collector
-// with the good peers; at the same priority they would share the machine's
-// cores with the daemon and the good peers on equal terms. Either way the
-// good peers' latency would measure the attackers' own work, which on a
-// network is done on other machines, as well as the daemon's (README,
-// "Whose process was slow").
+// told its role by the environment. In the suite's process they share a Go
+// scheduler and a garbage collector with the good peers, and the good
+// peers' latency measured the attackers' own work, which on a network is
+// done on other machines, as much as the daemon's (README, "Whose process
+// was slow"). At nice 19 (-attackers niced) they also leave the machine's
+// cores to the daemon and the good peers first, which on a loaded machine
+// slows the attack itself.
 const roleAttacker = "attacker"
 
 // attackerNice is the attacker process's nice value when it yields: the
@@ -316,8 +316,8 @@ func niceProcess(nice int) error {
 type attackerMode string
 
 const (
-	attackersNiced  attackerMode = "niced"   // a process of their own, at nice 19 (the default)
-	attackersApart  attackerMode = "process" // a process of their own, at the suite's priority
+	attackersApart  attackerMode = "process" // a process of their own, at the suite's priority (the default)
+	attackersNiced  attackerMode = "niced"   // a process of their own, at nice 19
 	attackersInline attackerMode = "inline"  // the suite's process, beside the good peers (as first measured)
 )
 
@@ -332,7 +332,7 @@ func parseAttackerModes(s string) ([]attackerMode, error) {
 				modes = append(modes, m)
 			}
 		default:
-			return nil, fmt.Errorf("-attackers %q: want a list of niced, process, inline", s)
+			return nil, fmt.Errorf("-attackers %q: want a list of process, niced, inline", s)
 		}
 	}
 	return modes, nil
@@ -340,7 +340,7 @@ func parseAttackerModes(s string) ([]attackerMode, error) {
 
 // suffix marks a run's name with its mode, the default's unmarked.
 func (m attackerMode) suffix() string {
-	if m == attackersNiced {
+	if m == attackersApart {
 		return ""
 	}
 	return "-" + string(m)
@@ -350,10 +350,10 @@ func (m attackerMode) String() string {
 	switch m {
 	case attackersInline:
 		return "in the suite's process, beside the good peers"
-	case attackersApart:
-		return "a process of their own, at the suite's CPU priority"
+	case attackersNiced:
+		return fmt.Sprintf("a process of their own, at nice %d", attackerNice)
 	}
-	return fmt.Sprintf("a process of their own, at nice %d", attackerNice)
+	return "a process of their own"
 }
 
 func modesString(modes []attackerMode) string {

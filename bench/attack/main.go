@@ -58,7 +58,7 @@ func main() {
 	flag.IntVar(&cfg.goroutineSlack, "goroutine-slack", cfg.goroutineSlack, "target: 'back to baseline' means at most this many goroutines more")
 	flag.Int64Var(&cfg.rssGuardMB, "rss-guard", cfg.rssGuardMB, "kill a daemon whose RSS passes this many MB, to protect the machine (0: never)")
 	flag.BoolVar(&cfg.reference, "reference", cfg.reference, "run a second daemon, never attacked, with good peers of its own in the same windows, and take the latency ratios against its own (what the machine's other work does to both cancels out)")
-	attackers := flag.String("attackers", "niced", "where the attackers run: niced (a process of their own at nice 19: the cores go to the daemon and the good peers first), process (a process of their own, same priority), inline (the suite's process, beside the good peers); a comma-separated list runs each attack once per mode, side by side")
+	attackers := flag.String("attackers", "process", "where the attackers run: process (a process of their own), niced (the same at nice 19: the cores go to the daemon and the good peers first, which also slows the attack on a loaded machine), inline (the suite's process, beside the good peers, as first measured); a comma-separated list runs each attack once per mode, side by side")
 	flag.Parse()
 	if flag.NArg() > 0 {
 		fmt.Fprintln(os.Stderr, "attack: no arguments expected; see -help")

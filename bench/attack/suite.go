@@ -74,7 +74,7 @@ func defaultConfig() config {
 		settle:          5 * time.Second,
 		goroutineSlack:  20,
 		rssGuardMB:      3072,
-		attackers:       []attackerMode{attackersNiced},
+		attackers:       []attackerMode{attackersApart},
 		reference:       true,
 	}
 }
