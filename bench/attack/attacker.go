@@ -181,6 +181,7 @@ func attackIn(ctx context.Context, spec attackerSpec, rep *report, tell stageFun
 	return a.run(ctx, e, rep, st)
 }
 
+// stageFunc tells the suite where the attack stands: "ready", "over".
 type stageFunc func(event string)
 
 // attackerProcess is an attack run in a child process.
@@ -195,8 +196,8 @@ type attackerProcess struct {
 // startAttacker starts a's attack on e's daemon in a child process (this
 // executable, told its role by the environment), relaying its progress to
 // st and what it saw to rep. The attack runs until stop is called (or,
-// for a one-shot attack, until it is done); wait then returns how it
-// ended.
+// for a one-shot attack, until it is done); done is closed once the
+// process has ended, and err then says how the attack ended.
 func startAttacker(cfg *config, a *attack, where attackerMode, e *env, rep *report, st *stage) (*attackerProcess, error) {
 	nice := 0
 	if where == attackersNiced {
