@@ -267,23 +267,30 @@ func runAttack(ctx context.Context, cfg *config, a *attack, where attackerMode, 
 		say("reference daemon %s (pid %d), never attacked; %d good peers of its own", ref.info.ID, ref.pid(), cfg.peers)
 	}
 	// window has the good peers of both daemons call until ctx ends.
+	// The suite reads each daemon's metrics every 250 ms in every window
+	// (under attack, for the goroutines' peak), so that what the reads
+	// cost a daemon is in its clean window too.
 	window := func(ctx context.Context) (l, refL latencies, refCPU time.Duration) {
 		if ref == nil {
 			return callLoop(ctx, peers, cfg.interval, cfg.callTimeout), latencies{}, 0
 		}
 		before := procCPU(ref.pid())
+		refSampled := sampleGoroutines(ctx, ref)
 		var wg sync.WaitGroup
 		wg.Go(func() { refL = callLoop(ctx, refPeers, cfg.interval, cfg.callTimeout) })
 		l = callLoop(ctx, peers, cfg.interval, cfg.callTimeout)
 		wg.Wait()
+		<-refSampled
 		return l, refL, procCPU(ref.pid()) - before
 	}
 
 	// The clean window.
 	cctx, cancel := context.WithTimeout(ctx, cfg.phase)
 	cpuD, cpuS := procCPU(d.pid()), procCPU(os.Getpid())
+	cleanSampled := sampleGoroutines(cctx, d)
 	o.clean, o.refClean, o.refCPU[0] = window(cctx)
 	cancel()
+	<-cleanSampled
 	cleanD, cleanS := procCPU(d.pid())-cpuD, procCPU(os.Getpid())-cpuS
 	// The baseline: the least of a few readings, good peers idle with
 	// their sessions open.
@@ -306,24 +313,8 @@ func runAttack(ctx context.Context, cfg *config, a *attack, where attackerMode, 
 		o.peakBy = "VmRSS sampled every 25 ms"
 	}
 	watch := watchRSS(d, cfg.rssGuardMB<<10)
-	gPeak := make(chan int, 1)
 	sampling, stopSampling := context.WithCancel(ctx)
-	go func() {
-		peak := o.gBase
-		t := time.NewTicker(250 * time.Millisecond)
-		defer t.Stop()
-		for {
-			if g, err := d.goroutines(sampling); err == nil {
-				peak = max(peak, g)
-			}
-			select {
-			case <-sampling.Done():
-				gPeak <- peak
-				return
-			case <-t.C:
-			}
-		}
-	}()
+	gPeak := sampleGoroutines(sampling, d)
 	actx, stopAttack := context.WithCancel(ctx)
 	defer stopAttack()
 	st := newStage()
@@ -430,7 +421,7 @@ func runAttack(ctx context.Context, cfg *config, a *attack, where attackerMode, 
 		o.rep.note("the attack did not stop within a minute of being told to")
 	}
 	stopSampling()
-	o.gPeak = <-gPeak
+	o.gPeak = max(o.gBase, <-gPeak)
 	sampled, killed := watch.end()
 	o.guardKilled = killed
 	o.peakKB = sampled
@@ -467,6 +458,29 @@ func runAttack(ctx context.Context, cfg *config, a *attack, where attackerMode, 
 	o.cleanAfter = callLoop(cctx, peers, cfg.interval, cfg.callTimeout)
 	cancel()
 	return o
+}
+
+// sampleGoroutines reads d's goroutines from its metrics every 250 ms
+// until ctx ends, then sends the most it read (0 if none).
+func sampleGoroutines(ctx context.Context, d *daemon) <-chan int {
+	peak := make(chan int, 1)
+	go func() {
+		most := 0
+		t := time.NewTicker(250 * time.Millisecond)
+		defer t.Stop()
+		for {
+			if g, err := d.goroutines(ctx); err == nil {
+				most = max(most, g)
+			}
+			select {
+			case <-ctx.Done():
+				peak <- most
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return peak
 }
 
 // name is the attack's name, marked with where its attackers ran unless
