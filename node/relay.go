@@ -122,8 +122,9 @@ func (n *Node) runRelay(ctx context.Context, name string, caller lpeer.ID, down,
 			return err
 		}
 		if trustToClient != nil {
-			if fwd, _, err := trustToClient(frame); err == nil && fwd != nil {
-				frame = fwd
+			f := relay.NewFrame(frame)
+			if err := trustToClient(f); err == nil && !f.Dropped() {
+				frame = f.Bytes()
 			}
 		}
 		return r.WriteToClient(frame)

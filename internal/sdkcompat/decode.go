@@ -39,11 +39,25 @@ func DecodeMessage(line []byte) (jsonrpc.Message, error) {
 // makes no valid ID: the message is then a request without one, and only
 // the raw id tells it from a notification. Like the message, rawID is a copy.
 func DecodeFrame(line []byte) (msg jsonrpc.Message, rawID []byte, err error) {
+	return decodeFrame(line, segjson.DontMatchCaseInsensitiveStructFields)
+}
+
+// DecodeMessageView is DecodeMessage without the copies: the raw fields of
+// the message (a request's params, a response's result, an error's data)
+// are slices of line, valid only as long as line is. It is for a reader
+// that looks at a frame and lets it go (a relay's rewrites); what it keeps,
+// it copies.
+func DecodeMessageView(line []byte) (jsonrpc.Message, error) {
+	msg, _, err := decodeFrame(line, segjson.DontMatchCaseInsensitiveStructFields|segjson.DontCopyRawMessage)
+	return msg, err
+}
+
+func decodeFrame(line []byte, flags segjson.ParseFlags) (msg jsonrpc.Message, rawID []byte, err error) {
 	if err := checkDepth(line, 1000); err != nil {
 		return nil, nil, err
 	}
 	var f wireFrame
-	rest, err := segjson.Parse(line, &f, segjson.DontMatchCaseInsensitiveStructFields)
+	rest, err := segjson.Parse(line, &f, flags)
 	if err != nil {
 		return nil, nil, fmt.Errorf("unmarshaling jsonrpc message: %w", err)
 	}

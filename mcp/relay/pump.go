@@ -109,10 +109,11 @@ func bothWays(ctx context.Context, closeBoth func(), there, back func(context.Co
 	return end
 }
 
-// FrameRewrite may change a frame on its way through a Relay: it returns
-// the frame to pass on (nil to drop it) and a frame to send back to where it
-// came from instead (nil for none). frame is valid only during the call.
-type FrameRewrite func(frame []byte) (forward, reply []byte, err error)
+// FrameRewrite may change a frame on its way through a Relay (see Frame):
+// drop it, answer it in its place, change the mesh's _meta of a request,
+// replace it. An error breaks the session. The frame and its views are
+// valid only during the call.
+type FrameRewrite func(f *Frame) error
 
 // FrameConn is one side of a relayed session, read and written frame by
 // frame: a libp2p stream ([transport.Conn]), a program's standard input and
@@ -196,6 +197,7 @@ func send(c FrameConn, msg jsonrpc.Message) error {
 func (r *Relay) Run(ctx context.Context, toServer, toClient FrameRewrite) error {
 	copyFrames := func(from, to FrameConn, rw FrameRewrite) func(context.Context) error {
 		return func(context.Context) error {
+			var f Frame // each frame of this direction in turn, its buffers reused
 			for {
 				line, err := from.ReadFrame()
 				var tooLarge *transport.FrameTooLargeError
@@ -232,21 +234,22 @@ func (r *Relay) Run(ctx context.Context, toServer, toClient FrameRewrite) error 
 					return err
 				}
 				if rw != nil {
-					fwd, reply, err := rw(line)
-					if err != nil {
+					f.reset(line)
+					if err := rw(&f); err != nil {
 						if b, ok := from.(breaker); ok {
 							b.Break(err)
 						}
 						return err
 					}
-					if reply != nil {
+					if reply := f.Reply(); reply != nil {
 						if err := from.WriteFrame(reply); err != nil {
 							return err
 						}
 					}
-					if line = fwd; line == nil {
+					if f.Dropped() {
 						continue
 					}
+					line = f.Bytes()
 				}
 				if err := to.WriteFrame(line); err != nil {
 					return err

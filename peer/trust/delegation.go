@@ -2,6 +2,7 @@ package trust
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"sync"
@@ -65,6 +66,34 @@ func (g *Guard) verifyDelegation(v any, caller lpeer.ID, server, tool string) (*
 		if ok {
 			g.chains.put(key, dc)
 		}
+	}
+	principal, err := dc.chain.Verify(caller, g.cfg.Self, server, tool, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	return &delegated{chain: dc.chain, principal: principal, text: dc.text, principalText: dc.principal}, nil
+}
+
+// verifyDelegationJSON is verifyDelegation of a chain as a relayed call
+// carries it: raw, its JSON. A chain seen before in the same spelling is
+// taken from the cache without being decoded at all.
+func (g *Guard) verifyDelegationJSON(raw []byte, caller lpeer.ID, server, tool string) (*delegated, error) {
+	dc := g.chains.getJSON(raw)
+	if dc == nil {
+		var wire []string
+		if err := json.Unmarshal(raw, &wire); err != nil {
+			return nil, err
+		}
+		d, err := g.verifyDelegation(wire, caller, server, tool)
+		if err != nil {
+			return nil, err
+		}
+		if key, ok := chainKey(wire); ok {
+			if dc = g.chains.get(key); dc != nil {
+				g.chains.putJSON(raw, dc)
+			}
+		}
+		return d, nil
 	}
 	principal, err := dc.chain.Verify(caller, g.cfg.Self, server, tool, time.Now())
 	if err != nil {
@@ -157,11 +186,52 @@ func (g *Guard) extendDelegation(d *delegated, p lpeer.ID, server, tool string) 
 	return enc, nil
 }
 
+// extendDelegationJSON is extendDelegation for a relayed call: the
+// delegation passed on as its JSON (shared: not to be changed).
+func (g *Guard) extendDelegationJSON(d *delegated, p lpeer.ID, server, tool string) (json.RawMessage, error) {
+	key := issuedKey{from: d.chain, to: p}
+	if e, ok := g.issued.entry(key, time.Now()); ok {
+		if err := d.chain.Covers(p, server, tool, time.Now()); err != nil {
+			return nil, fmt.Errorf("call %s/%s on %s for %s: %w", server, tool, identity.Short(p), identity.Short(d.principal), err)
+		}
+		return e.json, nil
+	}
+	enc, err := g.extendDelegation(d, p, server, tool)
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(enc)
+}
+
 // chainCache keeps chains already decoded (signatures checked), by wire
-// form. Bounded: it starts over when full.
+// form (chainKey) and, for relayed calls, by their JSON as it came (up to
+// maxJSONKey bytes). Bounded: each map starts over when full.
 type chainCache struct {
-	mu sync.Mutex
-	m  map[string]*decodedChain
+	mu     sync.Mutex
+	m      map[string]*decodedChain
+	byJSON map[string]*decodedChain
+}
+
+// maxJSONKey bounds the JSON of a chain kept as a key of the cache: a
+// longer one is decoded each time (a chain of a few links is about 1 KB).
+const maxJSONKey = 8 << 10
+
+func (c *chainCache) getJSON(raw []byte) *decodedChain {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.byJSON[string(raw)]
+}
+
+func (c *chainCache) putJSON(raw []byte, v *decodedChain) {
+	if len(raw) > maxJSONKey {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.byJSON == nil || len(c.byJSON) >= chainCacheSize {
+		c.byJSON = make(map[string]*decodedChain)
+	}
+	c.byJSON[string(raw)] = v
 }
 
 const chainCacheSize = 4096
@@ -197,17 +267,23 @@ type issuedKey struct {
 
 type issuedEntry struct {
 	enc     []string
+	json    json.RawMessage // enc's JSON, as a relayed call carries it
 	renewAt time.Time
 }
 
 func (c *issuedCache) get(k issuedKey, now time.Time) ([]string, bool) {
+	e, ok := c.entry(k, now)
+	return e.enc, ok
+}
+
+func (c *issuedCache) entry(k issuedKey, now time.Time) (issuedEntry, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e, ok := c.m[k]
 	if !ok || now.After(e.renewAt) {
-		return nil, false
+		return issuedEntry{}, false
 	}
-	return e.enc, true
+	return e, true
 }
 
 func (c *issuedCache) put(k issuedKey, enc []string, expires time.Time) {
@@ -217,5 +293,6 @@ func (c *issuedCache) put(k issuedKey, enc []string, expires time.Time) {
 		c.m = make(map[issuedKey]issuedEntry)
 	}
 	now := time.Now()
-	c.m[k] = issuedEntry{enc: enc, renewAt: now.Add(expires.Sub(now) / 2)}
+	b, _ := json.Marshal(enc) // a []string encodes
+	c.m[k] = issuedEntry{enc: enc, json: b, renewAt: now.Add(expires.Sub(now) / 2)}
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/mcpmesh/mcpmesh/internal/fuzzseed"
 	"github.com/mcpmesh/mcpmesh/internal/sdkcompat"
 	"github.com/mcpmesh/mcpmesh/limits"
+	"github.com/mcpmesh/mcpmesh/mcp/relay"
 	"github.com/mcpmesh/mcpmesh/peer/policy"
 )
 
@@ -27,7 +28,7 @@ func TestRelayAdmissionEndsOnAnswerCancelOrSessionEnd(t *testing.T) {
 
 	call := func(id string) (refused bool) {
 		t.Helper()
-		out, reply, err := toServer([]byte(`{"jsonrpc":"2.0","id":` + id + `,"method":"tools/call","params":{"name":"echo"}}`))
+		out, reply, err := rewrite(toServer, []byte(`{"jsonrpc":"2.0","id":`+id+`,"method":"tools/call","params":{"name":"echo"}}`))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -39,12 +40,12 @@ func TestRelayAdmissionEndsOnAnswerCancelOrSessionEnd(t *testing.T) {
 		}
 		return false
 	}
-	pass := func(dir func([]byte) ([]byte, []byte, error), frame string) {
+	pass := func(dir relay.FrameRewrite, frame string) {
 		t.Helper()
 		if dir == nil {
 			t.Fatal("no rewrite")
 		}
-		if _, _, err := dir([]byte(frame)); err != nil {
+		if _, _, err := rewrite(dir, []byte(frame)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -104,7 +105,7 @@ func FuzzRelayTrust(f *testing.F) {
 	f.Fuzz(func(t *testing.T, fromClient, fromServer []byte) {
 		toServer, toClient, end := g.RelayRewrites(caller, "far", target, nil, func(jsonrpc.Message) error { return nil })
 		for _, frame := range [][]byte{fromClient, fromClient} { // twice: a reused request ID
-			fwd, reply, err := toServer(slices.Clone(frame))
+			fwd, reply, err := rewrite(toServer, slices.Clone(frame))
 			_, derr := sdkcompat.DecodeMessage(frame)
 			if err != nil && derr == nil {
 				t.Fatalf("a client frame that decodes broke the session: %v\n%q", err, frame)
@@ -113,7 +114,7 @@ func FuzzRelayTrust(f *testing.F) {
 				t.Fatalf("a client frame both passed on and answered: %q", frame)
 			}
 		}
-		if _, _, err := toClient(slices.Clone(fromServer)); err != nil {
+		if _, _, err := rewrite(toClient, slices.Clone(fromServer)); err != nil {
 			if _, derr := sdkcompat.DecodeMessage(fromServer); derr == nil && !strings.Contains(err.Error(), "answer from") {
 				t.Fatalf("a server frame that decodes broke the session: %v\n%q", err, fromServer)
 			}
@@ -133,6 +134,19 @@ func FuzzRelayTrust(f *testing.F) {
 			release()
 		}
 	})
+}
+
+// rewrite runs rw on frame as a relay does: what it passes on (nil if it
+// dropped the frame), what it answers in its place.
+func rewrite(rw relay.FrameRewrite, frame []byte) (fwd, reply []byte, err error) {
+	f := relay.NewFrame(frame)
+	if err := rw(f); err != nil {
+		return nil, nil, err
+	}
+	if !f.Dropped() {
+		fwd = f.Bytes()
+	}
+	return fwd, f.Reply(), nil
 }
 
 // newGuard returns the trust layer of a node with a fresh key, the policy
