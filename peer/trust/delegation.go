@@ -4,7 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"strings"
+	"hash/maphash"
+	"slices"
 	"sync"
 	"time"
 
@@ -52,26 +53,11 @@ func OnBehalfOf(ctx context.Context) (lpeer.ID, bool) {
 // taken from the cache, and only its time, audience, caller and scope are
 // checked again.
 func (g *Guard) verifyDelegation(v any, caller lpeer.ID, server, tool string) (*delegated, error) {
-	key, ok := chainKey(v)
-	var dc *decodedChain
-	if ok {
-		dc = g.chains.get(key)
-	}
-	if dc == nil {
-		c, err := delegation.DecodeChain(v)
-		if err != nil {
-			return nil, err
-		}
-		dc = &decodedChain{chain: c, text: c.String(), principal: c.Principal().String()}
-		if ok {
-			g.chains.put(key, dc)
-		}
-	}
-	principal, err := dc.chain.Verify(caller, g.cfg.Self, server, tool, time.Now())
+	dc, err := g.decodeChain(v)
 	if err != nil {
 		return nil, err
 	}
-	return &delegated{chain: dc.chain, principal: principal, text: dc.text, principalText: dc.principal}, nil
+	return g.verifyDecoded(dc, caller, server, tool)
 }
 
 // verifyDelegationJSON is verifyDelegation of a chain as a relayed call
@@ -84,17 +70,34 @@ func (g *Guard) verifyDelegationJSON(raw []byte, caller lpeer.ID, server, tool s
 		if err := json.Unmarshal(raw, &wire); err != nil {
 			return nil, err
 		}
-		d, err := g.verifyDelegation(wire, caller, server, tool)
-		if err != nil {
+		var err error
+		if dc, err = g.decodeChain(wire); err != nil {
 			return nil, err
 		}
-		if key, ok := chainKey(wire); ok {
-			if dc = g.chains.get(key); dc != nil {
-				g.chains.putJSON(raw, dc)
-			}
-		}
-		return d, nil
+		g.chains.putJSON(raw, dc)
 	}
+	return g.verifyDecoded(dc, caller, server, tool)
+}
+
+// decodeChain returns the chain v (its wire form, see
+// delegation.DecodeChain), from the cache if it was decoded before.
+func (g *Guard) decodeChain(v any) (*decodedChain, error) {
+	dc, h, ok := g.chains.get(v)
+	if dc != nil {
+		return dc, nil
+	}
+	c, err := delegation.DecodeChain(v)
+	if err != nil {
+		return nil, err
+	}
+	dc = &decodedChain{chain: c, text: c.String(), principal: c.Principal().String(), wire: wireOf(v)}
+	if ok {
+		g.chains.put(h, dc)
+	}
+	return dc, nil
+}
+
+func (g *Guard) verifyDecoded(dc *decodedChain, caller lpeer.ID, server, tool string) (*delegated, error) {
 	principal, err := dc.chain.Verify(caller, g.cfg.Self, server, tool, time.Now())
 	if err != nil {
 		return nil, err
@@ -103,37 +106,48 @@ func (g *Guard) verifyDelegationJSON(raw []byte, caller lpeer.ID, server, tool s
 }
 
 // decodedChain is a chain whose signatures were checked, with its text
-// forms for audit records (base58 peer IDs cost microseconds to make).
+// forms for audit records (base58 peer IDs cost microseconds to make) and
+// its wire form (the cache's key).
 type decodedChain struct {
 	chain     *delegation.Chain
 	text      string
 	principal string
+	wire      []string
 }
 
-// chainKey is the cache key of a chain's wire form, the same whether the
-// JSON decoder gave it as []any (served calls) or []string (relayed ones).
-func chainKey(v any) (string, bool) {
+// wireOf copies a chain's wire form (a list of strings, see is).
+func wireOf(v any) []string {
 	switch l := v.(type) {
 	case []string:
-		var b strings.Builder
-		for _, s := range l {
-			b.WriteString(s)
-			b.WriteByte('\n')
-		}
-		return b.String(), true
+		return slices.Clone(l)
 	case []any:
-		var b strings.Builder
-		for _, e := range l {
-			s, ok := e.(string)
-			if !ok {
-				return "", false
-			}
-			b.WriteString(s)
-			b.WriteByte('\n')
+		w := make([]string, len(l))
+		for i, e := range l {
+			w[i], _ = e.(string)
 		}
-		return b.String(), true
+		return w
 	}
-	return "", false
+	return nil
+}
+
+// is reports whether v, a chain's wire form as the JSON decoder gave it
+// ([]any for served calls, []string for relayed ones), is dc's.
+func (dc *decodedChain) is(v any) bool {
+	switch l := v.(type) {
+	case []string:
+		return slices.Equal(l, dc.wire)
+	case []any:
+		if len(l) != len(dc.wire) {
+			return false
+		}
+		for i, e := range l {
+			if s, ok := e.(string); !ok || s != dc.wire[i] {
+				return false
+			}
+		}
+		return true
+	}
+	return false
 }
 
 // --- the calling side ---
@@ -203,18 +217,67 @@ func (g *Guard) extendDelegationJSON(d *delegated, p lpeer.ID, server, tool stri
 	return json.Marshal(enc)
 }
 
-// chainCache keeps chains already decoded (signatures checked), by wire
-// form (chainKey) and, for relayed calls, by their JSON as it came (up to
-// maxJSONKey bytes). Bounded: each map starts over when full.
+// chainCache keeps chains already decoded (signatures checked), by a hash
+// of their wire form (an entry is taken only if its wire form is the same)
+// and, for relayed calls, by their JSON as it came (up to maxJSONKey
+// bytes). Bounded: each map starts over when full.
 type chainCache struct {
 	mu     sync.Mutex
-	m      map[string]*decodedChain
+	seed   maphash.Seed
+	seeded bool
+	m      map[uint64]*decodedChain
 	byJSON map[string]*decodedChain
 }
 
 // maxJSONKey bounds the JSON of a chain kept as a key of the cache: a
 // longer one is decoded each time (a chain of a few links is about 1 KB).
 const maxJSONKey = 8 << 10
+
+// get returns the chain whose wire form is v, if kept, and v's hash (ok is
+// false if v is no list of strings).
+func (c *chainCache) get(v any) (dc *decodedChain, h uint64, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.seeded {
+		c.seed, c.seeded = maphash.MakeSeed(), true
+	}
+	var mh maphash.Hash
+	mh.SetSeed(c.seed)
+	switch l := v.(type) {
+	case []string:
+		for _, s := range l {
+			mh.WriteString(s)
+			mh.WriteByte(0)
+		}
+	case []any:
+		for _, e := range l {
+			s, ok := e.(string)
+			if !ok {
+				return nil, 0, false
+			}
+			mh.WriteString(s)
+			mh.WriteByte(0)
+		}
+	default:
+		return nil, 0, false
+	}
+	h = mh.Sum64()
+	if dc = c.m[h]; dc != nil && !dc.is(v) {
+		dc = nil
+	}
+	return dc, h, true
+}
+
+func (c *chainCache) put(h uint64, v *decodedChain) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= chainCacheSize {
+		c.m = make(map[uint64]*decodedChain)
+	}
+	c.m[h] = v
+}
+
+const chainCacheSize = 4096
 
 func (c *chainCache) getJSON(raw []byte) *decodedChain {
 	c.mu.Lock()
@@ -232,23 +295,6 @@ func (c *chainCache) putJSON(raw []byte, v *decodedChain) {
 		c.byJSON = make(map[string]*decodedChain)
 	}
 	c.byJSON[string(raw)] = v
-}
-
-const chainCacheSize = 4096
-
-func (c *chainCache) get(k string) *decodedChain {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.m[k]
-}
-
-func (c *chainCache) put(k string, v *decodedChain) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.m == nil || len(c.m) >= chainCacheSize {
-		c.m = make(map[string]*decodedChain)
-	}
-	c.m[k] = v
 }
 
 // issuedCache keeps the delegations the node signed, for reuse until half

@@ -1,9 +1,11 @@
 package trust
 
 import (
+	"encoding/json"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
 	lpeer "github.com/libp2p/go-libp2p/core/peer"
@@ -14,6 +16,7 @@ import (
 	"github.com/mcpmesh/mcpmesh/internal/sdkcompat"
 	"github.com/mcpmesh/mcpmesh/limits"
 	"github.com/mcpmesh/mcpmesh/mcp/relay"
+	"github.com/mcpmesh/mcpmesh/peer/delegation"
 	"github.com/mcpmesh/mcpmesh/peer/policy"
 )
 
@@ -171,4 +174,66 @@ func newGuard(tb testing.TB, pol *policy.Policy, lim limits.Config) *Guard {
 		log.Close()
 	})
 	return g
+}
+
+// TestDelegationCacheTellsChainsApart verifies chains of two principals in
+// turn, in both forms a call carries them (a served call's []any, a relayed
+// call's JSON): each verification names its own principal, whatever the
+// cache holds (it is keyed by a hash of the wire form, and an entry is
+// taken only for the same wire form).
+func TestDelegationCacheTellsChainsApart(t *testing.T) {
+	g := newGuard(t, policy.Open(), limits.Config{Rate: -1, Strikes: -1})
+	newKey := func() (crypto.PrivKey, lpeer.ID) {
+		key, _, err := crypto.GenerateEd25519Key(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		id, _ := lpeer.IDFromPrivateKey(key)
+		return key, id
+	}
+	callerKey, caller := newKey()
+	type principal struct {
+		id   lpeer.ID
+		wire []string
+	}
+	var ps []principal
+	for range 2 {
+		key, id := newKey()
+		c, err := delegation.Delegate(key, caller, delegation.FullScope(), time.Now().Add(time.Hour))
+		if err == nil {
+			c, err = c.Extend(callerKey, g.cfg.Self, delegation.Scope{}, time.Time{})
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		ps = append(ps, principal{id, c.Encode()})
+	}
+	for round := range 3 {
+		for _, p := range ps {
+			served := make([]any, len(p.wire))
+			for i, s := range p.wire {
+				served[i] = s
+			}
+			raw, _ := json.Marshal(p.wire)
+			for form, verify := range map[string]func() (*delegated, error){
+				"served":  func() (*delegated, error) { return g.verifyDelegation(served, caller, "far", "echo") },
+				"relayed": func() (*delegated, error) { return g.verifyDelegationJSON(raw, caller, "far", "echo") },
+			} {
+				d, err := verify()
+				if err != nil {
+					t.Fatalf("round %d, %s: %v", round, form, err)
+				}
+				if d.principal != p.id {
+					t.Fatalf("round %d, %s: principal %s, want %s", round, form, d.principal, p.id)
+				}
+			}
+		}
+	}
+	// A chain changed by one byte is not the one cached: it fails its
+	// signature check.
+	bad := slices.Clone(ps[0].wire)
+	bad[0] = bad[0][:len(bad[0])-2] + "AA"
+	if _, err := g.verifyDelegation(bad, caller, "far", "echo"); err == nil {
+		t.Fatal("a changed chain verified (taken from the cache?)")
+	}
 }
