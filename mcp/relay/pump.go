@@ -200,38 +200,13 @@ func (r *Relay) Run(ctx context.Context, toServer, toClient FrameRewrite) error 
 			var f Frame // each frame of this direction in turn, its buffers reused
 			for {
 				line, err := from.ReadFrame()
-				var tooLarge *transport.FrameTooLargeError
-				var refused *transport.FrameRefusedError
-				if !errors.As(err, &tooLarge) && errors.As(err, &refused) {
-					// Refused by the side's Guard (too complex, over its
-					// memory budget): a request is answered with the error
-					// naming the bound, the rest dropped; the session goes on.
-					if c, ok := from.(interface {
-						AnswerRefused(*transport.FrameRefusedError) error
-					}); ok {
-						if err := c.AnswerRefused(refused); err != nil {
-							return err
-						}
-					}
-					continue
-				}
-				if errors.As(err, &tooLarge) {
-					reply := tooLarge.Reply()
-					if reply == nil {
-						log.Debugw("frame over the size limit dropped", "error", err)
-						continue // a notification, or an ID its ends do not show
-					}
-					if tooLarge.Request {
-						if err := send(from, reply); err != nil {
-							return err
-						}
-						continue
-					}
-					if line, err = jsonrpc.EncodeMessage(reply); err != nil {
+				if err != nil {
+					if line, err = skipped(from, err); err != nil {
 						return err
 					}
-				} else if err != nil {
-					return err
+					if line == nil {
+						continue
+					}
 				}
 				if rw != nil {
 					f.reset(line)
@@ -270,6 +245,39 @@ func (r *Relay) Run(ctx context.Context, toServer, toClient FrameRewrite) error 
 	}
 	return bothWays(ctx, func() { r.down.Close(); r.up.Close() },
 		copyFrames(r.down, r.up, toServer), back)
+}
+
+// skipped handles a frame that from's ReadFrame refused (err): a frame
+// over the size limit, or refused by the side's Guard (too complex, over
+// its memory budget). A request in it is answered with the error naming
+// the bound, and an answer in it becomes that error, returned as the frame
+// to relay in its place; the rest is dropped (nil), and the session goes
+// on. Any other error ends the session: it is returned.
+func skipped(from FrameConn, err error) ([]byte, error) {
+	var tooLarge *transport.FrameTooLargeError
+	var refused *transport.FrameRefusedError
+	if !errors.As(err, &tooLarge) && errors.As(err, &refused) {
+		if c, ok := from.(interface {
+			AnswerRefused(*transport.FrameRefusedError) error
+		}); ok {
+			if err := c.AnswerRefused(refused); err != nil {
+				return nil, err
+			}
+		}
+		return nil, nil
+	}
+	if tooLarge == nil {
+		return nil, err
+	}
+	reply := tooLarge.Reply()
+	if reply == nil {
+		log.Debugw("frame over the size limit dropped", "error", err)
+		return nil, nil // a notification, or an ID its ends do not show
+	}
+	if tooLarge.Request {
+		return nil, send(from, reply)
+	}
+	return jsonrpc.EncodeMessage(reply)
 }
 
 // RefuseSession answers the first request of a session that will not be
