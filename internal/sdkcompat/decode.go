@@ -39,55 +39,90 @@ func DecodeMessage(line []byte) (jsonrpc.Message, error) {
 // makes no valid ID: the message is then a request without one, and only
 // the raw id tells it from a notification. Like the message, rawID is a copy.
 func DecodeFrame(line []byte) (msg jsonrpc.Message, rawID []byte, err error) {
-	return decodeFrame(line, segjson.DontMatchCaseInsensitiveStructFields)
+	var d decoded
+	if err := d.decode(line, segjson.DontMatchCaseInsensitiveStructFields); err != nil {
+		return nil, nil, err
+	}
+	if d.isReq {
+		req := d.req
+		return &req, d.f.ID, nil
+	}
+	resp := d.resp
+	return &resp, d.f.ID, nil
 }
 
 // DecodeMessageView is DecodeMessage without the copies: the raw fields of
 // the message (a request's params, a response's result, an error's data)
 // are slices of line, valid only as long as line is. It is for a reader
 // that looks at a frame and lets it go (a relay's rewrites); what it keeps,
-// it copies.
+// it copies. A View decodes frame after frame without allocating the
+// message.
 func DecodeMessageView(line []byte) (jsonrpc.Message, error) {
-	msg, _, err := decodeFrame(line, segjson.DontMatchCaseInsensitiveStructFields|segjson.DontCopyRawMessage)
-	return msg, err
+	return new(View).Decode(line)
 }
 
-func decodeFrame(line []byte, flags segjson.ParseFlags) (msg jsonrpc.Message, rawID []byte, err error) {
+// A View decodes frames as DecodeMessageView does, into itself: the message
+// it returns is valid until its next Decode (and its raw fields as long as
+// the frame is).
+type View struct{ d decoded }
+
+// Decode decodes line into v.
+func (v *View) Decode(line []byte) (jsonrpc.Message, error) {
+	if err := v.d.decode(line, segjson.DontMatchCaseInsensitiveStructFields|segjson.DontCopyRawMessage); err != nil {
+		return nil, err
+	}
+	if v.d.isReq {
+		return &v.d.req, nil
+	}
+	return &v.d.resp, nil
+}
+
+// decoded is a frame decoded: its wire form and the message it is.
+type decoded struct {
+	f     wireFrame
+	isReq bool
+	req   jsonrpc.Request
+	resp  jsonrpc.Response
+}
+
+func (d *decoded) decode(line []byte, flags segjson.ParseFlags) error {
+	*d = decoded{}
 	if err := checkDepth(line, 1000); err != nil {
-		return nil, nil, err
+		return err
 	}
-	var f wireFrame
-	rest, err := segjson.Parse(line, &f, flags)
+	rest, err := segjson.Parse(line, &d.f, flags)
 	if err != nil {
-		return nil, nil, fmt.Errorf("unmarshaling jsonrpc message: %w", err)
+		return fmt.Errorf("unmarshaling jsonrpc message: %w", err)
 	}
+	f := &d.f
 	if len(bytes.TrimSpace(rest)) != 0 {
-		return nil, nil, errors.New("unmarshaling jsonrpc message: data after the message")
+		return errors.New("unmarshaling jsonrpc message: data after the message")
 	}
 	if f.VersionTag.s != "2.0" {
-		return nil, nil, fmt.Errorf("invalid message version tag %q; expected %q", f.VersionTag.s, "2.0")
+		return fmt.Errorf("invalid message version tag %q; expected %q", f.VersionTag.s, "2.0")
 	}
 	id, err := makeID(f.ID)
 	if err != nil {
-		return nil, nil, err
+		return err
 	}
 	if len(f.Method) > 0 {
 		method, ok := commonMethod(f.Method)
 		if !ok {
 			if _, err := segjson.Parse(f.Method, &method, segjson.DontMatchCaseInsensitiveStructFields); err != nil {
-				return nil, nil, fmt.Errorf("unmarshaling jsonrpc message: %w", err)
+				return fmt.Errorf("unmarshaling jsonrpc message: %w", err)
 			}
 		}
-		return &jsonrpc.Request{Method: method, ID: id, Params: f.Params}, f.ID, nil
+		d.isReq, d.req = true, jsonrpc.Request{Method: method, ID: id, Params: f.Params}
+		return nil
 	}
 	if !id.IsValid() {
-		return nil, nil, errors.New("JSON RPC invalid request")
+		return errors.New("JSON RPC invalid request")
 	}
-	resp := &jsonrpc.Response{ID: id, Result: f.Result}
+	d.resp = jsonrpc.Response{ID: id, Result: f.Result}
 	if f.Error != nil {
-		resp.Error = f.Error
+		d.resp.Error = f.Error
 	}
-	return resp, f.ID, nil
+	return nil
 }
 
 // commonMethod returns the method raw (a JSON string) names if it is one

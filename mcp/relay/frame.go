@@ -33,6 +33,7 @@ type Frame struct {
 	b []byte
 
 	decoded bool
+	view    sdkcompat.View // the envelope, decoded into it
 	msg     jsonrpc.Message
 	err     error
 
@@ -160,11 +161,13 @@ func (f *Frame) HasKeyEscape() bool {
 }
 
 // Message returns the frame's JSON-RPC envelope, decoded once (params and
-// results stay raw: slices of the frame).
+// results stay raw: slices of the frame). The message is the frame's: it
+// shows the frame again once the frame is changed, and is valid only while
+// the rewrites run.
 func (f *Frame) Message() (jsonrpc.Message, error) {
 	if !f.decoded {
 		f.decoded = true
-		f.msg, f.err = sdkcompat.DecodeMessageView(f.b)
+		f.msg, f.err = f.view.Decode(f.b)
 	}
 	return f.msg, f.err
 }
@@ -316,6 +319,17 @@ var (
 	taskFieldColon       = []byte(`"` + taskKey + `":`)
 	delegationFieldColon = []byte(`"` + delegationKey + `":`)
 )
+
+// IsPlainString reports whether b is written the same inside a JSON string:
+// printable ASCII with no quote nor backslash.
+func IsPlainString(b []byte) bool {
+	for _, c := range b {
+		if c < 0x20 || c >= 0x7f || c == '"' || c == '\\' {
+			return false
+		}
+	}
+	return true
+}
 
 // AppendString appends s to b as a JSON string (as encoding/json writes
 // it, but for the HTML characters, which it writes plainly).

@@ -62,13 +62,14 @@ type RelaySession struct {
 
 // relayedCall is a relayed tools/call in flight.
 type relayedCall struct {
-	id    jsonrpc.ID
-	entry *tasks.Entry
-	meta  *tasks.Meta // the task's own context
-	hop   tasks.Hop   // this node's part, for failures that start here
-	child *tasks.Hop  // the call passed on (relay hops)
-	token string
-	timer *time.Timer
+	id       jsonrpc.ID
+	entry    *tasks.Entry
+	meta     *tasks.Meta // the task's own context
+	hop      tasks.Hop   // this node's part, for failures that start here
+	child    *tasks.Hop  // the call passed on (relay hops): childHop, or nil
+	childHop tasks.Hop
+	token    string
+	timer    *time.Timer
 }
 
 // Relay returns the task layer of a session that the node relays, under
@@ -187,9 +188,16 @@ func (s *RelaySession) begin(f *relay.Frame, req *jsonrpc.Request) error {
 		} else {
 			e.AddChild(tasks.Hop{Task: child.ID, Peer: s.targetText, Server: s.target.Server, Tool: head.Name})
 		}
-		c.child = &tasks.Hop{Task: child.ID, Peer: s.targetText, Server: s.target.Server, Tool: head.Name}
-		text := child.String()
-		next := relay.AppendString(make([]byte, 0, len(text)+2), text)
+		c.childHop = tasks.Hop{Task: child.ID, Peer: s.targetText, Server: s.target.Server, Tool: head.Name}
+		c.child = &c.childHop
+		var buf [512]byte
+		text := child.AppendText(buf[:0])
+		var next []byte
+		if relay.IsPlainString(text) {
+			next = append(append(append(make([]byte, 0, len(text)+2), '"'), text...), '"')
+		} else {
+			next = relay.AppendString(nil, string(text))
+		}
 		if err := f.SetMeta(tasks.MetaKey, head.Task, next); err != nil {
 			e.Finish(tasks.Failed, nil, err, &c.hop)
 			return refuse("%v", err)
