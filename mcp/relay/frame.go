@@ -44,9 +44,10 @@ type Frame struct {
 	escapes int8 // 0: not looked at yet; 1: none; 2: HasKeyEscape(b)
 	edits   []metaEdit
 
-	// out is where Bytes makes the frame with its changes: reused from
-	// frame to frame by the relay (see reset).
-	out []byte
+	// out is where Bytes makes the frame with its changes, and kept holds
+	// the new values of the changes: both reused from frame to frame by the
+	// relay (see reset).
+	out, kept []byte
 
 	dropped bool
 	reply   []byte
@@ -69,11 +70,25 @@ const maxKeptBuffer = 64 << 10
 
 // reset makes f the frame b, keeping the buffers of the last one.
 func (f *Frame) reset(b []byte) {
-	out, edits := f.out[:0], f.edits[:0]
+	out, kept, edits := f.out[:0], f.kept[:0], f.edits[:0]
 	if cap(out) > maxKeptBuffer {
 		out = nil
 	}
-	*f = Frame{b: b, out: out, edits: edits}
+	*f = Frame{b: b, out: out, kept: kept, edits: edits}
+}
+
+// keep copies b, a change's new value, into the frame's buffer for them.
+func (f *Frame) keep(b []byte) []byte {
+	if len(f.kept)+len(b) > cap(f.kept) {
+		if len(b) > maxKeptBuffer/2 {
+			return bytes.Clone(b)
+		}
+		// The values kept so far stay where they are, in the old buffer.
+		f.kept = make([]byte, 0, min(max(2*cap(f.kept), len(b), 1024), maxKeptBuffer))
+	}
+	start := len(f.kept)
+	f.kept = append(f.kept, b...)
+	return f.kept[start:len(f.kept):len(f.kept)]
 }
 
 // Bytes returns the frame as it goes on: with the changes asked for (made
@@ -247,20 +262,21 @@ func nonNull(raw json.RawMessage) json.RawMessage {
 }
 
 // SetMeta sets the _meta field key of the frame, a request, to next (raw
-// JSON), where old is its value as read (Call; nil when the request has
-// none). The change is made in place, when the frame goes on, where the key
+// JSON, copied: the caller may reuse it), where old is its value as read
+// (Call; nil when the request has none). The change is made in place, when the frame goes on, where the key
 // is written once in the frame, plainly, followed by old: then that one key
 // is the one the next node reads, and not, say, a field of the arguments.
 // Otherwise the request is encoded again now, with the changes asked for
 // before, the top level of its params and their _meta re-encoded (the other
 // fields stay raw bytes).
 func (f *Frame) SetMeta(key string, old, next json.RawMessage) error {
+	value := f.keep(next) // next does not escape: the caller may build it on its stack
 	if old != nil {
 		if at, field, ok := f.fieldAt(key, old); ok {
 			end := at + len(field) + len(old)
 			overlaps := slices.ContainsFunc(f.edits, func(e metaEdit) bool { return at < e.at+e.n && e.at < end })
 			if !overlaps {
-				f.edits = append(f.edits, metaEdit{at: at, n: end - at, key: field, next: next})
+				f.edits = append(f.edits, metaEdit{at: at, n: end - at, key: field, next: value})
 				return nil
 			}
 		}
@@ -274,7 +290,7 @@ func (f *Frame) SetMeta(key string, old, next json.RawMessage) error {
 	if !ok {
 		return errors.New("set _meta: the frame is not a request")
 	}
-	params, err := SetMetaField(req.Params, key, next)
+	params, err := SetMetaField(req.Params, key, value)
 	if err != nil {
 		return err
 	}

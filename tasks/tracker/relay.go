@@ -190,13 +190,12 @@ func (s *RelaySession) begin(f *relay.Frame, req *jsonrpc.Request) error {
 		}
 		c.childHop = tasks.Hop{Task: child.ID, Peer: s.targetText, Server: s.target.Server, Tool: head.Name}
 		c.child = &c.childHop
-		var buf [512]byte
-		text := child.AppendText(buf[:0])
-		var next []byte
-		if relay.IsPlainString(text) {
-			next = append(append(append(make([]byte, 0, len(text)+2), '"'), text...), '"')
+		var buf [512]byte // SetMeta copies it
+		next := child.AppendText(append(buf[:0], '"'))
+		if relay.IsPlainString(next[1:]) {
+			next = append(next, '"')
 		} else {
-			next = relay.AppendString(nil, string(text))
+			next = relay.AppendString(nil, string(next[1:]))
 		}
 		if err := f.SetMeta(tasks.MetaKey, head.Task, next); err != nil {
 			e.Finish(tasks.Failed, nil, err, &c.hop)
