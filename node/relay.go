@@ -122,9 +122,8 @@ func (n *Node) runRelay(ctx context.Context, name string, caller lpeer.ID, down,
 			return err
 		}
 		if trustToClient != nil {
-			f := relay.NewFrame(frame)
-			if err := trustToClient(f); err == nil && !f.Dropped() {
-				frame = f.Bytes()
+			if fwd, _, err := relay.Apply(trustToClient, frame); err == nil && fwd != nil {
+				frame = fwd
 			}
 		}
 		return r.WriteToClient(frame)

@@ -294,6 +294,12 @@ func (f *Frame) SetMeta(key string, old, next json.RawMessage) error {
 	if err != nil {
 		return err
 	}
+	return f.ReplaceParams(req, params)
+}
+
+// ReplaceParams makes the frame the request req (the frame's, as Message
+// read it) with params, encoded again.
+func (f *Frame) ReplaceParams(req *jsonrpc.Request, params json.RawMessage) error {
 	out := *req
 	out.Params = params
 	b, err := jsonrpc.EncodeMessage(&out)
@@ -302,6 +308,19 @@ func (f *Frame) SetMeta(key string, old, next json.RawMessage) error {
 	}
 	f.Replace(b)
 	return nil
+}
+
+// Apply runs rw on frame as a Relay does, and returns the frame to pass on
+// (nil if rw dropped it) and the answer rw gave in its place (nil for none).
+func Apply(rw FrameRewrite, frame []byte) (forward, reply []byte, err error) {
+	f := NewFrame(frame)
+	if err := rw(f); err != nil {
+		return nil, nil, err
+	}
+	if !f.Dropped() {
+		forward = f.Bytes()
+	}
+	return forward, f.Reply(), nil
 }
 
 // fieldAt finds "key":old in the frame where the key is written once,

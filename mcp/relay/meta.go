@@ -64,14 +64,7 @@ func StripMeshMeta(f *Frame) error {
 	if err != nil || !changed {
 		return nil // not ours to judge: the server answers bad params
 	}
-	out := *req
-	out.Params = params
-	b, err := jsonrpc.EncodeMessage(&out)
-	if err != nil {
-		return err
-	}
-	f.Replace(b)
-	return nil
+	return f.ReplaceParams(req, params)
 }
 
 // stripMeta removes the mesh's keys from params._meta, re-encoding the top

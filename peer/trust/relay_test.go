@@ -31,7 +31,7 @@ func TestRelayAdmissionEndsOnAnswerCancelOrSessionEnd(t *testing.T) {
 
 	call := func(id string) (refused bool) {
 		t.Helper()
-		out, reply, err := rewrite(toServer, []byte(`{"jsonrpc":"2.0","id":`+id+`,"method":"tools/call","params":{"name":"echo"}}`))
+		out, reply, err := relay.Apply(toServer, []byte(`{"jsonrpc":"2.0","id":`+id+`,"method":"tools/call","params":{"name":"echo"}}`))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -48,7 +48,7 @@ func TestRelayAdmissionEndsOnAnswerCancelOrSessionEnd(t *testing.T) {
 		if dir == nil {
 			t.Fatal("no rewrite")
 		}
-		if _, _, err := rewrite(dir, []byte(frame)); err != nil {
+		if _, _, err := relay.Apply(dir, []byte(frame)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -108,7 +108,7 @@ func FuzzRelayTrust(f *testing.F) {
 	f.Fuzz(func(t *testing.T, fromClient, fromServer []byte) {
 		toServer, toClient, end := g.RelayRewrites(caller, "far", target, nil, func(jsonrpc.Message) error { return nil })
 		for _, frame := range [][]byte{fromClient, fromClient} { // twice: a reused request ID
-			fwd, reply, err := rewrite(toServer, slices.Clone(frame))
+			fwd, reply, err := relay.Apply(toServer, slices.Clone(frame))
 			_, derr := sdkcompat.DecodeMessage(frame)
 			if err != nil && derr == nil {
 				t.Fatalf("a client frame that decodes broke the session: %v\n%q", err, frame)
@@ -117,7 +117,7 @@ func FuzzRelayTrust(f *testing.F) {
 				t.Fatalf("a client frame both passed on and answered: %q", frame)
 			}
 		}
-		if _, _, err := rewrite(toClient, slices.Clone(fromServer)); err != nil {
+		if _, _, err := relay.Apply(toClient, slices.Clone(fromServer)); err != nil {
 			if _, derr := sdkcompat.DecodeMessage(fromServer); derr == nil && !strings.Contains(err.Error(), "answer from") {
 				t.Fatalf("a server frame that decodes broke the session: %v\n%q", err, fromServer)
 			}
@@ -137,19 +137,6 @@ func FuzzRelayTrust(f *testing.F) {
 			release()
 		}
 	})
-}
-
-// rewrite runs rw on frame as a relay does: what it passes on (nil if it
-// dropped the frame), what it answers in its place.
-func rewrite(rw relay.FrameRewrite, frame []byte) (fwd, reply []byte, err error) {
-	f := relay.NewFrame(frame)
-	if err := rw(f); err != nil {
-		return nil, nil, err
-	}
-	if !f.Dropped() {
-		fwd = f.Bytes()
-	}
-	return fwd, f.Reply(), nil
 }
 
 // newGuard returns the trust layer of a node with a fresh key, the policy

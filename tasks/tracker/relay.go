@@ -468,14 +468,8 @@ func (s *RelaySession) question(f *relay.Frame, req *jsonrpc.Request) {
 	if parent != "" {
 		v, _ = json.Marshal(map[string]string{"task": parent})
 	}
-	params, err := relay.SetMetaField(req.Params, tasks.AskKey, v)
-	if err != nil {
-		return
-	}
-	out := *req
-	out.Params = params
-	if b, err := jsonrpc.EncodeMessage(&out); err == nil {
-		f.Replace(b)
+	if params, err := relay.SetMetaField(req.Params, tasks.AskKey, v); err == nil {
+		f.ReplaceParams(req, params) // on failure, the question goes as it came
 	}
 }
 

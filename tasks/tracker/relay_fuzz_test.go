@@ -59,7 +59,7 @@ func FuzzRelayFrames(f *testing.F) {
 			func(jsonrpc.Message) error { return nil }, func(jsonrpc.Message) error { return nil })
 		defer s.End(nil)
 		in := slices.Clone(frame)
-		fwd, reply, err := rewrite(s.ToServer, in)
+		fwd, reply, err := relay.Apply(s.ToServer, in)
 		if !bytes.Equal(in, frame) {
 			t.Fatal("the rewrite changed its input frame")
 		}
@@ -98,19 +98,6 @@ func FuzzRelayFrames(f *testing.F) {
 			checkChild(t, tr, req, oreq)
 		}
 	})
-}
-
-// rewrite runs rw on frame as a relay does: what it passes on (nil if it
-// dropped the frame), what it answers in its place.
-func rewrite(rw relay.FrameRewrite, frame []byte) (fwd, reply []byte, err error) {
-	f := relay.NewFrame(frame)
-	if err := rw(f); err != nil {
-		return nil, nil, err
-	}
-	if !f.Dropped() {
-		fwd = f.Bytes()
-	}
-	return fwd, f.Reply(), nil
 }
 
 // checkChild checks the task context the relay passed on: if the next
