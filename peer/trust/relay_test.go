@@ -224,3 +224,25 @@ func TestDelegationCacheTellsChainsApart(t *testing.T) {
 		t.Fatal("a changed chain verified (taken from the cache?)")
 	}
 }
+
+// TestRelayJudgesCallsWhateverTheirMeta sends a relay calls to a tool the
+// policy does not grant, with _meta values of the wrong types: each is
+// refused all the same. (The trust layer once read the task context as a
+// string and passed on, unjudged, a call whose context was a number.)
+func TestRelayJudgesCallsWhateverTheirMeta(t *testing.T) {
+	pol, err := policy.Parse([]byte(`{"grants":[{"peers":["*"],"server":"far","tools":["echo"]}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := newGuard(t, pol, limits.Config{Rate: -1, Strikes: -1})
+	toServer, _, end := g.RelayRewrites(lpeer.ID("caller-node-id"), "far", Target{Peer: lpeer.ID("far-node-id"), Server: "node"}, nil,
+		func(jsonrpc.Message) error { return nil })
+	defer end(nil)
+	for _, meta := range []string{`{}`, `{"io.mcpmesh/task":1}`, `{"io.mcpmesh/task":{"x":1}}`, `{"progressToken":{"a":[1]}}`, `null`} {
+		frame := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"pay","_meta":` + meta + `}}`
+		fwd, reply, err := relay.Apply(toServer, []byte(frame))
+		if err != nil || fwd != nil || !strings.Contains(string(reply), "not permitted") {
+			t.Errorf("%s: passed %q, answered %q (%v)", frame, fwd, reply, err)
+		}
+	}
+}
