@@ -18,7 +18,7 @@ const (
 	// 222 allocations measured.
 	meshCallBytes, meshCallAllocs = 256 << 10, 256
 	// What a --share-peer relay hop adds (BenchmarkRelay, via-relay
-	// against direct): 3.4 KB and 42–43 allocations measured, the relayed
+	// against direct): 3.4–3.6 KB and 42–43 allocations measured, the relayed
 	// call being a task of the relay (tracker.Relay), its frame decoded
 	// once for the trust and task layers (relay.Frame); 15 KB and 135
 	// before that. Issue 12's target is 4 KB.
