@@ -28,7 +28,7 @@ targets=(
   "./discovery/ FuzzCardContents"
   "./tasks/ FuzzParse"
   "./tasks/ FuzzDecodeMeta"
-  "./mcp/relay/ FuzzRelayFrames"
+  "./tasks/tracker/ FuzzRelayFrames"
   "./peer/trust/ FuzzRelayTrust"
   "./peer/delegation/ FuzzDecodeChain"
   "./node/ FuzzServedSession"

@@ -122,7 +122,7 @@ func (n *Node) runRelay(ctx context.Context, name string, caller lpeer.ID, down,
 			return err
 		}
 		if trustToClient != nil {
-			if fwd, _, err := trustToClient(frame); err == nil && fwd != nil {
+			if fwd, _, err := relay.Apply(trustToClient, frame); err == nil && fwd != nil {
 				frame = fwd
 			}
 		}

@@ -157,6 +157,30 @@ func (m *Meta) Encode(meta map[string]any) {
 	}
 }
 
+// AppendText appends the wire form of m (String) to b.
+func (m *Meta) AppendText(b []byte) []byte {
+	parent := m.Parent
+	if parent == "" {
+		parent = "-"
+	}
+	b = append(append(append(append(b, m.ID...), ' '), m.Root...), ' ')
+	b = append(append(b, parent...), ' ')
+	b = append(strconv.AppendInt(b, int64(m.Budget), 10), ' ')
+	b = append(strconv.AppendInt(b, m.TimeoutMs, 10), ' ')
+	if m.Detach {
+		b = append(b, '1', ' ')
+	} else {
+		b = append(b, '0', ' ')
+	}
+	for i, p := range m.Path {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, p...)
+	}
+	return b
+}
+
 // String returns the wire form of m (see Encode).
 func (m *Meta) String() string {
 	parent := m.Parent

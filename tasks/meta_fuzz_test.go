@@ -50,6 +50,9 @@ func FuzzParse(f *testing.F) {
 		if !reflect.DeepEqual(back, m) {
 			t.Fatalf("round trip of %q: %+v, then %+v", s, m, back)
 		}
+		if text := string(m.AppendText([]byte("x"))); text != "x"+m.String() {
+			t.Fatalf("%q: AppendText %q, String %q", s, text, m.String())
+		}
 		if m.TimeoutMs > 0 && m.Timeout() <= 0 {
 			t.Fatalf("%q: %d ms left is a timeout of %v", s, m.TimeoutMs, m.Timeout())
 		}

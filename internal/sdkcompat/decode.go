@@ -13,7 +13,7 @@ import (
 // wireFrame is one JSON-RPC message as it crosses the stream. Method stays raw
 // so that a present but empty method is told apart from none.
 type wireFrame struct {
-	VersionTag string          `json:"jsonrpc"`
+	VersionTag versionTag      `json:"jsonrpc"`
 	ID         json.RawMessage `json:"id,omitempty"`
 	Method     json.RawMessage `json:"method"`
 	Params     json.RawMessage `json:"params,omitempty"`
@@ -39,44 +39,132 @@ func DecodeMessage(line []byte) (jsonrpc.Message, error) {
 // makes no valid ID: the message is then a request without one, and only
 // the raw id tells it from a notification. Like the message, rawID is a copy.
 func DecodeFrame(line []byte) (msg jsonrpc.Message, rawID []byte, err error) {
-	if err := checkDepth(line, 1000); err != nil {
+	var d decoded
+	if err := d.decode(line, segjson.DontMatchCaseInsensitiveStructFields); err != nil {
 		return nil, nil, err
 	}
-	var f wireFrame
-	rest, err := segjson.Parse(line, &f, segjson.DontMatchCaseInsensitiveStructFields)
+	if d.isReq {
+		req := d.req
+		return &req, d.f.ID, nil
+	}
+	resp := d.resp
+	return &resp, d.f.ID, nil
+}
+
+// DecodeMessageView is DecodeMessage without the copies: the raw fields of
+// the message (a request's params, a response's result, an error's data)
+// are slices of line, valid only as long as line is. It is for a reader
+// that looks at a frame and lets it go (a relay's rewrites); what it keeps,
+// it copies. A View decodes frame after frame without allocating the
+// message.
+func DecodeMessageView(line []byte) (jsonrpc.Message, error) {
+	return new(View).Decode(line)
+}
+
+// A View decodes frames as DecodeMessageView does, into itself: the message
+// it returns is valid until its next Decode (and its raw fields as long as
+// the frame is).
+type View struct{ d decoded }
+
+// Decode decodes line into v.
+func (v *View) Decode(line []byte) (jsonrpc.Message, error) {
+	if err := v.d.decode(line, segjson.DontMatchCaseInsensitiveStructFields|segjson.DontCopyRawMessage); err != nil {
+		return nil, err
+	}
+	if v.d.isReq {
+		return &v.d.req, nil
+	}
+	return &v.d.resp, nil
+}
+
+// decoded is a frame decoded: its wire form and the message it is.
+type decoded struct {
+	f     wireFrame
+	isReq bool
+	req   jsonrpc.Request
+	resp  jsonrpc.Response
+}
+
+func (d *decoded) decode(line []byte, flags segjson.ParseFlags) error {
+	*d = decoded{}
+	if err := checkDepth(line, 1000); err != nil {
+		return err
+	}
+	rest, err := segjson.Parse(line, &d.f, flags)
 	if err != nil {
-		return nil, nil, fmt.Errorf("unmarshaling jsonrpc message: %w", err)
+		return fmt.Errorf("unmarshaling jsonrpc message: %w", err)
 	}
+	f := &d.f
 	if len(bytes.TrimSpace(rest)) != 0 {
-		return nil, nil, errors.New("unmarshaling jsonrpc message: data after the message")
+		return errors.New("unmarshaling jsonrpc message: data after the message")
 	}
-	if f.VersionTag != "2.0" {
-		return nil, nil, fmt.Errorf("invalid message version tag %q; expected %q", f.VersionTag, "2.0")
+	if f.VersionTag.s != "2.0" {
+		return fmt.Errorf("invalid message version tag %q; expected %q", f.VersionTag.s, "2.0")
 	}
 	id, err := makeID(f.ID)
 	if err != nil {
-		return nil, nil, err
+		return err
 	}
 	if len(f.Method) > 0 {
-		var method string
-		if _, err := segjson.Parse(f.Method, &method, segjson.DontMatchCaseInsensitiveStructFields); err != nil {
-			return nil, nil, fmt.Errorf("unmarshaling jsonrpc message: %w", err)
+		method, ok := commonMethod(f.Method)
+		if !ok {
+			if _, err := segjson.Parse(f.Method, &method, segjson.DontMatchCaseInsensitiveStructFields); err != nil {
+				return fmt.Errorf("unmarshaling jsonrpc message: %w", err)
+			}
 		}
-		return &jsonrpc.Request{Method: method, ID: id, Params: f.Params}, f.ID, nil
+		d.isReq, d.req = true, jsonrpc.Request{Method: method, ID: id, Params: f.Params}
+		return nil
 	}
 	if !id.IsValid() {
-		return nil, nil, errors.New("JSON RPC invalid request")
+		return errors.New("JSON RPC invalid request")
 	}
-	resp := &jsonrpc.Response{ID: id, Result: f.Result}
+	d.resp = jsonrpc.Response{ID: id, Result: f.Result}
 	if f.Error != nil {
-		resp.Error = f.Error
+		d.resp.Error = f.Error
 	}
-	return resp, f.ID, nil
+	return nil
+}
+
+// commonMethod returns the method raw (a JSON string) names if it is one
+// most frames carry, written plainly: read without a copy.
+func commonMethod(raw []byte) (string, bool) {
+	if len(raw) < 2 || raw[0] != '"' || raw[len(raw)-1] != '"' {
+		return "", false
+	}
+	switch m := raw[1 : len(raw)-1]; string(m) {
+	case "tools/call":
+		return "tools/call", true
+	case "tools/list":
+		return "tools/list", true
+	case "notifications/progress":
+		return "notifications/progress", true
+	case "notifications/cancelled":
+		return "notifications/cancelled", true
+	case "ping":
+		return "ping", true
+	}
+	return "", false
+}
+
+// versionTag is the "jsonrpc" member of a frame, a string: read without a
+// copy when it is written "2.0" plainly, as every frame has it.
+type versionTag struct{ s string }
+
+func (v *versionTag) UnmarshalJSON(b []byte) error {
+	if string(b) == `"2.0"` {
+		v.s = "2.0"
+		return nil
+	}
+	_, err := segjson.Parse(b, &v.s, segjson.DontMatchCaseInsensitiveStructFields)
+	return err
 }
 
 // makeID is jsonrpc.MakeID of the value raw holds, as the SDK's decoder
 // reads it (a number as a float64).
 func makeID(raw json.RawMessage) (jsonrpc.ID, error) {
+	if n, ok := smallInt(raw); ok {
+		return jsonrpc.MakeID(float64(n)) // exact: as the SDK reads it
+	}
 	var v any
 	if len(raw) > 0 {
 		if _, err := segjson.Parse(raw, &v, 0); err != nil {
@@ -84,6 +172,29 @@ func makeID(raw json.RawMessage) (jsonrpc.ID, error) {
 		}
 	}
 	return jsonrpc.MakeID(v)
+}
+
+// smallInt reads raw if it is a JSON integer of at most 15 digits (one a
+// float64 holds exactly), as frames' ids are.
+func smallInt(raw []byte) (int64, bool) {
+	digits := raw
+	if len(digits) > 0 && digits[0] == '-' {
+		digits = digits[1:]
+	}
+	if len(digits) == 0 || len(digits) > 15 || digits[0] == '0' && len(digits) > 1 {
+		return 0, false
+	}
+	var n int64
+	for _, c := range digits {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int64(c-'0')
+	}
+	if len(digits) < len(raw) {
+		n = -n
+	}
+	return n, true
 }
 
 // checkDepth bounds JSON nesting as the SDK's decoder does (1000 levels).

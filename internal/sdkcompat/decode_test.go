@@ -61,6 +61,9 @@ func TestDecodeFrameMatchesSDK(t *testing.T) {
 		if werr == nil && !reflect.DeepEqual(normalize(want), normalize(got)) {
 			t.Errorf("%.80s:\n SDK  %#v\n ours %#v", frame, want, got)
 		}
+		if view, verr := DecodeMessageView([]byte(frame)); (verr == nil) != (gerr == nil) || !reflect.DeepEqual(normalize(view), normalize(got)) {
+			t.Errorf("%.80s: the view decodes otherwise: %#v (%v)", frame, view, verr)
+		}
 	}
 }
 
@@ -102,6 +105,9 @@ func FuzzDecodeFrame(f *testing.F) {
 		}
 		if werr == nil && !reflect.DeepEqual(normalize(want), normalize(got)) {
 			t.Fatalf("%q:\n SDK  %#v\n ours %#v", frame, want, got)
+		}
+		if view, verr := DecodeMessageView(frame); (verr == nil) != (gerr == nil) || !reflect.DeepEqual(normalize(view), normalize(got)) {
+			t.Fatalf("%q: the view decodes otherwise: %#v (%v)", frame, view, verr)
 		}
 	})
 }

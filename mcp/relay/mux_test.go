@@ -263,10 +263,11 @@ func TestStripMeshMeta(t *testing.T) {
 			`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t"}}`},
 		{`{"jsonrpc":"2.0","id":1,"result":{"_meta":{"io.mcpmesh/task":"x"}}}`, ``}, // an answer is the client's own
 	} {
-		out, reply, err := StripMeshMeta([]byte(c.in))
-		if err != nil || reply != nil {
-			t.Fatalf("%s: %v %s", c.in, err, reply)
+		f := NewFrame([]byte(c.in))
+		if err := StripMeshMeta(f); err != nil || f.Dropped() {
+			t.Fatalf("%s: %v (dropped: %v)", c.in, err, f.Dropped())
 		}
+		out := f.Bytes()
 		want := c.want
 		if want == "" {
 			want = c.in

@@ -109,10 +109,11 @@ func bothWays(ctx context.Context, closeBoth func(), there, back func(context.Co
 	return end
 }
 
-// FrameRewrite may change a frame on its way through a Relay: it returns
-// the frame to pass on (nil to drop it) and a frame to send back to where it
-// came from instead (nil for none). frame is valid only during the call.
-type FrameRewrite func(frame []byte) (forward, reply []byte, err error)
+// FrameRewrite may change a frame on its way through a Relay (see Frame):
+// drop it, answer it in its place, change the mesh's _meta of a request,
+// replace it. An error breaks the session. The frame and its views are
+// valid only during the call.
+type FrameRewrite func(f *Frame) error
 
 // FrameConn is one side of a relayed session, read and written frame by
 // frame: a libp2p stream ([transport.Conn]), a program's standard input and
@@ -196,57 +197,34 @@ func send(c FrameConn, msg jsonrpc.Message) error {
 func (r *Relay) Run(ctx context.Context, toServer, toClient FrameRewrite) error {
 	copyFrames := func(from, to FrameConn, rw FrameRewrite) func(context.Context) error {
 		return func(context.Context) error {
+			var f Frame // each frame of this direction in turn, its buffers reused
 			for {
 				line, err := from.ReadFrame()
-				var tooLarge *transport.FrameTooLargeError
-				var refused *transport.FrameRefusedError
-				if !errors.As(err, &tooLarge) && errors.As(err, &refused) {
-					// Refused by the side's Guard (too complex, over its
-					// memory budget): a request is answered with the error
-					// naming the bound, the rest dropped; the session goes on.
-					if c, ok := from.(interface {
-						AnswerRefused(*transport.FrameRefusedError) error
-					}); ok {
-						if err := c.AnswerRefused(refused); err != nil {
-							return err
-						}
-					}
-					continue
-				}
-				if errors.As(err, &tooLarge) {
-					reply := tooLarge.Reply()
-					if reply == nil {
-						log.Debugw("frame over the size limit dropped", "error", err)
-						continue // a notification, or an ID its ends do not show
-					}
-					if tooLarge.Request {
-						if err := send(from, reply); err != nil {
-							return err
-						}
-						continue
-					}
-					if line, err = jsonrpc.EncodeMessage(reply); err != nil {
+				if err != nil {
+					if line, err = skipped(from, err); err != nil {
 						return err
 					}
-				} else if err != nil {
-					return err
+					if line == nil {
+						continue
+					}
 				}
 				if rw != nil {
-					fwd, reply, err := rw(line)
-					if err != nil {
+					f.reset(line)
+					if err := rw(&f); err != nil {
 						if b, ok := from.(breaker); ok {
 							b.Break(err)
 						}
 						return err
 					}
-					if reply != nil {
+					if reply := f.Reply(); reply != nil {
 						if err := from.WriteFrame(reply); err != nil {
 							return err
 						}
 					}
-					if line = fwd; line == nil {
+					if f.Dropped() {
 						continue
 					}
+					line = f.Bytes()
 				}
 				if err := to.WriteFrame(line); err != nil {
 					return err
@@ -267,6 +245,39 @@ func (r *Relay) Run(ctx context.Context, toServer, toClient FrameRewrite) error 
 	}
 	return bothWays(ctx, func() { r.down.Close(); r.up.Close() },
 		copyFrames(r.down, r.up, toServer), back)
+}
+
+// skipped handles a frame that from's ReadFrame refused (err): a frame
+// over the size limit, or refused by the side's Guard (too complex, over
+// its memory budget). A request in it is answered with the error naming
+// the bound, and an answer in it becomes that error, returned as the frame
+// to relay in its place; the rest is dropped (nil), and the session goes
+// on. Any other error ends the session: it is returned.
+func skipped(from FrameConn, err error) ([]byte, error) {
+	var tooLarge *transport.FrameTooLargeError
+	var refused *transport.FrameRefusedError
+	if !errors.As(err, &tooLarge) && errors.As(err, &refused) {
+		if c, ok := from.(interface {
+			AnswerRefused(*transport.FrameRefusedError) error
+		}); ok {
+			if err := c.AnswerRefused(refused); err != nil {
+				return nil, err
+			}
+		}
+		return nil, nil
+	}
+	if tooLarge == nil {
+		return nil, err
+	}
+	reply := tooLarge.Reply()
+	if reply == nil {
+		log.Debugw("frame over the size limit dropped", "error", err)
+		return nil, nil // a notification, or an ID its ends do not show
+	}
+	if tooLarge.Request {
+		return nil, send(from, reply)
+	}
+	return jsonrpc.EncodeMessage(reply)
 }
 
 // RefuseSession answers the first request of a session that will not be

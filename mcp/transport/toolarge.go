@@ -4,8 +4,8 @@ import (
 	"bytes"
 	"fmt"
 
+	"github.com/mcpmesh/mcpmesh/internal/sdkcompat"
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
-	segjson "github.com/segmentio/encoding/json"
 )
 
 // FrameTooLargeError is a frame over a conn's limit that was skipped: the
@@ -169,16 +169,12 @@ func tailID(b []byte) jsonrpc.ID {
 	return parseID(value)
 }
 
+// parseID reads an id as the SDK's decoder does (invalid if raw is none).
 func parseID(raw []byte) jsonrpc.ID {
-	var v any
-	if _, err := segjson.Parse(raw, &v, 0); err != nil {
-		return jsonrpc.ID{}
+	if id, err := sdkcompat.DecodeID(raw); err == nil {
+		return id
 	}
-	id, err := jsonrpc.MakeID(v)
-	if err != nil {
-		return jsonrpc.ID{}
-	}
-	return id
+	return jsonrpc.ID{}
 }
 
 func skipSpace(b []byte, i int) int {

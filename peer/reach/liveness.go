@@ -49,8 +49,11 @@ type Lost struct {
 // and the handlers serving it are cancelled. The swarm's dial backoff for the
 // peer is cleared, so the first call once the link heals dials at once.
 //
-// A peer nobody holds costs nothing: no goroutine, no ping. A hold shorter
-// than one interval sends no ping at all.
+// A peer nobody holds costs nothing: no ping, and no goroutine either once
+// an interval has passed since its last hold (the watch waits that long for
+// the next one, so that a peer called again and again, one short call after
+// another, is not a new goroutine and timer per call). A hold shorter than
+// one interval sends no ping at all.
 type Liveness struct {
 	h                 host.Host
 	interval, timeout time.Duration
@@ -68,6 +71,7 @@ type Liveness struct {
 
 type watch struct {
 	refs   int
+	since  time.Time // when refs last went from 0 to 1
 	cancel context.CancelFunc
 }
 
@@ -100,23 +104,36 @@ func (l *Liveness) Hold(p peer.ID) (release func()) {
 		w = &watch{cancel: cancel}
 		l.watches[p] = w
 		l.wg.Add(1)
-		go l.watch(ctx, p)
+		go l.watch(ctx, p, w)
+	}
+	if w.refs == 0 {
+		w.since = time.Now()
 	}
 	w.refs++
-	var once sync.Once
-	return func() { once.Do(func() { l.release(p, w) }) }
+	var released atomic.Bool
+	return func() {
+		if released.CompareAndSwap(false, true) {
+			l.mu.Lock()
+			w.refs--
+			l.mu.Unlock()
+		}
+	}
 }
 
-func (l *Liveness) release(p peer.ID, w *watch) {
+// due says what the watch w of p does at its timer: end (no hold since the
+// last interval began: it is let go), wait longer (held for less than an
+// interval), or ping.
+func (l *Liveness) due(p peer.ID, w *watch) (end bool, wait time.Duration) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	w.refs--
 	if w.refs == 0 {
 		w.cancel()
 		if l.watches[p] == w {
 			delete(l.watches, p)
 		}
+		return true, 0
 	}
+	return false, l.interval - time.Since(w.since)
 }
 
 // Close stops every watch and waits for them.
@@ -156,7 +173,12 @@ type LivenessStats struct {
 // Stats returns the checker's counters.
 func (l *Liveness) Stats() LivenessStats {
 	l.mu.Lock()
-	n := len(l.watches)
+	n := 0
+	for _, w := range l.watches {
+		if w.refs > 0 {
+			n++
+		}
+	}
 	l.mu.Unlock()
 	return LivenessStats{Watched: n, Pings: l.pings.Load(), Losses: l.losses.Load()}
 }
@@ -165,7 +187,7 @@ func (l *Liveness) Stats() LivenessStats {
 // cannot be watched, which is no reason to drop it.
 var errNoPing = errors.New("peer does not speak ping")
 
-func (l *Liveness) watch(ctx context.Context, p peer.ID) {
+func (l *Liveness) watch(ctx context.Context, p peer.ID, w *watch) {
 	defer l.wg.Done()
 	var s network.Stream
 	defer func() {
@@ -181,6 +203,12 @@ func (l *Liveness) watch(ctx context.Context, p peer.ID) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+		if end, wait := l.due(p, w); end {
+			return
+		} else if wait > 0 {
+			t.Reset(wait)
+			continue
 		}
 		if l.h.Network().Connectedness(p) == network.NotConnected {
 			// Nothing to watch: the streams on the last connection are gone

@@ -2,8 +2,10 @@ package trust
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
-	"strings"
+	"hash/maphash"
+	"slices"
 	"sync"
 	"time"
 
@@ -51,21 +53,51 @@ func OnBehalfOf(ctx context.Context) (lpeer.ID, bool) {
 // taken from the cache, and only its time, audience, caller and scope are
 // checked again.
 func (g *Guard) verifyDelegation(v any, caller lpeer.ID, server, tool string) (*delegated, error) {
-	key, ok := chainKey(v)
-	var dc *decodedChain
-	if ok {
-		dc = g.chains.get(key)
+	dc, err := g.decodeChain(v)
+	if err != nil {
+		return nil, err
 	}
+	return g.verifyDecoded(dc, caller, server, tool)
+}
+
+// verifyDelegationJSON is verifyDelegation of a chain as a relayed call
+// carries it: raw, its JSON. A chain seen before in the same spelling is
+// taken from the cache without being decoded at all.
+func (g *Guard) verifyDelegationJSON(raw []byte, caller lpeer.ID, server, tool string) (*delegated, error) {
+	dc := g.chains.getJSON(raw)
 	if dc == nil {
-		c, err := delegation.DecodeChain(v)
-		if err != nil {
+		var wire []string
+		if err := json.Unmarshal(raw, &wire); err != nil {
 			return nil, err
 		}
-		dc = &decodedChain{chain: c, text: c.String(), principal: c.Principal().String()}
-		if ok {
-			g.chains.put(key, dc)
+		var err error
+		if dc, err = g.decodeChain(wire); err != nil {
+			return nil, err
 		}
+		g.chains.putJSON(raw, dc)
 	}
+	return g.verifyDecoded(dc, caller, server, tool)
+}
+
+// decodeChain returns the chain v (its wire form, see
+// delegation.DecodeChain), from the cache if it was decoded before.
+func (g *Guard) decodeChain(v any) (*decodedChain, error) {
+	dc, h, ok := g.chains.get(v)
+	if dc != nil {
+		return dc, nil
+	}
+	c, err := delegation.DecodeChain(v)
+	if err != nil {
+		return nil, err
+	}
+	dc = &decodedChain{chain: c, text: c.String(), principal: c.Principal().String(), wire: wireOf(v)}
+	if ok {
+		g.chains.put(h, dc)
+	}
+	return dc, nil
+}
+
+func (g *Guard) verifyDecoded(dc *decodedChain, caller lpeer.ID, server, tool string) (*delegated, error) {
 	principal, err := dc.chain.Verify(caller, g.cfg.Self, server, tool, time.Now())
 	if err != nil {
 		return nil, err
@@ -74,37 +106,48 @@ func (g *Guard) verifyDelegation(v any, caller lpeer.ID, server, tool string) (*
 }
 
 // decodedChain is a chain whose signatures were checked, with its text
-// forms for audit records (base58 peer IDs cost microseconds to make).
+// forms for audit records (base58 peer IDs cost microseconds to make) and
+// its wire form (the cache's key).
 type decodedChain struct {
 	chain     *delegation.Chain
 	text      string
 	principal string
+	wire      []string
 }
 
-// chainKey is the cache key of a chain's wire form, the same whether the
-// JSON decoder gave it as []any (served calls) or []string (relayed ones).
-func chainKey(v any) (string, bool) {
+// wireOf copies a chain's wire form (a list of strings, see is).
+func wireOf(v any) []string {
 	switch l := v.(type) {
 	case []string:
-		var b strings.Builder
-		for _, s := range l {
-			b.WriteString(s)
-			b.WriteByte('\n')
-		}
-		return b.String(), true
+		return slices.Clone(l)
 	case []any:
-		var b strings.Builder
-		for _, e := range l {
-			s, ok := e.(string)
-			if !ok {
-				return "", false
-			}
-			b.WriteString(s)
-			b.WriteByte('\n')
+		w := make([]string, len(l))
+		for i, e := range l {
+			w[i], _ = e.(string)
 		}
-		return b.String(), true
+		return w
 	}
-	return "", false
+	return nil
+}
+
+// is reports whether v, a chain's wire form as the JSON decoder gave it
+// ([]any for served calls, []string for relayed ones), is dc's.
+func (dc *decodedChain) is(v any) bool {
+	switch l := v.(type) {
+	case []string:
+		return slices.Equal(l, dc.wire)
+	case []any:
+		if len(l) != len(dc.wire) {
+			return false
+		}
+		for i, e := range l {
+			if s, ok := e.(string); !ok || s != dc.wire[i] {
+				return false
+			}
+		}
+		return true
+	}
+	return false
 }
 
 // --- the calling side ---
@@ -157,28 +200,101 @@ func (g *Guard) extendDelegation(d *delegated, p lpeer.ID, server, tool string) 
 	return enc, nil
 }
 
-// chainCache keeps chains already decoded (signatures checked), by wire
-// form. Bounded: it starts over when full.
+// extendDelegationJSON is extendDelegation for a relayed call: the
+// delegation passed on as its JSON (shared: not to be changed).
+func (g *Guard) extendDelegationJSON(d *delegated, p lpeer.ID, server, tool string) (json.RawMessage, error) {
+	key := issuedKey{from: d.chain, to: p}
+	if e, ok := g.issued.entry(key, time.Now()); ok {
+		if err := d.chain.Covers(p, server, tool, time.Now()); err != nil {
+			return nil, fmt.Errorf("call %s/%s on %s for %s: %w", server, tool, identity.Short(p), identity.Short(d.principal), err)
+		}
+		return e.json, nil
+	}
+	enc, err := g.extendDelegation(d, p, server, tool)
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(enc)
+}
+
+// chainCache keeps chains already decoded (signatures checked), by a hash
+// of their wire form (an entry is taken only if its wire form is the same)
+// and, for relayed calls, by their JSON as it came (up to maxJSONKey
+// bytes). Bounded: each map starts over when full.
 type chainCache struct {
-	mu sync.Mutex
-	m  map[string]*decodedChain
+	mu     sync.Mutex
+	seed   maphash.Seed
+	seeded bool
+	m      map[uint64]*decodedChain
+	byJSON map[string]*decodedChain
+}
+
+// maxJSONKey bounds the JSON of a chain kept as a key of the cache: a
+// longer one is decoded each time (a chain of a few links is about 1 KB).
+const maxJSONKey = 8 << 10
+
+// get returns the chain whose wire form is v, if kept, and v's hash (ok is
+// false if v is no list of strings).
+func (c *chainCache) get(v any) (dc *decodedChain, h uint64, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.seeded {
+		c.seed, c.seeded = maphash.MakeSeed(), true
+	}
+	var mh maphash.Hash
+	mh.SetSeed(c.seed)
+	switch l := v.(type) {
+	case []string:
+		for _, s := range l {
+			mh.WriteString(s)
+			mh.WriteByte(0)
+		}
+	case []any:
+		for _, e := range l {
+			s, ok := e.(string)
+			if !ok {
+				return nil, 0, false
+			}
+			mh.WriteString(s)
+			mh.WriteByte(0)
+		}
+	default:
+		return nil, 0, false
+	}
+	h = mh.Sum64()
+	if dc = c.m[h]; dc != nil && !dc.is(v) {
+		dc = nil
+	}
+	return dc, h, true
+}
+
+func (c *chainCache) put(h uint64, v *decodedChain) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= chainCacheSize {
+		c.m = make(map[uint64]*decodedChain)
+	}
+	c.m[h] = v
 }
 
 const chainCacheSize = 4096
 
-func (c *chainCache) get(k string) *decodedChain {
+func (c *chainCache) getJSON(raw []byte) *decodedChain {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.m[k]
+	return c.byJSON[string(raw)]
 }
 
-func (c *chainCache) put(k string, v *decodedChain) {
+func (c *chainCache) putJSON(raw []byte, v *decodedChain) {
+	if len(raw) > maxJSONKey {
+		return
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.m == nil || len(c.m) >= chainCacheSize {
-		c.m = make(map[string]*decodedChain)
+	if c.byJSON == nil || len(c.byJSON) >= chainCacheSize {
+		c.byJSON = make(map[string]*decodedChain)
 	}
-	c.m[k] = v
+	c.byJSON[string(raw)] = v
 }
 
 // issuedCache keeps the delegations the node signed, for reuse until half
@@ -197,17 +313,23 @@ type issuedKey struct {
 
 type issuedEntry struct {
 	enc     []string
+	json    json.RawMessage // enc's JSON, as a relayed call carries it
 	renewAt time.Time
 }
 
 func (c *issuedCache) get(k issuedKey, now time.Time) ([]string, bool) {
+	e, ok := c.entry(k, now)
+	return e.enc, ok
+}
+
+func (c *issuedCache) entry(k issuedKey, now time.Time) (issuedEntry, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e, ok := c.m[k]
 	if !ok || now.After(e.renewAt) {
-		return nil, false
+		return issuedEntry{}, false
 	}
-	return e.enc, true
+	return e, true
 }
 
 func (c *issuedCache) put(k issuedKey, enc []string, expires time.Time) {
@@ -217,5 +339,6 @@ func (c *issuedCache) put(k issuedKey, enc []string, expires time.Time) {
 		c.m = make(map[issuedKey]issuedEntry)
 	}
 	now := time.Now()
-	c.m[k] = issuedEntry{enc: enc, renewAt: now.Add(expires.Sub(now) / 2)}
+	b, _ := json.Marshal(enc) // a []string encodes
+	c.m[k] = issuedEntry{enc: enc, json: b, renewAt: now.Add(expires.Sub(now) / 2)}
 }

@@ -14,7 +14,6 @@ import (
 	segjson "github.com/segmentio/encoding/json"
 
 	"github.com/mcpmesh/mcpmesh/audit"
-	"github.com/mcpmesh/mcpmesh/internal/sdkcompat"
 	"github.com/mcpmesh/mcpmesh/mcp/relay"
 	"github.com/mcpmesh/mcpmesh/peer/delegation"
 	"github.com/mcpmesh/mcpmesh/peer/identity"
@@ -48,11 +47,11 @@ var (
 // mayNeedTrust reports whether a frame may be a request the policy checks
 // or a list request, or carry a delegation, written plainly or behind JSON
 // escapes.
-func mayNeedTrust(b []byte) bool {
-	return bytes.Contains(b, toolsCallField) || bytes.Contains(b, listField) ||
-		bytes.Contains(b, promptsGetField) || bytes.Contains(b, resourcesField) ||
-		bytes.Contains(b, completionField) ||
-		bytes.Contains(b, delegationField) || relay.HasKeyEscape(b)
+func mayNeedTrust(f *relay.Frame) bool {
+	return f.Contains(toolsCallField) || f.Contains(listField) ||
+		f.Contains(promptsGetField) || f.Contains(resourcesField) ||
+		f.Contains(completionField) ||
+		f.Contains(delegationField) || f.HasKeyEscape()
 }
 
 // pending holds a value per request of one relayed session, by JSON-RPC
@@ -136,8 +135,8 @@ func relayedOutcome(resp *jsonrpc.Response) (audit.Outcome, string) {
 
 // cancelledRequest returns the ID of the request a notifications/cancelled
 // frame cancels.
-func cancelledRequest(frame []byte) (jsonrpc.ID, bool) {
-	msg, err := sdkcompat.DecodeMessage(frame)
+func cancelledRequest(f *relay.Frame) (jsonrpc.ID, bool) {
+	msg, err := f.Message()
 	if err != nil {
 		return jsonrpc.ID{}, false
 	}
@@ -194,39 +193,46 @@ func (g *Guard) RelayRewrites(caller lpeer.ID, name string, t Target, then relay
 	session := NewSession(name, caller)
 	session.Notify = func(method string) error { return send(&jsonrpc.Request{Method: method}) }
 	g.Track(session)
-	pass := func(frame []byte) ([]byte, []byte, error) {
+	pass := func(f *relay.Frame) error {
 		if then == nil {
-			return frame, nil, nil
+			return nil
 		}
-		return then(frame)
+		return then(f)
 	}
-	toServer = func(frame []byte) ([]byte, []byte, error) {
-		if calls.any() && bytes.Contains(frame, cancelledField) {
+	refuse := func(f *relay.Frame, req *jsonrpc.Request, e *jsonrpc.Error) error {
+		f.Answer(refusalReply(req, e)) // a notification is dropped
+		return nil
+	}
+	toServer = func(f *relay.Frame) error {
+		if calls.any() && f.Contains(cancelledField) {
 			// A cancelled request may get no answer: it ends here.
-			if id, ok := cancelledRequest(frame); ok {
+			if id, ok := cancelledRequest(f); ok {
 				if c, ok := calls.take(id); ok {
 					c.finish(audit.Cancelled, "")
 				}
 			}
 		}
-		if mayNeedTrust(frame) {
-			msg, err := sdkcompat.DecodeMessage(frame)
-			if err != nil {
-				return nil, nil, err
+		if !mayNeedTrust(f) {
+			return pass(f)
+		}
+		msg, err := f.Message()
+		if err != nil {
+			return err
+		}
+		req, _ := msg.(*jsonrpc.Request)
+		if req == nil { // an answer to the server's own request: nothing to check
+			return pass(f)
+		}
+		if _, list := kindOfList[req.Method]; list && req.ID.IsValid() {
+			if _, _, ok := lists.put(req.ID, listAsk{req.Method, firstPage(req.Params)}, maxPendingLists); !ok {
+				return refuse(f, req, &jsonrpc.Error{Code: CodeLimited, Message: "too many list requests waiting for their answers"})
 			}
-			req, _ := msg.(*jsonrpc.Request)
-			if req == nil { // an answer to the server's own request: nothing to check
-				return pass(frame)
-			}
-			if _, list := kindOfList[req.Method]; list && req.ID.IsValid() {
-				if _, _, ok := lists.put(req.ID, listAsk{req.Method, firstPage(req.Params)}, maxPendingLists); !ok {
-					return nil, refusalReply(req, &jsonrpc.Error{Code: CodeLimited, Message: "too many list requests waiting for their answers"}), nil
-				}
-			}
-			if kind, what, ok := checkedRequest(req); ok && req.Method != "tools/call" {
+		}
+		if req.Method != "tools/call" {
+			if kind, what, ok := checkedRequest(req); ok {
 				release, reason := g.relayRequestTrust(caller, name, req.Method, kind, what)
 				if reason != nil {
-					return nil, refusalReply(req, reason), nil
+					return refuse(f, req, reason)
 				}
 				if !req.ID.IsValid() {
 					release(audit.OK, "")
@@ -234,47 +240,36 @@ func (g *Guard) RelayRewrites(caller lpeer.ID, name string, t Target, then relay
 					old.finish(audit.Error, "request ID reused while in flight")
 				}
 			}
-			if req.Method == "tools/call" {
-				old, next, finish, hop, reason := g.relayCallTrust(req.Params, caller, name, t)
-				if reason != nil {
-					return nil, refusalReply(req, reason), nil
-				}
-				if req.ID.IsValid() {
-					if old, replaced, _ := calls.put(req.ID, relayedCall{finish: finish, hop: hop, call: true}, 0); replaced {
-						old.finish(audit.Error, "request ID reused while in flight")
-					}
-				} else {
-					finish(audit.Error, "sent as a notification: no answer") // nothing to wait for
-				}
-				if next != nil {
-					// In place when the field is written once, plainly;
-					// else through a re-encoding of the params.
-					if out, ok := relay.SpliceField(frame, delegationField, old, next); ok {
-						frame = out
-					} else {
-						params, err := relay.SetMetaField(req.Params, delegation.MetaKey, next)
-						if err != nil {
-							return nil, refusalReply(req, &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: err.Error()}), nil
-						}
-						out := *req
-						out.Params = params
-						if frame, err = jsonrpc.EncodeMessage(&out); err != nil {
-							return nil, nil, err
-						}
-					}
-				}
+			return pass(f)
+		}
+		head, herr := f.Call()
+		next, finish, hop, reason := g.relayCallTrust(head, herr, caller, name, t)
+		if reason != nil {
+			return refuse(f, req, reason)
+		}
+		if req.ID.IsValid() {
+			if old, replaced, _ := calls.put(req.ID, relayedCall{finish: finish, hop: hop, call: true}, 0); replaced {
+				old.finish(audit.Error, "request ID reused while in flight")
+			}
+		} else {
+			finish(audit.Error, "sent as a notification: no answer") // nothing to wait for
+		}
+		if next != nil {
+			// Made with the task layer's change, when the frame goes on.
+			if err := f.SetMeta(delegation.MetaKey, head.Delegation, next); err != nil {
+				return refuse(f, req, &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: err.Error()})
 			}
 		}
-		return pass(frame)
+		return pass(f)
 	}
-	toClient = func(frame []byte) ([]byte, []byte, error) {
+	toClient = func(f *relay.Frame) error {
 		if !lists.any() && !calls.any() ||
-			!bytes.Contains(frame, resultField) && !bytes.Contains(frame, errorField) && !relay.HasKeyEscape(frame) {
-			return frame, nil, nil
+			!f.Contains(resultField) && !f.Contains(errorField) && !f.HasKeyEscape() {
+			return nil
 		}
-		msg, err := sdkcompat.DecodeMessage(frame)
+		msg, err := f.Message()
 		if err != nil {
-			return nil, nil, err
+			return err
 		}
 		resp, ok := msg.(*jsonrpc.Response)
 		if ok {
@@ -286,35 +281,39 @@ func (g *Guard) RelayRewrites(caller lpeer.ID, name string, t Target, then relay
 			if ok {
 				lists.take(resp.ID)
 			}
-			return frame, nil, nil
+			return nil
 		}
 		ask, ok := lists.take(resp.ID)
 		if !ok {
-			return frame, nil, nil
+			return nil
 		}
 		list, err := readList(ask.method, resp.Result)
 		if err != nil {
 			// Not the relay's to judge: the caller reads the server's answer.
 			trustLog.Debugw("read a relayed list", "method", ask.method, "server", name, "error", err)
-			return frame, nil, nil
+			return nil
 		}
 		session.rememberNames(ask.method, ask.firstPage, list.names)
 		pol := g.policy.Load()
 		if pol.IsOpen() {
-			return frame, nil, nil
+			return nil
 		}
 		a := policy.Access{Caller: caller, Server: name, Kind: kindOfList[ask.method]}
 		result, changed, err := list.keep(func(n string) bool { a.Name = n; return pol.Shows(a) })
 		if err != nil {
-			return nil, nil, fmt.Errorf("filter %s answer from %s: %w", ask.method, name, err)
+			return fmt.Errorf("filter %s answer from %s: %w", ask.method, name, err)
 		}
 		if !changed {
-			return frame, nil, nil
+			return nil
 		}
 		out := *resp
 		out.Result = result
 		b, err := jsonrpc.EncodeMessage(&out)
-		return b, nil, err
+		if err != nil {
+			return err
+		}
+		f.Replace(b)
+		return nil
 	}
 	end = func(lost error) {
 		g.Untrack(session)
@@ -490,57 +489,38 @@ func (g *Guard) relayRequestTrust(caller lpeer.ID, name, method string, kind pol
 	return func(audit.Outcome, string) { release() }, nil
 }
 
-// relayCallTrust checks one relayed tools/call: the policy on its tool, its
-// delegation, old, for which it returns the delegation extended to the peer
-// behind, next (nil: none came), and the caller's limits. end, called once
-// when the call ends, releases its admission and audits it.
-func (g *Guard) relayCallTrust(params json.RawMessage, caller lpeer.ID, name string, t Target) (old, next json.RawMessage, end endCall, hop tasks.Hop, refused *jsonrpc.Error) {
-	// Read as the next node's SDK reads it (see extendTask).
-	var head struct {
-		Name string `json:"name"`
-		Meta *struct {
-			Delegation json.RawMessage `json:"io.mcpmesh/delegation"`
-			Task       string          `json:"io.mcpmesh/task"`
-		} `json:"_meta"`
-	}
-	if _, err := segjson.Parse(params, &head, segjson.DontMatchCaseInsensitiveStructFields); err != nil {
-		return nil, nil, func(audit.Outcome, string) {}, hop, nil // not the relay's to judge: the server answers bad params
+// relayCallTrust checks one relayed tools/call, whose params read as head
+// (or did not: herr): the policy on its tool, its delegation, which it
+// returns extended to the peer behind, next (nil: none came, or the call
+// ends here), and the caller's limits. end, called once when the call ends,
+// releases its admission and audits it.
+func (g *Guard) relayCallTrust(head relay.CallParams, herr error, caller lpeer.ID, name string, t Target) (next json.RawMessage, end endCall, hop tasks.Hop, refused *jsonrpc.Error) {
+	if herr != nil {
+		return nil, func(audit.Outcome, string) {}, hop, nil // not the relay's to judge: the server answers bad params
 	}
 	hop = tasks.Hop{Peer: g.names.Of(t.Peer), Server: t.Server, Tool: head.Name}
-	if head.Meta != nil {
-		hop.Task, _, _ = strings.Cut(head.Meta.Task, " ") // the task's ID comes first
-	}
+	hop.Task = taskID(head.Task)
 	rec := audit.Record{Time: time.Now(), Caller: g.names.Of(caller), Server: name, Method: "tools/call", Name: head.Name}
 	a := policy.Access{Caller: caller, Server: name, Kind: policy.Tool, Name: head.Name}
-	if head.Meta != nil && len(head.Meta.Delegation) > 0 && string(head.Meta.Delegation) != "null" {
-		var wire []string
-		err := json.Unmarshal(head.Meta.Delegation, &wire)
-		var d *delegated
-		if err == nil {
-			d, err = g.verifyDelegation(wire, caller, name, head.Name)
-		}
+	if head.Delegation != nil {
+		d, err := g.verifyDelegationJSON(head.Delegation, caller, name, head.Name)
 		if err == nil && t.Peer != "" { // a program or an endpoint is where the call ends
-			var enc []string
-			enc, err = g.extendDelegation(d, t.Peer, t.Server, head.Name)
-			if err == nil {
-				next, err = json.Marshal(enc)
-			}
+			next, err = g.extendDelegationJSON(d, t.Peer, t.Server, head.Name)
 		}
 		if err != nil {
-			return nil, nil, nil, hop, g.refuseRelayed(rec, &refusal{reason: "delegation", code: CodeNotPermitted,
+			return nil, nil, hop, g.refuseRelayed(rec, &refusal{reason: "delegation", code: CodeNotPermitted,
 				msg: fmt.Sprintf("not permitted: %s/%s on %s: %v", name, head.Name, identity.Short(g.cfg.Self), err)})
 		}
-		old = head.Meta.Delegation
 		if d.principal != caller {
 			a.For, rec.For = d.principal, d.principalText
 		}
 	}
 	if !g.policy.Load().Allows(a) {
-		return nil, nil, nil, hop, g.refuseRelayed(rec, &refusal{reason: "policy", code: CodeNotPermitted, msg: g.notPermitted(a)})
+		return nil, nil, hop, g.refuseRelayed(rec, &refusal{reason: "policy", code: CodeNotPermitted, msg: g.notPermitted(a)})
 	}
 	release, r := g.admitCall(caller, a.For)
 	if r != nil {
-		return nil, nil, nil, hop, g.refuseRelayed(rec, r)
+		return nil, nil, hop, g.refuseRelayed(rec, r)
 	}
 	// While the call is in flight, a silent target fails it and a silent
 	// caller ends it, within seconds (see Config.Hold).
@@ -555,7 +535,24 @@ func (g *Guard) relayCallTrust(params json.RawMessage, caller lpeer.ID, name str
 			m.Call(name, head.Name, rec.Caller, string(o), rec.Duration)
 		}
 	}
-	return old, next, end, hop, nil
+	return next, end, hop, nil
+}
+
+// taskID returns the ID of the task context raw (a JSON string, which
+// starts with it), "" if raw is not a string.
+func taskID(raw json.RawMessage) string {
+	if len(raw) < 2 || raw[0] != '"' {
+		return ""
+	}
+	if id, _, ok := bytes.Cut(raw[1:], []byte(" ")); ok && bytes.IndexAny(id, `"\`) < 0 {
+		return string(id)
+	}
+	var task string
+	if _, err := segjson.Parse(raw, &task, 0); err != nil {
+		return ""
+	}
+	id, _, _ := strings.Cut(task, " ")
+	return id
 }
 
 func (g *Guard) refuseRelayed(rec audit.Record, r *refusal) *jsonrpc.Error {

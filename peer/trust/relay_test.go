@@ -1,9 +1,11 @@
 package trust
 
 import (
+	"encoding/json"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
 	lpeer "github.com/libp2p/go-libp2p/core/peer"
@@ -13,6 +15,8 @@ import (
 	"github.com/mcpmesh/mcpmesh/internal/fuzzseed"
 	"github.com/mcpmesh/mcpmesh/internal/sdkcompat"
 	"github.com/mcpmesh/mcpmesh/limits"
+	"github.com/mcpmesh/mcpmesh/mcp/relay"
+	"github.com/mcpmesh/mcpmesh/peer/delegation"
 	"github.com/mcpmesh/mcpmesh/peer/policy"
 )
 
@@ -27,7 +31,7 @@ func TestRelayAdmissionEndsOnAnswerCancelOrSessionEnd(t *testing.T) {
 
 	call := func(id string) (refused bool) {
 		t.Helper()
-		out, reply, err := toServer([]byte(`{"jsonrpc":"2.0","id":` + id + `,"method":"tools/call","params":{"name":"echo"}}`))
+		out, reply, err := relay.Apply(toServer, []byte(`{"jsonrpc":"2.0","id":`+id+`,"method":"tools/call","params":{"name":"echo"}}`))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -39,12 +43,12 @@ func TestRelayAdmissionEndsOnAnswerCancelOrSessionEnd(t *testing.T) {
 		}
 		return false
 	}
-	pass := func(dir func([]byte) ([]byte, []byte, error), frame string) {
+	pass := func(dir relay.FrameRewrite, frame string) {
 		t.Helper()
 		if dir == nil {
 			t.Fatal("no rewrite")
 		}
-		if _, _, err := dir([]byte(frame)); err != nil {
+		if _, _, err := relay.Apply(dir, []byte(frame)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -104,7 +108,7 @@ func FuzzRelayTrust(f *testing.F) {
 	f.Fuzz(func(t *testing.T, fromClient, fromServer []byte) {
 		toServer, toClient, end := g.RelayRewrites(caller, "far", target, nil, func(jsonrpc.Message) error { return nil })
 		for _, frame := range [][]byte{fromClient, fromClient} { // twice: a reused request ID
-			fwd, reply, err := toServer(slices.Clone(frame))
+			fwd, reply, err := relay.Apply(toServer, slices.Clone(frame))
 			_, derr := sdkcompat.DecodeMessage(frame)
 			if err != nil && derr == nil {
 				t.Fatalf("a client frame that decodes broke the session: %v\n%q", err, frame)
@@ -113,7 +117,7 @@ func FuzzRelayTrust(f *testing.F) {
 				t.Fatalf("a client frame both passed on and answered: %q", frame)
 			}
 		}
-		if _, _, err := toClient(slices.Clone(fromServer)); err != nil {
+		if _, _, err := relay.Apply(toClient, slices.Clone(fromServer)); err != nil {
 			if _, derr := sdkcompat.DecodeMessage(fromServer); derr == nil && !strings.Contains(err.Error(), "answer from") {
 				t.Fatalf("a server frame that decodes broke the session: %v\n%q", err, fromServer)
 			}
@@ -157,4 +161,88 @@ func newGuard(tb testing.TB, pol *policy.Policy, lim limits.Config) *Guard {
 		log.Close()
 	})
 	return g
+}
+
+// TestDelegationCacheTellsChainsApart verifies chains of two principals in
+// turn, in both forms a call carries them (a served call's []any, a relayed
+// call's JSON): each verification names its own principal, whatever the
+// cache holds (it is keyed by a hash of the wire form, and an entry is
+// taken only for the same wire form).
+func TestDelegationCacheTellsChainsApart(t *testing.T) {
+	g := newGuard(t, policy.Open(), limits.Config{Rate: -1, Strikes: -1})
+	newKey := func() (crypto.PrivKey, lpeer.ID) {
+		key, _, err := crypto.GenerateEd25519Key(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		id, _ := lpeer.IDFromPrivateKey(key)
+		return key, id
+	}
+	callerKey, caller := newKey()
+	type principal struct {
+		id   lpeer.ID
+		wire []string
+	}
+	var ps []principal
+	for range 2 {
+		key, id := newKey()
+		c, err := delegation.Delegate(key, caller, delegation.FullScope(), time.Now().Add(time.Hour))
+		if err == nil {
+			c, err = c.Extend(callerKey, g.cfg.Self, delegation.Scope{}, time.Time{})
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		ps = append(ps, principal{id, c.Encode()})
+	}
+	for round := range 3 {
+		for _, p := range ps {
+			served := make([]any, len(p.wire))
+			for i, s := range p.wire {
+				served[i] = s
+			}
+			raw, _ := json.Marshal(p.wire)
+			for form, verify := range map[string]func() (*delegated, error){
+				"served":  func() (*delegated, error) { return g.verifyDelegation(served, caller, "far", "echo") },
+				"relayed": func() (*delegated, error) { return g.verifyDelegationJSON(raw, caller, "far", "echo") },
+			} {
+				d, err := verify()
+				if err != nil {
+					t.Fatalf("round %d, %s: %v", round, form, err)
+				}
+				if d.principal != p.id {
+					t.Fatalf("round %d, %s: principal %s, want %s", round, form, d.principal, p.id)
+				}
+			}
+		}
+	}
+	// A chain changed by one byte is not the one cached: it fails its
+	// signature check.
+	bad := slices.Clone(ps[0].wire)
+	bad[0] = bad[0][:len(bad[0])-2] + "AA"
+	if _, err := g.verifyDelegation(bad, caller, "far", "echo"); err == nil {
+		t.Fatal("a changed chain verified (taken from the cache?)")
+	}
+}
+
+// TestRelayJudgesCallsWhateverTheirMeta sends a relay calls to a tool the
+// policy does not grant, with _meta values of the wrong types: each is
+// refused all the same. (The trust layer once read the task context as a
+// string and passed on, unjudged, a call whose context was a number.)
+func TestRelayJudgesCallsWhateverTheirMeta(t *testing.T) {
+	pol, err := policy.Parse([]byte(`{"grants":[{"peers":["*"],"server":"far","tools":["echo"]}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := newGuard(t, pol, limits.Config{Rate: -1, Strikes: -1})
+	toServer, _, end := g.RelayRewrites(lpeer.ID("caller-node-id"), "far", Target{Peer: lpeer.ID("far-node-id"), Server: "node"}, nil,
+		func(jsonrpc.Message) error { return nil })
+	defer end(nil)
+	for _, meta := range []string{`{}`, `{"io.mcpmesh/task":1}`, `{"io.mcpmesh/task":{"x":1}}`, `{"progressToken":{"a":[1]}}`, `null`} {
+		frame := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"pay","_meta":` + meta + `}}`
+		fwd, reply, err := relay.Apply(toServer, []byte(frame))
+		if err != nil || fwd != nil || !strings.Contains(string(reply), "not permitted") {
+			t.Errorf("%s: passed %q, answered %q (%v)", frame, fwd, reply, err)
+		}
+	}
 }

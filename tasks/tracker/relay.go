@@ -20,7 +20,6 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	segjson "github.com/segmentio/encoding/json"
 
-	"github.com/mcpmesh/mcpmesh/internal/sdkcompat"
 	"github.com/mcpmesh/mcpmesh/mcp/relay"
 	"github.com/mcpmesh/mcpmesh/tasks"
 )
@@ -63,13 +62,14 @@ type RelaySession struct {
 
 // relayedCall is a relayed tools/call in flight.
 type relayedCall struct {
-	id    jsonrpc.ID
-	entry *tasks.Entry
-	meta  *tasks.Meta // the task's own context
-	hop   tasks.Hop   // this node's part, for failures that start here
-	child *tasks.Hop  // the call passed on (relay hops)
-	token string
-	timer *time.Timer
+	id       jsonrpc.ID
+	entry    *tasks.Entry
+	meta     *tasks.Meta // the task's own context
+	hop      tasks.Hop   // this node's part, for failures that start here
+	child    *tasks.Hop  // the call passed on (relay hops): childHop, or nil
+	childHop tasks.Hop
+	token    string
+	timer    *time.Timer
 }
 
 // Relay returns the task layer of a session that the node relays, under
@@ -103,51 +103,49 @@ func (s *RelaySession) Busy() bool {
 // fromClient sees each frame from the caller: a tools/call begins a task
 // (guards first: a call its context does not allow is refused here), a
 // notifications/cancelled ends one.
-func (s *RelaySession) fromClient(frame []byte) ([]byte, []byte, error) {
-	if !bytes.Contains(frame, toolsCallField) && !relay.HasKeyEscape(frame) &&
-		!(bytes.Contains(frame, cancelledField) && s.Busy()) {
-		return frame, nil, nil
+func (s *RelaySession) fromClient(f *relay.Frame) error {
+	if !f.Contains(toolsCallField) && !f.HasKeyEscape() &&
+		!(f.Contains(cancelledField) && s.Busy()) {
+		return nil
 	}
-	msg, err := sdkcompat.DecodeMessage(frame)
+	msg, err := f.Message()
 	if err != nil {
-		return nil, nil, err
+		return err
 	}
 	req, ok := msg.(*jsonrpc.Request)
 	switch {
 	case !ok:
-		return frame, nil, nil
+		return nil
 	case req.Method == "notifications/cancelled":
 		s.cancelledByCaller(req.Params)
-		return frame, nil, nil
+		return nil
 	case req.Method != "tools/call" || !req.ID.IsValid():
-		return frame, nil, nil
+		return nil
 	}
-	return s.begin(frame, req)
+	return s.begin(f, req)
 }
 
 // begin makes a relayed tools/call a task, and for a relay hop passes its
 // context on as the task's child.
-func (s *RelaySession) begin(frame []byte, req *jsonrpc.Request) ([]byte, []byte, error) {
+func (s *RelaySession) begin(f *relay.Frame, req *jsonrpc.Request) error {
 	tr := s.tr
 	self := tr.reg.Self()
-	var head struct {
-		Name string `json:"name"`
-		Meta *struct {
-			Token json.RawMessage `json:"progressToken"`
-		} `json:"_meta"`
-	}
-	segjson.Parse(req.Params, &head, segjson.DontMatchCaseInsensitiveStructFields)
-	refuse := func(format string, args ...any) ([]byte, []byte, error) {
+	// Read as the next node's SDK reads it, so that the relay judges the
+	// very context the next node would see. Params that do not read (not an
+	// object) carry none: not the relay's to judge, the server answers them.
+	head, _ := f.Call()
+	refuse := func(format string, args ...any) error {
 		out, _ := jsonrpc.EncodeMessage(&jsonrpc.Response{ID: req.ID, Error: &jsonrpc.Error{Code: jsonrpc.CodeInvalidRequest,
 			Message: fmt.Sprintf("%s/%s on %s: ", s.name, head.Name, self) + fmt.Sprintf(format, args...)}})
-		return nil, out, nil
-	}
-	old, present, refusal := relay.ReadTaskMeta(req.Params)
-	if refusal != "" {
-		return refuse("%s", refusal)
+		f.Answer(out)
+		return nil
 	}
 	var m *tasks.Meta
-	if present {
+	if head.Task != nil {
+		var old string
+		if _, err := segjson.Parse(head.Task, &old, 0); err != nil {
+			return refuse(`_meta %q: want a string`, tasks.MetaKey)
+		}
 		var err error
 		if m, err = tasks.Parse(old); err != nil {
 			return refuse("%v", err)
@@ -183,7 +181,6 @@ func (s *RelaySession) begin(frame []byte, req *jsonrpc.Request) ([]byte, []byte
 	}
 	c.entry = e
 	c.hop = tasks.Hop{Task: e.ID(), Peer: self, Server: s.name, Tool: head.Name}
-	out := frame
 	if !s.leaf {
 		child := m.Child(self, 0, m.Timeout())
 		if prev := lastChild(e); resumed && prev != nil {
@@ -191,21 +188,29 @@ func (s *RelaySession) begin(frame []byte, req *jsonrpc.Request) ([]byte, []byte
 		} else {
 			e.AddChild(tasks.Hop{Task: child.ID, Peer: s.targetText, Server: s.target.Server, Tool: head.Name})
 		}
-		c.child = &tasks.Hop{Task: child.ID, Peer: s.targetText, Server: s.target.Server, Tool: head.Name}
-		var err error
-		if out, err = relay.SetTaskMeta(frame, req, old, child.String()); err != nil {
+		c.childHop = tasks.Hop{Task: child.ID, Peer: s.targetText, Server: s.target.Server, Tool: head.Name}
+		c.child = &c.childHop
+		var buf [512]byte // SetMeta copies it
+		next := child.AppendText(append(buf[:0], '"'))
+		if relay.IsPlainString(next[1:]) {
+			next = append(next, '"')
+		} else {
+			next = relay.AppendString(nil, string(next[1:]))
+		}
+		if err := f.SetMeta(tasks.MetaKey, head.Task, next); err != nil {
 			e.Finish(tasks.Failed, nil, err, &c.hop)
 			return refuse("%v", err)
 		}
 	}
-	if head.Meta != nil && len(head.Meta.Token) > 0 && string(head.Meta.Token) != "null" {
-		c.token = string(head.Meta.Token)
+	if head.ProgressToken != nil {
+		c.token = string(head.ProgressToken)
 	}
 	s.mu.Lock()
 	if s.ended {
 		s.mu.Unlock()
 		e.Finish(tasks.Failed, nil, errors.New("session ended"), &c.hop)
-		return nil, nil, nil
+		f.Drop()
+		return nil
 	}
 	if prev, ok := s.calls[req.ID]; ok {
 		s.forgetLocked(prev)
@@ -219,7 +224,7 @@ func (s *RelaySession) begin(frame []byte, req *jsonrpc.Request) ([]byte, []byte
 	if !deadline.IsZero() {
 		c.timer = time.AfterFunc(time.Until(deadline), func() { s.stop(c, tasks.Failed) })
 	}
-	return out, nil, nil
+	return nil
 }
 
 // lastChild returns the last call task e made, if any.
@@ -321,35 +326,35 @@ var progressField = []byte(`notifications/progress`)
 // fromServer sees each frame from the server while calls are in flight: an
 // answer ends its task, progress is recorded, a question (2025-11-25,
 // where it names no call) is marked with the task it belongs to.
-func (s *RelaySession) fromServer(frame []byte) ([]byte, []byte, error) {
+func (s *RelaySession) fromServer(f *relay.Frame) error {
 	if !s.Busy() {
 		s.mu.Lock()
 		none := len(s.answered) == 0
 		s.mu.Unlock()
 		if none {
-			return frame, nil, nil
+			return nil
 		}
 	}
-	msg, err := sdkcompat.DecodeMessage(frame)
+	msg, err := f.Message()
 	if err != nil {
-		return nil, nil, err
+		return err
 	}
 	switch m := msg.(type) {
 	case *jsonrpc.Response:
-		return s.answer(frame, m)
+		s.answer(f, m)
 	case *jsonrpc.Request:
 		switch {
 		case m.Method == "notifications/progress":
 			s.progress(m.Params)
 		case m.IsCall() && (m.Method == "elicitation/create" || m.Method == "sampling/createMessage"):
-			return s.question(frame, m)
+			s.question(f, m)
 		}
 	}
-	return frame, nil, nil
+	return nil
 }
 
 // answer ends the task of the call resp answers.
-func (s *RelaySession) answer(frame []byte, resp *jsonrpc.Response) ([]byte, []byte, error) {
+func (s *RelaySession) answer(f *relay.Frame, resp *jsonrpc.Response) {
 	c, ok := s.take(resp.ID)
 	if !ok {
 		s.mu.Lock()
@@ -357,9 +362,9 @@ func (s *RelaySession) answer(frame []byte, resp *jsonrpc.Response) ([]byte, []b
 		delete(s.answered, resp.ID)
 		s.mu.Unlock()
 		if late {
-			return nil, nil, nil // this node answered it already
+			f.Drop() // this node answered it already
 		}
-		return frame, nil, nil
+		return
 	}
 	below := &c.hop // where a failure without a record of its own started
 	if c.child != nil {
@@ -367,7 +372,7 @@ func (s *RelaySession) answer(frame []byte, resp *jsonrpc.Response) ([]byte, []b
 	}
 	if resp.Error != nil {
 		c.entry.Finish(tasks.Failed, nil, resp.Error, below)
-		return frame, nil, nil
+		return
 	}
 	var r struct {
 		IsError    bool           `json:"isError"`
@@ -389,8 +394,8 @@ func (s *RelaySession) answer(frame []byte, resp *jsonrpc.Response) ([]byte, []b
 			if res, err := relay.SetMetaField(resp.Result, tasks.MetaKey, raw); err == nil {
 				out := *resp
 				out.Result = res
-				if f, err := jsonrpc.EncodeMessage(&out); err == nil {
-					frame = f
+				if b, err := jsonrpc.EncodeMessage(&out); err == nil {
+					f.Replace(b)
 				}
 			}
 		}
@@ -398,7 +403,6 @@ func (s *RelaySession) answer(frame []byte, resp *jsonrpc.Response) ([]byte, []b
 	default:
 		c.entry.Finish(tasks.Completed, result, nil, nil)
 	}
-	return frame, nil, nil
 }
 
 // progress records a progress notification on the task whose call it
@@ -426,7 +430,7 @@ func (s *RelaySession) progress(params json.RawMessage) {
 // on 2025-11-25 the question names no call. A leaf knows it when exactly
 // one call is in flight; a relay hop reads the task the node below named
 // and names its own caller's instead.
-func (s *RelaySession) question(frame []byte, req *jsonrpc.Request) ([]byte, []byte, error) {
+func (s *RelaySession) question(f *relay.Frame, req *jsonrpc.Request) {
 	var parent string
 	if s.leaf {
 		s.mu.Lock()
@@ -437,7 +441,7 @@ func (s *RelaySession) question(frame []byte, req *jsonrpc.Request) ([]byte, []b
 		}
 		s.mu.Unlock()
 		if parent == "" {
-			return frame, nil, nil
+			return
 		}
 	} else {
 		var p struct {
@@ -446,7 +450,7 @@ func (s *RelaySession) question(frame []byte, req *jsonrpc.Request) ([]byte, []b
 		segjson.Parse(req.Params, &p, segjson.DontMatchCaseInsensitiveStructFields)
 		asked := tasks.AskedBy(p.Meta)
 		if asked == "" {
-			return frame, nil, nil
+			return
 		}
 		s.mu.Lock()
 		found := false
@@ -457,24 +461,16 @@ func (s *RelaySession) question(frame []byte, req *jsonrpc.Request) ([]byte, []b
 		}
 		s.mu.Unlock()
 		if !found {
-			return frame, nil, nil
+			return
 		}
 	}
 	v := json.RawMessage("null")
 	if parent != "" {
 		v, _ = json.Marshal(map[string]string{"task": parent})
 	}
-	params, err := relay.SetMetaField(req.Params, tasks.AskKey, v)
-	if err != nil {
-		return frame, nil, nil
+	if params, err := relay.SetMetaField(req.Params, tasks.AskKey, v); err == nil {
+		f.ReplaceParams(req, params) // on failure, the question goes as it came
 	}
-	out := *req
-	out.Params = params
-	f, err := jsonrpc.EncodeMessage(&out)
-	if err != nil {
-		return frame, nil, nil
-	}
-	return f, nil, nil
 }
 
 // End ends the session's tasks still in flight: as failed, naming the lost

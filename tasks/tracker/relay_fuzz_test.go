@@ -13,6 +13,7 @@ import (
 
 	"github.com/mcpmesh/mcpmesh/internal/fuzzseed"
 	"github.com/mcpmesh/mcpmesh/internal/sdkcompat"
+	"github.com/mcpmesh/mcpmesh/mcp/relay"
 	"github.com/mcpmesh/mcpmesh/tasks"
 )
 
@@ -58,7 +59,7 @@ func FuzzRelayFrames(f *testing.F) {
 			func(jsonrpc.Message) error { return nil }, func(jsonrpc.Message) error { return nil })
 		defer s.End(nil)
 		in := slices.Clone(frame)
-		fwd, reply, err := s.ToServer(in)
+		fwd, reply, err := relay.Apply(s.ToServer, in)
 		if !bytes.Equal(in, frame) {
 			t.Fatal("the rewrite changed its input frame")
 		}
@@ -134,7 +135,8 @@ func checkChild(t *testing.T, tr *Tracker, in, out *jsonrpc.Request) {
 	if err != nil {
 		t.Fatalf("the relay made a task of a context that does not parse (%q): %v", old, err)
 	}
-	if mine.ID != om.ID || mine.Root != om.Root || mine.Parent != om.Parent || !slices.Equal(mine.Path, om.Path) || mine.Budget != om.Budget {
+	// The guard lowers a budget over what the path allows (tasks.Check).
+	if mine.ID != om.ID || mine.Root != om.Root || mine.Parent != om.Parent || !slices.Equal(mine.Path, om.Path) || mine.Budget != min(om.Budget, tasks.MaxBudget(om.Path)) {
 		t.Fatalf("the relay's task %+v is not the incoming %q", mine, old)
 	}
 	if om.TimeoutMs > 0 && (nm.TimeoutMs < 1 || nm.TimeoutMs > om.TimeoutMs) {
