@@ -55,6 +55,7 @@ type Server struct {
 	console atomic.Pointer[string] // the web console's login URL, if any
 	daemon  atomic.Pointer[Daemon] // what the command running the node says of it (status.go)
 	names   names                  // peers' card names (names.go)
+	reload  reloader               // POST /v1/config/reload (reload.go)
 	pid     int
 }
 
@@ -147,6 +148,7 @@ func (s *Server) routes() http.Handler {
 	s.policyRoutes(mux)                                // see policy.go
 	mux.HandleFunc("GET /v1/console", s.handleConsole) // see console.go
 	s.eventRoutes(mux)                                 // see events.go
+	s.reloadRoutes(mux)                                // see reload.go
 	return s.auth(mux)
 }
 

@@ -228,6 +228,12 @@ func loadConfig(path string, named bool) (*fileConfig, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
+	return parseConfig(path, data)
+}
+
+// parseConfig reads data, the configuration file at path.
+func parseConfig(path string, data []byte) (*fileConfig, error) {
+	cfg := &fileConfig{}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(cfg); err != nil {
@@ -253,6 +259,7 @@ type shareSpec struct {
 	server  string
 	display string
 	opts    []node.ShareOption // a program's or an endpoint's mode and bounds
+	source  shareConfig        // what the file and flags said, to tell a changed share on reload
 }
 
 // shareSpecs merges the file's shares with the flags' and checks them all.
@@ -329,7 +336,7 @@ func shareSpecs(cfg *fileConfig, shares, httpShares, headers, relays, modes []st
 		if err := transport.ValidateServerName(name); err != nil {
 			return nil, usageError("share: %v", err)
 		}
-		spec := shareSpec{name: name}
+		spec := shareSpec{name: name, source: sc}
 		kinds := 0
 		if sc.Command != "" {
 			kinds++

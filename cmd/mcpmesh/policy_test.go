@@ -70,7 +70,7 @@ func TestPolicyFromConfigReloadsWithoutRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The daemon says it kept the old policy (it polls the file every 2 s).
-	for deadline := time.Now().Add(20 * time.Second); !strings.Contains(a.errs.String(), "policy not reloaded, the old one stays"); time.Sleep(100 * time.Millisecond) {
+	for deadline := time.Now().Add(20 * time.Second); !strings.Contains(a.errs.String(), "config not reloaded, nothing applied (the running configuration stays)"); time.Sleep(100 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("the daemon did not refuse the bad file within 20s; its stderr:\n%s", a.errs)
 		}
