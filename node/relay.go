@@ -157,6 +157,9 @@ func (n *Node) runRelay(ctx context.Context, name string, caller lpeer.ID, down,
 		live.add(lr)
 		defer live.remove(lr)
 	}
+	if live != nil {
+		toServer = live.refuseWhileDraining(name, n.host.ID(), toServer)
+	}
 	err := r.Run(ctx, toServer, relay.Chain(tk.ToClient, toClient))
 	end(nil)
 	tk.End(nil)

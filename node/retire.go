@@ -5,10 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	lpeer "github.com/libp2p/go-libp2p/core/peer"
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/mcpmesh/mcpmesh/mcp/relay"
 	"github.com/mcpmesh/mcpmesh/mcp/sessions"
 	"github.com/mcpmesh/mcpmesh/mcp/transport"
 )
@@ -21,8 +25,9 @@ const drainPoll = 50 * time.Millisecond
 // an endpoint's or a peer's), so that removing the server can wait for
 // their calls in flight and answer those that outlive the wait.
 type liveRelays struct {
-	mu  sync.Mutex
-	set map[*liveRelay]struct{}
+	mu       sync.Mutex
+	set      map[*liveRelay]struct{}
+	draining atomic.Bool // being removed: no new requests
 }
 
 // liveRelay is one relayed session: whether it has a call in flight, and
@@ -60,6 +65,34 @@ func (l *liveRelays) busy() []*liveRelay {
 	return out
 }
 
+// refuseWhileDraining passes frames from the caller on to next, but, once
+// the server is being removed, answers new requests with an error instead
+// (answers to the server's own requests, and notifications, still pass:
+// the calls in flight may need them to finish).
+func (l *liveRelays) refuseWhileDraining(name string, self lpeer.ID, next relay.FrameRewrite) relay.FrameRewrite {
+	return func(frame []byte) ([]byte, []byte, error) {
+		pass := func() ([]byte, []byte, error) {
+			if next == nil {
+				return frame, nil, nil
+			}
+			return next(frame)
+		}
+		if !l.draining.Load() {
+			return pass()
+		}
+		msg, err := jsonrpc.DecodeMessage(frame)
+		req, ok := msg.(*jsonrpc.Request)
+		if err != nil || !ok || !req.ID.IsValid() {
+			return pass()
+		}
+		reply, err := jsonrpc.EncodeMessage(&jsonrpc.Response{ID: req.ID, Error: &jsonrpc.Error{
+			Code:    jsonrpc.CodeInternalError,
+			Message: fmt.Sprintf("server %q is being removed from node %s: it takes no new requests", name, self),
+		}})
+		return nil, reply, err
+	}
+}
+
 // ErrUnshared is the cause a call in flight on a removed server is failed
 // with, when it was not answered within the time UnshareGracefully gave it.
 var ErrUnshared = errors.New("the server was removed from the node")
@@ -76,7 +109,8 @@ func (n *Node) Unshare(name string) error {
 // UnshareGracefully stops sharing the server called name: at once, peers
 // can open no new session to it and the node's card no longer lists it;
 // the calls in flight on sessions relayed to a program, an endpoint or a
-// peer may finish until ctx ends (a grace period); then what is still in
+// peer may finish until ctx ends (a grace period), while new requests on
+// those sessions are refused with an error; then what is still in
 // flight fails with ErrUnshared, open sessions are closed and the program's
 // processes stopped. It returns once all of that is done.
 func (n *Node) UnshareGracefully(ctx context.Context, name string) error {
@@ -90,6 +124,7 @@ func (n *Node) UnshareGracefully(ctx context.Context, name string) error {
 	if !ok {
 		return fmt.Errorf("no server named %q is shared", name)
 	}
+	s.live.draining.Store(true)
 	n.changed() // the card drops it now, not after the grace period
 	n.stopWatch(name)
 

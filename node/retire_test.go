@@ -84,6 +84,11 @@ func TestUnshareGracefullyLetsCallsInFlightFinish(t *testing.T) {
 		removed <- b.UnshareGracefully(ctx, "calc")
 	}()
 	eventually(t, 5*time.Second, "calc no longer shared", func() bool { return !slices.Contains(b.Shared(), "calc") })
+	// A new call on the session in flight is refused while it drains.
+	_, err := a.CallServerTool(context.Background(), b.ID(), "calc", "add", addIn{A: 1, B: 2})
+	if err == nil || !strings.Contains(err.Error(), "being removed") {
+		t.Fatalf("a new call while calc is being removed: %v", err)
+	}
 	select {
 	case err := <-removed:
 		t.Fatalf("UnshareGracefully returned (%v) while a call was in flight", err)
@@ -109,7 +114,7 @@ func TestUnshareGracefullyLetsCallsInFlightFinish(t *testing.T) {
 	if len(b.Programs()) != 0 {
 		t.Fatalf("programs after unshare: %+v", b.Programs())
 	}
-	_, err := a.CallServerTool(context.Background(), b.ID(), "calc", "add", addIn{A: 1, B: 2})
+	_, err = a.CallServerTool(context.Background(), b.ID(), "calc", "add", addIn{A: 1, B: 2})
 	if err == nil || !strings.Contains(err.Error(), `shares no server named "calc"`) {
 		t.Fatalf("call after unshare: %v", err)
 	}

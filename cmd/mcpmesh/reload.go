@@ -51,11 +51,14 @@ type reloader struct {
 	out      io.Writer       // the daemon's output, and its errors
 	errOut   io.Writer
 
-	mu    sync.Mutex // one reload at a time
-	seen  []byte     // the file as last read (applied or refused)
-	file  *fileConfig
-	raw   []byte // the file the running configuration came from
-	specs map[string]shareSpec
+	mu   sync.Mutex // one reload at a time
+	seen []byte     // the file as last read (applied or refused)
+	file *fileConfig
+	raw  []byte // the file the running configuration came from
+	// lastSaid is what the reload that applied raw said, for 'mcpmesh
+	// config reload' after the file's change was seen.
+	lastSaid []string
+	specs    map[string]shareSpec
 }
 
 func newReloader(ctx context.Context, n *node.Node, triggers *trigger.Engine, path string, open bool, flags shareFlags, file *fileConfig, raw []byte, specs []shareSpec, out, errOut io.Writer) *reloader {
@@ -111,8 +114,14 @@ func (r *reloader) reloadNow(context.Context) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("config not reloaded, nothing applied: %w", err)
 	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if bytes.Equal(data, r.raw) && r.lastSaid != nil {
+		// Applied already, when the file changed: what was said then.
+		return append([]string{fmt.Sprintf("config %s: applied already when the file changed:", r.path)}, r.lastSaid...), nil
+	}
 	var said lineBuffer
-	err = r.reload(data, io.MultiWriter(r.out, &said), io.MultiWriter(r.errOut, &said))
+	err = r.reloadLocked(data, io.MultiWriter(r.out, &said), io.MultiWriter(r.errOut, &said))
 	return said.lines(), err
 }
 
@@ -122,7 +131,13 @@ func (r *reloader) reloadNow(context.Context) ([]string, error) {
 func (r *reloader) reload(data []byte, out, errOut io.Writer) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	return r.reloadLocked(data, out, errOut)
+}
+
+func (r *reloader) reloadLocked(data []byte, out, errOut io.Writer) error {
 	r.seen = data
+	var lines lineBuffer
+	out, errOut = io.MultiWriter(out, &lines), io.MultiWriter(errOut, &lines)
 	cfg, specs, err := r.check(data)
 	if err != nil {
 		return fmt.Errorf("config not reloaded, nothing applied (the running configuration stays): %w", err)
@@ -160,7 +175,7 @@ func (r *reloader) reload(data []byte, out, errOut io.Writer) error {
 	if !said {
 		say("config %s reloaded: nothing changed", r.path)
 	}
-	r.file, r.raw = cfg, data
+	r.file, r.raw, r.lastSaid = cfg, data, lines.lines()
 	r.specs = map[string]shareSpec{}
 	for _, s := range specs {
 		r.specs[s.name] = s
