@@ -90,10 +90,10 @@ func TestEveryCommandHasHelp(t *testing.T) {
 
 // daemon is a running `mcpmesh node`.
 type daemon struct {
-	home string
-	id   string
-	addr string
-	cmd  *exec.Cmd
+	home  string
+	id    string
+	addr  string
+	cmd   *exec.Cmd
 	out   *bytes.Buffer
 	later *lockedBuffer // what the daemon writes on stdout once ready
 	errs  *lockedBuffer // all the daemon writes on stderr
