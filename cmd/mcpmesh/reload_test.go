@@ -202,3 +202,72 @@ func TestConfigReloadAppliesShares(t *testing.T) {
 		t.Fatalf("a broken file changed the shares: %s", out)
 	}
 }
+
+// A reload adds, replaces and removes the file's agents (a peer calls the
+// new one, then the replaced one, then finds it gone) and its triggers.
+func TestConfigReloadAppliesAgentsAndTriggers(t *testing.T) {
+	home := t.TempDir()
+	cfg := filepath.Join(home, ConfigFile)
+	write := func(s string) {
+		t.Helper()
+		if err := os.WriteFile(cfg, []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(`{}`)
+	a := startDaemonAt(t, home)
+	b := startDaemon(t, "--peer", a.addr)
+	reload := func(want ...string) {
+		t.Helper()
+		out, stderr, code := run(t, "--home", a.home, "config", "reload")
+		for _, w := range want {
+			if code != 0 || !strings.Contains(out, w) {
+				t.Fatalf("config reload: exit %d, want %q:\n%s%s", code, w, out, stderr)
+			}
+		}
+	}
+	withAgent := func(greeting string) string {
+		return `{"agents": [{"name": "greeter", "description": "greets", "model": {"backend": "scripted", "script": [{"answer": "` + greeting + ` {{task}}"}]}}],
+		"triggers": [{"name": "greet", "event": "mesh.peer.joined", "from": ["self"], "call": "self/node/echo", "arguments": {"text": "joined"}}]}`
+	}
+	greet := func() (string, string, int) {
+		return run(t, "--home", b.home, "call", a.id, "node/greeter", `{"task":"bob"}`)
+	}
+	triggers := func() string {
+		out, _, _ := run(t, "--home", a.home, "on", "--list")
+		return out
+	}
+
+	write(withAgent("hello"))
+	reload("agent greeter: added", "trigger greet: added")
+	if out, stderr, code := greet(); code != 0 || strings.TrimSpace(out) != "hello bob" {
+		t.Fatalf("call the added agent: exit %d: %s%s", code, out, stderr)
+	}
+	if out := triggers(); !strings.Contains(out, "greet") {
+		t.Fatalf("on --list after the trigger was added:\n%s", out)
+	}
+
+	write(withAgent("hi"))
+	reload("agent greeter: replaced")
+	if out, stderr, code := greet(); code != 0 || strings.TrimSpace(out) != "hi bob" {
+		t.Fatalf("call the replaced agent: exit %d: %s%s", code, out, stderr)
+	}
+
+	write(`{}`)
+	reload("agent greeter: removed", "trigger greet: removed")
+	if out, stderr, code := greet(); code == 0 || !strings.Contains(stderr, "greeter") {
+		t.Fatalf("call the removed agent: exit %d: %s%s", code, out, stderr)
+	} else {
+		t.Logf("call the removed agent: %s", strings.TrimSpace(stderr))
+	}
+	if out := triggers(); strings.Contains(out, "greet") {
+		t.Fatalf("on --list after the trigger was removed:\n%s", out)
+	}
+
+	// What a reload does not apply, it says.
+	write(`{"name": "renamed"}`)
+	reload("warning: name changed in", "restart it")
+	if out, _, _ := run(t, "--home", a.home, "id"); strings.Contains(out, "renamed") {
+		t.Fatalf("a reload applied the name:\n%s", out)
+	}
+}
