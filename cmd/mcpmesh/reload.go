@@ -258,6 +258,13 @@ func (r *reloader) reloadShares(specs []shareSpec, say func(string, ...any), out
 		})
 	}
 	wg.Wait()
+	started := &fileConfig{Shares: map[string]shareConfig{}}
+	for _, s := range start {
+		started.Shares[s.name] = s.source
+	}
+	for _, w := range shareWarnings(started, start, nil) {
+		fmt.Fprintf(errOut, "warning: %s\n", w)
+	}
 	if err := sharePeers(r.n, start); err != nil {
 		fmt.Fprintf(errOut, "warning: %v\n", err)
 	}
