@@ -156,11 +156,25 @@ func (r *reloader) reloadLocked(data []byte, out, errOut io.Writer) error {
 			say("policy reloaded from %s: %s", r.path, describePolicy(cfg.Policy, false))
 		}
 	}
-	if r.reloadShares(specs, say, out, errOut) {
+	sharesChanged := r.reloadShares(specs, say, out, errOut)
+	if sharesChanged {
 		said = true
 	}
-	r.reloadAgents(cfg.Agents, say, errOut)
+	agentsChanged := r.reloadAgents(cfg.Agents, say, errOut)
 	r.reloadTriggers(cfg.Triggers, say, errOut)
+	if d := r.n.Discovery(); d != nil && (sharesChanged || agentsChanged) {
+		// Agents are tools of the node's own server, whose change reaches
+		// the card a little later: announce it now, so Sync counts it.
+		d.Changed()
+		ctx, cancel := context.WithTimeout(r.ctx, cardSyncWait)
+		err := d.Sync(ctx)
+		cancel()
+		if err != nil {
+			fmt.Fprintf(errOut, "warning: %v; peers will see the change once it is\n", err)
+		} else {
+			say("card republished: peers see the change")
+		}
+	}
 	var later []string
 	for _, s := range changedSections(r.raw, data) {
 		if !slices.Contains(reloadedSections, s) {
@@ -277,8 +291,10 @@ func (r *reloader) reloadShares(specs []shareSpec, say func(string, ...any), out
 	return true
 }
 
-// reloadAgents removes, replaces and adds the file's agents, by name.
-func (r *reloader) reloadAgents(agents []agent.Config, say func(string, ...any), errOut io.Writer) {
+// reloadAgents removes, replaces and adds the file's agents, by name. It
+// reports whether anything changed.
+func (r *reloader) reloadAgents(agents []agent.Config, say func(string, ...any), errOut io.Writer) bool {
+	changed := false
 	old := map[string]agent.Config{}
 	for _, a := range r.file.Agents {
 		old[a.Name] = a
@@ -290,6 +306,7 @@ func (r *reloader) reloadAgents(agents []agent.Config, say func(string, ...any),
 			continue
 		}
 		// Adding an agent of the same name replaces it.
+		changed = true
 		if err := agent.Add(r.n, a); err != nil {
 			fmt.Fprintf(errOut, "warning: agent %s: %v\n", a.Name, err)
 			continue
@@ -303,7 +320,9 @@ func (r *reloader) reloadAgents(agents []agent.Config, say func(string, ...any),
 	for _, name := range sortedKeys(old) {
 		agent.Remove(r.n, name)
 		say("agent %s: removed (its calls in flight finish)", name)
+		changed = true
 	}
+	return changed
 }
 
 // reloadTriggers removes, replaces and adds the file's triggers, by name;

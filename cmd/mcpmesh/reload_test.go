@@ -104,7 +104,7 @@ func TestConfigReloadAppliesShares(t *testing.T) {
 	mark := "MCPMESH_RELOAD_TEST=" + t.TempDir()
 	k, v, _ := strings.Cut(mark, "=")
 	write(shareJSON(t, "notes", map[string]string{demoProgramEnv: "1", k: v}))
-	reload("share notes: starting", "share notes: ready, 2 tools")
+	reload("share notes: starting", "share notes: ready, 2 tools", "card republished")
 	if out, stderr, code := call("notes/write_note", `{"text":"added"}`); code != 0 || strings.TrimSpace(out) != "saved" {
 		t.Fatalf("call the added share: exit %d: %s%s", code, out, stderr)
 	}
