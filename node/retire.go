@@ -114,6 +114,12 @@ func (n *Node) Unshare(name string) error {
 // flight fails with ErrUnshared, open sessions are closed and the program's
 // processes stopped. It returns once all of that is done.
 func (n *Node) UnshareGracefully(ctx context.Context, name string) error {
+	// Close waits for a removal under way, whose share is no longer its
+	// to stop.
+	if !n.group.Enter() {
+		return ErrClosed
+	}
+	defer n.group.Leave()
 	n.mu.Lock()
 	s, ok := n.servers[name]
 	if ok {
