@@ -294,76 +294,80 @@ func (r *reloader) reloadShares(specs []shareSpec, say func(string, ...any), out
 // reloadAgents removes, replaces and adds the file's agents, by name. It
 // reports whether anything changed.
 func (r *reloader) reloadAgents(agents []agent.Config, say func(string, ...any), errOut io.Writer) bool {
-	changed := false
-	old := map[string]agent.Config{}
-	for _, a := range r.file.Agents {
-		old[a.Name] = a
-	}
-	for _, a := range agents {
-		prev, ok := old[a.Name]
-		delete(old, a.Name)
-		if ok && reflect.DeepEqual(prev, a) {
-			continue
-		}
+	d := diffByName(r.file.Agents, agents, func(a agent.Config) string { return a.Name })
+	for _, c := range d.put {
 		// Adding an agent of the same name replaces it.
-		changed = true
-		if err := agent.Add(r.n, a); err != nil {
-			fmt.Fprintf(errOut, "warning: agent %s: %v\n", a.Name, err)
+		if err := agent.Add(r.n, c.item); err != nil {
+			fmt.Fprintf(errOut, "warning: agent %s: %v\n", c.item.Name, err)
 			continue
 		}
-		if ok {
-			say("agent %s: replaced", a.Name)
-		} else {
-			say("agent %s: added", a.Name)
-		}
+		say("agent %s: %s", c.item.Name, c.verb())
 	}
-	for _, name := range sortedKeys(old) {
+	for _, name := range d.gone {
 		agent.Remove(r.n, name)
 		say("agent %s: removed (its calls in flight finish)", name)
-		changed = true
 	}
-	return changed
+	return len(d.put)+len(d.gone) > 0
 }
 
 // reloadTriggers removes, replaces and adds the file's triggers, by name;
 // those added with 'mcpmesh on' stay.
 func (r *reloader) reloadTriggers(rules []trigger.Rule, say func(string, ...any), errOut io.Writer) {
-	old := map[string]trigger.Rule{}
-	for _, t := range r.file.Triggers {
-		old[t.Name] = t
-	}
-	for _, t := range rules {
-		prev, ok := old[t.Name]
-		delete(old, t.Name)
-		if ok && reflect.DeepEqual(prev, t) {
+	d := diffByName(r.file.Triggers, rules, func(t trigger.Rule) string { return t.Name })
+	for _, c := range d.put {
+		if c.replaces {
+			r.triggers.Remove(c.item.Name) // gone already if removed with 'mcpmesh on --remove'
+		}
+		if err := r.triggers.Add(c.item); err != nil {
+			fmt.Fprintf(errOut, "warning: trigger %s: %v\n", c.item.Name, err)
 			continue
 		}
-		if ok {
-			r.triggers.Remove(t.Name) // gone already if removed with 'mcpmesh on --remove'
-		}
-		if err := r.triggers.Add(t); err != nil {
-			fmt.Fprintf(errOut, "warning: trigger %s: %v\n", t.Name, err)
-			continue
-		}
-		if ok {
-			say("trigger %s: replaced", t.Name)
-		} else {
-			say("trigger %s: added", t.Name)
-		}
+		say("trigger %s: %s", c.item.Name, c.verb())
 	}
-	for _, name := range sortedKeys(old) {
+	for _, name := range d.gone {
 		r.triggers.Remove(name)
 		say("trigger %s: removed", name)
 	}
 }
 
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
+// nameDiff is how a list of named things changed: the ones to put in place
+// (new, or changed: compared whole) in the new list's order, and the names
+// of those gone, sorted.
+type nameDiff[T any] struct {
+	put  []putItem[T]
+	gone []string
+}
+
+type putItem[T any] struct {
+	item     T
+	replaces bool // one of that name runs
+}
+
+func (p putItem[T]) verb() string {
+	if p.replaces {
+		return "replaced"
 	}
-	slices.Sort(keys)
-	return keys
+	return "added"
+}
+
+func diffByName[T any](old, next []T, name func(T) string) nameDiff[T] {
+	running := map[string]T{}
+	for _, o := range old {
+		running[name(o)] = o
+	}
+	var d nameDiff[T]
+	for _, n := range next {
+		prev, ok := running[name(n)]
+		delete(running, name(n))
+		if !ok || !reflect.DeepEqual(prev, n) {
+			d.put = append(d.put, putItem[T]{item: n, replaces: ok})
+		}
+	}
+	for k := range running {
+		d.gone = append(d.gone, k)
+	}
+	slices.Sort(d.gone)
+	return d
 }
 
 // section returns one top-level section of a configuration file, raw.
