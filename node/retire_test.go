@@ -67,15 +67,21 @@ func (h *heldCaller) confirm(t *testing.T, b *node.Node) <-chan error {
 	return done
 }
 
-// Removing a program's share gracefully: the node stops offering it at
-// once, the call in flight finishes within the grace period, and the
-// program's processes are gone when UnshareGracefully returns.
-func TestUnshareGracefullyLetsCallsInFlightFinish(t *testing.T) {
+// callHeldOnCalc starts a call of b's calc program by a that stays in
+// flight until a.letGo.
+func callHeldOnCalc(t *testing.T) (*heldCaller, *node.Node, <-chan error) {
 	a := newHeldCaller(t)
 	b := newNode(t)
 	shareCalc(t, b, &syncBuffer{})
 	connect(t, a.Node, b)
-	call := a.confirm(t, b)
+	return a, b, a.confirm(t, b)
+}
+
+// Removing a program's share gracefully: the node stops offering it at
+// once, the call in flight finishes within the grace period, and the
+// program's processes are gone when UnshareGracefully returns.
+func TestUnshareGracefullyLetsCallsInFlightFinish(t *testing.T) {
+	a, b, call := callHeldOnCalc(t)
 
 	removed := make(chan error, 1)
 	go func() {
@@ -123,11 +129,7 @@ func TestUnshareGracefullyLetsCallsInFlightFinish(t *testing.T) {
 // A call still in flight when the grace period ends fails with an answer
 // that says the server was removed, not a bare end of the session.
 func TestUnshareGracefullyFailsCallsPastTheGracePeriod(t *testing.T) {
-	a := newHeldCaller(t)
-	b := newNode(t)
-	shareCalc(t, b, &syncBuffer{})
-	connect(t, a.Node, b)
-	call := a.confirm(t, b)
+	_, b, call := callHeldOnCalc(t)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
