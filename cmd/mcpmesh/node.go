@@ -316,6 +316,7 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 			// The file is reloaded when it changes, on SIGHUP and on 'mcpmesh
 			// config reload': the policy, shares, agents and triggers.
 			reload := newReloader(ctx, n, triggers, path, open, shareFlags{shares, httpSh, headers, relays, modes}, file, raw, specs, out, os.Stderr)
+			reload.policySaid = func(p string) { srv.UpdateDaemon(func(d *control.Daemon) { d.Policy = p }) }
 			srv.SetReloader(reload.reloadNow)
 			watchCtx, stopWatch := context.WithCancel(ctx)
 			watched := make(chan struct{})
@@ -399,8 +400,7 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 				cancel()
 			}
 			if ctx.Err() == nil {
-				daemon.State = "running"
-				srv.SetDaemon(daemon)
+				srv.UpdateDaemon(func(d *control.Daemon) { d.State = "running" })
 				fmt.Fprintln(out, "ready; Ctrl-C to stop")
 				<-ctx.Done()
 			}

@@ -56,6 +56,9 @@ func TestPolicyFromConfigReloadsWithoutRestart(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "1 grant, 1 group") || !strings.Contains(out, b.id) {
 		t.Fatalf("policy: exit %d\n%s", code, out)
 	}
+	if st := readStatus(t, a.home); !strings.Contains(st.Daemon.Policy, "1 grant") {
+		t.Fatalf("status after the policy was reloaded says %q", st.Daemon.Policy)
+	}
 	out, _, code = run(t, "--home", a.home, "policy", "check", b.id, "node/echo")
 	if code != 0 || !strings.Contains(out, "allowed node/echo; listed to it") {
 		t.Fatalf("policy check echo: exit %d\n%s", code, out)

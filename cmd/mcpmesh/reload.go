@@ -50,6 +50,9 @@ type reloader struct {
 	ctx      context.Context // the daemon's: shares started on reload run within it
 	out      io.Writer       // the daemon's output, and its errors
 	errOut   io.Writer
+	// policySaid, if set, is told the policy's line for status when it
+	// changes.
+	policySaid func(string)
 
 	mu   sync.Mutex // one reload at a time
 	seen []byte     // the file as last read (applied or refused)
@@ -153,7 +156,11 @@ func (r *reloader) reloadLocked(data []byte, out, errOut io.Writer) error {
 			say("policy changed in %s: not applied, the node runs --open", r.path)
 		} else {
 			r.n.SetPolicy(cfg.Policy)
-			say("policy reloaded from %s: %s", r.path, describePolicy(cfg.Policy, false))
+			line := describePolicy(cfg.Policy, false)
+			if r.policySaid != nil {
+				r.policySaid(line)
+			}
+			say("policy reloaded from %s: %s", r.path, line)
 		}
 	}
 	sharesChanged := r.reloadShares(specs, say, out, errOut)
