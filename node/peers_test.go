@@ -2,6 +2,7 @@ package node_test
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"net"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/crypto"
 	lpeer "github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
+	"go.uber.org/goleak"
 
 	"github.com/mcpmesh/mcpmesh/node"
 )
@@ -123,4 +125,21 @@ func nodeWarnings(t *testing.T) func() []string {
 		defer mu.Unlock()
 		return append([]string(nil), lines...)
 	}
+}
+
+// KeepConnectedWhile stops trying when its context ends: a removed
+// re-share leaves no loop reconnecting to its peer behind.
+func TestKeepConnectedWhileStopsWithItsContext(t *testing.T) {
+	key, _, err := crypto.GenerateEd25519Key(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, _ := lpeer.IDFromPrivateKey(key)
+	addr, _ := ma.NewMultiaddr(fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", freePort(t))) // nobody listens
+	a := newNode(t)
+	before := goleak.IgnoreCurrent()
+	ctx, cancel := context.WithCancel(context.Background())
+	a.KeepConnectedWhile(ctx, lpeer.AddrInfo{ID: id, Addrs: []ma.Multiaddr{addr}})
+	cancel()
+	goleak.VerifyNone(t, before)
 }
