@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -401,17 +402,21 @@ func shareSpecs(cfg *fileConfig, shares, httpShares, headers, relays, modes []st
 }
 
 // sharePeers re-shares the other nodes' servers among specs (the
-// programs and HTTP servers are startShares's).
-func sharePeers(n *node.Node, specs []shareSpec) error {
+// programs and HTTP servers are startShares's), and keeps the node
+// connected to those given with addresses while each share lasts: it adds
+// to keep how to stop that, by share name.
+func sharePeers(n *node.Node, specs []shareSpec, keep map[string]context.CancelFunc) error {
 	for _, s := range specs {
 		if len(s.command.Args) > 0 || s.remote != nil {
 			continue
 		}
-		if len(s.target.Addrs) > 0 {
-			n.KeepConnected(s.target)
-		}
 		if err := n.SharePeer(s.name, s.target.ID, s.server); err != nil {
 			return err
+		}
+		if len(s.target.Addrs) > 0 {
+			ctx, cancel := context.WithCancel(context.Background())
+			n.KeepConnectedWhile(ctx, s.target)
+			keep[s.name] = cancel
 		}
 	}
 	return nil

@@ -272,7 +272,8 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 			}
 			// Re-shared peers' servers start at once; programs and HTTP
 			// servers come up in the background (see startShares).
-			if err := sharePeers(n, specs); err != nil {
+			kept := map[string]context.CancelFunc{} // re-shared peers kept connected, by share
+			if err := sharePeers(n, specs, kept); err != nil {
 				return err
 			}
 
@@ -315,7 +316,7 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 			out := &syncWriter{w: cmd.OutOrStdout()}
 			// The file is reloaded when it changes, on SIGHUP and on 'mcpmesh
 			// config reload': the policy, shares, agents and triggers.
-			reload := newReloader(ctx, n, triggers, path, open, shareFlags{shares, httpSh, headers, relays, modes}, file, raw, specs, out, os.Stderr)
+			reload := newReloader(ctx, n, triggers, path, open, shareFlags{shares, httpSh, headers, relays, modes}, file, raw, specs, kept, out, os.Stderr)
 			reload.policySaid = func(p string) { srv.UpdateDaemon(func(d *control.Daemon) { d.Policy = p }) }
 			srv.SetReloader(reload.reloadNow)
 			watchCtx, stopWatch := context.WithCancel(ctx)

@@ -62,11 +62,12 @@ type reloader struct {
 	// config reload' after the file's change was seen.
 	lastSaid []string
 	specs    map[string]shareSpec
+	kept     map[string]context.CancelFunc // re-shared peers kept connected, by share: stopped with it
 }
 
-func newReloader(ctx context.Context, n *node.Node, triggers *trigger.Engine, path string, open bool, flags shareFlags, file *fileConfig, raw []byte, specs []shareSpec, out, errOut io.Writer) *reloader {
+func newReloader(ctx context.Context, n *node.Node, triggers *trigger.Engine, path string, open bool, flags shareFlags, file *fileConfig, raw []byte, specs []shareSpec, kept map[string]context.CancelFunc, out, errOut io.Writer) *reloader {
 	r := &reloader{n: n, triggers: triggers, path: path, open: open, flags: flags, ctx: ctx, out: out, errOut: errOut,
-		seen: raw, file: file, raw: raw, specs: map[string]shareSpec{}}
+		seen: raw, file: file, raw: raw, specs: map[string]shareSpec{}, kept: kept}
 	for _, s := range specs {
 		r.specs[s.name] = s
 	}
@@ -279,6 +280,12 @@ func (r *reloader) reloadShares(specs []shareSpec, say func(string, ...any), out
 		})
 	}
 	wg.Wait()
+	for _, name := range stop {
+		if cancel, ok := r.kept[name]; ok {
+			cancel()
+			delete(r.kept, name)
+		}
+	}
 	started := &fileConfig{Shares: map[string]shareConfig{}}
 	for _, s := range start {
 		started.Shares[s.name] = s.source
@@ -286,7 +293,7 @@ func (r *reloader) reloadShares(specs []shareSpec, say func(string, ...any), out
 	for _, w := range shareWarnings(started, start, nil) {
 		fmt.Fprintf(errOut, "warning: %s\n", w)
 	}
-	if err := sharePeers(r.n, start); err != nil {
+	if err := sharePeers(r.n, start, r.kept); err != nil {
 		fmt.Fprintf(errOut, "warning: %v\n", err)
 	}
 	for _, s := range start {

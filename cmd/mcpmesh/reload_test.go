@@ -210,7 +210,8 @@ func TestConfigReloadAppliesShares(t *testing.T) {
 }
 
 // A reload adds, replaces and removes the file's agents (a peer calls the
-// new one, then the replaced one, then finds it gone) and its triggers.
+// new one, then the replaced one, then finds it gone) and its triggers,
+// and re-shares a peer's server, then stops.
 func TestConfigReloadAppliesAgentsAndTriggers(t *testing.T) {
 	a, b, write, reload := reloadPair(t)
 	withAgent := func(greeting string) string {
@@ -250,6 +251,16 @@ func TestConfigReloadAppliesAgentsAndTriggers(t *testing.T) {
 	if out := triggers(); strings.Contains(out, "greet") {
 		t.Fatalf("on --list after the trigger was removed:\n%s", out)
 	}
+
+	// A peer's server re-shared, then no longer (called by a itself: b's
+	// call through a back to b would be a loop).
+	write(`{"shares": {"far": {"peer": "` + b.addr + `/node"}}}`)
+	reload("share far: re-sharing", "card republished")
+	if out, stderr, code := run(t, "--home", a.home, "call", a.id, "far/echo", `{"text":"round trip"}`); code != 0 || strings.TrimSpace(out) != "round trip" {
+		t.Fatalf("call the re-shared server: exit %d: %s%s", code, out, stderr)
+	}
+	write(`{}`)
+	reload("share far: removed", "share far: stopped")
 
 	// What a reload does not apply, it says.
 	write(`{"name": "renamed"}`)
