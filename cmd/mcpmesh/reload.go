@@ -121,8 +121,9 @@ func (r *reloader) reloadNow(context.Context) ([]string, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if bytes.Equal(data, r.raw) && r.lastSaid != nil {
-		// Applied already, when the file changed: what was said then.
-		return append([]string{fmt.Sprintf("config %s: applied already when the file changed:", r.path)}, r.lastSaid...), nil
+		// Applied already (the daemon saw the file change first): what
+		// that reload said.
+		return append([]string{fmt.Sprintf("config %s: applied already; its reload said:", r.path)}, r.lastSaid...), nil
 	}
 	var said lineBuffer
 	err = r.reloadLocked(data, io.MultiWriter(r.out, &said), io.MultiWriter(r.errOut, &said))
