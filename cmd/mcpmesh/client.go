@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/mcpmesh/mcpmesh/control"
+	"github.com/mcpmesh/mcpmesh/internal/oneline"
 	"github.com/mcpmesh/mcpmesh/peer/identity"
 )
 
@@ -233,13 +234,8 @@ PEER is a peer ID the daemon knows or a full multiaddr ending in /p2p/<peer ID>.
 	return cmd
 }
 
-func firstLine(s string, max int) string {
-	s, _, _ = strings.Cut(strings.TrimSpace(s), "\n")
-	if len(s) > max {
-		s = s[:max-1] + "…"
-	}
-	return s
-}
+// firstLine shows s on one line of at most max characters.
+func firstLine(s string, max int) string { return oneline.Cut(s, max) }
 
 func newCallCmd(g *globals) *cobra.Command {
 	var timeout time.Duration
