@@ -138,6 +138,32 @@ func Add(n iface.Node, cfg Config, opts ...Option) error {
 	return nil
 }
 
+// Check validates cfg and builds its backend as Add would (reading the API
+// key its model names), without adding the agent: a daemon reloading its
+// configuration applies nothing of a file with an agent that would fail.
+func Check(cfg Config, opts ...Option) error {
+	o := options{lookupEnv: os.LookupEnv}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	if o.backend != nil {
+		return nil
+	}
+	_, err := newBackend(cfg.withDefaults(), o.lookupEnv)
+	return err
+}
+
+// Remove takes the agent called name off n's default server: callers' tool
+// lists change (the SDK tells their sessions), and its calls in flight
+// finish. Adding an agent of the same name again replaces it.
+func Remove(n iface.Node, name string) {
+	n.Server().RemoveTools(name)
+	log.Infow("agent removed", "agent", name)
+}
+
 // newBackend builds the backend cfg names, reading its API key.
 func newBackend(cfg Config, lookupEnv func(string) (string, bool)) (Backend, error) {
 	m := cfg.Model

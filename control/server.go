@@ -56,6 +56,7 @@ type Server struct {
 	daemon    atomic.Pointer[Daemon] // what the command running the node says of it (status.go)
 	names     names                  // peers' card names (names.go)
 	questions questions              // open questions of streamed calls (questions.go)
+	reload    reloader               // POST /v1/config/reload (reload.go)
 	pid       int
 }
 
@@ -149,6 +150,7 @@ func (s *Server) routes() http.Handler {
 	s.policyRoutes(mux)                                // see policy.go
 	mux.HandleFunc("GET /v1/console", s.handleConsole) // see console.go
 	s.eventRoutes(mux)                                 // see events.go
+	s.reloadRoutes(mux)                                // see reload.go
 	return s.auth(mux)
 }
 

@@ -59,6 +59,20 @@ type ShareState struct {
 // runs the node calls it at start and when its state changes.
 func (s *Server) SetDaemon(d Daemon) { s.daemon.Store(&d) }
 
+// UpdateDaemon changes what GET /v1/status says of the daemon with f, which
+// may run more than once: parts of the daemon (its start, a config reload)
+// each change their own fields.
+func (s *Server) UpdateDaemon(f func(*Daemon)) {
+	for {
+		old := s.daemon.Load()
+		d := s.daemonInfo()
+		f(&d)
+		if s.daemon.CompareAndSwap(old, &d) {
+			return
+		}
+	}
+}
+
 func (s *Server) daemonInfo() Daemon {
 	if d := s.daemon.Load(); d != nil {
 		return *d

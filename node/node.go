@@ -83,7 +83,8 @@ type sharedServer struct {
 	pass   passFunc
 	relay  *relayTarget
 	share  *relay.Share
-	stop   func() // stops what keeps the server alive (a program's processes), if anything
+	stop   func()     // stops what keeps the server alive (a program's processes), if anything
+	live   liveRelays // the sessions relayed (pass): see retire.go
 }
 
 // New starts a node: its libp2p host listens, and its default server (for
@@ -317,37 +318,6 @@ func (n *Node) addServer(name string, s *sharedServer) error {
 	}
 	n.changed()
 	n.startWatch(name) // its resource updates are events
-	return nil
-}
-
-// Unshare stops sharing the server called name: new sessions are refused;
-// open sessions to it are closed.
-func (n *Node) Unshare(name string) error {
-	n.mu.Lock()
-	s, ok := n.servers[name]
-	if ok {
-		delete(n.servers, name)
-		n.host.RemoveStreamHandler(transport.ProtocolID(name))
-	}
-	var toClose []*sdkmcp.ServerSession
-	for ss, server := range n.inbound {
-		if server == name {
-			toClose = append(toClose, ss)
-		}
-	}
-	n.mu.Unlock()
-	if !ok {
-		return fmt.Errorf("no server named %q is shared", name)
-	}
-	n.stopWatch(name)
-	if s.stop != nil {
-		s.stop()
-	}
-	for _, ss := range toClose {
-		ss.Close()
-	}
-	n.pool.Drop(sessions.Key{Peer: n.host.ID(), Server: name}, nil)
-	n.changed()
 	return nil
 }
 

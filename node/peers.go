@@ -1,6 +1,7 @@
 package node
 
 import (
+	"context"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/event"
@@ -17,8 +18,19 @@ import (
 // connectedness events say so) it reconnects, waiting longer after each
 // failure (1s doubling to 1 minute, with jitter). Failures are logged.
 func (n *Node) KeepConnected(info lpeer.AddrInfo) {
+	n.KeepConnectedWhile(n.ctx, info)
+}
+
+// KeepConnectedWhile is KeepConnected until ctx ends (or the node closes):
+// for a peer needed only while something lasts, such as a re-shared
+// server of it.
+func (n *Node) KeepConnectedWhile(ctx context.Context, info lpeer.AddrInfo) {
+	ctx, cancel := context.WithCancel(ctx)
+	stopAfter := context.AfterFunc(n.ctx, cancel)
 	sub, err := n.host.EventBus().Subscribe(new(event.EvtPeerConnectednessChanged), eventbus.Name("mcpmesh-keep-connected"))
 	if err != nil {
+		stopAfter()
+		cancel()
 		log.Warnf("peer %s: watch connectedness: %v", info.ID, err)
 		return
 	}
@@ -39,21 +51,30 @@ func (n *Node) KeepConnected(info lpeer.AddrInfo) {
 					default:
 					}
 				}
-			case <-n.ctx.Done():
+			case <-ctx.Done():
 				return
 			}
 		}
 	})
 	if !forwarding {
+		stopAfter()
+		cancel()
 		sub.Close()
 		return
 	}
-	n.group.Go(func() { n.keepConnected(info, changed) })
+	if !n.group.Go(func() {
+		defer stopAfter()
+		defer cancel() // the forwarding goroutine's end
+		n.keepConnected(ctx, info, changed)
+	}) {
+		stopAfter()
+		cancel()
+	}
 }
 
 // keepConnected is KeepConnected's loop; changed is signalled when info's
 // connectedness may have changed.
-func (n *Node) keepConnected(info lpeer.AddrInfo, changed <-chan struct{}) {
+func (n *Node) keepConnected(ctx context.Context, info lpeer.AddrInfo, changed <-chan struct{}) {
 	backoff := retry.Backoff(time.Second, time.Minute)
 	wait := func(d time.Duration) bool { // until changed, d (0: no limit) or the node's end
 		var timeout <-chan time.Time
@@ -65,7 +86,7 @@ func (n *Node) keepConnected(info lpeer.AddrInfo, changed <-chan struct{}) {
 		select {
 		case <-changed:
 		case <-timeout:
-		case <-n.ctx.Done():
+		case <-ctx.Done():
 			return false
 		}
 		return true
@@ -84,13 +105,13 @@ func (n *Node) keepConnected(info lpeer.AddrInfo, changed <-chan struct{}) {
 		if sw, ok := n.host.Network().(interface{ Backoff() *swarm.DialBackoff }); ok {
 			sw.Backoff().Clear(info.ID)
 		}
-		err := n.ConnectAddr(n.ctx, info)
+		err := n.ConnectAddr(ctx, info)
 		if err == nil {
 			log.Infof("connected to peer %s", info.ID)
 			backoff.Reset()
 			continue
 		}
-		if n.ctx.Err() != nil {
+		if ctx.Err() != nil {
 			return
 		}
 		d := backoff.Delay()

@@ -2,8 +2,10 @@ package node_test
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"net"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -123,4 +125,33 @@ func nodeWarnings(t *testing.T) func() []string {
 		defer mu.Unlock()
 		return append([]string(nil), lines...)
 	}
+}
+
+// KeepConnectedWhile stops trying when its context ends: a removed
+// re-share leaves no loop reconnecting to its peer behind.
+func TestKeepConnectedWhileStopsWithItsContext(t *testing.T) {
+	key, _, err := crypto.GenerateEd25519Key(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, _ := lpeer.IDFromPrivateKey(key)
+	addr, _ := ma.NewMultiaddr(fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", freePort(t))) // nobody listens
+	a := newNode(t)
+	// Its goroutines, by the functions they run (the host starts others of
+	// its own meanwhile).
+	loops := func() int {
+		buf := make([]byte, 8<<20)
+		n := 0
+		for _, g := range strings.Split(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
+			if strings.Contains(g, "node.(*Node).KeepConnectedWhile.func") {
+				n++
+			}
+		}
+		return n
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	a.KeepConnectedWhile(ctx, lpeer.AddrInfo{ID: id, Addrs: []ma.Multiaddr{addr}})
+	eventually(t, 5*time.Second, "the loop and its watch run", func() bool { return loops() == 2 })
+	cancel()
+	eventually(t, 5*time.Second, "the loop ends with its context", func() bool { return loops() == 0 })
 }

@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
@@ -39,7 +40,9 @@ func (n *Node) SharePeer(name string, p lpeer.ID, server string) error {
 	}
 	ctx, cancel := context.WithCancel(n.ctx)
 	t := &relayTarget{peer: p, server: server, ctx: ctx, cancel: cancel}
-	if err := n.addServer(name, &sharedServer{relay: t, stop: cancel, pass: n.passToPeer(name, t)}); err != nil {
+	s := &sharedServer{relay: t, stop: cancel}
+	s.pass = n.passToPeer(name, t, &s.live)
+	if err := n.addServer(name, s); err != nil {
 		cancel()
 		return err
 	}
@@ -84,7 +87,7 @@ func (n *Node) passStreams(pass passFunc) network.StreamHandler {
 
 // passToPeer returns how a session of a re-shared server is served: relayed
 // to a stream of its own to the target.
-func (n *Node) passToPeer(name string, t *relayTarget) passFunc {
+func (n *Node) passToPeer(name string, t *relayTarget, live *liveRelays) passFunc {
 	return func(down *transport.Conn, caller lpeer.ID) {
 		if refusal := n.trust.MayOpenRelay(caller, name); refusal != nil {
 			relay.RefuseSession(down, refusal.Code, refusal.Message)
@@ -98,7 +101,7 @@ func (n *Node) passToPeer(name string, t *relayTarget) passFunc {
 			return
 		}
 		up := transport.NewConn(s, n.cfg.maxMessageSize)
-		if err := n.runRelay(t.ctx, name, caller, down, up, t.peer, t.server, nil); err != nil {
+		if err := n.runRelay(t.ctx, name, caller, down, up, t.peer, t.server, nil, live); err != nil {
 			log.Debugw("relay session ended", "server", name, "to", t.peer, "error", err)
 		}
 	}
@@ -110,8 +113,9 @@ func (n *Node) passToPeer(name string, t *relayTarget) passFunc {
 // delegation, limits, audit, list filtering), then the task layer (each
 // tools/call a task of this node; for a peer, passed on as its child),
 // then, for a program or an endpoint, the mesh's own _meta keys are taken
-// out. setBusy, if not nil, is told how to know that calls are in flight.
-func (n *Node) runRelay(ctx context.Context, name string, caller lpeer.ID, down, up relay.FrameConn, peer lpeer.ID, server string, setBusy func(func() bool)) error {
+// out. setBusy, if not nil, is told how to know that calls are in flight;
+// live, if not nil, holds the session while it runs (see UnshareGracefully).
+func (n *Node) runRelay(ctx context.Context, name string, caller lpeer.ID, down, up relay.FrameConn, peer lpeer.ID, server string, setBusy func(func() bool), live *liveRelays) error {
 	r := relay.New(down, up)
 	// The task layer's own answers (a call cancelled or past its deadline
 	// here) pass the trust layer on their way, as the server's would.
@@ -138,11 +142,23 @@ func (n *Node) runRelay(ctx context.Context, name string, caller lpeer.ID, down,
 	}
 	toServer, toClient, end := n.trust.RelayRewrites(caller, name, trust.Target{Peer: peer, Server: server}, then, r.SendToClient)
 	trustToClient = toClient
+	var lostOnce sync.Once
 	r.ServerLost = func(err error) {
-		// The server's side ended on its own: what waits on it is answered
-		// with a failure naming it, while the caller's side is still open.
-		end(err)
-		tk.End(err)
+		// The server's side ended on its own (or the server was removed):
+		// what waits on it is answered with a failure naming it, while the
+		// caller's side is still open.
+		lostOnce.Do(func() {
+			end(err)
+			tk.End(err)
+		})
+	}
+	if live != nil {
+		lr := &liveRelay{busy: tk.Busy, lose: r.ServerLost}
+		live.add(lr)
+		defer live.remove(lr)
+	}
+	if live != nil {
+		toServer = live.refuseWhileDraining(name, n.host.ID(), toServer)
 	}
 	err := r.Run(ctx, toServer, relay.Chain(tk.ToClient, toClient))
 	end(nil)

@@ -82,7 +82,9 @@ func (n *Node) shareUpstream(ctx context.Context, name string, up *upstream.Upst
 		cfg.Init.Capabilities.Elicitation = &sdkmcp.ElicitationCapabilities{Form: &sdkmcp.FormElicitationCapabilities{}}
 	}
 	sh := relay.NewShare(up, cfg)
-	if err := n.addServer(name, &sharedServer{share: sh, stop: sh.Stop, pass: n.passToShare(name, sh)}); err != nil {
+	s := &sharedServer{share: sh, stop: sh.Stop}
+	s.pass = n.passToShare(name, sh, &s.live)
+	if err := n.addServer(name, s); err != nil {
 		return err
 	}
 	sh.Start()
@@ -92,7 +94,7 @@ func (n *Node) shareUpstream(ctx context.Context, name string, up *upstream.Upst
 // passToShare returns how a session of a program's or an endpoint's share
 // is served: relayed to an upstream session of its own (or its place on
 // the shared one).
-func (n *Node) passToShare(name string, sh *relay.Share) passFunc {
+func (n *Node) passToShare(name string, sh *relay.Share, live *liveRelays) passFunc {
 	return func(down *transport.Conn, caller lpeer.ID) {
 		if refusal := n.trust.MayOpenRelay(caller, name); refusal != nil {
 			relay.RefuseSession(down, refusal.Code, refusal.Message)
@@ -108,7 +110,7 @@ func (n *Node) passToShare(name string, sh *relay.Share) passFunc {
 			relay.RefuseSession(down, code, fmt.Sprintf("%v (on %s)", err, n.host.ID()))
 			return
 		}
-		if err := n.runRelay(n.ctx, name, caller, down, up, "", name, up.SetBusy); err != nil {
+		if err := n.runRelay(n.ctx, name, caller, down, up, "", name, up.SetBusy, live); err != nil {
 			log.Debugw("shared server session ended", "server", name, "caller", caller, "error", err)
 		}
 	}

@@ -93,12 +93,13 @@ func TestEveryCommandHasHelp(t *testing.T) {
 
 // daemon is a running `mcpmesh node`.
 type daemon struct {
-	home string
-	id   string
-	addr string
-	cmd  *exec.Cmd
-	out  *bytes.Buffer
-	errs *lockedBuffer // all the daemon writes on stderr
+	home  string
+	id    string
+	addr  string
+	cmd   *exec.Cmd
+	out   *bytes.Buffer
+	later *lockedBuffer // what the daemon writes on stdout once ready
+	errs  *lockedBuffer // all the daemon writes on stderr
 }
 
 func startDaemon(t *testing.T, extra ...string) *daemon {
@@ -124,15 +125,15 @@ func startDaemonAt(t *testing.T, home string, extra ...string) *daemon {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	d := &daemon{home: home, cmd: cmd, out: &bytes.Buffer{}, errs: stderr}
+	d := &daemon{home: home, cmd: cmd, out: &bytes.Buffer{}, later: &lockedBuffer{}, errs: stderr}
 	t.Cleanup(func() { d.stop(t) })
 
 	// The reader fills d (banner, id, addr) only until the daemon is ready:
-	// the test reads d afterwards, and what the daemon prints later is
-	// discarded.
+	// the test reads d afterwards; what the daemon prints later goes to
+	// d.later.
 	ready := make(chan error, 1)
 	go func() {
-		defer io.Copy(io.Discard, stdout)
+		defer io.Copy(d.later, stdout)
 		sc := bufio.NewScanner(stdout)
 		for sc.Scan() {
 			line := sc.Text()
@@ -145,6 +146,9 @@ func startDaemonAt(t *testing.T, home string, extra ...string) *daemon {
 			}
 			if line == "ready; Ctrl-C to stop" {
 				ready <- nil
+				for sc.Scan() {
+					fmt.Fprintln(d.later, sc.Text())
+				}
 				return
 			}
 		}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -228,6 +229,12 @@ func loadConfig(path string, named bool) (*fileConfig, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
+	return parseConfig(path, data)
+}
+
+// parseConfig reads data, the configuration file at path.
+func parseConfig(path string, data []byte) (*fileConfig, error) {
+	cfg := &fileConfig{}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(cfg); err != nil {
@@ -253,6 +260,7 @@ type shareSpec struct {
 	server  string
 	display string
 	opts    []node.ShareOption // a program's or an endpoint's mode and bounds
+	source  shareConfig        // what the file and flags said, to tell a changed share on reload
 }
 
 // shareSpecs merges the file's shares with the flags' and checks them all.
@@ -329,7 +337,7 @@ func shareSpecs(cfg *fileConfig, shares, httpShares, headers, relays, modes []st
 		if err := transport.ValidateServerName(name); err != nil {
 			return nil, usageError("share: %v", err)
 		}
-		spec := shareSpec{name: name}
+		spec := shareSpec{name: name, source: sc}
 		kinds := 0
 		if sc.Command != "" {
 			kinds++
@@ -394,17 +402,21 @@ func shareSpecs(cfg *fileConfig, shares, httpShares, headers, relays, modes []st
 }
 
 // sharePeers re-shares the other nodes' servers among specs (the
-// programs and HTTP servers are startShares's).
-func sharePeers(n *node.Node, specs []shareSpec) error {
+// programs and HTTP servers are startShares's), and keeps the node
+// connected to those given with addresses while each share lasts: it adds
+// to keep how to stop that, by share name.
+func sharePeers(n *node.Node, specs []shareSpec, keep map[string]context.CancelFunc) error {
 	for _, s := range specs {
 		if len(s.command.Args) > 0 || s.remote != nil {
 			continue
 		}
-		if len(s.target.Addrs) > 0 {
-			n.KeepConnected(s.target)
-		}
 		if err := n.SharePeer(s.name, s.target.ID, s.server); err != nil {
 			return err
+		}
+		if len(s.target.Addrs) > 0 {
+			ctx, cancel := context.WithCancel(context.Background())
+			n.KeepConnectedWhile(ctx, s.target)
+			keep[s.name] = cancel
 		}
 	}
 	return nil

@@ -118,7 +118,7 @@ func firstWord(line string) string {
 func newConfigCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "config",
-		Short: "Check the daemon's configuration file",
+		Short: "Check the daemon's configuration file, or make the daemon reload it",
 	}
 	var cfgPath string
 	check := &cobra.Command{
@@ -155,7 +155,48 @@ another program holds.`,
 		},
 	}
 	check.Flags().StringVar(&cfgPath, "config", "", "configuration file (default HOME/config.json)")
-	cmd.AddCommand(check)
+	cmd.AddCommand(check, newConfigReloadCmd(g))
+	return cmd
+}
+
+func newConfigReloadCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "reload",
+		Short: "Make the running daemon reread its configuration file, and say what it applied",
+		Long: `Make the running daemon reread its configuration file (the one it started
+with) and apply it, as it does when the file changes or on SIGHUP, and print
+what it did. A reload applies the policy, the shares, the agents and the
+triggers, each diffed by name with what runs: a share added starts (its
+lines say when it is ready, with its tools), one removed stops once its calls
+in flight are answered (at most 10s: then they fail, saying the server was
+removed), one whose command, url, env, mode or sessions changed restarts.
+Peers see the change in the node's card. A change to any other section is
+reported and waits for a restart.
+
+A file with an error applies nothing: the running configuration stays, and
+the command exits 1 with the error.`,
+		Example: `  mcpmesh config reload
+  kill -HUP $(mcpmesh status --json | jq .daemon.pid)   # the same, without the report`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := dial(cmd, g)
+			if err != nil {
+				return err
+			}
+			res, err := c.Reload(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if g.json {
+				return printJSONLine(cmd.OutOrStdout(), res)
+			}
+			for _, l := range res.Lines {
+				fmt.Fprintln(cmd.OutOrStdout(), l)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&g.json, "json", false, "print JSON: {\"lines\": [...]}")
 	return cmd
 }
 

@@ -121,8 +121,14 @@ with the same Host/Origin checks as --http.
 Closed by default: peers see and may call only what the "policy" of the
 configuration file grants them, by peer ID or group, per server, tool, resource
 and prompt, for their own calls or when acting for another peer (see README).
-The policy is reread when the file changes, or on SIGHUP. --open lets every
-peer see and call everything: for demos and labs only.
+--open lets every peer see and call everything: for demos and labs only.
+
+The configuration file is reread when it changes, on SIGHUP and on 'mcpmesh
+config reload': its policy, shares, agents and triggers are applied, each
+diffed by name with what runs (a share added starts, one removed or changed
+stops once its calls in flight are answered, within 10s); a change to any
+other section waits for a restart, and says so. A file with an error applies
+nothing: the running configuration stays, and the daemon says why.
 
 Every call the node serves (or refuses) is recorded in HOME/audit.log; 'mcpmesh
 audit' shows recent records. --metrics 127.0.0.1:PORT serves Prometheus
@@ -139,6 +145,7 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			path, named := configPath(g.home, cfgPath)
+			raw, _ := os.ReadFile(path) // what a reload diffs against
 			file, err := loadConfig(path, named)
 			if err != nil {
 				return usageError("%v", err)
@@ -265,7 +272,8 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 			}
 			// Re-shared peers' servers start at once; programs and HTTP
 			// servers come up in the background (see startShares).
-			if err := sharePeers(n, specs); err != nil {
+			kept := map[string]context.CancelFunc{} // re-shared peers kept connected, by share
+			if err := sharePeers(n, specs, kept); err != nil {
 				return err
 			}
 
@@ -305,9 +313,19 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 				defer ms.Close()
 				metricsURL = "http://" + ms.Addr().String() + "/metrics"
 			}
-			if !open {
-				go watchPolicy(ctx, n, path, named, cmd.OutOrStdout())
-			}
+			out := &syncWriter{w: cmd.OutOrStdout()}
+			// The file is reloaded when it changes, on SIGHUP and on 'mcpmesh
+			// config reload': the policy, shares, agents and triggers.
+			reload := newReloader(ctx, n, triggers, path, open, shareFlags{shares, httpSh, headers, relays, modes}, file, raw, specs, kept, out, os.Stderr)
+			reload.policySaid = func(p string) { srv.UpdateDaemon(func(d *control.Daemon) { d.Policy = p }) }
+			srv.SetReloader(reload.reloadNow)
+			watchCtx, stopWatch := context.WithCancel(ctx)
+			watched := make(chan struct{})
+			go func() {
+				defer close(watched)
+				reload.watch(watchCtx)
+			}()
+			defer func() { stopWatch(); <-watched }()
 			var gatewayURL string
 			if httpAt != "" {
 				url, stopGateway, err := serveGateway(ctx, n, httpAt, gateway.MeshOptions{Pins: pins, Events: httpEvents}, maxMsg)
@@ -327,7 +345,6 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 				consoleURL = url
 			}
 
-			out := &syncWriter{w: cmd.OutOrStdout()}
 			fmt.Fprintf(out, "mcpmesh node %s\n", n.ID())
 			fmt.Fprintf(out, "  home:    %s\n", g.home)
 			fmt.Fprintf(out, "  servers: %s\n", strings.Join(bannerServers(n.Shared(), specs), ", "))
@@ -384,8 +401,7 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 				cancel()
 			}
 			if ctx.Err() == nil {
-				daemon.State = "running"
-				srv.SetDaemon(daemon)
+				srv.UpdateDaemon(func(d *control.Daemon) { d.State = "running" })
 				fmt.Fprintln(out, "ready; Ctrl-C to stop")
 				<-ctx.Done()
 			}

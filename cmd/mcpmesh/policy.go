@@ -1,26 +1,12 @@
 package main
 
 import (
-	"bytes"
-	"context"
 	"encoding/json"
-	"fmt"
-	"io"
-	"os"
-	"os/signal"
 	"reflect"
 	"slices"
-	"strings"
-	"syscall"
-	"time"
 
-	"github.com/mcpmesh/mcpmesh/node"
 	"github.com/mcpmesh/mcpmesh/peer/policy"
 )
-
-// policyPoll is how often the daemon looks at its configuration file for a
-// changed policy.
-const policyPoll = 2 * time.Second
 
 // describePolicy says in one line what a policy lets peers do.
 func describePolicy(p *policy.Policy, open bool) string {
@@ -59,46 +45,4 @@ func jsonEqual(x, y json.RawMessage) bool {
 	json.Unmarshal(x, &vx)
 	json.Unmarshal(y, &vy)
 	return reflect.DeepEqual(vx, vy)
-}
-
-// watchPolicy rereads the policy from the configuration file at path when
-// the file changes or the process gets SIGHUP, and applies it to n. A file
-// that does not parse leaves the policy as it was, and says why. It returns
-// when ctx ends.
-func watchPolicy(ctx context.Context, n *node.Node, path string, named bool, out io.Writer) {
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	last, _ := os.ReadFile(path)
-	started := last // what the node runs with, beside the policy
-	tick := time.NewTicker(policyPoll)
-	defer tick.Stop()
-	for {
-		forced := false
-		select {
-		case <-ctx.Done():
-			return
-		case <-hup:
-			forced = true
-		case <-tick.C:
-		}
-		data, err := os.ReadFile(path)
-		if err != nil && !forced {
-			continue
-		}
-		if !forced && bytes.Equal(data, last) {
-			continue
-		}
-		last = data
-		cfg, err := loadConfig(path, named)
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "warning: policy not reloaded, the old one stays: %v\n", err)
-			continue
-		}
-		n.SetPolicy(cfg.Policy)
-		fmt.Fprintf(out, "policy reloaded from %s: %s\n", path, describePolicy(cfg.Policy, false))
-		if changed := changedSections(started, data); len(changed) > 0 {
-			fmt.Fprintf(os.Stderr, "warning: %s changed in %s: only the policy is applied while the node runs; restart it for the rest\n", strings.Join(changed, ", "), path)
-		}
-	}
 }

@@ -56,6 +56,9 @@ func TestPolicyFromConfigReloadsWithoutRestart(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "1 grant, 1 group") || !strings.Contains(out, b.id) {
 		t.Fatalf("policy: exit %d\n%s", code, out)
 	}
+	if st := readStatus(t, a.home); !strings.Contains(st.Daemon.Policy, "1 grant") {
+		t.Fatalf("status after the policy was reloaded says %q", st.Daemon.Policy)
+	}
 	out, _, code = run(t, "--home", a.home, "policy", "check", b.id, "node/echo")
 	if code != 0 || !strings.Contains(out, "allowed node/echo; listed to it") {
 		t.Fatalf("policy check echo: exit %d\n%s", code, out)
@@ -70,7 +73,7 @@ func TestPolicyFromConfigReloadsWithoutRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The daemon says it kept the old policy (it polls the file every 2 s).
-	for deadline := time.Now().Add(20 * time.Second); !strings.Contains(a.errs.String(), "policy not reloaded, the old one stays"); time.Sleep(100 * time.Millisecond) {
+	for deadline := time.Now().Add(20 * time.Second); !strings.Contains(a.errs.String(), "config not reloaded, nothing applied (the running configuration stays)"); time.Sleep(100 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("the daemon did not refuse the bad file within 20s; its stderr:\n%s", a.errs)
 		}
