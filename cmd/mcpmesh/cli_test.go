@@ -317,6 +317,14 @@ func TestFindCardAndCallAnyAcrossThreeDaemons(t *testing.T) {
 			t.Fatalf("find echo --json: exit %d:\n%s", code, out)
 		}
 	}
+	// Words, as mesh_search takes them: a word of a description, or part of
+	// a name, finds the tool too, on every node.
+	for _, query := range []string{"authenticated", "ech"} {
+		out, _, code = run(t, "--home", a.home, "find", query, "--timeout", "3s")
+		if code != 0 || strings.Count(out, "node/echo") != 3 || !strings.Contains(out, c.id+"  gamma") {
+			t.Fatalf("find %s: exit %d:\n%s", query, code, out)
+		}
+	}
 	out, _, code = run(t, "--home", a.home, "card", c.id)
 	if code != 0 || !strings.Contains(out, "gamma") || !strings.Contains(out, "the weather node") || !strings.Contains(out, "tool echo") {
 		t.Fatalf("card: exit %d:\n%s", code, out)
