@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -267,5 +268,48 @@ func TestCallAPeerThatRestartedAtOnce(t *testing.T) {
 	out, stderr, code := run(t, "--home", b.home, "call", a.addr, "echo", `{"text":"back"}`)
 	if code != 0 || strings.TrimSpace(out) != "back" {
 		t.Fatalf("call after the restart: exit %d: %q %s", code, out, stderr)
+	}
+}
+
+// Without --name, a node is named after its machine, in its banner, its
+// status and its peers' lists; the configuration file's name still wins.
+func TestDefaultNodeNameIsTheHostName(t *testing.T) {
+	want := defaultNodeName()
+	if h, _ := os.Hostname(); want != sanitizeNodeName(h) {
+		t.Fatalf("default name %q, host name %q", want, h)
+	}
+	a := startDaemon(t)
+	if !strings.Contains(a.out.String(), "  name:    "+want+"\n") {
+		t.Errorf("banner:\n%s", a.out)
+	}
+	out, _, code := run(t, "--home", a.home, "status")
+	if code != 0 || !strings.Contains(out, "("+want+" ") {
+		t.Errorf("status: exit %d:\n%s", code, out)
+	}
+	home := t.TempDir()
+	os.WriteFile(filepath.Join(home, "config.json"), []byte(`{"name": "carol"}`), 0o600)
+	b := startDaemonAt(t, home, "--peer", a.addr)
+	if !strings.Contains(b.out.String(), "  name:    carol\n") {
+		t.Errorf("banner with a name in config.json:\n%s", b.out)
+	}
+	run(t, "--home", b.home, "call", a.id, "echo", `{"text":"hi"}`)
+	out, _, code = run(t, "--home", b.home, "peers")
+	if code != 0 || !regexp.MustCompile(a.id+`\s+`+regexp.QuoteMeta(want)+`\s`).MatchString(out) {
+		t.Errorf("peers: exit %d:\n%s", code, out)
+	}
+}
+
+func TestSanitizeNodeName(t *testing.T) {
+	for in, want := range map[string]string{
+		"build-07.corp.example.com": "build-07",
+		"Ana's MacBook Pro":         "Ana-s-MacBook-Pro",
+		"":                          "mcpmesh",
+		"localhost":                 "mcpmesh",
+		"...":                       "mcpmesh",
+		strings.Repeat("x", 80):     strings.Repeat("x", 32),
+	} {
+		if got := sanitizeNodeName(in); got != want {
+			t.Errorf("sanitizeNodeName(%q) = %q, want %q", in, got, want)
+		}
 	}
 }
