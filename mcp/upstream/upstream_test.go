@@ -460,11 +460,11 @@ func TestStartTimeoutExtendedWhileTheProgramWritesOnStderr(t *testing.T) {
 // their first start; so do they behind NAME=value assignments.
 func TestLaunchersGetALongerFirstStart(t *testing.T) {
 	for line, want := range map[string]time.Duration{
-		"npx -y @modelcontextprotocol/server-everything stdio": LauncherStartTimeout,
+		"npx -y @modelcontextprotocol/server-everything stdio":  LauncherStartTimeout,
 		"NODE_ENV=production /usr/local/bin/uvx mcp-server-git": LauncherStartTimeout,
-		"docker run -i --rm mcp/fetch":                         LauncherStartTimeout,
-		"node server.js":                                       0,
-		"$LAUNCHER npx":                                        0,
+		"docker run -i --rm mcp/fetch":                          LauncherStartTimeout,
+		"node server.js":                                        0,
+		"$LAUNCHER npx":                                         0,
 	} {
 		up, err := Program("x", ShellCommand(line), 0)
 		if err != nil {
