@@ -313,3 +313,25 @@ func TestSanitizeNodeName(t *testing.T) {
 		}
 	}
 }
+
+// The agents example starts with no API key at all: the agents that need
+// one are named and skipped, and the scripted one finds the node's echo
+// and answers.
+func TestAgentsExampleStartsWithoutKeys(t *testing.T) {
+	t.Setenv("OPENAI_API_KEY", "")
+	t.Setenv("ANTHROPIC_API_KEY", "")
+	config, err := filepath.Abs(filepath.Join("..", "..", "examples", "agents", "config.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := startDaemon(t, "--config", config)
+	for _, want := range []string{`agent "translator": environment variable OPENAI_API_KEY is not set: the agent is skipped`, `agent "reviewer": environment variable ANTHROPIC_API_KEY is not set`} {
+		if !strings.Contains(a.errs.String(), want) {
+			t.Errorf("stderr says nothing like %q:\n%s", want, a.errs.String())
+		}
+	}
+	out, stderr, code := run(t, "--home", a.home, "call", a.id, "echo-desk", `{"task":"hello from the example"}`)
+	if code != 0 || strings.TrimSpace(out) != "hello from the example" {
+		t.Fatalf("echo-desk: exit %d: %q\n%s", code, out, stderr)
+	}
+}

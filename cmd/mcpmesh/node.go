@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -263,6 +264,13 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 			addBuiltins(n)
 			for _, a := range file.Agents {
 				if err := agent.Add(n, a); err != nil {
+					// An agent whose key is missing is left out, not the node:
+					// the others (scripted, borrowed, local models) work.
+					var missing *agent.MissingKeyError
+					if errors.As(err, &missing) {
+						fmt.Fprintf(os.Stderr, "warning: %v: the agent is skipped (set it and restart the node)\n", err)
+						continue
+					}
 					return usageError("%v", err)
 				}
 			}
