@@ -93,7 +93,8 @@ addresses. PEER is a peer ID (its own works too).`,
 			if g.json {
 				return printJSON(out, card)
 			}
-			fmt.Fprintf(out, "%s  %s %s (card #%d, valid until %s)\n", card.Peer, card.Name, card.Version, card.Seq, card.Expires.Local().Format(time.TimeOnly))
+			fmt.Fprintf(out, "%s  %s %s (card issued %s, valid until %s)\n", card.Peer, card.Name, card.Version,
+				card.Issued.Local().Format(time.TimeOnly), card.Expires.Local().Format(time.TimeOnly))
 			if card.Desc != "" {
 				fmt.Fprintf(out, "  %s\n", card.Desc)
 			}

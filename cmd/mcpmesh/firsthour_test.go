@@ -335,3 +335,26 @@ func TestAgentsExampleStartsWithoutKeys(t *testing.T) {
 		t.Fatalf("echo-desk: exit %d: %q\n%s", code, out, stderr)
 	}
 }
+
+// Small things a new user trips on: --open warns once; a --share command
+// may start with NAME=value assignments, as in a shell; an error over the
+// message size limit says "mcpmesh:" once; a card shows when it was issued,
+// not a 19-digit sequence number.
+func TestOpenEnvAssignmentsLimitErrorAndCardSeq(t *testing.T) {
+	a := startDaemon(t, "--share", "notes="+demoProgramEnv+"=1 "+binary, "--max-message-size", "1024")
+	if n := strings.Count(a.errs.String(), "every peer that connects may see and call everything"); n != 1 {
+		t.Errorf("--open warned %d times:\n%s", n, a.errs.String())
+	}
+	if !strings.Contains(a.out.String(), "share notes: ready, 2 tools") {
+		t.Errorf("a share with NAME=value before its program did not start:\nstdout:\n%s\nstderr:\n%s", a.out, a.errs.String())
+	}
+	b := startDaemon(t, "--peer", a.addr)
+	_, stderr, code := run(t, "--home", a.home, "call", b.id, "echo", `{"text":"`+strings.Repeat("x", 2000)+`"}`)
+	if code == 0 || strings.Count(stderr, "mcpmesh:") != 1 || !strings.Contains(stderr, "over the message size limit") {
+		t.Errorf("call over the limit: exit %d, want one mcpmesh: prefix:\n%s", code, stderr)
+	}
+	out, _, code := run(t, "--home", b.home, "card", b.id)
+	if code != 0 || !regexp.MustCompile(`\(card issued \d\d:\d\d:\d\d, valid until \d\d:\d\d:\d\d\)`).MatchString(out) {
+		t.Errorf("card: exit %d:\n%s", code, out)
+	}
+}

@@ -54,10 +54,17 @@ type Command struct {
 }
 
 // ShellCommand returns a Command that runs line with /bin/sh, so that users
-// can write a command as they would in a terminal (quotes, variables). The
-// shell execs the program, so the node supervises the program itself.
+// can write a command as they would in a terminal (quotes, variables,
+// leading NAME=value assignments for the program's environment). The shell
+// execs the program, so the node supervises the program itself.
 func ShellCommand(line string) Command {
-	return Command{Args: []string{"/bin/sh", "-c", "exec " + line}, Line: line}
+	run := "exec "
+	if f := strings.Fields(line); len(f) > 0 && isAssignment(f[0]) {
+		// "exec VAR=x prog" would exec "VAR=x"; env sets the variables
+		// the shell has parsed (quotes and all) and execs prog in turn.
+		run = "exec env "
+	}
+	return Command{Args: []string{"/bin/sh", "-c", run + line}, Line: line}
 }
 
 // ShareStatus describes one server shared from a program or an endpoint.
