@@ -55,6 +55,7 @@ type Server struct {
 	console atomic.Pointer[string] // the web console's login URL, if any
 	daemon  atomic.Pointer[Daemon] // what the command running the node says of it (status.go)
 	names   names                  // peers' card names (names.go)
+	pins    pinSessions            // what became of host sessions' pins (pins.go)
 	pid     int
 }
 
@@ -142,11 +143,12 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("POST /v1/find", s.handleFind)
 	mux.HandleFunc("POST /v1/card", s.handleCard)
 	mux.HandleFunc("POST /v1/mcp", s.handleGateway)
-	s.taskRoutes(mux)                                  // see tasks.go
-	s.auditRoutes(mux)                                 // see audit.go
-	s.policyRoutes(mux)                                // see policy.go
-	mux.HandleFunc("GET /v1/console", s.handleConsole) // see console.go
-	s.eventRoutes(mux)                                 // see events.go
+	mux.HandleFunc("GET /v1/mcp/{session}/pins", s.handlePins) // see pins.go
+	s.taskRoutes(mux)                                          // see tasks.go
+	s.auditRoutes(mux)                                         // see audit.go
+	s.policyRoutes(mux)                                        // see policy.go
+	mux.HandleFunc("GET /v1/console", s.handleConsole)         // see console.go
+	s.eventRoutes(mux)                                         // see events.go
 	return s.auth(mux)
 }
 

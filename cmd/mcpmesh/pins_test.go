@@ -65,3 +65,44 @@ func TestStdioPinsNamedAndSaid(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// Through a daemon, `mcpmesh stdio` says on its own stderr (which the host
+// shows) what became of each pin, as it does without one.
+func TestStdioThroughADaemonSaysWhatBecameOfItsPins(t *testing.T) {
+	a := startDaemon(t, "--name", "alpha")
+	b := startDaemon(t, "--peer", a.addr)
+	cmd := exec.Command(binary, "--home", b.home, "stdio", "--pin", a.id+"/echo", "--pin", a.id+"/ecko")
+	stderr := &lockedBuffer{}
+	cmd.Stderr = stderr
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cs, err := sdkmcp.NewClient(&sdkmcp.Implementation{Name: "test-host"}, nil).Connect(ctx, &sdkmcp.CommandTransport{Command: cmd}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+	wants := []string{
+		"through the daemon of " + b.home,
+		"mcpmesh stdio: pin " + a.id + "/echo: listed as alpha.echo",
+		"mcpmesh stdio: pin " + a.id + `/ecko: not listed: `,
+		`did you mean "echo"?`,
+	}
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		said, missing := stderr.String(), ""
+		for _, w := range wants {
+			if !strings.Contains(said, w) {
+				missing = w
+				break
+			}
+		}
+		if missing == "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("stderr does not say %q within 20s:\n%s", missing, said)
+		}
+	}
+	if got := callText(t, cs, "alpha.echo", map[string]any{"text": "pinned"}); got != "pinned" {
+		t.Fatalf("alpha.echo = %q", got)
+	}
+}
