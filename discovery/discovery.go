@@ -104,6 +104,7 @@ type Service struct {
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
 	poke     chan struct{}
+	hurry    chan struct{} // a Sync waits: publish without the debounce
 	mdns     interface{ Close() error }
 	handOffs chan struct{} // record hand-offs in flight (provide.go)
 	probes   chan struct{} // probes of gone peers in flight (peers.go)
@@ -115,6 +116,13 @@ type Service struct {
 	cardData []byte                    // the sealed card last put
 	seq      uint64
 	last     *Card // the card last published
+
+	// What Sync waits for: changes counts Changed calls (and the start),
+	// stored is the count the card stored locally last reflects, and
+	// storedCh is closed (and replaced) whenever stored moves.
+	changes  uint64
+	stored   uint64
+	storedCh chan struct{}
 
 	goneMu   sync.Mutex
 	gone     map[lpeer.ID]*goneEntry // peers known to be gone (peers.go)
@@ -131,6 +139,9 @@ func New(h host.Host, key crypto.PrivKey, cfg Config) (*Service, error) {
 		h: h, key: key, cfg: cfg,
 		ctx: ctx, cancel: cancel,
 		poke:     make(chan struct{}, 1),
+		hurry:    make(chan struct{}, 1),
+		changes:  1, // the first card
+		storedCh: make(chan struct{}),
 		handOffs: make(chan struct{}, maxHandOffs),
 		probes:   make(chan struct{}, maxProbes),
 		provided: map[Capability]*provision{},
@@ -201,10 +212,55 @@ func (s *Service) Start(build CardBuilder) {
 
 // Changed asks for the card to be rebuilt and republished soon.
 func (s *Service) Changed() {
+	s.mu.Lock()
+	s.changes++
+	s.mu.Unlock()
 	select {
 	case s.poke <- struct{}{}:
 	default:
 	}
+}
+
+// Sync waits until a card that reflects every Changed made before the call
+// is stored locally, so that a peer that asks this node gets it: what a
+// daemon waits for before it says it is ready. It does not wait for the
+// card to reach other peers. It returns early if the service closes.
+func (s *Service) Sync(ctx context.Context) error {
+	s.mu.Lock()
+	want := s.changes
+	s.mu.Unlock()
+	for {
+		s.mu.Lock()
+		done, ch := s.stored >= want, s.storedCh
+		s.mu.Unlock()
+		if done {
+			return nil
+		}
+		select {
+		case s.hurry <- struct{}{}:
+		default:
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("card not yet published: %w", ctx.Err())
+		case <-s.ctx.Done():
+			return errors.New("discovery closed before the card was published")
+		}
+	}
+}
+
+// markStored records that the card built for change count gen is stored
+// locally, and wakes Sync.
+func (s *Service) markStored(gen uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if gen <= s.stored {
+		return
+	}
+	s.stored = gen
+	close(s.storedCh)
+	s.storedCh = make(chan struct{})
 }
 
 // Published returns the card last published, or nil.
@@ -239,10 +295,13 @@ func (s *Service) publishLoop(build CardBuilder) {
 		case <-s.ctx.Done():
 			return
 		case <-republish.C:
+		case <-s.hurry:
 		case <-s.poke:
-			// Let a burst of changes settle into one card.
+			// Let a burst of changes settle into one card, unless a Sync
+			// waits for it.
 			select {
 			case <-time.After(s.cfg.Debounce):
+			case <-s.hurry:
 			case <-s.ctx.Done():
 				return
 			}
@@ -265,6 +324,9 @@ func (s *Service) publishLoop(build CardBuilder) {
 func (s *Service) publish(build CardBuilder) error {
 	ctx, cancel := context.WithTimeout(s.ctx, 30*time.Second)
 	defer cancel()
+	s.mu.Lock()
+	gen := s.changes // what this card reflects: it is built after this
+	s.mu.Unlock()
 	card, err := build(ctx)
 	if err != nil {
 		return fmt.Errorf("build card: %w", err)
@@ -295,7 +357,7 @@ func (s *Service) publish(build CardBuilder) error {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		putErr = s.putCard(ctx, data)
+		putErr = s.putCard(ctx, data, func() { s.markStored(gen) })
 	}()
 	provErr := s.advertise(s.ctx, Capabilities(opened))
 	<-done

@@ -120,15 +120,24 @@ const (
 )
 
 // putCard stores the sealed card locally and on the K peers closest to its
-// key (kad-dht's PutValue) and notes which peers it was sent to.
-func (s *Service) putCard(ctx context.Context, data []byte) error {
+// key (kad-dht's PutValue) and notes which peers it was sent to. It calls
+// local once the card is stored locally, before the walk to other peers.
+func (s *Service) putCard(ctx context.Context, data []byte, local func()) error {
 	key := CardKey(s.h.ID())
 	ctx, cancel := context.WithCancel(ctx)
 	ctx, events := routing.RegisterForQueryEvents(ctx)
 	sent := make(chan []lpeer.ID)
 	go func() {
 		var peers []lpeer.ID
+		first := true
 		for ev := range events {
+			// PutValue stores locally, then walks (GetClosestPeers): the
+			// walk's first event, even a QueryError for want of peers,
+			// comes after the local store.
+			if first {
+				first = false
+				local()
+			}
 			if ev.Type == routing.Value { // published just before each put
 				peers = append(peers, ev.ID)
 			}
@@ -142,6 +151,7 @@ func (s *Service) putCard(ctx context.Context, data []byte) error {
 	if err != nil {
 		return err
 	}
+	local() // no event if the walk was cut short
 	k := s.dht.BucketSize()
 	s.mu.Lock()
 	defer s.mu.Unlock()

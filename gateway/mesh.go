@@ -342,9 +342,12 @@ func (g *Mesh) gather(ctx context.Context, words, tags []string) []*discovery.Ca
 				case <-ctx.Done():
 					return
 				}
-				if c, err := g.n.Card(ctx, p); err == nil {
-					g.remember(c)
+				c, err := g.n.Card(ctx, p)
+				if err != nil {
+					log.Debugw("search: no card", "peer", p, "error", err)
+					return
 				}
+				g.remember(c)
 			}()
 		}
 		queries := slices.Clone(words)

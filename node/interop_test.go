@@ -48,6 +48,9 @@ func TestEverythingServerSharedThroughTheMesh(t *testing.T) {
 	var mu sync.Mutex
 	var asked []string
 	a := newNode(t,
+		// Opening a session starts b's process for it if its spare is not
+		// up yet: Node.js under -race on a loaded machine takes seconds.
+		node.WithDialTimeout(30*time.Second),
 		node.WithElicitationHandler(func(_ context.Context, req *sdkmcp.ElicitRequest) (*sdkmcp.ElicitResult, error) {
 			mu.Lock()
 			asked = append(asked, "elicit: "+req.Params.Message)

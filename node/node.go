@@ -279,6 +279,9 @@ func AddTool[In, Out any](n *Node, t *sdkmcp.Tool, h sdkmcp.ToolHandlerFor[In, O
 		n.tools.invalidate(k.(*sdkmcp.ClientSession))
 		return true
 	})
+	// Nor may the card wait for it: Sync (a daemon's "ready") counts on
+	// every change being announced before it returns.
+	n.changed()
 }
 
 // Share makes server reachable by peers under name. The node adds its input

@@ -382,10 +382,18 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 				n.KeepConnected(info)
 			}
 			// Ready once every shared server has started or failed its
-			// first start: what scripts wait for.
+			// first start, and the card listing them is served: what
+			// scripts wait for.
 			select {
 			case <-shared:
 			case <-ctx.Done():
+			}
+			if d := n.Discovery(); d != nil && ctx.Err() == nil {
+				sctx, cancel := context.WithTimeout(ctx, cardSyncWait)
+				if err := d.Sync(sctx); err != nil && ctx.Err() == nil {
+					fmt.Fprintf(os.Stderr, "warning: %v; peers will find this node's tools once it is (see the log with --log-level debug)\n", err)
+				}
+				cancel()
 			}
 			if ctx.Err() == nil {
 				daemon.State = "running"
@@ -457,3 +465,7 @@ func sanitizeNodeName(host string) string {
 	}
 	return "mcpmesh"
 }
+
+// cardSyncWait bounds how long the daemon waits, before it says it is
+// ready, for its card to be built and stored where peers ask for it.
+const cardSyncWait = 10 * time.Second

@@ -83,8 +83,12 @@ func (f *flight) answer(id jsonrpc.ID, now time.Time) (raw []byte, cost int64, i
 	delete(f.pending, n)
 	delete(f.byWire, string(p.raw))
 	f.last = now
-	close(f.changed)
-	f.changed = make(chan struct{})
+	// After close, changed stays closed: the SDK may still answer a
+	// request it was serving when the conn closed.
+	if !f.closed {
+		close(f.changed)
+		f.changed = make(chan struct{})
+	}
 	return p.raw, p.cost, len(f.pending) == 0, true
 }
 

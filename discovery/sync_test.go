@@ -1,0 +1,100 @@
+package discovery
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p"
+
+	"github.com/mcpmesh/mcpmesh/proto/cardpb"
+)
+
+// Sync returns once the card reflecting every change before it is stored
+// where peers ask for it, without the debounce: a peer that asks right
+// after gets that card. The debounce here is an hour, so only Sync's hurry
+// can publish the changed card within the test.
+func TestSyncServesTheChangedCard(t *testing.T) {
+	asker := startNode(t, genKey(t), "asker", nodeOpts{})
+	key := genKey(t)
+	h, err := libp2p.New(libp2p.Identity(key), libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableMetrics())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	svc, err := New(h, key, Config{Debounce: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer svc.Close()
+	var tool atomic.Value
+	tool.Store("first")
+	svc.Start(func(context.Context) (*cardpb.Card, error) {
+		return &cardpb.Card{Servers: []*cardpb.Server{{Name: "s", Tools: []*cardpb.Tool{{Name: tool.Load().(string)}}}}}, nil
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := svc.Sync(ctx); err != nil { // no peers yet: the local store alone
+		t.Fatalf("first sync: %v", err)
+	}
+	if err := asker.h.Connect(ctx, h.Peerstore().PeerInfo(h.ID())); err != nil {
+		t.Fatal(err)
+	}
+	servedTool := func() string {
+		c, err := asker.svc.cardFromPeer(ctx, h.ID())
+		if err != nil {
+			t.Fatalf("card from the peer: %v", err)
+		}
+		return c.Servers[0].Tools[0].Name
+	}
+	if got := servedTool(); got != "first" {
+		t.Fatalf("served tool %q after the first sync, want first", got)
+	}
+	tool.Store("second")
+	svc.Changed()
+	if err := svc.Sync(ctx); err != nil {
+		t.Fatalf("sync after a change: %v", err)
+	}
+	if got := servedTool(); got != "second" {
+		t.Fatalf("served tool %q after Changed and Sync, want second", got)
+	}
+	// A Sync with nothing changed returns at once.
+	if err := svc.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Sync gives up with ctx, and when the service closes.
+func TestSyncEndsWithItsContext(t *testing.T) {
+	key := genKey(t)
+	h, err := libp2p.New(libp2p.Identity(key), libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableMetrics())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	svc, err := New(h, key, Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	svc.Start(func(ctx context.Context) (*cardpb.Card, error) {
+		select { // a builder stuck until the test lets it go
+		case <-release:
+		case <-ctx.Done():
+		}
+		return nil, context.Canceled
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := svc.Sync(ctx); err == nil {
+		t.Fatal("Sync returned nil with the card never built")
+	}
+	done := make(chan error, 1)
+	go func() { done <- svc.Sync(context.Background()) }()
+	close(release)
+	svc.Close()
+	if err := <-done; err == nil {
+		t.Fatal("Sync returned nil after Close with no card built")
+	}
+}
