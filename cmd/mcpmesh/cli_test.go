@@ -347,8 +347,14 @@ func TestFindCardAndCallAnyAcrossThreeDaemons(t *testing.T) {
 // connects an SDK client to it.
 func stdioClient(t *testing.T, args ...string) *sdkmcp.ClientSession {
 	t.Helper()
+	return stdioClientTo(t, os.Stderr, args...)
+}
+
+// stdioClientTo is stdioClient with the command's stderr going to stderr.
+func stdioClientTo(t *testing.T, stderr io.Writer, args ...string) *sdkmcp.ClientSession {
+	t.Helper()
 	cmd := exec.Command(binary, args...)
-	cmd.Stderr = os.Stderr
+	cmd.Stderr = stderr
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cs, err := sdkmcp.NewClient(&sdkmcp.Implementation{Name: "test-host"}, nil).Connect(ctx, &sdkmcp.CommandTransport{Command: cmd}, nil)

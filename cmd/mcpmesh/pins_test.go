@@ -2,13 +2,10 @@ package main
 
 import (
 	"context"
-	"os/exec"
 	"slices"
 	"strings"
 	"testing"
 	"time"
-
-	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
 )
 
 // `mcpmesh stdio --pin` lists a pinned tool as LABEL.TOOL, LABEL the
@@ -17,17 +14,11 @@ import (
 // daemon's log.
 func TestStdioPinsNamedAndSaid(t *testing.T) {
 	a := startDaemon(t, "--name", "alpha")
-	cmd := exec.Command(binary, "--home", t.TempDir(), "stdio", "--no-mdns", "--peer", a.addr,
-		"--pin", a.id+"/echo", "--pin", a.id+"/ecko")
 	stderr := &lockedBuffer{}
-	cmd.Stderr = stderr
+	cs := stdioClientTo(t, stderr, "--home", t.TempDir(), "stdio", "--no-mdns", "--peer", a.addr,
+		"--pin", a.id+"/echo", "--pin", a.id+"/ecko")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cs, err := sdkmcp.NewClient(&sdkmcp.Implementation{Name: "test-host"}, nil).Connect(ctx, &sdkmcp.CommandTransport{Command: cmd}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cs.Close()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		list, err := cs.ListTools(ctx, nil)
@@ -71,16 +62,8 @@ func TestStdioPinsNamedAndSaid(t *testing.T) {
 func TestStdioThroughADaemonSaysWhatBecameOfItsPins(t *testing.T) {
 	a := startDaemon(t, "--name", "alpha")
 	b := startDaemon(t, "--peer", a.addr)
-	cmd := exec.Command(binary, "--home", b.home, "stdio", "--pin", a.id+"/echo", "--pin", a.id+"/ecko")
 	stderr := &lockedBuffer{}
-	cmd.Stderr = stderr
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	cs, err := sdkmcp.NewClient(&sdkmcp.Implementation{Name: "test-host"}, nil).Connect(ctx, &sdkmcp.CommandTransport{Command: cmd}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cs.Close()
+	cs := stdioClientTo(t, stderr, "--home", b.home, "stdio", "--pin", a.id+"/echo", "--pin", a.id+"/ecko")
 	wants := []string{
 		"through the daemon of " + b.home,
 		"mcpmesh stdio: pin " + a.id + "/echo: listed as alpha.echo",
