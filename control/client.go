@@ -139,7 +139,25 @@ func (c *Client) Call(ctx context.Context, peer, tool string, args json.RawMessa
 // CallProgress calls tool on peer as Call does, and hands progress each
 // progress notification of the call as it comes, on the calling goroutine.
 func (c *Client) CallProgress(ctx context.Context, peer, tool string, args json.RawMessage, progress func(Progress)) (CallResponse, error) {
-	resp, err := c.request(ctx, http.MethodPost, "/v1/call", CallRequest{Peer: peer, Tool: tool, Args: args, Progress: true})
+	return c.CallWith(ctx, peer, tool, args, CallHooks{Progress: progress})
+}
+
+// CallHooks are what the caller of CallWith hears of the call as it runs,
+// each on the calling goroutine.
+type CallHooks struct {
+	// Progress, if set, gets each progress notification of the call.
+	Progress func(Progress)
+	// Question, if set, gets each question the call's tools ask its user
+	// and answers it: the answer goes back to the tool (Answer.Question is
+	// filled in). An error ends the call. A sampling request comes declined
+	// already (Question.Declined), to be shown; its answer is not used.
+	// Without Question the daemon refuses the questions.
+	Question func(context.Context, Question) (Answer, error)
+}
+
+// CallWith calls tool on peer as Call does, with hooks.
+func (c *Client) CallWith(ctx context.Context, peer, tool string, args json.RawMessage, hooks CallHooks) (CallResponse, error) {
+	resp, err := c.request(ctx, http.MethodPost, "/v1/call", CallRequest{Peer: peer, Tool: tool, Args: args, Progress: true, Questions: hooks.Question != nil})
 	if err != nil {
 		return CallResponse{}, err
 	}
@@ -153,6 +171,9 @@ func (c *Client) CallProgress(ctx context.Context, peer, tool string, args json.
 	for {
 		var ev CallEvent
 		if err := dec.Decode(&ev); err != nil {
+			if ctx.Err() != nil {
+				return CallResponse{}, fmt.Errorf("gave up waiting for the daemon: %w", context.Cause(ctx))
+			}
 			if errors.Is(err, io.EOF) {
 				err = io.ErrUnexpectedEOF
 			}
@@ -163,10 +184,28 @@ func (c *Client) CallProgress(ctx context.Context, peer, tool string, args json.
 			return CallResponse{}, errors.New(ev.Error)
 		case ev.Result != nil:
 			return *ev.Result, nil
-		case ev.Progress != nil && progress != nil:
-			progress(*ev.Progress)
+		case ev.Progress != nil && hooks.Progress != nil:
+			hooks.Progress(*ev.Progress)
+		case ev.Question != nil && hooks.Question != nil:
+			a, err := hooks.Question(ctx, *ev.Question)
+			if err != nil {
+				return CallResponse{}, err
+			}
+			if ev.Question.Declined != "" || ev.Question.ID == "" {
+				continue
+			}
+			a.Question = ev.Question.ID
+			if err := c.Answer(ctx, a); err != nil {
+				return CallResponse{}, fmt.Errorf("answer the question: %w", err)
+			}
 		}
 	}
+}
+
+// Answer answers an open question of a call (see CallHooks.Question).
+func (c *Client) Answer(ctx context.Context, a Answer) error {
+	var out struct{}
+	return c.do(ctx, http.MethodPost, "/v1/call/answer", a, &out)
 }
 
 // Card returns peer's verified card.

@@ -77,12 +77,20 @@ type CallRequest struct {
 	// then JSON lines (application/x-ndjson), one CallEvent each, progress
 	// first and the result or the error last, always with status 200.
 	Progress bool `json:"progress,omitempty"`
+	// Questions, with Progress, asks for the questions the call's tools ask
+	// its user (elicitation/create, from any hop of the call's tree) as
+	// Question events, each to be answered with POST /v1/call/answer while
+	// the call runs. Without it they are refused ("no user to ask").
+	// Sampling requests are refused either way: a Question event with
+	// Declined set says what was asked.
+	Questions bool `json:"questions,omitempty"`
 }
 
 // CallEvent is one line of the answer to a POST /v1/call that asked for
 // progress: exactly one of its fields is set.
 type CallEvent struct {
 	Progress *Progress     `json:"progress,omitempty"`
+	Question *Question     `json:"question,omitempty"`
 	Result   *CallResponse `json:"result,omitempty"`
 	Error    string        `json:"error,omitempty"`
 }
@@ -93,6 +101,33 @@ type Progress struct {
 	Progress float64 `json:"progress"`
 	Total    float64 `json:"total,omitempty"`
 	Message  string  `json:"message,omitempty"`
+}
+
+// Question is a question a call's tool asks the call's user: an
+// elicitation (Elicit: its message, mode, requested schema or URL) to answer
+// with POST /v1/call/answer naming ID, or a sampling request, which the
+// daemon has declined already (Declined: the error sent back) and which
+// needs no answer.
+type Question struct {
+	ID       string               `json:"id,omitempty"`
+	Kind     string               `json:"kind"` // QuestionElicitation or QuestionSampling
+	Elicit   *sdkmcp.ElicitParams `json:"elicit,omitempty"`
+	Declined string               `json:"declined,omitempty"`
+}
+
+// The kinds of Question.
+const (
+	QuestionElicitation = "elicitation"
+	QuestionSampling    = "sampling"
+)
+
+// Answer is the body of POST /v1/call/answer: the user's answer to the
+// open question Question. Action is "accept" (with Content, the values of
+// the requested schema's fields), "decline" or "cancel".
+type Answer struct {
+	Question string         `json:"question"`
+	Action   string         `json:"action"`
+	Content  map[string]any `json:"content,omitempty"`
 }
 
 // CallResponse answers POST /v1/call.

@@ -52,11 +52,12 @@ type Server struct {
 	closeOnce sync.Once
 	closeErr  error
 
-	console atomic.Pointer[string] // the web console's login URL, if any
-	daemon  atomic.Pointer[Daemon] // what the command running the node says of it (status.go)
-	names   names                  // peers' card names (names.go)
-	pins    pinSessions            // what became of host sessions' pins (pins.go)
-	pid     int
+	console   atomic.Pointer[string] // the web console's login URL, if any
+	daemon    atomic.Pointer[Daemon] // what the command running the node says of it (status.go)
+	names     names                  // peers' card names (names.go)
+	questions questions              // open questions of streamed calls (questions.go)
+	pins      pinSessions            // what became of host sessions' pins (pins.go)
+	pid       int
 }
 
 // Listen starts the control API of n on addr (a loopback address; port 0
@@ -140,6 +141,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("POST /v1/connect", s.handleConnect)
 	mux.HandleFunc("POST /v1/tools", s.handleTools)
 	mux.HandleFunc("POST /v1/call", s.handleCall)
+	mux.HandleFunc("POST /v1/call/answer", s.handleAnswer) // see questions.go
 	mux.HandleFunc("POST /v1/find", s.handleFind)
 	mux.HandleFunc("POST /v1/card", s.handleCard)
 	mux.HandleFunc("POST /v1/mcp", s.handleGateway)
@@ -302,12 +304,13 @@ func (s *Server) handleCall(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, res)
 		return
 	}
-	// The answer is a stream of events: progress as it comes, then the
-	// result or the error.
+	// The answer is a stream of events: progress and questions as they
+	// come, then the result or the error.
 	ev := newEventStream(w)
 	ctx := tasks.WithProgress(r.Context(), func(p *sdkmcp.ProgressNotificationParams) {
 		ev.send(CallEvent{Progress: &Progress{Progress: p.Progress, Total: p.Total, Message: p.Message}})
 	})
+	ctx = tasks.WithUser(ctx, s.callUser(r.Context(), ev, req.Questions))
 	res, _, err := s.call(ctx, req)
 	if err != nil {
 		ev.end(CallEvent{Error: err.Error()})

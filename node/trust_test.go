@@ -54,6 +54,21 @@ func sideEffect(n *node.Node, name string) *atomic.Int32 {
 	return &runs
 }
 
+// sideEffectAnnounced adds a side-effect tool to n and waits until n's SDK
+// server has told its sessions (one from from, opened for it) of the new
+// tool. The SDK tells them 10 ms later, every session open by then: a test
+// that counts list_changed notices on sessions it opens next must not see
+// this one.
+func sideEffectAnnounced(t *testing.T, from, n *node.Node, name string) *atomic.Int32 {
+	t.Helper()
+	_, told := listerSession(t, from, n, transport.DefaultServer)
+	runs := sideEffect(n, name)
+	if !toldListChangedWithin(5*time.Second, told) {
+		t.Fatalf("%s did not announce its new tool %s", n.ID(), name)
+	}
+	return runs
+}
+
 func notPermitted(t *testing.T, err error, res *sdkmcp.CallToolResult) {
 	t.Helper()
 	if err == nil {
@@ -583,10 +598,10 @@ func TestPolicyOnAReSharedServer(t *testing.T) {
 // then; its next list shows the new grants.
 func TestPolicyChangeTellsPeersWhoseListsChange(t *testing.T) {
 	b := newNode(t)
-	sideEffect(b, "pay")
 	a, c := newNode(t), newNode(t)
 	connect(t, a, b)
 	connect(t, c, b)
+	sideEffectAnnounced(t, a, b, "pay")
 	b.SetPolicy(mustPolicy(t, `{"grants":[{"peers":["%s","%s"],"tools":["echo"]}]}`, a.ID(), c.ID()))
 
 	session := func(from *node.Node) (*sdkmcp.ClientSession, chan struct{}) {
@@ -684,9 +699,12 @@ func toldListChangedWithin(d time.Duration, ch chan struct{}) bool {
 // tells its callers when its policy changes what they see.
 func TestPolicyChangeTellsPeersOfAReSharedServer(t *testing.T) {
 	a, b, c := newNode(t), newNode(t), newNode(t)
-	sideEffect(c, "pay")
 	connect(t, a, b)
 	connect(t, b, c)
+	// c's SDK server tells its sessions of the new tool 10 ms later, every
+	// session open by then: wait for it, so that it cannot reach a through
+	// the relay below and pass for a notice of b's policy.
+	sideEffectAnnounced(t, b, c, "pay")
 	if err := b.SharePeer("far", c.ID(), "node"); err != nil {
 		t.Fatal(err)
 	}

@@ -92,3 +92,27 @@ func RootTaskFunc(ctx context.Context) func(id string) {
 	f, _ := ctx.Value(rootTaskKey{}).(func(string))
 	return f
 }
+
+type userKey struct{}
+
+// User answers the questions that the peers serving a tree's calls ask, from
+// any depth of the tree, in place of the node's own handlers: a person at a
+// terminal who made the call, say. A nil field leaves that kind of question
+// to the node's handler.
+type User struct {
+	Elicit func(context.Context, *sdkmcp.ElicitRequest) (*sdkmcp.ElicitResult, error)
+	Sample func(context.Context, *sdkmcp.CreateMessageWithToolsRequest) (*sdkmcp.CreateMessageWithToolsResult, error)
+}
+
+// WithUser returns a context whose calls through a node (made outside any
+// task) have their questions answered by u, while each runs. With the task
+// layer off (node.WithTaskTracking(false)) the node's handlers answer.
+func WithUser(ctx context.Context, u *User) context.Context {
+	return context.WithValue(ctx, userKey{}, u)
+}
+
+// UserOf returns what WithUser put on ctx, or nil.
+func UserOf(ctx context.Context) *User {
+	u, _ := ctx.Value(userKey{}).(*User)
+	return u
+}

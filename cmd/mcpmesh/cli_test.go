@@ -26,6 +26,9 @@ func TestMain(m *testing.M) {
 	if gate := os.Getenv(gatedProgramEnv); gate != "" {
 		os.Exit(runGatedProgram(gate)) // a program a test's daemon shares
 	}
+	if os.Getenv(askingProgramEnv) == "1" {
+		os.Exit(runAskingProgram()) // a program a test's daemon shares
+	}
 	if os.Getenv(demoProgramEnv) == "1" {
 		runDemoProgram() // the demo's shared program: this test binary, run by the demo
 		return

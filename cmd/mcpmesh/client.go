@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -16,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/mcpmesh/mcpmesh/control"
+	"github.com/mcpmesh/mcpmesh/internal/oneline"
 	"github.com/mcpmesh/mcpmesh/peer/identity"
 )
 
@@ -234,16 +234,13 @@ PEER is a peer ID the daemon knows or a full multiaddr ending in /p2p/<peer ID>.
 	return cmd
 }
 
-func firstLine(s string, max int) string {
-	s, _, _ = strings.Cut(strings.TrimSpace(s), "\n")
-	if len(s) > max {
-		s = s[:max-1] + "…"
-	}
-	return s
-}
+// firstLine shows s on one line of at most max characters.
+func firstLine(s string, max int) string { return oneline.Cut(s, max) }
 
 func newCallCmd(g *globals) *cobra.Command {
 	var timeout time.Duration
+	var answers []string
+	var noInput, prompt bool
 	cmd := &cobra.Command{
 		Use:   "call PEER TOOL [JSON-ARGS]",
 		Short: "Call a tool on a peer and print its result",
@@ -263,10 +260,25 @@ TOOL is a tool name, looked up among all the peer's servers (an error lists the
 choices if several have it), or SERVER/TOOL. JSON-ARGS is a JSON object ('-'
 reads it from standard input).
 
-Exits 1 with a one-line reason if the peer is unreachable or the tool fails.`,
+A tool may ask its caller a question while it runs (MCP elicitation), from this
+peer or from any peer its call reaches in turn. On a terminal the question shows
+on stderr: its message, then (a)ccept, (d)ecline or (c)ancel, then to accept a
+prompt for each field the question asks for, with its type, choices and
+default (Enter takes the default). The answer is checked against the
+question's schema before it goes back to the tool. Ctrl-C cancels the call.
+--answer gives the answers beforehand, in order: a JSON object of the fields,
+or accept, decline, cancel. Without a terminal on stdin, with --json or with
+--no-input, questions beyond the --answer values are declined, with a line on
+stderr saying what was asked and how to answer; --prompt asks them anyway,
+reading one answer a line from stdin (for scripts). A request for a model
+completion (MCP sampling) is declined: a terminal has no model.
+
+Exits 1 with a one-line reason if the peer is unreachable or the tool fails, 2 on
+bad input (an --answer that does not fit its question among it).`,
 		Example: `  mcpmesh call 12D3KooW... echo '{"text":"hello"}'
   mcpmesh call any translate '{"text":"hello"}'
-  mcpmesh call /ip4/127.0.0.1/tcp/4001/p2p/12D3KooW... node/echo '{"text":"hi"}'`,
+  mcpmesh call /ip4/127.0.0.1/tcp/4001/p2p/12D3KooW... node/echo '{"text":"hi"}'
+  mcpmesh call 12D3KooW... book_table '{"restaurant":"Lisbon"}' --answer '{"people":4}'`,
 		Args: cobra.RangeArgs(2, 3),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if args[0] != control.AnyPeer {
@@ -274,11 +286,15 @@ Exits 1 with a one-line reason if the peer is unreachable or the tool fails.`,
 					return err
 				}
 			}
+			argsFromStdin := len(args) == 3 && args[2] == "-"
+			if argsFromStdin && prompt {
+				return usageError("--prompt reads the answers from standard input, which JSON-ARGS '-' reads already: give JSON-ARGS on the command line")
+			}
 			var raw json.RawMessage
 			if len(args) == 3 {
 				text := args[2]
-				if text == "-" {
-					b, err := io.ReadAll(os.Stdin)
+				if argsFromStdin {
+					b, err := io.ReadAll(cmd.InOrStdin())
 					if err != nil {
 						return err
 					}
@@ -298,11 +314,27 @@ Exits 1 with a one-line reason if the peer is unreachable or the tool fails.`,
 			defer cancel()
 			stderr := cmd.ErrOrStderr()
 			view := newProgressView(stderr, isTerminal(stderr))
-			res, err := c.CallProgress(ctx, args[0], args[1], raw, view.update)
+			ask := &asker{w: printableWriter{stderr}, answers: answers, view: view}
+			switch in := cmd.InOrStdin(); {
+			case noInput:
+				ask.noInput, ask.fix = "--no-input was given", "call without --no-input in a terminal"
+			case prompt:
+				ask.in, ask.echo = newLines(in), !isTerminal(in)
+			case g.json:
+				ask.noInput, ask.fix = "--json output is for scripts, which do not answer questions", "call without --json in a terminal"
+			case argsFromStdin:
+				ask.noInput, ask.fix = "standard input held JSON-ARGS", "give JSON-ARGS on the command line"
+			case !isTerminal(in):
+				ask.noInput, ask.fix = "standard input is not a terminal", "run the call in a terminal"
+			default:
+				ask.in = newLines(in)
+			}
+			res, err := c.CallWith(ctx, args[0], args[1], raw, control.CallHooks{Progress: view.update, Question: ask.question})
 			view.close()
 			if err != nil {
 				return err
 			}
+			ask.unused()
 			if args[0] == control.AnyPeer {
 				for _, t := range res.Tried {
 					fmt.Fprintf(cmd.ErrOrStderr(), "skipped: %s\n", t)
@@ -325,6 +357,9 @@ Exits 1 with a one-line reason if the peer is unreachable or the tool fails.`,
 	}
 	cmd.Flags().BoolVar(&g.json, "json", false, "print the raw MCP result as JSON")
 	cmd.Flags().DurationVar(&timeout, "timeout", 5*time.Minute, "give up after this long")
+	cmd.Flags().StringArrayVar(&answers, "answer", nil, "answer the tool's next question with this: a JSON object of its fields, or accept, decline, cancel (repeatable, in order)")
+	cmd.Flags().BoolVar(&noInput, "no-input", false, "ask nothing: decline the tool's questions")
+	cmd.Flags().BoolVar(&prompt, "prompt", false, "ask the tool's questions even when standard input is not a terminal, one answer a line")
 	return cmd
 }
 

@@ -25,6 +25,7 @@ type progressView struct {
 	latest string // the latest progress, as shown
 	frame  int
 	drawn  bool
+	paused bool // a question is being asked on the terminal
 
 	stop chan struct{}
 	done chan struct{}
@@ -35,10 +36,10 @@ const spinnerAfter = 300 * time.Millisecond
 
 var spinner = []string{"⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"}
 
-// isTerminal reports whether w is a terminal.
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	return ok && (isatty.IsTerminal(f.Fd()) || isatty.IsCygwinTerminal(f.Fd()))
+// isTerminal reports whether f (stdin, stdout or stderr) is a terminal.
+func isTerminal(f any) bool {
+	file, ok := f.(*os.File)
+	return ok && (isatty.IsTerminal(file.Fd()) || isatty.IsCygwinTerminal(file.Fd()))
 }
 
 // newProgressView starts showing progress on w; close stops it.
@@ -76,6 +77,9 @@ func (v *progressView) spin() {
 
 // drawLocked redraws the terminal's line.
 func (v *progressView) drawLocked() {
+	if v.paused {
+		return
+	}
 	text := v.latest
 	if text == "" {
 		text = "waiting for the answer…"
@@ -91,7 +95,7 @@ func (v *progressView) update(p control.Progress) {
 		text += "/" + number(p.Total)
 	}
 	if p.Message != "" {
-		text += " " + firstLine(p.Message, 60)
+		text += " " + printable(firstLine(p.Message, 60))
 	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
@@ -101,6 +105,24 @@ func (v *progressView) update(p control.Progress) {
 		return
 	}
 	fmt.Fprintf(v.w, "progress %s\n", text)
+}
+
+// pause clears the line and draws nothing until resume: a question is
+// asked meanwhile. Progress that comes in between shows after.
+func (v *progressView) pause() {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.paused = true
+	if v.drawn {
+		fmt.Fprint(v.w, "\r\033[K")
+		v.drawn = false
+	}
+}
+
+func (v *progressView) resume() {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.paused = false
 }
 
 // close stops the spinner and clears its line.

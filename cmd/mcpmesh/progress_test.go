@@ -79,3 +79,27 @@ func TestProgressViewDrawsNothingForAQuickCall(t *testing.T) {
 		t.Errorf("wrote %q for a quick call", got)
 	}
 }
+
+// While a question is asked on the terminal the progress line is cleared
+// and not drawn, so that it does not write over the prompt; it comes back
+// after.
+func TestProgressViewStandsAsideForAQuestion(t *testing.T) {
+	var out lockedBuffer
+	v := newProgressView(&out, true)
+	defer v.close()
+	v.update(control.Progress{Progress: 1, Total: 3, Message: "fetching"})
+	v.pause()
+	if got := out.String(); !strings.HasSuffix(got, "\r\033[K") {
+		t.Fatalf("the line was not cleared for the question: %q", got)
+	}
+	before := out.String()
+	v.update(control.Progress{Progress: 2, Total: 3, Message: "meanwhile"})
+	if got := out.String(); got != before {
+		t.Fatalf("drew over the question: %q", strings.TrimPrefix(got, before))
+	}
+	v.resume()
+	v.update(control.Progress{Progress: 3, Total: 3, Message: "after"})
+	if got := out.String(); !strings.Contains(strings.TrimPrefix(got, before), "3/3 after") {
+		t.Fatalf("progress did not come back: %q", got)
+	}
+}

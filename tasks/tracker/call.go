@@ -76,6 +76,10 @@ func (tr *Tracker) Call(ctx context.Context, p lpeer.ID, server, tool string, ar
 		if onProg := tasks.ProgressFunc(ctx); onProg != nil {
 			route = &served{entry: root, onProg: onProg}
 		}
+		if u := tasks.UserOf(ctx); u != nil {
+			tr.users.Store(id, u)
+			defer tr.users.Delete(id)
+		}
 	}
 	hop := tasks.Hop{Task: m.ID, Peer: target, Server: server, Tool: tool}
 	caller.AddChild(hop)

@@ -95,6 +95,9 @@ func (tr *Tracker) ClientOptions(opts *sdkmcp.ClientOptions) {
 			}
 			return ask.Elicit(tctx, r.Params)
 		}
+		if u := tr.userFor(ctx, r.Params.Meta); u != nil && u.Elicit != nil {
+			return u.Elicit(ctx, r)
+		}
 		if h := tr.cfg.Elicit; h != nil {
 			return h(ctx, r)
 		}
@@ -106,6 +109,9 @@ func (tr *Tracker) ClientOptions(opts *sdkmcp.ClientOptions) {
 	opts.CreateMessageWithToolsHandler = func(ctx context.Context, r *sdkmcp.CreateMessageWithToolsRequest) (*sdkmcp.CreateMessageWithToolsResult, error) {
 		if tctx, ok := tr.askThrough(ctx, r.Params.Meta); ok {
 			return ask.SampleWithTools(tctx, r.Params)
+		}
+		if u := tr.userFor(ctx, r.Params.Meta); u != nil && u.Sample != nil {
+			return u.Sample(ctx, r)
 		}
 		if h := tr.cfg.SampleTools; h != nil {
 			return h(ctx, r)
@@ -173,6 +179,30 @@ func (tr *Tracker) askThrough(ctx context.Context, meta sdkmcp.Meta) (context.Co
 		return nil, false
 	}
 	return tctx, true
+}
+
+// userFor returns the user (tasks.WithUser) of the call made outside any
+// task that a question belongs to, if it has one: the call whose context the
+// question came on (2026-07-28), or the root task its _meta names, asked
+// over a session to a peer that call went to (2025-11-25).
+func (tr *Tracker) userFor(ctx context.Context, meta sdkmcp.Meta) *tasks.User {
+	id := ""
+	if e, ok := ctx.Value(callHopKey{}).(*tasks.Entry); ok {
+		id = e.ID()
+	} else if id = tasks.AskedBy(meta); id != "" {
+		e, ok := tr.reg.Lookup(id)
+		if !ok || !madeCallTo(e, ctx) {
+			return nil
+		}
+	}
+	if id == "" {
+		return nil
+	}
+	v, ok := tr.users.Load(id)
+	if !ok {
+		return nil
+	}
+	return v.(*tasks.User)
 }
 
 // madeCallTo reports whether task e made a call to the peer whose session

@@ -74,6 +74,7 @@ type Tracker struct {
 
 	progress *linger.Map[string, *progressRoute] // progress token → route, for calls tasks make
 	asking   sync.Map                            // task ID → the context its running handler asks its caller with
+	users    sync.Map                            // root task ID → the *tasks.User of a call made outside any task, while it runs
 	urlAsks  urlQuestions                        // URL-mode questions passed up, for their completion
 	detached *linger.Map[string, *detached]      // task ID → conversation with its MCP Tasks client
 
