@@ -164,6 +164,17 @@ func Remove(n iface.Node, name string) {
 	log.Infow("agent removed", "agent", name)
 }
 
+// MissingKeyError is Add's error for an agent whose model's API key is not
+// in the environment: a node can start without that agent.
+type MissingKeyError struct {
+	Agent string // the agent's name
+	Env   string // the variable its model's apiKeyEnv names
+}
+
+func (e *MissingKeyError) Error() string {
+	return fmt.Sprintf("agent %q: environment variable %s is not set", e.Agent, e.Env)
+}
+
 // newBackend builds the backend cfg names, reading its API key.
 func newBackend(cfg Config, lookupEnv func(string) (string, bool)) (Backend, error) {
 	m := cfg.Model
@@ -177,7 +188,7 @@ func newBackend(cfg Config, lookupEnv func(string) (string, bool)) (Backend, err
 	if m.APIKeyEnv != "" {
 		v, ok := lookupEnv(m.APIKeyEnv)
 		if !ok || v == "" {
-			return nil, fmt.Errorf("agent %q: environment variable %s is not set", cfg.Name, m.APIKeyEnv)
+			return nil, &MissingKeyError{Agent: cfg.Name, Env: m.APIKeyEnv}
 		}
 		key = v
 	}

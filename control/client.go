@@ -278,13 +278,14 @@ func (c *Client) OpenGateway(ctx context.Context, req GatewayRequest) (io.ReadWr
 		}
 		return nil, fmt.Errorf("daemon answered %s", resp.Status)
 	}
-	return &upgraded{Reader: br, Conn: conn}, nil
+	return &upgraded{Reader: br, Conn: conn, session: resp.Header.Get(SessionHeader)}, nil
 }
 
 // upgraded reads through the buffer that read the 101 answer.
 type upgraded struct {
 	*bufio.Reader
 	net.Conn
+	session string // the daemon's ID of the session, if it has pins (see PinReports)
 }
 
 func (u *upgraded) Read(p []byte) (int, error) { return u.Reader.Read(p) }

@@ -6,7 +6,10 @@ import (
 	"net/http"
 	"time"
 
+	lpeer "github.com/libp2p/go-libp2p/core/peer"
+
 	"github.com/mcpmesh/mcpmesh/discovery"
+	"github.com/mcpmesh/mcpmesh/gateway"
 	"github.com/mcpmesh/mcpmesh/proto/cardpb"
 )
 
@@ -71,7 +74,8 @@ func (s *Server) handleFind(w http.ResponseWriter, r *http.Request) {
 	if !readJSON(w, r, &req) {
 		return
 	}
-	if _, err := discovery.ParseQuery(req.Query); err != nil {
+	capability, err := discovery.ParseQuery(req.Query)
+	if err != nil {
 		writeError(w, http.StatusBadRequest, err)
 		return
 	}
@@ -84,7 +88,13 @@ func (s *Server) handleFind(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	flusher, _ := w.(http.Flusher)
 	enc := json.NewEncoder(w)
-	err := s.node.Find(ctx, req.Query, func(f discovery.Found) {
+	if capability.Kind == "tool" {
+		// Words, as mesh_search takes them: the tools whose names or
+		// descriptions hold them, best first, one line per peer.
+		s.findWords(ctx, enc, req.Query, timeout)
+		return
+	}
+	err = s.node.Find(ctx, req.Query, func(f discovery.Found) {
 		res := FindResult{Peer: f.Card.Peer.String(), Name: f.Card.Name, Addrs: addrStrings(f.Card), Matches: []FindMatch{}}
 		for _, m := range f.Matches {
 			switch {
@@ -102,6 +112,32 @@ func (s *Server) handleFind(w http.ResponseWriter, r *http.Request) {
 	// The lookup ending at its deadline is its normal end.
 	if err != nil && ctx.Err() == nil {
 		enc.Encode(FindResult{Error: err.Error()})
+	}
+}
+
+// findWords answers a find of words with mesh_search's matching
+// (gateway.Mesh), the tools grouped by peer, the peer of the best match
+// first.
+func (s *Server) findWords(ctx context.Context, enc *json.Encoder, query string, timeout time.Duration) {
+	mesh := gateway.NewMesh(s.node, gateway.MeshOptions{SearchTimeout: timeout})
+	matches, err := mesh.Matches(ctx, query, nil)
+	if err != nil {
+		enc.Encode(FindResult{Error: err.Error()})
+		return
+	}
+	var order []*FindResult
+	byPeer := map[lpeer.ID]*FindResult{}
+	for _, m := range matches {
+		res, ok := byPeer[m.Card.Peer]
+		if !ok {
+			res = &FindResult{Peer: m.Card.Peer.String(), Name: m.Card.Name, Addrs: addrStrings(m.Card)}
+			byPeer[m.Card.Peer] = res
+			order = append(order, res)
+		}
+		res.Matches = append(res.Matches, FindMatch{Server: m.Server, Tool: m.Tool.Name, Description: m.Tool.Description, Tags: m.Tool.Tags})
+	}
+	for _, res := range order {
+		enc.Encode(res)
 	}
 }
 

@@ -94,12 +94,25 @@ func (s *Server) handleGateway(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
-	fmt.Fprintf(rw, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: %s\r\n\r\n", UpgradeProtocol)
+	// A session with pins gets an ID, under which its opener reads what
+	// becomes of them (pins.go): its own stderr is where a host shows it.
+	opts := gateway.MeshOptions{Pins: pins, Events: req.Events}
+	sessionHeader := ""
+	if len(pins) > 0 {
+		session := s.pins.open()
+		defer s.pins.close(session)
+		opts.OnPin = func(e gateway.PinEvent) {
+			gateway.LogPin(e)
+			s.pins.add(session, e)
+		}
+		sessionHeader = SessionHeader + ": " + session + "\r\n"
+	}
+	fmt.Fprintf(rw, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: %s\r\n%s\r\n", UpgradeProtocol, sessionHeader)
 	if err := rw.Flush(); err != nil {
 		conn.Close()
 		return
 	}
-	s.serveGateway(conn, rw.Reader, upstream, req.To, gateway.MeshOptions{Pins: pins, Events: req.Events})
+	s.serveGateway(conn, rw.Reader, upstream, req.To, opts)
 }
 
 // serveGateway runs one host session on conn until it ends or the daemon

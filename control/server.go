@@ -57,6 +57,7 @@ type Server struct {
 	names     names                  // peers' card names (names.go)
 	questions questions              // open questions of streamed calls (questions.go)
 	reload    reloader               // POST /v1/config/reload (reload.go)
+	pins      pinSessions            // what became of host sessions' pins (pins.go)
 	pid       int
 }
 
@@ -145,12 +146,13 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("POST /v1/find", s.handleFind)
 	mux.HandleFunc("POST /v1/card", s.handleCard)
 	mux.HandleFunc("POST /v1/mcp", s.handleGateway)
-	s.taskRoutes(mux)                                  // see tasks.go
-	s.auditRoutes(mux)                                 // see audit.go
-	s.policyRoutes(mux)                                // see policy.go
-	mux.HandleFunc("GET /v1/console", s.handleConsole) // see console.go
-	s.eventRoutes(mux)                                 // see events.go
-	s.reloadRoutes(mux)                                // see reload.go
+	mux.HandleFunc("GET /v1/mcp/{session}/pins", s.handlePins) // see pins.go
+	s.taskRoutes(mux)                                          // see tasks.go
+	s.auditRoutes(mux)                                         // see audit.go
+	s.policyRoutes(mux)                                        // see policy.go
+	mux.HandleFunc("GET /v1/console", s.handleConsole)         // see console.go
+	s.eventRoutes(mux)                                         // see events.go
+	s.reloadRoutes(mux)                                        // see reload.go
 	return s.auth(mux)
 }
 

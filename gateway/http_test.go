@@ -246,22 +246,29 @@ func TestTransparentSubscription(t *testing.T) {
 	defer cs.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	// Give the client's GET stream a moment to open: updates sent before
-	// it does are dropped, as by the SDK's own server.
-	time.Sleep(200 * time.Millisecond)
-	if err := cs.Subscribe(ctx, &sdkmcp.SubscribeParams{URI: fixture.WatchedResourceURI}); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case uri := <-r.updated:
-		if uri != fixture.WatchedResourceURI {
-			t.Errorf("updated %q", uri)
+	// The fixture tells each new subscriber once. The client's GET stream
+	// opens on its own time, and an update sent before it has opened is
+	// dropped (as by the SDK's own server): subscribe again until one
+	// comes, within the test's deadline.
+	retry := time.NewTicker(500 * time.Millisecond)
+	defer retry.Stop()
+	for got := false; !got; {
+		if err := cs.Subscribe(ctx, &sdkmcp.SubscribeParams{URI: fixture.WatchedResourceURI}); err != nil {
+			t.Fatal(err)
 		}
-	case <-ctx.Done():
-		t.Fatal("no notifications/resources/updated")
-	}
-	if err := cs.Unsubscribe(ctx, &sdkmcp.UnsubscribeParams{URI: fixture.WatchedResourceURI}); err != nil {
-		t.Fatal(err)
+		select {
+		case uri := <-r.updated:
+			if uri != fixture.WatchedResourceURI {
+				t.Errorf("updated %q", uri)
+			}
+			got = true
+		case <-retry.C:
+		case <-ctx.Done():
+			t.Fatal("no notifications/resources/updated")
+		}
+		if err := cs.Unsubscribe(ctx, &sdkmcp.UnsubscribeParams{URI: fixture.WatchedResourceURI}); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 

@@ -24,6 +24,7 @@ import (
 	"github.com/mcpmesh/mcpmesh/events/inbox"
 	"github.com/mcpmesh/mcpmesh/node/iface"
 	"github.com/mcpmesh/mcpmesh/peer/identity"
+	"github.com/mcpmesh/mcpmesh/proto/cardpb"
 	"github.com/mcpmesh/mcpmesh/tasks"
 )
 
@@ -254,56 +255,72 @@ func structured(v any) (*sdkmcp.CallToolResult, any, error) {
 // in.Query and that have every tag of in.Tags, among the cards of the peers
 // the node knows and of those the DHT names, best matches first.
 func (g *Mesh) Search(ctx context.Context, in SearchIn) (SearchOut, error) {
-	words := strings.Fields(strings.ToLower(in.Query))
-	if len(words) == 0 && len(in.Tags) == 0 {
-		return SearchOut{}, errors.New("give a query, tags, or both")
-	}
 	limit := in.Limit
 	if limit <= 0 || limit > 50 {
 		limit = 5
 	}
+	found, err := g.Matches(ctx, in.Query, in.Tags)
+	if err != nil {
+		return SearchOut{}, err
+	}
+	out := SearchOut{Hits: []Hit{}}
+	for _, m := range found {
+		if len(out.Hits) == limit {
+			break
+		}
+		out.Hits = append(out.Hits, Hit{
+			Ref:  m.Card.Peer.String() + "/" + m.Server + "/" + m.Tool.Name,
+			Peer: cardLabel(m.Card),
+			Desc: m.Tool.Description,
+			Tags: m.Tool.Tags,
+		})
+	}
+	return out, nil
+}
+
+// Match is one tool found by Matches.
+type Match struct {
+	Card   *discovery.Card // verified: the peer's own signed card
+	Server string
+	Tool   *cardpb.Tool
+	Score  int // the higher the better: a word in the tool's name counts most
+}
+
+// Matches is Search without a limit, for callers that present the tools
+// themselves (mcpmesh find): every tool whose name, title or description
+// holds a word of query and that has every tag of tags (the node's tags
+// count as its tools'), best matches first, within the Mesh's search
+// timeout.
+func (g *Mesh) Matches(ctx context.Context, query string, tags []string) ([]Match, error) {
+	words := strings.Fields(strings.ToLower(query))
+	if len(words) == 0 && len(tags) == 0 {
+		return nil, errors.New("give a query, tags, or both")
+	}
 	ctx, cancel := context.WithTimeout(ctx, g.opts.SearchTimeout)
 	defer cancel()
-	cards := g.gather(ctx, words, in.Tags)
-
-	type scored struct {
-		hit   Hit
-		score int
-	}
-	var found []scored
-	for _, c := range cards {
-		label := cardLabel(c)
+	var found []Match
+	for _, c := range g.gather(ctx, words, tags) {
 		for _, srv := range c.Servers {
 			for _, t := range srv.Tools {
-				tags := append(slices.Clone(t.Tags), c.Tags...)
-				if !hasAll(tags, in.Tags) {
+				all := append(slices.Clone(t.Tags), c.Tags...)
+				if !hasAll(all, tags) {
 					continue
 				}
-				if g.opts.Allow != nil && g.opts.Allow(ToolInfo{Peer: c.Peer, Server: srv.Name, Tool: t.Name, Tags: tags}) != nil {
+				if g.opts.Allow != nil && g.opts.Allow(ToolInfo{Peer: c.Peer, Server: srv.Name, Tool: t.Name, Tags: all}) != nil {
 					continue
 				}
 				score := 1
 				if len(words) > 0 {
-					score = matchScore(words, t.Name, t.Title, t.Description)
-					if score == 0 {
+					if score = matchScore(words, t.Name, t.Title, t.Description); score == 0 {
 						continue
 					}
 				}
-				found = append(found, scored{Hit{
-					Ref:  c.Peer.String() + "/" + srv.Name + "/" + t.Name,
-					Peer: label,
-					Desc: t.Description,
-					Tags: t.Tags,
-				}, score})
+				found = append(found, Match{Card: c, Server: srv.Name, Tool: t, Score: score})
 			}
 		}
 	}
-	sort.SliceStable(found, func(i, j int) bool { return found[i].score > found[j].score })
-	out := SearchOut{Hits: []Hit{}}
-	for i := 0; i < len(found) && i < limit; i++ {
-		out.Hits = append(out.Hits, found[i].hit)
-	}
-	return out, nil
+	sort.SliceStable(found, func(i, j int) bool { return found[i].Score > found[j].Score })
+	return found, nil
 }
 
 // gather returns the verified cards of the peers this node knows, plus those

@@ -42,6 +42,16 @@ func (e PinEvent) String() string {
 	return fmt.Sprintf("pin %s: listed as %s", e.Pin, e.Name)
 }
 
+// LogPin says e in the gateway's log (a pin not listed as a warning): what
+// becomes of pins when MeshOptions.OnPin is not set.
+func LogPin(e PinEvent) {
+	if e.Err != nil {
+		log.Warn(e.String())
+	} else {
+		log.Info(e.String())
+	}
+}
+
 func (p Pin) String() string {
 	s := p.Peer.String() + "/"
 	if p.Server != "" {
@@ -76,13 +86,7 @@ type listedPin struct {
 func (g *Mesh) runPins(ctx context.Context, s *sdkmcp.Server, pins []Pin) {
 	report := g.opts.OnPin
 	if report == nil {
-		report = func(e PinEvent) {
-			if e.Err != nil {
-				log.Warn(e.String())
-			} else {
-				log.Info(e.String())
-			}
-		}
+		report = LogPin
 	}
 	changed, stop := meshChanges(g.n)
 	defer stop()

@@ -70,26 +70,24 @@ func (l *liveRelays) busy() []*liveRelay {
 // (answers to the server's own requests, and notifications, still pass:
 // the calls in flight may need them to finish).
 func (l *liveRelays) refuseWhileDraining(name string, self lpeer.ID, next relay.FrameRewrite) relay.FrameRewrite {
-	return func(frame []byte) ([]byte, []byte, error) {
-		pass := func() ([]byte, []byte, error) {
-			if next == nil {
-				return frame, nil, nil
+	return func(f *relay.Frame) error {
+		if l.draining.Load() {
+			if req := f.Request(); req != nil && req.ID.IsValid() {
+				reply, err := jsonrpc.EncodeMessage(&jsonrpc.Response{ID: req.ID, Error: &jsonrpc.Error{
+					Code:    jsonrpc.CodeInternalError,
+					Message: fmt.Sprintf("server %q is being removed from node %s: it takes no new requests", name, self),
+				}})
+				if err != nil {
+					return err
+				}
+				f.Answer(reply)
+				return nil
 			}
-			return next(frame)
 		}
-		if !l.draining.Load() {
-			return pass()
+		if next == nil {
+			return nil
 		}
-		msg, err := jsonrpc.DecodeMessage(frame)
-		req, ok := msg.(*jsonrpc.Request)
-		if err != nil || !ok || !req.ID.IsValid() {
-			return pass()
-		}
-		reply, err := jsonrpc.EncodeMessage(&jsonrpc.Response{ID: req.ID, Error: &jsonrpc.Error{
-			Code:    jsonrpc.CodeInternalError,
-			Message: fmt.Sprintf("server %q is being removed from node %s: it takes no new requests", name, self),
-		}})
-		return nil, reply, err
+		return next(f)
 	}
 }
 

@@ -32,7 +32,9 @@ func (n *Node) initTrust() error {
 	p := c.policy
 	if c.open {
 		p = policy.Open()
-		trustLog.Warnf("OPEN node %s: every peer that connects may see and call everything it shares (--open); give it a policy for anything but a lab", n.host.ID())
+		// Info, not Warn: whoever asked for it says so to the user (the
+		// CLI's --open does, on stderr and in its banner).
+		trustLog.Infof("OPEN node %s: every peer that connects may see and call everything it shares (--open); give it a policy for anything but a lab", n.host.ID())
 	}
 	path := c.auditPath
 	if !c.auditSet && n.cfg.home != "" {

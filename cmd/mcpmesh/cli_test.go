@@ -324,6 +324,14 @@ func TestFindCardAndCallAnyAcrossThreeDaemons(t *testing.T) {
 			t.Fatalf("find echo --json: exit %d:\n%s", code, out)
 		}
 	}
+	// Words, as mesh_search takes them: a word of a description, or part of
+	// a name, finds the tool too, on every node.
+	for _, query := range []string{"authenticated", "ech"} {
+		out, _, code = run(t, "--home", a.home, "find", query, "--timeout", "3s")
+		if code != 0 || strings.Count(out, "node/echo") != 3 || !strings.Contains(out, c.id+"  gamma") {
+			t.Fatalf("find %s: exit %d:\n%s", query, code, out)
+		}
+	}
 	out, _, code = run(t, "--home", a.home, "card", c.id)
 	if code != 0 || !strings.Contains(out, "gamma") || !strings.Contains(out, "the weather node") || !strings.Contains(out, "tool echo") {
 		t.Fatalf("card: exit %d:\n%s", code, out)
@@ -346,8 +354,14 @@ func TestFindCardAndCallAnyAcrossThreeDaemons(t *testing.T) {
 // connects an SDK client to it.
 func stdioClient(t *testing.T, args ...string) *sdkmcp.ClientSession {
 	t.Helper()
+	return stdioClientTo(t, os.Stderr, args...)
+}
+
+// stdioClientTo is stdioClient with the command's stderr going to stderr.
+func stdioClientTo(t *testing.T, stderr io.Writer, args ...string) *sdkmcp.ClientSession {
+	t.Helper()
 	cmd := exec.Command(binary, args...)
-	cmd.Stderr = os.Stderr
+	cmd.Stderr = stderr
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cs, err := sdkmcp.NewClient(&sdkmcp.Implementation{Name: "test-host"}, nil).Connect(ctx, &sdkmcp.CommandTransport{Command: cmd}, nil)

@@ -15,19 +15,22 @@ func newFindCmd(g *globals) *cobra.Command {
 	var timeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "find QUERY",
-		Short: "Find the peers that offer a tool, a tag or an event type, anywhere in the mesh",
-		Long: `Look up, through the mesh's DHT, the peers that offer QUERY: a tool name, or
-tag:NAME for every tool (or node) with that tag, or event:NAME for the nodes that
-emit events of that name (see 'mcpmesh on'). Each provider's signed card is
-fetched and verified; results print as they arrive, and the lookup ends within
---timeout.`,
-		Example: `  mcpmesh find translate
+		Short: "Find the tools, tags or event types peers offer, anywhere in the mesh",
+		Long: `Find, through the mesh's DHT and the cards of the peers this node knows, the
+tools whose names or descriptions hold the words of QUERY, as the mesh_search
+tool of 'mcpmesh stdio' does (best matches first, grouped by peer); or, exactly,
+tag:NAME for every tool (or node) with that tag, or event:NAME for the nodes
+that emit events of that name (see 'mcpmesh on'). Each provider's signed card
+is fetched and verified; tag: and event: results print as they arrive, and the
+lookup ends within --timeout.`,
+		Example: `  mcpmesh find sum
+  mcpmesh find "long running"
   mcpmesh find tag:github --json
   mcpmesh find event:mcp.resource.updated`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if q := strings.TrimSpace(strings.TrimPrefix(args[0], "tag:")); q == "" {
-				return usageError("empty query: give a tool name, a word of its description, or tag:NAME")
+				return usageError("empty query: give words of a tool's name or description, tag:NAME or event:NAME")
 			}
 			c, err := dial(cmd, g)
 			if err != nil {
@@ -56,7 +59,7 @@ fetched and verified; results print as they arrive, and the lookup ends within
 				return err
 			}
 			if n == 0 {
-				return &exitError{code: 1, err: fmt.Errorf("no peer offers %q (searched for %v)", args[0], timeout)}
+				return &exitError{code: 1, err: fmt.Errorf("no peer offers %q (searched for %v): words match tools' names and descriptions; tag:NAME and event:NAME are exact", args[0], timeout)}
 			}
 			return nil
 		},
@@ -90,7 +93,8 @@ addresses. PEER is a peer ID (its own works too).`,
 			if g.json {
 				return printJSON(out, card)
 			}
-			fmt.Fprintf(out, "%s  %s %s (card #%d, valid until %s)\n", card.Peer, card.Name, card.Version, card.Seq, card.Expires.Local().Format(time.TimeOnly))
+			fmt.Fprintf(out, "%s  %s %s (card issued %s, valid until %s)\n", card.Peer, card.Name, card.Version,
+				card.Issued.Local().Format(time.TimeOnly), card.Expires.Local().Format(time.TimeOnly))
 			if card.Desc != "" {
 				fmt.Fprintf(out, "  %s\n", card.Desc)
 			}

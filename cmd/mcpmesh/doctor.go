@@ -16,6 +16,7 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 	"github.com/spf13/cobra"
 
+	"github.com/mcpmesh/mcpmesh/mcp/upstream"
 	"github.com/mcpmesh/mcpmesh/node"
 	"github.com/mcpmesh/mcpmesh/peer/identity"
 )
@@ -82,7 +83,7 @@ func shareWarnings(cfg *fileConfig, specs []shareSpec, flagHeaders []string) []s
 		if len(s.command.Args) == 0 {
 			continue
 		}
-		if prog := firstWord(s.display); prog != "" {
+		if prog := upstream.ProgramOf(s.display); prog != "" {
 			if _, err := exec.LookPath(prog); err != nil {
 				out = append(out, fmt.Sprintf("share %s: program %q is not on PATH (the node will keep trying to start it)", s.name, prog))
 			}
@@ -103,16 +104,6 @@ func unsetVars(v string) []string {
 		return ""
 	})
 	return out
-}
-
-// firstWord is the program of a shell command line, when it is a plain
-// word (not a variable assignment or a shell construct).
-func firstWord(line string) string {
-	f := strings.Fields(line)
-	if len(f) == 0 || strings.ContainsAny(f[0], "=$;|&()<>'\"`") {
-		return ""
-	}
-	return f[0]
 }
 
 func newConfigCmd(g *globals) *cobra.Command {

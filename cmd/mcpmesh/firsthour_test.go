@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -267,5 +268,93 @@ func TestCallAPeerThatRestartedAtOnce(t *testing.T) {
 	out, stderr, code := run(t, "--home", b.home, "call", a.addr, "echo", `{"text":"back"}`)
 	if code != 0 || strings.TrimSpace(out) != "back" {
 		t.Fatalf("call after the restart: exit %d: %q %s", code, out, stderr)
+	}
+}
+
+// Without --name, a node is named after its machine, in its banner, its
+// status and its peers' lists; the configuration file's name still wins.
+func TestDefaultNodeNameIsTheHostName(t *testing.T) {
+	want := defaultNodeName()
+	if h, _ := os.Hostname(); want != sanitizeNodeName(h) {
+		t.Fatalf("default name %q, host name %q", want, h)
+	}
+	a := startDaemon(t)
+	if !strings.Contains(a.out.String(), "  name:    "+want+"\n") {
+		t.Errorf("banner:\n%s", a.out)
+	}
+	out, _, code := run(t, "--home", a.home, "status")
+	if code != 0 || !strings.Contains(out, "("+want+" ") {
+		t.Errorf("status: exit %d:\n%s", code, out)
+	}
+	home := t.TempDir()
+	os.WriteFile(filepath.Join(home, "config.json"), []byte(`{"name": "carol"}`), 0o600)
+	b := startDaemonAt(t, home, "--peer", a.addr)
+	if !strings.Contains(b.out.String(), "  name:    carol\n") {
+		t.Errorf("banner with a name in config.json:\n%s", b.out)
+	}
+	run(t, "--home", b.home, "call", a.id, "echo", `{"text":"hi"}`)
+	out, _, code = run(t, "--home", b.home, "peers")
+	if code != 0 || !regexp.MustCompile(a.id+`\s+`+regexp.QuoteMeta(want)+`\s`).MatchString(out) {
+		t.Errorf("peers: exit %d:\n%s", code, out)
+	}
+}
+
+func TestSanitizeNodeName(t *testing.T) {
+	for in, want := range map[string]string{
+		"build-07.corp.example.com": "build-07",
+		"Ana's MacBook Pro":         "Ana-s-MacBook-Pro",
+		"":                          "mcpmesh",
+		"localhost":                 "mcpmesh",
+		"...":                       "mcpmesh",
+		strings.Repeat("x", 80):     strings.Repeat("x", 32),
+	} {
+		if got := sanitizeNodeName(in); got != want {
+			t.Errorf("sanitizeNodeName(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// The agents example starts with no API key at all: the agents that need
+// one are named and skipped, and the scripted one finds the node's echo
+// and answers.
+func TestAgentsExampleStartsWithoutKeys(t *testing.T) {
+	t.Setenv("OPENAI_API_KEY", "")
+	t.Setenv("ANTHROPIC_API_KEY", "")
+	config, err := filepath.Abs(filepath.Join("..", "..", "examples", "agents", "config.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := startDaemon(t, "--config", config)
+	for _, want := range []string{`agent "translator": environment variable OPENAI_API_KEY is not set: the agent is skipped`, `agent "reviewer": environment variable ANTHROPIC_API_KEY is not set`} {
+		if !strings.Contains(a.errs.String(), want) {
+			t.Errorf("stderr says nothing like %q:\n%s", want, a.errs.String())
+		}
+	}
+	out, stderr, code := run(t, "--home", a.home, "call", a.id, "echo-desk", `{"task":"hello from the example"}`)
+	if code != 0 || strings.TrimSpace(out) != "hello from the example" {
+		t.Fatalf("echo-desk: exit %d: %q\n%s", code, out, stderr)
+	}
+}
+
+// Small things a new user trips on: --open warns once; a --share command
+// may start with NAME=value assignments, as in a shell; an error over the
+// message size limit says "mcpmesh:" once; a card shows when it was issued,
+// not a 19-digit sequence number.
+func TestOpenEnvAssignmentsLimitErrorAndCardSeq(t *testing.T) {
+	a := startDaemon(t, "--share", "notes="+demoProgramEnv+"=1 "+binary, "--max-message-size", "1024")
+	if n := strings.Count(a.errs.String(), "every peer that connects may see and call everything"); n != 1 {
+		t.Errorf("--open warned %d times:\n%s", n, a.errs.String())
+	}
+	if !strings.Contains(a.out.String(), "share notes: ready, 2 tools") {
+		t.Errorf("a share with NAME=value before its program did not start:\nstdout:\n%s\nstderr:\n%s", a.out, a.errs.String())
+	}
+	b := startDaemon(t, "--peer", a.addr)
+	_, stderr, code := run(t, "--home", a.home, "call", b.id, "echo", `{"text":"`+strings.Repeat("x", 2000)+`"}`)
+	if code == 0 || strings.Count(stderr, "mcpmesh:") != 1 || !strings.Contains(stderr, "over the message size limit") {
+		t.Errorf("call over the limit: exit %d, want one mcpmesh: prefix:\n%s", code, stderr)
+	}
+	out, _, code := run(t, "--home", b.home, "card", b.id)
+	if code != 0 || !regexp.MustCompile(`\(card issued \d\d:\d\d:\d\d, valid until \d\d:\d\d:\d\d\)`).MatchString(out) {
+		t.Errorf("card: exit %d:\n%s", code, out)
 	}
 }

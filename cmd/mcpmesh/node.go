@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -163,6 +164,9 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 			if !cmd.Flags().Changed("name") && file.Name != "" {
 				name = file.Name
 			}
+			if name == "" {
+				name = defaultNodeName()
+			}
 			if desc == "" {
 				desc = file.Description
 			}
@@ -267,6 +271,13 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 			addBuiltins(n)
 			for _, a := range file.Agents {
 				if err := agent.Add(n, a); err != nil {
+					// An agent whose key is missing is left out, not the node:
+					// the others (scripted, borrowed, local models) work.
+					var missing *agent.MissingKeyError
+					if errors.As(err, &missing) {
+						fmt.Fprintf(os.Stderr, "warning: %v: the agent is skipped (set it and restart the node)\n", err)
+						continue
+					}
 					return usageError("%v", err)
 				}
 			}
@@ -346,6 +357,7 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 			}
 
 			fmt.Fprintf(out, "mcpmesh node %s\n", n.ID())
+			fmt.Fprintf(out, "  name:    %s\n", name)
 			fmt.Fprintf(out, "  home:    %s\n", g.home)
 			fmt.Fprintf(out, "  servers: %s\n", strings.Join(bannerServers(n.Shared(), specs), ", "))
 			fmt.Fprintf(out, "  control: %s\n", srv.Addr())
@@ -420,7 +432,7 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 	f.StringArrayVar(&headers, "share-header", nil, "NAME=Header: value, sent to the --share-http server NAME (repeatable; ${VAR} is read from the environment)")
 	f.StringArrayVar(&modes, "share-mode", nil, "NAME=isolated|shared: how callers share the --share or --share-http server NAME (default isolated: a session, and for a program a process, of its own each; repeatable)")
 	f.StringVar(&cfgPath, "config", "", "configuration file (JSON; default HOME/config.json if it exists): name, description, tags, listen, peers, shares")
-	f.StringVar(&name, "name", "mcpmesh", "the name this node gives peers")
+	f.StringVar(&name, "name", "", "the name this node gives peers, on its card (default: this machine's host name)")
 	f.StringVar(&api, "api", "127.0.0.1:0", "loopback address of the control API")
 	f.IntVar(&maxMsg, "max-message-size", transport.DefaultMaxMessageSize, "largest MCP message accepted on a stream, in bytes")
 	f.DurationVar(&timeout, "dial-timeout", 10*time.Second, "how long reaching a peer may take")
@@ -439,6 +451,35 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 	f.BoolVar(&httpEvents, "http-events", false, "list mesh_subscribe and mesh_events on --http's /mcp, to wait for the mesh's events")
 	network.add(cmd)
 	return cmd
+}
+
+// defaultNodeName is the name a node gives peers when neither --name nor
+// the configuration file sets one: the machine's host name (its first
+// label, letters, digits, '-' and '_' only), so that peers tell machines
+// apart; "mcpmesh" if it has none.
+func defaultNodeName() string {
+	h, _ := os.Hostname()
+	return sanitizeNodeName(h)
+}
+
+func sanitizeNodeName(host string) string {
+	host, _, _ = strings.Cut(host, ".")
+	var b strings.Builder
+	for _, r := range host {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-', r == '_':
+			b.WriteRune(r)
+		default:
+			b.WriteByte('-')
+		}
+		if b.Len() >= 32 {
+			break
+		}
+	}
+	if name := strings.Trim(b.String(), "-"); name != "" && name != "localhost" {
+		return name
+	}
+	return "mcpmesh"
 }
 
 // cardSyncWait bounds how long the daemon waits, before it says it is

@@ -2,13 +2,10 @@ package main
 
 import (
 	"context"
-	"os/exec"
 	"slices"
 	"strings"
 	"testing"
 	"time"
-
-	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
 )
 
 // `mcpmesh stdio --pin` lists a pinned tool as LABEL.TOOL, LABEL the
@@ -17,17 +14,11 @@ import (
 // daemon's log.
 func TestStdioPinsNamedAndSaid(t *testing.T) {
 	a := startDaemon(t, "--name", "alpha")
-	cmd := exec.Command(binary, "--home", t.TempDir(), "stdio", "--no-mdns", "--peer", a.addr,
-		"--pin", a.id+"/echo", "--pin", a.id+"/ecko")
 	stderr := &lockedBuffer{}
-	cmd.Stderr = stderr
+	cs := stdioClientTo(t, stderr, "--home", t.TempDir(), "stdio", "--no-mdns", "--peer", a.addr,
+		"--pin", a.id+"/echo", "--pin", a.id+"/ecko")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cs, err := sdkmcp.NewClient(&sdkmcp.Implementation{Name: "test-host"}, nil).Connect(ctx, &sdkmcp.CommandTransport{Command: cmd}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cs.Close()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		list, err := cs.ListTools(ctx, nil)
@@ -63,5 +54,38 @@ func TestStdioPinsNamedAndSaid(t *testing.T) {
 			t.Fatalf("the daemon's log does not say why its --http-pin is not listed:\n%s", b.errs.String())
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// Through a daemon, `mcpmesh stdio` says on its own stderr (which the host
+// shows) what became of each pin, as it does without one.
+func TestStdioThroughADaemonSaysWhatBecameOfItsPins(t *testing.T) {
+	a := startDaemon(t, "--name", "alpha")
+	b := startDaemon(t, "--peer", a.addr)
+	stderr := &lockedBuffer{}
+	cs := stdioClientTo(t, stderr, "--home", b.home, "stdio", "--pin", a.id+"/echo", "--pin", a.id+"/ecko")
+	wants := []string{
+		"through the daemon of " + b.home,
+		"mcpmesh stdio: pin " + a.id + "/echo: listed as alpha.echo",
+		"mcpmesh stdio: pin " + a.id + `/ecko: not listed: `,
+		`did you mean "echo"?`,
+	}
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		said, missing := stderr.String(), ""
+		for _, w := range wants {
+			if !strings.Contains(said, w) {
+				missing = w
+				break
+			}
+		}
+		if missing == "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("stderr does not say %q within 20s:\n%s", missing, said)
+		}
+	}
+	if got := callText(t, cs, "alpha.echo", map[string]any{"text": "pinned"}); got != "pinned" {
+		t.Fatalf("alpha.echo = %q", got)
 	}
 }

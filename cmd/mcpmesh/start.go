@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mcpmesh/mcpmesh/mcp/upstream"
 	"github.com/mcpmesh/mcpmesh/node"
 )
 
@@ -27,7 +28,11 @@ func startShares(ctx context.Context, n *node.Node, specs []shareSpec, out, errO
 		if len(s.command.Args) == 0 && s.remote == nil {
 			continue // a peer's server: shared already
 		}
-		fmt.Fprintf(out, "share %s: starting %s\n", s.name, s.display)
+		if upstream.Launcher(s.display) {
+			fmt.Fprintf(out, "share %s: starting %s (a first run may download its package: given up to %v)\n", s.name, s.display, upstream.LauncherStartTimeout)
+		} else {
+			fmt.Fprintf(out, "share %s: starting %s\n", s.name, s.display)
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -55,7 +60,7 @@ func startShares(ctx context.Context, n *node.Node, specs []shareSpec, out, errO
 					}
 					return
 				case <-tick.C:
-					fmt.Fprintf(out, "share %s: still starting (%v)\n", s.name, time.Since(started).Round(time.Second))
+					fmt.Fprintf(out, "share %s: still starting (%v%s)\n", s.name, time.Since(started).Round(time.Second), startLeft(n, s.name))
 				}
 			}
 		}()
@@ -65,6 +70,17 @@ func startShares(ctx context.Context, n *node.Node, specs []shareSpec, out, errO
 		close(done)
 	}()
 	return done
+}
+
+// startLeft says how long a share still starting is given, from now, if
+// it shows no more sign of life (each line it writes on stderr extends it).
+func startLeft(n *node.Node, name string) string {
+	for _, p := range n.Programs() {
+		if p.Name == name && !p.StartDeadline.IsZero() {
+			return fmt.Sprintf("; given %v more, or longer while it writes on stderr", time.Until(p.StartDeadline).Round(time.Second))
+		}
+	}
+	return ""
 }
 
 // shareCounts says what a shared server offers, as its supervisor counted.

@@ -79,6 +79,21 @@ of its own in this process (finding peers by mDNS and --peer).`,
 					return err
 				}
 				fmt.Fprintf(os.Stderr, "mcpmesh stdio: %s, through the daemon of %s\n", modeOf(to), g.home)
+				// What becomes of each pin is said here, as without a
+				// daemon: the host shows this process's stderr, not the
+				// daemon's log.
+				reportsCtx, stopReports := context.WithCancel(ctx)
+				reported := make(chan struct{})
+				go func() {
+					defer close(reported)
+					err := c.PinReports(reportsCtx, conn, func(r control.PinReport) {
+						fmt.Fprintf(os.Stderr, "mcpmesh stdio: %s\n", r.Event())
+					})
+					if err != nil && reportsCtx.Err() == nil {
+						fmt.Fprintf(os.Stderr, "mcpmesh stdio: %v (the daemon's log says what became of the pins)\n", err)
+					}
+				}()
+				defer func() { stopReports(); <-reported }()
 				return pipe(ctx, conn, os.Stdin, os.Stdout, to)
 			}
 			return runEmbedded(ctx, g, req, peers, mdns, noMDNS, meshKey)

@@ -48,3 +48,20 @@ func TestSleepEndsWithItsContext(t *testing.T) {
 		t.Fatal("Sleep of 1ms did not pass")
 	}
 }
+
+// Past the point where the delays reach max they stay there, however long
+// it goes on (libp2p's alone fall back to min after some 35 calls from
+// 500 ms, its 2^calls overflowing).
+func TestBackoffStaysAtItsLongestDelays(t *testing.T) {
+	const min, max = 500 * time.Millisecond, 30 * time.Second
+	b := Backoff(min, max)
+	var short int
+	for i := range 1000 {
+		if d := b.Delay(); i > 10 && d < 2*min {
+			short++ // a draw between min and max: about 3 in 100
+		}
+	}
+	if short > 100 {
+		t.Fatalf("%d of 990 delays under %v once the bound was %v", short, 2*min, max)
+	}
+}

@@ -93,20 +93,24 @@ func TestSessionsConcurrentGetsShareOneSession(t *testing.T) {
 	const n = 20
 	got := make([]*sdkmcp.ClientSession, n)
 	errs := make([]error, n)
+	waiting := make([]*waitingCtx, n)
 	var wg sync.WaitGroup
 	for i := range n {
+		waiting[i] = newWaitingCtx()
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			got[i], errs[i] = pool.Get(context.Background(), key, dialCtx)
+			got[i], errs[i] = pool.Get(waiting[i], key, dialCtx)
 		}()
 	}
-	// Let every caller queue up behind the one dial before it finishes.
-	deadline := time.Now().Add(2 * time.Second)
-	for srv.dials.Load() == 0 && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
+	// Every caller queues up behind the one dial before it finishes.
+	for i, w := range waiting {
+		select {
+		case <-w.waits:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("caller %d not waiting for the dial after 5s", i)
+		}
 	}
-	time.Sleep(20 * time.Millisecond)
 	close(srv.gate)
 	wg.Wait()
 
@@ -288,7 +292,18 @@ func TestSessionsCloseEndsSessionsAndRefusesGets(t *testing.T) {
 	}
 	closed := make(chan error, 1)
 	go func() { closed <- pool.Close() }()
-	time.Sleep(20 * time.Millisecond)
+	// Close has started once a Get is refused (a Get that does not wait:
+	// its context is done, so it dials nothing).
+	done, cancel := context.WithCancel(context.Background())
+	cancel()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		if _, err := pool.Get(done, late, dialCtx); errors.Is(err, sessions.ErrClosed) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("Close did not start within 5s")
+		}
+	}
 	close(srv.gate)
 	select {
 	case err := <-closed:
@@ -315,4 +330,21 @@ func TestSessionsCloseEndsSessionsAndRefusesGets(t *testing.T) {
 	if err := pool.Close(); err != nil {
 		t.Errorf("second Close: %v", err)
 	}
+}
+
+// waitingCtx is a context that tells when its caller starts waiting on it:
+// Get asks for Done only once it waits for a dial.
+type waitingCtx struct {
+	context.Context
+	once  sync.Once
+	waits chan struct{} // closed at the first Done
+}
+
+func newWaitingCtx() *waitingCtx {
+	return &waitingCtx{Context: context.Background(), waits: make(chan struct{})}
+}
+
+func (c *waitingCtx) Done() <-chan struct{} {
+	c.once.Do(func() { close(c.waits) })
+	return c.Context.Done()
 }

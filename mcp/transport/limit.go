@@ -27,7 +27,7 @@ func (e *LimitError) Error() string {
 	if e.Size > 0 {
 		what += " of " + Size(e.Size)
 	}
-	return fmt.Sprintf("mcpmesh: %s is over the message size limit of %s (a node's --max-message-size sets it)", what, Size(e.Limit))
+	return fmt.Sprintf("%s is over the message size limit of %s (a node's --max-message-size sets it)", what, Size(e.Limit))
 }
 
 // Unwrap returns the SDK's rejection, so that the SDK keeps the session.

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -36,6 +37,29 @@ type Session struct {
 	exitErr *error
 	// warm is a spare's warm-up, if it had one (see Pool).
 	warm *warming
+	// active, if not nil, holds when the program last wrote on its
+	// standard error (Unix nanoseconds): a sign of life while it starts.
+	active *atomic.Int64
+}
+
+// lastActivity returns when the session's program last wrote on its
+// standard error, or the zero time.
+func (s *Session) lastActivity() time.Time {
+	if s.active == nil || s.active.Load() == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, s.active.Load())
+}
+
+// activityWriter notes when something is written through it.
+type activityWriter struct {
+	w    io.Writer
+	last *atomic.Int64
+}
+
+func (a activityWriter) Write(b []byte) (int, error) {
+	a.last.Store(time.Now().UnixNano())
+	return a.w.Write(b)
 }
 
 // Exited reports whether the session's program has exited (always false
@@ -80,7 +104,8 @@ func startProgram(name string, cmd Command, limit int, stderr io.Writer) (*Sessi
 		c.Env = os.Environ()
 	}
 	c.Env = append(c.Env[:len(c.Env):len(c.Env)], SessionDirEnv+"="+dir)
-	c.Stderr = stderr
+	active := new(atomic.Int64)
+	c.Stderr = activityWriter{w: stderr, last: active}
 	c.WaitDelay = terminateAfter // a child left holding its standard error must not hold Wait
 	// Its own process group: a program that starts others (npx, a shell)
 	// is ended whole.
@@ -113,7 +138,7 @@ func startProgram(name string, cmd Command, limit int, stderr io.Writer) (*Sessi
 	outW.Close()
 	p := &process{cmd: c, stdin: inW, stdout: outR, dir: dir, exited: make(chan struct{})}
 	go p.wait() // ends when the process does; Close waits for it
-	s := &Session{Conn: transport.NewPipeConn(p, name, limit), PID: c.Process.Pid, exited: p.exited, exitErr: &p.err}
+	s := &Session{Conn: transport.NewPipeConn(p, name, limit), PID: c.Process.Pid, exited: p.exited, exitErr: &p.err, active: active}
 	return s, nil
 }
 

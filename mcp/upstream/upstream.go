@@ -19,6 +19,8 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -52,10 +54,17 @@ type Command struct {
 }
 
 // ShellCommand returns a Command that runs line with /bin/sh, so that users
-// can write a command as they would in a terminal (quotes, variables). The
-// shell execs the program, so the node supervises the program itself.
+// can write a command as they would in a terminal (quotes, variables,
+// leading NAME=value assignments for the program's environment). The shell
+// execs the program, so the node supervises the program itself.
 func ShellCommand(line string) Command {
-	return Command{Args: []string{"/bin/sh", "-c", "exec " + line}, Line: line}
+	run := "exec "
+	if f := strings.Fields(line); len(f) > 0 && isAssignment(f[0]) {
+		// "exec VAR=x prog" would exec "VAR=x"; env sets the variables
+		// the shell has parsed (quotes and all) and execs prog in turn.
+		run = "exec env "
+	}
+	return Command{Args: []string{"/bin/sh", "-c", run + line}, Line: line}
 }
 
 // ShareStatus describes one server shared from a program or an endpoint.
@@ -72,6 +81,9 @@ type ShareStatus struct {
 	Restarts  int       `json:"restarts"`
 	LastError string    `json:"lastError,omitempty"`
 	Since     time.Time `json:"since"`
+	// StartDeadline, while the session starts, is when the node gives up
+	// on this start if the program shows no more sign of life.
+	StartDeadline time.Time `json:"startDeadline,omitzero"`
 	// Sessions counts the callers' sessions open (isolated mode), Spares
 	// the processes started ahead for the next ones.
 	Sessions  int `json:"sessions"`
@@ -109,6 +121,63 @@ type Upstream struct {
 	// MinBackoff and MaxBackoff bound the wait before reopening the
 	// supervised session.
 	MinBackoff, MaxBackoff time.Duration
+	// StartTimeout bounds how long a session may take to be ready (to
+	// answer MCP's initialize) while it shows no sign of life: a program's
+	// every line on standard error pushes the limit back, up to
+	// MaxStartTimeout in all. Zero means DefaultStartTimeout.
+	StartTimeout time.Duration
+	// FirstStartTimeout, if longer, replaces StartTimeout until the first
+	// start succeeds: Program sets it for launchers (npx, uvx, …) whose
+	// first run may download the package, silently.
+	FirstStartTimeout time.Duration
+}
+
+// Start timeouts (see Upstream.StartTimeout).
+const (
+	DefaultStartTimeout  = 30 * time.Second
+	LauncherStartTimeout = 3 * time.Minute // a launcher's first start: see Launcher
+	MaxStartTimeout      = 10 * time.Minute
+)
+
+// launchers are the programs that fetch what they run on first use.
+var launchers = []string{"npx", "pnpx", "bunx", "uvx", "pipx", "uv", "docker", "podman", "deno", "go"}
+
+// Launcher reports whether the command line runs a program that may
+// download what it runs on first use (npx, uvx, docker run, …), which can
+// take minutes without a word.
+func Launcher(line string) bool {
+	prog := ProgramOf(line)
+	return prog != "" && slices.Contains(launchers, filepath.Base(prog))
+}
+
+// ProgramOf returns the program a shell command line runs: its first word
+// after any NAME=value assignments, or "" if that is not a plain word (a
+// variable, a quote, a shell construct).
+func ProgramOf(line string) string {
+	for _, w := range strings.Fields(line) {
+		if isAssignment(w) {
+			continue
+		}
+		if strings.ContainsAny(w, "=$;|&()<>'\"`\\") {
+			return ""
+		}
+		return w
+	}
+	return ""
+}
+
+// isAssignment reports whether a shell word starts with NAME=.
+func isAssignment(w string) bool {
+	name, _, ok := strings.Cut(w, "=")
+	if !ok || name == "" || (name[0] >= '0' && name[0] <= '9') {
+		return false
+	}
+	for _, r := range name {
+		if !(r == '_' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9') {
+			return false
+		}
+	}
+	return true
 }
 
 // Program returns the upstream of the stdio program cmd, shared as name;
@@ -124,11 +193,15 @@ func Program(name string, cmd Command, maxMessageSize int) (*Upstream, error) {
 		cmd.Line = strings.Join(cmd.Args, " ")
 	}
 	stderr := newPrefixWriter(cmd.Stderr, "["+name+"] ")
-	return &Upstream{
+	up := &Upstream{
 		Name: name, Line: cmd.Line, Process: true,
 		MinBackoff: cmd.MinBackoff, MaxBackoff: cmd.MaxBackoff,
 		Open: func() (*Session, error) { return startProgram(name, cmd, maxMessageSize, stderr) },
-	}, nil
+	}
+	if Launcher(cmd.Line) {
+		up.FirstStartTimeout = LauncherStartTimeout
+	}
+	return up, nil
 }
 
 // Endpoint returns the upstream of the Streamable HTTP server r, shared as
@@ -184,10 +257,6 @@ type Sink interface {
 	Counts() (tools, resources, prompts int)
 }
 
-// startTimeout bounds how long a program or server may take to answer
-// MCP's initialize, each time it starts.
-const startTimeout = 30 * time.Second
-
 // ErrStopped is what Ready returns for a Supervisor stopped before its
 // first start.
 var ErrStopped = errors.New("share stopped")
@@ -207,6 +276,7 @@ type Supervisor struct {
 	status  ShareStatus
 	started bool
 	stopped bool
+	wasUp   bool // a start has succeeded: FirstStartTimeout no longer applies
 }
 
 // New returns the supervisor of up, whose sessions go to sink. It starts
@@ -217,6 +287,9 @@ func New(up *Upstream, sink Sink) *Supervisor {
 	}
 	if up.MaxBackoff <= 0 {
 		up.MaxBackoff = 30 * time.Second
+	}
+	if up.StartTimeout <= 0 {
+		up.StartTimeout = DefaultStartTimeout
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Supervisor{
@@ -337,18 +410,39 @@ func (s *Supervisor) runOnce(ctx context.Context, first chan<- error) error {
 	// (what status shows), though its process runs.
 	s.update(func(st *ShareStatus) { st.PID, st.Since = sess.PID, time.Now() })
 	// A program that does not answer in time is given up on (and restarted).
+	window := s.up.StartTimeout
+	s.mu.Lock()
+	if !s.wasUp {
+		window = max(window, s.up.FirstStartTimeout)
+	}
+	s.mu.Unlock()
 	startCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	timer := time.AfterFunc(startTimeout, cancel)
+	began := time.Now()
+	stopWatch, watched := make(chan struct{}), make(chan struct{})
+	var stopWatchOnce sync.Once
+	endWatch := func() { stopWatchOnce.Do(func() { close(stopWatch) }) }
+	var gaveUpAfter atomic.Int64 // how long the start had taken when given up on
+	go func() {
+		defer close(watched)
+		s.watchStart(sess, began, window, stopWatch, func() {
+			gaveUpAfter.Store(int64(time.Since(began)))
+			cancel()
+		})
+	}()
+	defer func() { endWatch(); <-watched }()
 	err = s.sink.Serve(startCtx, sess, func() {
 		ready.Store(true)
-		timer.Stop()
-		s.update(func(st *ShareStatus) { st.Running = true })
+		endWatch()
+		s.mu.Lock()
+		s.wasUp = true
+		s.status.Running, s.status.StartDeadline = true, time.Time{}
+		s.mu.Unlock()
 		tools, resources, prompts := s.sink.Counts()
 		shareLog.Infof("sharing %s (%s, pid %d): %d tools, %d resources, %d prompts", s.up.Name, s.up.Line, sess.PID, tools, resources, prompts)
 		report(nil)
 	})
-	timer.Stop()
+	endWatch()
 	sess.Close()
 	if ctx.Err() == nil && (err == nil || errors.Is(err, io.EOF) || errors.Is(err, context.Canceled)) {
 		err = exitError(sess)
@@ -361,14 +455,49 @@ func (s *Supervisor) runOnce(ctx context.Context, first chan<- error) error {
 			// Not "context canceled": say what did not happen.
 			hint := "is the URL an MCP Streamable HTTP endpoint?"
 			if s.up.Process {
-				hint = "is it an MCP server on stdio? a first `npx -y` may still be downloading its package"
+				hint = "is it an MCP server on stdio?"
+				if s.up.FirstStartTimeout > 0 {
+					hint += " a launcher's first run (npx -y, uvx) may still be downloading its package"
+				}
 			}
-			err = fmt.Errorf("no answer to MCP's initialize within %v (%s): %w", startTimeout, hint, err)
+			err = fmt.Errorf("no answer to MCP's initialize within %v (%v without a sign of life; %s): %w",
+				time.Duration(gaveUpAfter.Load()).Round(time.Second), window, hint, err)
 		}
 		err = fmt.Errorf("start %q: %w", s.up.Line, err)
 		report(fmt.Errorf("share %s: %w (the node keeps retrying)", s.up.Name, err))
 	}
 	return err
+}
+
+// watchStart calls cancel once sess has shown no sign of life (a line on
+// standard error) for window, or has taken MaxStartTimeout in all, unless
+// stop is closed first (the session is ready, or has ended). The deadline
+// it waits for is in the share's status.
+func (s *Supervisor) watchStart(sess *Session, began time.Time, window time.Duration, stop <-chan struct{}, cancel func()) {
+	defer s.update(func(st *ShareStatus) { st.StartDeadline = time.Time{} })
+	limit := began.Add(max(MaxStartTimeout, window))
+	for {
+		deadline := began.Add(window)
+		if last := sess.lastActivity(); last.After(began) {
+			deadline = last.Add(window)
+		}
+		if deadline.After(limit) {
+			deadline = limit
+		}
+		wait := time.Until(deadline)
+		if wait <= 0 {
+			cancel()
+			return
+		}
+		s.update(func(st *ShareStatus) { st.StartDeadline = deadline })
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-stop:
+			t.Stop()
+			return
+		}
+	}
 }
 
 // prefixWriter writes whole lines, each with a prefix.

@@ -390,3 +390,93 @@ func TestPoolWarmsUpSparesAndKeepsTheAnswer(t *testing.T) {
 		t.Fatalf("the caller's first frame is %s, want its own echoed (the warm-up's answer is the pool's)", got)
 	}
 }
+
+// readySink calls a session ready once its program has written a frame
+// (as an MCP server answers initialize), then uses it until it ends.
+type readySink struct{}
+
+func (readySink) Serve(ctx context.Context, sess *Session, ready func()) error {
+	stop := context.AfterFunc(ctx, func() { sess.Close() })
+	defer stop()
+	if _, err := sess.ReadFrame(); err != nil {
+		return err
+	}
+	ready()
+	for {
+		if _, err := sess.ReadFrame(); err != nil {
+			return err
+		}
+	}
+}
+func (readySink) Counts() (int, int, int) { return 0, 0, 0 }
+
+// slowStart is a program that takes steps×0.1s to answer, saying on
+// standard error what it does at each step if chatty.
+func slowStart(steps int, chatty bool) Command {
+	say := ":"
+	if chatty {
+		say = `echo "downloading $i" >&2`
+	}
+	line := fmt.Sprintf(`for i in $(seq %d); do %s; sleep 0.1; done; echo '{"jsonrpc":"2.0","method":"ready"}'; exec cat`, steps, say)
+	return Command{Args: []string{"/bin/sh", "-c", line}, Line: "slow", Stderr: io.Discard}
+}
+
+// A program that keeps saying what it does on standard error is given
+// longer than the start timeout; one that stays silent is not, and the
+// error says why.
+func TestStartTimeoutExtendedWhileTheProgramWritesOnStderr(t *testing.T) {
+	up, err := Program("chatty", slowStart(30, true), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	up.StartTimeout = time.Second // a tenth of the start, ten times its steps
+	s := New(up, readySink{})
+	s.Start()
+	defer s.Stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	waitFor(t, "the start deadline in the status", func() bool { return !s.Status().StartDeadline.IsZero() })
+	if err := s.Ready(ctx); err != nil {
+		t.Fatalf("a program that wrote on stderr all along: %v", err)
+	}
+	if st := s.Status(); !st.Running || !st.StartDeadline.IsZero() {
+		t.Errorf("status once up: %+v", st)
+	}
+
+	up, err = Program("silent", slowStart(30, false), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	up.StartTimeout = time.Second
+	silent := New(up, readySink{})
+	silent.Start()
+	defer silent.Stop()
+	if err := silent.Ready(ctx); err == nil || !strings.Contains(err.Error(), "1s without a sign of life") {
+		t.Fatalf("a silent program: %v, want the start given up after 1s of silence", err)
+	}
+}
+
+// Launchers, whose first run may download what they run, get longer for
+// their first start; so do they behind NAME=value assignments.
+func TestLaunchersGetALongerFirstStart(t *testing.T) {
+	for line, want := range map[string]time.Duration{
+		"npx -y @modelcontextprotocol/server-everything stdio":  LauncherStartTimeout,
+		"NODE_ENV=production /usr/local/bin/uvx mcp-server-git": LauncherStartTimeout,
+		"docker run -i --rm mcp/fetch":                          LauncherStartTimeout,
+		"node server.js":                                        0,
+		"$LAUNCHER npx":                                         0,
+	} {
+		up, err := Program("x", ShellCommand(line), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if up.FirstStartTimeout != want {
+			t.Errorf("%q: first start timeout %v, want %v", line, up.FirstStartTimeout, want)
+		}
+	}
+	for line, want := range map[string]string{"A=1 B=2 prog x": "prog", "prog": "prog", "A=1": "", `"quoted prog"`: "", "1A=x prog": ""} {
+		if got := ProgramOf(line); got != want {
+			t.Errorf("ProgramOf(%q) = %q, want %q", line, got, want)
+		}
+	}
+}
