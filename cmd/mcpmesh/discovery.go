@@ -26,8 +26,8 @@ fetched and verified; results print as they arrive, and the lookup ends within
   mcpmesh find event:mcp.resource.updated`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if q := strings.TrimSpace(strings.TrimPrefix(args[0], "tag:")); q == "" {
-				return usageError("empty query: give a tool name, a word of its description, or tag:NAME")
+			if q := strings.TrimSpace(strings.TrimPrefix(strings.TrimPrefix(args[0], "tag:"), "event:")); q == "" {
+				return usageError("empty query: give a tool's exact name, tag:NAME or event:TYPE")
 			}
 			c, err := dial(cmd, g)
 			if err != nil {
@@ -35,6 +35,7 @@ fetched and verified; results print as they arrive, and the lookup ends within
 			}
 			out := cmd.OutOrStdout()
 			n := 0
+			start := time.Now()
 			err = c.Find(cmd.Context(), args[0], timeout, func(r control.FindResult) {
 				n++
 				if g.json {
@@ -56,7 +57,11 @@ fetched and verified; results print as they arrive, and the lookup ends within
 				return err
 			}
 			if n == 0 {
-				return &exitError{code: 1, err: fmt.Errorf("no peer offers %q (searched for %v)", args[0], timeout)}
+				// The lookup ends when the DHT has answered, most often long
+				// before --timeout: say how long it took, and what QUERY
+				// matches.
+				return &exitError{code: 1, err: fmt.Errorf("no peer offers %q (the lookup ended after %v; find matches a tool's exact name, tag:NAME or event:TYPE, not words of descriptions)",
+					args[0], time.Since(start).Round(10*time.Millisecond))}
 			}
 			return nil
 		},

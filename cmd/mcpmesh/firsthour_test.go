@@ -27,6 +27,7 @@ func TestUsageErrorsExit2WithTheUsageLine(t *testing.T) {
 		{[]string{"tools", "12D3KooWA…"}, "is a placeholder, not a peer ID"},
 		{[]string{"card", "12D3KooW..."}, "is a placeholder"},
 		{[]string{"find", ""}, "empty query"},
+		{[]string{"find", "event:"}, "empty query"},
 		{[]string{"tasks", "cancel"}, "usage: mcpmesh tasks cancel ID"},
 		{[]string{"nosuchcommand"}, "unknown command"},
 		{[]string{"peers", "--bogus"}, "unknown flag: --bogus"},
