@@ -146,3 +146,57 @@ func TestTasksShowTheProgressOfARunningCall(t *testing.T) {
 	// Over: the last progress stays.
 	taskLine(a.home, "call", "completed", "2/2 finishing")
 }
+
+// A call cancelled with `mcpmesh tasks cancel` on the calling daemon ends
+// with an error that says so, not "context canceled" failed at the hop
+// below.
+func TestCallCancelledByTasksCancelSaysSo(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	gate := filepath.Join(t.TempDir(), "go") // never opened: the call runs until cancelled
+	b := startDaemon(t, "--share", fmt.Sprintf("gated=env %s='%s' '%s'", gatedProgramEnv, gate, exe))
+	a := startDaemon(t, "--peer", b.addr)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	call := exec.CommandContext(ctx, binary, "--home", a.home, "call", b.id, "gated/slow")
+	var stdout, stderr bytes.Buffer
+	call.Stdout, call.Stderr = &stdout, &stderr
+	if err := call.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- call.Wait() }()
+	defer func() {
+		if call.ProcessState == nil {
+			call.Process.Kill()
+			<-done
+		}
+	}()
+	var id string
+	for deadline := time.Now().Add(20 * time.Second); id == ""; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("mcpmesh tasks never listed the running call; stderr of call: %q", stderr.String())
+		}
+		out, _, _ := run(t, "--home", a.home, "tasks")
+		for _, line := range strings.Split(out, "\n") {
+			if strings.Contains(line, "gated/slow") && strings.Contains(line, "working") {
+				id = strings.Fields(line)[0]
+			}
+		}
+	}
+	if out, stderr, code := run(t, "--home", a.home, "tasks", "cancel", id); code != 0 {
+		t.Fatalf("tasks cancel: exit %d: %q %q", code, out, stderr)
+	}
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(stderr.String(), "cancelled: its task "+id+" was cancelled on this node") ||
+			strings.Contains(stderr.String(), "context canceled") {
+			t.Fatalf("mcpmesh call cancelled by tasks cancel: %v: stdout %q, stderr %q", err, stdout.String(), stderr.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("mcpmesh call still running 30s after tasks cancel: stderr %q", stderr.String())
+	}
+}
