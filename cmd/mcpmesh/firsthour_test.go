@@ -208,6 +208,14 @@ func TestConfigCheck(t *testing.T) {
 		!strings.Contains(out, `warning: share tool: program "no-such-program-here" is not on PATH`) {
 		t.Fatalf("config check: exit %d:\n%s%s", code, out, stderr)
 	}
+	// An agent's API key not set stops the node: check says so and fails,
+	// so that 'config check && mcpmesh node' stops there.
+	os.WriteFile(filepath.Join(home, "config.json"), []byte(`{"agents": [{"name": "x", "description": "d", "model": {"backend": "openai", "model": "m", "apiKeyEnv": "MCPMESH_TEST_UNSET_KEY"}}]}`), 0o600)
+	out, stderr, code = run(t, "--home", home, "config", "check")
+	if code != 1 || strings.Contains(out, "ok:") || !strings.Contains(out, "warning: agent x: environment variable MCPMESH_TEST_UNSET_KEY is not set") ||
+		!strings.Contains(stderr, "a node will not start with it") {
+		t.Fatalf("config check of an agent without its key: exit %d:\n%s%s", code, out, stderr)
+	}
 	os.WriteFile(filepath.Join(home, "config.json"), []byte(`{"peers": ["/ip4/127.0.0.1/tcp/4001/p2p/12D3KooWA…"]}`), 0o600)
 	if _, stderr, code := run(t, "--home", home, "config", "check"); code != 1 || !strings.Contains(stderr, "placeholder") {
 		t.Fatalf("config check of a placeholder peer: exit %d: %s", code, stderr)
