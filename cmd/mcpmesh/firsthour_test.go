@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -12,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
 )
 
 // Bad input exits 2, says what is wrong and how the command is used; no
@@ -244,6 +247,16 @@ func TestCallToAClosedNodeNamesThePolicy(t *testing.T) {
 	_, stderr, code := run(t, "--home", b.home, "call", a.id, "echo", `{"text":"hi"}`)
 	if code != 1 || !strings.Contains(stderr, "lists no tools to this node") || !strings.Contains(stderr, "policy") {
 		t.Fatalf("call to a closed node: exit %d: %s", code, stderr)
+	}
+	// By PEER/SERVER/TOOL through mesh_call too (the ref mesh_search and
+	// agents' searches give).
+	cs := stdioClient(t, "--home", b.home, "stdio")
+	res, err := cs.CallTool(context.Background(), &sdkmcp.CallToolParams{Name: "mesh_call", Arguments: map[string]any{"ref": a.id + "/node/echo", "arguments": map[string]any{"text": "hi"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if text := res.Content[0].(*sdkmcp.TextContent).Text; !res.IsError || !strings.Contains(text, `lists no tool named "echo" to this node`) || !strings.Contains(text, "policy check "+b.id+" node/echo") {
+		t.Fatalf("mesh_call of node/echo on a closed node: %s", text)
 	}
 }
 
