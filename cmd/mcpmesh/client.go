@@ -10,6 +10,7 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode/utf8"
 
 	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/spf13/cobra"
@@ -235,10 +236,17 @@ PEER is a peer ID the daemon knows or a full multiaddr ending in /p2p/<peer ID>.
 
 func firstLine(s string, max int) string {
 	s, _, _ = strings.Cut(strings.TrimSpace(s), "\n")
-	if len(s) > max {
-		s = s[:max-1] + "…"
+	if utf8.RuneCountInString(s) > max {
+		// Cut at a character, not inside one.
+		s = string([]rune(s)[:max-1]) + "…"
 	}
 	return s
+}
+
+// wholeLine is s on one line, whole: a tool's error is its cause, and
+// cutting it hides what to do.
+func wholeLine(s string) string {
+	return strings.Join(strings.Fields(s), " ")
 }
 
 func newCallCmd(g *globals) *cobra.Command {
@@ -354,7 +362,7 @@ bad input (an --answer that does not fit its question among it).`,
 				printResult(out, res.Result)
 			}
 			if res.Result.IsError {
-				return &exitError{code: 1, err: fmt.Errorf("tool %s/%s on %s failed: %s", res.Server, res.Tool, shortID(res.Peer), firstLine(resultText(res.Result), 200))}
+				return &exitError{code: 1, err: fmt.Errorf("tool %s/%s on %s failed: %s", res.Server, res.Tool, shortID(res.Peer), wholeLine(resultText(res.Result)))}
 			}
 			return nil
 		},
