@@ -31,6 +31,7 @@ func TestUsageErrorsExit2WithTheUsageLine(t *testing.T) {
 		{[]string{"card", "12D3KooW..."}, "is a placeholder"},
 		{[]string{"find", ""}, "empty query"},
 		{[]string{"find", "event:"}, "empty query"},
+		{[]string{"node", "--no-mdns", "--listen", "bogus"}, `--listen "bogus"`},
 		{[]string{"tasks", "cancel"}, "usage: mcpmesh tasks cancel ID"},
 		{[]string{"nosuchcommand"}, "unknown command"},
 		{[]string{"peers", "--bogus"}, "unknown flag: --bogus"},
