@@ -11,13 +11,13 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/mcpmesh/mcpmesh/internal/oneline"
 	"github.com/mcpmesh/mcpmesh/tasks"
 )
 
@@ -150,15 +150,7 @@ func describeSampling(p *sdkmcp.CreateMessageWithToolsParams) string {
 	return s + fmt.Sprintf(", at most %d tokens (sampling/createMessage)", p.MaxTokens)
 }
 
-func firstLineOf(s string, max int) string {
-	s, _, cut := strings.Cut(strings.TrimSpace(s), "\n")
-	if r := []rune(s); len(r) > max {
-		return string(r[:max-1]) + "…"
-	} else if cut {
-		return s + "…"
-	}
-	return s
-}
+func firstLineOf(s string, max int) string { return oneline.Cut(s, max) }
 
 func (s *Server) handleAnswer(w http.ResponseWriter, r *http.Request) {
 	var a Answer

@@ -234,6 +234,7 @@ func idleStreams() *attack {
 			}()
 			var wg sync.WaitGroup
 			sem := make(chan struct{}, 8)
+			start := time.Now()
 			for i := range ids {
 				id := &identity{}
 				ids[i] = id
@@ -267,6 +268,7 @@ func idleStreams() *attack {
 				})
 			}
 			wg.Wait()
+			opening := time.Since(start)
 			if ctx.Err() != nil {
 				return nil
 			}
@@ -292,8 +294,8 @@ func idleStreams() *attack {
 					s.SetReadDeadline(time.Time{})
 				}
 			}
-			rep.note("%d identities × %d streams: %d opened, %d still held open by the daemon after 1 s; %d identities could not connect%s",
-				k, per, opened, alive, failed, errSuffix(firstErr))
+			rep.note("%d identities × %d streams: %d opened in %v (%.0f a second), %d still held open by the daemon after 1 s; %d identities could not connect%s",
+				k, per, opened, opening.Round(time.Millisecond), float64(opened)/opening.Seconds(), alive, failed, errSuffix(firstErr))
 			st.Ready()
 			<-ctx.Done()
 			return nil
@@ -383,7 +385,7 @@ func hopBudget() *attack {
 func taskOf(ctx context.Context, e *env, id string) (*tasks.Task, error) {
 	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, e.cfg.bin, "--home", e.d.home, "tasks", "--json").Output()
+	out, err := exec.CommandContext(ctx, e.cfg.bin, "--home", e.home, "tasks", "--json").Output()
 	if err != nil {
 		return nil, fmt.Errorf("mcpmesh tasks --json: %w", err)
 	}

@@ -129,6 +129,40 @@ type latencies struct {
 	firstErr   string
 	p50, p99   time.Duration
 	window     time.Duration
+	calls      []timedCall // every call that completed, by start
+}
+
+// timedCall is one good call that completed: when it started, how long it
+// took.
+type timedCall struct {
+	start time.Time
+	took  time.Duration
+}
+
+// percentiles returns the p50 and p99 of what the calls took.
+func percentiles(calls []timedCall) (p50, p99 time.Duration) {
+	if len(calls) == 0 {
+		return 0, 0
+	}
+	all := make([]time.Duration, len(calls))
+	for i, c := range calls {
+		all[i] = c.took
+	}
+	slices.Sort(all)
+	return all[len(all)/2], all[min(len(all)-1, len(all)*99/100)]
+}
+
+// split returns what the calls started before t took, and those started
+// from t on.
+func (l latencies) split(t time.Time) (before, after []timedCall) {
+	for _, c := range l.calls {
+		if c.start.Before(t) {
+			before = append(before, c)
+		} else {
+			after = append(after, c)
+		}
+	}
+	return before, after
 }
 
 // callLoop has every peer call once per interval (back to back when a call
@@ -136,7 +170,7 @@ type latencies struct {
 // callTimeout. Calls cut short by the end of ctx are not counted.
 func callLoop(ctx context.Context, ps []*goodPeer, interval, callTimeout time.Duration) latencies {
 	type tally struct {
-		lat      []time.Duration
+		lat      []timedCall
 		errors   int
 		firstErr error
 	}
@@ -165,7 +199,7 @@ func callLoop(ctx context.Context, ps []*goodPeer, interval, callTimeout time.Du
 						t.firstErr = fmt.Errorf("%w (after %v, %v into the window)", err, time.Since(t0).Round(time.Millisecond), t0.Sub(start).Round(time.Millisecond))
 					}
 				} else {
-					t.lat = append(t.lat, time.Since(t0))
+					t.lat = append(t.lat, timedCall{start: t0, took: time.Since(t0)})
 				}
 				next = t0.Add(interval)
 			}
@@ -173,20 +207,16 @@ func callLoop(ctx context.Context, ps []*goodPeer, interval, callTimeout time.Du
 	}
 	wg.Wait()
 	l := latencies{window: time.Since(start)}
-	var all []time.Duration
 	for _, t := range tallies {
-		all = append(all, t.lat...)
+		l.calls = append(l.calls, t.lat...)
 		l.errors += t.errors
 		if t.firstErr != nil && l.firstErr == "" {
 			l.firstErr = t.firstErr.Error()
 		}
 	}
-	l.ok = len(all)
-	if len(all) > 0 {
-		slices.Sort(all)
-		l.p50 = all[len(all)/2]
-		l.p99 = all[min(len(all)-1, len(all)*99/100)]
-	}
+	slices.SortFunc(l.calls, func(a, b timedCall) int { return a.start.Compare(b.start) })
+	l.ok = len(l.calls)
+	l.p50, l.p99 = percentiles(l.calls)
 	return l
 }
 

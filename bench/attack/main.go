@@ -57,6 +57,8 @@ func main() {
 	flag.DurationVar(&cfg.settle, "settle", cfg.settle, "target: the daemon's goroutines back to baseline within this")
 	flag.IntVar(&cfg.goroutineSlack, "goroutine-slack", cfg.goroutineSlack, "target: 'back to baseline' means at most this many goroutines more")
 	flag.Int64Var(&cfg.rssGuardMB, "rss-guard", cfg.rssGuardMB, "kill a daemon whose RSS passes this many MB, to protect the machine (0: never)")
+	flag.BoolVar(&cfg.reference, "reference", cfg.reference, "run a second daemon, never attacked, with good peers of its own in the same windows, and take the latency ratios against its own (what the machine's other work does to both cancels out)")
+	attackers := flag.String("attackers", "process", "where the attackers run: process (a process of their own), niced (the same at nice 19: the cores go to the daemon and the good peers first, which also slows the attack on a loaded machine), inline (the suite's process, beside the good peers, as first measured); a comma-separated list runs each attack once per mode, side by side")
 	flag.Parse()
 	if flag.NArg() > 0 {
 		fmt.Fprintln(os.Stderr, "attack: no arguments expected; see -help")
@@ -65,6 +67,10 @@ func main() {
 	sel, err := regexp.Compile(*only)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "attack: -only:", err)
+		os.Exit(2)
+	}
+	if cfg.attackers, err = parseAttackerModes(*attackers); err != nil {
+		fmt.Fprintln(os.Stderr, "attack:", err)
 		os.Exit(2)
 	}
 	logging.SetAllLoggers(logging.LevelError)
@@ -105,16 +111,18 @@ func run(ctx context.Context, cfg *config, sel *regexp.Regexp) (int, error) {
 		if ctx.Err() != nil {
 			break
 		}
-		o := runAttack(ctx, cfg, a, os.Stderr)
-		outcomes = append(outcomes, o)
-		if len(o.failures(cfg)) > 0 {
-			missed++
+		for _, where := range cfg.attackers {
+			o := runAttack(ctx, cfg, a, where, os.Stderr)
+			outcomes = append(outcomes, o)
+			if len(o.failures(cfg)) > 0 {
+				missed++
+			}
 		}
 	}
-	fmt.Printf("%d good peers, each calling echo every %v; %v windows; targets: p50/p99 ≤ ×%g, 0 errors, peak RSS ≤ %d MB, goroutines back to baseline (+%d) within %v, the newcomer gets in within %v\n\n",
-		cfg.peers, cfg.interval, cfg.phase, cfg.maxRatio, cfg.maxRSSMB, cfg.goroutineSlack, cfg.settle, cfg.newcomerTimeout)
+	fmt.Printf("%d good peers, each calling echo every %v; %v windows; attackers: %s; targets: p50/p99 ≤ ×%g, 0 errors, peak RSS ≤ %d MB, goroutines back to baseline (+%d) within %v, the newcomer gets in within %v\n\n",
+		cfg.peers, cfg.interval, cfg.phase, modesString(cfg.attackers), cfg.maxRatio, cfg.maxRSSMB, cfg.goroutineSlack, cfg.settle, cfg.newcomerTimeout)
 	printTable(os.Stdout, cfg, outcomes)
-	fmt.Printf("\n%d of %d attacks missed a target (%v)\n", missed, len(outcomes), time.Since(start).Round(time.Second))
+	fmt.Printf("\n%d of %d runs missed a target (%v)\n", missed, len(outcomes), time.Since(start).Round(time.Second))
 	if missed > 0 {
 		return 1, nil
 	}

@@ -9,19 +9,25 @@ import (
 )
 
 // A daemon of the suite may share this executable as a stdio MCP server
-// (--share slow=EXECUTABLE); the environment tells it to be that server.
+// (--share slow=EXECUTABLE), and the suite runs its attackers in it
+// (attacker.go); the environment tells it which it is.
 const (
 	roleEnv   = "MCPMESH_ATTACK_ROLE"
 	roleSleep = "sleep-server"
 )
 
-// asSharedProgram serves the sleep tool over stdio, and reports true, if
-// the environment says this process is a daemon's shared program.
+// asSharedProgram serves the sleep tool over stdio, or runs an attack,
+// and reports true, if the environment says this process is a daemon's
+// shared program or the suite's attacker.
 func asSharedProgram() bool {
-	if os.Getenv(roleEnv) != roleSleep {
+	switch os.Getenv(roleEnv) {
+	case roleSleep:
+		serveSleep()
+	case roleAttacker:
+		runAttacker()
+	default:
 		return false
 	}
-	serveSleep()
 	return true
 }
 

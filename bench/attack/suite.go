@@ -42,6 +42,12 @@ type config struct {
 	settle         time.Duration // target: goroutines back to baseline within this
 	goroutineSlack int           // … baseline meaning at most this many more
 	rssGuardMB     int64         // the suite kills a daemon past this RSS (0: never)
+
+	attackers []attackerMode // each attack is run once per mode: where its attackers are
+	// reference: a second daemon, never attacked, called by as many good
+	// peers in the same windows; the latency ratios are taken against its
+	// own (README, "The reference daemon").
+	reference bool
 }
 
 // defaultConfig is the program's scale: the issue's.
@@ -68,6 +74,8 @@ func defaultConfig() config {
 		settle:          5 * time.Second,
 		goroutineSlack:  20,
 		rssGuardMB:      3072,
+		attackers:       []attackerMode{attackersApart},
+		reference:       true,
 	}
 }
 
@@ -94,13 +102,18 @@ type attack struct {
 type stage struct {
 	ready, over         chan struct{}
 	readyOnce, overOnce sync.Once
-	overAt              time.Time // when over was closed
+	readyAt, overAt     time.Time // when ready and over were closed
 }
 
 func newStage() *stage { return &stage{ready: make(chan struct{}), over: make(chan struct{})} }
 
 // Ready says the attack is in place: the newcomer may try.
-func (s *stage) Ready() { s.readyOnce.Do(func() { close(s.ready) }) }
+func (s *stage) Ready() {
+	s.readyOnce.Do(func() {
+		s.readyAt = time.Now()
+		close(s.ready)
+	})
+}
 
 // Over says the attack has done all it will (a one-shot flood that has
 // ended): the good peers' window under attack ends here.
@@ -115,9 +128,9 @@ func (s *stage) Over() {
 // env is what an attack gets to work with.
 type env struct {
 	cfg    *config
-	d      *daemon
 	target lpeer.AddrInfo
-	port   int // the daemon's TCP port, for explicitPort attacks
+	home   string // the daemon's home
+	port   int    // the daemon's TCP port, for explicitPort attacks
 }
 
 // report is what an attack saw, beyond the common measures: notes, and
@@ -156,34 +169,43 @@ func (r *report) check(what string, ok bool, measured, target string) {
 // outcome is what one attack measured.
 type outcome struct {
 	a            *attack
+	where        attackerMode // where the attackers ran
 	clean, under latencies
 	// cleanAfter is a second clean window, once the attack is over and
 	// the goroutines have come back: do the good peers still get
 	// answers, and as fast? It is not the reference: a daemon still busy
 	// with an attack's leftovers would hide the attack's effect.
-	cleanAfter        latencies
-	baseRSSKB, peakKB int64
-	peakBy            string // how the peak was read
-	guardKilled       bool
-	gBase, gPeak      int // goroutines: baseline (clean, good peers idle) and the most seen during the attack
-	gAfter            int
-	settled           bool
-	settleTook        time.Duration
-	newcomerTook      time.Duration
-	newcomerErr       error
-	daemonDied        string // how the daemon ended, if it did during the attack
-	rep               *report
-	err               error // the suite could not run the attack
+	cleanAfter latencies
+	// refClean, refUnder: the reference daemon's good peers in the same
+	// two windows (nothing without cfg.reference).
+	refClean, refUnder latencies
+	refCPU             [2]time.Duration // the reference daemon's CPU time in the two windows
+	baseRSSKB, peakKB  int64
+	peakBy             string // how the peak was read
+	guardKilled        bool
+	gBase, gPeak       int // goroutines: baseline (clean, good peers idle) and the most seen during the attack
+	gAfter             int
+	settled            bool
+	settleTook         time.Duration
+	newcomerTook       time.Duration
+	newcomerErr        error
+	daemonDied         string // how the daemon ended, if it did during the attack
+	rep                *report
+	err                error // the suite could not run the attack
 }
 
 // runAttack runs one attack on a fresh daemon: good peers call it for a
 // clean window, then for a window under attack; a newcomer tries to get
 // in while the attack is in place; then the attack ends and the daemon's
 // goroutines must come back to their baseline.
-func runAttack(ctx context.Context, cfg *config, a *attack, progress io.Writer) (o *outcome) {
-	o = &outcome{a: a, rep: &report{}}
+//
+// Where the attackers run is where's: a process of their own (niced or
+// not), or the suite's, beside the good peers, as they first did (README,
+// "Whose process was slow").
+func runAttack(ctx context.Context, cfg *config, a *attack, where attackerMode, progress io.Writer) (o *outcome) {
+	o = &outcome{a: a, where: where, rep: &report{}}
 	say := func(format string, args ...any) {
-		fmt.Fprintf(progress, "%s: %s\n", a.name, fmt.Sprintf(format, args...))
+		fmt.Fprintf(progress, "%s: %s\n", o.name(), fmt.Sprintf(format, args...))
 	}
 	home, err := os.MkdirTemp("", "mcpmesh-attack-")
 	if err != nil {
@@ -208,7 +230,7 @@ func runAttack(ctx context.Context, cfg *config, a *attack, progress io.Writer) 
 		return o
 	}
 	defer d.stop()
-	e.d, e.target = d, d.info
+	e.target, e.home = d.info, d.home
 	say("daemon %s (pid %d); %d good peers", d.info.ID, d.pid(), cfg.peers)
 
 	peers, err := startGoodPeers(ctx, cfg.peers, d.info)
@@ -218,11 +240,57 @@ func runAttack(ctx context.Context, cfg *config, a *attack, progress io.Writer) 
 	}
 	defer closePeers(peers)
 
+	// The reference: a daemon of its own, never attacked, its good peers
+	// calling in the same windows.
+	var ref *daemon
+	var refPeers []*goodPeer
+	if cfg.reference {
+		refHome, err := os.MkdirTemp("", "mcpmesh-attack-ref-")
+		if err != nil {
+			o.err = err
+			return o
+		}
+		defer os.RemoveAll(refHome)
+		sctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+		ref, err = startDaemon(sctx, cfg.bin, refHome, daemonSpec{})
+		cancel()
+		if err != nil {
+			o.err = fmt.Errorf("start the reference daemon: %w", err)
+			return o
+		}
+		defer ref.stop()
+		if refPeers, err = startGoodPeers(ctx, cfg.peers, ref.info); err != nil {
+			o.err = fmt.Errorf("the reference daemon: %w", err)
+			return o
+		}
+		defer closePeers(refPeers)
+		say("reference daemon %s (pid %d), never attacked; %d good peers of its own", ref.info.ID, ref.pid(), cfg.peers)
+	}
+	// window has the good peers of both daemons call until ctx ends.
+	// The suite reads each daemon's metrics every 250 ms in every window
+	// (under attack, for the goroutines' peak), so that what the reads
+	// cost a daemon is in its clean window too.
+	window := func(ctx context.Context) (l, refL latencies, refCPU time.Duration) {
+		if ref == nil {
+			return callLoop(ctx, peers, cfg.interval, cfg.callTimeout), latencies{}, 0
+		}
+		before := procCPU(ref.pid())
+		refSampled := sampleGoroutines(ctx, ref)
+		var wg sync.WaitGroup
+		wg.Go(func() { refL = callLoop(ctx, refPeers, cfg.interval, cfg.callTimeout) })
+		l = callLoop(ctx, peers, cfg.interval, cfg.callTimeout)
+		wg.Wait()
+		<-refSampled
+		return l, refL, procCPU(ref.pid()) - before
+	}
+
 	// The clean window.
 	cctx, cancel := context.WithTimeout(ctx, cfg.phase)
 	cpuD, cpuS := procCPU(d.pid()), procCPU(os.Getpid())
-	o.clean = callLoop(cctx, peers, cfg.interval, cfg.callTimeout)
+	cleanSampled := sampleGoroutines(cctx, d)
+	o.clean, o.refClean, o.refCPU[0] = window(cctx)
 	cancel()
+	<-cleanSampled
 	cleanD, cleanS := procCPU(d.pid())-cpuD, procCPU(os.Getpid())-cpuS
 	// The baseline: the least of a few readings, good peers idle with
 	// their sessions open.
@@ -245,35 +313,49 @@ func runAttack(ctx context.Context, cfg *config, a *attack, progress io.Writer) 
 		o.peakBy = "VmRSS sampled every 25 ms"
 	}
 	watch := watchRSS(d, cfg.rssGuardMB<<10)
-	gPeak := make(chan int, 1)
 	sampling, stopSampling := context.WithCancel(ctx)
-	go func() {
-		peak := o.gBase
-		t := time.NewTicker(250 * time.Millisecond)
-		defer t.Stop()
-		for {
-			if g, err := d.goroutines(sampling); err == nil {
-				peak = max(peak, g)
-			}
-			select {
-			case <-sampling.Done():
-				gPeak <- peak
-				return
-			case <-t.C:
-			}
-		}
-	}()
+	gPeak := sampleGoroutines(sampling, d)
 	actx, stopAttack := context.WithCancel(ctx)
 	defer stopAttack()
 	st := newStage()
-	say("attacking: %s", a.title)
 	var runErr error
 	runDone := make(chan struct{})
-	go func() {
-		defer close(runDone)
-		defer st.Over()
-		runErr = a.run(actx, e, o.rep, st)
-	}()
+	attackerPID := 0
+	if where == attackersInline {
+		say("attacking, from the suite's process: %s", a.title)
+		go func() {
+			defer close(runDone)
+			defer st.Over()
+			runErr = a.run(actx, e, o.rep, st)
+		}()
+	} else {
+		p, err := startAttacker(cfg, a, where, e, o.rep, st)
+		if err != nil {
+			stopSampling()
+			<-gPeak
+			watch.end()
+			o.err = err
+			return o
+		}
+		attackerPID = p.pid()
+		say("attacking, from process %d (%s): %s", attackerPID, where, a.title)
+		context.AfterFunc(actx, p.stop)
+		go func() {
+			defer close(runDone)
+			<-p.done
+			runErr = p.err
+		}()
+		defer func() {
+			// However runAttack ends, the attacker process ends with it.
+			p.stop()
+			select {
+			case <-p.done:
+			case <-time.After(30 * time.Second):
+				p.kill()
+				<-p.done
+			}
+		}()
+	}
 	// The window under attack is as long as the clean one, whether or not
 	// the attack ends before it (a one-shot flood that the daemon cuts
 	// short costs the good peers what it costs them in that time, as a
@@ -281,18 +363,33 @@ func runAttack(ctx context.Context, cfg *config, a *attack, progress io.Writer) 
 	attackStart := time.Now()
 	wctx, endWindow := context.WithTimeout(ctx, cfg.phase)
 	cpuD, cpuS = procCPU(d.pid()), procCPU(os.Getpid())
-	o.under = callLoop(wctx, peers, cfg.interval, cfg.callTimeout)
+	o.under, o.refUnder, o.refCPU[1] = window(wctx)
 	endWindow()
-	// Whose processor time the attack costs: the daemon's, or the suite's
-	// own (its attackers share a process with the good peers).
-	o.rep.note("CPU time in the clean window and under attack: daemon %v → %v, suite (good peers and attackers) %v → %v",
-		cleanD, procCPU(d.pid())-cpuD, cleanS, procCPU(os.Getpid())-cpuS)
+	// Whose processor time the attack costs: the daemon's, the good peers'
+	// (the suite's process), the attackers'.
+	underD, underS := procCPU(d.pid())-cpuD, procCPU(os.Getpid())-cpuS
+	if where == attackersInline {
+		o.rep.note("CPU time in the clean window and under attack: daemon %v → %v, suite (good peers and attackers) %v → %v",
+			cleanD, underD, cleanS, underS)
+	} else {
+		o.rep.note("CPU time in the clean window and under attack: daemon %v → %v, suite (good peers) %v → %v; the attackers' process %v by the window's end",
+			cleanD, underD, cleanS, underS, procCPU(attackerPID))
+	}
 
 	// The newcomer, once the attack is in place (or over).
 	select {
 	case <-st.ready:
 	case <-time.After(cfg.readyTimeout):
 		o.rep.note("the attack was not in place after %v; the newcomer tried anyway", cfg.readyTimeout)
+	}
+	if !st.readyAt.IsZero() && !a.oneShot {
+		// The window under attack, in two: while the attack was being set
+		// up (a flood of opens), and once it was in place.
+		setup, held := o.under.split(st.readyAt)
+		s50, s99 := percentiles(setup)
+		h50, h99 := percentiles(held)
+		o.rep.note("the attack was in place %v after it started: good calls while it was set up %d, p50 %v, p99 %v; once in place %d, p50 %v, p99 %v",
+			st.readyAt.Sub(attackStart).Round(time.Millisecond), len(setup), round(s50), round(s99), len(held), round(h50), round(h99))
 	}
 	g, err1 := d.goroutines(ctx)
 	streams, err2 := d.metric(ctx, mcpStreamsMetric)
@@ -324,7 +421,7 @@ func runAttack(ctx context.Context, cfg *config, a *attack, progress io.Writer) 
 		o.rep.note("the attack did not stop within a minute of being told to")
 	}
 	stopSampling()
-	o.gPeak = <-gPeak
+	o.gPeak = max(o.gBase, <-gPeak)
 	sampled, killed := watch.end()
 	o.guardKilled = killed
 	o.peakKB = sampled
@@ -363,6 +460,66 @@ func runAttack(ctx context.Context, cfg *config, a *attack, progress io.Writer) 
 	return o
 }
 
+// sampleGoroutines reads d's goroutines from its metrics every 250 ms
+// until ctx ends, then sends the most it read (0 if none).
+func sampleGoroutines(ctx context.Context, d *daemon) <-chan int {
+	peak := make(chan int, 1)
+	go func() {
+		most := 0
+		t := time.NewTicker(250 * time.Millisecond)
+		defer t.Stop()
+		for {
+			if g, err := d.goroutines(ctx); err == nil {
+				most = max(most, g)
+			}
+			select {
+			case <-ctx.Done():
+				peak <- most
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return peak
+}
+
+// name is the attack's name, marked with where its attackers ran unless
+// that was the default.
+func (o *outcome) name() string { return o.a.name + o.where.suffix() }
+
+// latencyRatio is one of the good peers' latency ratios that the target
+// applies to, and how it was come by.
+type latencyRatio struct {
+	name  string // p50, p99
+	ratio float64
+	how   string
+}
+
+// ratios are the good peers' p50 and p99 under attack against the clean
+// window's; with a reference daemon, each divided by the reference's own
+// ratio in the same two windows, so that what the machine did to both
+// daemons (other work starting or ending) cancels out.
+func (o *outcome) ratios() []latencyRatio {
+	var rs []latencyRatio
+	for _, q := range []struct {
+		name                             string
+		clean, under, refClean, refUnder time.Duration
+	}{
+		{"p50", o.clean.p50, o.under.p50, o.refClean.p50, o.refUnder.p50},
+		{"p99", o.clean.p99, o.under.p99, o.refClean.p99, o.refUnder.p99},
+	} {
+		raw := ratio(q.under, q.clean)
+		r := latencyRatio{name: q.name, ratio: raw, how: fmt.Sprintf("%v clean, %v under attack", round(q.clean), round(q.under))}
+		if ref := ratio(q.refUnder, q.refClean); ref > 0 {
+			r.ratio = raw / ref
+			r.how = fmt.Sprintf("×%.1f: %v clean, %v under attack; the reference daemon in the same windows ×%.1f: %v, %v",
+				raw, round(q.clean), round(q.under), ref, round(q.refClean), round(q.refUnder))
+		}
+		rs = append(rs, r)
+	}
+	return rs
+}
+
 // failures lists every target the attack missed, each with the value
 // measured against the target.
 func (o *outcome) failures(cfg *config) []string {
@@ -386,12 +543,9 @@ func (o *outcome) failures(cfg *config) []string {
 	if o.under.ok == 0 {
 		f = append(f, "no good peer's call completed under attack")
 	} else {
-		for _, q := range []struct {
-			name         string
-			clean, under time.Duration
-		}{{"p50", o.clean.p50, o.under.p50}, {"p99", o.clean.p99, o.under.p99}} {
-			if r := ratio(q.under, q.clean); cfg.maxRatio > 0 && r > cfg.maxRatio {
-				f = append(f, fmt.Sprintf("good peers' %s ×%.1f (%v clean, %v under attack); target ≤ ×%g", q.name, r, round(q.clean), round(q.under), cfg.maxRatio))
+		for _, q := range o.ratios() {
+			if cfg.maxRatio > 0 && q.ratio > cfg.maxRatio {
+				f = append(f, fmt.Sprintf("good peers' %s ×%.1f (%s); target ≤ ×%g", q.name, q.ratio, q.how, cfg.maxRatio))
 			}
 		}
 	}
@@ -445,10 +599,10 @@ func round(d time.Duration) time.Duration {
 // printTable writes one row per attack, then what each saw and missed.
 func printTable(w io.Writer, cfg *config, os []*outcome) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "attack\tgood calls clean / attack\tp50 clean → attack\tp99 clean → attack\tgood errors\tpeak RSS\tgoroutines base → peak → after\tnewcomer\ttargets missed")
+	fmt.Fprintln(tw, "attack\tgood calls clean / attack\tp50 clean → attack\tp99 clean → attack\treference daemon p50 / p99\tratios vs reference p50 / p99\tgood errors\tpeak RSS\tgoroutines base → peak → after\tnewcomer\ttargets missed")
 	for _, o := range os {
 		if o.err != nil {
-			fmt.Fprintf(tw, "%s\t–\t–\t–\t–\t–\t–\t–\t(not run)\n", o.a.name)
+			fmt.Fprintf(tw, "%s\t–\t–\t–\t–\t–\t–\t–\t–\t–\t(not run)\n", o.name())
 			continue
 		}
 		after := fmt.Sprintf("%d (%v)", o.gAfter, o.settleTook.Round(100*time.Millisecond))
@@ -466,17 +620,28 @@ func printTable(w io.Writer, cfg *config, os []*outcome) {
 		if o.newcomerErr != nil {
 			nc = "NO"
 		}
-		fmt.Fprintf(tw, "%s\t%d / %d\t%v → %v (×%.1f)\t%v → %v (×%.1f)\t%d\t%s\t%d → %d → %s\t%s\t%d\n",
-			o.a.name, o.clean.ok, o.under.ok,
+		refCol, vsCol := "–", "–"
+		if o.refClean.ok > 0 {
+			rs := o.ratios()
+			refCol = fmt.Sprintf("×%.1f / ×%.1f", ratio(o.refUnder.p50, o.refClean.p50), ratio(o.refUnder.p99, o.refClean.p99))
+			vsCol = fmt.Sprintf("×%.1f / ×%.1f", rs[0].ratio, rs[1].ratio)
+		}
+		fmt.Fprintf(tw, "%s\t%d / %d\t%v → %v (×%.1f)\t%v → %v (×%.1f)\t%s\t%s\t%d\t%s\t%d → %d → %s\t%s\t%d\n",
+			o.name(), o.clean.ok, o.under.ok,
 			round(o.clean.p50), round(o.under.p50), ratio(o.under.p50, o.clean.p50),
 			round(o.clean.p99), round(o.under.p99), ratio(o.under.p99, o.clean.p99),
+			refCol, vsCol,
 			o.under.errors+o.cleanAfter.errors, rss, o.gBase, o.gPeak, after, nc, len(o.failures(cfg)))
 	}
 	tw.Flush()
 	for _, o := range os {
-		fmt.Fprintf(w, "\n%s: %s\n", o.a.name, o.a.title)
+		fmt.Fprintf(w, "\n%s: %s\n", o.name(), o.a.title)
 		if o.err == nil {
 			fmt.Fprintf(w, "  good peers: clean before %s; under attack %s; clean after %s\n", o.clean, o.under, o.cleanAfter)
+			if o.refClean.ok > 0 {
+				fmt.Fprintf(w, "  the reference daemon's good peers, same windows: clean %s; while the other was attacked %s; its CPU time %v → %v\n",
+					o.refClean, o.refUnder, o.refCPU[0], o.refCPU[1])
+			}
 			fmt.Fprintf(w, "  daemon: RSS %d MB before, peak %d MB (%s)\n", o.baseRSSKB>>10, o.peakKB>>10, o.peakBy)
 		}
 		for _, n := range o.rep.notes {

@@ -10,12 +10,12 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
-	"unicode/utf8"
 
 	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/spf13/cobra"
 
 	"github.com/mcpmesh/mcpmesh/control"
+	"github.com/mcpmesh/mcpmesh/internal/oneline"
 	"github.com/mcpmesh/mcpmesh/peer/identity"
 )
 
@@ -234,14 +234,8 @@ PEER is a peer ID the daemon knows or a full multiaddr ending in /p2p/<peer ID>.
 	return cmd
 }
 
-func firstLine(s string, max int) string {
-	s, _, _ = strings.Cut(strings.TrimSpace(s), "\n")
-	if utf8.RuneCountInString(s) > max {
-		// Cut at a character, not inside one.
-		s = string([]rune(s)[:max-1]) + "…"
-	}
-	return s
-}
+// firstLine shows s on one line of at most max characters.
+func firstLine(s string, max int) string { return oneline.Cut(s, max) }
 
 // wholeLine is s on one line, whole: a tool's error is its cause, and
 // cutting it hides what to do.

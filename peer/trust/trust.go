@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	logging "github.com/ipfs/go-log/v2"
@@ -12,6 +11,7 @@ import (
 	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/mcpmesh/mcpmesh/audit"
+	"github.com/mcpmesh/mcpmesh/internal/oneline"
 	"github.com/mcpmesh/mcpmesh/peer/delegation"
 	"github.com/mcpmesh/mcpmesh/peer/identity"
 	"github.com/mcpmesh/mcpmesh/peer/policy"
@@ -211,15 +211,8 @@ func auditOutcome(ctx context.Context, res sdkmcp.Result, err error) (audit.Outc
 	return audit.OK, ""
 }
 
-func firstLine(s string) string {
-	if i := strings.IndexByte(s, '\n'); i >= 0 {
-		s = s[:i]
-	}
-	if len(s) > 200 {
-		s = s[:200] + "…"
-	}
-	return s
-}
+// firstLine is what an audit record keeps of an error.
+func firstLine(s string) string { return oneline.Cut(s, 200) }
 
 // Advertised reports whether the policy lets the node's card show a
 // capability.
