@@ -102,6 +102,12 @@ func (s *Server) handleTaskCancel(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, err)
 		return
 	}
+	// Cancelling what has ended does nothing: say so, rather than
+	// "cancelled" for a task that completed minutes ago.
+	if t, ok := s.node.Task(id); ok && t.State.Terminal() {
+		writeError(w, http.StatusConflict, fmt.Errorf("task %s has already ended (%s): nothing to cancel", id, t.State))
+		return
+	}
 	if err := s.node.CancelTask(id); err != nil {
 		writeError(w, http.StatusNotFound, err)
 		return

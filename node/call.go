@@ -314,7 +314,10 @@ func (n *Node) resolveTool(ctx context.Context, p lpeer.ID, ref string) (iface.R
 				return iface.RemoteTool{Server: server, Tool: t}, nil
 			}
 		}
-		return iface.RemoteTool{}, fmt.Errorf("server %s on peer %s has no tool named %q%w", server, p, tool, unsaid{errNoSuchTool})
+		// A closed node lists only what its policy grants this node: the
+		// tool may be there, and refused.
+		return iface.RemoteTool{}, fmt.Errorf("server %s on peer %s lists no tool named %q to this node: it has none, or its policy does not grant it to this node (its owner can ask it: 'mcpmesh policy check %s %s/%s')%w",
+			server, p, tool, n.host.ID(), server, tool, unsaid{errNoSuchTool})
 	}
 	all, err := n.ListTools(ctx, p)
 	if err != nil {

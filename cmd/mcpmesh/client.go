@@ -237,6 +237,12 @@ PEER is a peer ID the daemon knows or a full multiaddr ending in /p2p/<peer ID>.
 // firstLine shows s on one line of at most max characters.
 func firstLine(s string, max int) string { return oneline.Cut(s, max) }
 
+// wholeLine is s on one line, whole: a tool's error is its cause, and
+// cutting it hides what to do.
+func wholeLine(s string) string {
+	return strings.Join(strings.Fields(s), " ")
+}
+
 func newCallCmd(g *globals) *cobra.Command {
 	var timeout time.Duration
 	var answers []string
@@ -350,7 +356,7 @@ bad input (an --answer that does not fit its question among it).`,
 				printResult(out, res.Result)
 			}
 			if res.Result.IsError {
-				return &exitError{code: 1, err: fmt.Errorf("tool %s/%s on %s failed: %s", res.Server, res.Tool, shortID(res.Peer), firstLine(resultText(res.Result), 200))}
+				return &exitError{code: 1, err: fmt.Errorf("tool %s/%s on %s failed: %s", res.Server, res.Tool, shortID(res.Peer), wholeLine(resultText(res.Result)))}
 			}
 			return nil
 		},

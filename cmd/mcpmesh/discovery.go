@@ -29,8 +29,8 @@ lookup ends within --timeout.`,
   mcpmesh find event:mcp.resource.updated`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if q := strings.TrimSpace(strings.TrimPrefix(args[0], "tag:")); q == "" {
-				return usageError("empty query: give words of a tool's name or description, tag:NAME or event:NAME")
+			if q := strings.TrimSpace(strings.TrimPrefix(strings.TrimPrefix(args[0], "tag:"), "event:")); q == "" {
+				return usageError("empty query: give words of a tool's name or description, tag:NAME or event:TYPE")
 			}
 			c, err := dial(cmd, g)
 			if err != nil {
@@ -38,6 +38,7 @@ lookup ends within --timeout.`,
 			}
 			out := cmd.OutOrStdout()
 			n := 0
+			start := time.Now()
 			err = c.Find(cmd.Context(), args[0], timeout, func(r control.FindResult) {
 				n++
 				if g.json {
@@ -59,7 +60,10 @@ lookup ends within --timeout.`,
 				return err
 			}
 			if n == 0 {
-				return &exitError{code: 1, err: fmt.Errorf("no peer offers %q (searched for %v): words match tools' names and descriptions; tag:NAME and event:NAME are exact", args[0], timeout)}
+				// The lookup ends when the DHT has answered, most often long
+				// before --timeout: say how long it took.
+				return &exitError{code: 1, err: fmt.Errorf("no peer offers %q (the lookup ended after %v): words match tools' names and descriptions; tag:NAME and event:TYPE are exact",
+					args[0], time.Since(start).Round(10*time.Millisecond))}
 			}
 			return nil
 		},

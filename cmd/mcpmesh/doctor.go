@@ -38,20 +38,22 @@ func readIdentity(home string) (lpeer.ID, error) {
 
 // configWarnings are what a configuration that parses may still get
 // wrong: shareWarnings, API keys missing, and (with checkPorts) listen
-// ports in use.
-func configWarnings(cfg *fileConfig, specs []shareSpec, listen []string, checkPorts bool) []string {
-	out := shareWarnings(cfg, specs, nil)
+// ports in use. fatal counts those that stop the node from starting.
+func configWarnings(cfg *fileConfig, specs []shareSpec, listen []string, checkPorts bool) (out []string, fatal int) {
+	out = shareWarnings(cfg, specs, nil)
 	for _, a := range cfg.Agents {
 		if a.Model.APIKeyEnv != "" && os.Getenv(a.Model.APIKeyEnv) == "" {
 			out = append(out, fmt.Sprintf("agent %s: environment variable %s is not set: the node will not start", a.Name, a.Model.APIKeyEnv))
+			fatal++
 		}
 	}
 	if checkPorts {
 		if err := checkListenPorts(listen); err != nil {
-			out = append(out, err.Error())
+			out = append(out, err.Error()+": the node will not start")
+			fatal++
 		}
 	}
-	return out
+	return out, fatal
 }
 
 // shareWarnings are what shares that parse may still get wrong: a header
@@ -120,7 +122,8 @@ node' does, and report its errors (exit 1) or that it is fine (exit 0). Then
 warn of what parses but will not work: a header or env value naming a variable
 that is not set (${GITHUB_TOKEN}: the server gets "Bearer "), a shared
 program not on PATH, an agent's API key variable not set, a listen port
-another program holds.`,
+another program holds. The last two stop a node from starting: with either,
+check exits 1.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			path, named := configPath(g.home, cfgPath)
@@ -137,10 +140,19 @@ another program holds.`,
 			if err != nil {
 				return fmt.Errorf("%s: %w", path, err)
 			}
-			fmt.Fprintf(out, "%s: ok: %s\n", path, summarizeConfig(file, specs))
 			_, running := dialQuiet(cmd, g)
-			for _, w := range configWarnings(file, specs, file.Listen, !running) {
+			warnings, fatal := configWarnings(file, specs, file.Listen, !running)
+			verdict := "ok"
+			if fatal > 0 {
+				verdict = "parses"
+			}
+			fmt.Fprintf(out, "%s: %s: %s\n", path, verdict, summarizeConfig(file, specs))
+			for _, w := range warnings {
 				fmt.Fprintf(out, "warning: %s\n", w)
+			}
+			if fatal > 0 {
+				// A script's 'config check && mcpmesh node' must not go on.
+				return &exitError{code: 1, err: fmt.Errorf("%s: a node will not start with it (%d of the warnings above)", path, fatal)}
 			}
 			return nil
 		},
@@ -268,7 +280,8 @@ func printOffline(out io.Writer, home, cfgFlag string) {
 	} else {
 		fmt.Fprintf(out, "  mesh:      open mesh (no %s)\n", node.MeshKeyFile)
 	}
-	for _, w := range configWarnings(file, specs, file.Listen, true) {
+	warnings, _ := configWarnings(file, specs, file.Listen, true)
+	for _, w := range warnings {
 		fmt.Fprintf(out, "  warning:   %s\n", w)
 	}
 }

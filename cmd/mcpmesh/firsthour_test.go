@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -13,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
 )
 
 // Bad input exits 2, says what is wrong and how the command is used; no
@@ -28,6 +31,8 @@ func TestUsageErrorsExit2WithTheUsageLine(t *testing.T) {
 		{[]string{"tools", "12D3KooWA…"}, "is a placeholder, not a peer ID"},
 		{[]string{"card", "12D3KooW..."}, "is a placeholder"},
 		{[]string{"find", ""}, "empty query"},
+		{[]string{"find", "event:"}, "empty query"},
+		{[]string{"node", "--no-mdns", "--listen", "bogus"}, `--listen "bogus"`},
 		{[]string{"tasks", "cancel"}, "usage: mcpmesh tasks cancel ID"},
 		{[]string{"nosuchcommand"}, "unknown command"},
 		{[]string{"peers", "--bogus"}, "unknown flag: --bogus"},
@@ -208,6 +213,14 @@ func TestConfigCheck(t *testing.T) {
 		!strings.Contains(out, `warning: share tool: program "no-such-program-here" is not on PATH`) {
 		t.Fatalf("config check: exit %d:\n%s%s", code, out, stderr)
 	}
+	// An agent's API key not set stops the node: check says so and fails,
+	// so that 'config check && mcpmesh node' stops there.
+	os.WriteFile(filepath.Join(home, "config.json"), []byte(`{"agents": [{"name": "x", "description": "d", "model": {"backend": "openai", "model": "m", "apiKeyEnv": "MCPMESH_TEST_UNSET_KEY"}}]}`), 0o600)
+	out, stderr, code = run(t, "--home", home, "config", "check")
+	if code != 1 || strings.Contains(out, "ok:") || !strings.Contains(out, "warning: agent x: environment variable MCPMESH_TEST_UNSET_KEY is not set") ||
+		!strings.Contains(stderr, "a node will not start with it") {
+		t.Fatalf("config check of an agent without its key: exit %d:\n%s%s", code, out, stderr)
+	}
 	os.WriteFile(filepath.Join(home, "config.json"), []byte(`{"peers": ["/ip4/127.0.0.1/tcp/4001/p2p/12D3KooWA…"]}`), 0o600)
 	if _, stderr, code := run(t, "--home", home, "config", "check"); code != 1 || !strings.Contains(stderr, "placeholder") {
 		t.Fatalf("config check of a placeholder peer: exit %d: %s", code, stderr)
@@ -236,6 +249,16 @@ func TestCallToAClosedNodeNamesThePolicy(t *testing.T) {
 	_, stderr, code := run(t, "--home", b.home, "call", a.id, "echo", `{"text":"hi"}`)
 	if code != 1 || !strings.Contains(stderr, "lists no tools to this node") || !strings.Contains(stderr, "policy") {
 		t.Fatalf("call to a closed node: exit %d: %s", code, stderr)
+	}
+	// By PEER/SERVER/TOOL through mesh_call too (the ref mesh_search and
+	// agents' searches give).
+	cs := stdioClient(t, "--home", b.home, "stdio")
+	res, err := cs.CallTool(context.Background(), &sdkmcp.CallToolParams{Name: "mesh_call", Arguments: map[string]any{"ref": a.id + "/node/echo", "arguments": map[string]any{"text": "hi"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if text := res.Content[0].(*sdkmcp.TextContent).Text; !res.IsError || !strings.Contains(text, `lists no tool named "echo" to this node`) || !strings.Contains(text, "policy check "+b.id+" node/echo") {
+		t.Fatalf("mesh_call of node/echo on a closed node: %s", text)
 	}
 }
 

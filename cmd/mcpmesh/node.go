@@ -12,6 +12,7 @@ import (
 	"time"
 
 	logging "github.com/ipfs/go-log/v2"
+	ma "github.com/multiformats/go-multiaddr"
 	"github.com/spf13/cobra"
 
 	"github.com/mcpmesh/mcpmesh/agent"
@@ -173,6 +174,11 @@ Logs: quiet by default; set GOLOG_LOG_LEVEL (e.g. "info" or
 			for _, p := range peers {
 				if _, err := identity.ParseTarget(p); err != nil {
 					return usageError("--peer: %v", err)
+				}
+			}
+			for _, l := range listen {
+				if _, err := ma.NewMultiaddr(l); err != nil {
+					return usageError("--listen %q: %v: want a multiaddr such as /ip4/127.0.0.1/tcp/4001", l, err)
 				}
 			}
 			if httpAt != "" {

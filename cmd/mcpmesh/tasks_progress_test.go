@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
 )
@@ -21,6 +22,11 @@ import (
 // that file exists, reports 2/2 and returns "done": a call that stays
 // running, with progress, until the test lets it go.
 const gatedProgramEnv = "MCPMESH_CLI_TEST_GATE"
+
+// longToolError is the gated program's tool "fail"'s error: long, with
+// its cause at the end and characters of two bytes where a byte count
+// would cut one.
+var longToolError = strings.Repeat("déjà vu, ", 30) + "\nthe cause: disk full"
 
 // runGatedProgram serves the gated program on stdin/stdout until stdin ends.
 func runGatedProgram(gate string) int {
@@ -48,6 +54,10 @@ func runGatedProgram(gate string) int {
 			}
 			notify(2, "finishing")
 			return &sdkmcp.CallToolResult{Content: []sdkmcp.Content{&sdkmcp.TextContent{Text: "done"}}}, nil, nil
+		})
+	sdkmcp.AddTool(s, &sdkmcp.Tool{Name: "fail", Description: "fails with a long error"},
+		func(context.Context, *sdkmcp.CallToolRequest, any) (*sdkmcp.CallToolResult, any, error) {
+			return &sdkmcp.CallToolResult{IsError: true, Content: []sdkmcp.Content{&sdkmcp.TextContent{Text: longToolError}}}, nil, nil
 		})
 	if err := s.Run(context.Background(), &sdkmcp.StdioTransport{}); err != nil && !errors.Is(err, context.Canceled) {
 		fmt.Fprintln(os.Stderr, "gated program:", err)
@@ -145,4 +155,81 @@ func TestTasksShowTheProgressOfARunningCall(t *testing.T) {
 	}
 	// Over: the last progress stays.
 	taskLine(a.home, "call", "completed", "2/2 finishing")
+}
+
+// A call cancelled with `mcpmesh tasks cancel` on the calling daemon ends
+// with an error that says so, not "context canceled" failed at the hop
+// below.
+func TestCallCancelledByTasksCancelSaysSo(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	gate := filepath.Join(t.TempDir(), "go") // never opened: the call runs until cancelled
+	b := startDaemon(t, "--share", fmt.Sprintf("gated=env %s='%s' '%s'", gatedProgramEnv, gate, exe))
+	a := startDaemon(t, "--peer", b.addr)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	call := exec.CommandContext(ctx, binary, "--home", a.home, "call", b.id, "gated/slow")
+	var stdout, stderr bytes.Buffer
+	call.Stdout, call.Stderr = &stdout, &stderr
+	if err := call.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- call.Wait() }()
+	defer func() {
+		if call.ProcessState == nil {
+			call.Process.Kill()
+			<-done
+		}
+	}()
+	var id string
+	for deadline := time.Now().Add(20 * time.Second); id == ""; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("mcpmesh tasks never listed the running call; stderr of call: %q", stderr.String())
+		}
+		out, _, _ := run(t, "--home", a.home, "tasks")
+		for _, line := range strings.Split(out, "\n") {
+			if strings.Contains(line, "gated/slow") && strings.Contains(line, "working") {
+				id = strings.Fields(line)[0]
+			}
+		}
+	}
+	if out, stderr, code := run(t, "--home", a.home, "tasks", "cancel", id); code != 0 {
+		t.Fatalf("tasks cancel: exit %d: %q %q", code, out, stderr)
+	}
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(stderr.String(), "cancelled: its task "+id+" was cancelled on this node") ||
+			strings.Contains(stderr.String(), "context canceled") {
+			t.Fatalf("mcpmesh call cancelled by tasks cancel: %v: stdout %q, stderr %q", err, stdout.String(), stderr.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("mcpmesh call still running 30s after tasks cancel: stderr %q", stderr.String())
+	}
+}
+
+// A tool's error is printed whole, on one line: its cause is often at the
+// end, and a cut inside a character prints invalid UTF-8.
+func TestCallPrintsAToolErrorWhole(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := startDaemon(t, "--share", fmt.Sprintf("gated=env %s='%s' '%s'", gatedProgramEnv, filepath.Join(t.TempDir(), "go"), exe))
+	a := startDaemon(t, "--peer", b.addr)
+	_, stderr, code := run(t, "--home", a.home, "call", b.id, "gated/fail")
+	if code != 1 || !strings.Contains(stderr, "déjà vu, déjà vu") || !strings.Contains(stderr, "the cause: disk full") ||
+		strings.Count(strings.TrimSpace(stderr), "\n") != 0 || !utf8.ValidString(stderr) {
+		t.Fatalf("call of a tool that fails: exit %d, stderr %q", code, stderr)
+	}
+	for _, w := range []string{"dé", "déjà", "déjà vu, déjà vu, déjà"} { // cut inside "é" or not, firstLine cuts at a character
+		for n := 2; n < 8; n++ {
+			if got := firstLine(w+w, n); !utf8.ValidString(got) {
+				t.Errorf("firstLine(%q, %d) = %q: not UTF-8", w+w, n, got)
+			}
+		}
+	}
 }

@@ -51,9 +51,10 @@ func TestTasksListTreeAndCancel(t *testing.T) {
 	if code != 0 || short != out {
 		t.Fatalf("tasks --tree %s: exit %d: %q, want %q", root.ID[:5], code, short, out)
 	}
-	out, _, code = run(t, "--home", b.home, "tasks", "cancel", root.ID[:5]+"…")
-	if code != 0 || strings.TrimSpace(out) != "cancelled "+root.ID {
-		t.Fatalf("tasks cancel: exit %d: %s", code, out)
+	// The task has completed: cancelling it does nothing, and says so.
+	out, stderr, code = run(t, "--home", b.home, "tasks", "cancel", root.ID[:5]+"…")
+	if code != 1 || out != "" || !strings.Contains(stderr, "task "+root.ID+" has already ended (completed)") {
+		t.Fatalf("tasks cancel of a completed task: exit %d: %q %q", code, out, stderr)
 	}
 	_, stderr, code = run(t, "--home", b.home, "tasks", "cancel", "nosuchtask")
 	if code != 1 || !strings.Contains(stderr, "no task nosuchtask") {

@@ -335,7 +335,17 @@ func (m *Mux) ask(req *jsonrpc.Request) {
 		}
 	}
 	m.mu.Unlock()
-	if len(busy) != 1 {
+	switch len(busy) {
+	case 0:
+		// A program that asks on its own (server-everything asks roots/list
+		// once initialized), on a shared session or on the node's own index
+		// session of an isolated share: there is no one to ask, and sharing
+		// it isolated would not change that.
+		send(m.up, &jsonrpc.Response{ID: req.ID, Error: &jsonrpc.Error{Code: jsonrpc.CodeInternalError,
+			Message: fmt.Sprintf("server %s: %s asked outside any call, so there is no caller to ask it of", m.name, req.Method)}})
+		return
+	case 1:
+	default:
 		send(m.up, &jsonrpc.Response{ID: req.ID, Error: &jsonrpc.Error{Code: jsonrpc.CodeInternalError,
 			Message: fmt.Sprintf("shared server %s: %d callers have requests in flight, so which one %s asks is not known (share it isolated)", m.name, len(busy), req.Method)}})
 		return

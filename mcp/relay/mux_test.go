@@ -217,6 +217,23 @@ func TestMuxRefusesAQuestionItCannotRoute(t *testing.T) {
 	_ = b
 }
 
+// A question the upstream asks outside any call (server-everything asks
+// roots/list once initialized) is refused saying so, without advising to
+// share the program isolated: the node's own session of an isolated share
+// gets it too.
+func TestMuxRefusesAQuestionOutsideAnyCall(t *testing.T) {
+	m, srv := startMux(t)
+	connectMux(t, m)
+	var ss *sdkmcp.ServerSession
+	for s := range srv.Sessions() {
+		ss = s
+	}
+	_, err := ss.Elicit(context.Background(), &sdkmcp.ElicitParams{Message: "who?", RequestedSchema: map[string]any{"type": "object"}})
+	if err == nil || !strings.Contains(err.Error(), "outside any call") || strings.Contains(err.Error(), "isolated") {
+		t.Fatalf("a question outside any call: %v", err)
+	}
+}
+
 // A session that ends cancels its calls in flight on the upstream, and a
 // mux whose upstream ends ends its sessions.
 func TestMuxSessionEndCancelsItsCalls(t *testing.T) {

@@ -42,7 +42,8 @@ func (tr *Tracker) Call(ctx context.Context, p lpeer.ID, server, tool string, ar
 	target := tr.names.Of(p)
 	var root, caller *tasks.Entry
 	var m *tasks.Meta
-	var route *served // where progress from below goes, if anywhere
+	var route *served         // where progress from below goes, if anywhere
+	var outer context.Context // a root's context before the cancel its task holds
 	if parent != nil {
 		caller = parent.entry
 		m = parent.meta.Child(self, budget, left)
@@ -56,6 +57,7 @@ func (tr *Tracker) Call(ctx context.Context, p lpeer.ID, server, tool string, ar
 		}
 	} else {
 		id := tasks.NewID()
+		outer = ctx
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithCancel(ctx)
 		defer cancel()
@@ -100,7 +102,14 @@ func (tr *Tracker) Call(ctx context.Context, p lpeer.ID, server, tool string, ar
 	if progress != nil {
 		progress.drain() // the call's progress goes up before its result
 	}
-	if err != nil {
+	switch {
+	case err == nil:
+	case root != nil && ctx.Err() != nil && outer.Err() == nil:
+		// The root's task was cancelled on this node ('mcpmesh tasks
+		// cancel', the console), not by whoever made the call: say so, not
+		// "context canceled" failed at the hop below.
+		err = &cancelledHere{msg: fmt.Sprintf("call %s/%s on %s: cancelled: its task %s was cancelled on this node ('mcpmesh tasks cancel' or the console)", server, tool, p, root.ID())}
+	default:
 		if _, ok := tasks.FailedAt(err); !ok {
 			err = &tasks.HopError{Hop: hop, Err: err}
 		}
@@ -119,6 +128,13 @@ func (tr *Tracker) Call(ctx context.Context, p lpeer.ID, server, tool string, ar
 	}
 	return res, err
 }
+
+// cancelledHere is the error of a root call whose task was cancelled on
+// its own node; it is a context.Canceled.
+type cancelledHere struct{ msg string }
+
+func (e *cancelledHere) Error() string { return e.msg }
+func (e *cancelledHere) Unwrap() error { return context.Canceled }
 
 // progressGrace is how long a progress route outlives its call: a peer may
 // send progress after its result (it should not), and the route must still
