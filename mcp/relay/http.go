@@ -36,17 +36,26 @@ type RoutedConn struct {
 	sdkmcp.Connection                   // the HTTP side
 	up                sdkmcp.Connection // the peer's side, to refuse requests the client cannot get
 
+	opened time.Time // when the session began: see getStreamGrace
+
 	mu       sync.Mutex
 	inflight map[jsonrpc.ID]struct{}
 	tokens   map[any]jsonrpc.ID // progress token → request
 	closing  bool
 }
 
+// getStreamGrace is how long after a session begins a server message that
+// belongs to no request waits for the client's GET stream, rather than be
+// refused at once: a server that asks for roots as soon as it is
+// initialized (server-filesystem) would otherwise race the client opening
+// that stream, where over stdio the question always arrives.
+const getStreamGrace = 3 * time.Second
+
 // NewRoutedConn returns the connection that relays the server's messages to
 // down, the HTTP side, each on the stream of the request it belongs to; up
 // is the server's side, where requests the client cannot get are answered.
 func NewRoutedConn(down, up sdkmcp.Connection) *RoutedConn {
-	return &RoutedConn{Connection: down, up: up, inflight: map[jsonrpc.ID]struct{}{}, tokens: map[any]jsonrpc.ID{}}
+	return &RoutedConn{Connection: down, up: up, opened: time.Now(), inflight: map[jsonrpc.ID]struct{}{}, tokens: map[any]jsonrpc.ID{}}
 }
 
 // Read implements [sdkmcp.Connection], noting each request the client sends.
@@ -84,7 +93,11 @@ func (c *RoutedConn) Write(ctx context.Context, msg jsonrpc.Message) error {
 	case *jsonrpc.Request:
 		related = c.relate(m)
 	}
-	err := c.Connection.Write(sdkcompat.RequestContext(ctx, "", related), msg)
+	wctx := sdkcompat.RequestContext(ctx, "", related)
+	err := c.Connection.Write(wctx, msg)
+	if err != nil && !related.IsValid() && c.rejected(err) {
+		err = c.writeOnceStreamOpens(wctx, msg)
+	}
 	if err == nil {
 		return nil
 	}
@@ -107,6 +120,43 @@ func (c *RoutedConn) Write(ctx context.Context, msg jsonrpc.Message) error {
 	}
 	log.Debugw("server message not delivered", "error", err)
 	return nil
+}
+
+// rejected reports whether err is the SDK transport's "no stream for this
+// message".
+func (c *RoutedConn) rejected(err error) bool {
+	var werr *jsonrpc.Error
+	return errors.As(err, &werr) && werr.Code == sdkcompat.RejectedCode
+}
+
+// writeOnceStreamOpens writes msg, which belongs to no request, again until
+// the client's GET stream takes it or getStreamGrace after the session
+// began. The SDK tells no one when that stream opens, so it tries every
+// 20 ms; the messages after msg wait behind it, in order.
+func (c *RoutedConn) writeOnceStreamOpens(ctx context.Context, msg jsonrpc.Message) error {
+	deadline := time.NewTimer(time.Until(c.opened.Add(getStreamGrace)))
+	defer deadline.Stop()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-tick.C:
+		case <-deadline.C:
+			return c.Connection.Write(ctx, msg)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		c.mu.Lock()
+		closing := c.closing
+		c.mu.Unlock()
+		if closing {
+			return errors.New("session closing")
+		}
+		err := c.Connection.Write(ctx, msg)
+		if err == nil || !c.rejected(err) {
+			return err
+		}
+	}
 }
 
 // relate picks the client request in flight that msg, sent by the server,
