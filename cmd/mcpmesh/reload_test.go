@@ -122,7 +122,7 @@ func TestConfigReloadAppliesShares(t *testing.T) {
 	// Changed (its env): the old program's processes end, the new one serves.
 	gate := filepath.Join(t.TempDir(), "gate")
 	write(shareJSON(t, "notes", map[string]string{gatedProgramEnv: gate}))
-	reload("share notes: changed, restarting it", "share notes: stopped", "share notes: ready, 1 tools")
+	reload("share notes: changed, restarting it", "share notes: stopped", "share notes: ready, 2 tools")
 	if n := programsWithEnv(t, mark); n != 0 {
 		t.Fatalf("%d processes of the old program still run", n)
 	}
