@@ -66,35 +66,54 @@ func runGatedProgram(gate string) int {
 	return 0
 }
 
+// gatedCall is a `mcpmesh call` of the gated program's slow tool, running.
+type gatedCall struct {
+	stdout, stderr *bytes.Buffer
+	done           chan error // its exit, once it ends
+}
+
+// startGatedCall starts daemon b sharing the gated program (its slow tool
+// finishes once the file gate exists), daemon a connected to it, and a
+// `mcpmesh call` of gated/slow from a; the call is killed when the test
+// ends if it still runs.
+func startGatedCall(t *testing.T) (a, b *daemon, gate string, call gatedCall) {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	gate = filepath.Join(t.TempDir(), "go")
+	b = startDaemon(t, "--share", fmt.Sprintf("gated=env %s='%s' '%s'", gatedProgramEnv, gate, exe))
+	a = startDaemon(t, "--peer", b.addr)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	cmd := exec.CommandContext(ctx, binary, "--home", a.home, "call", b.id, "gated/slow")
+	call = gatedCall{stdout: &bytes.Buffer{}, stderr: &bytes.Buffer{}, done: make(chan error, 1)}
+	cmd.Stdout, cmd.Stderr = call.stdout, call.stderr
+	if err := cmd.Start(); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() {
+		err := cmd.Wait()
+		close(exited)
+		call.done <- err
+	}()
+	t.Cleanup(func() {
+		cancel() // kills the call if it still runs
+		<-exited
+	})
+	return a, b, gate, call
+}
+
 // `mcpmesh tasks` shows the latest progress of a running call, on the
 // calling daemon (the root task `mcpmesh call` starts) and on the serving
 // one (the task of the shared program's call), and `mcpmesh call` prints it
 // on stderr as it comes; once the call is over, the column holds the last.
 func TestTasksShowTheProgressOfARunningCall(t *testing.T) {
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	gate := filepath.Join(t.TempDir(), "go")
-	b := startDaemon(t, "--share", fmt.Sprintf("gated=env %s='%s' '%s'", gatedProgramEnv, gate, exe))
-	a := startDaemon(t, "--peer", b.addr)
-
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	call := exec.CommandContext(ctx, binary, "--home", a.home, "call", b.id, "gated/slow")
-	var stdout, stderr bytes.Buffer
-	call.Stdout, call.Stderr = &stdout, &stderr
-	if err := call.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- call.Wait() }()
-	defer func() {
-		if call.ProcessState == nil {
-			call.Process.Kill()
-			<-done
-		}
-	}()
+	a, b, gate, call := startGatedCall(t)
+	stdout, stderr, done := call.stdout, call.stderr, call.done
 
 	// taskLine waits until `mcpmesh tasks` on home lists the call with all
 	// of want, and returns its line.
@@ -161,30 +180,8 @@ func TestTasksShowTheProgressOfARunningCall(t *testing.T) {
 // with an error that says so, not "context canceled" failed at the hop
 // below.
 func TestCallCancelledByTasksCancelSaysSo(t *testing.T) {
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	gate := filepath.Join(t.TempDir(), "go") // never opened: the call runs until cancelled
-	b := startDaemon(t, "--share", fmt.Sprintf("gated=env %s='%s' '%s'", gatedProgramEnv, gate, exe))
-	a := startDaemon(t, "--peer", b.addr)
-
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	call := exec.CommandContext(ctx, binary, "--home", a.home, "call", b.id, "gated/slow")
-	var stdout, stderr bytes.Buffer
-	call.Stdout, call.Stderr = &stdout, &stderr
-	if err := call.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- call.Wait() }()
-	defer func() {
-		if call.ProcessState == nil {
-			call.Process.Kill()
-			<-done
-		}
-	}()
+	a, _, _, call := startGatedCall(t) // the gate never opens: the call runs until cancelled
+	stdout, stderr, done := call.stdout, call.stderr, call.done
 	var id string
 	for deadline := time.Now().Add(20 * time.Second); id == ""; time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) {
