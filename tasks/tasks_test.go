@@ -2,6 +2,7 @@ package tasks
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -32,6 +33,37 @@ func TestMetaWireRoundTrip(t *testing.T) {
 	}
 	if m, err := Decode(map[string]any{}); m != nil || err != nil {
 		t.Errorf("no context: %v %v", m, err)
+	}
+}
+
+// The time a caller spent before sending a call (opening a session to the
+// callee) comes off the callee's time left, and nothing else changes.
+func TestSpend(t *testing.T) {
+	child := Root(NewID(), "A", 3, 2*time.Second).Child("B", 0, time.Second)
+	meta := map[string]any{}
+	child.Encode(meta)
+	Spend(meta, 300*time.Millisecond)
+	got, err := Decode(meta)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := child.TimeoutMs - 300; got.TimeoutMs != want {
+		t.Errorf("timeout %d ms after 300 ms spent, want %d", got.TimeoutMs, want)
+	}
+	if got.ID != child.ID || got.Root != child.Root || got.Parent != child.Parent || got.Budget != child.Budget || strings.Join(got.Path, ",") != "A,B" {
+		t.Errorf("got %+v, want %+v with less time", got, child)
+	}
+	Spend(meta, time.Hour)
+	if got, _ := Decode(meta); got.TimeoutMs != 1 {
+		t.Errorf("timeout %d ms after more than all of it was spent, want 1 (0 is none)", got.TimeoutMs)
+	}
+	Spend(meta, 900*time.Microsecond) // under the wire's millisecond: nothing
+	for _, m := range []map[string]any{nil, {}, {MetaKey: Root(NewID(), "A", 3, 0).String()}} {
+		before := fmt.Sprint(m)
+		Spend(m, time.Second)
+		if after := fmt.Sprint(m); after != before {
+			t.Errorf("a context without a deadline changed: %s -> %s", before, after)
+		}
 	}
 }
 
