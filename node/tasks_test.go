@@ -398,7 +398,14 @@ func TestTaskHopBudget(t *testing.T) {
 func TestTaskDeadlineExpiresAtLeaf(t *testing.T) {
 	ns, ev := mesh(t, 4)
 	a, b, c, d := ns[0], ns[1], ns[2], ns[3]
-	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+	// Each hop gives the next a tenth less time, measured from when the
+	// request arrives: D gives up first only if each hop's request crosses
+	// in less than that tenth. With 1.5 s the tenths were 150, 135 and
+	// 121 ms, and a hop under -race on a loaded 2-core machine took longer
+	// (C's deadline passed before D's, 2 in 30 runs); with 5 s they are
+	// 500, 450 and 405 ms.
+	const deadline = 5 * time.Second
+	ctx, cancel := context.WithTimeout(context.Background(), deadline)
 	defer cancel()
 	start := time.Now()
 	res, err := a.CallServerTool(ctx, b.ID(), transport.DefaultServer, "chain", chainIn{Path: ids(c, d), Leaf: "sleep"})
@@ -410,7 +417,7 @@ func TestTaskDeadlineExpiresAtLeaf(t *testing.T) {
 	if !res.IsError || rm.FailedAt == nil || rm.FailedAt.Peer != d.ID().String() {
 		t.Errorf("got %q (meta %+v), want D's deadline named", text(res), rm)
 	}
-	if took > 1500*time.Millisecond {
+	if took > deadline {
 		t.Errorf("took %v, want D to give up before A's deadline", took)
 	}
 	<-ev[3].ctxDone
