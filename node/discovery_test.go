@@ -23,7 +23,11 @@ import (
 )
 
 // fastDiscovery makes cards short-lived so that leaving shows within a test.
-var fastDiscovery = discovery.Config{CardTTL: 2 * time.Second, RepublishEvery: 500 * time.Millisecond, Debounce: 20 * time.Millisecond}
+// A card outlives its republish by CardTTL-RepublishEvery: at 2 s that was
+// 1.5 s, and a republish (a DHT walk, then the puts) under -race on a loaded
+// 2-core machine took longer, so that no node held the card for a moment
+// (TestFindAcrossAChainAndCall: "no card for C" just after finding C).
+var fastDiscovery = discovery.Config{CardTTL: 6 * time.Second, RepublishEvery: 500 * time.Millisecond, Debounce: 20 * time.Millisecond}
 
 type transIn struct {
 	Text string `json:"text"`
