@@ -170,11 +170,17 @@ func newPeersCmd(g *globals) *cobra.Command {
 }
 
 func newConnectCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
+	cmd := &cobra.Command{
 		Use:   "connect MULTIADDR",
 		Short: "Connect the daemon to a peer",
-		Long:  "Connect the daemon to a peer given by a full multiaddr ending in /p2p/<peer ID>, as 'mcpmesh node' and 'mcpmesh id' print them.",
-		Args:  cobra.ExactArgs(1),
+		Long: `Connect the daemon to a peer given by a full multiaddr ending in /p2p/<peer ID>,
+as 'mcpmesh node' and 'mcpmesh id' print them, and say at which address.
+
+If the daemon is already connected to that peer through another address, it
+dials the address given anyway (a connection of its own, closed once the peer
+has answered: the one it has stays), and fails if the peer does not answer
+there: a wrong address never passes for a right one.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkPeer(args[0]); err != nil {
 				return err
@@ -187,10 +193,25 @@ func newConnectCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintln(cmd.OutOrStdout(), "connected to", res.ID)
+			out := cmd.OutOrStdout()
+			if g.json {
+				return printJSON(out, res)
+			}
+			switch {
+			case res.Tried:
+				fmt.Fprintf(out, "already connected to %s through another address; %s answers too (dialed and closed: the connection stays as it was)\n", res.ID, res.Addr)
+			case res.Already:
+				fmt.Fprintf(out, "already connected to %s at %s\n", res.ID, res.Addr)
+			case res.Addr != "":
+				fmt.Fprintf(out, "connected to %s at %s\n", res.ID, res.Addr)
+			default:
+				fmt.Fprintln(out, "connected to", res.ID)
+			}
 			return nil
 		},
 	}
+	cmd.Flags().BoolVar(&g.json, "json", false, "print JSON")
+	return cmd
 }
 
 func newToolsCmd(g *globals) *cobra.Command {
