@@ -337,7 +337,10 @@ bad input (an --answer that does not fit its question among it).`,
 			if err != nil {
 				return err
 			}
-			ctx, cancel := context.WithTimeoutCause(cmd.Context(), timeout, fmt.Errorf("no answer within --timeout %v; the call was cancelled (give more time with --timeout)", timeout))
+			ctx, cancel := context.WithCancel(cmd.Context())
+			if timeout > 0 {
+				ctx, cancel = context.WithTimeoutCause(cmd.Context(), timeout, callTimedOut(args[0], args[1], timeout))
+			}
 			defer cancel()
 			stderr := cmd.ErrOrStderr()
 			view := newProgressView(stderr, isTerminal(stderr))
@@ -383,11 +386,32 @@ bad input (an --answer that does not fit its question among it).`,
 		},
 	}
 	cmd.Flags().BoolVar(&g.json, "json", false, "print the raw MCP result as JSON")
-	cmd.Flags().DurationVar(&timeout, "timeout", 5*time.Minute, "give up after this long")
+	cmd.Flags().DurationVar(&timeout, "timeout", 5*time.Minute, "cancel the call if it has not ended after this long (0: no limit)")
 	cmd.Flags().StringArrayVar(&answers, "answer", nil, "answer the tool's next question with this: a JSON object of its fields, or accept, decline, cancel (repeatable, in order)")
 	cmd.Flags().BoolVar(&noInput, "no-input", false, "ask nothing: decline the tool's questions")
 	cmd.Flags().BoolVar(&prompt, "prompt", false, "ask the tool's questions even when standard input is not a terminal, one answer a line")
 	return cmd
+}
+
+// callTimedOut is the error of a call that did not end within timeout:
+// the tool's, not the daemon's, which passed the call on and, once the
+// CLI stops waiting, cancels it on the peer.
+func callTimedOut(peer, tool string, timeout time.Duration) error {
+	longer := max(10*timeout, time.Minute).Truncate(time.Second)
+	return fmt.Errorf("tool %s on %s did not answer within %v (--timeout): the call was cancelled, on the peer too; to wait longer give --timeout %s, or --timeout 0 for no limit",
+		tool, shortID(peer), timeout, flagDuration(longer))
+}
+
+// flagDuration prints d as one would type it: 1m, not 1m0s.
+func flagDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }
 
 func shortID(id string) string {
