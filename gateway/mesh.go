@@ -88,6 +88,14 @@ type MeshOptions struct {
 	// and call reach: a tool for which it returns an error is neither found
 	// nor reached, and the error says why to whoever asked.
 	Allow func(ToolInfo) error
+	// Callable, if set, makes Search check each tool it would return with
+	// the tool's peer, as a call would (the tools the peer lists to this
+	// node, then Allow), and leave out those this node may not call or
+	// cannot reach, saying why in SearchOut.Skipped: a hit is then one the
+	// node may call. It costs a dial of each hit's peer not connected and a
+	// tools/list of each server (cached), each within SearchTimeout. Off by
+	// default: a host's search stays a lookup of cards.
+	Callable bool
 	// Events adds mesh_subscribe and mesh_events (package events/inbox),
 	// if the node has events: a host waits for the mesh's events with one
 	// call. Off by default: two more tools in every host's context.
@@ -238,6 +246,15 @@ type Hit struct {
 // SearchOut is the output of mesh_search.
 type SearchOut struct {
 	Hits []Hit `json:"hits"`
+	// Skipped are tools found that this node may not call, each with why
+	// (MeshOptions.Callable), best matches first.
+	Skipped []Skipped `json:"skipped,omitempty"`
+}
+
+// Skipped is a tool a search found and left out.
+type Skipped struct {
+	Ref string `json:"ref"`
+	Why string `json:"why"`
 }
 
 // structured returns v as JSON text. Every byte a mesh-mode tool lists or
@@ -264,18 +281,65 @@ func (g *Mesh) Search(ctx context.Context, in SearchIn) (SearchOut, error) {
 		return SearchOut{}, err
 	}
 	out := SearchOut{Hits: []Hit{}}
+	if g.opts.Callable {
+		return g.callable(ctx, found, limit), nil
+	}
 	for _, m := range found {
 		if len(out.Hits) == limit {
 			break
 		}
-		out.Hits = append(out.Hits, Hit{
-			Ref:  m.Card.Peer.String() + "/" + m.Server + "/" + m.Tool.Name,
-			Peer: cardLabel(m.Card),
-			Desc: m.Tool.Description,
-			Tags: m.Tool.Tags,
-		})
+		out.Hits = append(out.Hits, m.hit())
 	}
 	return out, nil
+}
+
+func (m Match) hit() Hit {
+	return Hit{
+		Ref:  m.Card.Peer.String() + "/" + m.Server + "/" + m.Tool.Name,
+		Peer: cardLabel(m.Card),
+		Desc: m.Tool.Description,
+		Tags: m.Tool.Tags,
+	}
+}
+
+// maxCallableChecks bounds the tools one search checks with their peers
+// (MeshOptions.Callable), past the limit of hits: a mesh full of tools
+// this node may not call costs a bounded search.
+const maxCallableChecks = 20
+
+// callable returns up to limit of found that this node may call, in order,
+// and those it checked and may not. It checks as many at once as it lacks
+// hits, each within the search timeout, all within twice that.
+func (g *Mesh) callable(ctx context.Context, found []Match, limit int) SearchOut {
+	out := SearchOut{Hits: []Hit{}}
+	found = found[:min(len(found), limit+maxCallableChecks)]
+	ctx, cancel := context.WithTimeout(ctx, 2*g.opts.SearchTimeout)
+	defer cancel()
+	for len(found) > 0 && len(out.Hits) < limit && ctx.Err() == nil {
+		batch := found[:min(len(found), limit-len(out.Hits))]
+		found = found[len(batch):]
+		errs := make([]error, len(batch))
+		var wg sync.WaitGroup
+		for i, m := range batch {
+			wg.Go(func() {
+				ctx, cancel := context.WithTimeout(ctx, g.opts.SearchTimeout)
+				defer cancel()
+				_, _, errs[i] = g.resolve(ctx, m.hit().Ref)
+				if errs[i] != nil && ctx.Err() != nil {
+					errs[i] = fmt.Errorf("peer %s did not answer within %v", m.Card.Peer, g.opts.SearchTimeout)
+				}
+			})
+		}
+		wg.Wait()
+		for i, m := range batch {
+			if errs[i] != nil {
+				out.Skipped = append(out.Skipped, Skipped{Ref: m.hit().Ref, Why: errs[i].Error()})
+				continue
+			}
+			out.Hits = append(out.Hits, m.hit())
+		}
+	}
+	return out
 }
 
 // Match is one tool found by Matches.
