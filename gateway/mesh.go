@@ -78,6 +78,11 @@ type MeshOptions struct {
 	// why (said again only when the reason changes). Unset, the package's
 	// log says it (info when listed, warn when not).
 	OnPin func(PinEvent)
+	// PinWait bounds how long a host's first tools/list waits for every
+	// pin's first try to end (listed, or said why not): many hosts list
+	// tools once and ignore list_changed. Default 5s; a pin still being
+	// tried then is said (OnPin), and listed with list_changed later.
+	PinWait time.Duration
 	// PinRetry, if set, is the wait between tries of a pin that does not
 	// resolve while no peer connects; default a backoff from 1s to 30s. A
 	// peer connecting is always a new try.
@@ -133,8 +138,9 @@ func (s *MeshServer) Close() {
 
 // NewMeshServer returns the MCP server of mesh mode, acting through n.
 // Pinned tools are added as they are resolved (a peer may not be reachable
-// yet); the server announces each with listChanged. Resolving stops when
-// ctx ends or at Close.
+// yet); the server announces each with listChanged. A host's first
+// tools/list waits for each pin's first try (within MeshOptions.PinWait).
+// Resolving stops when ctx ends or at Close.
 func NewMeshServer(ctx context.Context, n iface.Node, opts MeshOptions) *MeshServer {
 	g := NewMesh(n, opts)
 	s := sdkmcp.NewServer(&sdkmcp.Implementation{Name: "mcpmesh", Title: "mcpmesh gateway", Version: n.Version()}, &sdkmcp.ServerOptions{
@@ -182,7 +188,13 @@ func NewMeshServer(ctx context.Context, n iface.Node, opts MeshOptions) *MeshSer
 		inbox.AddTools(s, ms.inbox)
 	}
 	if len(opts.Pins) > 0 {
-		ms.pins.Go(func() { g.runPins(ctx, s, opts.Pins) })
+		first := newFirstTry(opts.Pins)
+		wait := opts.PinWait
+		if wait <= 0 {
+			wait = defaultPinWait
+		}
+		s.AddReceivingMiddleware(first.middleware(wait, g.reportPin))
+		ms.pins.Go(func() { g.runPins(ctx, s, opts.Pins, first) })
 	}
 	return ms
 }
