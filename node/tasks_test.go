@@ -631,11 +631,17 @@ func TestTaskProgressComesBeforeTheResult(t *testing.T) {
 // and returns the answer to the request with the given id (its line).
 func rawSession(t *testing.T, b *node.Node) (h host.Host, call func(id, frame string) string) {
 	t.Helper()
+	return rawSessionOn(t, b, transport.DefaultServer)
+}
+
+// rawSessionOn is rawSession on b's server called server.
+func rawSessionOn(t *testing.T, b *node.Node, server string) (h host.Host, call func(id, frame string) string) {
+	t.Helper()
 	h = newNode(t).Host()
 	if err := h.Connect(ctxFor(t, 3*time.Second), lpeer.AddrInfo{ID: b.ID(), Addrs: b.Addrs()}); err != nil {
 		t.Fatal(err)
 	}
-	s, err := h.NewStream(ctxFor(t, 3*time.Second), b.ID(), transport.ProtocolID(transport.DefaultServer))
+	s, err := h.NewStream(ctxFor(t, 3*time.Second), b.ID(), transport.ProtocolID(server))
 	if err != nil {
 		t.Fatal(err)
 	}
