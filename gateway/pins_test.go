@@ -58,20 +58,27 @@ func pinGateway(t *testing.T, a *node.Node, opts gateway.MeshOptions) *pinHost {
 	return h
 }
 
+// tools lists the host's tools' names (one tools/list).
+func (h *pinHost) tools(t *testing.T) []string {
+	t.Helper()
+	list, err := h.cs.ListTools(context.Background(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, tool := range list.Tools {
+		names = append(names, tool.Name)
+	}
+	return names
+}
+
 // waitTools waits until the host lists every name of want, and returns
 // what it lists.
 func (h *pinHost) waitTools(t *testing.T, want ...string) []string {
 	t.Helper()
 	deadline := time.After(20 * time.Second)
 	for {
-		list, err := h.cs.ListTools(context.Background(), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var names []string
-		for _, tool := range list.Tools {
-			names = append(names, tool.Name)
-		}
+		names := h.tools(t)
 		if !slices.ContainsFunc(want, func(w string) bool { return !slices.Contains(names, w) }) {
 			return names
 		}
@@ -278,14 +285,7 @@ func TestFirstToolsListGivesUpOnAPinStillTried(t *testing.T) {
 		pinOf(t, c.ID().String()+"/translate"),
 		pinOf(t, silent.String()+"/echo"),
 	}})
-	list, err := h.cs.ListTools(context.Background(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	for _, tool := range list.Tools {
-		names = append(names, tool.Name)
-	}
+	names := h.tools(t)
 	if !slices.Contains(names, "carol.translate") || slices.ContainsFunc(names, func(n string) bool { return strings.HasSuffix(n, ".echo") }) {
 		t.Errorf("the first tools/list has %v: want carol.translate, without the silent peer's echo", names)
 	}
