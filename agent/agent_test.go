@@ -204,20 +204,22 @@ func TestDelegationThreeHops(t *testing.T) {
 		t.Fatalf("weather task = %+v", weather.Task)
 	}
 
-	// Both agents reported their steps, and the steps came up to A.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		mu.Lock()
-		got := slices.Clone(progress)
-		mu.Unlock()
-		want := []string{"planner: step 2/10: calling forecaster on peer " + short(d.c), "forecaster: step 3/10: calling weather on peer " + short(d.d), "planner: step 3/10: answering"}
-		if hasAll(got, want) {
-			break
+	// Both agents reported their steps: A read the planner's, its call's
+	// own work, before the result; the forecaster's are on its task.
+	mu.Lock()
+	got := slices.Clone(progress)
+	mu.Unlock()
+	want := []string{"planner: step 2/10: calling forecaster on peer " + short(d.c), "planner: step 3/10: answering"}
+	if !hasAll(got, want) {
+		t.Errorf("progress at A = %q, want messages starting %q", got, want)
+	}
+	for _, m := range got {
+		if !strings.HasPrefix(m, "planner: ") {
+			t.Errorf("progress at A = %q: %q is not the planner's own", got, m)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("progress = %q, want messages starting %q", got, want)
-		}
-		time.Sleep(20 * time.Millisecond)
+	}
+	if p := forecaster.Progress; p == nil || !strings.HasPrefix(p.Message, "forecaster: step ") {
+		t.Errorf("forecaster task's progress = %+v, want its own steps", p)
 	}
 }
 

@@ -3,6 +3,7 @@ package control_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -271,9 +272,25 @@ func contains(list []string, s string) bool {
 // tool waits until the client has seen its first step before going on: an
 // answer held back until the end would never finish), then the result;
 // failures come as the stream's last event. The root task the call makes
-// records the latest progress.
+// records the latest progress. The tool calls another, on another node,
+// which reports progress of its own: the stream holds the tool's steps
+// alone (the other's are on its task).
 func TestCallStreamsProgressAsItComes(t *testing.T) {
 	d := newDaemon(t)
+	deep, err := node.New(node.WithListenAddrs("/ip4/127.0.0.1/tcp/0"), node.WithOpen())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { deep.Close() })
+	node.AddTool(deep, &sdkmcp.Tool{Name: "deep"}, func(ctx context.Context, req *sdkmcp.CallToolRequest, _ any) (*sdkmcp.CallToolResult, any, error) {
+		for i := 1; i <= 5; i++ {
+			req.Session.NotifyProgress(ctx, &sdkmcp.ProgressNotificationParams{ProgressToken: req.Params.GetProgressToken(), Progress: float64(i), Total: 5, Message: "deep"})
+		}
+		return &sdkmcp.CallToolResult{Content: []sdkmcp.Content{&sdkmcp.TextContent{Text: "deep done"}}}, nil, nil
+	})
+	if _, err := d.n.Connect(context.Background(), deep.Addrs()[0].String()); err != nil {
+		t.Fatal(err)
+	}
 	seen := make(chan struct{})
 	node.AddTool(d.n, &sdkmcp.Tool{Name: "steps"}, func(ctx context.Context, req *sdkmcp.CallToolRequest, _ any) (*sdkmcp.CallToolResult, any, error) {
 		tok := req.Params.GetProgressToken()
@@ -284,6 +301,9 @@ func TestCallStreamsProgressAsItComes(t *testing.T) {
 				case <-seen:
 				case <-ctx.Done():
 					return nil, nil, ctx.Err()
+				}
+				if res, err := d.n.CallTool(ctx, deep.ID(), "node/deep", nil); err != nil || res.IsError {
+					return nil, nil, fmt.Errorf("deep: %v", err)
 				}
 			}
 		}
@@ -305,8 +325,8 @@ func TestCallStreamsProgressAsItComes(t *testing.T) {
 	if err != nil {
 		t.Fatalf("call: %v (progress seen: %+v)", err, got)
 	}
-	if len(got) != 3 || got[0].Progress != 1 || got[2].Progress != 3 || got[2].Total != 3 || got[2].Message != "step" {
-		t.Errorf("progress %+v, want 1, 2, 3 of 3", got)
+	if len(got) != 3 || got[0].Progress != 1 || got[1].Progress != 2 || got[1].Message != "step" || got[2].Progress != 3 || got[2].Total != 3 || got[2].Message != "step" {
+		t.Errorf("progress %+v, want the tool's own steps 1, 2, 3 of 3", got)
 	}
 	if res.Result == nil || res.Result.Content[0].(*sdkmcp.TextContent).Text != "done" {
 		t.Errorf("result %+v", res.Result)

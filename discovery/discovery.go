@@ -353,15 +353,19 @@ func (s *Service) publish(build CardBuilder) error {
 	// The card is stored locally first, so peers that ask us find it even
 	// when the put to others fails (no peers yet). The card and the
 	// capabilities go out at once, each walk with its own timeout.
+	// Its own provider records are stored locally before the card is
+	// marked stored, so that once Sync returns a peer asking this node
+	// finds every capability, not only the card.
+	due, ownErr := s.advertiseLocally(ctx, Capabilities(opened))
 	var putErr error
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		putErr = s.putCard(ctx, data, func() { s.markStored(gen) })
 	}()
-	provErr := s.advertise(s.ctx, Capabilities(opened))
+	provErr := s.provideAll(s.ctx, due)
 	<-done
-	return errors.Join(putErr, provErr)
+	return errors.Join(putErr, ownErr, provErr)
 }
 
 // Capabilities lists what a card advertises: its tool names, every tag and
@@ -397,10 +401,12 @@ func Capabilities(c *Card) []Capability {
 // and a node with many tools should not wait for one walk after another.
 const maxProvides = 8
 
-// advertise provides new capabilities now, old ones when due, and those
-// whose records may have been lost (provide.go) again; those no longer
-// listed are dropped and so expire from the DHT.
-func (s *Service) advertise(ctx context.Context, caps []Capability) error {
+// advertiseLocally keeps the capabilities listed (those no longer listed
+// are dropped, and so expire from the DHT), stores the node's own provider
+// record of each that is due in its local provider store, and returns
+// those due for a walk: new ones, old ones when due, and those whose
+// records may have been lost (provide.go).
+func (s *Service) advertiseLocally(ctx context.Context, caps []Capability) ([]Capability, error) {
 	now := time.Now()
 	s.mu.Lock()
 	keep := map[Capability]*provision{}
@@ -418,6 +424,20 @@ func (s *Service) advertise(ctx context.Context, caps []Capability) error {
 	s.provided = keep
 	s.mu.Unlock()
 
+	self := lpeer.AddrInfo{ID: s.h.ID()}
+	var errs []error
+	for _, c := range due {
+		if err := s.dht.ProviderStore().AddProvider(ctx, c.CID().Hash(), self); err != nil {
+			errs = append(errs, fmt.Errorf("store own provider record of %s: %w", c, err))
+		}
+	}
+	return due, errors.Join(errs...)
+}
+
+// provideAll stores the provider records of due on the peers closest to
+// each, maxProvides walks at a time.
+func (s *Service) provideAll(ctx context.Context, due []Capability) error {
+	now := time.Now()
 	var (
 		wg   sync.WaitGroup
 		mu   sync.Mutex

@@ -167,13 +167,11 @@ func (s *Service) putCard(ctx context.Context, data []byte, local func()) error 
 
 // provide stores the node's provider record for c on the K peers closest
 // to its key (found with a DHT walk) and returns those that took it. It is
-// kad-dht's Provide, keeping the list of peers.
+// kad-dht's Provide, keeping the list of peers; the local record is stored
+// before (advertiseLocally).
 func (s *Service) provide(ctx context.Context, c Capability) ([]lpeer.ID, error) {
 	key := c.CID().Hash()
 	self := lpeer.AddrInfo{ID: s.h.ID()}
-	if err := s.dht.ProviderStore().AddProvider(ctx, key, self); err != nil {
-		return nil, fmt.Errorf("store own provider record: %w", err)
-	}
 	peers, err := s.dht.GetClosestPeers(ctx, string(key))
 	if err != nil {
 		return nil, err

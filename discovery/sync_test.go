@@ -2,11 +2,14 @@ package discovery
 
 import (
 	"context"
+	"fmt"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/libp2p/go-libp2p"
+	lpeer "github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/mcpmesh/mcpmesh/proto/cardpb"
 )
@@ -96,5 +99,50 @@ func TestSyncEndsWithItsContext(t *testing.T) {
 	svc.Close()
 	if err := <-done; err == nil {
 		t.Fatal("Sync returned nil after Close with no card built")
+	}
+}
+
+// Once Sync returns, the node's own provider record of every tool on its
+// card is stored locally, not only the card: a peer whose lookup asks it
+// right away finds each one, even while the walks that store the records
+// on other peers (a few at a time) are still going.
+func TestSyncStoresEveryOwnProviderRecord(t *testing.T) {
+	peer := startNode(t, genKey(t), "peer", nodeOpts{})
+	key := genKey(t)
+	h, err := libp2p.New(libp2p.Identity(key), libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableMetrics())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	svc, err := New(h, key, Config{Debounce: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer svc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	// A peer to walk to, so that each provide takes a round trip or more.
+	if err := h.Connect(ctx, peer.h.Peerstore().PeerInfo(peer.h.ID())); err != nil {
+		t.Fatal(err)
+	}
+	tools := make([]*cardpb.Tool, 5*maxProvides)
+	for i := range tools {
+		tools[i] = &cardpb.Tool{Name: fmt.Sprintf("tool%d", i)}
+	}
+	svc.Start(func(context.Context) (*cardpb.Card, error) {
+		return &cardpb.Card{Servers: []*cardpb.Server{{Name: "s", Tools: tools}}}, nil
+	})
+	if err := svc.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, tool := range tools {
+		c := Capability{Kind: "tool", Name: tool.GetName()}
+		provs, err := svc.dht.ProviderStore().GetProviders(ctx, c.CID().Hash())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.ContainsFunc(provs, func(p lpeer.AddrInfo) bool { return p.ID == h.ID() }) {
+			t.Fatalf("after Sync, the node's own provider record of %s is not stored locally", c)
+		}
 	}
 }

@@ -204,18 +204,37 @@ func TestPinnedToolIsFirstClass(t *testing.T) {
 // (as read off the wire, not as the host's SDK hands them out), on the
 // stdio-like in-memory path as on Streamable HTTP, both protocol versions;
 // the calling node records it on its task (the PROGRESS of `mcpmesh tasks`).
+// The tool calls another, which reports steps of its own: those stay on
+// its task, and the host's token carries the tool's own steps alone,
+// increasing (before, they came up on it between the tool's, nudged).
 func TestMeshCallForwardsTheHostsProgress(t *testing.T) {
 	const steps = 3
-	a, c := newNode(t), newNode(t)
-	node.AddTool(c, &sdkmcp.Tool{Name: "steps"}, func(ctx context.Context, req *sdkmcp.CallToolRequest, _ any) (*sdkmcp.CallToolResult, any, error) {
+	a, c, d := newNode(t), newNode(t), newNode(t)
+	report := func(ctx context.Context, req *sdkmcp.CallToolRequest, i int, msg string) {
+		req.Session.NotifyProgress(ctx, &sdkmcp.ProgressNotificationParams{ProgressToken: req.Params.GetProgressToken(), Progress: float64(i), Total: steps, Message: msg})
+	}
+	node.AddTool(d, &sdkmcp.Tool{Name: "deep"}, func(ctx context.Context, req *sdkmcp.CallToolRequest, _ any) (*sdkmcp.CallToolResult, any, error) {
 		for i := 1; i <= steps; i++ {
-			req.Session.NotifyProgress(ctx, &sdkmcp.ProgressNotificationParams{ProgressToken: req.Params.GetProgressToken(), Progress: float64(i), Total: steps, Message: fmt.Sprintf("step %d", i)})
+			report(ctx, req, i, fmt.Sprintf("deep %d", i))
+		}
+		return &sdkmcp.CallToolResult{Content: []sdkmcp.Content{&sdkmcp.TextContent{Text: "deep done"}}}, nil, nil
+	})
+	node.AddTool(c, &sdkmcp.Tool{Name: "steps"}, func(ctx context.Context, req *sdkmcp.CallToolRequest, _ any) (*sdkmcp.CallToolResult, any, error) {
+		report(ctx, req, 1, "step 1")
+		if res, err := c.CallTool(ctx, d.ID(), "node/deep", nil); err != nil || res.IsError {
+			return nil, nil, fmt.Errorf("deep: %v", err)
+		}
+		for i := 2; i <= steps; i++ {
+			report(ctx, req, i, fmt.Sprintf("step %d", i))
 		}
 		return &sdkmcp.CallToolResult{Content: []sdkmcp.Content{&sdkmcp.TextContent{Text: "done"}}}, nil, nil
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if _, err := a.Connect(ctx, c.Addrs()[0].String()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Connect(ctx, d.Addrs()[0].String()); err != nil {
 		t.Fatal(err)
 	}
 	srv := gateway.NewMeshServer(ctx, a, gateway.MeshOptions{})
@@ -248,7 +267,7 @@ func TestMeshCallForwardsTheHostsProgress(t *testing.T) {
 					case *jsonrpc.Request:
 						var p sdkmcp.ProgressNotificationParams
 						if m.Method == "notifications/progress" && json.Unmarshal(m.Params, &p) == nil && p.ProgressToken == "host-token" {
-							wire = append(wire, fmt.Sprintf("progress %v", p.Progress))
+							wire = append(wire, fmt.Sprintf("progress %v %s", p.Progress, p.Message))
 						}
 					case *jsonrpc.Response:
 						wire = append(wire, "result")
@@ -259,7 +278,7 @@ func TestMeshCallForwardsTheHostsProgress(t *testing.T) {
 					t.Fatal(err)
 				}
 				defer cs.Close()
-				want := "progress 1,progress 2,progress 3,result"
+				want := "progress 1 step 1,progress 2 step 2,progress 3 step 3,result"
 				for i := range 5 { // a late notification is a race: several calls
 					mu.Lock()
 					wire = nil
@@ -279,10 +298,16 @@ func TestMeshCallForwardsTheHostsProgress(t *testing.T) {
 			})
 		}
 	}
-	// The calling node's task of the last call holds the progress it relayed.
+	// The calling node's task of the last call holds the progress it relayed;
+	// the deep tool's task, its own.
 	list := a.Tasks()
 	last := list[len(list)-1]
 	if last.Progress == nil || last.Progress.Progress != steps || last.Progress.Total != steps || last.Progress.Message != "step 3" {
 		t.Errorf("the task of mesh_call on the gateway's node: progress %+v", last.Progress)
+	}
+	list = d.Tasks()
+	last = list[len(list)-1]
+	if last.Progress == nil || last.Progress.Progress != steps || last.Progress.Total != steps || last.Progress.Message != fmt.Sprintf("deep %d", steps) {
+		t.Errorf("the task of the deep tool: progress %+v", last.Progress)
 	}
 }

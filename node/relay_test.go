@@ -2,6 +2,8 @@ package node_test
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -217,5 +219,61 @@ func TestSharePeerRecordsProgress(t *testing.T) {
 	}
 	if relayed.Caller != a.ID().String() || relayed.Server != "far" || relayed.Tool != "chain" {
 		t.Errorf("relay's task: %+v", relayed)
+	}
+}
+
+// A raw caller that writes a hop budget of 1000 in its task context, on a
+// server shared through a relay (B re-sharing C's): the relay holds it to
+// its own limit, as a node serving the call would. The relay's task
+// records the claim, and the context it passes on to C carries the
+// relay's budget less one hop, so C's task has no claim to clamp; with a
+// path that says 8 hops were made, the relay refuses the call whatever
+// budget it claims.
+func TestSharePeerHoldsAClaimedHopBudget(t *testing.T) {
+	_, b, c := relayChain(t)
+	h, call := rawSessionOn(t, b, "far")
+	attacker := h.ID().String()
+	send := func(id string, m *tasks.Meta) string {
+		t.Helper()
+		meta := map[string]any{}
+		m.Encode(meta)
+		params, _ := json.Marshal(map[string]any{"name": "echo", "arguments": map[string]any{"text": "x"}, "_meta": meta})
+		return call(id, `{"jsonrpc":"2.0","id":`+id+`,"method":"tools/call","params":`+string(params)+"}")
+	}
+
+	m := &tasks.Meta{ID: tasks.NewID(), Root: tasks.NewID(), Path: []string{attacker}, Budget: 1000}
+	if line := send("1", m); !strings.Contains(line, `"result"`) || strings.Contains(line, `"isError":true`) {
+		t.Fatalf("the call: %s", line)
+	}
+	relayed, ok := b.Task(m.ID)
+	if !ok || relayed.Role != tasks.Relayed || relayed.Budget != tasks.DefaultBudget || relayed.BudgetClaimed != 1000 {
+		t.Fatalf("the relay's task: found %v, role %s, budget %d, claimed %d; want relayed, budget %d, 1000 claimed",
+			ok, relayed.Role, relayed.Budget, relayed.BudgetClaimed, tasks.DefaultBudget)
+	}
+	if len(relayed.Children) != 1 {
+		t.Fatalf("the relay's task has children %+v, want the call passed on", relayed.Children)
+	}
+	below, ok := c.Task(relayed.Children[0].Task)
+	if !ok || below.Budget != tasks.DefaultBudget-1 || below.BudgetClaimed != 0 {
+		t.Errorf("C's task: found %v, budget %d, claimed %d; want budget %d, nothing more claimed",
+			ok, below.Budget, below.BudgetClaimed, tasks.DefaultBudget-1)
+	}
+
+	// A path that says the tree has made its hops: refused at the relay.
+	path := []string{}
+	for i := range tasks.DefaultBudget {
+		path = append(path, fmt.Sprintf("earlier-hop-%d", i))
+	}
+	m = &tasks.Meta{ID: tasks.NewID(), Root: tasks.NewID(), Path: append(path, attacker), Budget: 1000}
+	if line := send("2", m); !strings.Contains(line, `"error"`) || !strings.Contains(line, "hop budget exhausted") {
+		t.Errorf("a call with its hops made, claiming 1000 more: %s", line)
+	}
+	if _, ok := c.Task(m.ID); ok {
+		t.Error("C holds a task for the refused call")
+	}
+	for _, tk := range c.Tasks() {
+		if tk.Root == m.Root {
+			t.Errorf("the refused call reached C: %+v", tk)
+		}
 	}
 }

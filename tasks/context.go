@@ -26,8 +26,11 @@ func HopBudget(ctx context.Context) int {
 }
 
 // WithProgress returns a context whose calls through a node (made outside
-// any task) report progress notifications from any depth of their tree to
-// f.
+// any task) report the progress of the tool each calls to f, kept
+// increasing. The tools that tool calls in turn report theirs on their own
+// tasks, where the task tree shows them, not to f: f never sees the steps
+// of different depths mixed. Asking for progress also makes every task of
+// the tree record its own.
 func WithProgress(ctx context.Context, f func(*sdkmcp.ProgressNotificationParams)) context.Context {
 	return context.WithValue(ctx, progressKey{}, f)
 }

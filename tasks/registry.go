@@ -39,8 +39,10 @@ const (
 	Relayed Role = "relay"
 )
 
-// Progress is the latest progress notification seen for a task, from its own
-// handler or relayed from any depth below it.
+// Progress is the latest progress notification seen for a task: its own
+// work's, as its handler (or, for a call, the tool called) reported it on
+// its caller's progress token. The tasks below it report theirs on their
+// own tasks, where they run: each node of a tree shows its own.
 type Progress struct {
 	Progress float64   `json:"progress"`
 	Total    float64   `json:"total,omitempty"`
@@ -345,6 +347,30 @@ func (e *Entry) SetProgress(progress, total float64, msg string) {
 	defer e.mu.Unlock()
 	e.t.Progress = &Progress{Progress: progress, Total: total, Message: msg, At: time.Now()}
 }
+
+// Advance records progress reported on the task's caller's progress token
+// and returns the values to send with it. MCP asks that a token's progress
+// increase with each notification, so a value not above the last one
+// recorded (a handler run again once its caller answered a question, on
+// 2026-07-28, counts from the start) is put a hair above it, and a total
+// it then passes becomes unknown (0).
+func (e *Entry) Advance(progress, total float64, msg string) (float64, float64) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if last := e.t.Progress; last != nil && progress <= last.Progress {
+		progress = last.Progress + progressNudge
+		if total != 0 && total < progress {
+			total = 0
+		}
+	}
+	e.t.Progress = &Progress{Progress: progress, Total: total, Message: msg, At: time.Now()}
+	return progress, total
+}
+
+// progressNudge is how far Advance puts a value that would not increase
+// above the last one: small enough that people who read it as a count see
+// the same whole number.
+const progressNudge = 1e-3
 
 // AddChild records a call the task makes.
 func (e *Entry) AddChild(h Hop) {

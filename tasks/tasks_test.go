@@ -179,3 +179,31 @@ func TestRegistryOnEndRootsOnly(t *testing.T) {
 		t.Error("a snapshot's cause is shared with the registry")
 	}
 }
+
+// A task's progress increases on its caller's token whatever its handler
+// reports: a value not above the last one goes a hair above it (and a
+// total it passes becomes unknown); values that increase pass as they are.
+func TestAdvanceKeepsProgressIncreasing(t *testing.T) {
+	r := NewRegistry("A", Retention{})
+	e, err := r.Begin(Task{ID: NewID()}, func() {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	type pt struct{ progress, total float64 }
+	var got []pt
+	for _, in := range []pt{{1, 3}, {2, 3}, {3, 3}, {1, 3}, {2, 3}, {5, 10}} { // run again from 1
+		p, total := e.Advance(in.progress, in.total, "m")
+		got = append(got, pt{p, total})
+	}
+	for i := 1; i < len(got); i++ {
+		if got[i].progress <= got[i-1].progress {
+			t.Fatalf("progress went from %v to %v: %v", got[i-1], got[i], got)
+		}
+	}
+	if got[0] != (pt{1, 3}) || got[2] != (pt{3, 3}) || got[3].total != 0 || got[5] != (pt{5, 10}) {
+		t.Errorf("got %v; want the increasing values as they are, the nudged ones without their total", got)
+	}
+	if p := e.Snapshot(false).Progress; p == nil || p.Progress != 5 || p.Total != 10 || p.Message != "m" {
+		t.Errorf("recorded %+v, want the last sent", p)
+	}
+}

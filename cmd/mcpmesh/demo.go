@@ -352,10 +352,11 @@ func (d *demoMesh) agentStep(ctx context.Context) error {
 		return fmt.Errorf("concierge answered %q", resultText(res))
 	}
 	fmt.Fprintf(w, "   ← %q\n", resultText(res))
-	// Each hop passes progress up before the result it came ahead of: all
-	// of it is here.
+	// A call's progress comes before its result: all of it is here. It is
+	// the concierge's own; the forecaster's steps are on its task, in the
+	// tree below.
 	mu.Lock()
-	fmt.Fprintln(w, "   the agents' progress, as alice received it:")
+	fmt.Fprintln(w, "   the concierge's progress, as alice received it (each task's own steps show on it in the tree):")
 	for _, s := range steps {
 		for id, name := range d.names {
 			s = strings.ReplaceAll(s, shortPeer(id), name)

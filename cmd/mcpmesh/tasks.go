@@ -222,8 +222,8 @@ func progress(p *tasks.Progress) string {
 }
 
 // number shows a progress value as people count: whole when it is nearly
-// whole (relayed progress is nudged a hair above the last value to keep it
-// increasing), else to one decimal.
+// whole (a value that would not increase on its token is nudged a hair
+// above the last one: tasks.Entry.Advance), else to one decimal.
 func number(v float64) string {
 	if r := math.Round(v); math.Abs(v-r) < 0.01 {
 		return strconv.FormatFloat(r, 'f', -1, 64)

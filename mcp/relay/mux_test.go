@@ -188,23 +188,32 @@ func TestMuxCarriesSessionsOnOneUpstream(t *testing.T) {
 // ask: it is refused, saying why, rather than put to the wrong user.
 func TestMuxRefusesAQuestionItCannotRoute(t *testing.T) {
 	m, _ := startMux(t)
-	a, b := connectMux(t, m), connectMux(t, m)
+	a, idle := connectMux(t, m), connectMux(t, m)
 	ctx := context.Background()
-	// b's call waits on its own question: b's client blocks until released.
+	// A raw session's call waits on its own question, which it never
+	// answers: until released, two callers have requests in flight.
 	release := make(chan struct{})
+	asked := make(chan error, 1)
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		ms, _ := m.Session()
 		defer ms.Close()
-		// A raw session whose call stays in flight (it never answers).
 		ms.WriteFrame([]byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"work","arguments":{"ask":true}}}`))
+		// Its question must have reached it before a calls: asked while
+		// a's call is in flight too, it would be refused, the raw call
+		// would end, and a's question would then have one caller to go to.
+		for {
+			frame, err := ms.ReadFrame()
+			if err != nil || strings.Contains(string(frame), `"elicitation/create"`) {
+				asked <- err
+				break
+			}
+		}
 		<-release
 	})
-	eventually(t, "a question pending on the raw session", func() bool {
-		m.mu.Lock()
-		defer m.mu.Unlock()
-		return len(m.calls) == 1
-	})
+	if err := <-asked; err != nil {
+		t.Fatalf("the raw session's question: %v", err)
+	}
 	res, err := a.cs.CallTool(ctx, &sdkmcp.CallToolParams{Name: "work", Arguments: map[string]any{"ask": true}})
 	close(release)
 	wg.Wait()
@@ -214,7 +223,12 @@ func TestMuxRefusesAQuestionItCannotRoute(t *testing.T) {
 	if text := res.Content[0].(*sdkmcp.TextContent).Text; !res.IsError || !strings.Contains(text, "2 callers have requests in flight") {
 		t.Fatalf("a question with two callers in flight: %+v", res.Content[0])
 	}
-	_ = b
+	// A session with nothing in flight is no one to ask either.
+	idle.mu.Lock()
+	defer idle.mu.Unlock()
+	if len(idle.asked) != 0 {
+		t.Fatalf("the idle session was asked %q", idle.asked)
+	}
 }
 
 // A question the upstream asks outside any call (server-everything asks

@@ -21,9 +21,10 @@ type CallFunc func(ctx context.Context, p lpeer.ID, server, tool string, args an
 
 // Call makes a call through call as a child of the task served under ctx,
 // or as the root of a new tree: it passes the task context on, records the
-// call among the task's children, routes progress (to the calling task's
-// caller, or to tasks.WithProgress's function), and names the hop in
-// failures. The hop budget is tasks.WithHopBudget's, if lower.
+// call among the task's children, asks for progress when the calling task's
+// caller reads it (a root call routes it to tasks.WithProgress's function;
+// a task's call leaves it to the task below, see progress.go), and names
+// the hop in failures. The hop budget is tasks.WithHopBudget's, if lower.
 func (tr *Tracker) Call(ctx context.Context, p lpeer.ID, server, tool string, args any, call CallFunc) (*sdkmcp.CallToolResult, error) {
 	if tr.cfg.Off {
 		defer tr.hold(p)() // a silent peer fails the call in seconds
@@ -42,7 +43,8 @@ func (tr *Tracker) Call(ctx context.Context, p lpeer.ID, server, tool string, ar
 	target := tr.names.Of(p)
 	var root, caller *tasks.Entry
 	var m *tasks.Meta
-	var route *served         // where progress from below goes, if anywhere
+	var wantProgress bool     // the call is given a progress token
+	var route *progressRoute  // where its progress goes: a root call's function
 	var outer context.Context // a root's context before the cancel its task holds
 	if parent != nil {
 		caller = parent.entry
@@ -52,9 +54,9 @@ func (tr *Tracker) Call(ctx context.Context, p lpeer.ID, server, tool string, ar
 			return nil, &tasks.HopError{Hop: tasks.Hop{Task: t.ID, Peer: self, Server: t.Server, Tool: t.Tool},
 				Err: fmt.Errorf("%w: path %s has made its %d hops; not calling %s/%s on %s", tasks.ErrBudget, tasks.PathString(m.Path), len(m.Path)-1, server, tool, p)}
 		}
-		if parent.session != nil && parent.token != nil {
-			route = parent
-		}
+		// The task below reports its progress on its own task while
+		// someone reads this one's.
+		wantProgress = parent.token != nil
 	} else {
 		id := tasks.NewID()
 		outer = ctx
@@ -76,7 +78,7 @@ func (tr *Tracker) Call(ctx context.Context, p lpeer.ID, server, tool string, ar
 			f(id)
 		}
 		if onProg := tasks.ProgressFunc(ctx); onProg != nil {
-			route = &served{entry: root, onProg: onProg}
+			route, wantProgress = &progressRoute{call: root, to: onProg}, true
 		}
 		if u := tasks.UserOf(ctx); u != nil {
 			tr.users.Store(id, u)
@@ -87,20 +89,20 @@ func (tr *Tracker) Call(ctx context.Context, p lpeer.ID, server, tool string, ar
 	caller.AddChild(hop)
 	meta := make(sdkmcp.Meta, 4)
 	m.Encode(meta)
-	var progress *progressRoute
-	if route != nil {
+	if wantProgress {
 		tok := progressPrefix + m.ID
 		meta["progressToken"] = tok
-		progress = &progressRoute{to: route}
-		tr.progress.Put(tok, progress)
-		defer tr.progress.Release(tok)
+		if route != nil {
+			tr.progress.Put(tok, route)
+			defer tr.progress.Release(tok)
+		}
 	}
 	ctx = withCallHop(ctx, caller)
 	release := tr.hold(p) // a silent peer fails the call in seconds
 	res, err := call(ctx, p, server, tool, args, meta)
 	release()
-	if progress != nil {
-		progress.drain() // the call's progress goes up before its result
+	if route != nil {
+		route.drain() // the call's progress reaches its function before its result
 	}
 	switch {
 	case err == nil:

@@ -14,18 +14,31 @@ import (
 	"github.com/mcpmesh/mcpmesh/tasks"
 )
 
-// A call's progress must reach its caller before its result: MCP asks that
+// Each task's progress is its own work's. A task whose caller reads
+// progress (its request carried a progress token) gives each call it makes
+// a token of its own, so that the task below reports its progress too; the
+// node serving that task records it there (the tree view shows each task
+// with its own), and the calling node does not pass it up: the caller's
+// token carries the calling task's own progress only. Passed up, the
+// progress of every depth would share the root's token, each counting on
+// its own, and the root would see "step 3/10" of a tool three hops down
+// before "step 2/10" of the tool it called. Only a call made outside any
+// task routes its callee's progress, to the function that asked for it
+// (tasks.WithProgress): the tool called is the call's own work.
+//
+// That progress must reach its function before the call's result: MCP asks that
 // progress stop at completion, and a caller shows progress in the order it
 // came. The SDK's client hands notifications to handlers on a goroutine of
 // their own while it gives a result straight to the waiting call, so a
 // progress notification read before the result can be handled after it.
 // The tracker therefore counts, per progress token, the notifications read
-// off a connection (Observe) and not yet relayed (relayProgress), and a call
-// waits for its token's count to drop to zero before it returns.
+// off a connection (Observe) and not yet handled (callProgress), and a
+// call waits for its token's count to drop to zero before it returns.
 
-// progressRoute is where the progress of one call the node made goes.
+// progressRoute is where the progress of one root call goes.
 type progressRoute struct {
-	to *served // the task whose caller gets it
+	call *tasks.Entry                             // the root call's task, which records it
+	to   func(*sdkmcp.ProgressNotificationParams) // what tasks.WithProgress asked for
 
 	mu      sync.Mutex
 	pending int           // read off the connection, not yet relayed
@@ -100,18 +113,14 @@ func (tr *Tracker) Observe(msg jsonrpc.Message) {
 }
 
 // progressRecorder is sending middleware that records the progress a
-// handler reports to its mesh caller on the handler's task.
+// handler reports to its caller on the handler's task, keeping it
+// increasing on the caller's token (tasks.Entry.Advance).
 func (tr *Tracker) progressRecorder(next sdkmcp.MethodHandler) sdkmcp.MethodHandler {
 	return func(ctx context.Context, method string, req sdkmcp.Request) (sdkmcp.Result, error) {
 		if method == "notifications/progress" {
 			if p, ok := req.GetParams().(*sdkmcp.ProgressNotificationParams); ok {
-				if s := servedFrom(ctx); s != nil && s.session != nil && sameToken(p.ProgressToken, s.token) {
-					s.increasing(p)
-				}
-				if tok, ok := p.ProgressToken.(string); ok && strings.HasPrefix(tok, progressPrefix) {
-					if e, ok := tr.reg.Lookup(strings.TrimPrefix(tok, progressPrefix)); ok {
-						e.SetProgress(p.Progress, p.Total, p.Message)
-					}
+				if e := tr.progressTask(ctx, p.ProgressToken); e != nil {
+					p.Progress, p.Total = e.Advance(p.Progress, p.Total, p.Message)
 				}
 			}
 		}
@@ -119,29 +128,34 @@ func (tr *Tracker) progressRecorder(next sdkmcp.MethodHandler) sdkmcp.MethodHand
 	}
 }
 
-// relayProgress is the client's progress handler: progress from a call one
-// of this node's tasks made goes to that task's own caller, with the
-// caller's token, and is recorded on the task.
-func (tr *Tracker) relayProgress(ctx context.Context, r *sdkmcp.ProgressNotificationClientRequest) {
+// progressTask returns the served task whose caller's token tok is: the
+// one on ctx (the handler's context), or, for a handler that reports on
+// another context, the task a mesh caller's token names.
+func (tr *Tracker) progressTask(ctx context.Context, tok any) *tasks.Entry {
+	if s := servedFrom(ctx); s != nil && s.token != nil && sameToken(tok, s.token) {
+		return s.entry
+	}
+	if t, ok := tok.(string); ok && strings.HasPrefix(t, progressPrefix) {
+		if e, ok := tr.reg.Lookup(strings.TrimPrefix(t, progressPrefix)); ok {
+			return e
+		}
+	}
+	return nil
+}
+
+// callProgress is the client's progress handler: progress from the tool a
+// root call called goes to the function that asked for it
+// (tasks.WithProgress), kept increasing, and is recorded on the call's
+// task. Progress on a token of a call a task made has no route: the task
+// below records it where it runs (see the top of this file).
+func (tr *Tracker) callProgress(ctx context.Context, r *sdkmcp.ProgressNotificationClientRequest) {
 	tok, _ := r.Params.ProgressToken.(string)
 	route, ok := tr.progress.Get(tok)
 	if !ok {
 		return
 	}
 	defer route.relayed()
-	s := route.to
-	s.entry.SetProgress(r.Params.Progress, r.Params.Total, r.Params.Message)
 	p := *r.Params
-	switch {
-	case s.onProg != nil:
-		s.increasing(&p)
-		s.onProg(&p)
-	case s.session != nil && s.token != nil:
-		p.ProgressToken = s.token
-		// With the task on ctx, so that the sending side keeps the token's
-		// progress increasing.
-		if err := s.session.NotifyProgress(tasks.WithAsker(ctx, s), &p); err != nil {
-			taskLog.Debugw("relay progress", "task", s.entry.ID(), "error", err)
-		}
-	}
+	p.Progress, p.Total = route.call.Advance(p.Progress, p.Total, p.Message)
+	route.to(&p)
 }

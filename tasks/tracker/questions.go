@@ -77,14 +77,15 @@ func (q *urlQuestions) take(id string) (*sdkmcp.ServerSession, bool) {
 }
 
 // ClientOptions sets the handlers of the node's client that route the
-// questions (elicitation, sampling) and progress that peers serving this
-// node's calls send: to the caller of the task that made the call, or to
-// the node's own user (Config) for calls made outside any task.
+// questions (elicitation, sampling) that peers serving this node's calls
+// send (to the caller of the task that made the call, or to the node's own
+// user, Config, for calls made outside any task) and the progress of root
+// calls (see callProgress).
 func (tr *Tracker) ClientOptions(opts *sdkmcp.ClientOptions) {
 	if tr.cfg.Off {
 		return
 	}
-	opts.ProgressNotificationHandler = tr.relayProgress
+	opts.ProgressNotificationHandler = tr.callProgress
 	opts.ElicitationCompleteHandler = tr.relayElicitationComplete
 	opts.ElicitationHandler = func(ctx context.Context, r *sdkmcp.ElicitRequest) (*sdkmcp.ElicitResult, error) {
 		if tctx, ok := tr.askThrough(ctx, r.Params.Meta); ok {

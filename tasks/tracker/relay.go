@@ -156,8 +156,11 @@ func (s *RelaySession) begin(f *relay.Frame, req *jsonrpc.Request) error {
 		id := tasks.NewID()
 		m = &tasks.Meta{ID: id, Root: id, Path: []string{s.caller}, Budget: tasks.DefaultBudget}
 	}
-	if err := tasks.Check(m, self, s.caller); err != nil {
-		taskLog.Debugw("refused relayed call", "tool", head.Name, "caller", s.caller, "error", err)
+	// The guards a served call meets, the hop budget clamped to this
+	// node's limit: the child passed on below has one hop less than that,
+	// whatever the caller wrote.
+	claimed, err := tr.admit(m, s.caller, head.Name)
+	if err != nil {
 		return refuse("%v", err)
 	}
 	c := &relayedCall{id: req.ID, meta: m}
@@ -172,9 +175,8 @@ func (s *RelaySession) begin(f *relay.Frame, req *jsonrpc.Request) error {
 	cancel := func() { s.stop(c, tasks.Cancelled) }
 	e, resumed := tr.reg.Resume(m.ID, s.caller, cancel)
 	if !resumed {
-		var err error
 		e, err = tr.reg.Begin(tasks.Task{ID: m.ID, Root: m.Root, Role: role, Caller: s.caller, Parent: m.Parent, Path: m.Path,
-			Server: s.name, Tool: head.Name, Target: target, Budget: m.Budget, Deadline: deadline}, cancel)
+			Server: s.name, Tool: head.Name, Target: target, Budget: m.Budget, BudgetClaimed: claimed, Deadline: deadline}, cancel)
 		if err != nil {
 			return refuse("%v", err)
 		}

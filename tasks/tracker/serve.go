@@ -68,15 +68,9 @@ func (tr *Tracker) Serve(name string, next sdkmcp.MethodHandler) Handler {
 			id := tasks.NewID()
 			m = &tasks.Meta{ID: id, Root: id, Path: []string{caller}, Budget: tasks.DefaultBudget}
 		}
-		claimed := m.Budget
-		if err := tasks.Check(m, self, caller); err != nil {
-			taskLog.Debugw("refused call", "tool", p.Name, "caller", caller, "error", err)
+		claimed, err := tr.admit(m, caller, p.Name)
+		if err != nil {
 			return nil, "", rpcError(jsonrpc.CodeInvalidRequest, "%s/%s on %s: %v", name, p.Name, self, err)
-		}
-		if claimed == m.Budget {
-			claimed = 0
-		} else {
-			taskLog.Infow("hop budget claimed above what this node allows: clamped", "tool", p.Name, "caller", caller, "claimed", claimed, "budget", m.Budget)
 		}
 		ss, _ := req.GetSession().(*sdkmcp.ServerSession)
 		detach := wantsTask(p.Meta) && (m.Detach || tr.cfg.Promote > 0)
@@ -120,6 +114,24 @@ func (tr *Tracker) Serve(name string, next sdkmcp.MethodHandler) Handler {
 		cancel()
 		return res, e.ID(), err
 	}
+}
+
+// admit applies the guards (tasks.Check) to the task context m of a call to
+// tool by the authenticated peer caller, served or relayed alike. A hop
+// budget the caller claimed above what this node allows is lowered to it
+// (m.Budget); admit returns the claim, for the task's record, or 0 when
+// the claim stood.
+func (tr *Tracker) admit(m *tasks.Meta, caller, tool string) (claimed int, err error) {
+	claimed = m.Budget
+	if err := tasks.Check(m, tr.reg.Self(), caller); err != nil {
+		taskLog.Debugw("refused call", "tool", tool, "caller", caller, "error", err)
+		return 0, err
+	}
+	if claimed == m.Budget {
+		return 0, nil
+	}
+	taskLog.Infow("hop budget claimed above what this node allows: clamped", "tool", tool, "caller", caller, "claimed", claimed, "budget", m.Budget)
+	return claimed, nil
 }
 
 // Asking lets the calls a task's handler makes relay their questions up to

@@ -1,8 +1,10 @@
 // Package tracker is a node's task layer on its MCP sessions: it makes each
 // tools/call the node serves a task of the mesh-wide tree (guards, registry,
-// deadline), passes the task context on with the calls a task makes, routes
-// progress and questions (elicitation, sampling, URL completions) from the
-// calls a task makes up to the task's own caller, and serves and uses MCP
+// deadline), passes the task context on with the calls a task makes, keeps
+// each task's progress its own (recorded on the task, increasing on its
+// caller's token; a root call's reaches the function that asked for it),
+// routes questions (elicitation, sampling, URL completions) from the calls
+// a task makes up to the task's own caller, and serves and uses MCP
 // Tasks (SEP-2663: calls that outlive their request, tasks/get, update,
 // cancel) and the tree view (mcpmesh/tasks/tree). Package tasks holds the
 // pieces with no session in them.
@@ -72,7 +74,7 @@ type Tracker struct {
 	reg   *tasks.Registry
 	names identity.Texts
 
-	progress *linger.Map[string, *progressRoute] // progress token → route, for calls tasks make
+	progress *linger.Map[string, *progressRoute] // progress token → route, for root calls
 	asking   sync.Map                            // task ID → the context its running handler asks its caller with
 	users    sync.Map                            // root task ID → the *tasks.User of a call made outside any task, while it runs
 	urlAsks  urlQuestions                        // URL-mode questions passed up, for their completion
@@ -134,8 +136,8 @@ const (
 	methodTasksTree   = "mcpmesh/tasks/tree"
 )
 
-// progressPrefix starts the progress tokens a node gives the calls its
-// tasks make; the rest is the called task's ID.
+// progressPrefix starts the progress tokens a node gives the calls it
+// makes; the rest is the called task's ID.
 const progressPrefix = "mcpmesh-task-"
 
 // pollInterval is what the node suggests to clients polling its tasks.
@@ -168,37 +170,14 @@ func (tr *Tracker) States() map[string]int {
 }
 
 // served is a task the node serves, as the context of its handler carries
-// it (under the tasks package's key: see tasks.WithAsker), or a call it
-// makes outside any task whose progress is routed.
+// it (under the tasks package's key: see tasks.WithAsker).
 type served struct {
 	entry *tasks.Entry
-	meta  *tasks.Meta // the task's own context (its ID is entry's); nil for a call outside any task
-	// where progress from below goes: the caller's session and token, or a
-	// function (a root call's caller).
+	meta  *tasks.Meta // the task's own context (its ID is entry's)
+	// The caller's session, where questions from below go, and the
+	// progress token it gave (nil: it reads no progress).
 	session *sdkmcp.ServerSession
 	token   any
-	onProg  func(*sdkmcp.ProgressNotificationParams)
-
-	progMu   sync.Mutex
-	lastProg float64 // the last progress sent with token
-	sentProg bool
-}
-
-// increasing makes p's progress greater than the last one sent with the
-// task's token, as MCP asks: the handler's own progress and the progress
-// its calls relay share the token, each counting on its own (and a handler
-// run again on protocol 2026-07-28 counts from the start again). A value
-// pushed past its total leaves the total unknown.
-func (s *served) increasing(p *sdkmcp.ProgressNotificationParams) {
-	s.progMu.Lock()
-	defer s.progMu.Unlock()
-	if s.sentProg && p.Progress <= s.lastProg {
-		p.Progress = s.lastProg + 1e-3
-		if p.Total != 0 && p.Total < p.Progress {
-			p.Total = 0
-		}
-	}
-	s.lastProg, s.sentProg = p.Progress, true
 }
 
 // sameToken compares progress tokens, which JSON makes strings or numbers
@@ -227,12 +206,7 @@ func servedFrom(ctx context.Context) *served {
 }
 
 // AskParent names the calling node's task, for tasks.AskMeta.
-func (s *served) AskParent() string {
-	if s.meta == nil {
-		return ""
-	}
-	return s.meta.Parent
-}
+func (s *served) AskParent() string { return s.meta.Parent }
 
 // CurrentTask returns the ID of the task served under ctx, if any.
 func CurrentTask(ctx context.Context) (string, bool) {
