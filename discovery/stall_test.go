@@ -30,22 +30,7 @@ func TestLookupEndsWhenAPeerStopsAnswering(t *testing.T) {
 	}
 	defer m.Close()
 	var mute atomic.Bool
-	m.SetStreamHandler(a.svc.kadProtocol(), func(s network.Stream) {
-		defer s.Close()
-		r, w := pbio.NewDelimitedReader(s, 4096), pbio.NewDelimitedWriter(s)
-		for {
-			var req dhtpb.Message
-			if err := r.ReadMsg(&req); err != nil {
-				return
-			}
-			if mute.Load() {
-				continue
-			}
-			if err := w.WriteMsg(&dhtpb.Message{Type: req.Type, Key: req.Key}); err != nil {
-				return
-			}
-		}
-	})
+	m.SetStreamHandler(a.svc.kadProtocol(), emptyAnswers(&mute, nil))
 	if err := a.h.Connect(context.Background(), m.Peerstore().PeerInfo(m.ID())); err != nil {
 		t.Fatal(err)
 	}
@@ -90,22 +75,11 @@ func TestPutAnsweredWithoutARecord(t *testing.T) {
 	}
 	defer m.Close()
 	var puts atomic.Int32
-	m.SetStreamHandler(a.svc.kadProtocol(), func(s network.Stream) {
-		defer s.Close()
-		r, w := pbio.NewDelimitedReader(s, 4096), pbio.NewDelimitedWriter(s)
-		for {
-			var req dhtpb.Message
-			if err := r.ReadMsg(&req); err != nil {
-				return
-			}
-			if err := w.WriteMsg(&dhtpb.Message{Type: req.Type, Key: req.Key}); err != nil {
-				return
-			}
-			if req.Type == dhtpb.Message_PUT_VALUE {
-				puts.Add(1)
-			}
+	m.SetStreamHandler(a.svc.kadProtocol(), emptyAnswers(nil, func(req *dhtpb.Message) {
+		if req.Type == dhtpb.Message_PUT_VALUE {
+			puts.Add(1)
 		}
-	})
+	}))
 	if err := a.h.Connect(context.Background(), m.Peerstore().PeerInfo(m.ID())); err != nil {
 		t.Fatal(err)
 	}
@@ -116,5 +90,31 @@ func TestPutAnsweredWithoutARecord(t *testing.T) {
 	defer a.svc.mu.Unlock()
 	if a.svc.card.holders[m.ID()] {
 		t.Error("M counted as holding A's card")
+	}
+}
+
+// emptyAnswers is a handler of the DHT protocol that answers each request
+// with an empty message of its type (no record, no peers), or not at all
+// once mute (if not nil) is set; answered (if not nil) sees each request
+// once answered.
+func emptyAnswers(mute *atomic.Bool, answered func(*dhtpb.Message)) network.StreamHandler {
+	return func(s network.Stream) {
+		defer s.Close()
+		r, w := pbio.NewDelimitedReader(s, 4096), pbio.NewDelimitedWriter(s)
+		for {
+			var req dhtpb.Message
+			if err := r.ReadMsg(&req); err != nil {
+				return
+			}
+			if mute != nil && mute.Load() {
+				continue
+			}
+			if err := w.WriteMsg(&dhtpb.Message{Type: req.Type, Key: req.Key}); err != nil {
+				return
+			}
+			if answered != nil {
+				answered(&req)
+			}
+		}
 	}
 }
