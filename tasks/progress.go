@@ -9,20 +9,19 @@ import (
 // A task's caller reads, on its progress token, the task's own work: what
 // its handler reports. A handler that reports nothing of its own (a thin
 // wrapper, whose work is the calls it makes) has its calls' progress passed
-// up instead, added up (CallProgress.PassUp), until it reports some of its own (Advance):
-// from then on the token carries the handler's alone. Every value sent on
-// the token goes through one of the two, which record it on the task and
-// keep the token's values increasing, as MCP asks.
+// up instead, added up (CallProgress.PassUp), until it reports some of its
+// own (Advance): from then on the token carries the handler's alone. Every
+// value sent on the token goes through one of the two, which record it on
+// the task and keep the token's values increasing, as MCP asks.
 
 // Advance records progress the task's handler reports on its caller's
 // progress token and returns the values to send with it. From then on the
 // token carries the handler's own progress only (CallProgress.PassUp
-// passes nothing).
-// MCP asks that a token's progress increase with each notification, so a
-// value not above the last one recorded (a handler run again once its
-// caller answered a question, on 2026-07-28, counts from the start; one
-// that reports after its calls' progress was passed up) is put a hair
-// above it, and a total it then passes becomes unknown (0).
+// passes nothing). MCP asks that a token's progress increase with each
+// notification, so a value not above the last one recorded (a handler run
+// again once its caller answered a question, on 2026-07-28, counts from the
+// start; one that reports after its calls' progress was passed up) is put a
+// hair above it, and a total it then passes becomes unknown (0).
 func (e *Entry) Advance(progress, total float64, msg string) (float64, float64) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -72,9 +71,11 @@ func (e *Entry) PassCall() *CallProgress {
 // call passes as it reports; calls one after another count on (3/3, then
 // the next one's 1/3 is 4/6); calls at the same time add up too (their
 // steps interleave, the sum increasing with each). A value that would not
-// increase (a call's first 0, a peer that counts back) is not passed,
+// increase (the next call's 0, a peer that counts back) is not passed,
 // rather than nudged: its message would go with another's value. The
-// message is the call's own.
+// message is the call's own. A handler run again (2026-07-28, once its
+// caller answered) adds up its calls anew, as they repeat the first run's
+// work: its values pass once they rise above the last sent.
 func (c *CallProgress) PassUp(progress, total float64, msg string) (float64, float64, bool) {
 	e := c.e
 	e.mu.Lock()
@@ -83,8 +84,9 @@ func (c *CallProgress) PassUp(progress, total float64, msg string) (float64, flo
 		return 0, 0, false
 	}
 	c.progress, c.total, c.reported = progress, total, true
-	sum, sumTotal, known := e.calls.done, e.calls.done, true
+	sum, sumTotal, known, current := e.calls.done, e.calls.done, true, false
 	for _, in := range e.calls.inFlight {
+		current = current || in == c
 		if in.reported {
 			sum += in.progress
 			sumTotal += in.total
@@ -94,7 +96,7 @@ func (c *CallProgress) PassUp(progress, total float64, msg string) (float64, flo
 	if !known {
 		sumTotal = 0
 	}
-	if !finite(sum) || !finite(sumTotal) {
+	if !current || !finite(sum) || !finite(sumTotal) { // !current: a call of a run before
 		return 0, 0, false
 	}
 	if last := e.t.Progress; last != nil && sum <= last.Progress {
@@ -114,11 +116,11 @@ func (c *CallProgress) End() {
 		return
 	}
 	c.ended = true
-	if c.reported {
-		e.calls.done += c.progress
-	}
-	if i := slices.Index(e.calls.inFlight, c); i >= 0 {
+	if i := slices.Index(e.calls.inFlight, c); i >= 0 { // not a call of a run before
 		e.calls.inFlight = slices.Delete(e.calls.inFlight, i, i+1)
+		if c.reported {
+			e.calls.done += c.progress
+		}
 	}
 }
 

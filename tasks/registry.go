@@ -119,7 +119,7 @@ type Entry struct {
 	parked bool
 
 	// Progress on the caller's token (progress.go).
-	tokenMu sync.Mutex // held from a notification's values decided to it sent
+	tokenMu sync.Mutex // held while a notification's values are decided and it is sent
 	own     bool       // the handler reported progress of its own
 	calls   callsProgress
 }
@@ -449,6 +449,7 @@ func (r *Registry) Resume(id, caller string, cancel context.CancelFunc) (*Entry,
 	e.parked = false
 	e.t.State, e.t.Message, e.t.Ended = Working, "", time.Time{}
 	e.cancel = cancel
+	e.calls = callsProgress{} // the run again repeats the calls of the first (progress.go)
 	e.mu.Unlock()
 	r.unparkLocked(e)
 	r.live[id] = e

@@ -181,8 +181,9 @@ func TestAdvanceKeepsProgressIncreasing(t *testing.T) {
 // progress up, added up: one call's as it is, calls one after another
 // counting on, calls at the same time summed; a value that would not
 // increase is not passed (nor nudged); once the handler reports its own,
-// nothing of its calls is passed, and nothing once the task ended or a
-// call did. What is passed is recorded on the task.
+// nothing of its calls is passed, and nothing once the task ended, was
+// parked, or a call did; run again, it adds up anew. What is passed is
+// recorded on the task.
 func TestPassUpAddsUpTheCallsProgress(t *testing.T) {
 	r := NewRegistry("A", Retention{})
 	e, err := r.Begin(Task{ID: NewID()}, func() {})
@@ -241,6 +242,22 @@ func TestPassUpAddsUpTheCallsProgress(t *testing.T) {
 	c := done.PassCall()
 	done.Finish(Completed, nil, nil, nil)
 	check("a call of an ended task", pass(c, 1, 1, "late"), sent{})
+
+	// A parked task passes nothing; run again, it adds up its calls anew
+	// (they repeat the first run's work), passing once above the last.
+	rerun, _ := r.Begin(Task{ID: NewID(), Caller: "B"}, func() {})
+	before := rerun.PassCall()
+	check("the first run's call", pass(before, 3, 3, "run 1"), sent{3, 3, true})
+	rerun.Park()
+	check("a call of a parked task", pass(before, 4, 4, "parked"), sent{})
+	if _, ok := r.Resume(rerun.ID(), "B", func() {}); !ok {
+		t.Fatal("not resumed")
+	}
+	again := rerun.PassCall()
+	check("the run again's 2/3: not above 3", pass(again, 2, 3, "run 2"), sent{})
+	check("a call of the run before", pass(before, 5, 5, "stale"), sent{})
+	before.End() // adds nothing to the run again's sum
+	check("the run again's 3.5/4", pass(again, 3.5, 4, "run 2"), sent{3.5, 4, true})
 
 	// A sum beyond float64 is not passed.
 	huge, _ := r.Begin(Task{ID: NewID()}, func() {})

@@ -24,7 +24,8 @@ type CallFunc func(ctx context.Context, p lpeer.ID, server, tool string, args an
 // call among the task's children, asks for progress when the calling task's
 // caller reads it (a root call routes it to tasks.WithProgress's function;
 // a task's call passes it up while the task reports none of its own, see
-// progress.go), and names the hop in failures. The hop budget is tasks.WithHopBudget's, if lower.
+// progress.go), and names the hop in failures. The hop budget is
+// tasks.WithHopBudget's, if lower.
 func (tr *Tracker) Call(ctx context.Context, p lpeer.ID, server, tool string, args any, call CallFunc) (*sdkmcp.CallToolResult, error) {
 	if tr.cfg.Off {
 		defer tr.hold(p)() // a silent peer fails the call in seconds
