@@ -163,6 +163,7 @@ func New(h host.Host, key crypto.PrivKey, cfg Config) (*Service, error) {
 		dht.MaxRecordAge(cfg.CardTTL),
 		dht.ProviderManagerOpts(records.ProvideValidity(cfg.ProviderValidity)),
 		dht.BootstrapPeers(), // the node brings its own peers; never the public IPFS ones
+		dht.WithCustomMessageSender(newCheckedSender),
 	)
 	if err != nil {
 		sub.Close()

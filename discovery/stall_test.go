@@ -2,12 +2,14 @@ package discovery
 
 import (
 	"context"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/libp2p/go-libp2p"
 	dhtpb "github.com/libp2p/go-libp2p-kad-dht/pb"
+	record "github.com/libp2p/go-libp2p-record"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-msgio/pbio"
 )
@@ -117,4 +119,36 @@ func emptyAnswers(mute *atomic.Bool, answered func(*dhtpb.Message)) network.Stre
 			}
 		}
 	}
+}
+
+// Every put goes through a sender that checks the answer: a peer answering
+// a PUT_VALUE without the record (kad-dht's ProtocolMessenger.PutValue
+// dereferences it unchecked) or with a message of another type fails that
+// put, and the node goes on.
+func TestEveryPutChecksTheAnswer(t *testing.T) {
+	a := startNode(t, genKey(t), "a-tool", nodeOpts{})
+	m, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableMetrics())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	m.SetStreamHandler(a.svc.kadProtocol(), emptyAnswers(nil, nil))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := a.h.Connect(ctx, m.Peerstore().PeerInfo(m.ID())); err != nil {
+		t.Fatal(err)
+	}
+	rec := record.MakePutRecord(CardKey(a.id), []byte("card"))
+	err = a.svc.pm.PutValue(ctx, m.ID(), rec)
+	if err == nil || !strings.Contains(err.Error(), "without the record") {
+		t.Fatalf("a put answered without the record: %v", err)
+	}
+	// The messenger's own requests (a lookup's) still work with an honest
+	// peer: the card of a second node is read through them.
+	b := startNode(t, genKey(t), "b-tool", nodeOpts{})
+	connectNodes(t, a, b)
+	waitUntil(t, 15*time.Second, "B's card read by A through the DHT", func() bool {
+		_, err := a.svc.Card(ctx, b.id)
+		return err == nil
+	})
 }

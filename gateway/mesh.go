@@ -222,22 +222,28 @@ func withHostProgress(ctx context.Context, req *sdkmcp.CallToolRequest) context.
 
 // Mesh searches the mesh for tools, describes them and calls them through a
 // node: what mesh mode's three tools do, as a Go API. One Mesh keeps the
-// verified cards it has seen until they expire; it is safe for concurrent
-// use.
+// verified cards it has seen until they expire, and a search reads each
+// again once it is cardFresh old; it is safe for concurrent use.
 type Mesh struct {
 	n    iface.Node
 	opts MeshOptions
 
-	mu    sync.Mutex
-	cards map[lpeer.ID]*discovery.Card // verified cards seen, until they expire
+	mu      sync.Mutex
+	cards   map[lpeer.ID]*discovery.Card // verified cards seen, until they expire
+	fetched map[lpeer.ID]time.Time       // when each was last read
 }
+
+// cardFresh is how long a search uses a card it read without reading it
+// again: a peer that adds a tool republishes its card at once, and a
+// search a few seconds later should see it, not the card of minutes ago.
+const cardFresh = 5 * time.Second
 
 // NewMesh returns a Mesh acting through n. opts.Pins is not used.
 func NewMesh(n iface.Node, opts MeshOptions) *Mesh {
 	if opts.SearchTimeout <= 0 {
 		opts.SearchTimeout = 3 * time.Second
 	}
-	return &Mesh{n: n, opts: opts, cards: map[lpeer.ID]*discovery.Card{}}
+	return &Mesh{n: n, opts: opts, cards: map[lpeer.ID]*discovery.Card{}, fetched: map[lpeer.ID]time.Time{}}
 }
 
 // SearchIn is the input of mesh_search.
@@ -406,7 +412,7 @@ func (g *Mesh) gather(ctx context.Context, words, tags []string) []*discovery.Ca
 	if known := g.n.KnownPeers(); known != nil {
 		sem := make(chan struct{}, 16) // bounds the card fetches in flight
 		for _, p := range known {
-			if _, ok := g.card(p); ok {
+			if g.fresh(p) {
 				continue
 			}
 			wg.Add(1)
@@ -446,6 +452,7 @@ func (g *Mesh) gather(ctx context.Context, words, tags []string) []*discovery.Ca
 	for p, c := range g.cards {
 		if now.After(c.Expires()) {
 			delete(g.cards, p)
+			delete(g.fetched, p)
 			continue
 		}
 		out = append(out, c)
@@ -454,10 +461,23 @@ func (g *Mesh) gather(ctx context.Context, words, tags []string) []*discovery.Ca
 	return out
 }
 
+// remember keeps c, unless a newer card of its peer is kept already (a
+// lookup and a direct read may answer in either order).
 func (g *Mesh) remember(c *discovery.Card) {
 	g.mu.Lock()
-	g.cards[c.Peer] = c
-	g.mu.Unlock()
+	defer g.mu.Unlock()
+	if old, ok := g.cards[c.Peer]; !ok || old.GetSeq() <= c.GetSeq() {
+		g.cards[c.Peer] = c
+	}
+	g.fetched[c.Peer] = time.Now()
+}
+
+// fresh reports whether p's card was read within cardFresh.
+func (g *Mesh) fresh(p lpeer.ID) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	at, ok := g.fetched[p]
+	return ok && time.Since(at) < cardFresh
 }
 
 // card returns p's card, if one seen has not expired.

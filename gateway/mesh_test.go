@@ -361,3 +361,37 @@ func waitForTool(ctx context.Context, t *testing.T, cs *sdkmcp.ClientSession, na
 		}
 	}
 }
+
+// A search reads a card again once it is a few seconds old: a tool a node
+// adds is found by the next search after that, not only once the card read
+// before it expires (a minute here, three by default).
+func TestSearchSeesAToolAddedAfterAnEarlierSearch(t *testing.T) {
+	disc := fast
+	disc.CardTTL = time.Minute
+	a := newNode(t, node.WithDiscovery(disc))
+	m := gateway.NewMesh(a, gateway.MeshOptions{SearchTimeout: time.Second})
+	ctx := context.Background()
+	if err := a.Discovery().Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := m.Search(ctx, gateway.SearchIn{Query: "kettle"}); err != nil || len(out.Hits) != 0 {
+		t.Fatalf("search before the tool exists: %+v %v", out, err)
+	}
+	node.AddTool(a, &sdkmcp.Tool{Name: "boil", Description: "Boils the kettle."}, func(context.Context, *sdkmcp.CallToolRequest, struct{}) (*sdkmcp.CallToolResult, any, error) {
+		return &sdkmcp.CallToolResult{}, nil, nil
+	})
+	if err := a.Discovery().Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		out, err := m.Search(ctx, gateway.SearchIn{Query: "kettle"})
+		if err == nil && len(out.Hits) == 1 && strings.HasSuffix(out.Hits[0].Ref, "/boil") {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a tool added after a search is not found within 20 s: %+v %v", out, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
