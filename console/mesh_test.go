@@ -73,6 +73,7 @@ var bookingSchema = map[string]any{
 		"terrace": map[string]any{"type": "boolean", "title": "On the terrace"},
 		"time":    map[string]any{"type": "string", "title": "Time", "enum": []any{"19:00", "20:00", "21:00"}},
 		"budget":  map[string]any{"type": "number", "title": "Budget per head"},
+		"email":   map[string]any{"type": "string", "title": "Email", "format": "email"},
 	},
 	"required": []any{"people", "name", "time"},
 }

@@ -22,13 +22,13 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/google/jsonschema-go/jsonschema"
 	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/mcpmesh/mcpmesh/internal/elicitcheck"
 	"github.com/mcpmesh/mcpmesh/tasks"
 )
 
@@ -218,7 +218,7 @@ func (c *callQuestions) answer(a Answer) (int, error) {
 			if a.Content == nil {
 				a.Content = map[string]any{}
 			}
-			if err := checkContent(q.Elicit.RequestedSchema, q.schema, a.Content); err != nil {
+			if err := checkContent(q.schema, a.Content); err != nil {
 				return http.StatusBadRequest, err
 			}
 			res.Content = a.Content
@@ -284,9 +284,9 @@ func schemaOf(v any) (*jsonschema.Schema, error) {
 }
 
 // checkContent checks an accepted answer against the requested schema:
-// only its fields, each of its type, the required ones there, then every
-// other rule of the schema (enums, bounds).
-func checkContent(requested any, rs *jsonschema.Resolved, content map[string]any) error {
+// only its fields, each of its type, the required ones there, the formats
+// MCP names, then every other rule of the schema (enums, bounds).
+func checkContent(rs *jsonschema.Resolved, content map[string]any) error {
 	s := rs.Schema()
 	for name, v := range content {
 		p, ok := s.Properties[name]
@@ -302,18 +302,14 @@ func checkContent(requested any, rs *jsonschema.Resolved, content map[string]any
 			return fmt.Errorf("%s is required", name)
 		}
 	}
-	data, err := json.Marshal(content)
-	if err != nil {
-		return err
+	for name, v := range content {
+		if str, ok := v.(string); ok && s.Properties[name].Type == "string" {
+			if err := elicitcheck.Format(s.Properties[name].Format, str); err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+		}
 	}
-	var decoded any
-	if err := json.Unmarshal(data, &decoded); err != nil {
-		return err
-	}
-	if err := rs.Validate(decoded); err != nil {
-		return errors.New(strings.TrimPrefix(err.Error(), "validating root: "))
-	}
-	return nil
+	return elicitcheck.Validate(rs, content)
 }
 
 func checkType(typ string, v any) error {

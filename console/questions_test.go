@@ -147,6 +147,7 @@ func TestQuestionsOfACallFromThePage(t *testing.T) {
 		{`{"question":"` + q.ID + `","action":"accept","content":{"people":2,"name":"Ann","time":"19:00","budget":"lots"}}`, "budget: want a number"},
 		{`{"question":"` + q.ID + `","action":"accept","content":{"people":2,"name":"Ann","time":"18:00"}}`, "time"},
 		{`{"question":"` + q.ID + `","action":"accept","content":{"people":40,"name":"Ann","time":"19:00"}}`, "people"},
+		{`{"question":"` + q.ID + `","action":"accept","content":{"people":2,"name":"Ann","time":"19:00","email":"ann at home"}}`, "email: \\\"ann at home\\\" is not a email"},
 		{`{"question":"` + q.ID + `","action":"decline","content":{"people":2}}`, "has no content"},
 		{`{"question":"` + q.ID + `","action":"maybe"}`, "want accept, decline or cancel"},
 	} {
