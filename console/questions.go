@@ -16,7 +16,6 @@ package console
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -246,15 +245,9 @@ func (c *callQuestions) answer(a Answer) (int, error) {
 // requestedSchema reads an elicitation's requested schema: an object of
 // flat fields, as MCP allows.
 func requestedSchema(requested any) (*jsonschema.Resolved, error) {
-	s, err := schemaOf(requested)
+	s, err := elicitcheck.Schema(requested)
 	if err != nil {
 		return nil, err
-	}
-	if s.Type == "" && s.Properties == nil {
-		s.Type = "object"
-	}
-	if s.Type != "object" {
-		return nil, fmt.Errorf("its type is %q, not object", s.Type)
 	}
 	for name, p := range s.Properties {
 		if p == nil {
@@ -267,20 +260,6 @@ func requestedSchema(requested any) (*jsonschema.Resolved, error) {
 		}
 	}
 	return s.Resolve(nil)
-}
-
-func schemaOf(v any) (*jsonschema.Schema, error) {
-	data, err := json.Marshal(v)
-	if err != nil {
-		return nil, err
-	}
-	var s jsonschema.Schema
-	if string(data) != "null" {
-		if err := json.Unmarshal(data, &s); err != nil {
-			return nil, err
-		}
-	}
-	return &s, nil
 }
 
 // checkContent checks an accepted answer against the requested schema:

@@ -303,21 +303,9 @@ type choice struct{ value, title string }
 
 // parseForm reads an elicitation's requested schema (as JSON decodes it).
 func parseForm(requested any) (*form, error) {
-	data, err := json.Marshal(requested)
+	s, err := elicitcheck.Schema(requested)
 	if err != nil {
 		return nil, err
-	}
-	var s jsonschema.Schema
-	if string(data) != "null" {
-		if err := json.Unmarshal(data, &s); err != nil {
-			return nil, err
-		}
-	}
-	if s.Type == "" && s.Properties == nil {
-		s.Type = "object"
-	}
-	if s.Type != "object" {
-		return nil, fmt.Errorf("its type is %q, not object", s.Type)
 	}
 	rs, err := s.Resolve(nil)
 	if err != nil {

@@ -59,3 +59,25 @@ func Format(format, s string) error {
 	}
 	return nil
 }
+
+// Schema reads a question's requested schema (as JSON decodes it, or as
+// the SDK holds it): an object, its type "object" when it names none.
+func Schema(requested any) (*jsonschema.Schema, error) {
+	data, err := json.Marshal(requested)
+	if err != nil {
+		return nil, err
+	}
+	var s jsonschema.Schema
+	if string(data) != "null" {
+		if err := json.Unmarshal(data, &s); err != nil {
+			return nil, err
+		}
+	}
+	if s.Type == "" && s.Properties == nil {
+		s.Type = "object"
+	}
+	if s.Type != "object" {
+		return nil, fmt.Errorf("its type is %q, not object", s.Type)
+	}
+	return &s, nil
+}
