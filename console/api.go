@@ -10,6 +10,8 @@ import (
 	"time"
 
 	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/mcpmesh/mcpmesh/tasks"
 )
 
 // api serves what the page asks for; every path is under /api/:
@@ -21,6 +23,8 @@ import (
 //	POST /api/search                   {query, tags}: tools across the mesh
 //	POST /api/tools                    {peer}: a peer's tools with input schemas
 //	POST /api/call                     {peer, server, tool, args}: starts a call, answers with its tree's ID
+//	GET  /api/calls/{task}/questions   the questions a call started here is asked (see questions.go)
+//	POST /api/calls/{task}/answer      {question, action, content}: answers one
 //	POST /api/policy/check             an Access: the policy's Decision
 func (s *Server) api(w http.ResponseWriter, r *http.Request) {
 	path := strings.TrimPrefix(r.URL.Path, "/api")
@@ -37,6 +41,16 @@ func (s *Server) api(w http.ResponseWriter, r *http.Request) {
 		s.handleCall(w, r)
 	case post && path == "/policy/check":
 		s.handleCheck(w, r)
+	case strings.HasPrefix(path, "/calls/"):
+		task, rest, _ := strings.Cut(strings.TrimPrefix(path, "/calls/"), "/")
+		switch {
+		case get && rest == "questions":
+			s.serveQuestions(w, r, task)
+		case post && rest == "answer":
+			s.handleAnswer(w, r, task)
+		default:
+			writeError(w, http.StatusNotFound, fmt.Errorf("no %s %s", r.Method, r.URL.Path))
+		}
 	case strings.HasPrefix(path, "/tasks/"):
 		id, rest, _ := strings.Cut(strings.TrimPrefix(path, "/tasks/"), "/")
 		switch {
@@ -168,9 +182,23 @@ func (s *Server) handleCall(w http.ResponseWriter, r *http.Request) {
 	done := make(chan callAnswer, 1)
 	// The call belongs to the console, not to the request: it runs on
 	// after the answer, until it ends, its tree is cancelled, or Close.
+	// Its questions wait for a page that follows it (questions.go).
 	ok := s.group.Go(func() {
 		defer func() { <-s.calls }()
-		res, err := s.n.Call(s.ctx, req.Peer, req.Server, req.Tool, req.Args, func(id string) { started <- id })
+		callCtx, endCall := context.WithCancel(s.ctx)
+		defer endCall()
+		asked := newCallQuestions(callCtx, s.opts.AskWait)
+		var task string
+		defer func() {
+			if task != "" {
+				s.asked.remove(task)
+			}
+		}()
+		res, err := s.n.Call(tasks.WithUser(callCtx, asked.user()), req.Peer, req.Server, req.Tool, req.Args, func(id string) {
+			task = id
+			s.asked.add(id, asked)
+			started <- id
+		})
 		a := callAnswer{Done: true, Result: res}
 		if err != nil {
 			a.Error = err.Error()

@@ -334,3 +334,71 @@ func TestConsoleInBrowser(t *testing.T) {
 	p.do("focus bravo and press Enter", chromedp.Focus(fmt.Sprintf(`g[data-peer=%q]`, b)), chromedp.KeyEvent("\r"))
 	p.wait("bravo's card", `document.querySelector("#peer-title")?.textContent === "bravo"`)
 }
+
+// TestConsoleAnswersAToolsQuestions: a call from Try a tool to alpha's
+// dinner, whose tool on charlie (two hops down) asks the caller for a
+// booking: the page shows the question as a form made from its schema, an
+// answer outside the schema is refused by the daemon with the reason, the
+// answer given reaches charlie, a second question follows, and the result
+// carries both answers.
+func TestConsoleAnswersAToolsQuestions(t *testing.T) {
+	ctx := browser(t)
+	m := newTestMesh(t)
+	_, url := startConsole(t, m.a, console.Options{Interval: 200 * time.Millisecond})
+	p := &page{t: t, ctx: ctx, dir: screenshotDir(t), axe: axeScript(t)}
+	a := m.a.ID().String()
+
+	p.do("open the login URL", chromedp.Navigate(url))
+	p.wait("the page", `document.querySelector("nav a[aria-current=page]")`)
+	p.do("open Try a tool on alpha's dinner", chromedp.Navigate(strings.Split(url, "?")[0]+"#/try?peer="+a+"&tool=node/dinner"))
+	p.wait("the form", `document.querySelector("#arg-restaurant")`)
+	p.do("call dinner at Chez Max", setValue("#arg-restaurant", "Chez Max"), chromedp.Click(`form button[type=submit]`))
+
+	p.wait("charlie's question, as a form with a labelled field of each kind", `(() => {
+		const q = document.querySelector(".question");
+		if (!q || !q.innerText.includes("Book a table at Chez Max for how many people?")) return false;
+		const f = n => q.querySelector('[id$="-' + n + '"]');
+		const labelled = [...q.querySelectorAll("input, select")].every(e => q.querySelector('label[for="' + e.id + '"]'));
+		return f("people")?.type === "number" && f("people").step === "1" && f("name")?.type === "text" && f("name").required
+			&& f("terrace")?.type === "checkbox" && f("time")?.tagName === "SELECT" && [...f("time").options].map(o => o.value).join() === ",19:00,20:00,21:00" && f("time").required
+			&& f("budget")?.type === "number" && f("budget").step === "any" && labelled
+			&& [...q.querySelectorAll("button")].map(b => b.textContent.trim()).join() === "Send,Decline,Cancel";
+	})()`)
+	p.shot("question")
+	p.accessible("question")
+
+	// 40 people is more than the schema's maximum: the daemon says so, and
+	// the question stays.
+	p.do("answer 40 people", setValue(`.question [id$="-people"]`, "40"), setValue(`.question [id$="-name"]`, "Ann"),
+		setValue(`.question [id$="-time"]`, "20:00"), setValue(`.question [id$="-budget"]`, "35.5"),
+		chromedp.Click(`.question [id$="-terrace"]`), chromedp.Click(`.question button[type=submit]`))
+	p.wait("the daemon's refusal", `document.querySelector(".question [role=alert]")?.innerText.includes("people")`)
+	p.do("answer 4 people", setValue(`.question [id$="-people"]`, "4"), chromedp.Click(`.question button[type=submit]`))
+	p.wait("the second question", `document.querySelectorAll(".question").length === 1 && document.querySelector(".question").innerText.includes("Shall I confirm it?")`)
+	p.do("confirm", chromedp.Click(`.question [id$="-confirm"]`), chromedp.Click(`.question button[type=submit]`))
+	p.wait("the result with the answers in it", `(() => {
+		const r = document.querySelector("[data-tree] .result");
+		return r && r.innerText.includes("booked for 4 (name Ann, time 20:00, terrace true, budget 35.5); confirm: accept true")
+			&& !document.querySelector(".question");
+	})()`)
+	p.shot("question-answered")
+	p.accessible("question answered")
+
+	// URL mode: the link is shown, not followed; accepted, the page says
+	// when the tool's server reports the step done.
+	p.do("open Try a tool on alpha's ask", chromedp.Navigate(strings.Split(url, "?")[0]+"#/try?peer="+a+"&tool=node/ask"))
+	p.wait("the form", `document.querySelector("#arg-url")?.type === "checkbox"`)
+	p.do("call ask with a link", chromedp.Click("#arg-url"), chromedp.Click(`form button[type=submit]`))
+	p.wait("the link question", `(() => {
+		const q = document.querySelector(".question");
+		const l = q?.querySelector("a.ext");
+		return q && q.innerText.includes("Sign in to book") && l && l.href === "https://example.com/signin"
+			&& l.target === "_blank" && l.rel.includes("noopener") && l.textContent.includes("example.com");
+	})()`)
+	p.shot("question-link")
+	p.accessible("link question")
+	p.do("accept", chromedp.Click(`.question button[type=submit]`))
+	p.wait("the note that the step is done", `document.querySelector(".link-done")?.innerText.includes("The server says the step at example.com is done")`)
+	close(m.release)
+	p.wait("the result", `document.querySelector("[data-tree] .result")?.innerText.includes("signed in")`)
+}

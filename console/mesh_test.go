@@ -2,6 +2,7 @@ package console_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/mcpmesh/mcpmesh/console"
 	"github.com/mcpmesh/mcpmesh/control"
 	"github.com/mcpmesh/mcpmesh/discovery"
+	"github.com/mcpmesh/mcpmesh/mcp/ask"
 	"github.com/mcpmesh/mcpmesh/mcp/transport"
 	"github.com/mcpmesh/mcpmesh/node"
 	"github.com/mcpmesh/mcpmesh/peer/policy"
@@ -31,12 +33,18 @@ func TestMain(m *testing.M) {
 // and charlie (open). alpha's plan calls bravo's relay, which calls
 // charlie's leaf, which waits until its context ends: a console call of
 // alpha's plan makes a tree of three hops (alpha → alpha in memory → bravo
-// → charlie) whose leaf runs until the tree is cancelled.
+// → charlie) whose leaf runs until the tree is cancelled. alpha's dinner
+// calls bravo's dinner, which calls charlie's book, which asks the caller's
+// user for a booking (elicitation), the question passed up two hops; ask
+// asks alpha's caller directly (form mode, or URL mode with {"url": true}).
 type testMesh struct {
 	a, b, c *node.Node
 	// leafStarted and leafCancelled get the leaf task's ID when its
 	// handler starts and when it sees its context end.
 	leafStarted, leafCancelled chan string
+	// release lets ask, in URL mode, end: it says the sign-in completed
+	// and waits for it.
+	release chan struct{}
 }
 
 type topicIn struct {
@@ -48,9 +56,40 @@ type echoIn struct {
 	Text string `json:"text"`
 }
 
+type dinnerIn struct {
+	Restaurant string `json:"restaurant" jsonschema:"where to book"`
+}
+
+type askIn struct {
+	URL bool `json:"url,omitempty" jsonschema:"ask with a link (URL mode) rather than a form"`
+}
+
+// bookingSchema is what charlie's book asks for: a field of each kind.
+var bookingSchema = map[string]any{
+	"type": "object",
+	"properties": map[string]any{
+		"people":  map[string]any{"type": "integer", "title": "People", "description": "How many at the table", "minimum": 1, "maximum": 12},
+		"name":    map[string]any{"type": "string", "title": "Name"},
+		"terrace": map[string]any{"type": "boolean", "title": "On the terrace"},
+		"time":    map[string]any{"type": "string", "title": "Time", "enum": []any{"19:00", "20:00", "21:00"}},
+		"budget":  map[string]any{"type": "number", "title": "Budget per head"},
+		"email":   map[string]any{"type": "string", "title": "Email", "format": "email"},
+	},
+	"required": []any{"people", "name", "time"},
+}
+
+// answerText says an elicitation's answer, as the tools return it.
+func answerText(res *sdkmcp.ElicitResult) string {
+	if res.Action != "accept" {
+		return "not booked: the user chose " + res.Action
+	}
+	return fmt.Sprintf("booked for %v (name %v, time %v, terrace %v, budget %v)",
+		res.Content["people"], res.Content["name"], res.Content["time"], res.Content["terrace"], res.Content["budget"])
+}
+
 func newTestMesh(t testing.TB) *testMesh {
 	t.Helper()
-	m := &testMesh{leafStarted: make(chan string, 16), leafCancelled: make(chan string, 16)}
+	m := &testMesh{leafStarted: make(chan string, 16), leafCancelled: make(chan string, 16), release: make(chan struct{})}
 	start := func(name string, opts ...node.Option) *node.Node {
 		opts = append([]node.Option{
 			node.WithListenAddrs("/ip4/127.0.0.1/tcp/0"),
@@ -106,6 +145,57 @@ func newTestMesh(t testing.TB) *testMesh {
 			<-ctx.Done()
 			m.leafCancelled <- id
 			return nil, nil, ctx.Err()
+		})
+
+	node.AddTool(m.a, &sdkmcp.Tool{Name: "dinner", Description: "Books dinner, through bravo and charlie."},
+		func(ctx context.Context, _ *sdkmcp.CallToolRequest, in dinnerIn) (*sdkmcp.CallToolResult, any, error) {
+			res, err := m.a.CallServerTool(ctx, m.b.ID(), transport.DefaultServer, "dinner", in)
+			return res, nil, err
+		})
+	node.AddTool(m.b, &sdkmcp.Tool{Name: "dinner", Description: "Books dinner at charlie's."},
+		func(ctx context.Context, _ *sdkmcp.CallToolRequest, in dinnerIn) (*sdkmcp.CallToolResult, any, error) {
+			res, err := m.b.CallServerTool(ctx, m.c.ID(), transport.DefaultServer, "book", in)
+			return res, nil, err
+		})
+	node.AddTool(m.c, &sdkmcp.Tool{Name: "book", Description: "Books a table, asking the caller's user twice."},
+		func(ctx context.Context, _ *sdkmcp.CallToolRequest, in dinnerIn) (*sdkmcp.CallToolResult, any, error) {
+			res, err := ask.Elicit(ctx, &sdkmcp.ElicitParams{Message: "Book a table at " + in.Restaurant + " for how many people?", RequestedSchema: bookingSchema})
+			if err != nil {
+				return nil, nil, err
+			}
+			first := answerText(res)
+			if res.Action != "accept" {
+				return text(first), nil, nil
+			}
+			res, err = ask.Elicit(ctx, &sdkmcp.ElicitParams{Message: "Shall I confirm it?", RequestedSchema: map[string]any{
+				"type": "object", "properties": map[string]any{"confirm": map[string]any{"type": "boolean", "title": "Confirm"}}}})
+			if err != nil {
+				return nil, nil, err
+			}
+			return text(fmt.Sprintf("%s; confirm: %s %v", first, res.Action, res.Content["confirm"])), nil, nil
+		})
+	node.AddTool(m.a, &sdkmcp.Tool{Name: "ask", Description: "Asks its caller one question."},
+		func(ctx context.Context, req *sdkmcp.CallToolRequest, in askIn) (*sdkmcp.CallToolResult, any, error) {
+			p := &sdkmcp.ElicitParams{Message: "How many people?", RequestedSchema: bookingSchema}
+			if in.URL {
+				p = &sdkmcp.ElicitParams{Mode: "url", Message: "Sign in to book", URL: "https://example.com/signin", ElicitationID: "sign-in-1"}
+			}
+			res, err := ask.Elicit(ctx, p)
+			if err != nil {
+				return nil, nil, err
+			}
+			if in.URL && res.Action == "accept" {
+				if err := req.Session.NotifyElicitationComplete(ctx, &sdkmcp.ElicitationCompleteParams{ElicitationID: p.ElicitationID}); err != nil {
+					return nil, nil, err
+				}
+				select {
+				case <-m.release:
+				case <-ctx.Done():
+					return nil, nil, ctx.Err()
+				}
+				return text("signed in"), nil, nil
+			}
+			return text(answerText(res)), nil, nil
 		})
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

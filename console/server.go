@@ -34,6 +34,10 @@ type Options struct {
 	// MaxCalls bounds the calls started from pages and still running.
 	// Default 16.
 	MaxCalls int
+	// AskWait is how long a question asked of a call started from a page
+	// waits for a page to follow the call before it is declined (the page
+	// was closed, say). Default 10 s.
+	AskWait time.Duration
 }
 
 // Server serves the console. It is an http.Handler; Listen serves it on a
@@ -51,6 +55,7 @@ type Server struct {
 	cancel context.CancelFunc
 	group  owner.Group   // the server's goroutine, calls, card fetches
 	calls  chan struct{} // a slot per running call
+	asked  calls         // the questions of the running calls
 
 	mu  sync.Mutex
 	srv *http.Server
@@ -64,6 +69,9 @@ func New(n Node, opts Options) *Server {
 	}
 	if opts.MaxCalls <= 0 {
 		opts.MaxCalls = 16
+	}
+	if opts.AskWait <= 0 {
+		opts.AskWait = 10 * time.Second
 	}
 	sub, err := fs.Sub(webFiles, "web")
 	if err != nil {

@@ -104,7 +104,10 @@ type userKey struct{}
 // to the node's handler.
 type User struct {
 	Elicit func(context.Context, *sdkmcp.ElicitRequest) (*sdkmcp.ElicitResult, error)
-	Sample func(context.Context, *sdkmcp.CreateMessageWithToolsRequest) (*sdkmcp.CreateMessageWithToolsResult, error)
+	// ElicitDone, with Elicit, learns that the interaction of a URL-mode
+	// question Elicit was asked has completed, as its server says.
+	ElicitDone func(context.Context, *sdkmcp.ElicitationCompleteNotificationRequest)
+	Sample     func(context.Context, *sdkmcp.CreateMessageWithToolsRequest) (*sdkmcp.CreateMessageWithToolsResult, error)
 }
 
 // WithUser returns a context whose calls through a node (made outside any

@@ -13,19 +13,17 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"net/mail"
-	"net/url"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
-	"time"
 	"unicode"
 	"unicode/utf8"
 
 	"github.com/google/jsonschema-go/jsonschema"
 
 	"github.com/mcpmesh/mcpmesh/control"
+	"github.com/mcpmesh/mcpmesh/internal/elicitcheck"
 )
 
 // asker answers the questions of one call: with the --answer values first,
@@ -305,21 +303,9 @@ type choice struct{ value, title string }
 
 // parseForm reads an elicitation's requested schema (as JSON decodes it).
 func parseForm(requested any) (*form, error) {
-	data, err := json.Marshal(requested)
+	s, err := elicitcheck.Schema(requested)
 	if err != nil {
 		return nil, err
-	}
-	var s jsonschema.Schema
-	if string(data) != "null" {
-		if err := json.Unmarshal(data, &s); err != nil {
-			return nil, err
-		}
-	}
-	if s.Type == "" && s.Properties == nil {
-		s.Type = "object"
-	}
-	if s.Type != "object" {
-		return nil, fmt.Errorf("its type is %q, not object", s.Type)
 	}
 	rs, err := s.Resolve(nil)
 	if err != nil {
@@ -426,12 +412,12 @@ func choicesOf(s *jsonschema.Schema) []choice {
 func (f *form) check(content map[string]any) error {
 	for _, fl := range f.fields {
 		if v, ok := content[fl.name].(string); ok && fl.kind == "string" {
-			if err := checkFormat(fl.format, v); err != nil {
+			if err := elicitcheck.Format(fl.format, v); err != nil {
 				return fmt.Errorf("%s: %w", fl.name, err)
 			}
 		}
 	}
-	return validate(f.schema, content)
+	return elicitcheck.Validate(f.schema, content)
 }
 
 // check validates a field's value against the field's own schema.
@@ -439,23 +425,7 @@ func (fl field) check(v any) error {
 	if fl.schema == nil {
 		return nil
 	}
-	return validate(fl.schema, v)
-}
-
-func validate(rs *jsonschema.Resolved, v any) error {
-	// As JSON decodes it: the validator's numbers are float64.
-	data, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
-	var decoded any
-	if err := json.Unmarshal(data, &decoded); err != nil {
-		return err
-	}
-	if err := rs.Validate(decoded); err != nil {
-		return errors.New(strings.TrimPrefix(err.Error(), "validating root: "))
-	}
-	return nil
+	return elicitcheck.Validate(fl.schema, v)
 }
 
 // summary lists the fields: "name string, required; age integer".
@@ -596,36 +566,10 @@ func (fl field) parse(s string) (any, bool, error) {
 		}
 		return nil, false, fmt.Errorf("%q: type y or n", s)
 	}
-	if err := checkFormat(fl.format, s); err != nil {
+	if err := elicitcheck.Format(fl.format, s); err != nil {
 		return nil, false, err
 	}
 	return s, true, nil
-}
-
-// checkFormat checks a string against the formats MCP's elicitation allows
-// (the schema validator takes formats as annotations only).
-func checkFormat(format, s string) error {
-	var err error
-	switch format {
-	case "email":
-		var a *mail.Address
-		if a, err = mail.ParseAddress(s); err == nil && a.Address != s {
-			err = errors.New("not a bare address")
-		}
-	case "uri":
-		var u *url.URL
-		if u, err = url.Parse(s); err == nil && u.Scheme == "" {
-			err = errors.New("no scheme, like https:")
-		}
-	case "date":
-		_, err = time.Parse(time.DateOnly, s)
-	case "date-time":
-		_, err = time.Parse(time.RFC3339, s)
-	}
-	if err != nil {
-		return fmt.Errorf("%q is not a %s: %v", s, format, err)
-	}
-	return nil
 }
 
 // pick finds a choice by its number or its value.

@@ -24,7 +24,9 @@ func askParams[T any, P interface {
 	sdkmcp.Params
 }](ctx context.Context, params P) P {
 	meta := tasks.AskMeta(ctx, params.GetMeta())
-	if meta == nil || len(meta) == len(params.GetMeta()) {
+	// A question passed up from below names the task below already: its
+	// name is replaced (same length), not only added.
+	if meta == nil || (len(meta) == len(params.GetMeta()) && tasks.AskedBy(meta) == tasks.AskedBy(params.GetMeta())) {
 		return params
 	}
 	p := *params

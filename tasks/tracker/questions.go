@@ -20,8 +20,12 @@ import (
 // relayElicitationComplete passes the completion of a URL-mode question up
 // to whoever the node passed the question on to, or to its own user.
 func (tr *Tracker) relayElicitationComplete(ctx context.Context, r *sdkmcp.ElicitationCompleteNotificationRequest) {
-	if ss, ok := tr.urlAsks.take(r.Params.ElicitationID); ok {
-		if err := ss.NotifyElicitationComplete(ctx, r.Params); err != nil {
+	if q, ok := tr.urlAsks.take(r.Params.ElicitationID); ok {
+		if q.user != nil {
+			q.user(ctx, r)
+			return
+		}
+		if err := q.to.NotifyElicitationComplete(ctx, r.Params); err != nil {
 			taskLog.Debugw("relay elicitation complete", "id", r.Params.ElicitationID, "error", err)
 		}
 		return
@@ -32,7 +36,8 @@ func (tr *Tracker) relayElicitationComplete(ctx context.Context, r *sdkmcp.Elici
 }
 
 // urlQuestions remembers where the node passed each URL-mode question, by
-// elicitation ID, until it completes or an hour has passed. Bounded.
+// elicitation ID (up to the caller of a task, or to the user of a call,
+// tasks.User), until it completes or an hour has passed. Bounded.
 type urlQuestions struct {
 	mu sync.Mutex
 	m  map[string]urlQuestion
@@ -40,12 +45,13 @@ type urlQuestions struct {
 
 type urlQuestion struct {
 	to    *sdkmcp.ServerSession
+	user  func(context.Context, *sdkmcp.ElicitationCompleteNotificationRequest) // or to a call's user
 	until time.Time
 }
 
 const maxURLQuestions = 4096
 
-func (q *urlQuestions) remember(id string, ss *sdkmcp.ServerSession) {
+func (q *urlQuestions) remember(id string, to urlQuestion) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	now := time.Now()
@@ -62,18 +68,19 @@ func (q *urlQuestions) remember(id string, ss *sdkmcp.ServerSession) {
 			return // too many open questions: their completions go unrelayed
 		}
 	}
-	q.m[id] = urlQuestion{to: ss, until: now.Add(time.Hour)}
+	to.until = now.Add(time.Hour)
+	q.m[id] = to
 }
 
-func (q *urlQuestions) take(id string) (*sdkmcp.ServerSession, bool) {
+func (q *urlQuestions) take(id string) (urlQuestion, bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	v, ok := q.m[id]
 	delete(q.m, id)
 	if !ok || time.Now().After(v.until) {
-		return nil, false
+		return urlQuestion{}, false
 	}
-	return v.to, true
+	return v, true
 }
 
 // ClientOptions sets the handlers of the node's client that route the
@@ -91,12 +98,15 @@ func (tr *Tracker) ClientOptions(opts *sdkmcp.ClientOptions) {
 		if tctx, ok := tr.askThrough(ctx, r.Params.Meta); ok {
 			if id := r.Params.ElicitationID; r.Params.Mode == "url" && id != "" {
 				if s := servedFrom(tctx); s != nil && s.session != nil {
-					tr.urlAsks.remember(id, s.session)
+					tr.urlAsks.remember(id, urlQuestion{to: s.session})
 				}
 			}
 			return ask.Elicit(tctx, r.Params)
 		}
 		if u := tr.userFor(ctx, r.Params.Meta); u != nil && u.Elicit != nil {
+			if id := r.Params.ElicitationID; r.Params.Mode == "url" && id != "" && u.ElicitDone != nil {
+				tr.urlAsks.remember(id, urlQuestion{user: u.ElicitDone})
+			}
 			return u.Elicit(ctx, r)
 		}
 		if h := tr.cfg.Elicit; h != nil {
