@@ -36,7 +36,7 @@ func TestLargeResultOverSlowLink(t *testing.T) {
 				r := cli(a, "call", c.ID(), "tool/big", fmt.Sprintf(`{"bytes":%d}`, size))
 				took := time.Since(start)
 				if !r.OK() {
-						t.Fatalf("call %d of a %d-byte result over %s at 2 Mbit/s failed after %v: %s", i, size, tr, took.Round(10*time.Millisecond), strings.TrimSpace(r.Stderr))
+					t.Fatalf("call %d of a %d-byte result over %s at 2 Mbit/s failed after %v: %s", i, size, tr, took.Round(10*time.Millisecond), strings.TrimSpace(r.Stderr))
 				}
 				if got := len(strings.TrimSpace(r.Stdout)); got != size {
 					t.Fatalf("call %d: %d bytes of result, want %d", i, got, size)
@@ -56,4 +56,53 @@ func fastLiveness(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return home
+}
+
+// The figure behind TestLargeResultOverSlowLink, with the daemons'
+// default liveness (a ping every 1 s, 3 s timeout): a 1.5 MB result over a
+// 1 Mbit/s link (a tbf queue of 2 s), -netns.attempts calls per transport;
+// it prints how many were cut as lost. Behind -netns.figures (minutes):
+//
+//	go test ./interop/netns -run TestFigureLargeResultSlowLink -netns.figures -netns.attempts 5 -v [-netns.build DIR]
+func TestFigureLargeResultSlowLink(t *testing.T) {
+	if !*figures {
+		t.Skip("figures run with -netns.figures")
+	}
+	for _, tr := range []Transport{TCP, QUIC} {
+		t.Run(tr.String(), func(t *testing.T) {
+			lab := newLab(t)
+			lan := lab.LAN("lan", "10.1.0.0/24")
+			hc := lab.Host("c", lan)
+			share, _ := withTool(t, hc)
+			c := hc.Start(append(Listen(tr), share...)...)
+			a := lab.Host("a", lan).Start(append(Listen(tr), "--peer", c.Addr(lan, tr))...)
+			if r := cli(a, "call", c.ID(), "tool/hello"); !r.OK() {
+				t.Fatalf("call before shaping: %v", r)
+			}
+			hc.Link(lan).Shape("1mbit", 2*time.Second)
+			const size = 1_500_000
+			cut := 0
+			var times []time.Duration
+			for range *attempts {
+				start := time.Now()
+				r := cli(a, "call", c.ID(), "tool/big", fmt.Sprintf(`{"bytes":%d}`, size))
+				if !r.OK() {
+					cut++
+					t.Logf("failed after %v: %s", time.Since(start).Round(10*time.Millisecond), strings.TrimSpace(r.Stderr))
+					// The next call redials at once (the backoff is cleared).
+					continue
+				}
+				times = append(times, time.Since(start))
+			}
+			t.Logf("figure: %d-byte result over %s at 1 Mbit/s, default liveness: %d of %d calls cut as lost; completed in %v", size, tr, cut, *attempts, roundAll(times))
+		})
+	}
+}
+
+func roundAll(ds []time.Duration) []time.Duration {
+	out := make([]time.Duration, len(ds))
+	for i, d := range ds {
+		out[i] = d.Round(100 * time.Millisecond)
+	}
+	return out
 }
