@@ -20,16 +20,8 @@ import (
 func TestLargeResultOverSlowLink(t *testing.T) {
 	for _, tr := range []Transport{TCP, QUIC} {
 		t.Run(tr.String(), func(t *testing.T) {
-			lab := newLab(t)
-			lan := lab.LAN("lan", "10.1.0.0/24")
-			hc, ha := lab.Host("c", lan), lab.Host("a", lan)
-			share, _ := withTool(t, hc)
-			c := hc.StartAt(fastLiveness(t), append(Listen(tr), share...)...)
-			a := ha.StartAt(fastLiveness(t), append(Listen(tr), "--peer", c.Addr(lan, tr))...)
-			if r := cli(a, "call", c.ID(), "tool/hello"); !r.OK() {
-				t.Fatalf("call before shaping: %v", r)
-			}
-			hc.Link(lan).Shape("2mbit", time.Second)
+			a, c, link := slowPair(t, tr, fastLiveness(t), fastLiveness(t))
+			link.Shape("2mbit", time.Second)
 			const size = 1_000_000 // about 4 s at 2 Mbit/s
 			for i := range 2 {
 				start := time.Now()
@@ -45,6 +37,23 @@ func TestLargeResultOverSlowLink(t *testing.T) {
 			}
 		})
 	}
+}
+
+// slowPair is A and C on one LAN, over tr only, with homes homeA and homeC
+// ("" for fresh ones): C shares the lab's tool, A has called it once. The
+// link returned is C's, to shape.
+func slowPair(t *testing.T, tr Transport, homeA, homeC string) (a, c *Daemon, link *Link) {
+	t.Helper()
+	lab := newLab(t)
+	lan := lab.LAN("lan", "10.1.0.0/24")
+	hc := lab.Host("c", lan)
+	share, _ := withTool(t, hc)
+	c = hc.StartAt(homeC, append(Listen(tr), share...)...)
+	a = lab.Host("a", lan).StartAt(homeA, append(Listen(tr), "--peer", c.Addr(lan, tr))...)
+	if r := cli(a, "call", c.ID(), "tool/hello"); !r.OK() {
+		t.Fatalf("call before shaping: %v", r)
+	}
+	return a, c, hc.Link(lan)
 }
 
 // fastLiveness is a daemon home whose configuration pings every 250 ms
@@ -70,16 +79,8 @@ func TestFigureLargeResultSlowLink(t *testing.T) {
 	}
 	for _, tr := range []Transport{TCP, QUIC} {
 		t.Run(tr.String(), func(t *testing.T) {
-			lab := newLab(t)
-			lan := lab.LAN("lan", "10.1.0.0/24")
-			hc := lab.Host("c", lan)
-			share, _ := withTool(t, hc)
-			c := hc.Start(append(Listen(tr), share...)...)
-			a := lab.Host("a", lan).Start(append(Listen(tr), "--peer", c.Addr(lan, tr))...)
-			if r := cli(a, "call", c.ID(), "tool/hello"); !r.OK() {
-				t.Fatalf("call before shaping: %v", r)
-			}
-			hc.Link(lan).Shape("1mbit", 2*time.Second)
+			a, c, link := slowPair(t, tr, "", "")
+			link.Shape("1mbit", 2*time.Second)
 			const size = 1_500_000
 			cut := 0
 			var times []time.Duration
