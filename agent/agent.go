@@ -125,7 +125,7 @@ func Add(n iface.Node, cfg Config, opts ...Option) error {
 		a.backend = b
 	}
 	if !cfg.Capabilities.empty() {
-		a.mesh = gateway.NewMesh(n, gateway.MeshOptions{SearchTimeout: o.searchTimeout, Allow: a.allow})
+		a.mesh = gateway.NewMesh(n, gateway.MeshOptions{SearchTimeout: o.searchTimeout, Allow: a.allow, Callable: true})
 	}
 	a.tools = loopTools(a.mesh != nil)
 	tags := append([]string{Tag}, cfg.Tags...)

@@ -42,7 +42,7 @@ func loopTools(mesh bool) []ToolSpec {
 	var tools []ToolSpec
 	if mesh {
 		tools = append(tools,
-			spec[gateway.SearchIn](toolSearch, "Search the mesh for tools by words and tags. Returns tool refs (PEER/SERVER/TOOL) with one line each."),
+			spec[gateway.SearchIn](toolSearch, "Search the mesh for tools by words and tags. Returns the refs (PEER/SERVER/TOOL) of tools you may call, with one line each, and those found that you may not, with why."),
 			spec[gateway.RefIn](toolDescribe, "Get one tool's full description and input schema, by its ref from search."),
 			spec[gateway.CallIn](toolCall, "Call a tool by its ref (PEER/SERVER/TOOL) with arguments as its input schema says, or by name on any peer that offers it (ref \"any/TOOL\")."),
 		)

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/mcpmesh/mcpmesh/gateway"
 	"github.com/mcpmesh/mcpmesh/internal/template"
 )
 
@@ -52,6 +53,9 @@ func (s *scripted) Complete(ctx context.Context, req *Request) (*Reply, error) {
 	}
 	args, err := sub.ExpandValue(map[string]any(step.Args), false)
 	if err != nil {
+		if why := noHits(last); why != "" {
+			return nil, fmt.Errorf("script step %d: %s: %w: %s", n+1, step.Call, err, why)
+		}
 		return nil, fmt.Errorf("script step %d: %s: %w", n+1, step.Call, err)
 	}
 	raw, err := json.Marshal(args)
@@ -60,6 +64,27 @@ func (s *scripted) Complete(ctx context.Context, req *Request) (*Reply, error) {
 	}
 	call := ToolCall{ID: "script-" + strconv.Itoa(n+1), Name: step.Call, Args: raw}
 	return &Reply{ToolCalls: []ToolCall{call}, StopReason: "tool_use", Model: "scripted"}, nil
+}
+
+// noHits says why a search found nothing to call, if last is the result
+// of a search without hits (a step reading {{last.hits.0.ref}} fails on
+// it): the tools it skipped, which the node may not call, and why.
+func noHits(last string) string {
+	var out struct {
+		Hits    *[]json.RawMessage `json:"hits"`
+		Skipped []gateway.Skipped  `json:"skipped"`
+	}
+	if json.Unmarshal([]byte(last), &out) != nil || out.Hits == nil || len(*out.Hits) > 0 {
+		return ""
+	}
+	if len(out.Skipped) == 0 {
+		return "the search found no tool"
+	}
+	why := make([]string, len(out.Skipped))
+	for i, s := range out.Skipped {
+		why[i] = s.Ref + ": " + s.Why
+	}
+	return fmt.Sprintf("the search found no tool this node may call (%d found, none callable: %s)", len(out.Skipped), strings.Join(why, "; "))
 }
 
 // taskOf returns the task: the first user message, without its context.

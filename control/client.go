@@ -155,6 +155,17 @@ type CallHooks struct {
 	Question func(context.Context, Question) (Answer, error)
 }
 
+// callStopped says why the caller stopped waiting for a call the daemon
+// had taken on: ctx's cause if it has one of its own (a timeout that
+// names itself), else ctx's error.
+func callStopped(ctx context.Context) error {
+	cause := context.Cause(ctx)
+	if cause != ctx.Err() {
+		return cause
+	}
+	return fmt.Errorf("the call was cancelled before it ended: %w", cause)
+}
+
 // CallWith calls tool on peer as Call does, with hooks.
 func (c *Client) CallWith(ctx context.Context, peer, tool string, args json.RawMessage, hooks CallHooks) (CallResponse, error) {
 	resp, err := c.request(ctx, http.MethodPost, "/v1/call", CallRequest{Peer: peer, Tool: tool, Args: args, Progress: true, Questions: hooks.Question != nil})
@@ -172,7 +183,10 @@ func (c *Client) CallWith(ctx context.Context, peer, tool string, args json.RawM
 		var ev CallEvent
 		if err := dec.Decode(&ev); err != nil {
 			if ctx.Err() != nil {
-				return CallResponse{}, fmt.Errorf("gave up waiting for the daemon: %w", context.Cause(ctx))
+				// The daemon answered: the call is what had not ended
+				// (a slow tool). The request's end cancels it, on the
+				// peer too.
+				return CallResponse{}, callStopped(ctx)
 			}
 			if errors.Is(err, io.EOF) {
 				err = io.ErrUnexpectedEOF

@@ -55,6 +55,14 @@ type ConnectRequest struct {
 // ConnectResponse answers POST /v1/connect.
 type ConnectResponse struct {
 	ID string `json:"id"`
+	// Addr is the peer's address of the daemon's connection to it (or,
+	// with Tried, the address given, which answered).
+	Addr string `json:"addr,omitempty"`
+	// Already says the daemon was connected to the peer before; Tried,
+	// that it dialed the address given anyway, since its connection was
+	// through another one.
+	Already bool `json:"already,omitempty"`
+	Tried   bool `json:"tried,omitempty"`
 }
 
 // ToolsRequest is the body of POST /v1/tools.

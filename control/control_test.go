@@ -18,6 +18,7 @@ import (
 	"github.com/mcpmesh/mcpmesh/control"
 	"github.com/mcpmesh/mcpmesh/mcp/transport"
 	"github.com/mcpmesh/mcpmesh/node"
+	"github.com/mcpmesh/mcpmesh/tasks"
 )
 
 func TestMain(m *testing.M) {
@@ -351,6 +352,77 @@ func TestCallStreamsProgressAsItComes(t *testing.T) {
 	_, err = c.CallProgress(ctx, d.n.ID().String(), "echo", json.RawMessage(`[1]`), nil)
 	if err == nil || !strings.Contains(err.Error(), "JSON object") {
 		t.Errorf("bad arguments: %v", err)
+	}
+}
+
+// mcpmesh call of a thin wrapper (a tool that reports no progress of its
+// own and calls a tool on another node) streams the other tool's steps as
+// they come (it waits until the client has seen its first before going
+// on), then the result; the root task and the wrapper's record the last.
+// Before, the stream held nothing while the tool below worked (issue 15:
+// silence on a slow call).
+func TestCallStreamsAThinWrappersProgress(t *testing.T) {
+	d := newDaemon(t)
+	deep, err := node.New(node.WithListenAddrs("/ip4/127.0.0.1/tcp/0"), node.WithOpen())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { deep.Close() })
+	seen := make(chan struct{})
+	node.AddTool(deep, &sdkmcp.Tool{Name: "deep"}, func(ctx context.Context, req *sdkmcp.CallToolRequest, _ any) (*sdkmcp.CallToolResult, any, error) {
+		for i := 1; i <= 3; i++ {
+			req.Session.NotifyProgress(ctx, &sdkmcp.ProgressNotificationParams{ProgressToken: req.Params.GetProgressToken(), Progress: float64(i), Total: 3, Message: fmt.Sprintf("deep %d", i)})
+			if i == 1 {
+				select {
+				case <-seen:
+				case <-ctx.Done():
+					return nil, nil, ctx.Err()
+				}
+			}
+		}
+		return &sdkmcp.CallToolResult{Content: []sdkmcp.Content{&sdkmcp.TextContent{Text: "deep done"}}}, nil, nil
+	})
+	if _, err := d.n.Connect(context.Background(), deep.Addrs()[0].String()); err != nil {
+		t.Fatal(err)
+	}
+	node.AddTool(d.n, &sdkmcp.Tool{Name: "wrap"}, func(ctx context.Context, _ *sdkmcp.CallToolRequest, _ any) (*sdkmcp.CallToolResult, any, error) {
+		res, err := d.n.CallTool(ctx, deep.ID(), "node/deep", nil)
+		return res, nil, err
+	})
+	c, err := control.Dial(context.Background(), d.home)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var got []string
+	res, err := c.CallProgress(ctx, d.n.ID().String(), "node/wrap", nil, func(p control.Progress) {
+		if len(got) == 0 {
+			close(seen)
+		}
+		got = append(got, fmt.Sprintf("%v/%v %s", p.Progress, p.Total, p.Message))
+	})
+	if err != nil {
+		t.Fatalf("call: %v (progress seen: %q)", err, got)
+	}
+	if want := "1/3 deep 1, 2/3 deep 2, 3/3 deep 3"; strings.Join(got, ", ") != want {
+		t.Errorf("progress %q, want the deep tool's steps %s", got, want)
+	}
+	if res.Result == nil || res.Result.Content[0].(*sdkmcp.TextContent).Text != "deep done" {
+		t.Errorf("result %+v", res.Result)
+	}
+	var root, wrapper bool
+	for _, task := range d.n.Tasks() {
+		if task.Tool != "wrap" {
+			continue
+		}
+		root, wrapper = root || task.Role == tasks.Call, wrapper || task.Role == tasks.Served
+		if task.Progress == nil || task.Progress.Progress != 3 || task.Progress.Message != "deep 3" {
+			t.Errorf("the %s task: progress %+v", task.Role, task.Progress)
+		}
+	}
+	if !root || !wrapper {
+		t.Errorf("no task for the call or the wrapper: %+v", d.n.Tasks())
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"time"
 
 	lpeer "github.com/libp2p/go-libp2p/core/peer"
@@ -132,6 +133,10 @@ func (s *Server) handleEventWatch(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err)
 		return
 	}
+	if err := s.checkOffered(r.Context(), p, req.Name); err != nil {
+		writeError(w, http.StatusNotFound, err)
+		return
+	}
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	flusher, _ := w.(http.Flusher)
 	lines := make(chan WatchedEvent, 64)
@@ -173,6 +178,37 @@ func (s *Server) handleEventWatch(w http.ResponseWriter, r *http.Request) {
 			flusher.Flush()
 		}
 	}
+}
+
+// offerCheckTimeout bounds the events/list a watch asks first.
+const offerCheckTimeout = 10 * time.Second
+
+// checkOffered refuses to watch an event type p does not offer this node
+// (none declared, or its policy grants it not), naming those it does: the
+// subscription would retry a refusal forever. A peer that does not answer
+// events/list is not refused: the watch waits for it, saying why.
+func (s *Server) checkOffered(ctx context.Context, p lpeer.ID, name string) error {
+	ctx, cancel := context.WithTimeout(ctx, offerCheckTimeout)
+	defer cancel()
+	types, err := s.node.EventTypes(ctx, p)
+	if err != nil {
+		return nil
+	}
+	names := make([]string, 0, len(types))
+	for _, t := range types {
+		if t.Name == name {
+			return nil
+		}
+		names = append(names, t.Name)
+	}
+	if p == s.node.ID() {
+		return fmt.Errorf("this node has no event type %q; it has: %s", name, strings.Join(names, ", "))
+	}
+	who := "peer " + p.String()
+	if len(names) == 0 {
+		return fmt.Errorf("%s offers no event types to this node, so not %q: its policy grants this node no \"events\" (see 'Who may call what' in the README)", who, name)
+	}
+	return fmt.Errorf("%s offers no event type %q to this node (it has none of that name, or its policy does not grant it); it offers: %s", who, name, strings.Join(names, ", "))
 }
 
 func (s *Server) engine(w http.ResponseWriter) *trigger.Engine {

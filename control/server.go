@@ -237,12 +237,16 @@ func (s *Server) handleConnect(w http.ResponseWriter, r *http.Request) {
 	if info, err := identity.ParseTarget(req.Peer); err == nil {
 		s.retryNow(info.ID)
 	}
-	id, err := s.node.Connect(r.Context(), req.Peer)
+	d, err := s.node.Dial(r.Context(), req.Peer)
 	if err != nil {
 		writeError(w, http.StatusBadGateway, err)
 		return
 	}
-	writeJSON(w, ConnectResponse{ID: id.String()})
+	res := ConnectResponse{ID: d.ID.String(), Already: d.Already, Tried: d.Tried}
+	if d.Addr != nil {
+		res.Addr = d.Addr.String()
+	}
+	writeJSON(w, res)
 }
 
 // retryNow forgets the swarm's dial backoff for p: a person asked to reach

@@ -78,6 +78,11 @@ type MeshOptions struct {
 	// why (said again only when the reason changes). Unset, the package's
 	// log says it (info when listed, warn when not).
 	OnPin func(PinEvent)
+	// PinWait bounds how long a host's first tools/list waits for every
+	// pin's first try to end (listed, or said why not): many hosts list
+	// tools once and ignore list_changed. Default 5s; a pin still being
+	// tried then is said (OnPin), and listed with list_changed later.
+	PinWait time.Duration
 	// PinRetry, if set, is the wait between tries of a pin that does not
 	// resolve while no peer connects; default a backoff from 1s to 30s. A
 	// peer connecting is always a new try.
@@ -88,6 +93,14 @@ type MeshOptions struct {
 	// and call reach: a tool for which it returns an error is neither found
 	// nor reached, and the error says why to whoever asked.
 	Allow func(ToolInfo) error
+	// Callable, if set, makes Search check each tool it would return with
+	// the tool's peer, as a call would (the tools the peer lists to this
+	// node, then Allow), and leave out those this node may not call or
+	// cannot reach, saying why in SearchOut.Skipped: a hit is then one the
+	// node may call. It costs a dial of each hit's peer not connected and a
+	// tools/list of each server (cached), each within SearchTimeout. Off by
+	// default: a host's search stays a lookup of cards.
+	Callable bool
 	// Events adds mesh_subscribe and mesh_events (package events/inbox),
 	// if the node has events: a host waits for the mesh's events with one
 	// call. Off by default: two more tools in every host's context.
@@ -125,8 +138,9 @@ func (s *MeshServer) Close() {
 
 // NewMeshServer returns the MCP server of mesh mode, acting through n.
 // Pinned tools are added as they are resolved (a peer may not be reachable
-// yet); the server announces each with listChanged. Resolving stops when
-// ctx ends or at Close.
+// yet); the server announces each with listChanged. A host's first
+// tools/list waits for each pin's first try (within MeshOptions.PinWait).
+// Resolving stops when ctx ends or at Close.
 func NewMeshServer(ctx context.Context, n iface.Node, opts MeshOptions) *MeshServer {
 	g := NewMesh(n, opts)
 	s := sdkmcp.NewServer(&sdkmcp.Implementation{Name: "mcpmesh", Title: "mcpmesh gateway", Version: n.Version()}, &sdkmcp.ServerOptions{
@@ -174,7 +188,13 @@ func NewMeshServer(ctx context.Context, n iface.Node, opts MeshOptions) *MeshSer
 		inbox.AddTools(s, ms.inbox)
 	}
 	if len(opts.Pins) > 0 {
-		ms.pins.Go(func() { g.runPins(ctx, s, opts.Pins) })
+		first := newFirstTry(opts.Pins)
+		wait := opts.PinWait
+		if wait <= 0 {
+			wait = defaultPinWait
+		}
+		s.AddReceivingMiddleware(first.middleware(wait, g.reportPin))
+		ms.pins.Go(func() { g.runPins(ctx, s, opts.Pins, first) })
 	}
 	return ms
 }
@@ -238,6 +258,15 @@ type Hit struct {
 // SearchOut is the output of mesh_search.
 type SearchOut struct {
 	Hits []Hit `json:"hits"`
+	// Skipped are tools found that this node may not call, each with why
+	// (MeshOptions.Callable), best matches first.
+	Skipped []Skipped `json:"skipped,omitempty"`
+}
+
+// Skipped is a tool a search found and left out.
+type Skipped struct {
+	Ref string `json:"ref"`
+	Why string `json:"why"`
 }
 
 // structured returns v as JSON text. Every byte a mesh-mode tool lists or
@@ -264,18 +293,65 @@ func (g *Mesh) Search(ctx context.Context, in SearchIn) (SearchOut, error) {
 		return SearchOut{}, err
 	}
 	out := SearchOut{Hits: []Hit{}}
+	if g.opts.Callable {
+		return g.callable(ctx, found, limit), nil
+	}
 	for _, m := range found {
 		if len(out.Hits) == limit {
 			break
 		}
-		out.Hits = append(out.Hits, Hit{
-			Ref:  m.Card.Peer.String() + "/" + m.Server + "/" + m.Tool.Name,
-			Peer: cardLabel(m.Card),
-			Desc: m.Tool.Description,
-			Tags: m.Tool.Tags,
-		})
+		out.Hits = append(out.Hits, m.hit())
 	}
 	return out, nil
+}
+
+func (m Match) hit() Hit {
+	return Hit{
+		Ref:  m.Card.Peer.String() + "/" + m.Server + "/" + m.Tool.Name,
+		Peer: cardLabel(m.Card),
+		Desc: m.Tool.Description,
+		Tags: m.Tool.Tags,
+	}
+}
+
+// maxCallableChecks bounds the tools one search checks with their peers
+// (MeshOptions.Callable), past the limit of hits: a mesh full of tools
+// this node may not call costs a bounded search.
+const maxCallableChecks = 20
+
+// callable returns up to limit of found that this node may call, in order,
+// and those it checked and may not. It checks as many at once as it lacks
+// hits, each within the search timeout, all within twice that.
+func (g *Mesh) callable(ctx context.Context, found []Match, limit int) SearchOut {
+	out := SearchOut{Hits: []Hit{}}
+	found = found[:min(len(found), limit+maxCallableChecks)]
+	ctx, cancel := context.WithTimeout(ctx, 2*g.opts.SearchTimeout)
+	defer cancel()
+	for len(found) > 0 && len(out.Hits) < limit && ctx.Err() == nil {
+		batch := found[:min(len(found), limit-len(out.Hits))]
+		found = found[len(batch):]
+		errs := make([]error, len(batch))
+		var wg sync.WaitGroup
+		for i, m := range batch {
+			wg.Go(func() {
+				ctx, cancel := context.WithTimeout(ctx, g.opts.SearchTimeout)
+				defer cancel()
+				_, _, errs[i] = g.resolve(ctx, m.hit().Ref)
+				if errs[i] != nil && ctx.Err() != nil {
+					errs[i] = fmt.Errorf("peer %s did not answer within %v", m.Card.Peer, g.opts.SearchTimeout)
+				}
+			})
+		}
+		wg.Wait()
+		for i, m := range batch {
+			if errs[i] != nil {
+				out.Skipped = append(out.Skipped, Skipped{Ref: m.hit().Ref, Why: errs[i].Error()})
+				continue
+			}
+			out.Hits = append(out.Hits, m.hit())
+		}
+	}
+	return out
 }
 
 // Match is one tool found by Matches.

@@ -206,7 +206,10 @@ func TestPinnedToolIsFirstClass(t *testing.T) {
 // the calling node records it on its task (the PROGRESS of `mcpmesh tasks`).
 // The tool calls another, which reports steps of its own: those stay on
 // its task, and the host's token carries the tool's own steps alone,
-// increasing (before, they came up on it between the tool's, nudged).
+// increasing (before, they came up on it between the tool's, nudged). A
+// thin wrapper (a tool that reports nothing of its own and calls the other)
+// passes the other's steps up: through mesh_call and as a pinned tool, the
+// host reads them (before, nothing).
 func TestMeshCallForwardsTheHostsProgress(t *testing.T) {
 	const steps = 3
 	a, c, d := newNode(t), newNode(t), newNode(t)
@@ -229,6 +232,10 @@ func TestMeshCallForwardsTheHostsProgress(t *testing.T) {
 		}
 		return &sdkmcp.CallToolResult{Content: []sdkmcp.Content{&sdkmcp.TextContent{Text: "done"}}}, nil, nil
 	})
+	node.AddTool(c, &sdkmcp.Tool{Name: "wrap"}, func(ctx context.Context, req *sdkmcp.CallToolRequest, _ any) (*sdkmcp.CallToolResult, any, error) {
+		res, err := c.CallTool(ctx, d.ID(), "node/deep", nil)
+		return res, nil, err
+	})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if _, err := a.Connect(ctx, c.Addrs()[0].String()); err != nil {
@@ -237,7 +244,11 @@ func TestMeshCallForwardsTheHostsProgress(t *testing.T) {
 	if _, err := c.Connect(ctx, d.Addrs()[0].String()); err != nil {
 		t.Fatal(err)
 	}
-	srv := gateway.NewMeshServer(ctx, a, gateway.MeshOptions{})
+	pin, err := gateway.ParsePin("wrapped=" + c.ID().String() + "/node/wrap")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := gateway.NewMeshServer(ctx, a, gateway.MeshOptions{Pins: []gateway.Pin{pin}})
 	defer srv.Close()
 	h := gateway.NewHTTPHandler(a, gateway.HTTPOptions{MeshServer: srv.Server})
 	hs := httptest.NewServer(h)
@@ -278,21 +289,32 @@ func TestMeshCallForwardsTheHostsProgress(t *testing.T) {
 					t.Fatal(err)
 				}
 				defer cs.Close()
-				want := "progress 1 step 1,progress 2 step 2,progress 3 step 3,result"
-				for i := range 5 { // a late notification is a race: several calls
-					mu.Lock()
-					wire = nil
-					mu.Unlock()
-					res, err := cs.CallTool(ctx, &sdkmcp.CallToolParams{Name: "mesh_call", Meta: sdkmcp.Meta{"progressToken": "host-token"},
-						Arguments: map[string]any{"ref": c.ID().String() + "/node/steps"}})
-					if err != nil || res.IsError {
-						t.Fatalf("mesh_call: %v %+v", err, res)
-					}
-					mu.Lock()
-					got := strings.Join(wire, ",")
-					mu.Unlock()
-					if got != want {
-						t.Fatalf("call %d: the host read %s, want %s", i, got, want)
+				waitForTool(ctx, t, cs, "wrapped")
+				own := "progress 1 step 1,progress 2 step 2,progress 3 step 3,result"
+				passed := "progress 1 deep 1,progress 2 deep 2,progress 3 deep 3,result"
+				for _, call := range []struct {
+					name, want string
+					params     *sdkmcp.CallToolParams
+				}{
+					{"the pinned wrapper", passed, &sdkmcp.CallToolParams{Name: "wrapped"}},
+					{"mesh_call of the wrapper", passed, &sdkmcp.CallToolParams{Name: "mesh_call", Arguments: map[string]any{"ref": c.ID().String() + "/node/wrap"}}},
+					{"mesh_call of the tool with steps", own, &sdkmcp.CallToolParams{Name: "mesh_call", Arguments: map[string]any{"ref": c.ID().String() + "/node/steps"}}},
+				} {
+					call.params.Meta = sdkmcp.Meta{"progressToken": "host-token"}
+					for i := range 5 { // a late notification is a race: several calls
+						mu.Lock()
+						wire = nil
+						mu.Unlock()
+						res, err := cs.CallTool(ctx, call.params)
+						if err != nil || res.IsError {
+							t.Fatalf("%s: %v %+v", call.name, err, res)
+						}
+						mu.Lock()
+						got := strings.Join(wire, ",")
+						mu.Unlock()
+						if got != call.want {
+							t.Fatalf("%s, call %d: the host read %s, want %s", call.name, i, got, call.want)
+						}
 					}
 				}
 			})
@@ -309,5 +331,33 @@ func TestMeshCallForwardsTheHostsProgress(t *testing.T) {
 	last = list[len(list)-1]
 	if last.Progress == nil || last.Progress.Progress != steps || last.Progress.Total != steps || last.Progress.Message != fmt.Sprintf("deep %d", steps) {
 		t.Errorf("the task of the deep tool: progress %+v", last.Progress)
+	}
+	// The wrapper's task records what it passed up.
+	for _, tk := range c.Tasks() {
+		if tk.Tool == "wrap" && (tk.Progress == nil || tk.Progress.Progress != steps || tk.Progress.Message != fmt.Sprintf("deep %d", steps)) {
+			t.Errorf("the wrapper's task %s: progress %+v", tk.ID, tk.Progress)
+		}
+	}
+}
+
+// waitForTool waits until the host's session lists the tool name (a pin
+// is listed once its peer is found).
+func waitForTool(ctx context.Context, t *testing.T, cs *sdkmcp.ClientSession, name string) {
+	t.Helper()
+	for {
+		list, err := cs.ListTools(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, tool := range list.Tools {
+			if tool.Name == name {
+				return
+			}
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%s not listed: %v", name, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
 }

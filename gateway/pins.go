@@ -83,11 +83,9 @@ type listedPin struct {
 // runPins resolves pins and lists each on s as it resolves, until all are
 // listed or ctx ends. A pin that does not resolve is said (once per
 // reason) and tried again when a peer connects, or after a backoff.
-func (g *Mesh) runPins(ctx context.Context, s *sdkmcp.Server, pins []Pin) {
-	report := g.opts.OnPin
-	if report == nil {
-		report = LogPin
-	}
+func (g *Mesh) runPins(ctx context.Context, s *sdkmcp.Server, pins []Pin, first *firstTry) {
+	report := g.reportPin
+	defer first.end()
 	changed, stop := meshChanges(g.n)
 	defer stop()
 	pending := make(map[int]Pin, len(pins))
@@ -105,24 +103,21 @@ func (g *Mesh) runPins(ctx context.Context, s *sdkmcp.Server, pins []Pin) {
 		// times out) holds up no other.
 		for r := range g.attemptPins(ctx, pending) {
 			i := r.i
+			if r.err == nil {
+				lp := &listedPin{pin: pending[i], label: r.label, tool: r.tool}
+				if r.err = g.list(s, lp, listed, report); r.err == nil {
+					listed = append(listed, lp)
+					delete(pending, i)
+					report(PinEvent{Pin: lp.pin.String(), Name: lp.name})
+				}
+			}
 			if r.err != nil {
 				if msg := r.err.Error(); said[i] != msg && ctx.Err() == nil {
 					said[i] = msg
 					report(PinEvent{Pin: pending[i].String(), Err: r.err})
 				}
-				continue
 			}
-			lp := &listedPin{pin: pending[i], label: r.label, tool: r.tool}
-			if err := g.list(s, lp, listed, report); err != nil {
-				if msg := err.Error(); said[i] != msg {
-					said[i] = msg
-					report(PinEvent{Pin: lp.pin.String(), Err: err})
-				}
-				continue
-			}
-			listed = append(listed, lp)
-			delete(pending, i)
-			report(PinEvent{Pin: lp.pin.String(), Name: lp.name})
+			first.tried(i)
 		}
 		if ctx.Err() != nil {
 			return
@@ -142,6 +137,113 @@ func (g *Mesh) runPins(ctx context.Context, s *sdkmcp.Server, pins []Pin) {
 			drain(changed)
 		case <-time.After(backoff.Delay()):
 		}
+	}
+}
+
+// reportPin says e to OnPin, or in the log.
+func (g *Mesh) reportPin(e PinEvent) {
+	if g.opts.OnPin != nil {
+		g.opts.OnPin(e)
+		return
+	}
+	LogPin(e)
+}
+
+// defaultPinWait is MeshOptions.PinWait's default.
+const defaultPinWait = 5 * time.Second
+
+// firstTry tracks the pins whose first try has not ended, for a host's
+// first tools/list, which waits for them (within a bound): a host that
+// lists tools once, at its start, and ignores list_changed would never
+// see a pin listed a moment later.
+type firstTry struct {
+	pins []Pin
+	done chan struct{} // closed when every pin has had its first try
+
+	mu       sync.Mutex
+	trying   map[int]bool // the indexes in pins of those still in their first try
+	deadline time.Time    // set by the first tools/list: no later one waits longer
+	said     bool         // a tools/list has given up waiting, and said so
+}
+
+func newFirstTry(pins []Pin) *firstTry {
+	f := &firstTry{pins: pins, done: make(chan struct{}), trying: make(map[int]bool, len(pins))}
+	for i := range pins {
+		f.trying[i] = true
+	}
+	return f
+}
+
+// tried notes that pin i's first try has ended.
+func (f *firstTry) tried(i int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.trying[i] {
+		return
+	}
+	delete(f.trying, i)
+	if len(f.trying) == 0 {
+		close(f.done)
+	}
+}
+
+// end stops every wait: the pins are no longer tried.
+func (f *firstTry) end() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.trying) > 0 {
+		clear(f.trying)
+		close(f.done)
+	}
+}
+
+// middleware makes tools/list wait for the first try of every pin, at most
+// wait from the first tools/list on; a list that gives up says which pins
+// it went without, once.
+func (f *firstTry) middleware(wait time.Duration, report func(PinEvent)) sdkmcp.Middleware {
+	return func(next sdkmcp.MethodHandler) sdkmcp.MethodHandler {
+		return func(ctx context.Context, method string, req sdkmcp.Request) (sdkmcp.Result, error) {
+			if method == "tools/list" {
+				f.wait(ctx, wait, report)
+			}
+			return next(ctx, method, req)
+		}
+	}
+}
+
+func (f *firstTry) wait(ctx context.Context, wait time.Duration, report func(PinEvent)) {
+	select {
+	case <-f.done:
+		return
+	default:
+	}
+	f.mu.Lock()
+	if f.deadline.IsZero() {
+		f.deadline = time.Now().Add(wait)
+	}
+	timer := time.NewTimer(time.Until(f.deadline))
+	f.mu.Unlock()
+	defer timer.Stop()
+	select {
+	case <-f.done:
+		return
+	case <-ctx.Done():
+		return
+	case <-timer.C:
+	}
+	f.mu.Lock()
+	var late []Pin
+	if !f.said {
+		f.said = true
+		for i, p := range f.pins {
+			if f.trying[i] {
+				late = append(late, p)
+			}
+		}
+	}
+	f.mu.Unlock()
+	for _, p := range late {
+		report(PinEvent{Pin: p.String(), Err: fmt.Errorf("still being tried after %v: the host's first tools/list went without it; it is announced with list_changed once listed (a host that ignores list_changed shows it after a restart)", wait)})
 	}
 }
 

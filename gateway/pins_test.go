@@ -2,13 +2,16 @@ package gateway_test
 
 import (
 	"context"
+	"net"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	lpeer "github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/test"
 	sdkmcp "github.com/modelcontextprotocol/go-sdk/mcp"
+	manet "github.com/multiformats/go-multiaddr/net"
 
 	"github.com/mcpmesh/mcpmesh/gateway"
 	"github.com/mcpmesh/mcpmesh/node"
@@ -55,20 +58,27 @@ func pinGateway(t *testing.T, a *node.Node, opts gateway.MeshOptions) *pinHost {
 	return h
 }
 
+// tools lists the host's tools' names (one tools/list).
+func (h *pinHost) tools(t *testing.T) []string {
+	t.Helper()
+	list, err := h.cs.ListTools(context.Background(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, tool := range list.Tools {
+		names = append(names, tool.Name)
+	}
+	return names
+}
+
 // waitTools waits until the host lists every name of want, and returns
 // what it lists.
 func (h *pinHost) waitTools(t *testing.T, want ...string) []string {
 	t.Helper()
 	deadline := time.After(20 * time.Second)
 	for {
-		list, err := h.cs.ListTools(context.Background(), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var names []string
-		for _, tool := range list.Tools {
-			names = append(names, tool.Name)
-		}
+		names := h.tools(t)
 		if !slices.ContainsFunc(want, func(w string) bool { return !slices.Contains(names, w) }) {
 			return names
 		}
@@ -227,6 +237,64 @@ func TestParsePinChecksTheName(t *testing.T) {
 	for _, bad := range []string{"my tool=" + a.ID().String() + "/x", a.ID().String() + "/"} {
 		if _, err := gateway.ParsePin(bad); err == nil {
 			t.Errorf("pin %q accepted", bad)
+		}
+	}
+}
+
+// A host's first tools/list waits for every pin's first try, at most
+// PinWait: a pin whose peer does not answer (a listener that never speaks
+// libp2p) is said to be still tried, and the list comes without it; the
+// other pin, listed by then, is in it.
+func TestFirstToolsListGivesUpOnAPinStillTried(t *testing.T) {
+	a := newNode(t, node.WithDialTimeout(time.Minute))
+	c := withTool(newNode(t, node.WithName("carol")), "translate")
+	if _, err := c.Connect(context.Background(), a.Addrs()[0].String()); err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var held []net.Conn
+	accepted := make(chan struct{})
+	go func() {
+		defer close(accepted)
+		for {
+			conn, err := l.Accept()
+			if err != nil {
+				return
+			}
+			held = append(held, conn) // read by the test once accepted is closed
+		}
+	}()
+	t.Cleanup(func() {
+		l.Close()
+		<-accepted
+		for _, conn := range held {
+			conn.Close()
+		}
+	})
+	silent := test.RandPeerIDFatal(t)
+	addr, err := manet.FromNetAddr(l.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Host().Peerstore().AddAddr(silent, addr, time.Hour)
+
+	h := pinGateway(t, a, gateway.MeshOptions{PinWait: 300 * time.Millisecond, Pins: []gateway.Pin{
+		pinOf(t, c.ID().String()+"/translate"),
+		pinOf(t, silent.String()+"/echo"),
+	}})
+	names := h.tools(t)
+	if !slices.Contains(names, "carol.translate") || slices.ContainsFunc(names, func(n string) bool { return strings.HasSuffix(n, ".echo") }) {
+		t.Errorf("the first tools/list has %v: want carol.translate, without the silent peer's echo", names)
+	}
+	e := h.waitEvent(t, "saying the first tools/list went without the silent pin", func(e gateway.PinEvent) bool {
+		return strings.HasPrefix(e.Pin, silent.String()) && e.Err != nil
+	})
+	for _, want := range []string{"still being tried after 300ms", "first tools/list went without it", "list_changed"} {
+		if !strings.Contains(e.String(), want) {
+			t.Errorf("the silent pin said %q; want %q", e, want)
 		}
 	}
 }

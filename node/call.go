@@ -25,6 +25,7 @@ import (
 	"github.com/mcpmesh/mcpmesh/node/iface"
 	"github.com/mcpmesh/mcpmesh/peer/delegation"
 	"github.com/mcpmesh/mcpmesh/peer/identity"
+	"github.com/mcpmesh/mcpmesh/tasks"
 	"github.com/mcpmesh/mcpmesh/tasks/tracker"
 )
 
@@ -424,10 +425,18 @@ func (n *Node) callServerTool(ctx context.Context, p lpeer.ID, server, tool stri
 	}
 	key := sessions.Key{Peer: p, Server: server}
 	params := &sdkmcp.CallToolParams{Meta: meta, Name: tool, Arguments: args}
+	reckoned := time.Now() // when the task context's time left was reckoned (just before this call)
 	for attempt := 0; ; attempt++ {
 		cs, err := n.Session(ctx, p, server)
 		if err != nil {
 			return nil, err
+		}
+		// The callee's time counts from the call's arrival: what opening
+		// the session took comes off it, so that the callee still gives up
+		// before this hop does.
+		if now := time.Now(); now.Sub(reckoned) >= time.Millisecond {
+			tasks.Spend(params.Meta, now.Sub(reckoned))
+			reckoned = now
 		}
 		end := n.moves.Begin(cs)
 		res, err := cs.CallTool(ctx, params)

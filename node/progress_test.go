@@ -168,3 +168,118 @@ func TestProgressOfEachHopStaysOnItsTask(t *testing.T) {
 		})
 	}
 }
+
+// wrapIn asks the wrap tool to call hop on Next[0] (with the rest of
+// Next) Times times, one after another.
+type wrapIn struct {
+	Next  []string `json:"next"`
+	Times int      `json:"times,omitempty"`
+}
+
+// addWrapper gives n the wrap tool: a thin wrapper, which reports no
+// progress of its own and calls the hop tool on the next node.
+func addWrapper(t *testing.T, n *node.Node) {
+	node.AddTool(n, &sdkmcp.Tool{Name: "wrap", Description: "calls hop on the next node, reporting nothing of its own"},
+		func(ctx context.Context, req *sdkmcp.CallToolRequest, in wrapIn) (*sdkmcp.CallToolResult, any, error) {
+			for range max(in.Times, 1) {
+				res, err := n.CallServerTool(ctx, mustPeer(t, in.Next[0]), transport.DefaultServer, "hop", hopIn{Next: in.Next[1:]})
+				if err != nil {
+					return nil, nil, err
+				}
+				if res.IsError {
+					return res, nil, nil
+				}
+			}
+			return &sdkmcp.CallToolResult{Content: []sdkmcp.Content{&sdkmcp.TextContent{Text: "wrapped"}}}, nil, nil
+		})
+}
+
+// A thin wrapper (B: its handler reports no progress of its own and calls
+// C, which reports steps 1, 2 and 3 of 3) passes the progress of its call
+// up on its caller's token: the root reads C's steps, as C reported them,
+// increasing, directly and through a relay (R re-sharing B's server); calls
+// made one after another add up (the second call's steps count on from the
+// first's: 4/6, 5/6, 6/6). B's task records what it passed, C's its own.
+// Before, the root read nothing at all while C reported its steps.
+func TestProgressOfAThinWrapperReachesItsCaller(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		relayed bool
+		times   int
+	}{{"direct", false, 1}, {"two calls one after another", false, 2}, {"relayed", true, 1}} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, b, c := newNode(t), newNode(t), newNode(t)
+			addWrapper(t, b)
+			addHop(t, c, "C")
+			connect(t, b, c)
+			first, server := b, transport.DefaultServer
+			if tc.relayed {
+				r := newNode(t)
+				connect(t, r, b)
+				if err := r.SharePeer("viab", b.ID(), transport.DefaultServer); err != nil {
+					t.Fatal(err)
+				}
+				first, server = r, "viab"
+			}
+			connect(t, a, first)
+
+			var log progressLog
+			var root string
+			ctx := ctxFor(t, 10*time.Second)
+			pctx := tasks.OnRootTask(tasks.WithProgress(ctx, log.add), func(id string) { root = id })
+			res, err := a.CallServerTool(pctx, first.ID(), server, "wrap", wrapIn{Next: ids(c), Times: tc.times})
+			if err != nil || res.IsError {
+				t.Fatalf("call: %v %v", err, text(res))
+			}
+
+			// The root's token: C's steps, counted on across calls.
+			var seen, want []string
+			for _, p := range log.list() {
+				seen = append(seen, fmt.Sprintf("%v/%v %q", p.Progress, p.Total, p.Message))
+			}
+			for call := range tc.times {
+				for i := 1; i <= hopSteps; i++ {
+					want = append(want, fmt.Sprintf("%v/%v %q", call*hopSteps+i, (call+1)*hopSteps, hopMessage("C", i)))
+				}
+			}
+			if strings.Join(seen, ", ") != strings.Join(want, ", ") {
+				t.Errorf("the root's token carried\n  %s\nwant C's steps\n  %s", strings.Join(seen, "\n  "), strings.Join(want, "\n  "))
+			}
+
+			// The tree: the root call, the relay's task and B's show what B
+			// passed up; C's task its own steps.
+			tree, err := a.TaskTree(ctx, root)
+			if err != nil {
+				t.Fatal(err)
+			}
+			passed := tasks.Progress{Progress: float64(tc.times * hopSteps), Total: float64(tc.times * hopSteps), Message: hopMessage("C", hopSteps)}
+			own := tasks.Progress{Progress: hopSteps, Total: hopSteps, Message: hopMessage("C", hopSteps)}
+			check := func(what string, tk *tracker.TaskTree, want tasks.Progress) {
+				t.Helper()
+				p := tk.Progress
+				if p == nil || p.Progress != want.Progress || p.Total != want.Total || p.Message != want.Message {
+					t.Errorf("%s (%s/%s on %s): progress %+v, want %v/%v %q", what, tk.Server, tk.Tool, tk.Peer, p, want.Progress, want.Total, want.Message)
+				}
+			}
+			check("the root call", tree, passed)
+			at := tree
+			levels := []string{"B"}
+			if tc.relayed {
+				levels = []string{"R", "B"}
+			}
+			for _, name := range levels {
+				if len(at.Children) != 1 {
+					t.Fatalf("the tree below %s has %d children, want 1", at.Peer, len(at.Children))
+				}
+				at = at.Children[0]
+				check("the task on "+name, at, passed)
+			}
+			if len(at.Children) != tc.times {
+				t.Fatalf("B's task has %d children, want %d", len(at.Children), tc.times)
+			}
+			for _, ct := range at.Children {
+				check("C's task", ct, own)
+			}
+		})
+	}
+}

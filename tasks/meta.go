@@ -110,6 +110,26 @@ func (m *Meta) Child(self string, budget int, left time.Duration) *Meta {
 	return c
 }
 
+// Spend shortens the time that the task context in meta (if any, and if it
+// has a deadline) gives the callee by d, the time its caller spent between
+// reckoning it and sending the call: opening a session to the callee above
+// all, which can take seconds. The callee counts its time from when the call
+// arrives, so without this the time spent before the send would count twice
+// and the callee would give up after its caller, not before. Under a
+// millisecond it does nothing (the wire counts whole milliseconds).
+func Spend(meta map[string]any, d time.Duration) {
+	if d < time.Millisecond {
+		return
+	}
+	m, err := Decode(meta)
+	if err != nil || m == nil || m.TimeoutMs == 0 {
+		return
+	}
+	c := *m
+	c.TimeoutMs = max(c.TimeoutMs-d.Milliseconds(), 1)
+	meta[MetaKey] = c.String()
+}
+
 // Margin is how much earlier than its caller a hop with left time to go
 // gives up: a tenth of the time left, at least 5 ms and at most one second.
 func Margin(left time.Duration) time.Duration {

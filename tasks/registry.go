@@ -117,6 +117,11 @@ type Entry struct {
 	t      Task
 	result any // the final result, encoded when someone asks for it
 	parked bool
+
+	// Progress on the caller's token (progress.go).
+	tokenMu sync.Mutex // held while a notification's values are decided and it is sent
+	own     bool       // the handler reported progress of its own
+	calls   callsProgress
 }
 
 // Registry holds a node's tasks: the running ones, and the ended ones for a
@@ -348,30 +353,6 @@ func (e *Entry) SetProgress(progress, total float64, msg string) {
 	e.t.Progress = &Progress{Progress: progress, Total: total, Message: msg, At: time.Now()}
 }
 
-// Advance records progress reported on the task's caller's progress token
-// and returns the values to send with it. MCP asks that a token's progress
-// increase with each notification, so a value not above the last one
-// recorded (a handler run again once its caller answered a question, on
-// 2026-07-28, counts from the start) is put a hair above it, and a total
-// it then passes becomes unknown (0).
-func (e *Entry) Advance(progress, total float64, msg string) (float64, float64) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if last := e.t.Progress; last != nil && progress <= last.Progress {
-		progress = last.Progress + progressNudge
-		if total != 0 && total < progress {
-			total = 0
-		}
-	}
-	e.t.Progress = &Progress{Progress: progress, Total: total, Message: msg, At: time.Now()}
-	return progress, total
-}
-
-// progressNudge is how far Advance puts a value that would not increase
-// above the last one: small enough that people who read it as a count see
-// the same whole number.
-const progressNudge = 1e-3
-
 // AddChild records a call the task makes.
 func (e *Entry) AddChild(h Hop) {
 	e.mu.Lock()
@@ -468,6 +449,7 @@ func (r *Registry) Resume(id, caller string, cancel context.CancelFunc) (*Entry,
 	e.parked = false
 	e.t.State, e.t.Message, e.t.Ended = Working, "", time.Time{}
 	e.cancel = cancel
+	e.calls = callsProgress{} // the run again repeats the calls of the first (progress.go)
 	e.mu.Unlock()
 	r.unparkLocked(e)
 	r.live[id] = e

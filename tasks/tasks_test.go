@@ -2,6 +2,8 @@ package tasks
 
 import (
 	"errors"
+	"fmt"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -32,6 +34,37 @@ func TestMetaWireRoundTrip(t *testing.T) {
 	}
 	if m, err := Decode(map[string]any{}); m != nil || err != nil {
 		t.Errorf("no context: %v %v", m, err)
+	}
+}
+
+// The time a caller spent before sending a call (opening a session to the
+// callee) comes off the callee's time left, and nothing else changes.
+func TestSpend(t *testing.T) {
+	child := Root(NewID(), "A", 3, 2*time.Second).Child("B", 0, time.Second)
+	meta := map[string]any{}
+	child.Encode(meta)
+	Spend(meta, 300*time.Millisecond)
+	got, err := Decode(meta)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := child.TimeoutMs - 300; got.TimeoutMs != want {
+		t.Errorf("timeout %d ms after 300 ms spent, want %d", got.TimeoutMs, want)
+	}
+	if got.ID != child.ID || got.Root != child.Root || got.Parent != child.Parent || got.Budget != child.Budget || strings.Join(got.Path, ",") != "A,B" {
+		t.Errorf("got %+v, want %+v with less time", got, child)
+	}
+	Spend(meta, time.Hour)
+	if got, _ := Decode(meta); got.TimeoutMs != 1 {
+		t.Errorf("timeout %d ms after more than all of it was spent, want 1 (0 is none)", got.TimeoutMs)
+	}
+	Spend(meta, 900*time.Microsecond) // under the wire's millisecond: nothing
+	for _, m := range []map[string]any{nil, {}, {MetaKey: Root(NewID(), "A", 3, 0).String()}} {
+		before := fmt.Sprint(m)
+		Spend(m, time.Second)
+		if after := fmt.Sprint(m); after != before {
+			t.Errorf("a context without a deadline changed: %s -> %s", before, after)
+		}
 	}
 }
 
@@ -174,4 +207,93 @@ func TestAdvanceKeepsProgressIncreasing(t *testing.T) {
 	if p := e.Snapshot(false).Progress; p == nil || p.Progress != 5 || p.Total != 10 || p.Message != "m" {
 		t.Errorf("recorded %+v, want the last sent", p)
 	}
+}
+
+// A task whose handler reports no progress of its own passes its calls'
+// progress up, added up: one call's as it is, calls one after another
+// counting on, calls at the same time summed; a value that would not
+// increase is not passed (nor nudged); once the handler reports its own,
+// nothing of its calls is passed, and nothing once the task ended, was
+// parked, or a call did; run again, it adds up anew. What is passed is
+// recorded on the task.
+func TestPassUpAddsUpTheCallsProgress(t *testing.T) {
+	r := NewRegistry("A", Retention{})
+	e, err := r.Begin(Task{ID: NewID()}, func() {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	type sent struct {
+		progress, total float64
+		ok              bool
+	}
+	pass := func(c *CallProgress, progress, total float64, msg string) sent {
+		p, tot, ok := c.PassUp(progress, total, msg)
+		return sent{p, tot, ok}
+	}
+	check := func(what string, got, want sent) {
+		t.Helper()
+		if got != want {
+			t.Errorf("%s: passed %+v, want %+v", what, got, want)
+		}
+	}
+
+	first := e.PassCall()
+	check("the first call's 0", pass(first, 0, 3, "starting"), sent{0, 3, true})
+	check("the first call's 1/3", pass(first, 1, 3, "c1 1"), sent{1, 3, true})
+	check("the first call counting back", pass(first, 0.5, 3, "c1 back"), sent{})
+	check("the first call's 3/3", pass(first, 3, 3, "c1 3"), sent{3, 3, true})
+	first.End()
+	check("the first call after it ended", pass(first, 4, 4, "late"), sent{})
+
+	second := e.PassCall()
+	check("the second call's 0: not above 3", pass(second, 0, 2, "c2 0"), sent{})
+	check("the second call's 1/2 counts on", pass(second, 1, 2, "c2 1"), sent{4, 5, true})
+	third := e.PassCall() // at the same time as the second
+	check("the third call's 1/4 adds up", pass(third, 1, 4, "c3 1"), sent{5, 9, true})
+	check("the second call's 2/2", pass(second, 2, 2, "c2 2"), sent{6, 9, true})
+	check("a total unknown", pass(third, 2, 0, "c3 2"), sent{7, 0, true})
+	second.End()
+	check("beyond float64", pass(third, math.Inf(1), 0, "inf"), sent{})
+	if p := e.Snapshot(false).Progress; p == nil || p.Progress != 7 || p.Total != 0 || p.Message != "c3 2" {
+		t.Errorf("recorded %+v, want the last passed", p)
+	}
+
+	// The handler's own: from then on, nothing of its calls.
+	if p, total := e.Advance(1, 2, "own"); p <= 7 || total != 0 {
+		t.Errorf("the handler's own 1/2 after 7 passed went out as %v/%v, want above 7, total unknown", p, total)
+	}
+	check("a call after the handler's own", pass(third, 100, 100, "c3 100"), sent{})
+	fourth := e.PassCall()
+	check("a new call after the handler's own", pass(fourth, 100, 100, "c4 100"), sent{})
+	if p := e.Snapshot(false).Progress; p == nil || p.Message != "own" {
+		t.Errorf("recorded %+v, want the handler's own", p)
+	}
+
+	// An ended task passes nothing.
+	done, _ := r.Begin(Task{ID: NewID()}, func() {})
+	c := done.PassCall()
+	done.Finish(Completed, nil, nil, nil)
+	check("a call of an ended task", pass(c, 1, 1, "late"), sent{})
+
+	// A parked task passes nothing; run again, it adds up its calls anew
+	// (they repeat the first run's work), passing once above the last.
+	rerun, _ := r.Begin(Task{ID: NewID(), Caller: "B"}, func() {})
+	before := rerun.PassCall()
+	check("the first run's call", pass(before, 3, 3, "run 1"), sent{3, 3, true})
+	rerun.Park()
+	check("a call of a parked task", pass(before, 4, 4, "parked"), sent{})
+	if _, ok := r.Resume(rerun.ID(), "B", func() {}); !ok {
+		t.Fatal("not resumed")
+	}
+	again := rerun.PassCall()
+	check("the run again's 2/3: not above 3", pass(again, 2, 3, "run 2"), sent{})
+	check("a call of the run before", pass(before, 5, 5, "stale"), sent{})
+	before.End() // adds nothing to the run again's sum
+	check("the run again's 3.5/4", pass(again, 3.5, 4, "run 2"), sent{3.5, 4, true})
+
+	// A sum beyond float64 is not passed.
+	huge, _ := r.Begin(Task{ID: NewID()}, func() {})
+	h1, h2 := huge.PassCall(), huge.PassCall()
+	check("the largest float64", pass(h1, math.MaxFloat64, 0, "max"), sent{math.MaxFloat64, 0, true})
+	check("a sum beyond float64", pass(h2, math.MaxFloat64, 0, "max"), sent{})
 }

@@ -55,7 +55,8 @@ func TestDemoPasses(t *testing.T) {
 	if err := runDemo(ctx, &out); err != nil {
 		t.Fatalf("demo: %v\n%s", err, out.String())
 	}
-	for _, want := range []string{"connections between alice and bob: 1", "bob → carol", "alice's user answers", "All steps passed", "mcpmesh node --home",
+	for _, want := range []string{"connections between alice and bob: 1", "bob → carol", "alice's user answers",
+		"(bob reports none of its own: carol's steps, passed up):\n     1/2 weather: step 1/2: reading the stations near Lisbon\n     2/2 weather: step 2/2: forecasting\n", "All steps passed", "mcpmesh node --home",
 		"the event reached alice: mcp.resource.updated from carol", "event mcp.resource.updated from carol (trigger notes-changed)", "now says: pick up the bikes at six"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("demo transcript lacks %q:\n%s", want, out.String())

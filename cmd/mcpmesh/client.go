@@ -170,11 +170,17 @@ func newPeersCmd(g *globals) *cobra.Command {
 }
 
 func newConnectCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
+	cmd := &cobra.Command{
 		Use:   "connect MULTIADDR",
 		Short: "Connect the daemon to a peer",
-		Long:  "Connect the daemon to a peer given by a full multiaddr ending in /p2p/<peer ID>, as 'mcpmesh node' and 'mcpmesh id' print them.",
-		Args:  cobra.ExactArgs(1),
+		Long: `Connect the daemon to a peer given by a full multiaddr ending in /p2p/<peer ID>,
+as 'mcpmesh node' and 'mcpmesh id' print them, and say at which address.
+
+If the daemon is already connected to that peer through another address, it
+dials the address given anyway (a connection of its own, closed once the peer
+has answered: the one it has stays), and fails if the peer does not answer
+there: a wrong address never passes for a right one.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkPeer(args[0]); err != nil {
 				return err
@@ -187,10 +193,25 @@ func newConnectCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintln(cmd.OutOrStdout(), "connected to", res.ID)
+			out := cmd.OutOrStdout()
+			if g.json {
+				return printJSON(out, res)
+			}
+			switch {
+			case res.Tried:
+				fmt.Fprintf(out, "already connected to %s through another address; %s answers too (dialed and closed: the connection stays as it was)\n", res.ID, res.Addr)
+			case res.Already:
+				fmt.Fprintf(out, "already connected to %s at %s\n", res.ID, res.Addr)
+			case res.Addr != "":
+				fmt.Fprintf(out, "connected to %s at %s\n", res.ID, res.Addr)
+			default:
+				fmt.Fprintln(out, "connected to", res.ID)
+			}
 			return nil
 		},
 	}
+	cmd.Flags().BoolVar(&g.json, "json", false, "print JSON")
+	return cmd
 }
 
 func newToolsCmd(g *globals) *cobra.Command {
@@ -316,7 +337,10 @@ bad input (an --answer that does not fit its question among it).`,
 			if err != nil {
 				return err
 			}
-			ctx, cancel := context.WithTimeoutCause(cmd.Context(), timeout, fmt.Errorf("no answer within --timeout %v; the call was cancelled (give more time with --timeout)", timeout))
+			ctx, cancel := context.WithCancel(cmd.Context())
+			if timeout > 0 {
+				ctx, cancel = context.WithTimeoutCause(cmd.Context(), timeout, callTimedOut(args[0], args[1], timeout))
+			}
 			defer cancel()
 			stderr := cmd.ErrOrStderr()
 			view := newProgressView(stderr, isTerminal(stderr))
@@ -362,11 +386,32 @@ bad input (an --answer that does not fit its question among it).`,
 		},
 	}
 	cmd.Flags().BoolVar(&g.json, "json", false, "print the raw MCP result as JSON")
-	cmd.Flags().DurationVar(&timeout, "timeout", 5*time.Minute, "give up after this long")
+	cmd.Flags().DurationVar(&timeout, "timeout", 5*time.Minute, "cancel the call if it has not ended after this long (0: no limit)")
 	cmd.Flags().StringArrayVar(&answers, "answer", nil, "answer the tool's next question with this: a JSON object of its fields, or accept, decline, cancel (repeatable, in order)")
 	cmd.Flags().BoolVar(&noInput, "no-input", false, "ask nothing: decline the tool's questions")
 	cmd.Flags().BoolVar(&prompt, "prompt", false, "ask the tool's questions even when standard input is not a terminal, one answer a line")
 	return cmd
+}
+
+// callTimedOut is the error of a call that did not end within timeout:
+// the tool's, not the daemon's, which passed the call on and, once the
+// CLI stops waiting, cancels it on the peer.
+func callTimedOut(peer, tool string, timeout time.Duration) error {
+	longer := max(10*timeout, time.Minute).Truncate(time.Second)
+	return fmt.Errorf("tool %s on %s did not answer within %v (--timeout): the call was cancelled, on the peer too; to wait longer give --timeout %s, or --timeout 0 for no limit",
+		tool, shortID(peer), timeout, flagDuration(longer))
+}
+
+// flagDuration prints d as one would type it: 1m, not 1m0s.
+func flagDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }
 
 func shortID(id string) string {

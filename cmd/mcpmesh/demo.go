@@ -132,7 +132,14 @@ func runDemo(ctx context.Context, w io.Writer) (err error) {
 	node.AddTool(d.alice, &sdkmcp.Tool{Name: "greet", Description: "Greets the caller"}, greet("alice"))
 	node.AddTool(d.bob, &sdkmcp.Tool{Name: "greet", Description: "Greets the caller"}, greet("bob"))
 	node.AddTool(d.carol, &sdkmcp.Tool{Name: "weather", Description: "Today's weather in a city"},
-		func(ctx context.Context, _ *sdkmcp.CallToolRequest, in cityIn) (*sdkmcp.CallToolResult, any, error) {
+		func(ctx context.Context, req *sdkmcp.CallToolRequest, in cityIn) (*sdkmcp.CallToolResult, any, error) {
+			// Its steps, for a caller that reads progress.
+			if tok := req.Params.GetProgressToken(); tok != nil {
+				for i, step := range []string{"reading the stations near " + in.City, "forecasting"} {
+					req.Session.NotifyProgress(ctx, &sdkmcp.ProgressNotificationParams{ProgressToken: tok,
+						Progress: float64(i + 1), Total: 2, Message: fmt.Sprintf("weather: step %d/2: %s", i+1, step)})
+				}
+			}
 			return text("sunny, 24°C in %s", in.City), nil, nil
 		})
 	node.AddTool(d.bob, &sdkmcp.Tool{Name: "plan_trip", Description: "Plans a trip, asking carol for the weather"},
@@ -215,14 +222,32 @@ func runDemo(ctx context.Context, w io.Writer) (err error) {
 
 	fmt.Fprintln(w, "2. alice calls a tool on bob that calls carol (two hops; alice does not know carol)")
 	fmt.Fprintln(w, `   alice → bob   plan_trip {"city":"Lisbon"}`)
-	res, err := d.alice.CallTool(ctx, d.bob.ID(), "plan_trip", cityIn{City: "Lisbon"})
+	var steps []string // plan_trip's progress, as alice receives it
+	pctx := tasks.WithProgress(ctx, func(p *sdkmcp.ProgressNotificationParams) {
+		d.mu.Lock()
+		steps = append(steps, fmt.Sprintf("%v/%v %s", p.Progress, p.Total, p.Message))
+		d.mu.Unlock()
+	})
+	res, err := d.alice.CallTool(pctx, d.bob.ID(), "plan_trip", cityIn{City: "Lisbon"})
 	if err != nil {
 		return fmt.Errorf("plan_trip: %w", err)
 	}
 	if res.IsError || !strings.Contains(resultText(res), "sunny") {
 		return fmt.Errorf("plan_trip answered %q", resultText(res))
 	}
-	fmt.Fprintf(w, "   ← %q\n\n", resultText(res))
+	fmt.Fprintf(w, "   ← %q\n", resultText(res))
+	// A call's progress comes before its result: all of it is here.
+	d.mu.Lock()
+	if len(steps) == 0 {
+		d.mu.Unlock()
+		return fmt.Errorf("alice received no progress from plan_trip")
+	}
+	fmt.Fprintln(w, "   plan_trip's progress, as alice received it (bob reports none of its own: carol's steps, passed up):")
+	for _, s := range steps {
+		fmt.Fprintln(w, "     "+s)
+	}
+	d.mu.Unlock()
+	fmt.Fprintln(w)
 
 	fmt.Fprintln(w, "3. a tool on bob asks alice's user a question (elicitation) and uses the answer")
 	fmt.Fprintln(w, `   alice → bob   book_table {"restaurant":"Time Out Market"}`)

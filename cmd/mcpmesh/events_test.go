@@ -1,8 +1,11 @@
 package main
 
 import (
+	"bufio"
+	"context"
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -112,4 +115,44 @@ func TestBadTriggerInConfigNamesIt(t *testing.T) {
 		}
 	}
 
+}
+
+// Watching an event type the peer does not offer fails at once, naming
+// those it does (a subscription would retry the refusal forever), where a
+// type it offers is subscribed to.
+func TestWatchOfAnEventTypeThePeerDoesNotOfferFails(t *testing.T) {
+	a := startDaemon(t)
+	b := startDaemon(t, "--peer", a.addr)
+
+	for _, peer := range []string{a.id, "self"} {
+		start := time.Now()
+		_, stderr, code := run(t, "--home", b.home, "events", peer, "mesh.nope", "--watch")
+		if code != 1 || !strings.Contains(stderr, `no event type "mesh.nope"`) || !strings.Contains(stderr, "mesh.peer.joined") {
+			t.Errorf("events %s mesh.nope --watch: exit %d, %q; want exit 1 naming what it offers", peer, code, stderr)
+		}
+		if time.Since(start) > 10*time.Second {
+			t.Errorf("events %s mesh.nope --watch took %v", peer, time.Since(start))
+		}
+	}
+	if _, _, code := run(t, "--home", b.home, "events", a.id, "mesh.nope"); code != 2 {
+		t.Errorf("events PEER EVENT without --watch or --poll: exit %d, want 2", code)
+	}
+
+	// A type a offers: the watch subscribes and runs until stopped.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, binary, "--home", b.home, "events", a.id, "mesh.peer.joined", "--watch")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Wait()
+	defer cmd.Process.Kill()
+	sc := bufio.NewScanner(stdout)
+	if !sc.Scan() || !strings.HasPrefix(sc.Text(), "subscribed, cursor ") {
+		t.Errorf("events %s mesh.peer.joined --watch: first line %q, want subscribed", a.id, sc.Text())
+	}
 }

@@ -89,3 +89,30 @@ func TestStdioThroughADaemonSaysWhatBecameOfItsPins(t *testing.T) {
 		t.Fatalf("alpha.echo = %q", got)
 	}
 }
+
+// A host's first tools/list holds the pinned tools, with a daemon and
+// without: it waits for each pin's first try, since many hosts list tools
+// once and ignore list_changed.
+func TestStdioFirstToolsListHasThePins(t *testing.T) {
+	a := startDaemon(t, "--name", "alpha")
+	b := startDaemon(t, "--peer", a.addr)
+	for _, args := range [][]string{
+		{"--home", b.home, "stdio"},
+		{"--home", t.TempDir(), "stdio", "--no-mdns", "--peer", a.addr},
+	} {
+		cs := stdioClientTo(t, &lockedBuffer{}, append(args, "--pin", a.id+"/echo")...)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		list, err := cs.ListTools(ctx, nil)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for _, tool := range list.Tools {
+			names = append(names, tool.Name)
+		}
+		if !slices.Contains(names, "alpha.echo") {
+			t.Errorf("mcpmesh %s: the first tools/list has %v, want alpha.echo", strings.Join(args, " "), names)
+		}
+	}
+}

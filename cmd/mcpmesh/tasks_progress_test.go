@@ -74,9 +74,9 @@ type gatedCall struct {
 
 // startGatedCall starts daemon b sharing the gated program (its slow tool
 // finishes once the file gate exists), daemon a connected to it, and a
-// `mcpmesh call` of gated/slow from a; the call is killed when the test
-// ends if it still runs.
-func startGatedCall(t *testing.T) (a, b *daemon, gate string, call gatedCall) {
+// `mcpmesh call` of gated/slow from a, with callArgs; the call is killed
+// when the test ends if it still runs.
+func startGatedCall(t *testing.T, callArgs ...string) (a, b *daemon, gate string, call gatedCall) {
 	t.Helper()
 	exe, err := os.Executable()
 	if err != nil {
@@ -87,7 +87,7 @@ func startGatedCall(t *testing.T) (a, b *daemon, gate string, call gatedCall) {
 	a = startDaemon(t, "--peer", b.addr)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	cmd := exec.CommandContext(ctx, binary, "--home", a.home, "call", b.id, "gated/slow")
+	cmd := exec.CommandContext(ctx, binary, append([]string{"--home", a.home, "call", b.id, "gated/slow"}, callArgs...)...)
 	call = gatedCall{stdout: &bytes.Buffer{}, stderr: &bytes.Buffer{}, done: make(chan error, 1)}
 	cmd.Stdout, cmd.Stderr = call.stdout, call.stderr
 	if err := cmd.Start(); err != nil {

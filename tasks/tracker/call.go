@@ -23,8 +23,9 @@ type CallFunc func(ctx context.Context, p lpeer.ID, server, tool string, args an
 // or as the root of a new tree: it passes the task context on, records the
 // call among the task's children, asks for progress when the calling task's
 // caller reads it (a root call routes it to tasks.WithProgress's function;
-// a task's call leaves it to the task below, see progress.go), and names
-// the hop in failures. The hop budget is tasks.WithHopBudget's, if lower.
+// a task's call passes it up while the task reports none of its own, see
+// progress.go), and names the hop in failures. The hop budget is
+// tasks.WithHopBudget's, if lower.
 func (tr *Tracker) Call(ctx context.Context, p lpeer.ID, server, tool string, args any, call CallFunc) (*sdkmcp.CallToolResult, error) {
 	if tr.cfg.Off {
 		defer tr.hold(p)() // a silent peer fails the call in seconds
@@ -44,7 +45,7 @@ func (tr *Tracker) Call(ctx context.Context, p lpeer.ID, server, tool string, ar
 	var root, caller *tasks.Entry
 	var m *tasks.Meta
 	var wantProgress bool     // the call is given a progress token
-	var route *progressRoute  // where its progress goes: a root call's function
+	var route *progressRoute  // where its progress goes
 	var outer context.Context // a root's context before the cancel its task holds
 	if parent != nil {
 		caller = parent.entry
@@ -55,8 +56,12 @@ func (tr *Tracker) Call(ctx context.Context, p lpeer.ID, server, tool string, ar
 				Err: fmt.Errorf("%w: path %s has made its %d hops; not calling %s/%s on %s", tasks.ErrBudget, tasks.PathString(m.Path), len(m.Path)-1, server, tool, p)}
 		}
 		// The task below reports its progress on its own task while
-		// someone reads this one's.
+		// someone reads this one's; this one passes it up while it reports
+		// none of its own.
 		wantProgress = parent.token != nil
+		if wantProgress && parent.session != nil {
+			route = &progressRoute{up: parent, upCtx: ctx, passing: parent.entry.PassCall()}
+		}
 	} else {
 		id := tasks.NewID()
 		outer = ctx
@@ -102,7 +107,10 @@ func (tr *Tracker) Call(ctx context.Context, p lpeer.ID, server, tool string, ar
 	res, err := call(ctx, p, server, tool, args, meta)
 	release()
 	if route != nil {
-		route.drain() // the call's progress reaches its function before its result
+		route.drain() // the call's progress goes on before its result
+		if route.passing != nil {
+			route.passing.End()
+		}
 	}
 	switch {
 	case err == nil:

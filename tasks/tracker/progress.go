@@ -18,15 +18,20 @@ import (
 // progress (its request carried a progress token) gives each call it makes
 // a token of its own, so that the task below reports its progress too; the
 // node serving that task records it there (the tree view shows each task
-// with its own), and the calling node does not pass it up: the caller's
-// token carries the calling task's own progress only. Passed up, the
-// progress of every depth would share the root's token, each counting on
-// its own, and the root would see "step 3/10" of a tool three hops down
-// before "step 2/10" of the tool it called. Only a call made outside any
-// task routes its callee's progress, to the function that asked for it
-// (tasks.WithProgress): the tool called is the call's own work.
+// with its own). The caller's token carries the calling task's own
+// progress: what its handler reports, once it reports any. A handler that
+// reports none (a thin wrapper, whose work is the calls it makes) has its
+// calls' progress passed up on its caller's token instead, added up, and
+// recorded on its task (tasks.CallProgress.PassUp); the first progress of
+// its own stops that. Passed up next to the handler's own, the progress of
+// every depth would share the root's token, each counting on its own, and
+// the root would see "step 3/10" of a tool three hops down before "step
+// 2/10" of the tool it called; not passed up at all, a wrapper's caller
+// would see nothing while the tool below reports its steps. A call made
+// outside any task routes its callee's progress to the function that asked
+// for it (tasks.WithProgress): the tool called is the call's own work.
 //
-// That progress must reach its function before the call's result: MCP asks that
+// That progress must reach its caller before the call's result: MCP asks that
 // progress stop at completion, and a caller shows progress in the order it
 // came. The SDK's client hands notifications to handlers on a goroutine of
 // their own while it gives a result straight to the waiting call, so a
@@ -35,10 +40,17 @@ import (
 // off a connection (Observe) and not yet handled (callProgress), and a
 // call waits for its token's count to drop to zero before it returns.
 
-// progressRoute is where the progress of one root call goes.
+// progressRoute is where the progress of one call the node makes goes: a
+// root call's to the function that asked for it, a task's call's up to the
+// task's caller while the task reports none of its own.
 type progressRoute struct {
+	// A root call's.
 	call *tasks.Entry                             // the root call's task, which records it
 	to   func(*sdkmcp.ProgressNotificationParams) // what tasks.WithProgress asked for
+	// A task's call's.
+	up      *served             // the calling task
+	upCtx   context.Context     // its handler's context, which made the call
+	passing *tasks.CallProgress // the call, as the task adds up its calls' progress
 
 	mu      sync.Mutex
 	pending int           // read off the connection, not yet relayed
@@ -114,12 +126,15 @@ func (tr *Tracker) Observe(msg jsonrpc.Message) {
 
 // progressRecorder is sending middleware that records the progress a
 // handler reports to its caller on the handler's task, keeping it
-// increasing on the caller's token (tasks.Entry.Advance).
+// increasing on the caller's token (tasks.Entry.Advance). Progress passed
+// up from the task's calls comes with its values decided (passUp).
 func (tr *Tracker) progressRecorder(next sdkmcp.MethodHandler) sdkmcp.MethodHandler {
 	return func(ctx context.Context, method string, req sdkmcp.Request) (sdkmcp.Result, error) {
-		if method == "notifications/progress" {
+		if method == "notifications/progress" && ctx.Value(passedUpKey{}) == nil {
 			if p, ok := req.GetParams().(*sdkmcp.ProgressNotificationParams); ok {
 				if e := tr.progressTask(ctx, p.ProgressToken); e != nil {
+					e.LockToken() // sent in the order decided
+					defer e.UnlockToken()
 					p.Progress, p.Total = e.Advance(p.Progress, p.Total, p.Message)
 				}
 			}
@@ -127,6 +142,10 @@ func (tr *Tracker) progressRecorder(next sdkmcp.MethodHandler) sdkmcp.MethodHand
 		return next(ctx, method, req)
 	}
 }
+
+// passedUpKey marks the context of a progress notification passed up from
+// a task's call, whose values passUp decided.
+type passedUpKey struct{}
 
 // progressTask returns the served task whose caller's token tok is: the
 // one on ctx (the handler's context), or, for a handler that reports on
@@ -146,8 +165,7 @@ func (tr *Tracker) progressTask(ctx context.Context, tok any) *tasks.Entry {
 // callProgress is the client's progress handler: progress from the tool a
 // root call called goes to the function that asked for it
 // (tasks.WithProgress), kept increasing, and is recorded on the call's
-// task. Progress on a token of a call a task made has no route: the task
-// below records it where it runs (see the top of this file).
+// task; progress from a call a task made is passed up (passUp).
 func (tr *Tracker) callProgress(ctx context.Context, r *sdkmcp.ProgressNotificationClientRequest) {
 	tok, _ := r.Params.ProgressToken.(string)
 	route, ok := tr.progress.Get(tok)
@@ -156,6 +174,28 @@ func (tr *Tracker) callProgress(ctx context.Context, r *sdkmcp.ProgressNotificat
 	}
 	defer route.relayed()
 	p := *r.Params
+	if route.up != nil {
+		tr.passUp(route, &p)
+		return
+	}
 	p.Progress, p.Total = route.call.Advance(p.Progress, p.Total, p.Message)
 	route.to(&p)
+}
+
+// passUp sends progress from a call a task made on the task's caller's
+// token, if the task passes it (tasks.CallProgress.PassUp: its handler
+// reported none of its own), with the values the task adds up.
+func (tr *Tracker) passUp(route *progressRoute, p *sdkmcp.ProgressNotificationParams) {
+	s := route.up
+	s.entry.LockToken() // sent in the order decided
+	defer s.entry.UnlockToken()
+	var ok bool
+	if p.Progress, p.Total, ok = route.passing.PassUp(p.Progress, p.Total, p.Message); !ok {
+		return
+	}
+	p.ProgressToken = s.token
+	// On the handler's context, as the handler would send its own.
+	if err := s.session.NotifyProgress(context.WithValue(route.upCtx, passedUpKey{}, true), p); err != nil {
+		taskLog.Debugw("pass progress up", "task", s.entry.ID(), "error", err)
+	}
 }
