@@ -496,8 +496,9 @@ func WithLivenessInterval(d time.Duration) Option {
 
 // WithLivenessTimeout sets how long such a peer may go without answering a
 // ping before its connection is closed and the calls on it fail (default
-// 3s). A link so slow that a ping waits longer than this behind a large
-// message needs more.
+// 3s). Bytes still moving to or from the peer on its MCP streams count as
+// an answer (see reach.Signs), so a ping waiting behind a large message
+// on a slow link is not silence.
 func WithLivenessTimeout(d time.Duration) Option {
 	return func(c *config) error {
 		if d <= 0 {

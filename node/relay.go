@@ -64,6 +64,9 @@ func (n *Node) passStreams(pass passFunc) network.StreamHandler {
 		defer n.group.Leave()
 		caller := s.Conn().RemotePeer()
 		down := transport.NewConn(s, n.cfg.maxMessageSize)
+		if signs := n.signs(caller); signs != nil {
+			down.SetSigns(signs)
+		}
 		// The bounds of a session the node serves itself on what a frame
 		// holds once decoded and the memory frames in flight hold. Not its
 		// idle timeout nor its slot in the session table: both read the
@@ -101,6 +104,9 @@ func (n *Node) passToPeer(name string, t *relayTarget, live *liveRelays) passFun
 			return
 		}
 		up := transport.NewConn(s, n.cfg.maxMessageSize)
+		if signs := n.signs(t.peer); signs != nil {
+			up.SetSigns(signs)
+		}
 		if err := n.runRelay(t.ctx, name, caller, down, up, t.peer, t.server, nil, live); err != nil {
 			log.Debugw("relay session ended", "server", name, "to", t.peer, "error", err)
 		}

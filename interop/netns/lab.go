@@ -528,6 +528,18 @@ func (k *Link) Heal() {
 	k.cut = false
 }
 
+// Shape limits the link to rate (tc's syntax: "2mbit") in each direction,
+// with a token bucket (tbf) on the host's interface and on the switch's
+// port whose queue holds latency's worth of packets: a slow link with the
+// buffer of a home router or modem.
+func (k *Link) Shape(rate string, latency time.Duration) {
+	l := k.host.lab
+	l.t.Helper()
+	lat := fmt.Sprintf("%dms", latency.Milliseconds())
+	l.must("ip", "netns", "exec", k.host.ns, "tc", "qdisc", "replace", "dev", k.iface, "root", "tbf", "rate", rate, "burst", "16kb", "latency", lat)
+	l.must("ip", "netns", "exec", l.switchNS(), "tc", "qdisc", "replace", "dev", k.port, "root", "tbf", "rate", rate, "burst", "16kb", "latency", lat)
+}
+
 // String names the link.
 func (k *Link) String() string { return k.host.name + "–" + k.lan.name }
 

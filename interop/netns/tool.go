@@ -33,7 +33,8 @@ func ToolCommand(program, host, marks string) string {
 // Tools: "slow" {seconds, tag} reports progress every 200 ms until seconds
 // have passed or the call is cancelled, and writes "started TAG", then
 // "completed TAG" or "cancelled TAG", as lines to the marks file;
-// "hello" {} answers "hello from HOST".
+// "hello" {} answers "hello from HOST"; "big" {bytes} answers a text of
+// that many bytes.
 func MaybeRunTool() {
 	if os.Getenv(envRole) != "tool" {
 		return
@@ -49,6 +50,10 @@ func MaybeRunTool() {
 type slowIn struct {
 	Seconds float64 `json:"seconds" jsonschema:"how long to run"`
 	Tag     string  `json:"tag" jsonschema:"a name for this call in the marks file"`
+}
+
+type bigIn struct {
+	Bytes int `json:"bytes" jsonschema:"the size of the answer's text"`
 }
 
 func runTool(ctx context.Context, marks, host string) error {
@@ -87,6 +92,10 @@ func runTool(ctx context.Context, marks, host string) error {
 	sdkmcp.AddTool(s, &sdkmcp.Tool{Name: "hello", Description: "Says which host it runs on."},
 		func(ctx context.Context, req *sdkmcp.CallToolRequest, _ struct{}) (*sdkmcp.CallToolResult, any, error) {
 			return &sdkmcp.CallToolResult{Content: []sdkmcp.Content{&sdkmcp.TextContent{Text: "hello from " + host}}}, nil, nil
+		})
+	sdkmcp.AddTool(s, &sdkmcp.Tool{Name: "big", Description: "Answers a text of the given size."},
+		func(ctx context.Context, req *sdkmcp.CallToolRequest, in bigIn) (*sdkmcp.CallToolResult, any, error) {
+			return &sdkmcp.CallToolResult{Content: []sdkmcp.Content{&sdkmcp.TextContent{Text: strings.Repeat("x", in.Bytes)}}}, nil, nil
 		})
 	return s.Run(ctx, &sdkmcp.StdioTransport{})
 }

@@ -43,6 +43,9 @@ type StreamTransport struct {
 	// its sessions with DefaultGuard, its limits' budget, or what its
 	// limits configure.
 	Guard Guard
+	// Signs, if set, is told of the peer's signs of life (see
+	// [Conn.SetSigns]).
+	Signs Signs
 	// OnBadFrame, if set, is told of each frame the peer broke (one that
 	// does not decode, that is over MaxMessageSize or a bound of the
 	// Guard, that reuses an id in flight or has a null one) and of each
@@ -61,6 +64,9 @@ func (t *StreamTransport) Connect(context.Context) (sdkmcp.Connection, error) {
 func (t *StreamTransport) Conn() *Conn {
 	c := NewConn(t.Stream, t.MaxMessageSize)
 	c.onBad = t.OnBadFrame
+	if t.Signs != nil {
+		c.SetSigns(t.Signs)
+	}
 	g := t.Guard
 	if g.MaxValues == 0 {
 		g.MaxValues = DefaultMaxValues
@@ -159,12 +165,52 @@ func (c *Conn) grow() {
 	if c.r.Size() >= c.bufSize {
 		return
 	}
-	var src io.Reader = c.s
+	src := c.src()
 	if n := c.r.Buffered(); n > 0 {
 		ahead, _ := c.r.Peek(n)
-		src = io.MultiReader(bytes.NewReader(bytes.Clone(ahead)), c.s)
+		src = io.MultiReader(bytes.NewReader(bytes.Clone(ahead)), src)
 	}
 	c.r = bufio.NewReaderSize(src, c.bufSize)
+}
+
+// Signs is told of a peer's signs of life: bytes read from it, and writes
+// to it that went on against backpressure. A liveness checker whose ping
+// waits behind a large message on the same connection takes them for an
+// answer (reach.Signs).
+type Signs interface{ Alive() }
+
+// SetSigns tells signs of each read that brings bytes from the peer and of
+// each chunk of a large frame the stream takes (signChunk: a write that
+// long fills the transport's buffers, so that it goes on only as the peer
+// acknowledges). Call it before the first read.
+func (c *Conn) SetSigns(s Signs) {
+	c.signs = s
+	c.r.Reset(c.src())
+}
+
+// signChunk is the size of the writes a frame is cut into when its conn
+// tells signs of life: one is told as each is taken.
+const signChunk = 32 << 10
+
+// src is what the reader reads: the stream, through the signs of life.
+func (c *Conn) src() io.Reader {
+	if c.signs == nil {
+		return c.s
+	}
+	return signsReader{c.s, c.signs}
+}
+
+type signsReader struct {
+	r     io.Reader
+	signs Signs
+}
+
+func (r signsReader) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	if n > 0 {
+		r.signs.Alive()
+	}
+	return n, err
 }
 
 // SetGuard bounds what the peer can make the session cost (see Guard); a
@@ -214,6 +260,7 @@ type Conn struct {
 	mu        sync.Mutex
 	broken    error // set when the peer broke the framing: Close resets
 	onBad     func(error)
+	signs     Signs // nil: none told
 }
 
 // SessionID implements [sdkmcp.Connection]: a stream is one session, with
@@ -740,8 +787,24 @@ func (c *Conn) WriteFrame(frame []byte) error {
 	frame = append(frame, '\n')
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	_, err := c.s.Write(frame)
-	return err
+	if c.signs == nil || len(frame) <= signChunk {
+		_, err := c.s.Write(frame)
+		return err
+	}
+	// A large frame on a slow link takes seconds: each chunk taken is the
+	// peer acknowledging the ones before (the buffers it fills are full by
+	// the second or third), a sign of life for a checker whose ping waits
+	// behind it. Small frames tell nothing: a buffer takes them whether the
+	// peer is there or not.
+	for len(frame) > 0 {
+		n := min(len(frame), signChunk)
+		if _, err := c.s.Write(frame[:n]); err != nil {
+			return err
+		}
+		frame = frame[n:]
+		c.signs.Alive()
+	}
+	return nil
 }
 
 // Break marks the session broken by the peer (err says how): Close then

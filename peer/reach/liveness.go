@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"weak"
 
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
@@ -62,6 +63,8 @@ type Liveness struct {
 	mu      sync.Mutex
 	watches map[peer.ID]*watch
 	recent  map[peer.ID]Lost // losses of the last minute, for error messages
+	signs   map[peer.ID]weak.Pointer[Signs]
+	epoch   time.Time // what Signs count from
 	closed  bool
 	wg      sync.WaitGroup
 
@@ -84,7 +87,8 @@ func NewLiveness(h host.Host, interval, timeout time.Duration, onLost func(Lost)
 	if timeout <= 0 {
 		timeout = DefaultLivenessTimeout
 	}
-	return &Liveness{h: h, interval: interval, timeout: timeout, onLost: onLost, watches: map[peer.ID]*watch{}, recent: map[peer.ID]Lost{}}
+	return &Liveness{h: h, interval: interval, timeout: timeout, onLost: onLost, watches: map[peer.ID]*watch{}, recent: map[peer.ID]Lost{},
+		signs: map[peer.ID]weak.Pointer[Signs]{}, epoch: time.Now()}
 }
 
 // Hold watches p until release is called; holds are counted, so p is
@@ -254,6 +258,11 @@ func (l *Liveness) roundTrip(ctx context.Context, p peer.ID, sp *network.Stream,
 			case ctx.Err() != nil:
 				return nil, ctx.Err()
 			case !time.Now().Before(deadline):
+				if l.showsLife(p) {
+					// Negotiation waits behind data the peer still sends:
+					// try again at the next interval.
+					return nil, nil
+				}
 				return nil, errSilent // identify or negotiation never came back
 			case l.h.Network().Connectedness(p) == network.NotConnected:
 				return nil, nil
@@ -282,10 +291,23 @@ func (l *Liveness) roundTrip(ctx context.Context, p peer.ID, sp *network.Stream,
 			return nil, ctx.Err()
 		}
 		if !time.Now().Before(deadline) {
+			if l.showsLife(p) {
+				// The answer waits behind data the peer still sends (a
+				// stream whose read timed out is not read again: its
+				// protocol negotiation may be what timed out).
+				log.Debugw("ping unanswered within the timeout, but the peer gives signs of life", "peer", p)
+				return conn, nil
+			}
 			return conn, errSilent
 		}
 	}
 	return conn, nil // the stream broke twice without a timeout: try again next time
+}
+
+// showsLife reports whether p gave a sign of life other than a ping's
+// answer (see Signs) within the timeout.
+func (l *Liveness) showsLife(p peer.ID) bool {
+	return time.Since(l.lastSign(p)) < l.timeout
 }
 
 // lost closes the silent connection (or every connection to the peer) and

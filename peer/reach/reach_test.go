@@ -342,3 +342,49 @@ func TestReservationChangesAreToldAtOnce(t *testing.T) {
 		t.Errorf("addresses said changed %d times, want 2 (one reservation taken, one lost)", changed)
 	}
 }
+
+// A connection whose ping answer is late but that gives other signs of
+// life (bytes from the peer on its streams: Signs) is not lost while they
+// come; once they stop, the timeout runs from the last of them.
+func TestLivenessWaitsWhileThePeerGivesSignsOfLife(t *testing.T) {
+	a, b, link := cabledHosts(t)
+	lost := make(chan Lost, 1)
+	const timeout = 500 * time.Millisecond
+	l := NewLiveness(a, 50*time.Millisecond, timeout, func(x Lost) { lost <- x })
+	defer l.Close()
+	signs := l.Signs(b.ID())
+	if l.Signs(b.ID()) != signs {
+		t.Fatal("two records of one peer's signs")
+	}
+	release := l.Hold(b.ID())
+	defer release()
+	eventually(t, 5*time.Second, "pings answered", func() bool { return l.Stats().Pings >= 2 })
+
+	// The link freezes, but signs keep coming for 4 timeouts (as bytes of
+	// a large message would, ahead of the ping's answer).
+	link.Freeze()
+	t0 := time.Now()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for time.Since(t0) < 4*timeout {
+		select {
+		case x := <-lost:
+			t.Fatalf("lost %v after the freeze while signs of life came every 20ms: %+v", time.Since(t0), x)
+		case <-tick.C:
+			signs.Alive()
+		}
+	}
+	if l.Stats().Pings < 3 {
+		t.Errorf("%d pings in all: the checker stopped pinging while it waited", l.Stats().Pings)
+	}
+	stopped := time.Now()
+	select {
+	case x := <-lost:
+		if x.At.Before(stopped.Add(timeout)) {
+			t.Errorf("lost %v after the last sign, before the timeout (%v)", x.At.Sub(stopped), timeout)
+		}
+		t.Logf("lost %v after the last sign", x.At.Sub(stopped).Round(time.Millisecond))
+	case <-time.After(10 * time.Second):
+		t.Fatal("not lost within 10s of the last sign")
+	}
+}
