@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/host"
 	lpeer "github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/mcpmesh/mcpmesh/proto/cardpb"
@@ -20,17 +21,7 @@ import (
 // can publish the changed card within the test.
 func TestSyncServesTheChangedCard(t *testing.T) {
 	asker := startNode(t, genKey(t), "asker", nodeOpts{})
-	key := genKey(t)
-	h, err := libp2p.New(libp2p.Identity(key), libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableMetrics())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
-	svc, err := New(h, key, Config{Debounce: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer svc.Close()
+	h, svc := unstartedService(t, Config{Debounce: time.Hour})
 	var tool atomic.Value
 	tool.Store("first")
 	svc.Start(func(context.Context) (*cardpb.Card, error) {
@@ -108,17 +99,7 @@ func TestSyncEndsWithItsContext(t *testing.T) {
 // on other peers (a few at a time) are still going.
 func TestSyncStoresEveryOwnProviderRecord(t *testing.T) {
 	peer := startNode(t, genKey(t), "peer", nodeOpts{})
-	key := genKey(t)
-	h, err := libp2p.New(libp2p.Identity(key), libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableMetrics())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
-	svc, err := New(h, key, Config{Debounce: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer svc.Close()
+	h, svc := unstartedService(t, Config{Debounce: time.Hour})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	// A peer to walk to, so that each provide takes a round trip or more.
@@ -145,4 +126,22 @@ func TestSyncStoresEveryOwnProviderRecord(t *testing.T) {
 			t.Fatalf("after Sync, the node's own provider record of %s is not stored locally", c)
 		}
 	}
+}
+
+// unstartedService is a discovery service on a host of its own, not yet
+// started (Start is the test's), both closed at the end of the test.
+func unstartedService(t *testing.T, cfg Config) (host.Host, *Service) {
+	t.Helper()
+	key := genKey(t)
+	h, err := libp2p.New(libp2p.Identity(key), libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableMetrics())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	svc, err := New(h, key, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { svc.Close() })
+	return h, svc
 }
