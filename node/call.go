@@ -99,7 +99,7 @@ func (n *Node) dialSession(ctx context.Context, p lpeer.ID, server string) (*sdk
 		}
 		return nil, n.dialError(p, err)
 	}
-	cs, err := n.client.Connect(ctx, n.clientTransport(&transport.StreamTransport{Stream: s, MaxMessageSize: n.cfg.maxMessageSize, Signs: n.signs(p)}),
+	cs, err := n.client.Connect(ctx, n.clientTransport(&transport.StreamTransport{Stream: s, MaxMessageSize: n.cfg.maxMessageSize, Signs: n.signs(s)}),
 		&sdkmcp.ClientSessionOptions{ProtocolVersion: n.cfg.protocolVersion})
 	if err != nil {
 		s.Reset()

@@ -37,7 +37,7 @@ func (n *Node) DialServer(ctx context.Context, p lpeer.ID, server string) (sdkmc
 		}
 		return nil, n.dialError(p, err)
 	}
-	return (&transport.StreamTransport{Stream: s, MaxMessageSize: n.cfg.maxMessageSize, Signs: n.signs(p)}).Connect(ctx)
+	return (&transport.StreamTransport{Stream: s, MaxMessageSize: n.cfg.maxMessageSize, Signs: n.signs(s)}).Connect(ctx)
 }
 
 // dialOwnServer connects a raw connection to one of the node's own servers

@@ -71,15 +71,15 @@ func (n *Node) hold(p lpeer.ID) (release func()) {
 	return n.live.Hold(p)
 }
 
-// signs returns what tells the liveness checker of p's signs of life
-// (reach.Signs): the node's MCP streams to and from p tell it of what they
+// signs returns what tells the liveness checker of the signs of life of
+// s's connection (reach.Signs): the node's MCP streams tell it of what they
 // read and write, so that a ping waiting behind a large message does not
 // make a connection still carrying data look lost. nil if checks are off.
-func (n *Node) signs(p lpeer.ID) transport.Signs {
+func (n *Node) signs(s network.Stream) transport.Signs {
 	if n.live == nil {
 		return nil
 	}
-	return n.live.Signs(p)
+	return n.live.Signs(s.Conn())
 }
 
 // lostWhy says why the connection to p was lost, when the liveness checker

@@ -64,7 +64,7 @@ func (n *Node) passStreams(pass passFunc) network.StreamHandler {
 		defer n.group.Leave()
 		caller := s.Conn().RemotePeer()
 		down := transport.NewConn(s, n.cfg.maxMessageSize)
-		if signs := n.signs(caller); signs != nil {
+		if signs := n.signs(s); signs != nil {
 			down.SetSigns(signs)
 		}
 		// The bounds of a session the node serves itself on what a frame
@@ -104,7 +104,7 @@ func (n *Node) passToPeer(name string, t *relayTarget, live *liveRelays) passFun
 			return
 		}
 		up := transport.NewConn(s, n.cfg.maxMessageSize)
-		if signs := n.signs(t.peer); signs != nil {
+		if signs := n.signs(s); signs != nil {
 			up.SetSigns(signs)
 		}
 		if err := n.runRelay(t.ctx, name, caller, down, up, t.peer, t.server, nil, live); err != nil {

@@ -58,7 +58,7 @@ func (n *Node) serve(name string, server *sdkmcp.Server) network.StreamHandler {
 		// The limits bound what the peer can make this session cost: what a
 		// message holds once decoded, its requests in flight, the memory
 		// they hold, how long it may stay silent.
-		t := &transport.StreamTransport{Stream: s, MaxMessageSize: n.cfg.maxMessageSize, Guard: n.guard(remote), Signs: n.signs(remote),
+		t := &transport.StreamTransport{Stream: s, MaxMessageSize: n.cfg.maxMessageSize, Guard: n.guard(remote), Signs: n.signs(s),
 			OnBadFrame: func(err error) { n.trust.BadFrame(remote, err) }}
 		conn := t.Conn()
 		// Room for this session, made by evicting another if need be

@@ -42,6 +42,7 @@ type fuzzConn struct {
 }
 
 func (c fuzzConn) RemotePeer() lpeer.ID { return c.remote }
+func (c fuzzConn) ID() string           { return "fuzz" }
 
 func (s *fuzzStream) Read(p []byte) (int, error) { return s.r.Read(p) }
 func (s *fuzzStream) Write(p []byte) (int, error) {

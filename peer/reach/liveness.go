@@ -63,7 +63,7 @@ type Liveness struct {
 	mu      sync.Mutex
 	watches map[peer.ID]*watch
 	recent  map[peer.ID]Lost // losses of the last minute, for error messages
-	signs   map[peer.ID]weak.Pointer[Signs]
+	signs   map[signsKey]weak.Pointer[Signs]
 	epoch   time.Time // what Signs count from
 	closed  bool
 	wg      sync.WaitGroup
@@ -88,7 +88,7 @@ func NewLiveness(h host.Host, interval, timeout time.Duration, onLost func(Lost)
 		timeout = DefaultLivenessTimeout
 	}
 	return &Liveness{h: h, interval: interval, timeout: timeout, onLost: onLost, watches: map[peer.ID]*watch{}, recent: map[peer.ID]Lost{},
-		signs: map[peer.ID]weak.Pointer[Signs]{}, epoch: time.Now()}
+		signs: map[signsKey]weak.Pointer[Signs]{}, epoch: time.Now()}
 }
 
 // Hold watches p until release is called; holds are counted, so p is
@@ -258,7 +258,7 @@ func (l *Liveness) roundTrip(ctx context.Context, p peer.ID, sp *network.Stream,
 			case ctx.Err() != nil:
 				return nil, ctx.Err()
 			case !time.Now().Before(deadline):
-				if l.showsLife(p) {
+				if l.showsLife(p, nil) {
 					// Negotiation waits behind data the peer still sends:
 					// try again at the next interval.
 					return nil, nil
@@ -291,7 +291,7 @@ func (l *Liveness) roundTrip(ctx context.Context, p peer.ID, sp *network.Stream,
 			return nil, ctx.Err()
 		}
 		if !time.Now().Before(deadline) {
-			if l.showsLife(p) {
+			if l.showsLife(p, conn) {
 				// The answer waits behind data the peer still sends (a
 				// stream whose read timed out is not read again: its
 				// protocol negotiation may be what timed out).
@@ -304,10 +304,21 @@ func (l *Liveness) roundTrip(ctx context.Context, p peer.ID, sp *network.Stream,
 	return conn, nil // the stream broke twice without a timeout: try again next time
 }
 
-// showsLife reports whether p gave a sign of life other than a ping's
-// answer (see Signs) within the timeout.
-func (l *Liveness) showsLife(p peer.ID) bool {
-	return time.Since(l.lastSign(p)) < l.timeout
+// showsLife reports whether conn, a connection to p, gave a sign of life
+// other than a ping's answer (see Signs) within the timeout; with conn nil
+// (the ping stream never opened, so its connection is not known), whether
+// any connection to p did.
+func (l *Liveness) showsLife(p peer.ID, conn network.Conn) bool {
+	conns := []network.Conn{conn}
+	if conn == nil {
+		conns = l.h.Network().ConnsToPeer(p)
+	}
+	for _, c := range conns {
+		if time.Since(l.lastSign(c)) < l.timeout {
+			return true
+		}
+	}
+	return false
 }
 
 // lost closes the silent connection (or every connection to the peer) and

@@ -347,14 +347,11 @@ func TestReservationChangesAreToldAtOnce(t *testing.T) {
 // life (bytes from the peer on its streams: Signs) is not lost while they
 // come; once they stop, the timeout runs from the last of them.
 func TestLivenessWaitsWhileThePeerGivesSignsOfLife(t *testing.T) {
-	a, b, link := cabledHosts(t)
-	lost := make(chan Lost, 1)
 	const timeout = 500 * time.Millisecond
-	l := NewLiveness(a, 50*time.Millisecond, timeout, func(x Lost) { lost <- x })
-	defer l.Close()
-	signs := l.Signs(b.ID())
-	if l.Signs(b.ID()) != signs {
-		t.Fatal("two records of one peer's signs")
+	b, link, l, conn, lost := watchedLink(t, timeout)
+	signs := l.Signs(conn)
+	if l.Signs(conn) != signs {
+		t.Fatal("two records of one connection's signs")
 	}
 	release := l.Hold(b.ID())
 	defer release()
@@ -387,4 +384,55 @@ func TestLivenessWaitsWhileThePeerGivesSignsOfLife(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("not lost within 10s of the last sign")
 	}
+}
+
+// otherConn is another connection to the same peer: the same peer, another
+// ID in the host.
+type otherConn struct {
+	network.Conn
+	id string
+}
+
+func (c otherConn) ID() string { return c.id }
+
+// Signs of life are a connection's: bytes coming on another connection to
+// the same peer (a new one it calls this node on, say) do not keep a
+// silent one open, or calls opened on it would hang.
+func TestLivenessSignsOnAnotherConnectionDoNotCount(t *testing.T) {
+	b, link, l, conn, lost := watchedLink(t, 300*time.Millisecond)
+	other := l.Signs(otherConn{conn, conn.ID() + "-other"})
+	if other == l.Signs(conn) {
+		t.Fatal("two connections share one record of signs")
+	}
+	release := l.Hold(b.ID())
+	defer release()
+	eventually(t, 5*time.Second, "pings answered", func() bool { return l.Stats().Pings >= 2 })
+
+	link.Freeze()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(10 * time.Second)
+	for {
+		select {
+		case x := <-lost:
+			if x.Conn != conn {
+				t.Errorf("lost %v, want the silent connection %v", x.Conn, conn)
+			}
+			return
+		case <-tick.C:
+			other.Alive()
+		case <-deadline:
+			t.Fatal("a silent connection not declared lost within 10s while another connection to its peer gave signs of life")
+		}
+	}
+}
+
+// watchedLink returns a checker of host a's liveness pings every 50 ms,
+// with timeout, the connection through link to b, and the losses it tells.
+func watchedLink(t *testing.T, timeout time.Duration) (b host.Host, link *cable.Cable, l *Liveness, conn network.Conn, lost chan Lost) {
+	a, b, link := cabledHosts(t)
+	lost = make(chan Lost, 1)
+	l = NewLiveness(a, 50*time.Millisecond, timeout, func(x Lost) { lost <- x })
+	t.Cleanup(l.Close)
+	return b, link, l, a.Network().ConnsToPeer(b.ID())[0], lost
 }
