@@ -10,10 +10,8 @@ import (
 	"sync"
 	"time"
 
-	dhtpb "github.com/libp2p/go-libp2p-kad-dht/pb"
 	kb "github.com/libp2p/go-libp2p-kbucket"
 	record "github.com/libp2p/go-libp2p-record"
-	recpb "github.com/libp2p/go-libp2p-record/pb"
 	lpeer "github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/libp2p/go-libp2p/core/routing"
@@ -271,30 +269,12 @@ func (s *Service) peerJoined(peer lpeer.ID) {
 	}()
 }
 
-// putValue asks peer to store rec, as kad-dht's ProtocolMessenger.PutValue
-// does, but reads the answer safely: v0.42.2 reads the answer's record
-// without checking that there is one, so a peer that answers a PUT_VALUE
-// without a record (as a hostile or broken one may) crashed this node with a
-// nil dereference.
-func (s *Service) putValue(ctx context.Context, peer lpeer.ID, rec *recpb.Record) error {
-	req := dhtpb.NewMessage(dhtpb.Message_PUT_VALUE, rec.Key, 0)
-	req.Record = rec
-	resp, err := s.dht.MessageSender().SendRequest(ctx, peer, req)
-	if err != nil {
-		return err
-	}
-	if got := resp.GetRecord(); got == nil || !bytes.Equal(got.GetValue(), rec.GetValue()) {
-		return errors.New("the peer's answer does not hold the record put: not stored")
-	}
-	return nil
-}
-
 // handOff sends peer the card (if not nil) and the provider records of caps.
 func (s *Service) handOff(peer lpeer.ID, card []byte, caps []Capability, k int) error {
 	if card != nil {
 		key := CardKey(s.h.ID())
 		ctx, cancel := context.WithTimeout(s.ctx, putTimeout)
-		err := s.putValue(ctx, peer, record.MakePutRecord(key, card))
+		err := s.pm.PutValue(ctx, peer, record.MakePutRecord(key, card)) // answer checked by checkedSender
 		cancel()
 		if err != nil {
 			return fmt.Errorf("card: %w", err)

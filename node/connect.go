@@ -52,11 +52,8 @@ func (n *Node) Dial(ctx context.Context, target string) (Dialed, error) {
 		return r, nil
 	}
 	addrs, errs := n.resolve(ctx, info.Addrs)
-	for _, c := range conns {
-		if slices.ContainsFunc(addrs, c.RemoteMultiaddr().Equal) {
-			r.Addr = c.RemoteMultiaddr()
-			return r, nil
-		}
+	if r.Addr = connAt(conns, addrs); r.Addr != nil {
+		return r, nil
 	}
 	for _, a := range addrs {
 		err := n.probe(ctx, info.ID, a)
@@ -146,13 +143,22 @@ func (n *Node) probe(ctx context.Context, p lpeer.ID, addr ma.Multiaddr) error {
 // remoteAddr is the remote address of the connection among conns that
 // went to one of addrs, else of the first.
 func remoteAddr(conns []network.Conn, addrs []ma.Multiaddr) ma.Multiaddr {
+	if a := connAt(conns, addrs); a != nil {
+		return a
+	}
+	if len(conns) > 0 {
+		return conns[0].RemoteMultiaddr()
+	}
+	return nil
+}
+
+// connAt returns the remote address of the connection among conns that
+// went to one of addrs, nil if none did.
+func connAt(conns []network.Conn, addrs []ma.Multiaddr) ma.Multiaddr {
 	for _, c := range conns {
 		if slices.ContainsFunc(addrs, c.RemoteMultiaddr().Equal) {
 			return c.RemoteMultiaddr()
 		}
-	}
-	if len(conns) > 0 {
-		return conns[0].RemoteMultiaddr()
 	}
 	return nil
 }
